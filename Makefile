@@ -1,0 +1,45 @@
+# Thin wrapper over meson: every target installs what it lacks first.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+MESON_TEST_ARGS ?=
+
+.PHONY: all deps build check check-asan fuzz clean format
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+build: deps $(BUILD)/build.ninja
+	meson compile -C $(BUILD)
+
+# The test command of the README: every test, real Dovecot/Postfix included.
+check: build
+	meson test -C $(BUILD) --print-errorlogs $(MESON_TEST_ARGS)
+
+# Unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+check-asan: deps
+	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+	meson compile -C $(ASAN_BUILD)
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1 \
+	meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
+
+# libFuzzer targets, each run for FUZZ_SECONDS.
+fuzz: deps
+	[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) \
+		-Dfuzz=true -Db_lundef=false -Dbuildtype=debugoptimized
+	meson compile -C $(FUZZ_BUILD)
+	scripts/run-fuzzers $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+format:
+	git ls-files '*.c' '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,60 @@
+/* backfillctl: operator's tool for backfill's state store and fingerprints.
+   One subcommand per file (cmd-*.c); this file only dispatches. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backfill-config.h"
+#include "commands.h"
+#include "state.h"
+
+static const struct backfillctl_command commands[] = {
+	{"fingerprint", "fingerprint [--hdr-key] FILE...", cmd_fingerprint},
+};
+
+const char *backfillctl_state_uri(int *argc, char **argv)
+{
+	const char *uri = getenv("BACKFILL_STATE");
+
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], "--state") == 0 && i + 1 < *argc) {
+			uri = argv[i + 1];
+			memmove(&argv[i], &argv[i + 2],
+				(size_t)(*argc - i - 1) * sizeof(*argv));
+			*argc -= 2;
+			break;
+		}
+	}
+	return uri != NULL && *uri != '\0' ? uri : BF_STATE_DEFAULT_URI;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: backfillctl [--state URI] COMMAND [ARGS]\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "       backfillctl %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return EXIT_DONE;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("backfillctl %s\n", BACKFILL_VERSION);
+		return EXIT_DONE;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "backfillctl: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}
