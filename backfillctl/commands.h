@@ -2,8 +2,8 @@
 #define BACKFILLCTL_COMMANDS_H
 
 /* Exit codes scripts can trust (STYLE.md). */
-#define EXIT_DONE 0
-#define EXIT_LOOK 1  /* something to look at */
+#define EXIT_DONE  0
+#define EXIT_LOOK  1 /* something to look at */
 #define EXIT_USAGE 2 /* usage or configuration error */
 
 struct backfillctl_command {

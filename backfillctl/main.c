@@ -10,7 +10,7 @@
 #include "state.h"
 
 static const struct backfillctl_command commands[] = {
-	{"fingerprint", "fingerprint [--hdr-key] FILE...", cmd_fingerprint},
+        {"fingerprint", "fingerprint [--hdr-key] FILE...", cmd_fingerprint},
 };
 
 const char *backfillctl_state_uri(int *argc, char **argv)
@@ -21,7 +21,7 @@ const char *backfillctl_state_uri(int *argc, char **argv)
 		if (strcmp(argv[i], "--state") == 0 && i + 1 < *argc) {
 			uri = argv[i + 1];
 			memmove(&argv[i], &argv[i + 2],
-				(size_t)(*argc - i - 1) * sizeof(*argv));
+			        (size_t)(*argc - i - 1) * sizeof(*argv));
 			*argc -= 2;
 			break;
 		}

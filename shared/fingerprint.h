@@ -13,7 +13,7 @@
 #define BF_FP_SIZE 32
 /* "v1:" + 64 hex digits + NUL */
 #define BF_FP_TEXT_SIZE (3 + 2 * BF_FP_SIZE + 1)
-#define BF_FP_HEX_SIZE (2 * BF_FP_SIZE + 1)
+#define BF_FP_HEX_SIZE  (2 * BF_FP_SIZE + 1)
 
 struct bf_fp;
 
@@ -40,23 +40,24 @@ void bf_fp_feed(struct bf_fp *fp, const void *data, size_t size);
    possibly folded with CRLF or LF and with or without its leading space;
    then bf_fp_end_headers() once, then the body in chunks of any size. */
 void bf_fp_header(struct bf_fp *fp, const char *name, size_t name_len,
-		  const char *value, size_t value_len);
+                  const char *value, size_t value_len);
 void bf_fp_end_headers(struct bf_fp *fp);
 void bf_fp_body(struct bf_fp *fp, const void *data, size_t size);
 
 /* Finish the message (either style).  Returns 0, or -1 with *error_r set
    (a crypto library failure or out of memory; never the input's fault). */
 int bf_fp_finish(struct bf_fp *fp, struct bf_fp_result *result_r,
-		 const char **error_r);
+                 const char **error_r);
 
 /* One-shot helper for tests and backfillctl. */
 int bf_fp_compute(const void *data, size_t size, struct bf_fp_result *result_r,
-		  const char **error_r);
+                  const char **error_r);
 
 /* Text forms: "v1:<64 hex>" and bare hex. */
 void bf_fp_to_text(const unsigned char fp[BF_FP_SIZE],
-		   char out[BF_FP_TEXT_SIZE]);
-void bf_fp_to_hex(const unsigned char bin[BF_FP_SIZE], char out[BF_FP_HEX_SIZE]);
+                   char out[BF_FP_TEXT_SIZE]);
+void bf_fp_to_hex(const unsigned char bin[BF_FP_SIZE],
+                  char out[BF_FP_HEX_SIZE]);
 /* Parses "v1:<hex>" or bare hex.  Returns 0 or -1. */
 int bf_fp_from_text(const char *text, unsigned char fp_r[BF_FP_SIZE]);
 

@@ -11,13 +11,13 @@
 /* "300ms", "5s", "2m", "1h", "1d", "1w"; a bare number is in
    default_unit_ms units (1 for ms, 1000 for seconds). */
 int bf_parse_duration_ms(const char *text, uint64_t default_unit_ms,
-			 uint64_t *ms_r, const char **error_r);
+                         uint64_t *ms_r, const char **error_r);
 /* "512", "64k", "10M", "2G" (powers of 1024). */
 int bf_parse_size(const char *text, uint64_t *bytes_r, const char **error_r);
 /* yes/no, true/false, on/off, 1/0 (case-insensitive). */
 int bf_parse_bool(const char *text, bool *value_r, const char **error_r);
 /* A decimal unsigned integer within [min, max]. */
 int bf_parse_uint(const char *text, uint64_t min, uint64_t max,
-		  uint64_t *value_r, const char **error_r);
+                  uint64_t *value_r, const char **error_r);
 
 #endif

@@ -60,19 +60,19 @@ void bf_merge_record_clear(struct bf_merge_record *rec);
 
 /* 1 found (rec_r filled), 0 no record (rec_r zeroed), -1 error. */
 int bf_state_merge_get(struct bf_state *state, const char *user,
-		       struct bf_merge_record *rec_r, const char **error_r);
+                       struct bf_merge_record *rec_r, const char **error_r);
 /* Insert or replace the user's record. */
 int bf_state_merge_put(struct bf_state *state, const char *user,
-		       const struct bf_merge_record *rec, const char **error_r);
+                       const struct bf_merge_record *rec, const char **error_r);
 /* Forget the user's record and journal (doveadm backfill reset). */
 int bf_state_merge_delete(struct bf_state *state, const char *user,
-			  const char **error_r);
+                          const char **error_r);
 /* Calls cb for every user with a record, ordered by user name.  A non-zero
    return from cb stops the walk and is returned. */
 typedef int bf_merge_iter_cb(const char *user,
-			     const struct bf_merge_record *rec, void *context);
+                             const struct bf_merge_record *rec, void *context);
 int bf_state_merge_iter(struct bf_state *state, bf_merge_iter_cb *cb,
-			void *context, const char **error_r);
+                        void *context, const char **error_r);
 
 /* ---- journal of messages a merge added ---- */
 
@@ -88,26 +88,26 @@ struct bf_journal_entry {
 /* Appends entries and stores rec in one transaction: a merge never has
    its cursor ahead of its journal or the other way round. */
 int bf_state_merge_checkpoint(struct bf_state *state, const char *user,
-			      const struct bf_merge_record *rec,
-			      const struct bf_journal_entry *entries,
-			      size_t count, const char **error_r);
+                              const struct bf_merge_record *rec,
+                              const struct bf_journal_entry *entries,
+                              size_t count, const char **error_r);
 int bf_state_journal_append(struct bf_state *state, const char *user,
-			    const struct bf_journal_entry *entries,
-			    size_t count, const char **error_r);
+                            const struct bf_journal_entry *entries,
+                            size_t count, const char **error_r);
 /* Entries in insertion order.  Pointers in the entry are valid during the
    callback only. */
 typedef int bf_journal_iter_cb(const struct bf_journal_entry *entry,
-			       void *context);
+                               void *context);
 int bf_state_journal_iter(struct bf_state *state, const char *user,
-			  bf_journal_iter_cb *cb, void *context,
-			  const char **error_r);
+                          bf_journal_iter_cb *cb, void *context,
+                          const char **error_r);
 /* Sets the live UID of the entry (user, archive_mailbox, archive_uid)
    that has uid 0.  1 updated, 0 no such entry. */
 int bf_state_journal_set_uid(struct bf_state *state, const char *user,
-			     const char *archive_mailbox, uint32_t archive_uid,
-			     uint32_t uid, const char **error_r);
+                             const char *archive_mailbox, uint32_t archive_uid,
+                             uint32_t uid, const char **error_r);
 int bf_state_journal_delete(struct bf_state *state, const char *user,
-			    const char **error_r);
+                            const char **error_r);
 
 /* ---- restore windows ---- */
 
@@ -120,14 +120,14 @@ struct bf_window {
 void bf_window_clear(struct bf_window *window);
 
 /* Opens a new window (closing any open one).  until 0 = no end. */
-int bf_state_window_open(struct bf_state *state, const char *name,
-			 time_t now, time_t until, const char **error_r);
+int bf_state_window_open(struct bf_state *state, const char *name, time_t now,
+                         time_t until, const char **error_r);
 /* 1 closed one, 0 none was open. */
 int bf_state_window_close(struct bf_state *state, time_t now,
-			  const char **error_r);
+                          const char **error_r);
 /* The window in force at now: 1 (window_r filled), 0 none, -1 error. */
 int bf_state_window_current(struct bf_state *state, time_t now,
-			    struct bf_window *window_r, const char **error_r);
+                            struct bf_window *window_r, const char **error_r);
 
 /* ---- dedup records of the milter ---- */
 
@@ -151,34 +151,31 @@ struct bf_dedup_key {
    NULL, describes the first copy), -1 error.  The record expires at
    now + ttl. */
 int bf_state_dedup_check_and_set(struct bf_state *state,
-				 const struct bf_dedup_key *key, time_t now,
-				 unsigned int ttl, const char *host,
-				 const char *queue_id,
-				 struct bf_dedup_first *first_r,
-				 const char **error_r);
+                                 const struct bf_dedup_key *key, time_t now,
+                                 unsigned int ttl, const char *host,
+                                 const char *queue_id,
+                                 struct bf_dedup_first *first_r,
+                                 const char **error_r);
 /* The same for several recipients of one message, in one transaction (one
    round trip for network backends).  results_r[i] is 1 or 0 as above;
    firsts_r may be NULL. */
-int bf_state_dedup_check_and_set_many(struct bf_state *state,
-				      const struct bf_dedup_key *keys,
-				      size_t count, time_t now,
-				      unsigned int ttl, const char *host,
-				      const char *queue_id, int *results_r,
-				      struct bf_dedup_first *firsts_r,
-				      const char **error_r);
+int bf_state_dedup_check_and_set_many(
+        struct bf_state *state, const struct bf_dedup_key *keys, size_t count,
+        time_t now, unsigned int ttl, const char *host, const char *queue_id,
+        int *results_r, struct bf_dedup_first *firsts_r, const char **error_r);
 /* 1 marked, 0 no such live record. */
 int bf_state_dedup_mark_delivered(struct bf_state *state,
-				  const struct bf_dedup_key *key, time_t now,
-				  const char **error_r);
+                                  const struct bf_dedup_key *key, time_t now,
+                                  const char **error_r);
 /* Deletes records that expired at or before now. */
-int bf_state_dedup_purge(struct bf_state *state, time_t now,
-			 uint64_t *purged_r, const char **error_r);
+int bf_state_dedup_purge(struct bf_state *state, time_t now, uint64_t *purged_r,
+                         const char **error_r);
 
 struct bf_dedup_stats {
 	uint64_t records, delivered, expired;
 };
 int bf_state_dedup_stats(struct bf_state *state, time_t now,
-			 struct bf_dedup_stats *stats_r, const char **error_r);
+                         struct bf_dedup_stats *stats_r, const char **error_r);
 
 /* ---- leases ---- */
 
@@ -190,28 +187,28 @@ void bf_lease_owner(char *buf, size_t size);
 /* 1 acquired (or already ours: renewed), 0 held by someone else (holder_r,
    if not NULL, gets a malloc()ed copy of the holder), -1 error. */
 int bf_state_lease_acquire(struct bf_state *state, const char *name,
-			   const char *owner, time_t now, unsigned int ttl,
-			   char **holder_r, const char **error_r);
+                           const char *owner, time_t now, unsigned int ttl,
+                           char **holder_r, const char **error_r);
 /* 1 renewed, 0 no longer ours. */
 int bf_state_lease_renew(struct bf_state *state, const char *name,
-			 const char *owner, time_t now, unsigned int ttl,
-			 const char **error_r);
+                         const char *owner, time_t now, unsigned int ttl,
+                         const char **error_r);
 /* 1 released, 0 was not ours. */
 int bf_state_lease_release(struct bf_state *state, const char *name,
-			   const char *owner, const char **error_r);
+                           const char *owner, const char **error_r);
 
 /* Host-wide limit of running merges: takes one of max_slots slots of
    host.  1 acquired (*slot_r set), 0 all taken, -1 error.  Release with
    bf_state_slot_release(). */
 int bf_state_slot_acquire(struct bf_state *state, const char *host,
-			  unsigned int max_slots, const char *owner,
-			  time_t now, unsigned int ttl, unsigned int *slot_r,
-			  const char **error_r);
+                          unsigned int max_slots, const char *owner, time_t now,
+                          unsigned int ttl, unsigned int *slot_r,
+                          const char **error_r);
 int bf_state_slot_renew(struct bf_state *state, const char *host,
-			unsigned int slot, const char *owner, time_t now,
-			unsigned int ttl, const char **error_r);
+                        unsigned int slot, const char *owner, time_t now,
+                        unsigned int ttl, const char **error_r);
 int bf_state_slot_release(struct bf_state *state, const char *host,
-			  unsigned int slot, const char *owner,
-			  const char **error_r);
+                          unsigned int slot, const char *owner,
+                          const char **error_r);
 
 #endif
