@@ -1,0 +1,1346 @@
+/* SQLite backend of the state store: "sqlite:/path[?busy_timeout=MS]".
+
+   One database file shared by every process of one host: the Dovecot
+   plugin (one handle per IMAP/POP3 process), doveadm and the milter (one
+   handle per libmilter thread).  WAL lets readers run beside the single
+   writer; every read-modify-write runs in BEGIN IMMEDIATE so that it takes
+   the write lock before reading and never has to be retried halfway. */
+
+#include "state-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_BUSY_TIMEOUT_MS 10000
+#define MAX_BUSY_TIMEOUT_MS     3600000
+/* Rows deleted per transaction by a purge, so that purging a large table
+   never holds the write lock for long while milter threads wait. */
+#define PURGE_BATCH 2000
+
+#define PERMISSION_HINT                                                        \
+	"fix permissions: group backfill, mode 0660 on the file and its "      \
+	"-wal and -shm files, 2770 on its directory"
+
+/* Schema migrations: migrations[i] takes the schema from version i to
+   i + 1.  Append only; never edit a released one.  Each runs inside the
+   transaction that records its version, so a crash leaves the old or the
+   new schema, never half of one. */
+static const char *const migrations[] = {
+        /* 1: the first schema */
+        "CREATE TABLE merges ("
+        " user TEXT PRIMARY KEY NOT NULL,"
+        " status TEXT NOT NULL,"
+        " cursor TEXT,"
+        " archived INTEGER NOT NULL DEFAULT 0,"
+        " added INTEGER NOT NULL DEFAULT 0,"
+        " duplicates INTEGER NOT NULL DEFAULT 0,"
+        " skipped INTEGER NOT NULL DEFAULT 0,"
+        " uidl_collisions INTEGER NOT NULL DEFAULT 0,"
+        " started INTEGER NOT NULL DEFAULT 0,"
+        " finished INTEGER NOT NULL DEFAULT 0,"
+        " updated INTEGER NOT NULL DEFAULT 0,"
+        " last_error TEXT"
+        ") WITHOUT ROWID;"
+        "CREATE TABLE journal ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " user TEXT NOT NULL,"
+        " mailbox TEXT NOT NULL,"
+        " mailbox_guid TEXT NOT NULL,"
+        " uid INTEGER NOT NULL,"
+        " archive_mailbox TEXT NOT NULL,"
+        " archive_uid INTEGER NOT NULL,"
+        " fingerprint BLOB NOT NULL"
+        ");"
+        "CREATE INDEX journal_user ON journal (user, seq);"
+        "CREATE INDEX journal_archive ON journal"
+        " (user, archive_mailbox, archive_uid);"
+        "CREATE TABLE windows ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " name TEXT NOT NULL,"
+        " opened INTEGER NOT NULL,"
+        " until INTEGER NOT NULL,"
+        " closed INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE dedup ("
+        " window_name TEXT NOT NULL,"
+        " recipient TEXT NOT NULL,"
+        " fingerprint BLOB NOT NULL,"
+        " first_seen INTEGER NOT NULL,"
+        " expires INTEGER NOT NULL,"
+        " host TEXT NOT NULL,"
+        " queue_id TEXT NOT NULL,"
+        " delivered INTEGER NOT NULL DEFAULT 0,"
+        " delivered_at INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (window_name, recipient, fingerprint)"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX dedup_expires ON dedup (expires);"
+        "CREATE TABLE leases ("
+        " name TEXT PRIMARY KEY NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " expires INTEGER NOT NULL"
+        ") WITHOUT ROWID;",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+#define MERGE_COLS                                                             \
+	"status, cursor, archived, added, duplicates, skipped, "               \
+	"uidl_collisions, started, finished, updated, last_error"
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_MERGE_GET,
+	ST_MERGE_PUT,
+	ST_MERGE_DELETE,
+	ST_MERGE_LIST_FIRST,
+	ST_MERGE_LIST_AFTER,
+	ST_JOURNAL_INSERT,
+	ST_JOURNAL_LIST,
+	ST_JOURNAL_SET_UID,
+	ST_JOURNAL_DELETE,
+	ST_WINDOW_CLOSE,
+	ST_WINDOW_INSERT,
+	ST_WINDOW_CURRENT,
+	ST_DEDUP_GET,
+	ST_DEDUP_PUT,
+	ST_DEDUP_MARK,
+	ST_DEDUP_PURGE,
+	ST_DEDUP_STATS,
+	ST_LEASE_GET,
+	ST_LEASE_PUT,
+	ST_LEASE_SWAP,
+	ST_LEASE_RENEW,
+	ST_LEASE_RELEASE,
+
+	STMT_COUNT
+};
+
+static const char *const stmt_sql[STMT_COUNT] = {
+        [ST_BEGIN] = "BEGIN IMMEDIATE",
+        [ST_COMMIT] = "COMMIT",
+        [ST_ROLLBACK] = "ROLLBACK",
+        [ST_MERGE_GET] = "SELECT " MERGE_COLS " FROM merges WHERE user = ?1",
+        [ST_MERGE_PUT] = "INSERT OR REPLACE INTO merges (user, " MERGE_COLS
+                         ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+                         " ?11, ?12)",
+        [ST_MERGE_DELETE] = "DELETE FROM merges WHERE user = ?1",
+        [ST_MERGE_LIST_FIRST] = "SELECT " MERGE_COLS ", user FROM merges"
+                                " ORDER BY user LIMIT ?1",
+        [ST_MERGE_LIST_AFTER] = "SELECT " MERGE_COLS ", user FROM merges"
+                                " WHERE user > ?2 ORDER BY user LIMIT ?1",
+        [ST_JOURNAL_INSERT] = "INSERT INTO journal (user, mailbox,"
+                              " mailbox_guid, uid, archive_mailbox,"
+                              " archive_uid, fingerprint)"
+                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        [ST_JOURNAL_LIST] = "SELECT seq, mailbox, mailbox_guid, uid,"
+                            " archive_mailbox, archive_uid, fingerprint"
+                            " FROM journal WHERE user = ?1 AND seq > ?2"
+                            " ORDER BY seq LIMIT ?3",
+        [ST_JOURNAL_SET_UID] = "UPDATE journal SET uid = ?4 WHERE seq ="
+                               " (SELECT seq FROM journal WHERE user = ?1"
+                               " AND archive_mailbox = ?2 AND archive_uid = ?3"
+                               " AND uid = 0 ORDER BY seq LIMIT 1)",
+        [ST_JOURNAL_DELETE] = "DELETE FROM journal WHERE user = ?1",
+        [ST_WINDOW_CLOSE] = "UPDATE windows SET closed = ?1 WHERE closed = 0",
+        [ST_WINDOW_INSERT] = "INSERT INTO windows (name, opened, until,"
+                             " closed) VALUES (?1, ?2, ?3, 0)",
+        [ST_WINDOW_CURRENT] = "SELECT name, opened, until, closed FROM windows"
+                              " WHERE closed = 0 AND (until = 0 OR until > ?1)"
+                              " ORDER BY id DESC LIMIT 1",
+        [ST_DEDUP_GET] = "SELECT first_seen, host, queue_id, delivered,"
+                         " delivered_at FROM dedup WHERE window_name = ?1"
+                         " AND recipient = ?2 AND fingerprint = ?3"
+                         " AND expires > ?4",
+        [ST_DEDUP_PUT] = "INSERT OR REPLACE INTO dedup (window_name,"
+                         " recipient, fingerprint, first_seen, expires, host,"
+                         " queue_id, delivered, delivered_at)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)",
+        /* The first delivery time stays: later LMTP deliveries of the same
+           copy (a retried transaction) do not move it. */
+        [ST_DEDUP_MARK] = "UPDATE dedup SET delivered_at = CASE WHEN delivered"
+                          " THEN delivered_at ELSE ?4 END, delivered = 1"
+                          " WHERE window_name = ?1 AND recipient = ?2"
+                          " AND fingerprint = ?3 AND expires > ?4",
+        [ST_DEDUP_PURGE] = "DELETE FROM dedup WHERE (window_name, recipient,"
+                           " fingerprint) IN (SELECT window_name, recipient,"
+                           " fingerprint FROM dedup WHERE expires <= ?1"
+                           " LIMIT ?2)",
+        [ST_DEDUP_STATS] = "SELECT coalesce(sum(expires > ?1), 0),"
+                           " coalesce(sum(expires > ?1 AND delivered), 0),"
+                           " coalesce(sum(expires <= ?1), 0) FROM dedup",
+        [ST_LEASE_GET] = "SELECT owner, expires FROM leases WHERE name = ?1",
+        [ST_LEASE_PUT] = "INSERT OR REPLACE INTO leases (name, owner, expires)"
+                         " VALUES (?1, ?2, ?3)",
+        [ST_LEASE_SWAP] = "UPDATE leases SET owner = ?3, expires = ?4"
+                          " WHERE name = ?1 AND owner = ?2",
+        [ST_LEASE_RENEW] = "UPDATE leases SET expires = ?3"
+                           " WHERE name = ?1 AND owner = ?2",
+        [ST_LEASE_RELEASE] = "DELETE FROM leases WHERE name = ?1"
+                             " AND owner = ?2",
+};
+
+struct sqlite_state {
+	struct bf_state state;
+
+	sqlite3 *db;
+	char *path;
+	int busy_timeout_ms;
+	struct timespec busy_since;
+	unsigned int busy_seed;
+	/* Prepared on first use, kept until close. */
+	sqlite3_stmt *stmts[STMT_COUNT];
+};
+
+#define SQ(state) ((struct sqlite_state *)(state))
+
+/* ---- errors ---- */
+
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, slash - path);
+}
+
+/* Describes the last SQLite error, with what the operator can do about
+   it.  what names the operation ("check-and-set"). */
+static int db_error(struct sqlite_state *s, const char *what)
+{
+	int code = sqlite3_extended_errcode(s->db);
+	int sys_errno = sqlite3_system_errno(s->db);
+	const char *msg = sqlite3_errmsg(s->db);
+
+	switch (code & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		bf_state_set_error(&s->state,
+		                   "%s: %s: still locked by another process "
+		                   "after %d ms (raise it with "
+		                   "?busy_timeout=MS in the URI if the "
+		                   "store is just very busy)",
+		                   what, msg, s->busy_timeout_ms);
+		break;
+	case SQLITE_NOTADB:
+	case SQLITE_CORRUPT:
+		bf_state_set_error(&s->state,
+		                   "%s: %s: the file is not a usable SQLite "
+		                   "database (restore it from a backup; moving "
+		                   "it aside makes backfill start over with "
+		                   "no state)",
+		                   what, msg);
+		break;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		bf_state_set_error(&s->state, "%s: %s: not writable (%s)", what,
+		                   msg, PERMISSION_HINT);
+		break;
+	case SQLITE_FULL:
+		bf_state_set_error(&s->state,
+		                   "%s: %s: the file system is full (free "
+		                   "space, then retry)",
+		                   what, msg);
+		break;
+	case SQLITE_CANTOPEN:
+	case SQLITE_IOERR:
+		if (sys_errno == EACCES || sys_errno == EPERM ||
+		    sys_errno == EROFS || (code & 0xff) == SQLITE_CANTOPEN) {
+			bf_state_set_error(&s->state, "%s: %s (%s): %s", what,
+			                   msg, strerror(sys_errno),
+			                   PERMISSION_HINT);
+			break;
+		}
+		if (sys_errno == ENOSPC) {
+			bf_state_set_error(&s->state,
+			                   "%s: %s: the file system is full "
+			                   "(free space, then retry)",
+			                   what, msg);
+			break;
+		}
+		/* fall through */
+	default:
+		if (sys_errno != 0)
+			bf_state_set_error(&s->state, "%s: %s (%s)", what, msg,
+			                   strerror(sys_errno));
+		else
+			bf_state_set_error(&s->state, "%s: %s", what, msg);
+		break;
+	}
+	return -1;
+}
+
+static int oom(struct sqlite_state *s)
+{
+	bf_state_set_error(&s->state, "out of memory");
+	return -1;
+}
+
+/* ---- statements ---- */
+
+static sqlite3_stmt *stmt_get(struct sqlite_state *s, enum stmt_id id)
+{
+	if (s->stmts[id] == NULL &&
+	    sqlite3_prepare_v3(s->db, stmt_sql[id], -1,
+	                       SQLITE_PREPARE_PERSISTENT, &s->stmts[id],
+	                       NULL) != SQLITE_OK) {
+		db_error(s, "preparing a statement");
+		return NULL;
+	}
+	return s->stmts[id];
+}
+
+static void bind_text(sqlite3_stmt *stmt, int idx, const char *value)
+{
+	if (value == NULL)
+		sqlite3_bind_null(stmt, idx);
+	else
+		sqlite3_bind_text(stmt, idx, value, -1, SQLITE_STATIC);
+}
+
+static void bind_int(sqlite3_stmt *stmt, int idx, int64_t value)
+{
+	sqlite3_bind_int64(stmt, idx, value);
+}
+
+static void bind_fp(sqlite3_stmt *stmt, int idx,
+                    const unsigned char fp[BF_FP_SIZE])
+{
+	sqlite3_bind_blob(stmt, idx, fp, BF_FP_SIZE, SQLITE_STATIC);
+}
+
+/* Steps a statement that returns no rows.  Returns the number of rows it
+   changed, or -1. */
+static int stmt_exec(struct sqlite_state *s, sqlite3_stmt *stmt,
+                     const char *what)
+{
+	int ret = sqlite3_step(stmt);
+
+	if (ret != SQLITE_DONE && ret != SQLITE_ROW) {
+		db_error(s, what);
+		sqlite3_reset(stmt);
+		sqlite3_clear_bindings(stmt);
+		return -1;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return sqlite3_changes(s->db);
+}
+
+/* Steps a query: 1 a row is ready, 0 no (more) rows, -1 error.  The caller
+   resets the statement when done. */
+static int stmt_row(struct sqlite_state *s, sqlite3_stmt *stmt,
+                    const char *what)
+{
+	int ret = sqlite3_step(stmt);
+
+	if (ret == SQLITE_ROW)
+		return 1;
+	if (ret == SQLITE_DONE)
+		return 0;
+	return db_error(s, what);
+}
+
+static void stmt_done(sqlite3_stmt *stmt)
+{
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+}
+
+static int run(struct sqlite_state *s, enum stmt_id id, const char *what)
+{
+	sqlite3_stmt *stmt = stmt_get(s, id);
+
+	return stmt == NULL ? -1 : stmt_exec(s, stmt, what);
+}
+
+/* A text column as a malloc()ed string; NULL stays NULL. */
+static int col_str(struct sqlite_state *s, sqlite3_stmt *stmt, int col,
+                   char **str_r)
+{
+	const unsigned char *text = sqlite3_column_text(stmt, col);
+
+	*str_r = NULL;
+	if (text == NULL)
+		return sqlite3_errcode(s->db) == SQLITE_NOMEM ? oom(s) : 0;
+	*str_r = strdup((const char *)text);
+	return *str_r == NULL ? oom(s) : 0;
+}
+
+/* ---- transactions ---- */
+
+static int tx_begin(struct sqlite_state *s, const char *what)
+{
+	return run(s, ST_BEGIN, what) < 0 ? -1 : 0;
+}
+
+static int tx_commit(struct sqlite_state *s, const char *what)
+{
+	return run(s, ST_COMMIT, what) < 0 ? -1 : 0;
+}
+
+/* Rolls back after an error, keeping the error that caused it. */
+static void tx_rollback(struct sqlite_state *s)
+{
+	sqlite3_stmt *stmt;
+
+	if (sqlite3_get_autocommit(s->db))
+		return;
+	stmt = s->stmts[ST_ROLLBACK];
+	if (stmt == NULL && sqlite3_prepare_v3(s->db, stmt_sql[ST_ROLLBACK], -1,
+	                                       SQLITE_PREPARE_PERSISTENT, &stmt,
+	                                       NULL) != SQLITE_OK) {
+		sqlite3_finalize(stmt);
+		return;
+	}
+	s->stmts[ST_ROLLBACK] = stmt;
+	(void)sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+}
+
+/* Ends a transaction: commits when ret >= 0, else rolls back.  Returns
+   ret, or -1 when the commit fails. */
+static int tx_end(struct sqlite_state *s, int ret, const char *what)
+{
+	if (ret >= 0 && tx_commit(s, what) < 0)
+		ret = -1;
+	if (ret < 0)
+		tx_rollback(s);
+	return ret;
+}
+
+/* ---- busy waiting ---- */
+
+static long ms_since(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - since->tv_sec) * 1000L +
+	       (now.tv_nsec - since->tv_nsec) / 1000000L;
+}
+
+/* SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between
+   attempts.  Write transactions here last tens of microseconds, so with a
+   dozen milter threads and IMAP processes contending, those sleeps (not
+   the work) would set the throughput.  Short randomized sleeps keep the
+   lock busy without a thundering herd; the total is still bounded by
+   busy_timeout, after which the call fails instead of hanging. */
+static int busy_handler(void *context, int count)
+{
+	struct sqlite_state *s = context;
+	struct timespec ts;
+	long max_us;
+
+	if (count == 0)
+		clock_gettime(CLOCK_MONOTONIC, &s->busy_since);
+	else if (ms_since(&s->busy_since) >= s->busy_timeout_ms)
+		return 0;
+	max_us = 50L << (count < 6 ? count : 6); /* up to 3.2 ms */
+	ts.tv_sec = 0;
+	ts.tv_nsec = (20 + rand_r(&s->busy_seed) % max_us) * 1000L;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+/* ---- open ---- */
+
+static int parse_location(const char *location, char **path_r,
+                          int *busy_timeout_r, char **error_r)
+{
+	const char *query, *opt;
+	char *end;
+	unsigned long value;
+
+	*path_r = NULL;
+	*busy_timeout_r = DEFAULT_BUSY_TIMEOUT_MS;
+	/* "sqlite:///var/lib/..." as well as "sqlite:/var/lib/..." */
+	if (strncmp(location, "///", 3) == 0)
+		location += 2;
+	query = strchr(location, '?');
+	*path_r = query == NULL ? strdup(location)
+	                        : strndup(location, query - location);
+	if (*path_r == NULL) {
+		*error_r = bf_state_error_new(location, "out of memory");
+		return -1;
+	}
+	if (**path_r == '\0') {
+		*error_r = bf_state_error_new(
+		        "sqlite:", "no database path (expected e.g. %s)",
+		        BF_STATE_DEFAULT_URI);
+		return -1;
+	}
+	for (opt = query; opt != NULL; opt = strchr(opt + 1, '&')) {
+		if (strncmp(opt + 1, "busy_timeout=", 13) != 0) {
+			*error_r = bf_state_error_new(
+			        *path_r,
+			        "unknown option in URI \"%s\" "
+			        "(supported: busy_timeout=MS)",
+			        opt + 1);
+			return -1;
+		}
+		errno = 0;
+		value = strtoul(opt + 14, &end, 10);
+		if (errno != 0 || end == opt + 14 ||
+		    (*end != '\0' && *end != '&') ||
+		    value > MAX_BUSY_TIMEOUT_MS) {
+			*error_r = bf_state_error_new(
+			        *path_r,
+			        "invalid busy_timeout in URI (milliseconds, "
+			        "at most %d)",
+			        MAX_BUSY_TIMEOUT_MS);
+			return -1;
+		}
+		*busy_timeout_r = (int)value;
+	}
+	return 0;
+}
+
+/* Creates the file ourselves, before SQLite does: SQLite would create it
+   with 0644 minus umask, and the store must be writable by both Dovecot's
+   mail user and the milter's user through the group.  SQLite gives the
+   -wal and -shm files the mode (and, as root, the owner) of the database
+   file, so getting this one right is enough. */
+static int create_file(const char *path, char **error_r)
+{
+	struct stat st;
+	char *dir;
+	int fd, err;
+
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+	if (fd >= 0) {
+		/* umask may have taken the group bits. */
+		if (fchmod(fd, 0660) < 0) {
+			err = errno;
+			close(fd);
+			*error_r = bf_state_error_new(
+			        path, "fchmod(0660) failed: %s", strerror(err));
+			return -1;
+		}
+		/* Like a setgid directory does: so that a store created by
+		   root (doveadm run by hand) stays usable by the group that
+		   owns the directory.  Fails harmlessly when not root. */
+		dir = dir_of(path);
+		if (dir != NULL && stat(dir, &st) == 0)
+			(void)fchown(fd, (uid_t)-1, st.st_gid);
+		free(dir);
+		close(fd);
+		return 0;
+	}
+	err = errno;
+	if (err == EEXIST) {
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			close(fd);
+			return 0;
+		}
+		err = errno;
+		if (err == EACCES || err == EPERM || err == EROFS) {
+			*error_r = bf_state_error_new(
+			        path, "not writable by uid %u gid %u: %s (%s)",
+			        (unsigned int)geteuid(),
+			        (unsigned int)getegid(), strerror(err),
+			        PERMISSION_HINT);
+		} else {
+			*error_r = bf_state_error_new(path, "cannot open: %s",
+			                              strerror(err));
+		}
+		return -1;
+	}
+	dir = dir_of(path);
+	if (err == ENOENT || err == ENOTDIR) {
+		*error_r = bf_state_error_new(
+		        path,
+		        "directory %s does not exist (create it: group "
+		        "backfill, mode 2770)",
+		        dir != NULL ? dir : path);
+	} else if (err == EACCES || err == EPERM || err == EROFS) {
+		*error_r = bf_state_error_new(
+		        path,
+		        "cannot create it in directory %s as uid %u gid %u: "
+		        "%s (%s)",
+		        dir != NULL ? dir : path, (unsigned int)geteuid(),
+		        (unsigned int)getegid(), strerror(err),
+		        PERMISSION_HINT);
+	} else {
+		*error_r = bf_state_error_new(path, "cannot create: %s",
+		                              strerror(err));
+	}
+	free(dir);
+	return -1;
+}
+
+static int schema_version(struct sqlite_state *s, int *version_r)
+{
+	static const char *const sql =
+	        "SELECT (SELECT count(*) FROM sqlite_master"
+	        " WHERE type = 'table' AND name = 'schema_version'),"
+	        " (SELECT max(version) FROM schema_version)";
+	static const char *const sql_empty =
+	        "SELECT count(*), 0 FROM sqlite_master"
+	        " WHERE type = 'table' AND name = 'schema_version'";
+	sqlite3_stmt *stmt = NULL;
+	int ret;
+
+	*version_r = 0;
+	/* The version table may not exist yet, and SQLite resolves table
+	   names when preparing, so ask the catalogue first. */
+	if (sqlite3_prepare_v2(s->db, sql_empty, -1, &stmt, NULL) != SQLITE_OK)
+		return db_error(s, "reading the schema version");
+	ret = stmt_row(s, stmt, "reading the schema version");
+	if (ret > 0 && sqlite3_column_int(stmt, 0) > 0) {
+		sqlite3_finalize(stmt);
+		if (sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL) !=
+		    SQLITE_OK)
+			return db_error(s, "reading the schema version");
+		ret = stmt_row(s, stmt, "reading the schema version");
+		if (ret > 0)
+			*version_r = sqlite3_column_int(stmt, 1);
+	}
+	sqlite3_finalize(stmt);
+	return ret < 0 ? -1 : 0;
+}
+
+static int schema_migrate(struct sqlite_state *s)
+{
+	char sql[128];
+	char *errmsg = NULL;
+	int version, v;
+
+	if (schema_version(s, &version) < 0)
+		return -1;
+	if (version == SCHEMA_VERSION)
+		return 0;
+	if (version > SCHEMA_VERSION)
+		goto newer;
+
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return db_error(s, "upgrading the schema");
+	/* Another process may have migrated while we waited for the lock. */
+	if (sqlite3_exec(s->db,
+	                 "CREATE TABLE IF NOT EXISTS schema_version"
+	                 " (version INTEGER NOT NULL)",
+	                 NULL, NULL, NULL) != SQLITE_OK ||
+	    schema_version(s, &version) < 0)
+		goto failed;
+	if (version > SCHEMA_VERSION) {
+		tx_rollback(s);
+		goto newer;
+	}
+	for (v = version; v < SCHEMA_VERSION; v++) {
+		if (sqlite3_exec(s->db, migrations[v], NULL, NULL, &errmsg) !=
+		    SQLITE_OK) {
+			bf_state_set_error(&s->state,
+			                   "upgrading the schema to version "
+			                   "%d: %s",
+			                   v + 1, errmsg);
+			sqlite3_free(errmsg);
+			tx_rollback(s);
+			return -1;
+		}
+	}
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM schema_version;"
+	         "INSERT INTO schema_version VALUES (%d)",
+	         SCHEMA_VERSION);
+	if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto failed;
+	return 0;
+
+failed:
+	db_error(s, "upgrading the schema");
+	tx_rollback(s);
+	return -1;
+newer:
+	bf_state_set_error(&s->state,
+	                   "schema version %d was written by a newer backfill "
+	                   "(this one knows up to %d): upgrade backfill here "
+	                   "too",
+	                   version, SCHEMA_VERSION);
+	return -1;
+}
+
+static int set_wal(struct sqlite_state *s)
+{
+	sqlite3_stmt *stmt = NULL;
+	const char *mode;
+	int ret;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &stmt,
+	                       NULL) != SQLITE_OK)
+		return db_error(s, "enabling WAL");
+	ret = stmt_row(s, stmt, "enabling WAL");
+	if (ret == 0) {
+		bf_state_set_error(&s->state, "enabling WAL: no answer");
+		ret = -1;
+	} else if (ret > 0) {
+		mode = (const char *)sqlite3_column_text(stmt, 0);
+		if (mode == NULL || strcmp(mode, "wal") != 0) {
+			/* WAL needs shared memory between processes: this
+			   happens on network file systems. */
+			bf_state_set_error(&s->state,
+			                   "cannot use WAL mode (journal mode "
+			                   "stays %s): keep the store on a "
+			                   "local file system",
+			                   mode != NULL ? mode : "unknown");
+			ret = -1;
+		}
+	}
+	sqlite3_finalize(stmt);
+	if (ret < 0)
+		return -1;
+	/* NORMAL in WAL mode: a commit survives the process being killed,
+	   only a power loss may lose the last ones.  Losing a dedup record
+	   means a duplicate is delivered (never a loss), and a merge that
+	   loses its last checkpoint redoes it against the live mailbox. */
+	if (sqlite3_exec(s->db, "PRAGMA synchronous = NORMAL", NULL, NULL,
+	                 NULL) != SQLITE_OK)
+		return db_error(s, "setting synchronous mode");
+	return 0;
+}
+
+static void sqlite_close(struct bf_state *state)
+{
+	struct sqlite_state *s = SQ(state);
+	int i;
+
+	for (i = 0; i < STMT_COUNT; i++)
+		sqlite3_finalize(s->stmts[i]);
+	if (s->db != NULL)
+		sqlite3_close(s->db);
+	free(s->path);
+	free(s);
+}
+
+static int sqlite_open(const char *location, struct bf_state **state_r,
+                       char **error_r)
+{
+	struct sqlite_state *s;
+	int busy_timeout;
+	char *path;
+
+	if (parse_location(location, &path, &busy_timeout, error_r) < 0) {
+		free(path);
+		return -1;
+	}
+	if (create_file(path, error_r) < 0) {
+		free(path);
+		return -1;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		*error_r = bf_state_error_new(path, "out of memory");
+		free(path);
+		return -1;
+	}
+	s->path = path;
+	s->busy_timeout_ms = busy_timeout;
+	s->busy_seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)s;
+	s->state.name = strdup(path);
+	if (s->state.name == NULL) {
+		*error_r = bf_state_error_new(path, "out of memory");
+		sqlite_close(&s->state);
+		return -1;
+	}
+	/* NOMUTEX: a handle is used by one thread at a time (state.h), so
+	   SQLite's per-connection mutex would be pure overhead. */
+	if (sqlite3_open_v2(path, &s->db,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
+		if (s->db == NULL)
+			bf_state_set_error(&s->state, "out of memory");
+		else
+			db_error(s, "opening");
+	} else {
+		sqlite3_extended_result_codes(s->db, 1);
+		sqlite3_busy_handler(s->db, busy_handler, s);
+		if (set_wal(s) == 0 && schema_migrate(s) == 0) {
+			*state_r = &s->state;
+			return 0;
+		}
+	}
+	*error_r = s->state.error != NULL
+	                   ? s->state.error
+	                   : bf_state_error_new(path, "out of memory");
+	s->state.error = NULL;
+	free(s->state.name);
+	sqlite_close(&s->state);
+	return -1;
+}
+
+/* ---- merge records ---- */
+
+/* Reads the MERGE_COLS columns starting at column 0. */
+static int merge_from_row(struct sqlite_state *s, sqlite3_stmt *stmt,
+                          struct bf_merge_record *rec)
+{
+	const char *status = (const char *)sqlite3_column_text(stmt, 0);
+	int st = bf_merge_status_parse(status);
+
+	memset(rec, 0, sizeof(*rec));
+	/* An unknown status (a newer writer) reads as failed rather than as
+	   something that would start or skip a merge. */
+	rec->status = st < 0 ? BF_MERGE_FAILED : (enum bf_merge_status)st;
+	rec->archived = (uint64_t)sqlite3_column_int64(stmt, 2);
+	rec->added = (uint64_t)sqlite3_column_int64(stmt, 3);
+	rec->duplicates = (uint64_t)sqlite3_column_int64(stmt, 4);
+	rec->skipped = (uint64_t)sqlite3_column_int64(stmt, 5);
+	rec->uidl_collisions = (uint64_t)sqlite3_column_int64(stmt, 6);
+	rec->started = (time_t)sqlite3_column_int64(stmt, 7);
+	rec->finished = (time_t)sqlite3_column_int64(stmt, 8);
+	rec->updated = (time_t)sqlite3_column_int64(stmt, 9);
+	if (col_str(s, stmt, 1, &rec->cursor) < 0 ||
+	    col_str(s, stmt, 10, &rec->last_error) < 0) {
+		bf_merge_record_clear(rec);
+		return -1;
+	}
+	return 0;
+}
+
+static int sqlite_merge_get(struct bf_state *state, const char *user,
+                            struct bf_merge_record *rec_r)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_MERGE_GET);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, user);
+	ret = stmt_row(s, stmt, "reading the merge record");
+	if (ret > 0 && merge_from_row(s, stmt, rec_r) < 0)
+		ret = -1;
+	stmt_done(stmt);
+	return ret;
+}
+
+static int merge_put(struct sqlite_state *s, const char *user,
+                     const struct bf_merge_record *rec)
+{
+	sqlite3_stmt *stmt = stmt_get(s, ST_MERGE_PUT);
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, user);
+	bind_text(stmt, 2, bf_merge_status_name(rec->status));
+	bind_text(stmt, 3, rec->cursor);
+	bind_int(stmt, 4, (int64_t)rec->archived);
+	bind_int(stmt, 5, (int64_t)rec->added);
+	bind_int(stmt, 6, (int64_t)rec->duplicates);
+	bind_int(stmt, 7, (int64_t)rec->skipped);
+	bind_int(stmt, 8, (int64_t)rec->uidl_collisions);
+	bind_int(stmt, 9, rec->started);
+	bind_int(stmt, 10, rec->finished);
+	bind_int(stmt, 11, rec->updated);
+	bind_text(stmt, 12, rec->last_error);
+	return stmt_exec(s, stmt, "writing the merge record") < 0 ? -1 : 0;
+}
+
+static int sqlite_merge_put(struct bf_state *state, const char *user,
+                            const struct bf_merge_record *rec)
+{
+	return merge_put(SQ(state), user, rec);
+}
+
+static int sqlite_merge_delete(struct bf_state *state, const char *user)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (tx_begin(s, "deleting the merge record") < 0)
+		return -1;
+	ret = -1;
+	stmt = stmt_get(s, ST_MERGE_DELETE);
+	if (stmt != NULL) {
+		bind_text(stmt, 1, user);
+		ret = stmt_exec(s, stmt, "deleting the merge record");
+	}
+	if (ret >= 0 && (stmt = stmt_get(s, ST_JOURNAL_DELETE)) != NULL) {
+		bind_text(stmt, 1, user);
+		ret = stmt_exec(s, stmt, "deleting the journal");
+	} else {
+		ret = -1;
+	}
+	return tx_end(s, ret < 0 ? -1 : 0, "deleting the merge record");
+}
+
+static int sqlite_merge_list(struct bf_state *state, const char *after_user,
+                             size_t max, struct bf_merge_row **rows_r,
+                             size_t *count_r)
+{
+	struct sqlite_state *s = SQ(state);
+	struct bf_merge_row *rows;
+	sqlite3_stmt *stmt;
+	size_t count = 0;
+	int ret = 0;
+
+	*rows_r = NULL;
+	*count_r = 0;
+	rows = calloc(max, sizeof(*rows));
+	if (rows == NULL)
+		return oom(s);
+	stmt = stmt_get(s, after_user == NULL ? ST_MERGE_LIST_FIRST
+	                                      : ST_MERGE_LIST_AFTER);
+	if (stmt == NULL) {
+		free(rows);
+		return -1;
+	}
+	bind_int(stmt, 1, (int64_t)max);
+	if (after_user != NULL)
+		bind_text(stmt, 2, after_user);
+	while (count < max &&
+	       (ret = stmt_row(s, stmt, "listing merge records")) > 0) {
+		if (merge_from_row(s, stmt, &rows[count].rec) < 0) {
+			ret = -1;
+			break;
+		}
+		if (col_str(s, stmt, 11, &rows[count].user) < 0 ||
+		    rows[count].user == NULL) {
+			bf_merge_record_clear(&rows[count].rec);
+			ret = -1;
+			break;
+		}
+		count++;
+	}
+	stmt_done(stmt);
+	if (ret < 0) {
+		bf_merge_rows_free(rows, count);
+		return -1;
+	}
+	*rows_r = rows;
+	*count_r = count;
+	return 0;
+}
+
+/* ---- journal ---- */
+
+static int sqlite_journal_append(struct bf_state *state, const char *user,
+                                 const struct bf_merge_record *rec,
+                                 const struct bf_journal_entry *entries,
+                                 size_t count)
+{
+	static const char *const what = "appending to the journal";
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt;
+	size_t i;
+	int ret = 0;
+
+	if (tx_begin(s, what) < 0)
+		return -1;
+	stmt = count == 0 ? NULL : stmt_get(s, ST_JOURNAL_INSERT);
+	if (count > 0 && stmt == NULL)
+		ret = -1;
+	for (i = 0; i < count && ret == 0; i++) {
+		bind_text(stmt, 1, user);
+		bind_text(stmt, 2, entries[i].mailbox);
+		bind_text(stmt, 3, entries[i].mailbox_guid);
+		bind_int(stmt, 4, entries[i].uid);
+		bind_text(stmt, 5, entries[i].archive_mailbox);
+		bind_int(stmt, 6, entries[i].archive_uid);
+		bind_fp(stmt, 7, entries[i].fingerprint);
+		if (stmt_exec(s, stmt, what) < 0)
+			ret = -1;
+	}
+	if (ret == 0 && rec != NULL)
+		ret = merge_put(s, user, rec);
+	return tx_end(s, ret, what);
+}
+
+static int sqlite_journal_list(struct bf_state *state, const char *user,
+                               uint64_t after_seq, size_t max,
+                               struct bf_journal_row **rows_r, size_t *count_r)
+{
+	struct sqlite_state *s = SQ(state);
+	struct bf_journal_row *rows, *row;
+	sqlite3_stmt *stmt;
+	size_t count = 0;
+	int ret = 0;
+
+	*rows_r = NULL;
+	*count_r = 0;
+	rows = calloc(max, sizeof(*rows));
+	if (rows == NULL)
+		return oom(s);
+	stmt = stmt_get(s, ST_JOURNAL_LIST);
+	if (stmt == NULL) {
+		free(rows);
+		return -1;
+	}
+	bind_text(stmt, 1, user);
+	bind_int(stmt, 2, (int64_t)after_seq);
+	bind_int(stmt, 3, (int64_t)max);
+	while (count < max &&
+	       (ret = stmt_row(s, stmt, "reading the journal")) > 0) {
+		row = &rows[count++];
+		row->seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+		row->uid = (uint32_t)sqlite3_column_int64(stmt, 3);
+		row->archive_uid = (uint32_t)sqlite3_column_int64(stmt, 5);
+		if (sqlite3_column_bytes(stmt, 6) == BF_FP_SIZE)
+			memcpy(row->fingerprint, sqlite3_column_blob(stmt, 6),
+			       BF_FP_SIZE);
+		if (col_str(s, stmt, 1, &row->mailbox) < 0 ||
+		    col_str(s, stmt, 2, &row->mailbox_guid) < 0 ||
+		    col_str(s, stmt, 4, &row->archive_mailbox) < 0) {
+			ret = -1;
+			break;
+		}
+	}
+	stmt_done(stmt);
+	if (ret < 0) {
+		bf_journal_rows_free(rows, count);
+		return -1;
+	}
+	*rows_r = rows;
+	*count_r = count;
+	return 0;
+}
+
+static int sqlite_journal_set_uid(struct bf_state *state, const char *user,
+                                  const char *archive_mailbox,
+                                  uint32_t archive_uid, uint32_t uid)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_JOURNAL_SET_UID);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, user);
+	bind_text(stmt, 2, archive_mailbox);
+	bind_int(stmt, 3, archive_uid);
+	bind_int(stmt, 4, uid);
+	ret = stmt_exec(s, stmt, "setting a journal UID");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+static int sqlite_journal_delete(struct bf_state *state, const char *user)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_JOURNAL_DELETE);
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, user);
+	return stmt_exec(s, stmt, "deleting the journal") < 0 ? -1 : 0;
+}
+
+/* ---- windows ---- */
+
+static int sqlite_window_open(struct bf_state *state, const char *name,
+                              time_t now, time_t until)
+{
+	static const char *const what = "opening a window";
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (tx_begin(s, what) < 0)
+		return -1;
+	if ((stmt = stmt_get(s, ST_WINDOW_CLOSE)) != NULL) {
+		bind_int(stmt, 1, now);
+		ret = stmt_exec(s, stmt, what);
+	}
+	if (ret >= 0) {
+		ret = -1;
+		if ((stmt = stmt_get(s, ST_WINDOW_INSERT)) != NULL) {
+			bind_text(stmt, 1, name);
+			bind_int(stmt, 2, now);
+			bind_int(stmt, 3, until);
+			ret = stmt_exec(s, stmt, what);
+		}
+	}
+	return tx_end(s, ret < 0 ? -1 : 0, what);
+}
+
+static int sqlite_window_close(struct bf_state *state, time_t now)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_WINDOW_CLOSE);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_int(stmt, 1, now);
+	ret = stmt_exec(s, stmt, "closing the window");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+static int sqlite_window_current(struct bf_state *state, time_t now,
+                                 struct bf_window *window_r)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_WINDOW_CURRENT);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_int(stmt, 1, now);
+	ret = stmt_row(s, stmt, "reading the current window");
+	if (ret > 0) {
+		window_r->opened = (time_t)sqlite3_column_int64(stmt, 1);
+		window_r->until = (time_t)sqlite3_column_int64(stmt, 2);
+		window_r->closed = (time_t)sqlite3_column_int64(stmt, 3);
+		if (col_str(s, stmt, 0, &window_r->name) < 0)
+			ret = -1;
+	}
+	stmt_done(stmt);
+	return ret;
+}
+
+/* ---- dedup ---- */
+
+static void bind_dedup_key(sqlite3_stmt *stmt, const struct bf_dedup_key *key)
+{
+	bind_text(stmt, 1, key->window);
+	bind_text(stmt, 2, key->recipient);
+	bind_fp(stmt, 3, key->fingerprint);
+}
+
+/* 1 a live record exists (first_r, if not NULL, filled), 0 none. */
+static int dedup_get(struct sqlite_state *s, const struct bf_dedup_key *key,
+                     time_t now, struct bf_dedup_first *first_r)
+{
+	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_GET);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_dedup_key(stmt, key);
+	bind_int(stmt, 4, now);
+	ret = stmt_row(s, stmt, "check-and-set");
+	if (ret > 0 && first_r != NULL) {
+		first_r->first_seen = (time_t)sqlite3_column_int64(stmt, 0);
+		first_r->delivered = sqlite3_column_int(stmt, 3) != 0;
+		first_r->delivered_at = (time_t)sqlite3_column_int64(stmt, 4);
+		if (col_str(s, stmt, 1, &first_r->host) < 0 ||
+		    col_str(s, stmt, 2, &first_r->queue_id) < 0)
+			ret = -1;
+	}
+	stmt_done(stmt);
+	return ret;
+}
+
+static int sqlite_dedup_check_and_set(struct bf_state *state,
+                                      const struct bf_dedup_key *keys,
+                                      size_t count, time_t now,
+                                      unsigned int ttl, const char *host,
+                                      const char *queue_id, int *results_r,
+                                      struct bf_dedup_first *firsts_r)
+{
+	static const char *const what = "check-and-set";
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt;
+	size_t i;
+	int ret = 0;
+
+	if (tx_begin(s, what) < 0)
+		return -1;
+	for (i = 0; i < count && ret >= 0; i++) {
+		ret = dedup_get(s, &keys[i], now,
+		                firsts_r == NULL ? NULL : &firsts_r[i]);
+		if (ret != 0) {
+			results_r[i] = 0;
+			continue;
+		}
+		/* Absent or expired: (re)place it.  REPLACE drops the
+		   expired row, so its delivered flag does not carry over. */
+		results_r[i] = 1;
+		ret = -1;
+		if ((stmt = stmt_get(s, ST_DEDUP_PUT)) != NULL) {
+			bind_dedup_key(stmt, &keys[i]);
+			bind_int(stmt, 4, now);
+			bind_int(stmt, 5, now + (time_t)ttl);
+			bind_text(stmt, 6, host);
+			bind_text(stmt, 7, queue_id);
+			ret = stmt_exec(s, stmt, what);
+		}
+	}
+	return tx_end(s, ret < 0 ? -1 : 0, what);
+}
+
+static int sqlite_dedup_mark_delivered(struct bf_state *state,
+                                       const struct bf_dedup_key *key,
+                                       time_t now)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_MARK);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_dedup_key(stmt, key);
+	bind_int(stmt, 4, now);
+	ret = stmt_exec(s, stmt, "marking delivered");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+static int sqlite_dedup_purge(struct bf_state *state, time_t now,
+                              uint64_t *purged_r)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt;
+	int ret;
+
+	*purged_r = 0;
+	do {
+		stmt = stmt_get(s, ST_DEDUP_PURGE);
+		if (stmt == NULL)
+			return -1;
+		bind_int(stmt, 1, now);
+		bind_int(stmt, 2, PURGE_BATCH);
+		ret = stmt_exec(s, stmt, "purging dedup records");
+		if (ret < 0)
+			return -1;
+		*purged_r += (uint64_t)ret;
+	} while (ret == PURGE_BATCH);
+	return 0;
+}
+
+static int sqlite_dedup_stats(struct bf_state *state, time_t now,
+                              struct bf_dedup_stats *stats_r)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_STATS);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_int(stmt, 1, now);
+	ret = stmt_row(s, stmt, "reading dedup statistics");
+	if (ret > 0) {
+		stats_r->records = (uint64_t)sqlite3_column_int64(stmt, 0);
+		stats_r->delivered = (uint64_t)sqlite3_column_int64(stmt, 1);
+		stats_r->expired = (uint64_t)sqlite3_column_int64(stmt, 2);
+	}
+	stmt_done(stmt);
+	return ret < 0 ? -1 : 0;
+}
+
+/* ---- leases ---- */
+
+static int sqlite_lease_acquire(struct bf_state *state, const char *name,
+                                const char *owner, time_t now, unsigned int ttl,
+                                bool reentrant, char **holder_r)
+{
+	static const char *const what = "acquiring a lease";
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt;
+	const char *holder;
+	int ret;
+
+	*holder_r = NULL;
+	if (tx_begin(s, what) < 0)
+		return -1;
+	if ((stmt = stmt_get(s, ST_LEASE_GET)) == NULL)
+		return tx_end(s, -1, what);
+	bind_text(stmt, 1, name);
+	ret = stmt_row(s, stmt, what);
+	if (ret > 0) {
+		holder = (const char *)sqlite3_column_text(stmt, 0);
+		if (sqlite3_column_int64(stmt, 1) <= now ||
+		    (reentrant && holder != NULL && strcmp(holder, owner) == 0))
+			ret = 0; /* expired or ours: take it */
+		else if (col_str(s, stmt, 0, holder_r) < 0)
+			ret = -1;
+	}
+	stmt_done(stmt);
+	if (ret != 0)
+		return tx_end(s, ret < 0 ? -1 : 0, what);
+
+	if ((stmt = stmt_get(s, ST_LEASE_PUT)) == NULL)
+		return tx_end(s, -1, what);
+	bind_text(stmt, 1, name);
+	bind_text(stmt, 2, owner);
+	bind_int(stmt, 3, now + (time_t)ttl);
+	ret = stmt_exec(s, stmt, what);
+	return tx_end(s, ret < 0 ? -1 : 1, what);
+}
+
+static int sqlite_lease_swap(struct bf_state *state, const char *name,
+                             const char *expected_holder, const char *owner,
+                             time_t now, unsigned int ttl)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_SWAP);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, name);
+	bind_text(stmt, 2, expected_holder);
+	bind_text(stmt, 3, owner);
+	bind_int(stmt, 4, now + (time_t)ttl);
+	ret = stmt_exec(s, stmt, "taking over a lease");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+static int sqlite_lease_renew(struct bf_state *state, const char *name,
+                              const char *owner, time_t now, unsigned int ttl)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_RENEW);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, name);
+	bind_text(stmt, 2, owner);
+	bind_int(stmt, 3, now + (time_t)ttl);
+	ret = stmt_exec(s, stmt, "renewing a lease");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+static int sqlite_lease_release(struct bf_state *state, const char *name,
+                                const char *owner)
+{
+	struct sqlite_state *s = SQ(state);
+	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_RELEASE);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, name);
+	bind_text(stmt, 2, owner);
+	ret = stmt_exec(s, stmt, "releasing a lease");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+const struct bf_state_backend bf_state_backend_sqlite = {
+        .scheme = "sqlite",
+        .open = sqlite_open,
+        .close = sqlite_close,
+        .merge_get = sqlite_merge_get,
+        .merge_put = sqlite_merge_put,
+        .merge_delete = sqlite_merge_delete,
+        .merge_list = sqlite_merge_list,
+        .journal_append = sqlite_journal_append,
+        .journal_list = sqlite_journal_list,
+        .journal_set_uid = sqlite_journal_set_uid,
+        .journal_delete = sqlite_journal_delete,
+        .window_open = sqlite_window_open,
+        .window_close = sqlite_window_close,
+        .window_current = sqlite_window_current,
+        .dedup_check_and_set = sqlite_dedup_check_and_set,
+        .dedup_mark_delivered = sqlite_dedup_mark_delivered,
+        .dedup_purge = sqlite_dedup_purge,
+        .dedup_stats = sqlite_dedup_stats,
+        .lease_acquire = sqlite_lease_acquire,
+        .lease_swap = sqlite_lease_swap,
+        .lease_renew = sqlite_lease_renew,
+        .lease_release = sqlite_lease_release,
+};

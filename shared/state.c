@@ -1,0 +1,745 @@
+/* The backend-independent half of the state store: URI dispatch, argument
+   checks, error text, and the logic built on top of the backends' atomic
+   operations (dead-holder takeover of leases, slots, batched iteration).
+   Backends (state-sqlite.c, later state-redis.c) implement
+   state-private.h and nothing above it. */
+
+#include "state-private.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+/* Rows fetched per backend call while iterating.  Iterators never hold a
+   read transaction (or a server-side cursor) across callbacks: a callback
+   may take seconds (revert expunges messages) and may call the store
+   itself, and a long read transaction would keep SQLite from
+   checkpointing its WAL meanwhile. */
+#define MERGE_PAGE   256
+#define JOURNAL_PAGE 512
+
+/* Attempts at taking a lease whose holder keeps changing under us. */
+#define LEASE_TAKE_ATTEMPTS 3
+
+static const struct bf_state_backend *const backends[] = {
+        &bf_state_backend_sqlite,
+};
+
+static const char *oom_error = "state store: out of memory";
+
+static char *error_vformat(const char *name, const char *fmt, va_list args)
+{
+	char *msg = NULL, *full = NULL;
+
+	if (vasprintf(&msg, fmt, args) < 0)
+		return NULL;
+	if (asprintf(&full, "state store %s: %s", name, msg) < 0)
+		full = NULL;
+	free(msg);
+	return full;
+}
+
+void bf_state_set_error(struct bf_state *state, const char *fmt, ...)
+{
+	va_list args;
+
+	free(state->error);
+	va_start(args, fmt);
+	state->error = error_vformat(
+	        state->name != NULL ? state->name : state->uri, fmt, args);
+	va_end(args);
+}
+
+char *bf_state_error_new(const char *name, const char *fmt, ...)
+{
+	va_list args;
+	char *error;
+
+	va_start(args, fmt);
+	error = error_vformat(name, fmt, args);
+	va_end(args);
+	return error;
+}
+
+static const char *state_error(const struct bf_state *state)
+{
+	return state->error != NULL ? state->error : oom_error;
+}
+
+/* Finishes a public call: hands the backend's error to the caller. */
+static int state_ret(struct bf_state *state, int ret, const char **error_r)
+{
+	if (ret < 0)
+		*error_r = state_error(state);
+	return ret;
+}
+
+static int invalid_arg(struct bf_state *state, const char *what,
+                       const char **error_r)
+{
+	bf_state_set_error(state, "invalid argument: %s", what);
+	*error_r = state_error(state);
+	return -1;
+}
+
+static bool str_ok(const char *s)
+{
+	return s != NULL && *s != '\0';
+}
+
+/* ---- open / close ---- */
+
+int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
+{
+	const struct bf_state_backend *backend = NULL;
+	struct bf_state *state = NULL;
+	const char *colon;
+	size_t i;
+
+	*state_r = NULL;
+	*error_r = NULL;
+	colon = uri != NULL ? strchr(uri, ':') : NULL;
+	if (colon == NULL || colon == uri) {
+		*error_r = bf_state_error_new(
+		        uri != NULL ? uri : "(null)",
+		        "not a state store URI (expected e.g. %s)",
+		        BF_STATE_DEFAULT_URI);
+		return -1;
+	}
+	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		if (strlen(backends[i]->scheme) == (size_t)(colon - uri) &&
+		    strncmp(backends[i]->scheme, uri, colon - uri) == 0)
+			backend = backends[i];
+	}
+	if (backend == NULL) {
+		*error_r = bf_state_error_new(
+		        uri, "unsupported backend \"%.*s\" (supported: sqlite)",
+		        (int)(colon - uri), uri);
+		return -1;
+	}
+	if (backend->open(colon + 1, &state, error_r) < 0)
+		return -1;
+	state->backend = backend;
+	state->uri = strdup(uri);
+	if (state->uri == NULL) {
+		bf_state_close(&state);
+		*error_r = bf_state_error_new(uri, "out of memory");
+		return -1;
+	}
+	*state_r = state;
+	return 0;
+}
+
+void bf_state_close(struct bf_state **_state)
+{
+	struct bf_state *state = *_state;
+	char *uri, *name, *error;
+
+	if (state == NULL)
+		return;
+	*_state = NULL;
+	uri = state->uri;
+	name = state->name;
+	error = state->error;
+	state->backend->close(state);
+	free(uri);
+	free(name);
+	free(error);
+}
+
+const char *bf_state_uri(const struct bf_state *state)
+{
+	return state->uri;
+}
+
+/* ---- merge records ---- */
+
+static const char *const merge_status_names[] = {
+        [BF_MERGE_PENDING] = "pending",
+        [BF_MERGE_RUNNING] = "running",
+        [BF_MERGE_DONE] = "done",
+        [BF_MERGE_FAILED] = "failed",
+};
+
+const char *bf_merge_status_name(enum bf_merge_status status)
+{
+	if ((unsigned int)status >=
+	    sizeof(merge_status_names) / sizeof(merge_status_names[0]))
+		return "unknown";
+	return merge_status_names[status];
+}
+
+int bf_merge_status_parse(const char *name)
+{
+	size_t i;
+
+	for (i = 0;
+	     name != NULL &&
+	     i < sizeof(merge_status_names) / sizeof(merge_status_names[0]);
+	     i++) {
+		if (strcmp(name, merge_status_names[i]) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+void bf_merge_record_clear(struct bf_merge_record *rec)
+{
+	free(rec->cursor);
+	free(rec->last_error);
+	memset(rec, 0, sizeof(*rec));
+}
+
+static bool merge_record_ok(const struct bf_merge_record *rec)
+{
+	return rec != NULL &&
+	       bf_merge_status_parse(bf_merge_status_name(rec->status)) ==
+	               (int)rec->status;
+}
+
+int bf_state_merge_get(struct bf_state *state, const char *user,
+                       struct bf_merge_record *rec_r, const char **error_r)
+{
+	memset(rec_r, 0, sizeof(*rec_r));
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	return state_ret(state, state->backend->merge_get(state, user, rec_r),
+	                 error_r);
+}
+
+int bf_state_merge_put(struct bf_state *state, const char *user,
+                       const struct bf_merge_record *rec, const char **error_r)
+{
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	if (!merge_record_ok(rec))
+		return invalid_arg(state, "bad merge status", error_r);
+	return state_ret(state, state->backend->merge_put(state, user, rec),
+	                 error_r);
+}
+
+int bf_state_merge_delete(struct bf_state *state, const char *user,
+                          const char **error_r)
+{
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	return state_ret(state, state->backend->merge_delete(state, user),
+	                 error_r);
+}
+
+void bf_merge_rows_free(struct bf_merge_row *rows, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		free(rows[i].user);
+		bf_merge_record_clear(&rows[i].rec);
+	}
+	free(rows);
+}
+
+int bf_state_merge_iter(struct bf_state *state, bf_merge_iter_cb *cb,
+                        void *context, const char **error_r)
+{
+	struct bf_merge_row *rows;
+	char *after = NULL;
+	size_t i, count;
+	int ret = 0;
+
+	do {
+		if (state->backend->merge_list(state, after, MERGE_PAGE, &rows,
+		                               &count) < 0) {
+			ret = state_ret(state, -1, error_r);
+			break;
+		}
+		for (i = 0; i < count && ret == 0; i++)
+			ret = cb(rows[i].user, &rows[i].rec, context);
+		if (ret == 0 && count > 0) {
+			free(after);
+			after = rows[count - 1].user;
+			rows[count - 1].user = NULL;
+		}
+		bf_merge_rows_free(rows, count);
+	} while (ret == 0 && count == MERGE_PAGE);
+	free(after);
+	return ret;
+}
+
+/* ---- journal ---- */
+
+static int journal_entries_check(struct bf_state *state,
+                                 const struct bf_journal_entry *entries,
+                                 size_t count, const char **error_r)
+{
+	size_t i;
+
+	if (count > 0 && entries == NULL)
+		return invalid_arg(state, "no journal entries", error_r);
+	for (i = 0; i < count; i++) {
+		if (entries[i].mailbox == NULL ||
+		    entries[i].mailbox_guid == NULL ||
+		    entries[i].archive_mailbox == NULL)
+			return invalid_arg(state,
+			                   "journal entry without mailbox",
+			                   error_r);
+	}
+	return 0;
+}
+
+int bf_state_merge_checkpoint(struct bf_state *state, const char *user,
+                              const struct bf_merge_record *rec,
+                              const struct bf_journal_entry *entries,
+                              size_t count, const char **error_r)
+{
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	if (!merge_record_ok(rec))
+		return invalid_arg(state, "bad merge status", error_r);
+	if (journal_entries_check(state, entries, count, error_r) < 0)
+		return -1;
+	return state_ret(state,
+	                 state->backend->journal_append(state, user, rec,
+	                                                entries, count),
+	                 error_r);
+}
+
+int bf_state_journal_append(struct bf_state *state, const char *user,
+                            const struct bf_journal_entry *entries,
+                            size_t count, const char **error_r)
+{
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	if (journal_entries_check(state, entries, count, error_r) < 0)
+		return -1;
+	if (count == 0)
+		return 0;
+	return state_ret(state,
+	                 state->backend->journal_append(state, user, NULL,
+	                                                entries, count),
+	                 error_r);
+}
+
+void bf_journal_rows_free(struct bf_journal_row *rows, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		free(rows[i].mailbox);
+		free(rows[i].mailbox_guid);
+		free(rows[i].archive_mailbox);
+	}
+	free(rows);
+}
+
+int bf_state_journal_iter(struct bf_state *state, const char *user,
+                          bf_journal_iter_cb *cb, void *context,
+                          const char **error_r)
+{
+	struct bf_journal_row *rows;
+	struct bf_journal_entry entry;
+	uint64_t after = 0;
+	size_t i, count;
+	int ret = 0;
+
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	do {
+		if (state->backend->journal_list(state, user, after,
+		                                 JOURNAL_PAGE, &rows,
+		                                 &count) < 0)
+			return state_ret(state, -1, error_r);
+		for (i = 0; i < count && ret == 0; i++) {
+			entry.mailbox = rows[i].mailbox;
+			entry.mailbox_guid = rows[i].mailbox_guid;
+			entry.uid = rows[i].uid;
+			entry.archive_mailbox = rows[i].archive_mailbox;
+			entry.archive_uid = rows[i].archive_uid;
+			memcpy(entry.fingerprint, rows[i].fingerprint,
+			       sizeof(entry.fingerprint));
+			ret = cb(&entry, context);
+		}
+		if (count > 0)
+			after = rows[count - 1].seq;
+		bf_journal_rows_free(rows, count);
+	} while (ret == 0 && count == JOURNAL_PAGE);
+	return ret;
+}
+
+int bf_state_journal_set_uid(struct bf_state *state, const char *user,
+                             const char *archive_mailbox, uint32_t archive_uid,
+                             uint32_t uid, const char **error_r)
+{
+	if (!str_ok(user) || archive_mailbox == NULL)
+		return invalid_arg(state, "empty user or mailbox", error_r);
+	return state_ret(state,
+	                 state->backend->journal_set_uid(state, user,
+	                                                 archive_mailbox,
+	                                                 archive_uid, uid),
+	                 error_r);
+}
+
+int bf_state_journal_delete(struct bf_state *state, const char *user,
+                            const char **error_r)
+{
+	if (!str_ok(user))
+		return invalid_arg(state, "empty user", error_r);
+	return state_ret(state, state->backend->journal_delete(state, user),
+	                 error_r);
+}
+
+/* ---- windows ---- */
+
+void bf_window_clear(struct bf_window *window)
+{
+	free(window->name);
+	memset(window, 0, sizeof(*window));
+}
+
+int bf_state_window_open(struct bf_state *state, const char *name, time_t now,
+                         time_t until, const char **error_r)
+{
+	if (!str_ok(name))
+		return invalid_arg(state, "empty window name", error_r);
+	if (until != 0 && until <= now)
+		return invalid_arg(state, "window ends before it opens",
+		                   error_r);
+	return state_ret(state,
+	                 state->backend->window_open(state, name, now, until),
+	                 error_r);
+}
+
+int bf_state_window_close(struct bf_state *state, time_t now,
+                          const char **error_r)
+{
+	return state_ret(state, state->backend->window_close(state, now),
+	                 error_r);
+}
+
+int bf_state_window_current(struct bf_state *state, time_t now,
+                            struct bf_window *window_r, const char **error_r)
+{
+	memset(window_r, 0, sizeof(*window_r));
+	return state_ret(state,
+	                 state->backend->window_current(state, now, window_r),
+	                 error_r);
+}
+
+/* ---- dedup ---- */
+
+void bf_dedup_first_clear(struct bf_dedup_first *first)
+{
+	free(first->host);
+	free(first->queue_id);
+	memset(first, 0, sizeof(*first));
+}
+
+static bool dedup_key_ok(const struct bf_dedup_key *key)
+{
+	return str_ok(key->window) && str_ok(key->recipient);
+}
+
+int bf_state_dedup_check_and_set_many(
+        struct bf_state *state, const struct bf_dedup_key *keys, size_t count,
+        time_t now, unsigned int ttl, const char *host, const char *queue_id,
+        int *results_r, struct bf_dedup_first *firsts_r, const char **error_r)
+{
+	size_t i;
+	int ret;
+
+	if (firsts_r != NULL)
+		memset(firsts_r, 0, sizeof(*firsts_r) * count);
+	if (count == 0)
+		return 0;
+	if (keys == NULL || results_r == NULL)
+		return invalid_arg(state, "no dedup keys", error_r);
+	for (i = 0; i < count; i++) {
+		if (!dedup_key_ok(&keys[i]))
+			return invalid_arg(state,
+			                   "dedup key without window or "
+			                   "recipient",
+			                   error_r);
+	}
+	if (ttl == 0)
+		return invalid_arg(state, "dedup ttl 0", error_r);
+	ret = state->backend->dedup_check_and_set(
+	        state, keys, count, now, ttl, host != NULL ? host : "",
+	        queue_id != NULL ? queue_id : "", results_r, firsts_r);
+	if (ret < 0 && firsts_r != NULL) {
+		for (i = 0; i < count; i++)
+			bf_dedup_first_clear(&firsts_r[i]);
+	}
+	return state_ret(state, ret < 0 ? -1 : 0, error_r);
+}
+
+int bf_state_dedup_check_and_set(struct bf_state *state,
+                                 const struct bf_dedup_key *key, time_t now,
+                                 unsigned int ttl, const char *host,
+                                 const char *queue_id,
+                                 struct bf_dedup_first *first_r,
+                                 const char **error_r)
+{
+	int result;
+
+	if (bf_state_dedup_check_and_set_many(state, key, 1, now, ttl, host,
+	                                      queue_id, &result, first_r,
+	                                      error_r) < 0)
+		return -1;
+	return result;
+}
+
+int bf_state_dedup_mark_delivered(struct bf_state *state,
+                                  const struct bf_dedup_key *key, time_t now,
+                                  const char **error_r)
+{
+	if (key == NULL || !dedup_key_ok(key))
+		return invalid_arg(state,
+		                   "dedup key without window or recipient",
+		                   error_r);
+	return state_ret(state,
+	                 state->backend->dedup_mark_delivered(state, key, now),
+	                 error_r);
+}
+
+int bf_state_dedup_purge(struct bf_state *state, time_t now, uint64_t *purged_r,
+                         const char **error_r)
+{
+	uint64_t purged = 0;
+	int ret;
+
+	ret = state->backend->dedup_purge(state, now, &purged);
+	if (purged_r != NULL)
+		*purged_r = purged;
+	return state_ret(state, ret, error_r);
+}
+
+int bf_state_dedup_stats(struct bf_state *state, time_t now,
+                         struct bf_dedup_stats *stats_r, const char **error_r)
+{
+	memset(stats_r, 0, sizeof(*stats_r));
+	return state_ret(state,
+	                 state->backend->dedup_stats(state, now, stats_r),
+	                 error_r);
+}
+
+/* ---- leases ---- */
+
+/* The host part of owner strings.  ':' separates the fields, so it cannot
+   appear in the host. */
+static void local_host(char *buf, size_t size)
+{
+	char *p;
+
+	if (gethostname(buf, size) < 0 || buf[0] == '\0')
+		snprintf(buf, size, "localhost");
+	buf[size - 1] = '\0';
+	for (p = buf; *p != '\0'; p++) {
+		if (*p == ':')
+			*p = '_';
+	}
+}
+
+void bf_lease_owner(char *buf, size_t size)
+{
+	char host[256];
+	uint32_t rnd;
+
+	if (size == 0)
+		return;
+	local_host(host, sizeof(host));
+	/* The random part tells apart two holders that got the same pid
+	   (pid reuse after a reboot or in another pid namespace). */
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		rnd = (uint32_t)ts.tv_nsec ^ ((uint32_t)getpid() << 16);
+	}
+	snprintf(buf, size, "%s:%ld:%08" PRIx32, host, (long)getpid(), rnd);
+}
+
+/* True only when we can prove the holder is gone: its owner string names
+   this host and no process has its pid.  Anything else (another host, a
+   string we did not make, EPERM from a live process of another user, a
+   zombie) leaves the lease to expire normally. */
+static bool lease_owner_is_dead(const char *owner)
+{
+	char host[256];
+	const char *pid_end, *pid_start, *p;
+	long pid = 0;
+
+	pid_end = strrchr(owner, ':');
+	if (pid_end == NULL || pid_end == owner)
+		return false;
+	for (pid_start = pid_end; pid_start > owner && pid_start[-1] != ':';
+	     pid_start--)
+		;
+	if (pid_start == owner || pid_start == pid_end)
+		return false;
+	for (p = pid_start; p < pid_end; p++) {
+		if (*p < '0' || *p > '9' || pid > 0x7fffffffL / 10)
+			return false;
+		pid = pid * 10 + (*p - '0');
+	}
+	/* 0 and negative pids would address process groups. */
+	if (pid <= 1 || pid == (long)getpid())
+		return false;
+	local_host(host, sizeof(host));
+	if (strlen(host) != (size_t)(pid_start - 1 - owner) ||
+	    strncmp(host, owner, pid_start - 1 - owner) != 0)
+		return false;
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/* Takes the lease if it is free or expired, or if its holder is a dead
+   process of this host (compare-and-swap, so that of several processes
+   noticing the same dead holder exactly one wins). */
+static int lease_take(struct bf_state *state, const char *name,
+                      const char *owner, time_t now, unsigned int ttl,
+                      bool reentrant, char **holder_r)
+{
+	char *holder = NULL;
+	int attempt, ret;
+
+	for (attempt = 1;; attempt++) {
+		ret = state->backend->lease_acquire(state, name, owner, now,
+		                                    ttl, reentrant, &holder);
+		if (ret != 0 || holder == NULL ||
+		    attempt == LEASE_TAKE_ATTEMPTS ||
+		    !lease_owner_is_dead(holder))
+			break;
+		ret = state->backend->lease_swap(state, name, holder, owner,
+		                                 now, ttl);
+		if (ret != 0)
+			break;
+		/* Someone else took it over first, or it was released:
+		   look again. */
+		free(holder);
+		holder = NULL;
+	}
+	if (ret == 0 && holder_r != NULL) {
+		*holder_r = holder;
+		holder = NULL;
+	}
+	free(holder);
+	return ret;
+}
+
+static int lease_args_check(struct bf_state *state, const char *name,
+                            const char *owner, unsigned int ttl,
+                            const char **error_r)
+{
+	if (!str_ok(name) || !str_ok(owner))
+		return invalid_arg(state, "empty lease name or owner", error_r);
+	if (ttl == 0)
+		return invalid_arg(state, "lease ttl 0", error_r);
+	return 0;
+}
+
+int bf_state_lease_acquire(struct bf_state *state, const char *name,
+                           const char *owner, time_t now, unsigned int ttl,
+                           char **holder_r, const char **error_r)
+{
+	if (holder_r != NULL)
+		*holder_r = NULL;
+	if (lease_args_check(state, name, owner, ttl, error_r) < 0)
+		return -1;
+	return state_ret(
+	        state, lease_take(state, name, owner, now, ttl, true, holder_r),
+	        error_r);
+}
+
+int bf_state_lease_renew(struct bf_state *state, const char *name,
+                         const char *owner, time_t now, unsigned int ttl,
+                         const char **error_r)
+{
+	if (lease_args_check(state, name, owner, ttl, error_r) < 0)
+		return -1;
+	return state_ret(
+	        state,
+	        state->backend->lease_renew(state, name, owner, now, ttl),
+	        error_r);
+}
+
+int bf_state_lease_release(struct bf_state *state, const char *name,
+                           const char *owner, const char **error_r)
+{
+	if (!str_ok(name) || !str_ok(owner))
+		return invalid_arg(state, "empty lease name or owner", error_r);
+	return state_ret(state,
+	                 state->backend->lease_release(state, name, owner),
+	                 error_r);
+}
+
+/* ---- slots: max_slots leases "slot/<host>/<i>" ---- */
+
+static int slot_name(struct bf_state *state, const char *host,
+                     unsigned int slot, char **name_r, const char **error_r)
+{
+	if (!str_ok(host))
+		return invalid_arg(state, "empty slot host", error_r);
+	if (asprintf(name_r, "slot/%s/%u", host, slot) < 0) {
+		*name_r = NULL;
+		bf_state_set_error(state, "out of memory");
+		return state_ret(state, -1, error_r);
+	}
+	return 0;
+}
+
+int bf_state_slot_acquire(struct bf_state *state, const char *host,
+                          unsigned int max_slots, const char *owner, time_t now,
+                          unsigned int ttl, unsigned int *slot_r,
+                          const char **error_r)
+{
+	unsigned int slot;
+	char *name;
+	int ret = 0;
+
+	if (max_slots == 0)
+		return invalid_arg(state, "max_slots 0", error_r);
+	if (lease_args_check(state, "slot", owner, ttl, error_r) < 0)
+		return -1;
+	/* Not reentrant: an owner running several merges (doveadm backfill
+	   run with parallelism) takes one slot per merge. */
+	for (slot = 0; slot < max_slots && ret == 0; slot++) {
+		if (slot_name(state, host, slot, &name, error_r) < 0)
+			return -1;
+		ret = lease_take(state, name, owner, now, ttl, false, NULL);
+		free(name);
+		if (ret > 0)
+			*slot_r = slot;
+	}
+	return state_ret(state, ret, error_r);
+}
+
+int bf_state_slot_renew(struct bf_state *state, const char *host,
+                        unsigned int slot, const char *owner, time_t now,
+                        unsigned int ttl, const char **error_r)
+{
+	char *name;
+	int ret;
+
+	if (slot_name(state, host, slot, &name, error_r) < 0)
+		return -1;
+	ret = bf_state_lease_renew(state, name, owner, now, ttl, error_r);
+	free(name);
+	return ret;
+}
+
+int bf_state_slot_release(struct bf_state *state, const char *host,
+                          unsigned int slot, const char *owner,
+                          const char **error_r)
+{
+	char *name;
+	int ret;
+
+	if (slot_name(state, host, slot, &name, error_r) < 0)
+		return -1;
+	ret = bf_state_lease_release(state, name, owner, error_r);
+	free(name);
+	return ret;
+}
