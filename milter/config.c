@@ -1,0 +1,310 @@
+/* Reading backfill-milter.conf and sharing it between session threads. */
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "backfill-config.h"
+#include "config-file.h"
+#include "parse.h"
+#include "state.h"
+#include "config.h"
+#include "state-pool.h"
+
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct milter_config *current;
+
+static char *xasprintf(const char *fmt, ...)
+        __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list args;
+	char *str;
+
+	va_start(args, fmt);
+	if (vasprintf(&str, fmt, args) < 0)
+		str = NULL;
+	va_end(args);
+	return str;
+}
+
+static int set_string(char **dest, const char *value, char **error_r)
+{
+	char *copy = strdup(value);
+
+	if (copy == NULL) {
+		*error_r = strdup("out of memory");
+		return -1;
+	}
+	free(*dest);
+	*dest = copy;
+	return 0;
+}
+
+static int parse_secs(const char *key, const char *value, unsigned int *secs_r,
+                      char **error_r)
+{
+	const char *error;
+	uint64_t ms;
+
+	if (bf_parse_duration_ms(value, 1000, &ms, &error) < 0) {
+		*error_r = xasprintf("%s: %s", key, error);
+		return -1;
+	}
+	if (ms / 1000 > 0x7fffffff) {
+		*error_r = xasprintf("%s: %s is too long", key, value);
+		return -1;
+	}
+	*secs_r = (unsigned int)(ms / 1000);
+	return 0;
+}
+
+static int parse_choice(const char *key, const char *value,
+                        const char *const *names, int *choice_r, char **error_r)
+{
+	for (int i = 0; names[i] != NULL; i++) {
+		if (strcasecmp(value, names[i]) == 0) {
+			*choice_r = i;
+			return 0;
+		}
+	}
+	*error_r = xasprintf("%s: expected %s or %s, not '%s'", key, names[0],
+	                     names[1], value);
+	return -1;
+}
+
+static int parse_bool(const char *key, const char *value, bool *value_r,
+                      char **error_r)
+{
+	const char *error;
+
+	if (bf_parse_bool(value, value_r, &error) < 0) {
+		*error_r = xasprintf("%s: %s", key, error);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_socket(const char *value, char **error_r)
+{
+	/* The forms libmilter accepts: unix:/path, local:/path, /path,
+	   inet:port[@host], inet6:port[@host]. */
+	if (value[0] == '/' || strncasecmp(value, "unix:/", 6) == 0 ||
+	    strncasecmp(value, "local:/", 7) == 0 ||
+	    strncasecmp(value, "inet:", 5) == 0 ||
+	    strncasecmp(value, "inet6:", 6) == 0)
+		return 0;
+	*error_r = xasprintf("Socket: expected unix:/path or inet:port@host, "
+	                     "not '%s'",
+	                     value);
+	return -1;
+}
+
+static int config_setting(const char *key, const char *value, void *context,
+                          char **error_r)
+{
+	static const char *const window_names[] = {"auto", "off", NULL};
+	static const char *const action_names[] = {"remove", "tag", NULL};
+	static const char *const quarantine_names[] = {"hold", "none", NULL};
+	struct milter_config *config = context;
+	int choice;
+
+	if (strcasecmp(key, "Socket") == 0) {
+		if (parse_socket(value, error_r) < 0)
+			return -1;
+		return set_string(&config->socket, value, error_r);
+	}
+	if (strcasecmp(key, "SocketMode") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long mode = strtoul(value, &end, 8);
+		if (errno != 0 || *end != '\0' || end == value || mode > 0777) {
+			*error_r = xasprintf("SocketMode: expected an octal "
+			                     "mode like 0660, not '%s'",
+			                     value);
+			return -1;
+		}
+		config->socket_mode = (mode_t)mode;
+		return 0;
+	}
+	if (strcasecmp(key, "SocketGroup") == 0)
+		return set_string(&config->socket_group, value, error_r);
+	if (strcasecmp(key, "UserID") == 0)
+		return set_string(&config->user_id, value, error_r);
+	if (strcasecmp(key, "PidFile") == 0)
+		return set_string(&config->pid_file, value, error_r);
+	if (strcasecmp(key, "Syslog") == 0)
+		return parse_bool(key, value, &config->syslog, error_r);
+	if (strcasecmp(key, "State") == 0) {
+		if (strchr(value, ':') == NULL) {
+			*error_r = xasprintf("State: expected a URI like "
+			                     "sqlite:/path, not '%s'",
+			                     value);
+			return -1;
+		}
+		return set_string(&config->state_uri, value, error_r);
+	}
+	if (strcasecmp(key, "Window") == 0) {
+		if (parse_choice(key, value, window_names, &choice, error_r) <
+		    0)
+			return -1;
+		config->window_mode = (enum milter_window_mode)choice;
+		return 0;
+	}
+	if (strcasecmp(key, "WindowRefresh") == 0) {
+		if (parse_secs(key, value, &config->window_refresh_secs,
+		               error_r) < 0)
+			return -1;
+		if (config->window_refresh_secs == 0) {
+			*error_r = strdup("WindowRefresh: must be at least 1s");
+			return -1;
+		}
+		return 0;
+	}
+	if (strcasecmp(key, "DuplicateAction") == 0) {
+		if (parse_choice(key, value, action_names, &choice, error_r) <
+		    0)
+			return -1;
+		config->duplicate_action = (enum milter_duplicate_action)choice;
+		return 0;
+	}
+	if (strcasecmp(key, "Quarantine") == 0) {
+		if (parse_choice(key, value, quarantine_names, &choice,
+		                 error_r) < 0)
+			return -1;
+		config->quarantine = (enum milter_quarantine)choice;
+		return 0;
+	}
+	if (strcasecmp(key, "ConfirmDelivery") == 0)
+		return parse_bool(key, value, &config->confirm_delivery,
+		                  error_r);
+	if (strcasecmp(key, "MinAge") == 0)
+		return parse_secs(key, value, &config->min_age_secs, error_r);
+	if (strcasecmp(key, "DedupTTL") == 0) {
+		if (parse_secs(key, value, &config->dedup_ttl_secs, error_r) <
+		    0)
+			return -1;
+		if (config->dedup_ttl_secs == 0) {
+			*error_r = strdup("DedupTTL: must be at least 1s");
+			return -1;
+		}
+		return 0;
+	}
+	if (strcasecmp(key, "LogLevel") == 0) {
+		if (milter_log_level_parse(value, &config->log_level) < 0) {
+			*error_r = xasprintf("LogLevel: expected error, "
+			                     "warning, info or debug, not '%s'",
+			                     value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcasecmp(key, "Hostname") == 0)
+		return set_string(&config->hostname, value, error_r);
+	*error_r = xasprintf("unknown key '%s'", key);
+	return -1;
+}
+
+static void config_free(struct milter_config *config)
+{
+	if (config->pool != NULL)
+		milter_state_pool_free(&config->pool);
+	free(config->path);
+	free(config->socket);
+	free(config->socket_group);
+	free(config->user_id);
+	free(config->pid_file);
+	free(config->state_uri);
+	free(config->hostname);
+	free(config);
+}
+
+int milter_config_read(const char *path, struct milter_config **config_r,
+                       char **error_r)
+{
+	struct milter_config *config = calloc(1, sizeof(*config));
+	char host[256];
+
+	if (config == NULL) {
+		*error_r = strdup("out of memory");
+		return -1;
+	}
+	config->refcount = 1;
+	config->socket_mode = 0660;
+	config->syslog = true;
+	config->window_mode = MILTER_WINDOW_AUTO;
+	config->window_refresh_secs = 5;
+	config->duplicate_action = MILTER_DUPLICATE_REMOVE;
+	config->quarantine = MILTER_QUARANTINE_HOLD;
+	config->confirm_delivery = true;
+	config->min_age_secs = 600;
+	config->dedup_ttl_secs = 30 * 86400;
+	config->log_level = MILTER_LOG_INFO;
+	if ((config->path = strdup(path)) == NULL ||
+	    (config->socket = strdup(MILTER_DEFAULT_SOCKET)) == NULL ||
+	    (config->state_uri = strdup(BF_STATE_DEFAULT_URI)) == NULL) {
+		config_free(config);
+		*error_r = strdup("out of memory");
+		return -1;
+	}
+	if (bf_config_file_read(path, config_setting, config, error_r) < 0) {
+		config_free(config);
+		return -1;
+	}
+	if (config->hostname == NULL) {
+		if (gethostname(host, sizeof(host)) < 0)
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = '\0';
+		if ((config->hostname = strdup(host)) == NULL) {
+			config_free(config);
+			*error_r = strdup("out of memory");
+			return -1;
+		}
+	}
+	*config_r = config;
+	return 0;
+}
+
+void milter_config_set_current(struct milter_config *config)
+{
+	struct milter_config *old;
+
+	pthread_mutex_lock(&current_lock);
+	old = current;
+	current = config;
+	pthread_mutex_unlock(&current_lock);
+	if (old != NULL)
+		milter_config_unref(&old);
+}
+
+struct milter_config *milter_config_get(void)
+{
+	struct milter_config *config;
+
+	pthread_mutex_lock(&current_lock);
+	config = current;
+	if (config != NULL)
+		config->refcount++;
+	pthread_mutex_unlock(&current_lock);
+	return config;
+}
+
+void milter_config_unref(struct milter_config **_config)
+{
+	struct milter_config *config = *_config;
+	bool last;
+
+	if (config == NULL)
+		return;
+	*_config = NULL;
+	pthread_mutex_lock(&current_lock);
+	last = --config->refcount == 0;
+	pthread_mutex_unlock(&current_lock);
+	if (last)
+		config_free(config);
+}

@@ -1,0 +1,189 @@
+/* Socket, pid file, detaching and privileges. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <libmilter/mfapi.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+
+static int fail(char **error_r, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static int fail(char **error_r, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	if (vasprintf(error_r, fmt, args) < 0)
+		*error_r = NULL;
+	va_end(args);
+	return -1;
+}
+
+/* The filesystem path of a unix socket spec, or NULL for inet. */
+static const char *socket_path(const char *spec)
+{
+	if (spec[0] == '/')
+		return spec;
+	if (strncasecmp(spec, "unix:", 5) == 0)
+		return spec + 5;
+	if (strncasecmp(spec, "local:", 6) == 0)
+		return spec + 6;
+	return NULL;
+}
+
+static int make_parent_dir(const char *path, char **error_r)
+{
+	char *dir = strdup(path), *slash;
+	int ret = 0;
+
+	if (dir == NULL)
+		return fail(error_r, "out of memory");
+	slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		/* Only the last level, like /run/backfill after a reboot
+		   cleared /run; 0755 so that smtpd can reach the socket. */
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+			ret = fail(error_r, "mkdir %s: %s", dir,
+			           strerror(errno));
+	}
+	free(dir);
+	return ret;
+}
+
+int milter_daemon_open_socket(const struct milter_config *config,
+                              char **error_r)
+{
+	const char *path = socket_path(config->socket);
+	struct group *gr = NULL;
+	mode_t old_umask;
+	int ret;
+
+	if (config->socket_group != NULL) {
+		gr = getgrnam(config->socket_group);
+		if (gr == NULL)
+			return fail(error_r,
+			            "SocketGroup: no group named '%s' (the "
+			            "group Postfix's smtpd runs as, usually "
+			            "postfix)",
+			            config->socket_group);
+	}
+	if (path != NULL && make_parent_dir(path, error_r) < 0)
+		return -1;
+	if (smfi_setconn(config->socket) != MI_SUCCESS)
+		return fail(error_r, "Socket %s: not usable by libmilter",
+		            config->socket);
+	/* The socket is born with its final mode: there is no moment in
+	   which anybody else could connect. */
+	old_umask = umask(0777 & ~config->socket_mode);
+	ret = smfi_opensocket(true);
+	umask(old_umask);
+	if (ret != MI_SUCCESS)
+		return fail(error_r,
+		            "cannot listen on %s (another backfill-milter "
+		            "running, or the directory not writable?)",
+		            config->socket);
+	if (path == NULL)
+		return 0;
+	if (gr != NULL && chown(path, (uid_t)-1, gr->gr_gid) < 0)
+		return fail(error_r, "chown %s to group %s: %s", path,
+		            config->socket_group, strerror(errno));
+	if (chmod(path, config->socket_mode) < 0)
+		return fail(error_r, "chmod %s: %s", path, strerror(errno));
+	return 0;
+}
+
+int milter_daemon_detach(char **error_r)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0)
+		return fail(error_r, "fork: %s", strerror(errno));
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return fail(error_r, "setsid: %s", strerror(errno));
+	if (chdir("/") < 0)
+		return fail(error_r, "chdir /: %s", strerror(errno));
+	fd = open("/dev/null", O_RDWR);
+	if (fd < 0)
+		return fail(error_r, "/dev/null: %s", strerror(errno));
+	dup2(fd, 0);
+	dup2(fd, 1);
+	dup2(fd, 2);
+	if (fd > 2)
+		close(fd);
+	return 0;
+}
+
+int milter_daemon_write_pid(const char *path, char **error_r)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL)
+		return fail(error_r, "PidFile %s: %s", path, strerror(errno));
+	fprintf(f, "%ld\n", (long)getpid());
+	if (fclose(f) != 0)
+		return fail(error_r, "PidFile %s: %s", path, strerror(errno));
+	return 0;
+}
+
+int milter_daemon_drop_privileges(const char *user_id, char **error_r)
+{
+	char *user = strdup(user_id), *group;
+	struct passwd *pw;
+	gid_t gid;
+	int ret = -1;
+
+	if (user == NULL)
+		return fail(error_r, "out of memory");
+	group = strchr(user, ':');
+	if (group != NULL)
+		*group++ = '\0';
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		fail(error_r, "UserID: no user named '%s'", user);
+		goto out;
+	}
+	gid = pw->pw_gid;
+	if (group != NULL && *group != '\0') {
+		struct group *gr = getgrnam(group);
+		if (gr == NULL) {
+			fail(error_r, "UserID: no group named '%s'", group);
+			goto out;
+		}
+		gid = gr->gr_gid;
+	}
+	if (getuid() == pw->pw_uid && geteuid() == pw->pw_uid &&
+	    getgid() == gid) {
+		ret = 0;
+		goto out;
+	}
+	if (initgroups(user, gid) < 0 || setgid(gid) < 0 ||
+	    setuid(pw->pw_uid) < 0) {
+		fail(error_r, "UserID %s: cannot switch to it: %s", user_id,
+		     strerror(errno));
+		goto out;
+	}
+	/* A process that could regain root has not dropped anything. */
+	if (pw->pw_uid != 0 && setuid(0) == 0) {
+		fail(error_r, "UserID %s: could regain root after switching",
+		     user_id);
+		goto out;
+	}
+	ret = 0;
+out:
+	free(user);
+	return ret;
+}

@@ -1,0 +1,294 @@
+/* The dedup decision at end of message, inside a restore window. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "dedup.h"
+#include "fingerprint.h"
+#include "log.h"
+#include "session.h"
+#include "state-pool.h"
+#include "state.h"
+
+enum verdict {
+	VERDICT_NEW = 0,
+	VERDICT_SUSPECTED, /* seen, earlier copy not known delivered */
+	VERDICT_CONFIRMED, /* seen and delivered (or older than MinAge) */
+};
+
+struct dedup_run {
+	SMFICTX *ctx;
+	struct milter_session *session;
+	const struct milter_config *config;
+	const char *qid;
+	char fp_text[BF_FP_TEXT_SIZE];
+	size_t key_count;
+	struct bf_dedup_key *keys;
+	int *results;
+	struct bf_dedup_first *firsts;
+	enum verdict *verdicts;
+	size_t *keymap; /* recipient index -> key index */
+	unsigned int new_count, suspected_count, confirmed_count;
+	/* The first copy of a confirmed duplicate, for the log and the
+	   hold reason: where an operator finds the copy that was kept. */
+	const struct bf_dedup_first *example;
+};
+
+static void add_header(struct dedup_run *run, const char *name,
+                       const char *value)
+{
+	if (smfi_addheader(run->ctx, (char *)name, (char *)value) != MI_SUCCESS)
+		milter_error("queue id %s: could not add header %s: %s",
+		             run->qid, name, value);
+}
+
+static enum verdict classify(const struct dedup_run *run, size_t i, time_t now)
+{
+	const struct bf_dedup_first *first = &run->firsts[i];
+
+	if (run->results[i] > 0)
+		return VERDICT_NEW;
+	if (first->delivered)
+		return VERDICT_CONFIRMED;
+	/* Without delivery confirmation (no Dovecot plugin on the
+	   mailbox servers), age is the only evidence that the first copy
+	   went through: a retry within MinAge may be the same attempt. */
+	if (!run->config->confirm_delivery && first->first_seen <= now &&
+	    (uint64_t)(now - first->first_seen) >= run->config->min_age_secs)
+		return VERDICT_CONFIRMED;
+	return VERDICT_SUSPECTED;
+}
+
+static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
+{
+	struct milter_session *session = run->session;
+	struct bf_state *state;
+	const char *error;
+	size_t n = 0;
+
+	run->keys = calloc(session->rcpt_count, sizeof(*run->keys));
+	run->results = calloc(session->rcpt_count, sizeof(*run->results));
+	run->firsts = calloc(session->rcpt_count, sizeof(*run->firsts));
+	run->verdicts = calloc(session->rcpt_count, sizeof(*run->verdicts));
+	run->keymap = calloc(session->rcpt_count, sizeof(*run->keymap));
+	if (run->keys == NULL || run->results == NULL || run->firsts == NULL ||
+	    run->verdicts == NULL || run->keymap == NULL) {
+		*error_r = strdup("out of memory");
+		return -1;
+	}
+	if (bf_fp_from_text(run->fp_text, run->keys[0].fingerprint) < 0) {
+		*error_r = strdup("internal error: fingerprint text");
+		return -1;
+	}
+	for (size_t i = 0; i < session->rcpt_count; i++) {
+		/* One key per distinct address, in the order of its first
+		   spelling; keymap[] leads every spelling to its key. */
+		if (session->rcpts[i].key != i) {
+			run->keymap[i] = run->keymap[session->rcpts[i].key];
+			continue;
+		}
+		run->keys[n].window = session->window;
+		run->keys[n].recipient = session->rcpts[i].bare;
+		memcpy(run->keys[n].fingerprint, run->keys[0].fingerprint,
+		       BF_FP_SIZE);
+		run->keymap[i] = n++;
+	}
+	run->key_count = n;
+
+	if (milter_state_pool_get(run->config->pool, &state, error_r) < 0)
+		return -1;
+	if (bf_state_dedup_check_and_set_many(
+	            state, run->keys, n, now, run->config->dedup_ttl_secs,
+	            run->config->hostname, run->qid, run->results, run->firsts,
+	            &error) < 0) {
+		*error_r = strdup(error);
+		milter_state_pool_put(run->config->pool, &state, true);
+		return -1;
+	}
+	milter_state_pool_put(run->config->pool, &state, false);
+
+	for (size_t i = 0; i < n; i++) {
+		run->verdicts[i] = classify(run, i, now);
+		switch (run->verdicts[i]) {
+		case VERDICT_NEW:
+			run->new_count++;
+			break;
+		case VERDICT_SUSPECTED:
+			run->suspected_count++;
+			break;
+		case VERDICT_CONFIRMED:
+			run->confirmed_count++;
+			if (run->example == NULL)
+				run->example = &run->firsts[i];
+			break;
+		}
+	}
+	return 0;
+}
+
+static void log_first(const struct dedup_run *run, char *buf, size_t size)
+{
+	const struct bf_dedup_first *first = run->example;
+
+	if (first == NULL) {
+		buf[0] = '\0';
+		return;
+	}
+	snprintf(buf, size, "first copy queue id %s on %s",
+	         first->queue_id != NULL ? first->queue_id : "?",
+	         first->host != NULL ? first->host : "?");
+}
+
+/* Every recipient already has the message: the copy goes to the hold
+   queue (Quarantine hold: postsuper -H releases it) or is discarded. */
+static sfsistat all_duplicates(struct dedup_run *run)
+{
+	char first[256], reason[512];
+
+	log_first(run, first, sizeof(first));
+	if (run->config->quarantine == MILTER_QUARANTINE_NONE) {
+		milter_info("queue id %s: discarded: duplicate for all %zu "
+		            "recipient(s), %s (window %s, fingerprint %s)",
+		            run->qid, run->key_count, first,
+		            run->session->window, run->fp_text);
+		return SMFIS_DISCARD;
+	}
+	snprintf(reason, sizeof(reason),
+	         "backfill: duplicate of a delivered message, %s", first);
+	if (smfi_quarantine(run->ctx, reason) != MI_SUCCESS) {
+		/* Never drop what cannot be held: deliver it, tagged. */
+		milter_error("queue id %s: could not put the duplicate on "
+		             "hold; delivering it tagged instead",
+		             run->qid);
+		add_header(run, "X-Backfill-Duplicate", "confirmed");
+		return SMFIS_ACCEPT;
+	}
+	add_header(run, "X-Backfill-Duplicate", "held");
+	milter_info("queue id %s: held: duplicate for all %zu recipient(s), "
+	            "%s (window %s, fingerprint %s); release with postsuper "
+	            "-H %s if it is wanted",
+	            run->qid, run->key_count, first, run->session->window,
+	            run->fp_text, run->qid);
+	return SMFIS_ACCEPT;
+}
+
+static unsigned int remove_recipients(struct dedup_run *run)
+{
+	struct milter_session *session = run->session;
+	unsigned int removed = 0;
+
+	for (size_t i = 0; i < session->rcpt_count; i++) {
+		struct milter_rcpt *rcpt = &session->rcpts[i];
+		size_t key = run->keymap[i];
+
+		if (run->verdicts[key] != VERDICT_CONFIRMED)
+			continue;
+		if (smfi_delrcpt(run->ctx, rcpt->raw) != MI_SUCCESS) {
+			milter_error("queue id %s: could not remove duplicate "
+			             "recipient %s; it gets a second copy",
+			             run->qid, rcpt->raw);
+			continue;
+		}
+		removed++;
+		milter_info("queue id %s: removed recipient %s: already "
+		            "delivered, first copy queue id %s on %s",
+		            run->qid, rcpt->bare,
+		            run->firsts[key].queue_id != NULL
+		                    ? run->firsts[key].queue_id
+		                    : "?",
+		            run->firsts[key].host != NULL
+		                    ? run->firsts[key].host
+		                    : "?");
+	}
+	return removed;
+}
+
+static sfsistat decide(struct dedup_run *run)
+{
+	const struct milter_config *config = run->config;
+	unsigned int removed = 0;
+	char value[128];
+
+	add_header(run, "X-Backfill-Window", run->session->window);
+	add_header(run, "X-Backfill-Fingerprint", run->fp_text);
+
+	if (run->confirmed_count > 0 &&
+	    config->duplicate_action == MILTER_DUPLICATE_REMOVE) {
+		if (run->confirmed_count == run->key_count)
+			return all_duplicates(run);
+		removed = remove_recipients(run);
+		if (removed > 0) {
+			/* A count, not the addresses: naming them would show
+			   Bcc recipients to everyone else.  The log names
+			   them. */
+			snprintf(value, sizeof(value),
+			         "%u duplicate recipient(s) already delivered",
+			         removed);
+			add_header(run, "X-Backfill-Removed", value);
+		}
+	}
+	if (run->suspected_count > 0)
+		add_header(run, "X-Backfill-Duplicate", "suspected");
+	else if (run->confirmed_count > removed)
+		add_header(run, "X-Backfill-Duplicate", "confirmed");
+
+	if (run->confirmed_count + run->suspected_count > 0 ||
+	    milter_log_enabled(MILTER_LOG_DEBUG))
+		milter_info("queue id %s: window %s fingerprint %s: %zu "
+		            "recipient(s): %u new, %u suspected duplicate(s) "
+		            "delivered tagged, %u confirmed duplicate(s), %u "
+		            "removed",
+		            run->qid, run->session->window, run->fp_text,
+		            run->key_count, run->new_count,
+		            run->suspected_count, run->confirmed_count,
+		            removed);
+	return SMFIS_ACCEPT;
+}
+
+sfsistat milter_dedup_eom(SMFICTX *ctx, struct milter_session *session)
+{
+	struct dedup_run run = {
+	        .ctx = ctx,
+	        .session = session,
+	        .config = session->config,
+	        .qid = session->queue_id != NULL ? session->queue_id : "?",
+	};
+	struct bf_fp_result result;
+	const char *error;
+	char *error_dup = NULL;
+	sfsistat status = SMFIS_ACCEPT;
+
+	if (session->rcpt_count == 0) {
+		milter_session_unchecked(session, "no recipients seen");
+		return SMFIS_ACCEPT;
+	}
+	if (bf_fp_finish(session->fp, &result, &error) < 0) {
+		milter_session_unchecked(session, error);
+		return SMFIS_ACCEPT;
+	}
+	bf_fp_to_text(result.fingerprint, run.fp_text);
+
+	if (check_and_set(&run, time(NULL), &error_dup) < 0) {
+		char reason[1024];
+		snprintf(reason, sizeof(reason), "state store %s: %s",
+		         session->config->state_uri,
+		         error_dup != NULL ? error_dup : "out of memory");
+		milter_session_unchecked(session, reason);
+		free(error_dup);
+	} else {
+		status = decide(&run);
+	}
+	if (run.firsts != NULL) {
+		for (size_t i = 0; i < run.key_count; i++)
+			bf_dedup_first_clear(&run.firsts[i]);
+	}
+	free(run.keys);
+	free(run.results);
+	free(run.firsts);
+	free(run.verdicts);
+	free(run.keymap);
+	return status;
+}

@@ -1,0 +1,284 @@
+/* backfill-milter: tags mail arriving during a restore window and removes
+   repeated deliveries of the same message to the same recipient.
+
+   Signals: libmilter runs its own signal thread that stops the milter on
+   SIGHUP.  We want SIGHUP to reload, so the main thread waits for the
+   signals itself and runs smfi_main() on a second thread: on Linux a
+   signal sent to the process goes to the main thread first when it is
+   waiting for it, so libmilter's thread does not see it. */
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backfill-config.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "milter.h"
+#include "state-pool.h"
+#include "state.h"
+
+/* How long SIGTERM waits for sessions in the middle of a message. */
+#define STOP_GRACE_SECS 30
+/* Up to 1 MB per milter packet: a header line may be longer than
+   libmilter's 64 KB default (Postfix's header_size_limit is 100 KB). */
+#define MAX_DATA_SIZE (1024 * 1024 - 1)
+
+static pthread_t main_thread;
+static atomic_int smfi_result = -1;
+static atomic_bool smfi_done;
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: backfill-milter [-c CONFIG] [-f] [-n]\n"
+	        "  -c CONFIG  configuration file (default %s)\n"
+	        "  -f         stay in the foreground\n"
+	        "  -n         check the configuration and exit\n",
+	        MILTER_DEFAULT_CONFIG);
+}
+
+static void *smfi_thread(void *context)
+{
+	(void)context;
+	atomic_store(&smfi_result, smfi_main());
+	atomic_store(&smfi_done, true);
+	/* Wake the main thread (thread-directed: only it gets this). */
+	pthread_kill(main_thread, SIGTERM);
+	return NULL;
+}
+
+static int config_activate(struct milter_config *config, char **error_r)
+{
+	config->pool = milter_state_pool_new(config->state_uri);
+	if (config->pool == NULL) {
+		*error_r = strdup("out of memory");
+		return -1;
+	}
+	milter_log_set_level(config->log_level);
+	milter_config_set_current(config);
+	return 0;
+}
+
+static void warn_fixed(const char *key, const char *old, const char *new)
+{
+	if ((old == NULL) != (new == NULL) ||
+	    (old != NULL && strcmp(old, new) != 0))
+		milter_warning("reload: %s changed; it applies only after a "
+		               "restart of backfill-milter",
+		               key);
+}
+
+static void reload(const char *path)
+{
+	struct milter_config *old = milter_config_get(), *config;
+	char *error = NULL;
+
+	if (milter_config_read(path, &config, &error) < 0) {
+		milter_error("reload failed: %s; still running with the "
+		             "previous configuration",
+		             error != NULL ? error : "out of memory");
+		free(error);
+		milter_config_unref(&old);
+		return;
+	}
+	warn_fixed("Socket", old->socket, config->socket);
+	warn_fixed("SocketGroup", old->socket_group, config->socket_group);
+	warn_fixed("UserID", old->user_id, config->user_id);
+	warn_fixed("PidFile", old->pid_file, config->pid_file);
+	if (old->socket_mode != config->socket_mode)
+		warn_fixed("SocketMode", "old", "new");
+	if (old->syslog != config->syslog)
+		warn_fixed("Syslog", "old", "new");
+	milter_config_unref(&old);
+	if (config_activate(config, &error) < 0) {
+		milter_error("reload failed: %s", error);
+		free(error);
+		milter_config_unref(&config);
+		return;
+	}
+	milter_info("configuration reloaded from %s", path);
+}
+
+/* A store that cannot be opened is not fatal (mail is accepted and tagged
+   unchecked), but the operator should hear about it at once. */
+static void check_state(const struct milter_config *config)
+{
+	struct bf_state *state;
+	char *error = NULL;
+
+	if (bf_state_open(config->state_uri, &state, &error) < 0) {
+		milter_error("state store %s cannot be opened: %s; mail will "
+		             "be accepted unchecked until it can",
+		             config->state_uri,
+		             error != NULL ? error : "out of memory");
+		free(error);
+		return;
+	}
+	bf_state_close(&state);
+}
+
+static int run(const char *path)
+{
+	sigset_t set;
+	pthread_t thread;
+	int sig;
+	bool stopping = false;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	main_thread = pthread_self();
+	if (pthread_create(&thread, NULL, smfi_thread, NULL) != 0) {
+		milter_error("cannot start the milter thread: %s",
+		             strerror(errno));
+		return 1;
+	}
+	while (!stopping) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (atomic_load(&smfi_done))
+			break;
+		switch (sig) {
+		case SIGHUP:
+			reload(path);
+			break;
+		case SIGTERM:
+		case SIGINT:
+			milter_info("stopping: no new connections, waiting up "
+			            "to %ds for messages in progress",
+			            STOP_GRACE_SECS);
+			smfi_stop();
+			stopping = true;
+			break;
+		}
+	}
+	pthread_join(thread, NULL);
+	if (!stopping)
+		milter_error("libmilter stopped on its own (result %d); "
+		             "exiting so that the service manager restarts "
+		             "backfill-milter",
+		             atomic_load(&smfi_result));
+
+	/* smfi_main() returns once the listener stops; sessions still run
+	   on their threads and must finish their message. */
+	for (int i = 0; i < STOP_GRACE_SECS * 10; i++) {
+		if (milter_active_sessions() == 0)
+			break;
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (milter_active_sessions() > 0)
+		milter_warning("stopped with %u session(s) still open; Postfix "
+		               "applies milter_default_action to them",
+		               milter_active_sessions());
+	return stopping && atomic_load(&smfi_result) == MI_SUCCESS ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = MILTER_DEFAULT_CONFIG;
+	bool foreground = false, check_only = false;
+	struct milter_config *config, *current;
+	char *error = NULL;
+	int opt, ret;
+
+	while ((opt = getopt(argc, argv, "c:fnhV")) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'n':
+			check_only = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("backfill-milter %s\n", BACKFILL_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (milter_config_read(path, &config, &error) < 0) {
+		fprintf(stderr, "backfill-milter: %s\n",
+		        error != NULL ? error : "out of memory");
+		return 2;
+	}
+	if (check_only) {
+		milter_config_unref(&config);
+		return 0;
+	}
+	milter_log_open(config->syslog);
+	milter_log_set_level(config->log_level);
+
+	if (smfi_register(milter_desc) != MI_SUCCESS) {
+		fprintf(stderr, "backfill-milter: smfi_register failed\n");
+		return 1;
+	}
+	smfi_setmaxdatasize(MAX_DATA_SIZE);
+	if (milter_daemon_open_socket(config, &error) < 0 ||
+	    (!foreground && milter_daemon_detach(&error) < 0) ||
+	    (config->pid_file != NULL &&
+	     milter_daemon_write_pid(config->pid_file, &error) < 0) ||
+	    (config->user_id != NULL &&
+	     milter_daemon_drop_privileges(config->user_id, &error) < 0)) {
+		milter_error("cannot start: %s",
+		             error != NULL ? error : "out of memory");
+		/* On syslog the line may go unseen by whoever started us. */
+		if (config->syslog)
+			fprintf(stderr, "backfill-milter: cannot start: %s\n",
+			        error != NULL ? error : "out of memory");
+		free(error);
+		return 2;
+	}
+	if (config_activate(config, &error) < 0) {
+		milter_error("cannot start: %s", error);
+		free(error);
+		return 1;
+	}
+	current = milter_config_get();
+	milter_info(
+	        "started %s on %s, state %s, window %s, duplicates %s, "
+	        "quarantine %s, confirm delivery %s",
+	        BACKFILL_VERSION, current->socket, current->state_uri,
+	        current->window_mode == MILTER_WINDOW_AUTO ? "auto" : "off",
+	        current->duplicate_action == MILTER_DUPLICATE_REMOVE ? "remove"
+	                                                             : "tag",
+	        current->quarantine == MILTER_QUARANTINE_HOLD ? "hold" : "none",
+	        current->confirm_delivery ? "yes" : "no");
+	check_state(current);
+	char *pid_file =
+	        current->pid_file != NULL ? strdup(current->pid_file) : NULL;
+	milter_config_unref(&current);
+
+	ret = run(path);
+
+	if (pid_file != NULL) {
+		/* May fail after dropping privileges: a stale pid file is
+		   harmless, the next start rewrites it. */
+		(void)unlink(pid_file);
+		free(pid_file);
+	}
+	milter_config_set_current(NULL);
+	milter_info("stopped");
+	return ret;
+}

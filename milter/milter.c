@@ -1,0 +1,290 @@
+/* libmilter callbacks: collect what the message needs while it streams,
+   act at end of message. */
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "config.h"
+#include "dedup.h"
+#include "fingerprint.h"
+#include "log.h"
+#include "milter.h"
+#include "session.h"
+#include "window.h"
+
+#define FORGED_PREFIX     "X-Backfill-"
+#define FORGED_PREFIX_LEN (sizeof(FORGED_PREFIX) - 1)
+
+static atomic_uint active_sessions;
+
+unsigned int milter_active_sessions(void)
+{
+	return atomic_load(&active_sessions);
+}
+
+/* A store that is down would otherwise log a line per message. */
+static void log_window_error(const char *error)
+{
+	static _Atomic time_t last;
+	static atomic_uint suppressed;
+	time_t now = time(NULL);
+	time_t prev = atomic_load(&last);
+
+	if (now - prev < 60 ||
+	    !atomic_compare_exchange_strong(&last, &prev, now)) {
+		atomic_fetch_add(&suppressed, 1);
+		return;
+	}
+	milter_error("cannot read the restore window from the state store: "
+	             "%s; mail is accepted and tagged X-Backfill-Dedup: "
+	             "unchecked until the store answers (%u similar messages "
+	             "not logged)",
+	             error, atomic_exchange(&suppressed, 0));
+}
+
+static struct milter_session *session_get(SMFICTX *ctx)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session != NULL)
+		return session;
+	session = milter_session_new();
+	if (session == NULL)
+		return NULL;
+	if (smfi_setpriv(ctx, session) != MI_SUCCESS) {
+		milter_session_free(&session);
+		return NULL;
+	}
+	atomic_fetch_add(&active_sessions, 1);
+	return session;
+}
+
+static void save_queue_id(SMFICTX *ctx, struct milter_session *session)
+{
+	const char *qid = smfi_getsymval(ctx, "i");
+
+	if (qid == NULL || *qid == '\0')
+		return;
+	char *copy = strdup(qid);
+	if (copy != NULL) {
+		free(session->queue_id);
+		session->queue_id = copy;
+	}
+}
+
+static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0,
+                                 unsigned long f1, unsigned long f2,
+                                 unsigned long f3, unsigned long *pf0,
+                                 unsigned long *pf1, unsigned long *pf2,
+                                 unsigned long *pf3)
+{
+	const unsigned long actions = SMFIF_ADDHDRS | SMFIF_CHGHDRS |
+	                              SMFIF_DELRCPT | SMFIF_QUARANTINE;
+	/* Fewer round trips per message: the steps we do not use are not
+	   sent, and headers need no reply (a message has dozens). */
+	const unsigned long steps = SMFIP_NOCONNECT | SMFIP_NOHELO |
+	                            SMFIP_NOUNKNOWN | SMFIP_NODATA |
+	                            SMFIP_NR_HDR | SMFIP_SKIP;
+	struct milter_session *session = session_get(ctx);
+
+	(void)f2;
+	(void)f3;
+	if ((f0 & actions) != actions)
+		milter_warning("the MTA does not offer every milter action "
+		               "backfill-milter uses (offered 0x%lx, wanted "
+		               "0x%lx): duplicates may be tagged instead of "
+		               "removed",
+		               f0, actions);
+	*pf0 = f0 & actions;
+	*pf1 = f1 & steps;
+	*pf2 = 0;
+	*pf3 = 0;
+	if (session != NULL) {
+		session->no_reply_headers = (*pf1 & SMFIP_NR_HDR) != 0;
+		session->can_skip = (*pf1 & SMFIP_SKIP) != 0;
+	}
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
+{
+	struct milter_session *session = session_get(ctx);
+	char *error = NULL;
+	int ret;
+
+	(void)argv;
+	/* Without a session nothing can be tracked; the message passes
+	   untouched, which is what default_action=accept would do. */
+	if (session == NULL)
+		return SMFIS_ACCEPT;
+	milter_session_reset(session);
+	save_queue_id(ctx, session);
+	session->config = milter_config_get();
+	if (session->config == NULL)
+		return SMFIS_ACCEPT;
+
+	ret = milter_window_current(session->config, time(NULL),
+	                            &session->window, &error);
+	if (ret < 0) {
+		log_window_error(error != NULL ? error : "out of memory");
+		milter_session_unchecked(
+		        session, error != NULL ? error : "out of memory");
+		free(error);
+		return SMFIS_CONTINUE;
+	}
+	if (ret > 0) {
+		if (session->fp == NULL)
+			session->fp = bf_fp_new();
+		if (session->fp == NULL)
+			milter_session_unchecked(session, "out of memory");
+		else
+			bf_fp_reset(session->fp);
+	}
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat milter_envrcpt(SMFICTX *ctx, char **argv)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session == NULL || session->window == NULL ||
+	    session->unchecked != NULL)
+		return SMFIS_CONTINUE;
+	if (argv[0] == NULL || milter_session_add_rcpt(session, argv[0]) < 0)
+		milter_session_unchecked(session, "out of memory");
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session == NULL)
+		return SMFIS_CONTINUE;
+	if (strncasecmp(name, FORGED_PREFIX, FORGED_PREFIX_LEN) == 0) {
+		/* Nobody outside may speak for the milter: a forged
+		   X-Backfill-Fingerprint would make the plugin confirm a
+		   delivery that never happened. */
+		if (milter_session_add_forged(session, name) < 0)
+			milter_session_unchecked(session, "out of memory");
+	}
+	if (session->window != NULL && session->unchecked == NULL)
+		bf_fp_header(session->fp, name, strlen(name), value,
+		             strlen(value));
+	return session->no_reply_headers ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+}
+
+static sfsistat milter_eoh(SMFICTX *ctx)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session != NULL && session->window != NULL &&
+	    session->unchecked == NULL)
+		bf_fp_end_headers(session->fp);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat milter_body(SMFICTX *ctx, unsigned char *data, size_t size)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session == NULL || session->window == NULL ||
+	    session->unchecked != NULL)
+		return session != NULL && session->can_skip ? SMFIS_SKIP
+		                                            : SMFIS_CONTINUE;
+	bf_fp_body(session->fp, data, size);
+	return SMFIS_CONTINUE;
+}
+
+static void remove_forged(SMFICTX *ctx, struct milter_session *session)
+{
+	for (size_t i = 0; i < session->forged_count; i++) {
+		struct milter_forged *forged = &session->forged[i];
+
+		/* From the last to the first, so that the index of the
+		   remaining ones does not move. */
+		for (unsigned int idx = forged->count; idx > 0; idx--) {
+			if (smfi_chgheader(ctx, forged->name, (int)idx, NULL) !=
+			    MI_SUCCESS)
+				milter_error("queue id %s: could not remove "
+				             "forged header %s #%u",
+				             session->queue_id != NULL
+				                     ? session->queue_id
+				                     : "?",
+				             forged->name, idx);
+		}
+		milter_info("queue id %s: removed %u forged %s header(s) "
+		            "from the incoming message",
+		            session->queue_id != NULL ? session->queue_id : "?",
+		            forged->count, forged->name);
+	}
+}
+
+static sfsistat milter_eom(SMFICTX *ctx)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+	sfsistat status = SMFIS_ACCEPT;
+
+	if (session == NULL)
+		return SMFIS_ACCEPT;
+	save_queue_id(ctx, session);
+	remove_forged(ctx, session);
+	if (session->window != NULL && session->unchecked == NULL)
+		status = milter_dedup_eom(ctx, session);
+	if (session->unchecked != NULL) {
+		milter_warning("queue id %s: accepted without duplicate check "
+		               "(%s); tagged X-Backfill-Dedup: unchecked",
+		               session->queue_id != NULL ? session->queue_id
+		                                         : "?",
+		               session->unchecked);
+		if (smfi_addheader(ctx, "X-Backfill-Dedup", "unchecked") !=
+		    MI_SUCCESS)
+			milter_error("queue id %s: could not add "
+			             "X-Backfill-Dedup header",
+			             session->queue_id != NULL
+			                     ? session->queue_id
+			                     : "?");
+	}
+	milter_session_reset(session);
+	return status;
+}
+
+static sfsistat milter_abort(SMFICTX *ctx)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session != NULL)
+		milter_session_reset(session);
+	return SMFIS_CONTINUE;
+}
+
+static sfsistat milter_close(SMFICTX *ctx)
+{
+	struct milter_session *session = smfi_getpriv(ctx);
+
+	if (session != NULL) {
+		smfi_setpriv(ctx, NULL);
+		milter_session_free(&session);
+		atomic_fetch_sub(&active_sessions, 1);
+	}
+	return SMFIS_CONTINUE;
+}
+
+struct smfiDesc milter_desc = {
+        .xxfi_name = "backfill-milter",
+        .xxfi_version = SMFI_VERSION,
+        .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_DELRCPT |
+                      SMFIF_QUARANTINE,
+        .xxfi_envfrom = milter_envfrom,
+        .xxfi_envrcpt = milter_envrcpt,
+        .xxfi_header = milter_header,
+        .xxfi_eoh = milter_eoh,
+        .xxfi_body = milter_body,
+        .xxfi_eom = milter_eom,
+        .xxfi_abort = milter_abort,
+        .xxfi_close = milter_close,
+        .xxfi_negotiate = milter_negotiate,
+};

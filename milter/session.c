@@ -1,0 +1,166 @@
+/* Per-session and per-message bookkeeping of the milter. */
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "fingerprint.h"
+#include "session.h"
+
+static char out_of_memory[] = "out of memory";
+
+struct milter_session *milter_session_new(void)
+{
+	return calloc(1, sizeof(struct milter_session));
+}
+
+void milter_session_reset(struct milter_session *session)
+{
+	milter_config_unref(&session->config);
+	free(session->window);
+	session->window = NULL;
+	if (session->unchecked != out_of_memory)
+		free(session->unchecked);
+	session->unchecked = NULL;
+	free(session->queue_id);
+	session->queue_id = NULL;
+	for (size_t i = 0; i < session->rcpt_count; i++) {
+		free(session->rcpts[i].raw);
+		free(session->rcpts[i].bare);
+	}
+	session->rcpt_count = 0;
+	for (size_t i = 0; i < session->forged_count; i++)
+		free(session->forged[i].name);
+	session->forged_count = 0;
+	/* Arrays are kept for the next message, but not when a message
+	   made them large, so that a session stays small. */
+	if (session->rcpt_alloc > 64) {
+		free(session->rcpts);
+		session->rcpts = NULL;
+		session->rcpt_alloc = 0;
+	}
+	if (session->forged_alloc > 16) {
+		free(session->forged);
+		session->forged = NULL;
+		session->forged_alloc = 0;
+	}
+}
+
+void milter_session_free(struct milter_session **_session)
+{
+	struct milter_session *session = *_session;
+
+	if (session == NULL)
+		return;
+	*_session = NULL;
+	milter_session_reset(session);
+	free(session->rcpts);
+	free(session->forged);
+	if (session->fp != NULL)
+		bf_fp_free(&session->fp);
+	free(session);
+}
+
+void milter_session_unchecked(struct milter_session *session,
+                              const char *reason)
+{
+	if (session->unchecked != NULL)
+		return;
+	session->unchecked = strdup(reason);
+	if (session->unchecked == NULL)
+		session->unchecked = out_of_memory;
+}
+
+char *milter_bare_address(const char *raw)
+{
+	const char *start = raw, *end;
+	char *bare;
+
+	while (*start == ' ' || *start == '\t')
+		start++;
+	if (*start == '<')
+		start++;
+	/* RFC 5321 source route "@a,@b:user@domain": obsolete, still
+	   accepted by Postfix; the mailbox is after the colon. */
+	if (*start == '@') {
+		const char *colon = strchr(start, ':');
+		if (colon != NULL)
+			start = colon + 1;
+	}
+	end = start + strlen(start);
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (end > start && end[-1] == '>')
+		end--;
+	bare = strndup(start, (size_t)(end - start));
+	if (bare == NULL)
+		return NULL;
+	for (char *p = bare; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return bare;
+}
+
+int milter_session_add_rcpt(struct milter_session *session, const char *raw)
+{
+	struct milter_rcpt *rcpt;
+
+	if (session->rcpt_count == session->rcpt_alloc) {
+		size_t alloc =
+		        session->rcpt_alloc == 0 ? 4 : session->rcpt_alloc * 2;
+		rcpt = realloc(session->rcpts, alloc * sizeof(*rcpt));
+		if (rcpt == NULL)
+			return -1;
+		session->rcpts = rcpt;
+		session->rcpt_alloc = alloc;
+	}
+	rcpt = &session->rcpts[session->rcpt_count];
+	rcpt->raw = strdup(raw);
+	rcpt->bare = milter_bare_address(raw);
+	if (rcpt->raw == NULL || rcpt->bare == NULL) {
+		free(rcpt->raw);
+		free(rcpt->bare);
+		return -1;
+	}
+	/* Two spellings of one address in one message ("<A@x>", "<a@x>")
+	   are one dedup key: checking it twice would make the second look
+	   like a duplicate of the first. */
+	rcpt->key = session->rcpt_count;
+	for (size_t i = 0; i < session->rcpt_count; i++) {
+		if (strcmp(session->rcpts[i].bare, rcpt->bare) == 0) {
+			rcpt->key = session->rcpts[i].key;
+			break;
+		}
+	}
+	session->rcpt_count++;
+	return 0;
+}
+
+int milter_session_add_forged(struct milter_session *session, const char *name)
+{
+	struct milter_forged *forged;
+
+	for (size_t i = 0; i < session->forged_count; i++) {
+		if (strcasecmp(session->forged[i].name, name) == 0) {
+			session->forged[i].count++;
+			return 0;
+		}
+	}
+	if (session->forged_count == session->forged_alloc) {
+		size_t alloc = session->forged_alloc == 0
+		                       ? 4
+		                       : session->forged_alloc * 2;
+		forged = realloc(session->forged, alloc * sizeof(*forged));
+		if (forged == NULL)
+			return -1;
+		session->forged = forged;
+		session->forged_alloc = alloc;
+	}
+	forged = &session->forged[session->forged_count];
+	if ((forged->name = strdup(name)) == NULL)
+		return -1;
+	forged->count = 1;
+	session->forged_count++;
+	return 0;
+}

@@ -1,0 +1,60 @@
+#ifndef MILTER_SESSION_H
+#define MILTER_SESSION_H
+
+/* State of one SMTP session (one milter connection) and of the message in
+   it.  Memory per session is constant in the message size: the body only
+   passes through the streaming fingerprint; what grows is bounded by
+   Postfix's own limits (recipients by smtpd_recipient_limit, forged
+   headers by header_size_limit). */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct bf_fp;
+struct milter_config;
+
+struct milter_rcpt {
+	char *raw;  /* exactly as RCPT TO gave it: smfi_delrcpt needs it */
+	char *bare; /* bare address, lowercased: the dedup key */
+	size_t key; /* index of the first recipient with the same bare */
+};
+
+struct milter_forged {
+	char *name;         /* as received, for smfi_chgheader */
+	unsigned int count; /* fields of this name (case-insensitive) */
+};
+
+struct milter_session {
+	struct bf_fp *fp; /* kept across messages of the session */
+	bool no_reply_headers;
+	bool can_skip;
+
+	/* Per message. */
+	struct milter_config *config;
+	char *window;    /* NULL: outside a window */
+	char *unchecked; /* why dedup was not done; NULL: all fine */
+	char *queue_id;
+	struct milter_rcpt *rcpts;
+	size_t rcpt_count, rcpt_alloc;
+	struct milter_forged *forged;
+	size_t forged_count, forged_alloc;
+};
+
+struct milter_session *milter_session_new(void);
+void milter_session_free(struct milter_session **session);
+/* Forget the message (keeps the fingerprint buffers). */
+void milter_session_reset(struct milter_session *session);
+
+/* Mark the message unchecked (first reason wins).  Never fails: without
+   memory the reason is a static string. */
+void milter_session_unchecked(struct milter_session *session,
+                              const char *reason);
+
+/* "<Alice@Example.org>" -> "alice@example.org" (malloc()ed, NULL when out
+   of memory).  Drops angle brackets and a source route. */
+char *milter_bare_address(const char *raw);
+
+int milter_session_add_rcpt(struct milter_session *session, const char *raw);
+int milter_session_add_forged(struct milter_session *session, const char *name);
+
+#endif
