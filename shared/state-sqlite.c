@@ -682,10 +682,11 @@ static int set_wal(struct sqlite_state *s)
 
 	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &stmt,
 	                       NULL) != SQLITE_OK)
-		return db_error(s, "enabling WAL");
-	ret = stmt_row(s, stmt, "enabling WAL");
+		return db_error(s, "opening");
+	ret = stmt_row(s, stmt, "opening");
 	if (ret == 0) {
-		bf_state_set_error(&s->state, "enabling WAL: no answer");
+		bf_state_set_error(&s->state,
+		                   "opening: no answer to PRAGMA journal_mode");
 		ret = -1;
 	} else if (ret > 0) {
 		mode = (const char *)sqlite3_column_text(stmt, 0);

@@ -1,0 +1,1387 @@
+/* The state store on its SQLite backend: every operation, concurrency
+   between processes and threads (the real deployment: one handle per
+   IMAP process, one per milter thread), lease takeover after SIGKILL,
+   the slot limit under contention, and the errors operators see for a
+   corrupt or unwritable store.  Each test runs in its own temp dir. */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "state.h"
+
+#define NOW 1700000000
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	char uri[160];
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+                    struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int setup(void **statep)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test-state.XXXXXX");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
+	snprintf(f->uri, sizeof(f->uri), "sqlite:%s", f->path);
+	*statep = f;
+	return 0;
+}
+
+static int teardown(void **statep)
+{
+	struct fixture *f = *statep;
+
+	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static struct bf_state *open_ok(const char *uri)
+{
+	struct bf_state *state = NULL;
+	char *error = NULL;
+
+	if (bf_state_open(uri, &state, &error) < 0) {
+		print_error("bf_state_open(%s): %s\n", uri, error);
+		free(error);
+		fail();
+	}
+	assert_non_null(state);
+	return state;
+}
+
+/* Opens uri expecting failure; returns the malloc()ed error. */
+static char *open_error(const char *uri)
+{
+	struct bf_state *state = NULL;
+	char *error = NULL;
+
+	assert_int_equal(bf_state_open(uri, &state, &error), -1);
+	assert_null(state);
+	assert_non_null(error);
+	return error;
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+	if (strstr(haystack, needle) == NULL) {
+		print_error("\"%s\" does not contain \"%s\"\n", haystack,
+		            needle);
+		fail();
+	}
+}
+
+static void make_key(struct bf_dedup_key *key, const char *window,
+                     const char *rcpt, unsigned int n)
+{
+	memset(key, 0, sizeof(*key));
+	key->window = window;
+	key->recipient = rcpt;
+	memcpy(key->fingerprint, &n, sizeof(n));
+	key->fingerprint[BF_FP_SIZE - 1] = 0xa5;
+}
+
+/* ---- open, files, URIs ---- */
+
+static void test_open_creates_group_writable(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state;
+	struct bf_dedup_key key;
+	const char *error;
+	char wal[160];
+	struct stat st;
+	mode_t old_umask = umask(077);
+
+	state = open_ok(f->uri);
+	umask(old_umask);
+	assert_string_equal(bf_state_uri(state), f->uri);
+	make_key(&key, "w", "a@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx1", "Q1", NULL,
+	                                              &error),
+	                 1);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0660);
+	snprintf(wal, sizeof(wal), "%s-wal", f->path);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0660);
+	snprintf(wal, sizeof(wal), "%s-shm", f->path);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0660);
+	bf_state_close(&state);
+	assert_null(state);
+	bf_state_close(&state);
+
+	/* Reopening an existing store keeps its data. */
+	state = open_ok(f->uri);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx1", "Q1", NULL,
+	                                              &error),
+	                 0);
+	bf_state_close(&state);
+}
+
+static void test_open_bad_uris(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state;
+	char uri[256], *error;
+
+	error = open_error("nonsense");
+	assert_contains(error, "not a state store URI");
+	free(error);
+	error = open_error("redis://localhost");
+	assert_contains(error, "unsupported backend \"redis\"");
+	free(error);
+	error = open_error("sqlite:");
+	assert_contains(error, "no database path");
+	free(error);
+	snprintf(uri, sizeof(uri), "%s?bogus=1", f->uri);
+	error = open_error(uri);
+	assert_contains(error, "unknown option");
+	free(error);
+	snprintf(uri, sizeof(uri), "%s?busy_timeout=soon", f->uri);
+	error = open_error(uri);
+	assert_contains(error, "busy_timeout");
+	free(error);
+
+	/* The URI forms that work. */
+	snprintf(uri, sizeof(uri), "%s?busy_timeout=500", f->uri);
+	state = open_ok(uri);
+	bf_state_close(&state);
+	snprintf(uri, sizeof(uri), "sqlite://%s", f->path);
+	state = open_ok(uri);
+	bf_state_close(&state);
+}
+
+static void test_open_missing_dir(void **statep)
+{
+	struct fixture *f = *statep;
+	char uri[256], dir[160], *error;
+
+	snprintf(dir, sizeof(dir), "%s/nonexistent", f->dir);
+	snprintf(uri, sizeof(uri), "sqlite:%s/state.db", dir);
+	error = open_error(uri);
+	assert_contains(error, dir);
+	assert_contains(error, "does not exist");
+	free(error);
+}
+
+static void test_open_corrupt(void **statep)
+{
+	struct fixture *f = *statep;
+	char junk[8192], *error;
+	int fd;
+
+	memset(junk, 'x', sizeof(junk));
+	memcpy(junk, "This is not SQLite, it is a mail spool\n", 39);
+	fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0660);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+
+	error = open_error(f->uri);
+	assert_contains(error, f->path);
+	assert_contains(error, "not a usable SQLite database");
+	assert_contains(error, "restore it from a backup");
+	free(error);
+}
+
+static void test_open_newer_schema(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	sqlite3 *db;
+	char *error;
+
+	bf_state_close(&state);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "UPDATE schema_version SET version = 99",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	error = open_error(f->uri);
+	assert_contains(error, f->path);
+	assert_contains(error, "newer backfill");
+	free(error);
+}
+
+/* Runs fn(arg) in a child running as an unprivileged user (when we are
+   root, as in CI, root would ignore every permission) and returns the
+   error text the child got, or NULL when the child succeeded. */
+static char *open_as_unprivileged(const char *uri)
+{
+	char buf[1024];
+	int fds[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct bf_state *state = NULL;
+		struct bf_dedup_key key;
+		char *error = NULL;
+		const char *cerror = NULL;
+		int ret;
+
+		close(fds[0]);
+		if (geteuid() == 0 &&
+		    (setgroups(0, NULL) < 0 || setgid(8) < 0 || setuid(8) < 0))
+			_exit(3);
+		ret = bf_state_open(uri, &state, &error);
+		if (ret == 0) {
+			/* Opening may succeed read-only; the first write must
+			   then fail. */
+			make_key(&key, "w", "a@example.org", 7);
+			ret = bf_state_dedup_check_and_set(
+			        state, &key, NOW, 60, "mx", "Q", NULL, &cerror);
+			if (ret < 0)
+				error = strdup(cerror);
+			bf_state_close(&state);
+		}
+		if (ret < 0 && error != NULL)
+			(void)write(fds[1], error, strlen(error));
+		free(error);
+		_exit(ret < 0 ? 1 : 0);
+	}
+	close(fds[1]);
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_not_equal(WEXITSTATUS(status), 3);
+	if (WEXITSTATUS(status) == 0)
+		return NULL;
+	assert_true(n > 0);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static void test_open_unwritable(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state;
+	char dir[128], path[192], uri[256], *error;
+
+	/* The unprivileged child must be able to reach the directories. */
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	snprintf(dir, sizeof(dir), "%s/ro", f->dir);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_int_equal(chmod(dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/state.db", dir);
+	snprintf(uri, sizeof(uri), "sqlite:%s", path);
+
+	/* A directory it cannot create the store in. */
+	error = open_as_unprivileged(uri);
+	assert_non_null(error);
+	assert_contains(error, path);
+	assert_contains(error, "cannot create it in directory");
+	assert_contains(error, "fix permissions");
+	free(error);
+
+	/* An existing store file it cannot write. */
+	state = open_ok(uri);
+	bf_state_close(&state);
+	assert_int_equal(chmod(path, 0644), 0);
+	error = open_as_unprivileged(uri);
+	assert_non_null(error);
+	assert_contains(error, path);
+	assert_contains(error, "not writable");
+	assert_contains(error, "fix permissions");
+	free(error);
+
+	/* A writable file in a read-only directory: SQLite cannot create
+	   the -wal and -shm files next to it. */
+	assert_int_equal(chmod(path, 0666), 0);
+	error = open_as_unprivileged(uri);
+	assert_non_null(error);
+	assert_contains(error, path);
+	assert_contains(error, "fix permissions");
+	free(error);
+
+	/* Control: with the permissions the hint asks for, it works. */
+	assert_int_equal(chmod(dir, 0777), 0);
+	error = open_as_unprivileged(uri);
+	assert_null(error);
+}
+
+/* A lock held past the busy timeout is an error naming the store, not a
+   hang. */
+static void test_busy_timeout(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state;
+	struct bf_dedup_key key;
+	const char *error;
+	char uri[256];
+	sqlite3 *db;
+
+	snprintf(uri, sizeof(uri), "%s?busy_timeout=200", f->uri);
+	state = open_ok(uri);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	make_key(&key, "w", "a@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx", "Q", NULL, &error),
+	                 -1);
+	assert_contains(error, f->path);
+	assert_contains(error, "locked");
+	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	/* The handle is usable again once the lock is gone. */
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx", "Q", NULL, &error),
+	                 1);
+	bf_state_close(&state);
+}
+
+/* ---- merge records and journal ---- */
+
+static void test_merge_status_names(void **statep)
+{
+	(void)statep;
+	assert_string_equal(bf_merge_status_name(BF_MERGE_PENDING), "pending");
+	assert_string_equal(bf_merge_status_name(BF_MERGE_FAILED), "failed");
+	assert_int_equal(bf_merge_status_parse("running"), BF_MERGE_RUNNING);
+	assert_int_equal(bf_merge_status_parse("done"), BF_MERGE_DONE);
+	assert_int_equal(bf_merge_status_parse("bogus"), -1);
+	assert_int_equal(bf_merge_status_parse(NULL), -1);
+}
+
+struct merge_iter_ctx {
+	unsigned int count;
+	char last[64];
+	unsigned int stop_at;
+};
+
+static int merge_iter_cb(const char *user, const struct bf_merge_record *rec,
+                         void *context)
+{
+	struct merge_iter_ctx *ctx = context;
+
+	/* Ordered by name, each once. */
+	if (ctx->count > 0 && strcmp(ctx->last, user) >= 0)
+		return -100;
+	snprintf(ctx->last, sizeof(ctx->last), "%s", user);
+	if (rec->archived != (uint64_t)atoi(user + 4))
+		return -101;
+	ctx->count++;
+	return ctx->count == ctx->stop_at ? 42 : 0;
+}
+
+static void test_merge_records(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_merge_record rec, got;
+	struct merge_iter_ctx ctx;
+	const char *error;
+	char user[32];
+	unsigned int i;
+
+	assert_int_equal(bf_state_merge_get(state, "alice", &got, &error), 0);
+	assert_null(got.cursor);
+
+	memset(&rec, 0, sizeof(rec));
+	rec.status = BF_MERGE_RUNNING;
+	rec.cursor = "INBOX:1234";
+	rec.archived = 5000000000ULL;
+	rec.added = 2;
+	rec.duplicates = 3;
+	rec.skipped = 4;
+	rec.uidl_collisions = 5;
+	rec.started = NOW;
+	rec.updated = NOW + 1;
+	assert_int_equal(bf_state_merge_put(state, "alice", &rec, &error), 0);
+	assert_int_equal(bf_state_merge_get(state, "alice", &got, &error), 1);
+	assert_int_equal(got.status, BF_MERGE_RUNNING);
+	assert_string_equal(got.cursor, "INBOX:1234");
+	assert_true(got.archived == 5000000000ULL);
+	assert_int_equal(got.added, 2);
+	assert_int_equal(got.duplicates, 3);
+	assert_int_equal(got.skipped, 4);
+	assert_int_equal(got.uidl_collisions, 5);
+	assert_int_equal(got.started, NOW);
+	assert_int_equal(got.finished, 0);
+	assert_int_equal(got.updated, NOW + 1);
+	assert_null(got.last_error);
+	bf_merge_record_clear(&got);
+
+	/* Replace. */
+	rec.status = BF_MERGE_FAILED;
+	rec.cursor = NULL;
+	rec.finished = NOW + 2;
+	rec.last_error = "archive unreadable: Permission denied";
+	assert_int_equal(bf_state_merge_put(state, "alice", &rec, &error), 0);
+	assert_int_equal(bf_state_merge_get(state, "alice", &got, &error), 1);
+	assert_int_equal(got.status, BF_MERGE_FAILED);
+	assert_null(got.cursor);
+	assert_int_equal(got.finished, NOW + 2);
+	assert_string_equal(got.last_error,
+	                    "archive unreadable: Permission denied");
+	bf_merge_record_clear(&got);
+
+	/* Bad arguments are errors, not crashes. */
+	rec.status = (enum bf_merge_status)17;
+	assert_int_equal(bf_state_merge_put(state, "alice", &rec, &error), -1);
+	assert_contains(error, "invalid argument");
+	assert_int_equal(bf_state_merge_put(state, "", &rec, &error), -1);
+
+	/* Iteration over more users than one page, in name order. */
+	assert_int_equal(bf_state_merge_delete(state, "alice", &error), 0);
+	memset(&rec, 0, sizeof(rec));
+	for (i = 0; i < 700; i++) {
+		/* Inserted out of order. */
+		unsigned int n = (i * 337) % 700;
+
+		snprintf(user, sizeof(user), "user%04u", n);
+		rec.archived = n;
+		assert_int_equal(bf_state_merge_put(state, user, &rec, &error),
+		                 0);
+	}
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(
+	        bf_state_merge_iter(state, merge_iter_cb, &ctx, &error), 0);
+	assert_int_equal(ctx.count, 700);
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.stop_at = 300;
+	assert_int_equal(
+	        bf_state_merge_iter(state, merge_iter_cb, &ctx, &error), 42);
+	assert_int_equal(ctx.count, 300);
+	assert_string_equal(ctx.last, "user0299");
+	bf_state_close(&state);
+}
+
+static void make_entry(struct bf_journal_entry *e, unsigned int n)
+{
+	memset(e, 0, sizeof(*e));
+	e->mailbox = n % 2 == 0 ? "INBOX" : "Sent";
+	e->mailbox_guid = n % 2 == 0 ? "00112233445566778899aabbccddeeff"
+	                             : "ffeeddccbbaa99887766554433221100";
+	e->uid = n % 3 == 0 ? 0 : n + 1000;
+	e->archive_mailbox = e->mailbox;
+	e->archive_uid = n + 1;
+	memcpy(e->fingerprint, &n, sizeof(n));
+}
+
+struct journal_iter_ctx {
+	unsigned int count;
+	bool bad;
+};
+
+static int journal_iter_cb(const struct bf_journal_entry *entry, void *context)
+{
+	struct journal_iter_ctx *ctx = context;
+	struct bf_journal_entry want;
+
+	make_entry(&want, ctx->count);
+	if (strcmp(entry->mailbox, want.mailbox) != 0 ||
+	    strcmp(entry->mailbox_guid, want.mailbox_guid) != 0 ||
+	    strcmp(entry->archive_mailbox, want.archive_mailbox) != 0 ||
+	    entry->archive_uid != want.archive_uid ||
+	    memcmp(entry->fingerprint, want.fingerprint, BF_FP_SIZE) != 0 ||
+	    (entry->uid != want.uid && entry->archive_uid != 4))
+		ctx->bad = true;
+	ctx->count++;
+	return 0;
+}
+
+static void test_journal(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_journal_entry entries[1100];
+	struct journal_iter_ctx ctx;
+	struct bf_merge_record rec, got;
+	const char *error;
+	unsigned int i;
+
+	for (i = 0; i < 1100; i++)
+		make_entry(&entries[i], i);
+	/* In batches, with a checkpoint in the middle. */
+	assert_int_equal(
+	        bf_state_journal_append(state, "bob", entries, 400, &error), 0);
+	memset(&rec, 0, sizeof(rec));
+	rec.status = BF_MERGE_RUNNING;
+	rec.cursor = "Sent:401";
+	rec.added = 700;
+	assert_int_equal(bf_state_merge_checkpoint(state, "bob", &rec,
+	                                           entries + 400, 300, &error),
+	                 0);
+	assert_int_equal(bf_state_journal_append(state, "bob", entries + 700,
+	                                         400, &error),
+	                 0);
+	assert_int_equal(bf_state_journal_append(state, "bob", NULL, 0, &error),
+	                 0);
+	/* Another user's journal is separate. */
+	assert_int_equal(
+	        bf_state_journal_append(state, "carol", entries, 5, &error), 0);
+	assert_int_equal(bf_state_merge_get(state, "bob", &got, &error), 1);
+	assert_string_equal(got.cursor, "Sent:401");
+	bf_merge_record_clear(&got);
+
+	/* Entry 3 (Sent, archive_uid 4) was saved with uid 0. */
+	assert_int_equal(
+	        bf_state_journal_set_uid(state, "bob", "Sent", 4, 777, &error),
+	        1);
+	/* Only entries still at uid 0 are set. */
+	assert_int_equal(
+	        bf_state_journal_set_uid(state, "bob", "Sent", 4, 778, &error),
+	        0);
+	assert_int_equal(
+	        bf_state_journal_set_uid(state, "bob", "Sent", 5, 779, &error),
+	        0);
+
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "bob", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 1100);
+	assert_false(ctx.bad);
+
+	/* Invalid entries are refused before anything is written. */
+	entries[1].mailbox_guid = NULL;
+	assert_int_equal(
+	        bf_state_journal_append(state, "dave", entries, 2, &error), -1);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "dave", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 0);
+	make_entry(&entries[1], 1);
+
+	assert_int_equal(bf_state_journal_delete(state, "bob", &error), 0);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "bob", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 0);
+	assert_int_equal(bf_state_merge_get(state, "bob", &got, &error), 1);
+	bf_merge_record_clear(&got);
+
+	/* merge_delete takes record and journal. */
+	assert_int_equal(bf_state_merge_put(state, "carol", &rec, &error), 0);
+	assert_int_equal(bf_state_merge_delete(state, "carol", &error), 0);
+	assert_int_equal(bf_state_merge_get(state, "carol", &got, &error), 0);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "carol", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 0);
+	bf_state_close(&state);
+}
+
+/* A checkpoint that fails half-way leaves neither the journal entries nor
+   the record: the failure is injected by a trigger on the merges table,
+   which fires after the journal rows were inserted. */
+static void test_checkpoint_atomic(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_journal_entry entries[3];
+	struct journal_iter_ctx ctx;
+	struct bf_merge_record rec, got;
+	const char *error;
+	sqlite3 *db;
+	unsigned int i;
+
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(
+	        sqlite3_exec(db,
+	                     "CREATE TRIGGER boom BEFORE INSERT ON merges"
+	                     " WHEN NEW.user = 'erin'"
+	                     " BEGIN SELECT RAISE(ABORT, 'injected'); END",
+	                     NULL, NULL, NULL),
+	        SQLITE_OK);
+	sqlite3_close(db);
+
+	for (i = 0; i < 3; i++)
+		make_entry(&entries[i], i);
+	memset(&rec, 0, sizeof(rec));
+	rec.status = BF_MERGE_RUNNING;
+	assert_int_equal(bf_state_merge_checkpoint(state, "erin", &rec, entries,
+	                                           3, &error),
+	                 -1);
+	assert_contains(error, f->path);
+	assert_contains(error, "injected");
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "erin", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 0);
+	assert_int_equal(bf_state_merge_get(state, "erin", &got, &error), 0);
+	/* The handle still works after the rollback. */
+	assert_int_equal(bf_state_merge_checkpoint(state, "frank", &rec,
+	                                           entries, 3, &error),
+	                 0);
+	assert_int_equal(bf_state_journal_iter(state, "frank", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 3);
+	bf_state_close(&state);
+}
+
+/* ---- windows ---- */
+
+static void test_windows(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_window w;
+	const char *error;
+
+	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), 0);
+	assert_null(w.name);
+	assert_int_equal(bf_state_window_close(state, NOW, &error), 0);
+
+	assert_int_equal(
+	        bf_state_window_open(state, "restore-1", NOW, 0, &error), 0);
+	assert_int_equal(
+	        bf_state_window_current(state, NOW + 999999, &w, &error), 1);
+	assert_string_equal(w.name, "restore-1");
+	assert_int_equal(w.opened, NOW);
+	assert_int_equal(w.until, 0);
+	assert_int_equal(w.closed, 0);
+	bf_window_clear(&w);
+
+	/* Opening another closes the first. */
+	assert_int_equal(bf_state_window_open(state, "restore-2", NOW + 10,
+	                                      NOW + 100, &error),
+	                 0);
+	assert_int_equal(bf_state_window_current(state, NOW + 50, &w, &error),
+	                 1);
+	assert_string_equal(w.name, "restore-2");
+	assert_int_equal(w.until, NOW + 100);
+	bf_window_clear(&w);
+	/* until is respected. */
+	assert_int_equal(bf_state_window_current(state, NOW + 100, &w, &error),
+	                 0);
+
+	assert_int_equal(bf_state_window_close(state, NOW + 60, &error), 1);
+	assert_int_equal(bf_state_window_current(state, NOW + 61, &w, &error),
+	                 0);
+	assert_int_equal(bf_state_window_close(state, NOW + 62, &error), 0);
+
+	assert_int_equal(bf_state_window_open(state, "bad", NOW, NOW, &error),
+	                 -1);
+	assert_contains(error, "invalid argument");
+	assert_int_equal(bf_state_window_open(state, "", NOW, 0, &error), -1);
+	bf_state_close(&state);
+}
+
+/* ---- dedup ---- */
+
+static void test_dedup(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_dedup_key key, key2, keys[4];
+	struct bf_dedup_first first, firsts[4];
+	struct bf_dedup_stats stats;
+	const char *error;
+	uint64_t purged;
+	int results[4];
+
+	make_key(&key, "restore-1", "alice@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 100,
+	                                              "mx1", "4AbC1", &first,
+	                                              &error),
+	                 1);
+	assert_null(first.host);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW + 5, 100,
+	                                              "mx2", "9XyZ2", &first,
+	                                              &error),
+	                 0);
+	assert_int_equal(first.first_seen, NOW);
+	assert_string_equal(first.host, "mx1");
+	assert_string_equal(first.queue_id, "4AbC1");
+	assert_false(first.delivered);
+	bf_dedup_first_clear(&first);
+
+	/* Each part of the key matters. */
+	make_key(&key2, "restore-1", "bob@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 100,
+	                                              "mx1", "Q", NULL, &error),
+	                 1);
+	make_key(&key2, "restore-2", "alice@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 100,
+	                                              "mx1", "Q", NULL, &error),
+	                 1);
+	make_key(&key2, "restore-1", "alice@example.org", 2);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 100,
+	                                              NULL, NULL, NULL, &error),
+	                 1);
+
+	/* Mark delivered: the first delivery time stays. */
+	assert_int_equal(
+	        bf_state_dedup_mark_delivered(state, &key, NOW + 7, &error), 1);
+	assert_int_equal(
+	        bf_state_dedup_mark_delivered(state, &key, NOW + 8, &error), 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW + 9, 100,
+	                                              "mx2", "Q2", &first,
+	                                              &error),
+	                 0);
+	assert_true(first.delivered);
+	assert_int_equal(first.delivered_at, NOW + 7);
+	bf_dedup_first_clear(&first);
+	make_key(&key2, "restore-1", "nobody@example.org", 1);
+	assert_int_equal(
+	        bf_state_dedup_mark_delivered(state, &key2, NOW, &error), 0);
+
+	assert_int_equal(bf_state_dedup_stats(state, NOW + 10, &stats, &error),
+	                 0);
+	assert_int_equal(stats.records, 4);
+	assert_int_equal(stats.delivered, 1);
+	assert_int_equal(stats.expired, 0);
+
+	/* Expired records count as absent, and are replaced (with the
+	   delivered flag reset). */
+	assert_int_equal(
+	        bf_state_dedup_mark_delivered(state, &key, NOW + 100, &error),
+	        0);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW + 100,
+	                                              50, "mx3", "Q3", &first,
+	                                              &error),
+	                 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW + 101,
+	                                              50, "mx4", "Q4", &first,
+	                                              &error),
+	                 0);
+	assert_string_equal(first.host, "mx3");
+	assert_false(first.delivered);
+	assert_int_equal(first.first_seen, NOW + 100);
+	bf_dedup_first_clear(&first);
+
+	assert_int_equal(bf_state_dedup_stats(state, NOW + 120, &stats, &error),
+	                 0);
+	assert_int_equal(stats.records, 1);
+	assert_int_equal(stats.delivered, 0);
+	assert_int_equal(stats.expired, 3);
+	assert_int_equal(
+	        bf_state_dedup_purge(state, NOW + 120, &purged, &error), 0);
+	assert_int_equal(purged, 3);
+	assert_int_equal(bf_state_dedup_stats(state, NOW + 120, &stats, &error),
+	                 0);
+	assert_int_equal(stats.records, 1);
+	assert_int_equal(stats.expired, 0);
+	/* Purge at the expiry time itself. */
+	assert_int_equal(
+	        bf_state_dedup_purge(state, NOW + 150, &purged, &error), 0);
+	assert_int_equal(purged, 1);
+
+	/* Several recipients of one message in one call; a recipient given
+	   twice is new only the first time. */
+	make_key(&keys[0], "restore-1", "a@example.org", 9);
+	make_key(&keys[1], "restore-1", "b@example.org", 9);
+	make_key(&keys[2], "restore-1", "a@example.org", 9);
+	make_key(&keys[3], "restore-1", "c@example.org", 9);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &keys[1], NOW, 100,
+	                                              "mx0", "Q0", NULL,
+	                                              &error),
+	                 1);
+	assert_int_equal(bf_state_dedup_check_and_set_many(
+	                         state, keys, 4, NOW + 1, 100, "mx1", "Q1",
+	                         results, firsts, &error),
+	                 0);
+	assert_int_equal(results[0], 1);
+	assert_int_equal(results[1], 0);
+	assert_int_equal(results[2], 0);
+	assert_int_equal(results[3], 1);
+	assert_null(firsts[0].host);
+	assert_string_equal(firsts[1].queue_id, "Q0");
+	assert_string_equal(firsts[2].queue_id, "Q1");
+	assert_null(firsts[3].host);
+	for (int i = 0; i < 4; i++)
+		bf_dedup_first_clear(&firsts[i]);
+	assert_int_equal(bf_state_dedup_check_and_set_many(
+	                         state, keys, 4, NOW + 2, 100, "mx1", "Q1",
+	                         results, NULL, &error),
+	                 0);
+	assert_int_equal(results[0] + results[1] + results[2] + results[3], 0);
+
+	/* Bad keys and ttl are refused. */
+	make_key(&key2, "", "a@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 100,
+	                                              "mx", "Q", NULL, &error),
+	                 -1);
+	assert_contains(error, "invalid argument");
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 0, "mx",
+	                                              "Q", NULL, &error),
+	                 -1);
+	bf_state_close(&state);
+}
+
+/* Many processes checking the same keys at once: each key is new exactly
+   once across all of them. */
+#define CAS_PROCS 8
+#define CAS_OPS   1000
+#define CAS_KEYS  100
+
+static void test_dedup_concurrent_processes(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	atomic_uint *news, *errors;
+	pid_t pids[CAS_PROCS];
+	int go[2], status;
+	unsigned int i, total = 0;
+
+	/* The store exists before the children start, so that they contend
+	   on the data and not only on creating it. */
+	bf_state_close(&state);
+	news = mmap(NULL, sizeof(*news) * (CAS_KEYS + 1),
+	            PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(news != MAP_FAILED);
+	errors = &news[CAS_KEYS];
+	assert_int_equal(pipe(go), 0);
+	for (i = 0; i < CAS_PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct bf_state *s = NULL;
+			struct bf_dedup_key key;
+			const char *cerror;
+			char *error = NULL, c;
+			unsigned int op, k;
+			int ret;
+
+			close(go[1]);
+			if (bf_state_open(f->uri, &s, &error) < 0) {
+				fprintf(stderr, "child: %s\n", error);
+				_exit(1);
+			}
+			/* Start together. */
+			(void)read(go[0], &c, 1);
+			for (op = 0; op < CAS_OPS; op++) {
+				/* Every process walks the keys in its own
+				   order. */
+				k = (op * 7 + i * 13) % CAS_KEYS;
+				make_key(&key, "w", "rcpt@example.org", k);
+				ret = bf_state_dedup_check_and_set(
+				        s, &key, NOW, 3600, "mx", "Q", NULL,
+				        &cerror);
+				if (ret < 0) {
+					fprintf(stderr, "child: %s\n", cerror);
+					atomic_fetch_add(errors, 1);
+				} else if (ret == 1) {
+					atomic_fetch_add(&news[k], 1);
+				}
+			}
+			bf_state_close(&s);
+			_exit(0);
+		}
+	}
+	close(go[0]);
+	close(go[1]);
+	for (i = 0; i < CAS_PROCS; i++) {
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	assert_int_equal(atomic_load(errors), 0);
+	for (i = 0; i < CAS_KEYS; i++) {
+		assert_int_equal(atomic_load(&news[i]), 1);
+		total += atomic_load(&news[i]);
+	}
+	assert_int_equal(total, CAS_KEYS);
+	munmap(news, sizeof(*news) * (CAS_KEYS + 1));
+}
+
+/* The milter's way: one handle per thread. */
+#define THREADS    4
+#define THREAD_OPS 300
+
+struct thread_ctx {
+	const char *uri;
+	unsigned int index;
+	atomic_uint *news;
+	atomic_uint *errors;
+};
+
+static void *thread_main(void *context)
+{
+	struct thread_ctx *ctx = context;
+	struct bf_state *s = NULL;
+	struct bf_dedup_key keys[2];
+	const char *cerror;
+	char *error = NULL;
+	int results[2];
+	unsigned int op;
+
+	if (bf_state_open(ctx->uri, &s, &error) < 0) {
+		free(error);
+		atomic_fetch_add(ctx->errors, 1);
+		return NULL;
+	}
+	for (op = 0; op < THREAD_OPS; op++) {
+		unsigned int k = (op + ctx->index * 17) % 50;
+
+		make_key(&keys[0], "w", "x@example.org", k);
+		make_key(&keys[1], "w", "y@example.org", k);
+		if (bf_state_dedup_check_and_set_many(s, keys, 2, NOW, 3600,
+		                                      "mx", "Q", results, NULL,
+		                                      &cerror) < 0) {
+			atomic_fetch_add(ctx->errors, 1);
+			continue;
+		}
+		atomic_fetch_add(&ctx->news[k], results[0] + results[1]);
+	}
+	bf_state_close(&s);
+	return NULL;
+}
+
+static void test_dedup_concurrent_threads(void **statep)
+{
+	struct fixture *f = *statep;
+	struct thread_ctx ctx[THREADS];
+	pthread_t threads[THREADS];
+	atomic_uint news[50], errors = 0;
+	unsigned int i;
+
+	for (i = 0; i < 50; i++)
+		atomic_init(&news[i], 0);
+	for (i = 0; i < THREADS; i++) {
+		ctx[i].uri = f->uri;
+		ctx[i].index = i;
+		ctx[i].news = news;
+		ctx[i].errors = &errors;
+		assert_int_equal(
+		        pthread_create(&threads[i], NULL, thread_main, &ctx[i]),
+		        0);
+	}
+	for (i = 0; i < THREADS; i++)
+		pthread_join(threads[i], NULL);
+	assert_int_equal(atomic_load(&errors), 0);
+	for (i = 0; i < 50; i++)
+		assert_int_equal(atomic_load(&news[i]), 2);
+}
+
+/* ---- leases ---- */
+
+static void test_lease_owner_format(void **statep)
+{
+	char owner[128], owner2[128], host[256], want[300];
+
+	(void)statep;
+	bf_lease_owner(owner, sizeof(owner));
+	bf_lease_owner(owner2, sizeof(owner2));
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	snprintf(want, sizeof(want), "%s:%ld:", host, (long)getpid());
+	assert_int_equal(strncmp(owner, want, strlen(want)), 0);
+	assert_int_equal(strlen(owner), strlen(want) + 8);
+	/* The random part differs between calls. */
+	assert_string_not_equal(owner, owner2);
+	/* Truncates safely. */
+	bf_lease_owner(owner, 4);
+	assert_int_equal(strlen(owner), 3);
+}
+
+static void test_lease_basic(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	const char *a = "otherhost.invalid:100:aaaa";
+	const char *b = "otherhost.invalid:200:bbbb";
+	const char *error;
+	char *holder;
+
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", a, NOW,
+	                                        60, &holder, &error),
+	                 1);
+	assert_null(holder);
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b, NOW,
+	                                        60, &holder, &error),
+	                 0);
+	assert_string_equal(holder, a);
+	free(holder);
+	/* Without holder_r. */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b, NOW,
+	                                        60, NULL, &error),
+	                 0);
+	/* Another name is independent. */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/bob", b, NOW, 60,
+	                                        NULL, &error),
+	                 1);
+	/* Acquiring our own lease renews it. */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", a,
+	                                        NOW + 50, 60, NULL, &error),
+	                 1);
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b,
+	                                        NOW + 100, 60, NULL, &error),
+	                 0);
+	assert_int_equal(bf_state_lease_renew(state, "merge/alice", a,
+	                                      NOW + 100, 60, &error),
+	                 1);
+	assert_int_equal(bf_state_lease_renew(state, "merge/alice", b,
+	                                      NOW + 100, 60, &error),
+	                 0);
+	/* Expiry-based takeover of a holder on another host: not before
+	   the lease expires (now + ttl), then at once. */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b,
+	                                        NOW + 159, 60, NULL, &error),
+	                 0);
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b,
+	                                        NOW + 160, 60, NULL, &error),
+	                 1);
+	/* The old holder learns it lost the lease. */
+	assert_int_equal(bf_state_lease_renew(state, "merge/alice", a,
+	                                      NOW + 161, 60, &error),
+	                 0);
+	assert_int_equal(
+	        bf_state_lease_release(state, "merge/alice", a, &error), 0);
+	assert_int_equal(
+	        bf_state_lease_release(state, "merge/alice", b, &error), 1);
+	assert_int_equal(
+	        bf_state_lease_release(state, "merge/alice", b, &error), 0);
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", a,
+	                                        NOW + 161, 60, NULL, &error),
+	                 1);
+
+	/* A holder string we did not make is never treated as dead. */
+	assert_int_equal(bf_state_lease_acquire(state, "odd", "x", NOW, 60,
+	                                        NULL, &error),
+	                 1);
+	assert_int_equal(
+	        bf_state_lease_acquire(state, "odd", a, NOW, 60, NULL, &error),
+	        0);
+
+	assert_int_equal(
+	        bf_state_lease_acquire(state, "", a, NOW, 60, NULL, &error),
+	        -1);
+	assert_int_equal(
+	        bf_state_lease_acquire(state, "x", a, NOW, 0, NULL, &error),
+	        -1);
+	bf_state_close(&state);
+}
+
+/* The holder process of this host is killed with SIGKILL: its lease is
+   taken over at once, without waiting for the ttl. */
+static void test_lease_takeover_after_kill(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	char owner[128], *holder;
+	const char *error;
+	int ready[2], status;
+	pid_t pid;
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct bf_state *s = NULL;
+		char child_owner[128], *err = NULL;
+		const char *cerr;
+
+		close(ready[0]);
+		bf_lease_owner(child_owner, sizeof(child_owner));
+		if (bf_state_open(f->uri, &s, &err) < 0 ||
+		    bf_state_lease_acquire(s, "merge/alice", child_owner, NOW,
+		                           3600, NULL, &cerr) != 1)
+			_exit(1);
+		(void)write(ready[1], "x", 1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+
+	bf_lease_owner(owner, sizeof(owner));
+	/* Alive: not taken. */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
+	                                        NOW + 1, 60, &holder, &error),
+	                 0);
+	assert_non_null(holder);
+	assert_non_null(strstr(holder, ":"));
+	free(holder);
+
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	/* Dead: taken at once, long before its expiry. */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
+	                                        NOW + 2, 60, &holder, &error),
+	                 1);
+	assert_null(holder);
+	assert_int_equal(bf_state_lease_renew(state, "merge/alice", owner,
+	                                      NOW + 3, 60, &error),
+	                 1);
+	bf_state_close(&state);
+}
+
+/* ---- slots ---- */
+
+static void test_slots_basic(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	const char *a = "otherhost.invalid:100:aaaa";
+	const char *b = "otherhost.invalid:200:bbbb";
+	unsigned int slot = 99;
+	const char *error;
+
+	/* One owner running several merges takes one slot each. */
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, a, NOW, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 0);
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, a, NOW, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 1);
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 2);
+	slot = 99;
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW, 60,
+	                                       &slot, &error),
+	                 0);
+	assert_int_equal(slot, 99);
+	/* Hosts are separate. */
+	assert_int_equal(bf_state_slot_acquire(state, "h2", 1, b, NOW, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 0);
+
+	assert_int_equal(bf_state_slot_release(state, "h1", 1, b, &error), 0);
+	assert_int_equal(bf_state_slot_release(state, "h1", 1, a, &error), 1);
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 1);
+	assert_int_equal(
+	        bf_state_slot_renew(state, "h1", 1, b, NOW + 30, 60, &error),
+	        1);
+	assert_int_equal(
+	        bf_state_slot_renew(state, "h1", 0, b, NOW + 30, 60, &error),
+	        0);
+	/* Expired slots are free again: slot 0 and 2 expired at NOW + 60,
+	   slot 1 was renewed until NOW + 90. */
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW + 60, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 0);
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW + 60, 60,
+	                                       &slot, &error),
+	                 1);
+	assert_int_equal(slot, 2);
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW + 60, 60,
+	                                       &slot, &error),
+	                 0);
+
+	assert_int_equal(bf_state_slot_acquire(state, "h1", 0, b, NOW, 60,
+	                                       &slot, &error),
+	                 -1);
+	assert_int_equal(
+	        bf_state_slot_acquire(state, "", 3, b, NOW, 60, &slot, &error),
+	        -1);
+	bf_state_close(&state);
+}
+
+/* N slots, 3N processes competing for them: never more than N hold one at
+   the same time, counted independently of the store in shared memory. */
+#define SLOTS       3
+#define SLOT_PROCS  (SLOTS * 3)
+#define SLOT_ROUNDS 30
+
+static void test_slots_contention(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	atomic_uint *shared;
+	pid_t pids[SLOT_PROCS];
+	int go[2], status;
+	unsigned int i;
+
+	bf_state_close(&state);
+	/* [0] holders now, [1] max holders, [2] acquisitions, [3] errors,
+	   [4 + slot] holders of each slot */
+	shared =
+	        mmap(NULL, sizeof(*shared) * (4 + SLOTS),
+	             PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(shared != MAP_FAILED);
+	assert_int_equal(pipe(go), 0);
+	for (i = 0; i < SLOT_PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct bf_state *s = NULL;
+			char owner[128], *error = NULL, c;
+			const char *cerror;
+			unsigned int round, slot, now_holders, max;
+			int ret;
+
+			close(go[1]);
+			bf_lease_owner(owner, sizeof(owner));
+			if (bf_state_open(f->uri, &s, &error) < 0)
+				_exit(1);
+			(void)read(go[0], &c, 1);
+			for (round = 0; round < SLOT_ROUNDS; round++) {
+				ret = bf_state_slot_acquire(s, "h", SLOTS,
+				                            owner, NOW, 3600,
+				                            &slot, &cerror);
+				if (ret < 0) {
+					atomic_fetch_add(&shared[3], 1);
+					continue;
+				}
+				if (ret == 0) {
+					usleep(200);
+					continue;
+				}
+				now_holders =
+				        atomic_fetch_add(&shared[0], 1) + 1;
+				atomic_fetch_add(&shared[4 + slot], 1);
+				max = atomic_load(&shared[1]);
+				while (now_holders > max &&
+				       !atomic_compare_exchange_weak(
+				               &shared[1], &max, now_holders))
+					;
+				if (atomic_load(&shared[4 + slot]) != 1)
+					atomic_fetch_add(&shared[3], 1000);
+				atomic_fetch_add(&shared[2], 1);
+				usleep(1000);
+				atomic_fetch_sub(&shared[4 + slot], 1);
+				atomic_fetch_sub(&shared[0], 1);
+				if (bf_state_slot_release(s, "h", slot, owner,
+				                          &cerror) != 1)
+					atomic_fetch_add(&shared[3], 1);
+			}
+			bf_state_close(&s);
+			_exit(0);
+		}
+	}
+	close(go[0]);
+	close(go[1]);
+	for (i = 0; i < SLOT_PROCS; i++) {
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	assert_int_equal(atomic_load(&shared[3]), 0);
+	assert_true(atomic_load(&shared[1]) <= SLOTS);
+	assert_true(atomic_load(&shared[1]) >= 1);
+	assert_true(atomic_load(&shared[2]) > 0);
+	munmap(shared, sizeof(*shared) * (4 + SLOTS));
+}
+
+/* A merge process killed while holding a slot frees it at once. */
+static void test_slot_takeover_after_kill(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	char owner[128];
+	const char *error;
+	unsigned int slot;
+	int ready[2], status;
+	pid_t pid;
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct bf_state *s = NULL;
+		char child_owner[128], *err = NULL;
+		const char *cerr;
+		unsigned int child_slot;
+
+		close(ready[0]);
+		bf_lease_owner(child_owner, sizeof(child_owner));
+		if (bf_state_open(f->uri, &s, &err) < 0 ||
+		    bf_state_slot_acquire(s, "h", 1, child_owner, NOW, 3600,
+		                          &child_slot, &cerr) != 1)
+			_exit(1);
+		(void)write(ready[1], "x", 1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	bf_lease_owner(owner, sizeof(owner));
+	assert_int_equal(bf_state_slot_acquire(state, "h", 1, owner, NOW + 1,
+	                                       60, &slot, &error),
+	                 0);
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(bf_state_slot_acquire(state, "h", 1, owner, NOW + 2,
+	                                       60, &slot, &error),
+	                 1);
+	assert_int_equal(slot, 0);
+	bf_state_close(&state);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	        T(test_open_creates_group_writable),
+	        T(test_open_bad_uris),
+	        T(test_open_missing_dir),
+	        T(test_open_corrupt),
+	        T(test_open_newer_schema),
+	        T(test_open_unwritable),
+	        T(test_busy_timeout),
+	        T(test_merge_status_names),
+	        T(test_merge_records),
+	        T(test_journal),
+	        T(test_checkpoint_atomic),
+	        T(test_windows),
+	        T(test_dedup),
+	        T(test_dedup_concurrent_processes),
+	        T(test_dedup_concurrent_threads),
+	        T(test_lease_owner_format),
+	        T(test_lease_basic),
+	        T(test_lease_takeover_after_kill),
+	        T(test_slots_basic),
+	        T(test_slots_contention),
+	        T(test_slot_takeover_after_kill),
+#undef T
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
