@@ -11,6 +11,10 @@
 
 static const struct backfillctl_command commands[] = {
         {"fingerprint", "fingerprint [--hdr-key] FILE...", cmd_fingerprint},
+        {"window", "window open NAME [--until TIME] | close | status",
+         cmd_window},
+        {"dedup", "dedup stats | purge | mark-delivered WINDOW RCPT FP",
+         cmd_dedup},
 };
 
 const char *backfillctl_state_uri(int *argc, char **argv)
