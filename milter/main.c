@@ -138,7 +138,8 @@ static int run(const char *path)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	main_thread = pthread_self();
-	if (pthread_create(&thread, NULL, smfi_thread, NULL) != 0) {
+	if (pthread_create(&thread, NULL, smfi_thread, NULL) != 0 ||
+	    pthread_detach(thread) != 0) {
 		milter_error("cannot start the milter thread: %s",
 		             strerror(errno));
 		return 1;
@@ -162,15 +163,19 @@ static int run(const char *path)
 			break;
 		}
 	}
-	pthread_join(thread, NULL);
+	/* smfi_stop() closed the listening socket at once, but smfi_main()
+	   notices only at its next poll timeout (seconds): we do not wait
+	   for it, only for the sessions, which run on their own threads
+	   and must finish their message.  A connection accepted just
+	   before the stop needs a moment to register its session. */
 	if (!stopping)
 		milter_error("libmilter stopped on its own (result %d); "
 		             "exiting so that the service manager restarts "
 		             "backfill-milter",
 		             atomic_load(&smfi_result));
-
-	/* smfi_main() returns once the listener stops; sessions still run
-	   on their threads and must finish their message. */
+	struct timespec settle = {0, 200 * 1000 * 1000};
+	nanosleep(&settle, NULL);
+	milter_debug("%u session(s) open at stop", milter_active_sessions());
 	for (int i = 0; i < STOP_GRACE_SECS * 10; i++) {
 		if (milter_active_sessions() == 0)
 			break;
@@ -181,7 +186,7 @@ static int run(const char *path)
 		milter_warning("stopped with %u session(s) still open; Postfix "
 		               "applies milter_default_action to them",
 		               milter_active_sessions());
-	return stopping && atomic_load(&smfi_result) == MI_SUCCESS ? 0 : 1;
+	return stopping ? 0 : 1;
 }
 
 int main(int argc, char **argv)
