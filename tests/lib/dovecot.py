@@ -1,0 +1,667 @@
+"""A private Dovecot instance for integration tests, benchmarks and demos.
+
+Stdlib only, run by /usr/bin/python3 as root. Each instance lives in its own
+temporary directory (config, base_dir, state_dir, logs, homes, passwd-file),
+listens on 127.0.0.1 ports picked free at start, runs mail as the `mail`
+user (uid/gid 8) and is stopped by the PID in base_dir/master.pid. Other
+people run tests on the same machine at the same time: nothing here uses a
+fixed port or a path outside the instance's directory.
+
+    with Dovecot(plugin_dir=..., mail_plugins="backfill",
+                 plugin={"backfill_archive": "maildir:/x/%Ln"}) as dc:
+        dc.add_user("alice")
+        imap = dc.imap("alice")
+        ...
+        dc.assert_log_clean()
+"""
+import datetime
+import email.utils
+import imaplib
+import os
+import poplib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fingerprint_ref  # noqa: E402
+
+MAIL_UID = 8
+MAIL_GID = 8
+PASSWORD = "secret"
+
+# Tests started by meson run with a short PATH at times; these are where
+# Debian puts Dovecot.
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
+
+
+class DovecotError(Exception):
+    pass
+
+
+def free_ports(n):
+    """Return n distinct TCP ports free on 127.0.0.1 right now.
+
+    There is a window between closing the probe socket and Dovecot binding
+    the port; start() retries with new ports if another process took one."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def chown_tree(path, uid=MAIL_UID, gid=MAIL_GID):
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def tree_checksum(path):
+    """Hash of every name, mode, owner, size, mtime and content below path:
+    proves that nothing was written into a tree (an archive)."""
+    import hashlib
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            h.update(("%s %o %d %d %d %d\n" % (
+                os.path.relpath(p, path), st.st_mode, st.st_uid, st.st_gid,
+                st.st_size, int(st.st_mtime))).encode())
+            if name in files and os.path.isfile(p):
+                with open(p, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def _pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _imap_quote(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_LIST_RE = re.compile(r'^\((?P<flags>[^)]*)\) (?P<delim>"[^"]*"|NIL) (?P<name>.*)$')
+
+
+def _imap_unquote(s):
+    s = s.strip()
+    if s.startswith('"') and s.endswith('"'):
+        return re.sub(r'\\(.)', r'\1', s[1:-1])
+    return s
+
+
+class Message:
+    """One message as a server showed it."""
+
+    def __init__(self, folder, uid, flags, internaldate, raw, uidvalidity=None):
+        self.folder = folder
+        self.uid = uid
+        self.flags = frozenset(flags)
+        self.internaldate = internaldate  # seconds since the epoch (int)
+        self.raw = raw
+        self.uidvalidity = uidvalidity
+        self.fingerprint, self.hdr_key = fingerprint_ref.fingerprint(raw)
+
+    def key(self, with_date=True):
+        k = (self.folder, self.fingerprint, tuple(sorted(self.flags)))
+        return k + (self.internaldate,) if with_date else k
+
+    def __repr__(self):
+        return "<Message %s/%s %s %s %s>" % (self.folder, self.uid,
+                                             self.fingerprint[:12],
+                                             sorted(self.flags),
+                                             self.internaldate)
+
+
+class Dovecot:
+    """A private Dovecot. Parameters:
+
+    plugin_dir     mail_plugin_dir (the build dir's dovecot-plugin), or None
+    mail_plugins   value of mail_plugins for imap and pop3 (e.g. "backfill")
+    plugin         dict of plugin {} settings
+    extra_conf     text appended to dovecot.conf
+    workdir        directory to use (default: a new temp dir, removed on stop)
+    mail_root      where the users' homes are (default WORKDIR/home); two
+                   instances can share one (e.g. the same mailboxes served
+                   first without the plugin, then with it)
+    lmtp_plugins   mail_plugins for lmtp (default: none)
+    auto_mailboxes auto = for Drafts, Junk, Trash, Sent ("subscribe", "no")
+    """
+
+    def __init__(self, plugin_dir=None, mail_plugins="", plugin=None,
+                 extra_conf="", workdir=None, mail_root=None, debug=False,
+                 lmtp_plugins="", username_chars=None, passwd_file=None,
+                 name="dovecot", auto_mailboxes="subscribe"):
+        self.own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="bf-%s-" % name)
+        os.chmod(self.workdir, 0o755)
+        self.plugin_dir = plugin_dir
+        self.mail_plugins = mail_plugins
+        self.lmtp_plugins = lmtp_plugins
+        self.plugin = dict(plugin or {})
+        self.extra_conf = extra_conf
+        self.debug = debug
+        self.username_chars = username_chars
+        self.auto_mailboxes = auto_mailboxes  # "no" for an old server's view
+        self.base_dir = os.path.join(self.workdir, "run")
+        self.state_dir = os.path.join(self.workdir, "state")
+        self.log_dir = os.path.join(self.workdir, "log")
+        self.log_path = os.path.join(self.log_dir, "dovecot.log")
+        self.conf_path = os.path.join(self.workdir, "dovecot.conf")
+        self.passwd_path = passwd_file or os.path.join(self.workdir, "passwd")
+        self.mail_root = mail_root or os.path.join(self.workdir, "home")
+        self.ports = {}
+        self.master_pid = None
+        self.users = {}
+        for d in (self.base_dir, self.state_dir, self.log_dir):
+            os.makedirs(d, exist_ok=True)
+        os.makedirs(self.mail_root, exist_ok=True)
+        os.chown(self.mail_root, MAIL_UID, MAIL_GID)
+        if not os.path.exists(self.passwd_path):
+            open(self.passwd_path, "a").close()
+        os.chmod(self.passwd_path, 0o644)
+        self._log_offset = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.cleanup()
+
+    def home(self, user):
+        return os.path.join(self.mail_root, user.lower().replace("/", "%2f"))
+
+    def maildir(self, user):
+        return os.path.join(self.home(user), "Maildir")
+
+    def _write_conf(self):
+        p = self.ports
+        plugin_lines = "".join("  %s = %s\n" % (k, v)
+                               for k, v in sorted(self.plugin.items()))
+        chars = ""
+        if self.username_chars is not None:
+            chars = "auth_username_chars = %s\n" % self.username_chars
+        plugin_dir = ""
+        if self.plugin_dir:
+            plugin_dir = "mail_plugin_dir = %s\n" % self.plugin_dir
+        debug = ""
+        if self.debug:
+            debug = "mail_debug = yes\nauth_debug = yes\n"
+        conf = """# generated by tests/lib/dovecot.py
+base_dir = {base}
+state_dir = {state}
+log_path = {log}
+info_log_path = {log}
+debug_log_path = {log}
+instance_name = {instance}
+protocols = imap pop3 lmtp
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_username_format = %Ln
+{chars}first_valid_uid = {uid}
+first_valid_gid = {gid}
+default_internal_user = dovecot
+default_login_user = dovenull
+verbose_proctitle = yes
+mail_max_userip_connections = 200
+mail_location = maildir:~/Maildir
+mail_temp_scan_interval = 0
+{plugin_dir}{debug}pop3_uidl_format = %08Xu%08Xv
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%Ln {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%Ln {passwd}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+service imap {{
+  process_limit = 200
+}}
+service pop3 {{
+  process_limit = 200
+}}
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0666
+  }}
+}}
+protocol imap {{
+  mail_plugins = $mail_plugins {plugins}
+}}
+protocol pop3 {{
+  mail_plugins = $mail_plugins {plugins}
+}}
+protocol lmtp {{
+  mail_plugins = $mail_plugins {lmtp_plugins}
+}}
+namespace inbox {{
+  inbox = yes
+  # Debian's 15-mailboxes.conf: both Sent and "Sent Messages" are \\Sent,
+  # so an archive from a server whose client used "Sent Messages" maps to
+  # a live "Sent".
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = {auto}
+  }}
+  mailbox Junk {{
+    special_use = \\Junk
+    auto = {auto}
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+    auto = {auto}
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = {auto}
+  }}
+  mailbox "Sent Messages" {{
+    special_use = \\Sent
+  }}
+}}
+plugin {{
+{plugin_lines}}}
+{extra}
+""".format(base=self.base_dir, state=self.state_dir, log=self.log_path,
+           instance="bf-" + os.path.basename(self.workdir),
+           chars=chars, uid=MAIL_UID, gid=MAIL_GID, plugin_dir=plugin_dir,
+           debug=debug, passwd=self.passwd_path, imap=p["imap"],
+           pop3=p["pop3"], lmtp=p["lmtp"], plugins=self.mail_plugins,
+           lmtp_plugins=self.lmtp_plugins, plugin_lines=plugin_lines,
+           extra=self.extra_conf, auto=self.auto_mailboxes)
+        with open(self.conf_path, "w") as f:
+            f.write(conf)
+
+    def start(self, timeout=30):
+        last = ""
+        for attempt in range(5):
+            if attempt == 0 and self.ports:
+                pass  # restart: keep the ports clients may know
+            else:
+                self.ports = dict(zip(("imap", "pop3", "lmtp"), free_ports(3)))
+            self._write_conf()
+            try:
+                self._log_offset = os.path.getsize(self.log_path)
+            except OSError:
+                self._log_offset = 0
+            # The daemonized master keeps the descriptors it was given: a
+            # pipe here would never reach EOF, so its output goes to a file.
+            out_path = os.path.join(self.log_dir, "startup.out")
+            with open(out_path, "wb") as out:
+                r = subprocess.run([DOVECOT, "-c", self.conf_path],
+                                   stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, timeout=60)
+            if r.returncode != 0:
+                with open(out_path, "rb") as f:
+                    msg = f.read().decode(errors="replace")
+                raise DovecotError("dovecot -c %s failed (exit %d): %s\n%s" % (
+                    self.conf_path, r.returncode, msg, self.log_tail()))
+            try:
+                self._wait_ready(timeout)
+                return self
+            except DovecotError as e:
+                last = str(e)
+                self.stop()
+                if "in use" not in self.log_text(since_start=True):
+                    raise
+        raise DovecotError("Dovecot did not start after 5 attempts: " + last)
+
+    def _wait_ready(self, timeout):
+        deadline = time.time() + timeout
+        pidfile = os.path.join(self.base_dir, "master.pid")
+        while time.time() < deadline:
+            if self.master_pid is None and os.path.exists(pidfile):
+                try:
+                    with open(pidfile) as f:
+                        self.master_pid = int(f.read().strip())
+                except ValueError:
+                    pass
+            if self.master_pid and not _pid_alive(self.master_pid):
+                raise DovecotError("Dovecot exited during start-up:\n" + self.log_tail())
+            if "Fatal:" in self.log_text(since_start=True):
+                raise DovecotError("Dovecot logged a fatal error at start-up:\n" + self.log_tail())
+            if self.master_pid and all(self._accepts(port) for port in self.ports.values()):
+                return
+            time.sleep(0.05)
+        raise DovecotError("Dovecot did not accept on %s within %ds:\n%s" % (
+            self.ports, timeout, self.log_tail()))
+
+    @staticmethod
+    def _accepts(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.settimeout(2)
+                return bool(s.recv(16))  # every listener greets first
+        except OSError:
+            return False
+
+    def stop(self, timeout=20):
+        pid = self.master_pid
+        if pid is None:
+            try:
+                with open(os.path.join(self.base_dir, "master.pid")) as f:
+                    pid = int(f.read().strip())
+            except (OSError, ValueError):
+                return
+        children = self.child_pids(pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + timeout
+        while time.time() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        # The master signals its children; wait for them too so that the
+        # next instance on the same mail root does not race a late writer.
+        deadline = time.time() + 10
+        for c in children:
+            while time.time() < deadline and _pid_alive(c):
+                time.sleep(0.05)
+            if _pid_alive(c):
+                try:
+                    os.kill(c, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.master_pid = None
+
+    def restart(self, **changes):
+        """Stop, change attributes (mail_plugins, plugin, extra_conf, ...),
+        start again on the same ports if they are still free."""
+        self.stop()
+        for k, v in changes.items():
+            if not hasattr(self, k):
+                raise AttributeError(k)
+            setattr(self, k, v)
+        return self.start()
+
+    def cleanup(self):
+        if self.own_workdir and not os.environ.get("BF_KEEP_TMP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------ processes
+    def child_pids(self, master=None):
+        master = master or self.master_pid
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit() and _ppid(int(d)) == master:
+                out.append(int(d))
+        return out
+
+    def session_pids(self, user=None, service=None):
+        """PIDs of this instance's imap/pop3 processes (of one user).
+        verbose_proctitle makes them `dovecot/imap [alice 127.0.0.1 ...]`."""
+        out = []
+        for pid in self.child_pids():
+            cmd = _cmdline(pid)
+            m = re.match(r"dovecot[^ /]*/(imap|pop3)(?: \[([^ \]]*)| |$)", cmd)
+            if not m or (service and m.group(1) != service):
+                continue
+            if user is not None and m.group(2) != user.lower():
+                continue
+            out.append(pid)
+        return out
+
+    # ------------------------------------------------------------ users
+    def add_user(self, user, password=PASSWORD, home=None, extra=""):
+        """Add a passwd-file entry (uid/gid mail); the home is created by
+        Dovecot at first use unless it exists."""
+        home = home or self.home(user)
+        self.users[user.lower()] = (password, home)
+        line = "%s:{PLAIN}%s:%d:%d::%s::%s\n" % (user.lower(), password, MAIL_UID,
+                                                MAIL_GID, home, extra)
+        with open(self.passwd_path, "a") as f:
+            f.write(line)
+        return home
+
+    def password(self, user):
+        return self.users.get(user.lower(), (PASSWORD,))[0]
+
+    # ------------------------------------------------------------ clients
+    def imap(self, user, password=None, timeout=60):
+        c = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=timeout)
+        c.login(user, password or self.password(user))
+        return c
+
+    def pop3(self, user, password=None, timeout=60):
+        c = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=timeout)
+        c.user(user)
+        c.pass_(password or self.password(user))
+        return c
+
+    def lmtp_deliver(self, rcpt, raw, sender="sender@example.org"):
+        import smtplib
+        with smtplib.LMTP("127.0.0.1", self.ports["lmtp"]) as s:
+            s.sendmail(sender, [rcpt], raw)
+
+    def pop3_uidls(self, user):
+        """[(uidl, fingerprint)] in POP3 order, with message bodies fetched
+        by RETR so a UIDL can be tied to a message."""
+        c = self.pop3(user)
+        try:
+            out = []
+            resp, lines, _ = c.uidl()
+            for line in lines:
+                num, uidl = line.decode().split(" ", 1)
+                resp, body, _ = c.retr(int(num))
+                # poplib strips CRLF and un-dot-stuffs; rejoin with CRLF.
+                raw = b"\r\n".join(body) + b"\r\n"
+                out.append((uidl, fingerprint_ref.fingerprint(raw)[0]))
+            return out
+        finally:
+            c.quit()
+
+    def folders(self, user, conn=None):
+        """{name: set(special-use and other flags)} via LIST RETURN (SPECIAL-USE)."""
+        c = conn or self.imap(user)
+        try:
+            typ, data = c.list()
+            typ2, data2 = c._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+            _, data2 = c._untagged_response(typ2, data2, "LIST")
+            out = {}
+            for line in list(data) + list(data2):
+                if line is None:
+                    continue
+                if isinstance(line, tuple):
+                    line = line[0] + b'"' + line[1] + b'"'
+                m = _LIST_RE.match(line.decode("utf-8", "replace"))
+                if not m:
+                    continue
+                name = _imap_unquote(m.group("name"))
+                out.setdefault(name, set()).update(m.group("flags").split())
+            return out
+        finally:
+            if conn is None:
+                c.logout()
+
+    def subscriptions(self, user):
+        c = self.imap(user)
+        try:
+            typ, data = c.lsub()
+            out = set()
+            for line in data:
+                if line is None:
+                    continue
+                m = _LIST_RE.match(line.decode("utf-8", "replace"))
+                if m:
+                    out.add(_imap_unquote(m.group("name")))
+            return out
+        finally:
+            c.logout()
+
+    def mailbox(self, user, folder, conn=None):
+        """(uidvalidity, [Message]) of one folder, read without setting \\Seen."""
+        c = conn or self.imap(user)
+        try:
+            typ, data = c.select(_imap_quote(folder), readonly=True)
+            if typ != "OK":
+                raise DovecotError("SELECT %s failed: %r" % (folder, data))
+            uv = int(c.untagged_responses.get("UIDVALIDITY", [b"0"])[-1])
+            n = int(data[0])
+            msgs = []
+            if n:
+                typ, data = c.fetch("1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+                for item in data:
+                    if not isinstance(item, tuple):
+                        continue
+                    head = item[0].decode("utf-8", "replace")
+                    uid = int(re.search(r"UID (\d+)", head).group(1))
+                    flags = re.search(r"FLAGS \(([^)]*)\)", head).group(1).split()
+                    idate = re.search(r'INTERNALDATE "([^"]*)"', head).group(1)
+                    ts = int(datetime.datetime.strptime(
+                        idate.strip(), "%d-%b-%Y %H:%M:%S %z").timestamp())
+                    flags = [f for f in flags if f != "\\Recent"]
+                    msgs.append(Message(folder, uid, flags, ts, item[1], uv))
+            return uv, msgs
+        finally:
+            if conn is None:
+                c.logout()
+
+    def snapshot(self, user):
+        """{folder: (uidvalidity, [Message])} of every selectable folder."""
+        c = self.imap(user)
+        try:
+            out = {}
+            for name, flags in sorted(self.folders(user, conn=c).items()):
+                if "\\Noselect" in flags or "\\NonExistent" in flags:
+                    continue
+                out[name] = self.mailbox(user, name, conn=c)
+            return out
+        finally:
+            c.logout()
+
+    def append(self, user, folder, raw, flags=(), date=None, conn=None):
+        c = conn or self.imap(user)
+        try:
+            c.create(_imap_quote(folder))
+            idate = imaplib.Time2Internaldate(date) if date else None
+            typ, data = c.append(_imap_quote(folder),
+                                 "(" + " ".join(flags) + ")" if flags else None,
+                                 idate, raw)
+            if typ != "OK":
+                raise DovecotError("APPEND to %s failed: %r" % (folder, data))
+        finally:
+            if conn is None:
+                c.logout()
+
+    # ------------------------------------------------------------ doveadm
+    def doveadm(self, *args, check=True, input=None, env=None):
+        r = subprocess.run([DOVEADM, "-c", self.conf_path] + list(args),
+                           input=input, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env)
+        if check and r.returncode != 0:
+            raise DovecotError("doveadm %s: exit %d: %s %s" % (
+                " ".join(args), r.returncode, r.stdout.decode(errors="replace"),
+                r.stderr.decode(errors="replace")))
+        return r
+
+    # ------------------------------------------------------------ logs
+    def log_text(self, since_start=False):
+        try:
+            with open(self.log_path, "rb") as f:
+                if since_start:
+                    f.seek(self._log_offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, pattern=None, since_start=False):
+        lines = self.log_text(since_start).splitlines()
+        if pattern is None:
+            return lines
+        rx = re.compile(pattern)
+        return [l for l in lines if rx.search(l)]
+
+    def log_tail(self, n=40):
+        lines = self.log_text().splitlines()
+        return "--- %s (last %d lines) ---\n%s" % (self.log_path, n, "\n".join(lines[-n:]))
+
+    def assert_log_clean(self, allow_errors=False):
+        bad = self.log_lines(r"\b(Panic|Fatal)\b" if allow_errors
+                             else r"\b(Panic|Fatal|Error)\b")
+        if bad:
+            raise AssertionError("Dovecot logged problems:\n" + "\n".join(bad[:30]))
+
+
+def messages_multiset(snapshot, with_date=True, exclude_flags=()):
+    """Sorted list of (folder, fingerprint, flags[, date]) of a snapshot()."""
+    out = []
+    for folder, (uv, msgs) in snapshot.items():
+        for m in msgs:
+            flags = tuple(sorted(f for f in m.flags if f not in exclude_flags))
+            k = (folder, m.fingerprint, flags)
+            out.append(k + (m.internaldate,) if with_date else k)
+    return sorted(out)
+
+
+def imap_date(ts):
+    return email.utils.formatdate(ts)
