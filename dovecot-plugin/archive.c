@@ -1,0 +1,323 @@
+/* Opening a restored archive read-only, with the old server's UIDs.
+
+   The archive is usually a snapshot: read-only, often owned by root.
+   Dovecot wants to lock and write dovecot-uidlist and its indexes there.
+   Opening it with INDEX=MEMORY logs errors and shows phantom messages;
+   pointing CONTROL= at an empty directory silently renumbers every message
+   (new UIDVALIDITY), which would change every POP3 UIDL the old server
+   showed.  So the small control files are copied once into a private,
+   writable directory of the live user and Dovecot is pointed there with
+   CONTROL= and INDEX=.  The copy is kept across logins: UIDs that Dovecot
+   assigns to files missing from the old uidlist must stay the same from
+   one login to the next, since the merge cursor is an archive UID. */
+
+#include "lib.h"
+#include "str.h"
+#include "file-copy.h"
+#include "mkdir-parents.h"
+#include "mail-storage-private.h"
+#include "mail-storage-service.h"
+#include "mail-namespace.h"
+#include "backfill-plugin.h"
+#include "archive.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BACKFILL_PRIVATE_DIR   ".backfill"
+#define BACKFILL_COPIED_MARKER "backfill-copied"
+
+struct archive_location {
+	const char *driver;
+	const char *path;
+	/* ":PARAM=..." parts we keep (LAYOUT=, DIRNAME=, ...) */
+	const char *params;
+};
+
+static void archive_location_parse(const char *location,
+                                   struct archive_location *loc_r)
+{
+	const char *p = strchr(location, ':');
+
+	i_zero(loc_r);
+	if (p == NULL || strchr(location, '/') < p) {
+		/* a bare path: Maildir, like Dovecot's own autodetection
+		   would most often decide */
+		loc_r->driver = "maildir";
+		p = location;
+	} else {
+		loc_r->driver = t_strdup_until(location, p);
+		p++;
+	}
+	const char *end = strchr(p, ':');
+	if (end == NULL) {
+		loc_r->path = p;
+		loc_r->params = "";
+	} else {
+		loc_r->path = t_strdup_until(p, end);
+		loc_r->params = end;
+	}
+}
+
+/* Removes parameters we set ourselves (CONTROL, INDEX, VOLATILEDIR). */
+static const char *archive_params_filter(const char *params)
+{
+	string_t *str = t_str_new(64);
+	const char *const *args = t_strsplit(params, ":");
+
+	for (; *args != NULL; args++) {
+		if (**args == '\0' || str_begins(*args, "CONTROL=") ||
+		    str_begins(*args, "INDEX=") ||
+		    str_begins(*args, "INDEXPVT=") ||
+		    str_begins(*args, "VOLATILEDIR="))
+			continue;
+		str_printfa(str, ":%s", *args);
+	}
+	return str_c(str);
+}
+
+static const char *home_expand(struct mail_user *user, const char *path)
+{
+	const char *home;
+
+	if (path[0] != '~' || (path[1] != '/' && path[1] != '\0'))
+		return path;
+	if (mail_user_get_home(user, &home) <= 0)
+		return path;
+	return t_strconcat(home, path + 1, NULL);
+}
+
+int backfill_archive_resolve(struct mail_user *user,
+                             const struct backfill_settings *set,
+                             const char **path_r, const char **error_r)
+{
+	struct archive_location loc;
+	char real_root[PATH_MAX], real_path[PATH_MAX];
+	const char *root, *path;
+	struct stat st;
+
+	if (set->archive == NULL || set->archive[0] == '\0')
+		return 0;
+	archive_location_parse(set->archive, &loc);
+	if (strcmp(loc.driver, "maildir") != 0) {
+		*error_r = t_strdup_printf(
+		        "backfill_archive=%s: only maildir archives are "
+		        "supported",
+		        set->archive);
+		return -1;
+	}
+	path = home_expand(user, loc.path);
+	if (realpath(path, real_path) == NULL || stat(real_path, &st) < 0 ||
+	    !S_ISDIR(st.st_mode)) {
+		/* nothing restored for this user */
+		return 0;
+	}
+
+	/* Usernames are whatever the userdb says: "../", dots, plus signs.
+	   Whatever the variables expanded to, the archive must lie below the
+	   fixed part of the configured path. */
+	root = home_expand(user, set->archive_root);
+	if (realpath(root, real_root) == NULL) {
+		*error_r = t_strdup_printf("archive root %s does not exist: %m",
+		                           root);
+		return -1;
+	}
+	size_t len = strlen(real_root);
+	if (strcmp(real_path, real_root) != 0 &&
+	    (strncmp(real_path, real_root, len) != 0 ||
+	     (real_root[len - 1] != '/' && real_path[len] != '/'))) {
+		*error_r = t_strdup_printf(
+		        "archive path %s resolves to %s, outside the "
+		        "archive root %s: refusing it (check the user name "
+		        "and backfill_archive)",
+		        path, real_path, real_root);
+		return -1;
+	}
+	*path_r = t_strdup(real_path);
+	return 1;
+}
+
+static int copy_if_exists(const char *src, const char *dest,
+                          const char **error_r)
+{
+	if (file_copy(src, dest, FALSE) < 0) {
+		*error_r = t_strdup_printf("copy %s to %s: %m", src, dest);
+		return -1;
+	}
+	/* file_copy() returns 0 when src does not exist: fine, not every
+	   folder has keywords */
+	return 0;
+}
+
+static int copy_folder_control(const char *src_dir, const char *dest_dir,
+                               const char **error_r)
+{
+	if (mkdir_parents(dest_dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = t_strdup_printf("mkdir %s: %m", dest_dir);
+		return -1;
+	}
+	if (copy_if_exists(t_strconcat(src_dir, "/dovecot-uidlist", NULL),
+	                   t_strconcat(dest_dir, "/dovecot-uidlist", NULL),
+	                   error_r) < 0 ||
+	    copy_if_exists(t_strconcat(src_dir, "/dovecot-keywords", NULL),
+	                   t_strconcat(dest_dir, "/dovecot-keywords", NULL),
+	                   error_r) < 0)
+		return -1;
+	return 0;
+}
+
+/* Layout that Dovecot expects with CONTROL= for Maildir++: INBOX's files
+   go to CTL/.INBOX/, a folder's to CTL/.Folder/, subscriptions to CTL/. */
+static int copy_control_files(const char *archive, const char *ctl,
+                              const char **error_r)
+{
+	const char *marker = t_strconcat(ctl, "/" BACKFILL_COPIED_MARKER, NULL);
+	struct dirent *d;
+	DIR *dir;
+	int ret = 0;
+
+	if (access(marker, F_OK) == 0)
+		return 0;
+
+	if (copy_folder_control(archive, t_strconcat(ctl, "/.INBOX", NULL),
+	                        error_r) < 0)
+		return -1;
+	if (copy_if_exists(t_strconcat(archive, "/subscriptions", NULL),
+	                   t_strconcat(ctl, "/subscriptions", NULL),
+	                   error_r) < 0)
+		return -1;
+
+	dir = opendir(archive);
+	if (dir == NULL) {
+		*error_r = t_strdup_printf("opendir %s: %m", archive);
+		return -1;
+	}
+	while (ret == 0 && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] != '.' || strcmp(d->d_name, ".") == 0 ||
+		    strcmp(d->d_name, "..") == 0)
+			continue;
+		const char *src = t_strconcat(archive, "/", d->d_name, NULL);
+		struct stat st;
+		if (stat(src, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		ret = copy_folder_control(
+		        src, t_strconcat(ctl, "/", d->d_name, NULL), error_r);
+	}
+	(void)closedir(dir);
+	if (ret < 0)
+		return -1;
+
+	/* Only now may Dovecot use the copy: a crash above leaves no marker
+	   and the next login copies again. */
+	int fd = creat(marker, 0600);
+	if (fd < 0) {
+		*error_r = t_strdup_printf("creat %s: %m", marker);
+		return -1;
+	}
+	i_close_fd(&fd);
+	return 0;
+}
+
+static const char *private_dir(struct mail_user *user)
+{
+	const char *home;
+
+	if (mail_user_get_home(user, &home) > 0 && home[0] == '/')
+		return t_strconcat(home, "/" BACKFILL_PRIVATE_DIR, NULL);
+	/* No home: the private copy does not survive a reboot, which only
+	   costs re-reading the archive. */
+	return t_strdup_printf("%s/backfill-%s-%ld", user->set->mail_temp_dir,
+	                       user->username, (long)geteuid());
+}
+
+static struct mail_user *archive_user_alloc(struct mail_user *user)
+{
+	struct mail_user *auser;
+	struct mail_storage_settings *mail_set;
+
+	auser = mail_user_alloc(user->event, user->username, user->set_info,
+	                        user->unexpanded_set);
+	if (user->_service_user != NULL) {
+		auser->_service_user = user->_service_user;
+		mail_storage_service_user_ref(auser->_service_user);
+	}
+	auser->creator = user;
+	auser->autocreated = TRUE;
+	auser->uid = user->uid;
+	auser->gid = user->gid;
+	auser->session_id = p_strdup(auser->pool, user->session_id);
+	if (user->_home != NULL)
+		mail_user_set_home(auser, user->_home);
+	mail_user_set_vars(auser, user->service, &user->conn);
+
+	/* Dovecot would otherwise try to clean old files out of the
+	   archive's tmp/ directories: nothing may be written there. */
+	mail_set =
+	        (struct mail_storage_settings *)mail_user_set_get_storage_set(
+	                auser);
+	mail_set->mail_temp_scan_interval = 0;
+	return auser;
+}
+
+int backfill_archive_open(struct mail_user *user,
+                          const struct backfill_settings *set,
+                          struct backfill_archive **archive_r,
+                          const char **error_r)
+{
+	struct archive_location loc;
+	struct backfill_archive *archive;
+	struct mail_user *auser;
+	const char *path, *base, *ctl, *idx, *location, *error;
+	int ret;
+
+	if ((ret = backfill_archive_resolve(user, set, &path, error_r)) <= 0)
+		return ret;
+	archive_location_parse(set->archive, &loc);
+
+	base = private_dir(user);
+	ctl = t_strconcat(base, "/archive-control", NULL);
+	idx = t_strconcat(base, "/archive-index", NULL);
+	if (mkdir_parents(ctl, 0700) < 0 && errno != EEXIST) {
+		*error_r = t_strdup_printf("mkdir %s: %m", ctl);
+		return -1;
+	}
+	if (copy_control_files(path, ctl, error_r) < 0)
+		return -1;
+
+	location = t_strdup_printf("maildir:%s%s:CONTROL=%s:INDEX=%s", path,
+	                           archive_params_filter(loc.params), ctl, idx);
+
+	auser = archive_user_alloc(user);
+	if (mail_user_init(auser, &error) < 0) {
+		*error_r = t_strdup_printf("archive user init: %s", error);
+		mail_user_deinit(&auser);
+		return -1;
+	}
+	if (mail_namespaces_init_location(auser, location, &error) < 0) {
+		*error_r = t_strdup_printf("opening archive %s: %s", location,
+		                           error);
+		mail_user_deinit(&auser);
+		return -1;
+	}
+	archive = i_new(struct backfill_archive, 1);
+	archive->user = auser;
+	archive->ns = mail_namespace_find_inbox(auser->namespaces);
+	archive->path = i_strdup(path);
+	*archive_r = archive;
+	return 1;
+}
+
+void backfill_archive_close(struct backfill_archive **_archive)
+{
+	struct backfill_archive *archive = *_archive;
+
+	if (archive == NULL)
+		return;
+	*_archive = NULL;
+	mail_user_deinit(&archive->user);
+	i_free(archive->path);
+	i_free(archive);
+}

@@ -1,0 +1,34 @@
+#ifndef BACKFILL_ARCHIVE_H
+#define BACKFILL_ARCHIVE_H
+
+struct mail_user;
+struct mail_namespace;
+struct backfill_settings;
+
+/* A user's restored archive, opened read-only as a mail user of its own
+   whose inbox namespace is the archive. */
+struct backfill_archive {
+	struct mail_user *user;
+	struct mail_namespace *ns;
+	/* The archive's root directory, after realpath(). */
+	char *path;
+};
+
+/* Resolves backfill_archive for the user.  Returns 1 with the archive's
+   real root directory in *path_r, 0 when the user has no archive (unset or
+   missing path: not an error), -1 when the path is not acceptable (it
+   leaves backfill_archive's root, or an unsupported format). */
+int backfill_archive_resolve(struct mail_user *user,
+                             const struct backfill_settings *set,
+                             const char **path_r, const char **error_r);
+
+/* Opens the archive read-only.  Dovecot's own control and index files for
+   it live in a private directory of the live user (the archive itself is
+   never written).  Returns 1 opened, 0 no archive, -1 error. */
+int backfill_archive_open(struct mail_user *user,
+                          const struct backfill_settings *set,
+                          struct backfill_archive **archive_r,
+                          const char **error_r);
+void backfill_archive_close(struct backfill_archive **archive);
+
+#endif

@@ -1,0 +1,160 @@
+/* Delivery confirmation for backfill-milter.
+
+   The milter removes a repeated delivery only when it knows the earlier
+   copy reached the mailbox; this is where it learns that.  Dovecot's LMTP
+   hands each recipient's delivery to the deliver_mail hook of lib-lda,
+   which knows the envelope recipient exactly as RCPT TO gave it: better
+   than the Delivered-To header, which LMTP adds only for single-recipient
+   transactions.  lib-lda exists only in lmtp and dovecot-lda, so its
+   functions are looked up at run time: linking them would keep the plugin
+   from loading into imap and pop3.
+
+   A confirmation that cannot be written is only logged: the milter then
+   treats a later copy as a suspected duplicate and delivers it (tagged),
+   which loses nothing. */
+
+#include "lib.h"
+#include "str.h"
+#include "ioloop.h"
+#include "smtp-address.h"
+#include "mail-storage.h"
+#include "mail-deliver.h"
+#include "fingerprint.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "delivery-confirm.h"
+
+#include <dlfcn.h>
+
+typedef deliver_mail_func_t *hook_set_func_t(deliver_mail_func_t *new_hook);
+typedef int deliver_save_func_t(struct mail_deliver_context *ctx,
+                                const char *mailbox, enum mail_flags flags,
+                                const char *const *keywords,
+                                struct mail_storage **storage_r);
+
+/* lib-lda's hook chain is process-wide, so these are too. */
+static hook_set_func_t *backfill_hook_set = NULL;
+static deliver_save_func_t *backfill_deliver_save = NULL;
+static deliver_mail_func_t *backfill_next_deliver_mail = NULL;
+static bool backfill_hooked = FALSE;
+
+static void delivery_confirm(struct mail_deliver_context *ctx)
+{
+	struct backfill_user *buser = BACKFILL_USER_CONTEXT(ctx->rcpt_user);
+	struct bf_dedup_key key;
+	const char *fp_text, *window, *recipient, *error;
+	int ret;
+
+	if (buser == NULL)
+		return;
+	if (mail_get_first_header(ctx->src_mail, "X-Backfill-Fingerprint",
+	                          &fp_text) <= 0 ||
+	    mail_get_first_header(ctx->src_mail, "X-Backfill-Window",
+	                          &window) <= 0)
+		return;
+	fp_text = t_str_trim(fp_text, " \t");
+	window = t_str_trim(window, " \t");
+	i_zero(&key);
+	if (bf_fp_from_text(fp_text, key.fingerprint) < 0) {
+		e_warning(ctx->rcpt_user->event,
+		          "backfill(%s): X-Backfill-Fingerprint '%s' is not "
+		          "a fingerprint: delivery not confirmed",
+		          ctx->rcpt_user->username, fp_text);
+		return;
+	}
+	if (ctx->rcpt_to != NULL && !smtp_address_isnull(ctx->rcpt_to))
+		recipient = smtp_address_encode(ctx->rcpt_to);
+	else if (mail_get_first_header(ctx->src_mail, "Delivered-To",
+	                               &recipient) <= 0)
+		return;
+	recipient = t_str_lcase(t_str_trim(recipient, " \t<>"));
+	key.window = window;
+	key.recipient = recipient;
+
+	if (backfill_user_state_open(buser, &error) < 0) {
+		e_warning(ctx->rcpt_user->event,
+		          "backfill(%s): delivery of %s to %s not confirmed "
+		          "for the milter: %s",
+		          ctx->rcpt_user->username, fp_text, recipient, error);
+		return;
+	}
+	ret = bf_state_dedup_mark_delivered(buser->state, &key, ioloop_time,
+	                                    &error);
+	if (ret < 0) {
+		e_warning(ctx->rcpt_user->event,
+		          "backfill(%s): delivery of %s to %s not confirmed "
+		          "for the milter: state store %s: %s",
+		          ctx->rcpt_user->username, fp_text, recipient,
+		          bf_state_uri(buser->state), error);
+	} else {
+		e_debug(ctx->rcpt_user->event,
+		        "backfill(%s): delivery of %s to %s in window %s "
+		        "confirmed%s",
+		        ctx->rcpt_user->username, fp_text, recipient, window,
+		        ret == 0 ? " (no record: window closed or expired)"
+		                 : "");
+	}
+}
+
+static bool deliver_tempfailed(struct mail_deliver_context *ctx,
+                               struct mail_storage *storage)
+{
+	enum mail_error error;
+
+	if (ctx->tempfail_error != NULL)
+		return TRUE;
+	if (storage != NULL) {
+		(void)mail_storage_get_last_error(storage, &error);
+		return error == MAIL_ERROR_TEMP;
+	}
+	return FALSE;
+}
+
+/* Runs the rest of the chain (Sieve, ...) and, as lib-lda would after
+   it, the save into the default mailbox; then confirms if saved. */
+static int backfill_deliver_mail(struct mail_deliver_context *ctx,
+                                 struct mail_storage **storage_r)
+{
+	int ret = -1;
+
+	if (backfill_next_deliver_mail != NULL)
+		ret = backfill_next_deliver_mail(ctx, storage_r);
+	if (ret <= 0 && !ctx->saved_mail && !ctx->tried_default_save &&
+	    !deliver_tempfailed(ctx, *storage_r)) {
+		if (backfill_deliver_save(ctx, ctx->rcpt_default_mailbox, 0,
+		                          NULL, storage_r) == 0)
+			ret = 1;
+		else
+			ret = -1;
+	}
+	if (ctx->saved_mail)
+		T_BEGIN
+		{
+			delivery_confirm(ctx);
+		}
+	T_END;
+	return ret;
+}
+
+void backfill_delivery_confirm_init(void)
+{
+	backfill_hook_set =
+	        (hook_set_func_t *)dlsym(RTLD_DEFAULT, "mail_deliver_hook_set");
+	backfill_deliver_save =
+	        (deliver_save_func_t *)dlsym(RTLD_DEFAULT, "mail_deliver_save");
+	if (backfill_hook_set == NULL || backfill_deliver_save == NULL) {
+		i_warning("backfill: lib-lda not found in this process: "
+		          "deliveries are not confirmed for backfill-milter");
+		return;
+	}
+	backfill_next_deliver_mail = backfill_hook_set(backfill_deliver_mail);
+	backfill_hooked = TRUE;
+}
+
+void backfill_delivery_confirm_deinit(void)
+{
+	if (!backfill_hooked)
+		return;
+	(void)backfill_hook_set(backfill_next_deliver_mail);
+	backfill_hooked = FALSE;
+}

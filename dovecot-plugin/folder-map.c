@@ -1,0 +1,266 @@
+/* Mapping the archive's folders to the live account's.
+
+   Old servers named their special folders differently ("Sent Items",
+   "Deleted Messages", "INBOX.Spam"), and restored Maildirs carry no
+   special-use flags of their own (Dovecot keeps them in the config, not in
+   the folder).  So a folder's use is taken from the archive's listing when
+   it has one, else from the names that common servers and clients use. */
+
+#include "lib.h"
+#include "str.h"
+#include "mail-storage.h"
+#include "mail-namespace.h"
+#include "mailbox-list-iter.h"
+#include "backfill-plugin.h"
+#include "archive.h"
+#include "folder-map.h"
+
+struct live_folder {
+	const char *vname;
+	const char *special_use;
+};
+ARRAY_DEFINE_TYPE(live_folder, struct live_folder);
+
+static const struct {
+	const char *name;
+	const char *use;
+} special_names[] = {
+        {"Sent", "\\Sent"},
+        {"Sent Items", "\\Sent"},
+        {"Sent Messages", "\\Sent"},
+        {"Sent Mail", "\\Sent"},
+        {"Drafts", "\\Drafts"},
+        {"Draft", "\\Drafts"},
+        {"Trash", "\\Trash"},
+        {"Deleted Items", "\\Trash"},
+        {"Deleted Messages", "\\Trash"},
+        {"Junk", "\\Junk"},
+        {"Junk E-mail", "\\Junk"},
+        {"Junk Email", "\\Junk"},
+        {"Spam", "\\Junk"},
+        {"Archive", "\\Archive"},
+        {"Archives", "\\Archive"},
+};
+
+static const char *const special_uses[] = {
+        "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive",
+};
+
+/* The first of the uses we map that the listing's special_use names. */
+static const char *special_use_pick(const char *special_use)
+{
+	if (special_use == NULL)
+		return NULL;
+	const char *const *uses = t_strsplit_spaces(special_use, " ");
+	for (; *uses != NULL; uses++) {
+		for (unsigned int i = 0; i < N_ELEMENTS(special_uses); i++) {
+			if (strcasecmp(*uses, special_uses[i]) == 0)
+				return special_uses[i];
+		}
+	}
+	return NULL;
+}
+
+static const char *special_use_guess(const char *vname, char sep)
+{
+	const char *name = strrchr(vname, sep);
+
+	name = name == NULL ? vname : name + 1;
+	/* only top-level folders and direct children of INBOX: a
+	   "Projects/Trash" folder is just a folder */
+	if (name != vname && strncasecmp(vname, "INBOX", 5) != 0)
+		return NULL;
+	if (name != vname && vname[5] != sep)
+		return NULL;
+	for (unsigned int i = 0; i < N_ELEMENTS(special_names); i++) {
+		if (strcasecmp(name, special_names[i].name) == 0)
+			return special_names[i].use;
+	}
+	return NULL;
+}
+
+static const char *vname_translate(const char *vname, char src_sep,
+                                   char dest_sep)
+{
+	string_t *str;
+
+	if (src_sep == dest_sep)
+		return vname;
+	str = t_str_new(strlen(vname) + 8);
+	for (; *vname != '\0'; vname++) {
+		if (*vname == src_sep)
+			str_append_c(str, dest_sep);
+		else if (*vname == dest_sep)
+			str_append_c(str, '_');
+		else
+			str_append_c(str, *vname);
+	}
+	return str_c(str);
+}
+
+static int folder_cmp(const struct backfill_folder *f1,
+                      const struct backfill_folder *f2)
+{
+	bool inbox1 = strcmp(f1->archive_vname, "INBOX") == 0;
+	bool inbox2 = strcmp(f2->archive_vname, "INBOX") == 0;
+
+	if (inbox1 != inbox2)
+		return inbox1 ? -1 : 1;
+	return strcmp(f1->archive_vname, f2->archive_vname);
+}
+
+static int live_folders_list(struct mail_user *user, pool_t pool,
+                             ARRAY_TYPE(live_folder) * folders,
+                             const char **error_r)
+{
+	static const char *const patterns[] = {"*", NULL};
+	struct mailbox_list_iterate_context *iter;
+	const struct mailbox_info *info;
+
+	iter = mailbox_list_iter_init_namespaces(
+	        user->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
+	        MAILBOX_LIST_ITER_RETURN_SPECIALUSE |
+	                MAILBOX_LIST_ITER_SKIP_ALIASES);
+	while ((info = mailbox_list_iter_next(iter)) != NULL) {
+		struct live_folder *f = array_append_space(folders);
+		f->vname = p_strdup(pool, info->vname);
+		f->special_use = p_strdup_empty(pool, info->special_use);
+	}
+	if (mailbox_list_iter_deinit(&iter) < 0) {
+		*error_r = t_strdup_printf(
+		        "listing live folders: %s",
+		        mailbox_list_get_last_internal_error(
+		                mail_namespace_find_inbox(user->namespaces)
+		                        ->list,
+		                NULL));
+		return -1;
+	}
+	return 0;
+}
+
+static const char *live_map(const ARRAY_TYPE(live_folder) * live,
+                            const char *name, const char *use)
+{
+	const struct live_folder *f;
+
+	array_foreach(live, f)
+	{
+		if (strcmp(f->vname, name) == 0 ||
+		    (strcasecmp(name, "INBOX") == 0 &&
+		     strcasecmp(f->vname, "INBOX") == 0))
+			return f->vname;
+	}
+	if (use == NULL)
+		return name;
+	array_foreach(live, f)
+	{
+		const char *f_use = special_use_pick(f->special_use);
+		if (f_use != NULL && strcmp(f_use, use) == 0)
+			return f->vname;
+	}
+	return name;
+}
+
+int backfill_folder_map_build(struct mail_user *live_user,
+                              struct backfill_archive *archive, pool_t pool,
+                              ARRAY_TYPE(backfill_folder) * folders_r,
+                              const char **error_r)
+{
+	struct mail_namespace *live_ns =
+	        mail_namespace_find_inbox(live_user->namespaces);
+	char asep = mail_namespace_get_sep(archive->ns);
+	char lsep = mail_namespace_get_sep(live_ns);
+	struct mailbox_list_iterate_context *iter;
+	const struct mailbox_info *info;
+	ARRAY_TYPE(live_folder) live;
+	struct backfill_folder *folder;
+
+	t_array_init(&live, 32);
+	if (live_folders_list(live_user, pool_datastack_create(), &live,
+	                      error_r) < 0)
+		return -1;
+
+	p_array_init(folders_r, pool, 16);
+	iter = mailbox_list_iter_init(
+	        archive->ns->list, "*",
+	        MAILBOX_LIST_ITER_RETURN_SUBSCRIBED |
+	                MAILBOX_LIST_ITER_RETURN_SPECIALUSE |
+	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
+	while ((info = mailbox_list_iter_next(iter)) != NULL) {
+		if ((info->flags & (MAILBOX_NOSELECT | MAILBOX_NONEXISTENT)) !=
+		    0)
+			continue;
+		const char *use = special_use_pick(info->special_use);
+		if (use == NULL)
+			use = special_use_guess(info->vname, asep);
+		const char *name = vname_translate(info->vname, asep, lsep);
+
+		folder = array_append_space(folders_r);
+		folder->archive_vname = p_strdup(pool, info->vname);
+		folder->live_vname = p_strdup(pool, live_map(&live, name, use));
+		folder->special_use = use;
+		folder->subscribed = (info->flags & MAILBOX_SUBSCRIBED) != 0 ||
+		                     strcmp(info->vname, "INBOX") == 0;
+	}
+	if (mailbox_list_iter_deinit(&iter) < 0) {
+		*error_r = t_strdup_printf("listing archive folders: %s",
+		                           mailbox_list_get_last_internal_error(
+		                                   archive->ns->list, NULL));
+		return -1;
+	}
+	array_sort(folders_r, folder_cmp);
+	return 0;
+}
+
+int backfill_folder_open_live(struct mail_user *live_user,
+                              const struct backfill_folder *folder,
+                              struct mailbox **box_r, const char **error_r)
+{
+	struct mail_namespace *ns;
+	struct mailbox *box;
+	enum mail_error error;
+
+	ns = mail_namespace_find(live_user->namespaces, folder->live_vname);
+	box = mailbox_alloc(ns->list, folder->live_vname, 0);
+	if (mailbox_open(box) < 0) {
+		(void)mailbox_get_last_internal_error(box, &error);
+		if (error != MAIL_ERROR_NOTFOUND) {
+			*error_r = t_strdup_printf(
+			        "opening live folder %s: %s",
+			        folder->live_vname,
+			        mailbox_get_last_internal_error(box, NULL));
+			mailbox_free(&box);
+			return -1;
+		}
+		if (mailbox_create(box, NULL, FALSE) < 0) {
+			(void)mailbox_get_last_internal_error(box, &error);
+			if (error != MAIL_ERROR_EXISTS) {
+				*error_r = t_strdup_printf(
+				        "creating live folder %s: %s",
+				        folder->live_vname,
+				        mailbox_get_last_internal_error(box,
+				                                        NULL));
+				mailbox_free(&box);
+				return -1;
+			}
+		}
+		if (folder->subscribed &&
+		    mailbox_set_subscribed(box, TRUE) < 0) {
+			*error_r = t_strdup_printf(
+			        "subscribing live folder %s: %s",
+			        folder->live_vname,
+			        mailbox_get_last_internal_error(box, NULL));
+			mailbox_free(&box);
+			return -1;
+		}
+	}
+	if (mailbox_sync(box, 0) < 0) {
+		*error_r = t_strdup_printf(
+		        "syncing live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return -1;
+	}
+	*box_r = box;
+	return 0;
+}

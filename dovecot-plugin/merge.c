@@ -1,0 +1,1421 @@
+/* The merge: every archived message not already in the live account is
+   added to the mapped live folder, counted with multiplicity.
+
+   Order and determinism.  Archive folders are walked in a fixed order
+   (folder-map.c) and each folder in UID order, so a merge is a function of
+   (archive, live messages present when it began).  The live index is built
+   first, from the live messages that backfill did not add (the journal and
+   a pending batch name those).  Dedup consumes one live copy per archived
+   copy: two identical archived copies and one live copy give two.
+
+   Crash safety.  Killing the process anywhere must give the same mailbox
+   as an uninterrupted merge.  The state store and the mailbox cannot be
+   committed atomically together, so each batch goes:
+     1. record an intent in the merge record's cursor: live folder, its
+        UIDNEXT before the batch, and the last archive UID of the batch;
+     2. commit the batch to the live mailbox (copies keep the archive
+        message's GUID: Maildir hardlinks and Dovecot's copy-by-save both
+        carry it, and for Maildir it even becomes the new file name);
+     3. checkpoint: journal entries with the live UIDs and the cursor past
+        the batch, in one state-store transaction.
+   A crash before 1 or after 3 is clean.  Between 1 and 3 the next run
+   finds the intent, replays the batch's decisions and, for each message it
+   would add, first looks for a live message with UID >= the recorded
+   UIDNEXT and the same GUID: if the copy landed it is journalled (and its
+   POP3 UIDL fixed if Maildir died between moving the file and writing
+   dovecot-uidlist), else it is copied again.  Messages in that UID range
+   are kept out of the live index, so a landed copy never counts as
+   pre-existing.
+
+   Replaying.  Which live copies earlier archived messages consumed is not
+   stored: a resumed merge recomputes it by running the same decisions over
+   the archive up to the cursor without copying.  The keys come from the
+   mail cache (archive and live), so this reads no message bodies twice. */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "hash.h"
+#include "hostpid.h"
+#include "ioloop.h"
+#include "guid.h"
+#include "time-util.h"
+#include "mail-storage-private.h"
+#include "mail-namespace.h"
+#include "mail-search-build.h"
+#include "mailbox-list-iter.h"
+#include "fingerprint.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "archive.h"
+#include "folder-map.h"
+#include "mail-keys.h"
+#include "pop3-uidl.h"
+#include "pop3-hide.h"
+#include "merge.h"
+
+#include <time.h>
+
+#define BACKFILL_BATCH_MAX        200
+#define BACKFILL_LEASE_TTL_SECS   120
+#define BACKFILL_LEASE_RENEW_SECS 30
+#define BACKFILL_CURSOR_VERSION   "1"
+
+enum merge_phase {
+	PHASE_LIVE_INDEX = 0,
+	PHASE_MERGE,
+	PHASE_FINISHED,
+};
+
+struct live_box {
+	const char *vname;
+	const char *guid;
+	struct mailbox *box; /* opened when a fingerprint is needed */
+	struct backfill_cache_fields cf;
+};
+
+struct live_msg {
+	unsigned char hdr_key[BF_FP_SIZE];
+	unsigned char fp[BF_FP_SIZE];
+	uint32_t uid;
+	unsigned int box_idx;
+	bool fp_set;
+	bool consumed;
+};
+
+struct journal_key {
+	const char *guid;
+	uint32_t uid;
+};
+
+struct landed {
+	const char *guid;
+	uint32_t uid;
+	bool used;
+};
+
+struct batch_item {
+	struct bf_journal_entry entry;
+	/* saved in this batch's transaction: UID known after commit */
+	bool saved;
+};
+
+/* A mailbox walked in UID order across slices. */
+struct box_walk {
+	struct mailbox *box;
+	ARRAY(uint32_t) uids;
+	unsigned int pos;
+	struct backfill_cache_fields cf;
+	uint32_t uidvalidity;
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+};
+
+struct backfill_merge {
+	pool_t pool;
+	struct mail_user *user;
+	const struct backfill_settings *set;
+	struct bf_state *state;
+	char owner[128];
+	unsigned int slot;
+	bool have_lease, have_slot;
+	time_t last_renew;
+	struct backfill_archive *archive;
+	struct bf_fp *fp;
+	struct bf_merge_record rec;
+	struct timeval started;
+	const char *pop3_uidl_format;
+
+	/* Done up to and including (cursor_folder, cursor_uid). */
+	unsigned int cursor_folder;
+	uint32_t cursor_uid;
+	bool have_cursor;
+	/* A batch that may have landed before the crash (see top). */
+	bool intent;
+	unsigned int intent_folder;
+	uint32_t intent_uidnext, intent_last_uid;
+	ARRAY(struct landed) landed;
+
+	ARRAY_TYPE(backfill_folder) folders;
+	ARRAY(struct live_box) live_boxes;
+	ARRAY(struct live_msg) live;
+	ARRAY(struct journal_key) journal;
+	const char *intent_box_guid;
+
+	enum merge_phase phase;
+	unsigned int idx;
+	struct box_walk walk;
+	bool walk_open;
+
+	/* live target of the archive folder being merged */
+	struct mailbox *lbox;
+	const char *lbox_guid;
+	unsigned int lbox_live_idx; /* in live_boxes, UINT_MAX: none */
+	uint32_t lbox_uidvalidity;
+	pool_t uidl_pool;
+	HASH_TABLE(char *, void *) live_uidls;
+
+	struct mailbox_transaction_context *ltrans;
+	uint32_t batch_uidnext;
+	ARRAY(struct batch_item) batch;
+	uint32_t batch_last_uid;
+	bool cursor_dirty;
+};
+
+static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
+        ATTR_FORMAT(2, 3);
+static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	e_error(m->user->event, "backfill(%s): %s", m->user->username,
+	        t_strdup_vprintf(fmt, args));
+	va_end(args);
+}
+
+static uint64_t now_msecs(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- cursor ---- */
+
+static const char *cursor_format(struct backfill_merge *m, bool with_intent)
+{
+	string_t *str = t_str_new(64);
+
+	str_printfa(str, BACKFILL_CURSOR_VERSION ":%u:%u", m->cursor_folder,
+	            m->cursor_uid);
+	if (with_intent) {
+		str_printfa(str, ":%u:%u:%u", m->intent_folder,
+		            m->intent_uidnext, m->intent_last_uid);
+	}
+	return str_c(str);
+}
+
+static int cursor_parse(struct backfill_merge *m, const char *cursor)
+{
+	const char *const *args;
+	unsigned int count;
+
+	if (cursor == NULL || cursor[0] == '\0')
+		return 0;
+	args = t_strsplit(cursor, ":");
+	count = str_array_length(args);
+	if (strcmp(args[0], BACKFILL_CURSOR_VERSION) != 0 ||
+	    (count != 3 && count != 6) ||
+	    str_to_uint(args[1], &m->cursor_folder) < 0 ||
+	    str_to_uint32(args[2], &m->cursor_uid) < 0)
+		return -1;
+	m->have_cursor = TRUE;
+	if (count == 6) {
+		if (str_to_uint(args[3], &m->intent_folder) < 0 ||
+		    str_to_uint32(args[4], &m->intent_uidnext) < 0 ||
+		    str_to_uint32(args[5], &m->intent_last_uid) < 0)
+			return -1;
+		m->intent = TRUE;
+	}
+	return 0;
+}
+
+/* Is (folder, uid) at or before the cursor: already merged? */
+static bool merged_already(struct backfill_merge *m, unsigned int folder,
+                           uint32_t uid)
+{
+	if (!m->have_cursor)
+		return FALSE;
+	return folder < m->cursor_folder ||
+	       (folder == m->cursor_folder && uid <= m->cursor_uid);
+}
+
+/* ---- state store ---- */
+
+static void record_set_cursor(struct backfill_merge *m, bool with_intent)
+{
+	i_free(m->rec.cursor);
+	m->rec.cursor = i_strdup(cursor_format(m, with_intent));
+	m->rec.updated = ioloop_time;
+}
+
+static int leases_renew(struct backfill_merge *m)
+{
+	const char *error;
+	int ret;
+
+	if (ioloop_time - m->last_renew < BACKFILL_LEASE_RENEW_SECS)
+		return 0;
+	ret = bf_state_lease_renew(
+	        m->state, t_strconcat("merge/", m->user->username, NULL),
+	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &error);
+	if (ret == 1) {
+		ret = bf_state_slot_renew(m->state, my_hostname, m->slot,
+		                          m->owner, ioloop_time,
+		                          BACKFILL_LEASE_TTL_SECS, &error);
+	}
+	if (ret < 0) {
+		merge_log_error(m, "merge stopped: state store %s: %s",
+		                bf_state_uri(m->state), error);
+		return -1;
+	}
+	if (ret == 0) {
+		merge_log_error(m, "merge stopped: lost the merge lease to "
+		                   "another process (it continues the merge)");
+		return -1;
+	}
+	m->last_renew = ioloop_time;
+	return 0;
+}
+
+/* ---- mailbox walking ---- */
+
+static int walk_open(struct backfill_merge *m, struct mailbox *box,
+                     const char **error_r)
+{
+	struct mail_search_args *args;
+	struct mail_search_context *ctx;
+	struct mailbox_transaction_context *t;
+	struct mailbox_status status;
+	struct mail *mail;
+	int ret = 0;
+
+	i_zero(&m->walk);
+	m->walk.box = box;
+	if (mailbox_sync(box, 0) < 0) {
+		*error_r = mailbox_get_last_internal_error(box, NULL);
+		return -1;
+	}
+	mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
+	m->walk.uidvalidity = status.uidvalidity;
+	backfill_cache_fields_register(box, &m->walk.cf);
+	p_array_init(&m->walk.uids, m->pool, 64);
+
+	t = mailbox_transaction_begin(box, 0, __func__);
+	args = mail_search_build_init();
+	mail_search_build_add_all(args);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (mailbox_search_next(ctx, &mail))
+		array_push_back(&m->walk.uids, &mail->uid);
+	if (mailbox_search_deinit(&ctx) < 0)
+		ret = -1;
+	(void)mailbox_transaction_commit(&t);
+	if (ret < 0) {
+		*error_r = mailbox_get_last_internal_error(box, NULL);
+		return -1;
+	}
+	m->walk_open = TRUE;
+	return 0;
+}
+
+/* Transactions never stay open between slices: the IMAP client may use
+   the same mailboxes in between. */
+static void walk_slice_end(struct backfill_merge *m)
+{
+	if (m->walk.mail != NULL)
+		mail_free(&m->walk.mail);
+	if (m->walk.trans != NULL) {
+		/* commits the cached keys */
+		(void)mailbox_transaction_commit(&m->walk.trans);
+	}
+}
+
+static struct mail *walk_mail(struct backfill_merge *m)
+{
+	if (m->walk.trans == NULL) {
+		m->walk.trans =
+		        mailbox_transaction_begin(m->walk.box, 0, __func__);
+		m->walk.mail = mail_alloc(m->walk.trans, 0, NULL);
+	}
+	return m->walk.mail;
+}
+
+static void walk_close(struct backfill_merge *m)
+{
+	walk_slice_end(m);
+	if (m->walk.box != NULL)
+		mailbox_free(&m->walk.box);
+	m->walk_open = FALSE;
+}
+
+/* ---- live index ---- */
+
+static int journal_key_cmp(const struct journal_key *k1,
+                           const struct journal_key *k2)
+{
+	int ret = strcmp(k1->guid, k2->guid);
+
+	if (ret != 0)
+		return ret;
+	return k1->uid < k2->uid ? -1 : (k1->uid > k2->uid ? 1 : 0);
+}
+
+static int journal_load_cb(const struct bf_journal_entry *entry, void *context)
+{
+	struct backfill_merge *m = context;
+	struct journal_key *key;
+
+	if (entry->uid == 0 || entry->mailbox_guid == NULL)
+		return 0;
+	key = array_append_space(&m->journal);
+	key->guid = p_strdup(m->pool, entry->mailbox_guid);
+	key->uid = entry->uid;
+	return 0;
+}
+
+static bool added_by_backfill(struct backfill_merge *m,
+                              const struct live_box *lb, uint32_t uid)
+{
+	struct journal_key key = {.guid = lb->guid, .uid = uid};
+
+	if (m->intent && m->intent_box_guid != NULL &&
+	    strcmp(lb->guid, m->intent_box_guid) == 0 &&
+	    uid >= m->intent_uidnext)
+		return TRUE;
+	return array_bsearch(&m->journal, &key, journal_key_cmp) != NULL;
+}
+
+static const char *mailbox_guid_str(struct mailbox *box)
+{
+	struct mailbox_metadata md;
+
+	if (mailbox_get_metadata(box, MAILBOX_METADATA_GUID, &md) < 0)
+		return NULL;
+	return guid_128_to_string(md.guid);
+}
+
+static int live_boxes_list(struct backfill_merge *m, const char **error_r)
+{
+	static const char *const patterns[] = {"*", NULL};
+	struct mailbox_list_iterate_context *iter;
+	const struct mailbox_info *info;
+
+	p_array_init(&m->live_boxes, m->pool, 16);
+	iter = mailbox_list_iter_init_namespaces(
+	        m->user->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
+	        MAILBOX_LIST_ITER_RETURN_NO_FLAGS |
+	                MAILBOX_LIST_ITER_SKIP_ALIASES |
+	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
+	while ((info = mailbox_list_iter_next(iter)) != NULL) {
+		if ((info->flags & (MAILBOX_NOSELECT | MAILBOX_NONEXISTENT)) !=
+		    0)
+			continue;
+		struct live_box *lb = array_append_space(&m->live_boxes);
+		lb->vname = p_strdup(m->pool, info->vname);
+	}
+	if (mailbox_list_iter_deinit(&iter) < 0) {
+		*error_r = "listing live folders failed";
+		return -1;
+	}
+	return 0;
+}
+
+static unsigned int live_box_find(struct backfill_merge *m, const char *vname)
+{
+	const struct live_box *lb;
+
+	array_foreach(&m->live_boxes, lb)
+	{
+		if (strcmp(lb->vname, vname) == 0)
+			return array_foreach_idx(&m->live_boxes, lb);
+	}
+	return UINT_MAX;
+}
+
+static int live_msg_cmp(const struct live_msg *m1, const struct live_msg *m2)
+{
+	int ret = memcmp(m1->hdr_key, m2->hdr_key, BF_FP_SIZE);
+
+	if (ret != 0)
+		return ret;
+	/* a fixed order among equal keys: consumption is deterministic */
+	if (m1->box_idx != m2->box_idx)
+		return m1->box_idx < m2->box_idx ? -1 : 1;
+	return m1->uid < m2->uid ? -1 : (m1->uid > m2->uid ? 1 : 0);
+}
+
+/* One step of indexing live messages.  Returns 1 when a mailbox is
+   finished, 0 after a message, -1 on error. */
+static int live_index_step(struct backfill_merge *m)
+{
+	struct live_box *lb = array_idx_modifiable(&m->live_boxes, m->idx);
+	struct backfill_mail_keys keys;
+	const char *error;
+	int ret;
+
+	if (!m->walk_open) {
+		struct mail_namespace *ns =
+		        mail_namespace_find(m->user->namespaces, lb->vname);
+		struct mailbox *box = mailbox_alloc(ns->list, lb->vname,
+		                                    MAILBOX_FLAG_READONLY);
+		if (walk_open(m, box, &error) < 0) {
+			/* a live folder we cannot read just does not count
+			   for dedup */
+			e_warning(m->user->event,
+			          "backfill(%s): live folder %s skipped for "
+			          "dedup: %s",
+			          m->user->username, lb->vname, error);
+			walk_close(m);
+			return 1;
+		}
+		const char *guid = mailbox_guid_str(box);
+		lb->guid = p_strdup(m->pool, guid == NULL ? "" : guid);
+	}
+	if (m->walk.pos >= array_count(&m->walk.uids)) {
+		walk_close(m);
+		return 1;
+	}
+	uint32_t uid = *array_idx(&m->walk.uids, m->walk.pos++);
+	if (added_by_backfill(m, lb, uid))
+		return 0;
+	struct mail *mail = walk_mail(m);
+	if (!mail_set_uid(mail, uid))
+		return 0;
+	ret = backfill_mail_keys_get(mail, &m->walk.cf, m->fp, FALSE, &keys,
+	                             &error);
+	if (ret < 0) {
+		e_warning(m->user->event,
+		          "backfill(%s): %s/uid %u: not used for dedup: %s",
+		          m->user->username, lb->vname, uid, error);
+		return 0;
+	}
+	if (ret == 0)
+		return 0;
+	struct live_msg *lm = array_append_space(&m->live);
+	memcpy(lm->hdr_key, keys.hdr_key, BF_FP_SIZE);
+	memcpy(lm->fp, keys.fp, BF_FP_SIZE);
+	lm->fp_set = keys.fp_set;
+	lm->uid = uid;
+	lm->box_idx = m->idx;
+	return 0;
+}
+
+/* The fingerprint of a live candidate, read (and cached) on first need. */
+static int live_msg_fp(struct backfill_merge *m, struct live_msg *lm)
+{
+	struct live_box *lb = array_idx_modifiable(&m->live_boxes, lm->box_idx);
+	struct backfill_mail_keys keys;
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+	const char *error;
+	int ret;
+
+	if (lm->fp_set)
+		return 1;
+	if (lb->box == NULL) {
+		struct mail_namespace *ns =
+		        mail_namespace_find(m->user->namespaces, lb->vname);
+		lb->box = mailbox_alloc(ns->list, lb->vname,
+		                        MAILBOX_FLAG_READONLY);
+		if (mailbox_open(lb->box) < 0) {
+			mailbox_free(&lb->box);
+			return 0;
+		}
+		backfill_cache_fields_register(lb->box, &lb->cf);
+	}
+	t = mailbox_transaction_begin(lb->box, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	if (!mail_set_uid(mail, lm->uid))
+		ret = 0;
+	else {
+		ret = backfill_mail_keys_get(mail, &lb->cf, m->fp, TRUE, &keys,
+		                             &error);
+		if (ret < 0) {
+			e_warning(m->user->event,
+			          "backfill(%s): %s/uid %u: not used for "
+			          "dedup: %s",
+			          m->user->username, lb->vname, lm->uid, error);
+			ret = 0;
+		}
+	}
+	mail_free(&mail);
+	(void)mailbox_transaction_commit(&t);
+	if (ret > 0) {
+		memcpy(lm->fp, keys.fp, BF_FP_SIZE);
+		lm->fp_set = TRUE;
+	}
+	return ret;
+}
+
+/* Multiset dedup: consumes one live copy of the message, if any is left.
+   Returns TRUE when the archived message is a duplicate. */
+static bool dedup_consume(struct backfill_merge *m,
+                          const struct backfill_mail_keys *keys)
+{
+	struct live_msg key, *lm;
+	unsigned int i, count, first;
+
+	if (m->set->dedup == BACKFILL_DEDUP_OFF)
+		return FALSE;
+
+	/* lower bound of hdr_key in the sorted index */
+	i_zero(&key);
+	memcpy(key.hdr_key, keys->hdr_key, BF_FP_SIZE);
+	lm = array_get_modifiable(&m->live, &count);
+	unsigned int lo = 0, hi = count;
+	while (lo < hi) {
+		unsigned int mid = (lo + hi) / 2;
+		if (memcmp(lm[mid].hdr_key, key.hdr_key, BF_FP_SIZE) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	first = lo;
+	for (i = first; i < count; i++) {
+		if (memcmp(lm[i].hdr_key, key.hdr_key, BF_FP_SIZE) != 0)
+			break;
+		if (lm[i].consumed)
+			continue;
+		if (m->set->dedup == BACKFILL_DEDUP_MAILBOX &&
+		    lm[i].box_idx != m->lbox_live_idx)
+			continue;
+		/* equal hdr_keys are only candidates: confirm */
+		if (live_msg_fp(m, &lm[i]) <= 0)
+			continue;
+		if (memcmp(lm[i].fp, keys->fp, BF_FP_SIZE) == 0) {
+			lm[i].consumed = TRUE;
+			return TRUE;
+		}
+	}
+	return FALSE;
+}
+
+/* ---- POP3 UIDL collisions ---- */
+
+/* UIDLs that the live folder's own messages show, to catch an archived
+   UIDL that a live message already shows (a reused UIDVALIDITY). */
+static int live_uidls_load(struct backfill_merge *m, const char **error_r)
+{
+	struct mailbox_transaction_context *t;
+	struct mail_search_args *args;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	const char *uidl;
+	int ret = 0;
+
+	m->uidl_pool = pool_alloconly_create("backfill uidls", 4096);
+	hash_table_create(&m->live_uidls, m->uidl_pool, 0, str_hash, strcmp);
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	args = mail_search_build_init();
+	mail_search_build_add_all(args);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
+		if (backfill_pop3_uidl_get(mail, m->lbox_uidvalidity,
+		                           m->pop3_uidl_format, &uidl,
+		                           error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		hash_table_update(m->live_uidls, p_strdup(m->uidl_pool, uidl),
+		                  POINTER_CAST(mail->uid));
+	}
+	if (mailbox_search_deinit(&ctx) < 0 && ret == 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		ret = -1;
+	}
+	(void)mailbox_transaction_commit(&t);
+	return ret;
+}
+
+/* The live message keeps its UID but gets a new stored UIDL: its POP3
+   clients download it once more, which beats a client of the old server
+   silently skipping a message it never had. */
+static void uidl_collision_fix(struct backfill_merge *m, const char *uidl,
+                               uint32_t live_uid,
+                               const struct backfill_folder *folder,
+                               uint32_t archive_uid)
+{
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+	const char *fresh;
+
+	fresh = t_strdup_printf("bf%08x%08x", live_uid, m->lbox_uidvalidity);
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	if (mail_set_uid(mail, live_uid))
+		mail_update_pop3_uidl(mail, fresh);
+	mail_free(&mail);
+	if (mailbox_transaction_commit(&t) < 0) {
+		merge_log_error(m,
+		                "%s/uid %u: setting a new POP3 UIDL "
+		                "failed: %s",
+		                folder->live_vname, live_uid,
+		                mailbox_get_last_internal_error(m->lbox, NULL));
+		return;
+	}
+	hash_table_remove(m->live_uidls, uidl);
+	hash_table_update(m->live_uidls, p_strdup(m->uidl_pool, fresh),
+	                  POINTER_CAST(live_uid));
+	m->rec.uidl_collisions++;
+	e_info(m->user->event,
+	       "backfill(%s): %s/uid %u showed POP3 UIDL %s, which the old "
+	       "server showed for archive %s/uid %u: it now shows %s "
+	       "(POP3 clients download it once more)",
+	       m->user->username, folder->live_vname, live_uid, uidl,
+	       folder->archive_vname, archive_uid, fresh);
+}
+
+/* ---- batches ---- */
+
+static int batch_begin(struct backfill_merge *m, const char **error_r)
+{
+	struct mailbox_status status;
+
+	if (m->ltrans != NULL)
+		return 0;
+	if (mailbox_sync(m->lbox, 0) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	mailbox_get_open_status(m->lbox, STATUS_UIDNEXT, &status);
+	m->batch_uidnext = status.uidnext;
+	m->ltrans = mailbox_transaction_begin(
+	        m->lbox,
+	        MAILBOX_TRANSACTION_FLAG_EXTERNAL |
+	                MAILBOX_TRANSACTION_FLAG_ASSIGN_UIDS,
+	        __func__);
+	return 0;
+}
+
+/* Commits the batch as described at the top, then checkpoints.  Also
+   used with an empty batch to store the cursor. */
+static int batch_commit(struct backfill_merge *m)
+{
+	struct mail_transaction_commit_changes changes;
+	struct seq_range_iter iter;
+	struct batch_item *item;
+	ARRAY(struct bf_journal_entry) entries;
+	const char *error;
+	unsigned int n = 0;
+	bool any_saved = FALSE;
+
+	array_foreach_modifiable(&m->batch, item)
+	{
+		if (item->saved)
+			any_saved = TRUE;
+	}
+	if (!any_saved && array_count(&m->batch) == 0 && !m->cursor_dirty) {
+		if (m->ltrans != NULL)
+			mailbox_transaction_rollback(&m->ltrans);
+		return 0;
+	}
+
+	if (any_saved) {
+		/* 1. intent */
+		m->intent = TRUE;
+		m->intent_folder = m->idx;
+		m->intent_uidnext = m->batch_uidnext;
+		m->intent_last_uid = m->batch_last_uid;
+		record_set_cursor(m, TRUE);
+		if (bf_state_merge_put(m->state, m->user->username, &m->rec,
+		                       &error) < 0) {
+			mailbox_transaction_rollback(&m->ltrans);
+			merge_log_error(m,
+			                "merge postponed: state store %s: "
+			                "%s (check that the mail user can "
+			                "write it)",
+			                bf_state_uri(m->state), error);
+			return -1;
+		}
+		/* 2. mailbox commit */
+		if (mailbox_transaction_commit_get_changes(&m->ltrans,
+		                                           &changes) < 0) {
+			merge_log_error(
+			        m,
+			        "%s: saving merged messages "
+			        "failed: %s",
+			        mailbox_get_vname(m->lbox),
+			        mailbox_get_last_internal_error(m->lbox, NULL));
+			return -1;
+		}
+		seq_range_array_iter_init(&iter, &changes.saved_uids);
+		array_foreach_modifiable(&m->batch, item)
+		{
+			uint32_t uid = 0;
+			if (!item->saved)
+				continue;
+			if (!seq_range_array_iter_nth(&iter, n++, &uid))
+				uid = 0;
+			item->entry.uid = uid;
+		}
+		pool_unref(&changes.pool);
+	} else if (m->ltrans != NULL) {
+		mailbox_transaction_rollback(&m->ltrans);
+	}
+
+	/* 3. checkpoint: journal + cursor, one transaction */
+	m->intent = FALSE;
+	array_clear(&m->landed);
+	record_set_cursor(m, FALSE);
+	t_array_init(&entries, array_count(&m->batch) + 1);
+	array_foreach_modifiable(&m->batch, item)
+	        array_push_back(&entries, &item->entry);
+	if (bf_state_merge_checkpoint(m->state, m->user->username, &m->rec,
+	                              array_front(&entries),
+	                              array_count(&entries), &error) < 0) {
+		merge_log_error(m,
+		                "merge postponed: state store %s: %s "
+		                "(check that the mail user can write it)",
+		                bf_state_uri(m->state), error);
+		return -1;
+	}
+	array_clear(&m->batch);
+	m->cursor_dirty = FALSE;
+	return 0;
+}
+
+/* ---- merging one archived message ---- */
+
+static int archive_guid(struct mail *amail, const char **guid_r)
+{
+	if (mail_get_special(amail, MAIL_FETCH_GUID, guid_r) < 0)
+		return -1;
+	return 0;
+}
+
+/* For a batch that may have landed: the live copies with UID >= the
+   recorded UIDNEXT, by GUID. */
+static int landed_load(struct backfill_merge *m, const char **error_r)
+{
+	struct mailbox_transaction_context *t;
+	struct mail_search_args *args;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	const char *guid;
+	int ret = 0;
+
+	p_array_init(&m->landed, m->pool, 16);
+	if (mailbox_sync(m->lbox, 0) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	args = mail_search_build_init();
+	struct mail_search_arg *arg =
+	        mail_search_build_add(args, SEARCH_UIDSET);
+	p_array_init(&arg->value.seqset, args->pool, 1);
+	seq_range_array_add_range(&arg->value.seqset, m->intent_uidnext,
+	                          (uint32_t)-1);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (mailbox_search_next(ctx, &mail)) {
+		if (mail->uid < m->intent_uidnext ||
+		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
+			continue;
+		struct landed *l = array_append_space(&m->landed);
+		l->guid = p_strdup(m->pool, guid);
+		l->uid = mail->uid;
+	}
+	if (mailbox_search_deinit(&ctx) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		ret = -1;
+	}
+	(void)mailbox_transaction_commit(&t);
+	return ret;
+}
+
+static struct landed *landed_find(struct backfill_merge *m, const char *guid)
+{
+	struct landed *l;
+
+	if (!array_is_created(&m->landed))
+		return NULL;
+	array_foreach_modifiable(&m->landed, l)
+	{
+		if (!l->used && strcmp(l->guid, guid) == 0)
+			return l;
+	}
+	return NULL;
+}
+
+/* Makes sure a landed copy shows the UIDL it should: Maildir may have
+   died after moving the file into cur/ and before writing the UIDL into
+   dovecot-uidlist. */
+static void landed_fix_uidl(struct backfill_merge *m, uint32_t uid,
+                            const char *uidl)
+{
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+	const char *cur;
+
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	if (mail_set_uid(mail, uid) &&
+	    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &cur) == 0 &&
+	    strcmp(cur, uidl) != 0)
+		mail_update_pop3_uidl(mail, uidl);
+	mail_free(&mail);
+	(void)mailbox_transaction_commit(&t);
+}
+
+static int merge_copy(struct backfill_merge *m, struct mail *amail,
+                      const char *uidl, const char **error_r)
+{
+	struct mail_save_context *save;
+	struct mail_keywords *kw;
+	ARRAY_TYPE(const_string) kw_list;
+	const char *const *akw;
+	time_t received;
+	bool have_kw = FALSE;
+
+	t_array_init(&kw_list, 8);
+	akw = mail_get_keywords(amail);
+	for (; akw != NULL && *akw != NULL; akw++) {
+		if (m->set->keyword != NULL &&
+		    strcasecmp(*akw, m->set->keyword) == 0)
+			have_kw = TRUE;
+		array_push_back(&kw_list, akw);
+	}
+	if (m->set->keyword != NULL && !have_kw)
+		array_push_back(&kw_list, &m->set->keyword);
+	if (backfill_pop3_hide_wanted(m->set, mailbox_get_vname(m->lbox),
+	                              mail_get_flags(amail))) {
+		const char *hide = BACKFILL_POP3_HIDE_KEYWORD;
+		array_push_back(&kw_list, &hide);
+	}
+	array_append_zero(&kw_list);
+	kw = mailbox_keywords_create_valid(m->lbox, array_front(&kw_list));
+
+	save = mailbox_save_alloc(m->ltrans);
+	mailbox_save_set_flags(save, mail_get_flags(amail) & ~MAIL_RECENT, kw);
+	mailbox_keywords_unref(&kw);
+	if (mail_get_received_date(amail, &received) == 0)
+		mailbox_save_set_received_date(save, received, 0);
+	mailbox_save_set_pop3_uidl(save, uidl);
+	if (mailbox_copy(&save, amail) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* One archived message.  Returns 0, or -1 if the merge must stop. */
+static int merge_one(struct backfill_merge *m,
+                     const struct backfill_folder *folder, uint32_t uid)
+{
+	struct backfill_mail_keys keys;
+	struct mail *amail = walk_mail(m);
+	const char *error, *uidl, *guid;
+	bool replay = merged_already(m, m->idx, uid);
+	int ret;
+
+	if (!mail_set_uid(amail, uid))
+		return 0;
+	ret = backfill_mail_keys_get(amail, &m->walk.cf, m->fp, TRUE, &keys,
+	                             &error);
+	if (ret == 0)
+		return 0;
+	if (ret < 0) {
+		if (!replay) {
+			e_warning(m->user->event,
+			          "backfill(%s): %s/uid %u: skipped, cannot "
+			          "be read: %s",
+			          m->user->username, folder->archive_vname, uid,
+			          error);
+			m->rec.skipped++;
+			m->rec.archived++;
+			m->cursor_uid = uid;
+			m->cursor_dirty = TRUE;
+		}
+		return 0;
+	}
+	bool dup = dedup_consume(m, &keys);
+	if (replay)
+		return 0;
+
+	m->rec.archived++;
+	m->cursor_uid = uid;
+	m->cursor_dirty = TRUE;
+	m->batch_last_uid = uid;
+	if (dup) {
+		m->rec.duplicates++;
+		return 0;
+	}
+	if (keys.no_header) {
+		e_info(m->user->event,
+		       "backfill(%s): %s/uid %u: no header section, merged as "
+		       "it is",
+		       m->user->username, folder->archive_vname, uid);
+	}
+
+	if (backfill_pop3_uidl_get(amail, m->walk.uidvalidity,
+	                           m->pop3_uidl_format, &uidl, &error) < 0) {
+		e_warning(m->user->event,
+		          "backfill(%s): %s/uid %u: no POP3 UIDL kept: %s",
+		          m->user->username, folder->archive_vname, uid, error);
+		uidl = NULL;
+	}
+	if (uidl != NULL) {
+		void *owner = hash_table_lookup(m->live_uidls, uidl);
+		if (owner != NULL) {
+			uidl_collision_fix(m, uidl,
+			                   POINTER_CAST_TO(owner, uint32_t),
+			                   folder, uid);
+		}
+	}
+
+	struct batch_item *item = array_append_space(&m->batch);
+	item->entry.mailbox = folder->live_vname;
+	item->entry.mailbox_guid = m->lbox_guid;
+	item->entry.archive_mailbox = folder->archive_vname;
+	item->entry.archive_uid = uid;
+	memcpy(item->entry.fingerprint, keys.fp, BF_FP_SIZE);
+
+	if (m->intent && m->intent_folder == m->idx &&
+	    uid <= m->intent_last_uid && archive_guid(amail, &guid) == 0) {
+		struct landed *l = landed_find(m, guid);
+		if (l != NULL) {
+			l->used = TRUE;
+			item->entry.uid = l->uid;
+			if (uidl != NULL)
+				landed_fix_uidl(m, l->uid, uidl);
+			m->rec.added++;
+			return 0;
+		}
+	}
+
+	if (batch_begin(m, &error) < 0) {
+		merge_log_error(m, "%s: %s", folder->live_vname, error);
+		return -1;
+	}
+	if (merge_copy(m, amail, uidl == NULL ? "" : uidl, &error) < 0) {
+		/* A message Dovecot cannot copy is a broken one: skip it,
+		   the rest of the batch goes on. */
+		e_warning(m->user->event,
+		          "backfill(%s): %s/uid %u: skipped, copying to %s "
+		          "failed: %s",
+		          m->user->username, folder->archive_vname, uid,
+		          folder->live_vname, error);
+		array_pop_back(&m->batch);
+		m->rec.skipped++;
+		return 0;
+	}
+	item = array_back_modifiable(&m->batch);
+	item->saved = TRUE;
+	if (uidl != NULL) {
+		hash_table_update(m->live_uidls, p_strdup(m->uidl_pool, uidl),
+		                  POINTER_CAST(0xffffffffU));
+	}
+	m->rec.added++;
+	return 0;
+}
+
+static void folder_close(struct backfill_merge *m)
+{
+	if (m->ltrans != NULL)
+		mailbox_transaction_rollback(&m->ltrans);
+	walk_close(m);
+	if (m->lbox != NULL)
+		mailbox_free(&m->lbox);
+	if (hash_table_is_created(m->live_uidls))
+		hash_table_destroy(&m->live_uidls);
+	pool_unref(&m->uidl_pool);
+}
+
+static int folder_open(struct backfill_merge *m,
+                       const struct backfill_folder *folder)
+{
+	struct mailbox_status status;
+	struct mailbox *abox;
+	const char *error;
+
+	abox = mailbox_alloc(m->archive->ns->list, folder->archive_vname,
+	                     MAILBOX_FLAG_READONLY);
+	if (walk_open(m, abox, &error) < 0) {
+		e_error(m->user->event,
+		        "backfill(%s): archive folder %s skipped: %s (check "
+		        "the restored files; a backup that dropped empty "
+		        "cur/ new/ tmp/ directories needs them back)",
+		        m->user->username, folder->archive_vname, error);
+		walk_close(m);
+		return 0;
+	}
+	if (backfill_folder_open_live(m->user, folder, &m->lbox, &error) < 0) {
+		merge_log_error(m, "%s", error);
+		walk_close(m);
+		return -1;
+	}
+	mailbox_get_open_status(m->lbox, STATUS_UIDVALIDITY, &status);
+	m->lbox_uidvalidity = status.uidvalidity;
+	const char *guid = mailbox_guid_str(m->lbox);
+	m->lbox_guid = p_strdup(m->pool, guid == NULL ? "" : guid);
+	m->lbox_live_idx = live_box_find(m, folder->live_vname);
+	if (live_uidls_load(m, &error) < 0) {
+		merge_log_error(m, "%s: reading POP3 UIDLs: %s",
+		                folder->live_vname, error);
+		folder_close(m);
+		return -1;
+	}
+	if (m->intent && m->intent_folder == m->idx &&
+	    landed_load(m, &error) < 0) {
+		merge_log_error(m, "%s: %s", folder->live_vname, error);
+		folder_close(m);
+		return -1;
+	}
+	return 1;
+}
+
+/* One step of merging.  Returns 1 when a folder is finished, 0 after a
+   message, -1 on error. */
+static int merge_step(struct backfill_merge *m)
+{
+	const struct backfill_folder *folder = array_idx(&m->folders, m->idx);
+	int ret;
+
+	if (!m->walk_open) {
+		if (m->have_cursor && m->idx < m->cursor_folder &&
+		    m->set->dedup == BACKFILL_DEDUP_OFF)
+			return 1; /* nothing to replay */
+		if ((ret = folder_open(m, folder)) <= 0)
+			return ret < 0 ? -1 : 1;
+	}
+	if (m->walk.pos < array_count(&m->walk.uids)) {
+		uint32_t uid = *array_idx(&m->walk.uids, m->walk.pos++);
+		if (merge_one(m, folder, uid) < 0)
+			return -1;
+		if (array_count(&m->batch) >= BACKFILL_BATCH_MAX) {
+			walk_slice_end(m);
+			if (batch_commit(m) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	/* end of folder */
+	if (!merged_already(m, m->idx, (uint32_t)-1)) {
+		m->cursor_folder = m->idx + 1;
+		m->cursor_uid = 0;
+		m->have_cursor = TRUE;
+		m->cursor_dirty = TRUE;
+	}
+	walk_slice_end(m);
+	ret = batch_commit(m);
+	folder_close(m);
+	return ret < 0 ? -1 : 1;
+}
+
+static void merge_finish(struct backfill_merge *m)
+{
+	struct timeval now;
+	const char *error;
+
+	m->rec.status = BF_MERGE_DONE;
+	m->rec.finished = ioloop_time;
+	record_set_cursor(m, FALSE);
+	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
+	    0) {
+		merge_log_error(m,
+		                "merge finished but not recorded: state "
+		                "store %s: %s",
+		                bf_state_uri(m->state), error);
+		return;
+	}
+	i_gettimeofday(&now);
+	double secs = timeval_diff_usecs(&now, &m->started) / 1000000.0;
+	struct event_passthrough *e =
+	        event_create_passthrough(m->user->event)
+	                ->set_name("backfill_merge_finished")
+	                ->add_int("added", m->rec.added)
+	                ->add_int("duplicates", m->rec.duplicates)
+	                ->add_int("skipped", m->rec.skipped)
+	                ->add_int("archived", m->rec.archived)
+	                ->add_int("uidl_collisions", m->rec.uidl_collisions);
+	e_info(e->event(),
+	       "backfill(%s): merge finished: %" PRIu64 " added, %" PRIu64
+	       " duplicates, %" PRIu64 " skipped, %" PRIu64
+	       " POP3 UIDL collisions, %.3f s in this session",
+	       m->user->username, m->rec.added, m->rec.duplicates,
+	       m->rec.skipped, m->rec.uidl_collisions, secs);
+}
+
+int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
+{
+	uint64_t deadline = now_msecs() + budget_ms;
+	int ret = 0;
+
+	if (leases_renew(m) < 0)
+		return -1;
+	while (ret >= 0 && m->phase != PHASE_FINISHED) {
+		if (m->phase == PHASE_LIVE_INDEX) {
+			if (m->idx >= array_count(&m->live_boxes)) {
+				array_sort(&m->live, live_msg_cmp);
+				m->phase = PHASE_MERGE;
+				m->idx = 0;
+				continue;
+			}
+			T_BEGIN
+			{
+				ret = live_index_step(m);
+			}
+			T_END;
+		} else {
+			if (m->idx >= array_count(&m->folders)) {
+				merge_finish(m);
+				m->phase = PHASE_FINISHED;
+				break;
+			}
+			T_BEGIN
+			{
+				ret = merge_step(m);
+			}
+			T_END;
+		}
+		if (ret > 0) {
+			m->idx++;
+			ret = 0;
+		}
+		if (now_msecs() >= deadline)
+			break;
+	}
+	if (ret < 0)
+		return -1;
+	if (m->phase == PHASE_FINISHED)
+		return 1;
+	/* leave nothing open between slices */
+	walk_slice_end(m);
+	if (m->phase == PHASE_MERGE && batch_commit(m) < 0)
+		return -1;
+	return 0;
+}
+
+static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
+{
+	const char *error;
+	char *holder = NULL;
+	int ret;
+
+	bf_lease_owner(m->owner, sizeof(m->owner));
+	ret = bf_state_lease_acquire(
+	        m->state, t_strconcat("merge/", m->user->username, NULL),
+	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &holder,
+	        &error);
+	if (ret < 0) {
+		*reason_r = t_strdup_printf("state store %s: %s",
+		                            bf_state_uri(m->state), error);
+		return -1;
+	}
+	if (ret == 0) {
+		*reason_r = t_strdup_printf(
+		        "merge not started here: another session (%s) is "
+		        "merging this user",
+		        holder == NULL ? "?" : holder);
+		free(holder);
+		return 0;
+	}
+	m->have_lease = TRUE;
+	unsigned int max = m->set->max_parallel == 0 ? 1 : m->set->max_parallel;
+	ret = bf_state_slot_acquire(m->state, my_hostname, max, m->owner,
+	                            ioloop_time, BACKFILL_LEASE_TTL_SECS,
+	                            &m->slot, &error);
+	if (ret < 0) {
+		*reason_r = t_strdup_printf("state store %s: %s",
+		                            bf_state_uri(m->state), error);
+		return -1;
+	}
+	if (ret == 0) {
+		*reason_r = t_strdup_printf(
+		        "merge postponed: all %u merge slots of this host "
+		        "are busy (backfill_max_parallel); the next login "
+		        "continues",
+		        max);
+		return 0;
+	}
+	m->have_slot = TRUE;
+	m->last_renew = ioloop_time;
+	return 1;
+}
+
+int backfill_merge_begin(struct mail_user *user,
+                         const struct backfill_settings *set,
+                         struct bf_state *state,
+                         struct backfill_merge **merge_r, const char **reason_r)
+{
+	struct backfill_merge *m;
+	const struct mail_storage_settings *mail_set;
+	const char *error, *path;
+	int ret;
+
+	*reason_r = NULL;
+	if ((ret = backfill_archive_resolve(user, set, &path, &error)) <= 0) {
+		if (ret < 0)
+			*reason_r = error;
+		else {
+			e_debug(user->event,
+			        "backfill(%s): no archive to merge (%s)",
+			        user->username,
+			        set->archive == NULL ? "backfill_archive unset"
+			                             : set->archive);
+		}
+		return ret;
+	}
+
+	pool_t pool = pool_alloconly_create("backfill merge", 4096);
+	m = p_new(pool, struct backfill_merge, 1);
+	m->pool = pool;
+	m->user = user;
+	m->set = set;
+	m->state = state;
+	m->lbox_live_idx = UINT_MAX;
+	i_gettimeofday(&m->started);
+	mail_set = mail_user_set_get_storage_set(user);
+	m->pop3_uidl_format = p_strdup(pool, mail_set->pop3_uidl_format);
+	p_array_init(&m->batch, pool, BACKFILL_BATCH_MAX);
+	p_array_init(&m->live, pool, 256);
+	p_array_init(&m->journal, pool, 64);
+	p_array_init(&m->landed, pool, 4);
+
+	ret = bf_state_merge_get(state, user->username, &m->rec, &error);
+	if (ret < 0) {
+		*reason_r = t_strdup_printf("merge postponed: state store %s: "
+		                            "%s",
+		                            bf_state_uri(state), error);
+		pool_unref(&pool);
+		return -1;
+	}
+	if (ret > 0 && m->rec.status == BF_MERGE_DONE) {
+		e_debug(user->event, "backfill(%s): merge already done",
+		        user->username);
+		bf_merge_record_clear(&m->rec);
+		pool_unref(&pool);
+		return 0;
+	}
+	*merge_r = m;
+
+	if ((ret = merge_take_leases(m, reason_r)) <= 0) {
+		backfill_merge_end(merge_r);
+		return ret;
+	}
+	/* Read the record again under the lease: another session may have
+	   finished the merge between our first look and the lease. */
+	bf_merge_record_clear(&m->rec);
+	if (bf_state_merge_get(state, user->username, &m->rec, &error) < 0) {
+		*reason_r = t_strdup_printf("merge postponed: state store %s: "
+		                            "%s",
+		                            bf_state_uri(state), error);
+		backfill_merge_end(merge_r);
+		return -1;
+	}
+	if (m->rec.status == BF_MERGE_DONE) {
+		backfill_merge_end(merge_r);
+		return 0;
+	}
+	if (cursor_parse(m, m->rec.cursor) < 0) {
+		*reason_r = t_strdup_printf(
+		        "merge record has an unknown cursor '%s' (reset it "
+		        "with doveadm backfill reset)",
+		        m->rec.cursor);
+		backfill_merge_end(merge_r);
+		return -1;
+	}
+
+	if ((ret = backfill_archive_open(user, set, &m->archive, &error)) <=
+	    0) {
+		*reason_r = ret == 0 ? NULL
+		                     : t_strdup_printf("opening archive: %s",
+		                                       error);
+		backfill_merge_end(merge_r);
+		return ret;
+	}
+	if (backfill_folder_map_build(user, m->archive, pool, &m->folders,
+	                              &error) < 0 ||
+	    live_boxes_list(m, &error) < 0) {
+		*reason_r = t_strdup(error);
+		backfill_merge_end(merge_r);
+		return -1;
+	}
+	if (bf_state_journal_iter(state, user->username, journal_load_cb, m,
+	                          &error) < 0) {
+		*reason_r = t_strdup_printf("merge postponed: state store %s: "
+		                            "%s",
+		                            bf_state_uri(state), error);
+		backfill_merge_end(merge_r);
+		return -1;
+	}
+	array_sort(&m->journal, journal_key_cmp);
+	if (m->intent && m->intent_folder < array_count(&m->folders)) {
+		const struct backfill_folder *f =
+		        array_idx(&m->folders, m->intent_folder);
+		unsigned int i = live_box_find(m, f->live_vname);
+		if (i != UINT_MAX) {
+			/* guid is filled while indexing: look it up now */
+			struct mail_namespace *ns = mail_namespace_find(
+			        user->namespaces, f->live_vname);
+			struct mailbox *box = mailbox_alloc(
+			        ns->list, f->live_vname, MAILBOX_FLAG_READONLY);
+			const char *guid = mailbox_guid_str(box);
+			m->intent_box_guid = p_strdup(pool, guid);
+			mailbox_free(&box);
+		}
+	}
+	m->fp = bf_fp_new();
+	if (m->fp == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
+
+	bool resumed = m->have_cursor;
+	if (m->rec.status != BF_MERGE_RUNNING || m->rec.started == 0) {
+		m->rec.status = BF_MERGE_RUNNING;
+		if (m->rec.started == 0)
+			m->rec.started = ioloop_time;
+	}
+	m->rec.updated = ioloop_time;
+	if (bf_state_merge_put(state, user->username, &m->rec, &error) < 0) {
+		*reason_r = t_strdup_printf(
+		        "merge postponed: state store %s is not writable: %s "
+		        "(let the mail user write the store and its "
+		        "directory)",
+		        bf_state_uri(state), error);
+		backfill_merge_end(merge_r);
+		return -1;
+	}
+	e_info(user->event,
+	       "backfill(%s): merge %s: archive %s, %u folders, %u live "
+	       "folders",
+	       user->username, resumed ? "resumed" : "started",
+	       m->archive->path, array_count(&m->folders),
+	       array_count(&m->live_boxes));
+	return 1;
+}
+
+void backfill_merge_end(struct backfill_merge **_m)
+{
+	struct backfill_merge *m = *_m;
+	struct live_box *lb;
+	const char *error;
+
+	if (m == NULL)
+		return;
+	*_m = NULL;
+	if (m->ltrans != NULL)
+		mailbox_transaction_rollback(&m->ltrans);
+	walk_close(m);
+	if (m->lbox != NULL)
+		mailbox_free(&m->lbox);
+	if (hash_table_is_created(m->live_uidls))
+		hash_table_destroy(&m->live_uidls);
+	pool_unref(&m->uidl_pool);
+	if (array_is_created(&m->live_boxes)) {
+		array_foreach_modifiable(&m->live_boxes, lb)
+		{
+			if (lb->box != NULL)
+				mailbox_free(&lb->box);
+		}
+	}
+	backfill_archive_close(&m->archive);
+	if (m->fp != NULL)
+		bf_fp_free(&m->fp);
+	if (m->have_slot) {
+		(void)bf_state_slot_release(m->state, my_hostname, m->slot,
+		                            m->owner, &error);
+	}
+	if (m->have_lease) {
+		(void)bf_state_lease_release(
+		        m->state,
+		        t_strconcat("merge/", m->user->username, NULL),
+		        m->owner, &error);
+	}
+	bf_merge_record_clear(&m->rec);
+	pool_unref(&m->pool);
+}

@@ -1,0 +1,32 @@
+#ifndef BACKFILL_MERGE_H
+#define BACKFILL_MERGE_H
+
+struct mail_user;
+struct bf_state;
+struct backfill_settings;
+struct backfill_merge;
+
+/* The merge algorithm, the one copy that the login path, the IMAP
+   background slices and doveadm all run.
+
+   backfill_merge_begin() looks up the user's merge record and, if a merge
+   is due, takes the user's lease and a host slot and opens the archive.
+   Returns 1 with *merge_r to run, 0 when there is nothing to do now (done
+   already, no archive, lease or slot taken: *reason_r says which, for an
+   info line, or is NULL for a silent no-op), -1 on error (*reason_r says
+   why and what to fix; the login goes on, the merge is postponed). */
+int backfill_merge_begin(struct mail_user *user,
+                         const struct backfill_settings *set,
+                         struct bf_state *state,
+                         struct backfill_merge **merge_r,
+                         const char **reason_r);
+
+/* Works for about budget_ms, leaving nothing uncommitted.  Returns 1 when
+   the merge finished, 0 when there is more to do, -1 when it stopped on an
+   error (logged; the next login continues). */
+int backfill_merge_run(struct backfill_merge *merge, unsigned int budget_ms);
+
+/* Releases the lease and slot and closes everything. */
+void backfill_merge_end(struct backfill_merge **merge);
+
+#endif

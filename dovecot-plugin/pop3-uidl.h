@@ -1,0 +1,14 @@
+#ifndef BACKFILL_POP3_UIDL_H
+#define BACKFILL_POP3_UIDL_H
+
+struct mail;
+
+/* The UIDL a POP3 server shows for mail, as Dovecot's pop3 computes it:
+   the stored UIDL when the message has one, else format (the user's
+   pop3_uidl_format) expanded with the mail's own UID and the given
+   UIDVALIDITY of its mailbox.  Returns 0, or -1 with *error_r set. */
+int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
+                           const char *format, const char **uidl_r,
+                           const char **error_r);
+
+#endif
