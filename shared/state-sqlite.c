@@ -21,9 +21,9 @@
 
 #define DEFAULT_BUSY_TIMEOUT_MS 10000
 #define MAX_BUSY_TIMEOUT_MS     3600000
-/* Rows deleted per transaction by a purge, so that purging a large table
+/* Rows examined per transaction by a purge, so that purging a large table
    never holds the write lock for long while milter threads wait. */
-#define PURGE_BATCH 2000
+#define PURGE_CHUNK 2000
 
 #define PERMISSION_HINT                                                        \
 	"fix permissions: group backfill, mode 0660 on the file and its "      \
@@ -81,7 +81,6 @@ static const char *const migrations[] = {
         " delivered_at INTEGER NOT NULL DEFAULT 0,"
         " PRIMARY KEY (window_name, recipient, fingerprint)"
         ") WITHOUT ROWID;"
-        "CREATE INDEX dedup_expires ON dedup (expires);"
         "CREATE TABLE leases ("
         " name TEXT PRIMARY KEY NOT NULL,"
         " owner TEXT NOT NULL,"
@@ -113,7 +112,9 @@ enum stmt_id {
 	ST_DEDUP_GET,
 	ST_DEDUP_PUT,
 	ST_DEDUP_MARK,
-	ST_DEDUP_PURGE,
+	ST_DEDUP_PURGE_CHUNK_END,
+	ST_DEDUP_PURGE_RANGE,
+	ST_DEDUP_PURGE_TAIL,
 	ST_DEDUP_STATS,
 	ST_LEASE_GET,
 	ST_LEASE_PUT,
@@ -160,26 +161,53 @@ static const char *const stmt_sql[STMT_COUNT] = {
                          " delivered_at FROM dedup WHERE window_name = ?1"
                          " AND recipient = ?2 AND fingerprint = ?3"
                          " AND expires > ?4",
-        [ST_DEDUP_PUT] = "INSERT OR REPLACE INTO dedup (window_name,"
-                         " recipient, fingerprint, first_seen, expires, host,"
-                         " queue_id, delivered, delivered_at)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)",
+        /* Inserts, or replaces an expired record (so its delivered flag does
+           not carry over); a live record is left alone: changes() says which
+           happened, in one statement. */
+        [ST_DEDUP_PUT] = "INSERT INTO dedup (window_name, recipient,"
+                         " fingerprint, first_seen, expires, host, queue_id,"
+                         " delivered, delivered_at)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)"
+                         " ON CONFLICT (window_name, recipient, fingerprint)"
+                         " DO UPDATE SET first_seen = excluded.first_seen,"
+                         " expires = excluded.expires, host = excluded.host,"
+                         " queue_id = excluded.queue_id, delivered = 0,"
+                         " delivered_at = 0"
+                         " WHERE dedup.expires <= excluded.first_seen",
         /* The first delivery time stays: later LMTP deliveries of the same
            copy (a retried transaction) do not move it. */
         [ST_DEDUP_MARK] = "UPDATE dedup SET delivered_at = CASE WHEN delivered"
                           " THEN delivered_at ELSE ?4 END, delivered = 1"
                           " WHERE window_name = ?1 AND recipient = ?2"
                           " AND fingerprint = ?3 AND expires > ?4",
-        [ST_DEDUP_PURGE] = "DELETE FROM dedup WHERE (window_name, recipient,"
-                           " fingerprint) IN (SELECT window_name, recipient,"
-                           " fingerprint FROM dedup WHERE expires <= ?1"
-                           " LIMIT ?2)",
+        /* The dedup table has no index on expires: a second b-tree to update
+           halved check-and-set throughput (the milter's hot path), while a
+           purge (rare, in the background) can as well walk the primary key
+           in chunks, each in its own short transaction. */
+        [ST_DEDUP_PURGE_CHUNK_END] = "SELECT window_name, recipient,"
+                                     " fingerprint FROM dedup"
+                                     " WHERE (window_name, recipient,"
+                                     " fingerprint) > (?1, ?2, ?3)"
+                                     " ORDER BY window_name, recipient,"
+                                     " fingerprint LIMIT 1 OFFSET ?4",
+        [ST_DEDUP_PURGE_RANGE] = "DELETE FROM dedup WHERE (window_name,"
+                                 " recipient, fingerprint) > (?1, ?2, ?3)"
+                                 " AND (window_name, recipient, fingerprint)"
+                                 " <= (?4, ?5, ?6) AND expires <= ?7",
+        [ST_DEDUP_PURGE_TAIL] = "DELETE FROM dedup WHERE (window_name,"
+                                " recipient, fingerprint) > (?1, ?2, ?3)"
+                                " AND expires <= ?4",
         [ST_DEDUP_STATS] = "SELECT coalesce(sum(expires > ?1), 0),"
                            " coalesce(sum(expires > ?1 AND delivered), 0),"
                            " coalesce(sum(expires <= ?1), 0) FROM dedup",
         [ST_LEASE_GET] = "SELECT owner, expires FROM leases WHERE name = ?1",
-        [ST_LEASE_PUT] = "INSERT OR REPLACE INTO leases (name, owner, expires)"
-                         " VALUES (?1, ?2, ?3)",
+        /* Takes the lease if it is free, expired, or (?5) already ours. */
+        [ST_LEASE_PUT] = "INSERT INTO leases (name, owner, expires)"
+                         " VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE"
+                         " SET owner = excluded.owner,"
+                         " expires = excluded.expires"
+                         " WHERE leases.expires <= ?4"
+                         " OR (?5 AND leases.owner = excluded.owner)",
         [ST_LEASE_SWAP] = "UPDATE leases SET owner = ?3, expires = ?4"
                           " WHERE name = ?1 AND owner = ?2",
         [ST_LEASE_RENEW] = "UPDATE leases SET expires = ?3"
@@ -194,6 +222,9 @@ struct sqlite_state {
 	sqlite3 *db;
 	char *path;
 	int busy_timeout_ms;
+	/* How long the busy handler waits: busy_timeout_ms, except while
+	   switching to WAL (see set_wal()). */
+	int busy_wait_ms;
 	struct timespec busy_since;
 	unsigned int busy_seed;
 	/* Prepared on first use, kept until close. */
@@ -444,9 +475,11 @@ static int busy_handler(void *context, int count)
 	struct timespec ts;
 	long max_us;
 
+	if (s->busy_wait_ms == 0)
+		return 0;
 	if (count == 0)
 		clock_gettime(CLOCK_MONOTONIC, &s->busy_since);
-	else if (ms_since(&s->busy_since) >= s->busy_timeout_ms)
+	else if (ms_since(&s->busy_since) >= s->busy_wait_ms)
 		return 0;
 	max_us = 50L << (count < 6 ? count : 6); /* up to 3.2 ms */
 	ts.tv_sec = 0;
@@ -519,9 +552,20 @@ static int create_file(const char *path, char **error_r)
 	char *dir;
 	int fd, err;
 
+	/* An existing store is only checked, never opened here: closing any
+	   descriptor of the file drops the POSIX locks that SQLite
+	   connections of other threads of this process (the milter's) hold
+	   on it. */
+	if (stat(path, &st) == 0) {
+		if (faccessat(AT_FDCWD, path, R_OK | W_OK, AT_EACCESS) == 0)
+			return 0;
+		err = errno;
+		goto existing_failed;
+	}
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
 	if (fd >= 0) {
-		/* umask may have taken the group bits. */
+		/* umask may have taken the group bits.  The file is new, so
+		   no connection can hold locks on it yet. */
 		if (fchmod(fd, 0660) < 0) {
 			err = errno;
 			close(fd);
@@ -541,23 +585,11 @@ static int create_file(const char *path, char **error_r)
 	}
 	err = errno;
 	if (err == EEXIST) {
-		fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd >= 0) {
-			close(fd);
+		/* Created by another process just now. */
+		if (faccessat(AT_FDCWD, path, R_OK | W_OK, AT_EACCESS) == 0)
 			return 0;
-		}
 		err = errno;
-		if (err == EACCES || err == EPERM || err == EROFS) {
-			*error_r = bf_state_error_new(
-			        path, "not writable by uid %u gid %u: %s (%s)",
-			        (unsigned int)geteuid(),
-			        (unsigned int)getegid(), strerror(err),
-			        PERMISSION_HINT);
-		} else {
-			*error_r = bf_state_error_new(path, "cannot open: %s",
-			                              strerror(err));
-		}
-		return -1;
+		goto existing_failed;
 	}
 	dir = dir_of(path);
 	if (err == ENOENT || err == ENOTDIR) {
@@ -579,6 +611,18 @@ static int create_file(const char *path, char **error_r)
 		                              strerror(err));
 	}
 	free(dir);
+	return -1;
+
+existing_failed:
+	if (err == EACCES || err == EPERM || err == EROFS) {
+		*error_r = bf_state_error_new(
+		        path, "not writable by uid %u gid %u: %s (%s)",
+		        (unsigned int)geteuid(), (unsigned int)getegid(),
+		        strerror(err), PERMISSION_HINT);
+	} else {
+		*error_r = bf_state_error_new(path, "cannot open: %s",
+		                              strerror(err));
+	}
 	return -1;
 }
 
@@ -674,21 +718,28 @@ newer:
 	return -1;
 }
 
-static int set_wal(struct sqlite_state *s)
+/* 0 WAL is on, -1 error; *busy_r tells a lock conflict from the rest. */
+static int try_set_wal(struct sqlite_state *s, bool *busy_r)
 {
 	sqlite3_stmt *stmt = NULL;
 	const char *mode;
-	int ret;
+	int ret, code;
 
+	*busy_r = false;
+	/* Preparing reads the schema, which can meet a lock too. */
 	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &stmt,
 	                       NULL) != SQLITE_OK)
-		return db_error(s, "opening");
-	ret = stmt_row(s, stmt, "opening");
-	if (ret == 0) {
+		ret = db_error(s, "opening");
+	else
+		ret = stmt_row(s, stmt, "opening");
+	if (ret < 0) {
+		code = sqlite3_errcode(s->db) & 0xff;
+		*busy_r = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+	} else if (ret == 0) {
 		bf_state_set_error(&s->state,
 		                   "opening: no answer to PRAGMA journal_mode");
 		ret = -1;
-	} else if (ret > 0) {
+	} else {
 		mode = (const char *)sqlite3_column_text(stmt, 0);
 		if (mode == NULL || strcmp(mode, "wal") != 0) {
 			/* WAL needs shared memory between processes: this
@@ -702,8 +753,37 @@ static int set_wal(struct sqlite_state *s)
 		}
 	}
 	sqlite3_finalize(stmt);
-	if (ret < 0)
-		return -1;
+	return ret < 0 ? -1 : 0;
+}
+
+/* Switching a new database to WAL takes an exclusive lock, and processes
+   that open a new store at the same moment (the first logins after the
+   plugin is enabled) can each hold the shared lock the others wait for:
+   with the normal busy handler all of them would wait out busy_timeout
+   and fail.  So each attempt waits only a short random time, then lets
+   go of its locks and tries again, until busy_timeout in total.  On an
+   existing WAL database the pragma changes nothing and takes no lock. */
+static int set_wal(struct sqlite_state *s)
+{
+	struct timespec start, ts;
+	bool busy;
+	int ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		s->busy_wait_ms = 10 + rand_r(&s->busy_seed) % 50;
+		if (s->busy_wait_ms > s->busy_timeout_ms)
+			s->busy_wait_ms = s->busy_timeout_ms;
+		ret = try_set_wal(s, &busy);
+		s->busy_wait_ms = s->busy_timeout_ms;
+		if (ret == 0)
+			break;
+		if (!busy || ms_since(&start) >= s->busy_timeout_ms)
+			return -1;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (1 + rand_r(&s->busy_seed) % 5) * 1000000L;
+		nanosleep(&ts, NULL);
+	}
 	/* NORMAL in WAL mode: a commit survives the process being killed,
 	   only a power loss may lose the last ones.  Losing a dedup record
 	   means a duplicate is delivered (never a loss), and a merge that
@@ -750,6 +830,7 @@ static int sqlite_open(const char *location, struct bf_state **state_r,
 	}
 	s->path = path;
 	s->busy_timeout_ms = busy_timeout;
+	s->busy_wait_ms = busy_timeout;
 	s->busy_seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)s;
 	s->state.name = strdup(path);
 	if (s->state.name == NULL) {
@@ -1136,6 +1217,49 @@ static int dedup_get(struct sqlite_state *s, const struct bf_dedup_key *key,
 	return ret;
 }
 
+/* 1 inserted (or replaced an expired record), 0 a live record exists. */
+static int dedup_put(struct sqlite_state *s, const struct bf_dedup_key *key,
+                     time_t now, unsigned int ttl, const char *host,
+                     const char *queue_id)
+{
+	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_PUT);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_dedup_key(stmt, key);
+	bind_int(stmt, 4, now);
+	bind_int(stmt, 5, now + (time_t)ttl);
+	bind_text(stmt, 6, host);
+	bind_text(stmt, 7, queue_id);
+	ret = stmt_exec(s, stmt, "check-and-set");
+	return ret < 0 ? -1 : ret > 0;
+}
+
+/* The milter's common case, one recipient, without BEGIN and COMMIT: the
+   upsert alone is atomic and decides new or seen; only a seen key needs
+   a second statement to describe the first copy.  If that copy vanished in
+   between (purged, or expired and replaced by a process with a later
+   clock), the caller falls back to a transaction.  Returns 1 done, 0 fall
+   back, -1 error. */
+static int dedup_one(struct sqlite_state *s, const struct bf_dedup_key *key,
+                     time_t now, unsigned int ttl, const char *host,
+                     const char *queue_id, int *result_r,
+                     struct bf_dedup_first *first_r)
+{
+	int ret;
+
+	ret = dedup_put(s, key, now, ttl, host, queue_id);
+	if (ret != 0) {
+		*result_r = 1;
+		return ret;
+	}
+	*result_r = 0;
+	if (first_r == NULL)
+		return 1;
+	return dedup_get(s, key, now, first_r);
+}
+
 static int sqlite_dedup_check_and_set(struct bf_state *state,
                                       const struct bf_dedup_key *keys,
                                       size_t count, time_t now,
@@ -1145,31 +1269,22 @@ static int sqlite_dedup_check_and_set(struct bf_state *state,
 {
 	static const char *const what = "check-and-set";
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt;
 	size_t i;
 	int ret = 0;
 
+	if (count == 1) {
+		ret = dedup_one(s, keys, now, ttl, host, queue_id, results_r,
+		                firsts_r);
+		if (ret != 0)
+			return ret < 0 ? -1 : 0;
+	}
 	if (tx_begin(s, what) < 0)
 		return -1;
 	for (i = 0; i < count && ret >= 0; i++) {
-		ret = dedup_get(s, &keys[i], now,
-		                firsts_r == NULL ? NULL : &firsts_r[i]);
-		if (ret != 0) {
-			results_r[i] = 0;
-			continue;
-		}
-		/* Absent or expired: (re)place it.  REPLACE drops the
-		   expired row, so its delivered flag does not carry over. */
-		results_r[i] = 1;
-		ret = -1;
-		if ((stmt = stmt_get(s, ST_DEDUP_PUT)) != NULL) {
-			bind_dedup_key(stmt, &keys[i]);
-			bind_int(stmt, 4, now);
-			bind_int(stmt, 5, now + (time_t)ttl);
-			bind_text(stmt, 6, host);
-			bind_text(stmt, 7, queue_id);
-			ret = stmt_exec(s, stmt, what);
-		}
+		ret = dedup_put(s, &keys[i], now, ttl, host, queue_id);
+		results_r[i] = ret > 0;
+		if (ret == 0 && firsts_r != NULL)
+			ret = dedup_get(s, &keys[i], now, &firsts_r[i]);
 	}
 	return tx_end(s, ret < 0 ? -1 : 0, what);
 }
@@ -1190,26 +1305,104 @@ static int sqlite_dedup_mark_delivered(struct bf_state *state,
 	return ret < 0 ? -1 : ret > 0;
 }
 
+/* A primary key of the dedup table, owned. */
+struct dedup_pk {
+	char *window, *recipient;
+	void *fp;
+	int fp_size;
+};
+
+static void dedup_pk_clear(struct dedup_pk *pk)
+{
+	free(pk->window);
+	free(pk->recipient);
+	free(pk->fp);
+	memset(pk, 0, sizeof(*pk));
+}
+
+static void bind_dedup_pk(sqlite3_stmt *stmt, int idx,
+                          const struct dedup_pk *pk)
+{
+	/* The walk starts before ('', '', x''): keys have a non-empty
+	   window and recipient. */
+	bind_text(stmt, idx, pk->window != NULL ? pk->window : "");
+	bind_text(stmt, idx + 1, pk->recipient != NULL ? pk->recipient : "");
+	sqlite3_bind_blob(stmt, idx + 2, pk->fp != NULL ? pk->fp : "",
+	                  pk->fp_size, SQLITE_STATIC);
+}
+
+/* One chunk of the walk: deletes the expired records among the next
+   PURGE_CHUNK keys after *start and advances *start.  1 more to do, 0 at
+   the end, -1 error. */
+static int purge_chunk(struct sqlite_state *s, struct dedup_pk *start,
+                       time_t now, uint64_t *purged)
+{
+	static const char *const what = "purging dedup records";
+	struct dedup_pk end;
+	sqlite3_stmt *stmt;
+	int ret, more;
+
+	memset(&end, 0, sizeof(end));
+	if (tx_begin(s, what) < 0)
+		return -1;
+	if ((stmt = stmt_get(s, ST_DEDUP_PURGE_CHUNK_END)) == NULL)
+		return tx_end(s, -1, what);
+	bind_dedup_pk(stmt, 1, start);
+	bind_int(stmt, 4, PURGE_CHUNK - 1);
+	more = stmt_row(s, stmt, what);
+	if (more > 0) {
+		const void *blob = sqlite3_column_blob(stmt, 2);
+
+		end.fp_size = sqlite3_column_bytes(stmt, 2);
+		end.fp = malloc(end.fp_size > 0 ? end.fp_size : 1);
+		if (end.fp == NULL || col_str(s, stmt, 0, &end.window) < 0 ||
+		    col_str(s, stmt, 1, &end.recipient) < 0)
+			more = end.fp == NULL ? oom(s) : -1;
+		else if (end.fp_size > 0)
+			memcpy(end.fp, blob, end.fp_size);
+	}
+	stmt_done(stmt);
+	if (more < 0) {
+		dedup_pk_clear(&end);
+		return tx_end(s, -1, what);
+	}
+
+	stmt = stmt_get(s,
+	                more > 0 ? ST_DEDUP_PURGE_RANGE : ST_DEDUP_PURGE_TAIL);
+	ret = -1;
+	if (stmt != NULL) {
+		bind_dedup_pk(stmt, 1, start);
+		if (more > 0) {
+			bind_dedup_pk(stmt, 4, &end);
+			bind_int(stmt, 7, now);
+		} else {
+			bind_int(stmt, 4, now);
+		}
+		ret = stmt_exec(s, stmt, what);
+	}
+	if (tx_end(s, ret < 0 ? -1 : 0, what) < 0) {
+		dedup_pk_clear(&end);
+		return -1;
+	}
+	*purged += (uint64_t)ret;
+	dedup_pk_clear(start);
+	*start = end;
+	return more;
+}
+
 static int sqlite_dedup_purge(struct bf_state *state, time_t now,
                               uint64_t *purged_r)
 {
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt;
+	struct dedup_pk start;
 	int ret;
 
 	*purged_r = 0;
-	do {
-		stmt = stmt_get(s, ST_DEDUP_PURGE);
-		if (stmt == NULL)
-			return -1;
-		bind_int(stmt, 1, now);
-		bind_int(stmt, 2, PURGE_BATCH);
-		ret = stmt_exec(s, stmt, "purging dedup records");
-		if (ret < 0)
-			return -1;
-		*purged_r += (uint64_t)ret;
-	} while (ret == PURGE_BATCH);
-	return 0;
+	memset(&start, 0, sizeof(start));
+	while ((ret = purge_chunk(s, &start, now, purged_r)) > 0)
+		;
+	dedup_pk_clear(&start);
+	return ret;
 }
 
 static int sqlite_dedup_stats(struct bf_state *state, time_t now,
@@ -1234,6 +1427,24 @@ static int sqlite_dedup_stats(struct bf_state *state, time_t now,
 
 /* ---- leases ---- */
 
+static int lease_put(struct sqlite_state *s, const char *name,
+                     const char *owner, time_t now, unsigned int ttl,
+                     bool reentrant)
+{
+	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_PUT);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_text(stmt, 1, name);
+	bind_text(stmt, 2, owner);
+	bind_int(stmt, 3, now + (time_t)ttl);
+	bind_int(stmt, 4, now);
+	bind_int(stmt, 5, reentrant ? 1 : 0);
+	ret = stmt_exec(s, stmt, "acquiring a lease");
+	return ret < 0 ? -1 : ret > 0;
+}
+
 static int sqlite_lease_acquire(struct bf_state *state, const char *name,
                                 const char *owner, time_t now, unsigned int ttl,
                                 bool reentrant, char **holder_r)
@@ -1241,35 +1452,33 @@ static int sqlite_lease_acquire(struct bf_state *state, const char *name,
 	static const char *const what = "acquiring a lease";
 	struct sqlite_state *s = SQ(state);
 	sqlite3_stmt *stmt;
-	const char *holder;
 	int ret;
 
 	*holder_r = NULL;
+	/* Free leases are taken in one statement.  Only a lease held by
+	   someone else needs a transaction, to name the holder that refused
+	   us (it may release in between otherwise). */
+	ret = lease_put(s, name, owner, now, ttl, reentrant);
+	if (ret != 0)
+		return ret;
 	if (tx_begin(s, what) < 0)
 		return -1;
-	if ((stmt = stmt_get(s, ST_LEASE_GET)) == NULL)
-		return tx_end(s, -1, what);
-	bind_text(stmt, 1, name);
-	ret = stmt_row(s, stmt, what);
-	if (ret > 0) {
-		holder = (const char *)sqlite3_column_text(stmt, 0);
-		if (sqlite3_column_int64(stmt, 1) <= now ||
-		    (reentrant && holder != NULL && strcmp(holder, owner) == 0))
-			ret = 0; /* expired or ours: take it */
-		else if (col_str(s, stmt, 0, holder_r) < 0)
-			ret = -1;
+	ret = lease_put(s, name, owner, now, ttl, reentrant);
+	if (ret == 0) {
+		if ((stmt = stmt_get(s, ST_LEASE_GET)) == NULL)
+			return tx_end(s, -1, what);
+		bind_text(stmt, 1, name);
+		ret = stmt_row(s, stmt, what);
+		if (ret > 0)
+			ret = col_str(s, stmt, 0, holder_r) < 0 ? -1 : 0;
+		stmt_done(stmt);
 	}
-	stmt_done(stmt);
-	if (ret != 0)
-		return tx_end(s, ret < 0 ? -1 : 0, what);
-
-	if ((stmt = stmt_get(s, ST_LEASE_PUT)) == NULL)
-		return tx_end(s, -1, what);
-	bind_text(stmt, 1, name);
-	bind_text(stmt, 2, owner);
-	bind_int(stmt, 3, now + (time_t)ttl);
-	ret = stmt_exec(s, stmt, what);
-	return tx_end(s, ret < 0 ? -1 : 1, what);
+	ret = tx_end(s, ret, what);
+	if (ret != 0) {
+		free(*holder_r);
+		*holder_r = NULL;
+	}
+	return ret;
 }
 
 static int sqlite_lease_swap(struct bf_state *state, const char *name,

@@ -116,6 +116,20 @@ static void make_key(struct bf_dedup_key *key, const char *window,
 	key->fingerprint[BF_FP_SIZE - 1] = 0xa5;
 }
 
+/* Waits for every child; returns how many did not exit 0. */
+static unsigned int wait_children(const pid_t *pids, unsigned int count)
+{
+	unsigned int i, failed = 0;
+	int status;
+
+	for (i = 0; i < count; i++) {
+		if (waitpid(pids[i], &status, 0) != pids[i] ||
+		    !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			failed++;
+	}
+	return failed;
+}
+
 /* ---- open, files, URIs ---- */
 
 static void test_open_creates_group_writable(void **statep)
@@ -155,6 +169,48 @@ static void test_open_creates_group_writable(void **statep)
 	                                              &error),
 	                 0);
 	bf_state_close(&state);
+}
+
+/* Processes starting at once on a store nobody created yet (the first
+   logins after the plugin is enabled): all of them get a working store. */
+static void test_open_concurrent_create(void **statep)
+{
+	struct fixture *f = *statep;
+	pid_t pids[8];
+	int go[2];
+	unsigned int i;
+
+	assert_int_equal(pipe(go), 0);
+	for (i = 0; i < 8; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			struct bf_state *s = NULL;
+			struct bf_dedup_key key;
+			const char *cerror;
+			char *error = NULL, c;
+
+			close(go[1]);
+			(void)read(go[0], &c, 1);
+			if (bf_state_open(f->uri, &s, &error) < 0) {
+				fprintf(stderr, "child: %s\n", error);
+				_exit(1);
+			}
+			make_key(&key, "w", "a@example.org", i);
+			if (bf_state_dedup_check_and_set(s, &key, NOW, 60, "mx",
+			                                 "Q", NULL,
+			                                 &cerror) != 1) {
+				fprintf(stderr, "child: %s\n", cerror);
+				_exit(1);
+			}
+			bf_state_close(&s);
+			_exit(0);
+		}
+	}
+	close(go[0]);
+	close(go[1]);
+	/* All of them, before any assertion can end the test. */
+	assert_int_equal(wait_children(pids, 8), 0);
 }
 
 static void test_open_bad_uris(void **statep)
@@ -852,6 +908,58 @@ static void test_dedup(void **statep)
 	bf_state_close(&state);
 }
 
+/* A purge walks the table in chunks: more records than one chunk, expired
+   and live ones interleaved. */
+static void test_dedup_purge_large(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_dedup_key keys[100];
+	struct bf_dedup_stats stats;
+	char rcpts[100][32];
+	const char *error;
+	unsigned int i, j, n;
+	uint64_t purged;
+	int results[100];
+
+	for (i = 0; i < 50; i++) {
+		for (j = 0; j < 100; j++) {
+			n = i * 100 + j;
+			snprintf(rcpts[j], sizeof(rcpts[j]),
+			         "r%05u@example.org", (n * 7919) % 5000);
+			make_key(&keys[j], n % 3 == 0 ? "w1" : "w2", rcpts[j],
+			         n);
+		}
+		/* Odd batches expire at NOW + 50, even ones at NOW + 500. */
+		assert_int_equal(bf_state_dedup_check_and_set_many(
+		                         state, keys, 100, NOW,
+		                         i % 2 == 1 ? 50 : 500, "mx", "Q",
+		                         results, NULL, &error),
+		                 0);
+		for (j = 0; j < 100; j++)
+			assert_int_equal(results[j], 1);
+	}
+	assert_int_equal(bf_state_dedup_stats(state, NOW + 100, &stats, &error),
+	                 0);
+	assert_int_equal(stats.records, 2500);
+	assert_int_equal(stats.expired, 2500);
+	assert_int_equal(
+	        bf_state_dedup_purge(state, NOW + 100, &purged, &error), 0);
+	assert_int_equal(purged, 2500);
+	assert_int_equal(bf_state_dedup_stats(state, NOW + 100, &stats, &error),
+	                 0);
+	assert_int_equal(stats.records, 2500);
+	assert_int_equal(stats.expired, 0);
+	assert_int_equal(
+	        bf_state_dedup_purge(state, NOW + 100, &purged, &error), 0);
+	assert_int_equal(purged, 0);
+	assert_int_equal(bf_state_dedup_purge(state, NOW + 500, NULL, &error),
+	                 0);
+	assert_int_equal(bf_state_dedup_stats(state, NOW, &stats, &error), 0);
+	assert_int_equal(stats.records + stats.expired, 0);
+	bf_state_close(&state);
+}
+
 /* Many processes checking the same keys at once: each key is new exactly
    once across all of them. */
 #define CAS_PROCS 8
@@ -864,7 +972,7 @@ static void test_dedup_concurrent_processes(void **statep)
 	struct bf_state *state = open_ok(f->uri);
 	atomic_uint *news, *errors;
 	pid_t pids[CAS_PROCS];
-	int go[2], status;
+	int go[2];
 	unsigned int i, total = 0;
 
 	/* The store exists before the children start, so that they contend
@@ -914,11 +1022,8 @@ static void test_dedup_concurrent_processes(void **statep)
 	}
 	close(go[0]);
 	close(go[1]);
-	for (i = 0; i < CAS_PROCS; i++) {
-		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
-		assert_true(WIFEXITED(status));
-		assert_int_equal(WEXITSTATUS(status), 0);
-	}
+	/* All of them, before any assertion can end the test. */
+	assert_int_equal(wait_children(pids, CAS_PROCS), 0);
 	assert_int_equal(atomic_load(errors), 0);
 	for (i = 0; i < CAS_KEYS; i++) {
 		assert_int_equal(atomic_load(&news[i]), 1);
@@ -950,6 +1055,7 @@ static void *thread_main(void *context)
 	unsigned int op;
 
 	if (bf_state_open(ctx->uri, &s, &error) < 0) {
+		fprintf(stderr, "thread: %s\n", error);
 		free(error);
 		atomic_fetch_add(ctx->errors, 1);
 		return NULL;
@@ -962,6 +1068,7 @@ static void *thread_main(void *context)
 		if (bf_state_dedup_check_and_set_many(s, keys, 2, NOW, 3600,
 		                                      "mx", "Q", results, NULL,
 		                                      &cerror) < 0) {
+			fprintf(stderr, "thread: %s\n", cerror);
 			atomic_fetch_add(ctx->errors, 1);
 			continue;
 		}
@@ -1234,7 +1341,7 @@ static void test_slots_contention(void **statep)
 	struct bf_state *state = open_ok(f->uri);
 	atomic_uint *shared;
 	pid_t pids[SLOT_PROCS];
-	int go[2], status;
+	int go[2];
 	unsigned int i;
 
 	bf_state_close(&state);
@@ -1296,11 +1403,8 @@ static void test_slots_contention(void **statep)
 	}
 	close(go[0]);
 	close(go[1]);
-	for (i = 0; i < SLOT_PROCS; i++) {
-		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
-		assert_true(WIFEXITED(status));
-		assert_int_equal(WEXITSTATUS(status), 0);
-	}
+	/* All of them, before any assertion can end the test. */
+	assert_int_equal(wait_children(pids, SLOT_PROCS), 0);
 	assert_int_equal(atomic_load(&shared[3]), 0);
 	assert_true(atomic_load(&shared[1]) <= SLOTS);
 	assert_true(atomic_load(&shared[1]) >= 1);
@@ -1355,11 +1459,13 @@ static void test_slot_takeover_after_kill(void **statep)
 	bf_state_close(&state);
 }
 
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	        T(test_open_creates_group_writable),
+	        T(test_open_concurrent_create),
 	        T(test_open_bad_uris),
 	        T(test_open_missing_dir),
 	        T(test_open_corrupt),
@@ -1372,6 +1478,7 @@ int main(void)
 	        T(test_checkpoint_atomic),
 	        T(test_windows),
 	        T(test_dedup),
+	        T(test_dedup_purge_large),
 	        T(test_dedup_concurrent_processes),
 	        T(test_dedup_concurrent_threads),
 	        T(test_lease_owner_format),
@@ -1380,7 +1487,6 @@ int main(void)
 	        T(test_slots_basic),
 	        T(test_slots_contention),
 	        T(test_slot_takeover_after_kill),
-#undef T
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
