@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -807,18 +808,27 @@ static void sqlite_close(struct bf_state *state)
 	free(s);
 }
 
+static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int sqlite_open(const char *location, struct bf_state **state_r,
                        char **error_r)
 {
 	struct sqlite_state *s;
-	int busy_timeout;
+	int busy_timeout, ret;
 	char *path;
 
 	if (parse_location(location, &path, &busy_timeout, error_r) < 0) {
 		free(path);
 		return -1;
 	}
-	if (create_file(path, error_r) < 0) {
+	/* Serialized between the threads of a process: a thread that found
+	   the file another thread had just created could otherwise open it
+	   in SQLite before that thread closed its descriptor, and lose its
+	   locks to that close. */
+	pthread_mutex_lock(&create_lock);
+	ret = create_file(path, error_r);
+	pthread_mutex_unlock(&create_lock);
+	if (ret < 0) {
 		free(path);
 		return -1;
 	}
