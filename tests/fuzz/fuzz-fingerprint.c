@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	bf_fp_reset(fp);
 	for (size_t pos = 0, k = 0; pos < size; k++) {
-		size_t n = (size_t)seed[k % sizeof(seed)] % 23;
+		size_t n = 1 + (size_t)seed[k % sizeof(seed)] % 23;
 		if (n > size - pos)
 			n = size - pos;
 		bf_fp_feed(fp, data + pos, n);
