@@ -172,6 +172,7 @@ class Dovecot:
                  name="dovecot", auto_mailboxes="subscribe"):
         self.own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="bf-%s-" % name)
+        os.makedirs(self.workdir, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         self.plugin_dir = plugin_dir
         self.mail_plugins = mail_plugins

@@ -1,0 +1,187 @@
+"""Shared set-up of the Dovecot plugin's integration tests.
+
+meson passes BACKFILL_PLUGIN_DIR (the build dir's dovecot-plugin) and
+BACKFILL_SOURCE_DIR; run by hand:
+    BACKFILL_PLUGIN_DIR=build/dovecot-plugin /usr/bin/python3 tests/integration/test_merge_basic.py
+BF_KEEP_TMP=1 keeps the temp dirs (Dovecot config, logs, mailboxes).
+"""
+import collections
+import os
+import shutil
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("BACKFILL_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(SRC, "tests", "lib"))
+
+import dovecot as dv  # noqa: E402
+import maildir_gen as mg  # noqa: E402
+
+KEYWORD = "$Backfilled"
+HIDE = "$POP3Deleted"
+
+
+def plugin_dir():
+    d = os.environ.get("BACKFILL_PLUGIN_DIR")
+    if not d:
+        for cand in ("build", "build-tests"):
+            p = os.path.join(SRC, cand, "dovecot-plugin")
+            if os.path.exists(os.path.join(p, "lib95_backfill_plugin.so")):
+                d = p
+                break
+    if not d or not os.path.exists(os.path.join(d, "lib95_backfill_plugin.so")):
+        raise unittest.SkipTest("lib95_backfill_plugin.so not built (set BACKFILL_PLUGIN_DIR)")
+    return os.path.abspath(d)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("needs root: starts a private Dovecot with mail uid 8")
+
+
+class Site:
+    """A temp dir with archives (base/archive/<user>/Maildir, frozen), live
+    homes (base/live/<user>), a state store dir and a live Dovecot."""
+
+    def __init__(self, plugin=None, extra_conf="", username_chars=None,
+                 archive_spec=None):
+        require_root()
+        self.plugin_dir = plugin_dir()
+        self.base = tempfile.mkdtemp(prefix="bf-it-")
+        os.chmod(self.base, 0o755)
+        self.state_dir = os.path.join(self.base, "state")
+        os.makedirs(self.state_dir)
+        dv.chown_tree(self.state_dir)
+        self.archive_root = os.path.join(self.base, "archive")
+        os.makedirs(self.archive_root, exist_ok=True)
+        self.settings = {
+            "backfill_archive": archive_spec or ("maildir:%s/%%Ln/Maildir" % self.archive_root),
+            "backfill_state": "sqlite:%s/state.db" % self.state_dir,
+            "backfill_login_budget": "300ms",
+        }
+        self.settings.update(plugin or {})
+        self.dc = dv.Dovecot(plugin_dir=self.plugin_dir, mail_plugins="",
+                             plugin=self.settings, workdir=os.path.join(self.base, "dovecot"),
+                             mail_root=os.path.join(self.base, "live"),
+                             username_chars=username_chars,
+                             extra_conf='pop3_deleted_flag = "$POP3Deleted"\n'
+                                        'pop3_no_flag_updates = yes\n' + extra_conf)
+        self.views = {}
+
+    def add_user(self, user, scenario, record=True, freeze=True, extra=""):
+        """Write the user's archive and live mailbox, record the old
+        server's view of the archive."""
+        _, live_home, view = mg.build_user(self.base, user, scenario,
+                                           freeze_archive=freeze, record=record)
+        self.dc.add_user(user, home=live_home, extra=extra)
+        self.views[user] = view
+        return view
+
+    def start(self, plugin_on=True):
+        self.dc.mail_plugins = "backfill" if plugin_on else ""
+        self.dc.start()
+
+    def enable_plugin(self, **settings):
+        self.settings.update(settings)
+        self.dc.restart(mail_plugins="backfill", plugin=self.settings)
+
+    def close(self):
+        self.dc.stop()
+        if not os.environ.get("BF_KEEP_TMP"):
+            # the archive is root-owned read-only: rmtree as root is fine
+            shutil.rmtree(self.base, ignore_errors=True)
+        else:
+            print("kept", self.base, file=sys.stderr)
+
+    # ---------------------------------------------------------------- merge
+    def finished_lines(self, user):
+        return self.dc.log_lines(r"backfill\(%s\): merge finished" % _re(user.lower()))
+
+    def wait_merged(self, user, timeout=120, service="imap"):
+        """Log in (IMAP: keep the session busy with NOOPs so the background
+        slices run; POP3: log in again and again) until the log says the
+        merge finished."""
+        n0 = len(self.finished_lines(user))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if service == "imap":
+                c = self.dc.imap(user)
+                try:
+                    t_end = min(deadline, time.time() + 30)
+                    while time.time() < t_end:
+                        if len(self.finished_lines(user)) > n0:
+                            return
+                        c.noop()
+                        time.sleep(0.05)
+                finally:
+                    c.logout()
+            else:
+                c = self.dc.pop3(user)
+                c.quit()
+                if len(self.finished_lines(user)) > n0:
+                    return
+        raise AssertionError("merge of %s did not finish in %ds\n%s" % (
+            user, timeout, self.dc.log_tail()))
+
+
+def _re(s):
+    import re
+    return re.escape(s)
+
+
+def map_folder(name, live_folders):
+    """Where the plugin is to put an archive folder of the test scenarios:
+    same name if the live has it or no special-use differs; the archive's
+    "Sent Messages" goes to the live \\Sent folder "Sent"."""
+    if name == "Sent Messages" and "Sent" in live_folders:
+        return "Sent"
+    return name
+
+
+def expected_after(pre, view, dedup="user", keyword=KEYWORD, hide="seen"):
+    """Multiset of (folder, fingerprint, flags, date) an exact merge gives,
+    and per INBOX fingerprint how many archived copies are added.
+
+    pre: live snapshot before the merge; view: the old server's OldView.
+    Archive folders are walked as the plugin does (INBOX, then by name); an
+    archived message that matches a pre-existing live one (by fingerprint,
+    in the account or in the mapped folder) uses that one up."""
+    live_count = collections.Counter()
+    out = []
+    for folder, (uv, msgs) in pre.items():
+        for m in msgs:
+            out.append((folder, m.fingerprint, tuple(sorted(m.flags)), m.internaldate))
+            live_count[(folder if dedup == "mailbox" else None, m.fingerprint)] += 1
+    added_inbox = collections.Counter()
+    added_inbox_msgs = []
+    order = sorted(view.snapshot, key=lambda n: (n != "INBOX", n))
+    for folder in order:
+        target = map_folder(folder, pre)
+        for m in view.snapshot[folder][1]:
+            k = (target if dedup == "mailbox" else None, m.fingerprint)
+            if dedup != "off" and live_count[k] > 0:
+                live_count[k] -= 1
+                continue
+            flags = set(m.flags)
+            if keyword:
+                flags.add(keyword)
+            if target == "INBOX" and (hide == "all" or (hide == "seen" and "\\Seen" in m.flags)):
+                flags.add(HIDE)
+            out.append((target, m.fingerprint, tuple(sorted(flags)), m.internaldate))
+            if target == "INBOX":
+                added_inbox[m.fingerprint] += 1
+                added_inbox_msgs.append((m, flags))
+    return sorted(out), added_inbox, added_inbox_msgs
+
+
+def multiset(snap):
+    return dv.messages_multiset(snap)
+
+
+def diff(expected, got):
+    e, g = collections.Counter(expected), collections.Counter(got)
+    return "missing: %s\nunexpected: %s" % (list((e - g).elements())[:10],
+                                             list((g - e).elements())[:10])
