@@ -125,6 +125,25 @@ static void check_state(const struct milter_config *config)
 	bf_state_close(&state);
 }
 
+/* libmilter drops every open session when it stops (its worker pool
+   closes them), so the messages in progress are finished first: the
+   listener keeps running and new messages are handled normally, and the
+   stop comes at the first moment no message is in progress (or after
+   STOP_GRACE_SECS).  Sessions idle between messages are then closed;
+   Postfix applies milter_default_action to their later messages. */
+static void stop_listening(void)
+{
+	milter_info("stopping: waiting up to %ds for messages in progress",
+	            STOP_GRACE_SECS);
+	for (int i = 0; i < STOP_GRACE_SECS * 100; i++) {
+		if (milter_active_messages() == 0)
+			break;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	smfi_stop();
+}
+
 static int run(const char *path)
 {
 	sigset_t set;
@@ -155,37 +174,22 @@ static int run(const char *path)
 			break;
 		case SIGTERM:
 		case SIGINT:
-			milter_info("stopping: no new connections, waiting up "
-			            "to %ds for messages in progress",
-			            STOP_GRACE_SECS);
-			smfi_stop();
 			stopping = true;
 			break;
 		}
 	}
-	/* smfi_stop() closed the listening socket at once, but smfi_main()
-	   notices only at its next poll timeout (seconds): we do not wait
-	   for it, only for the sessions, which run on their own threads
-	   and must finish their message.  A connection accepted just
-	   before the stop needs a moment to register its session. */
-	if (!stopping)
+	if (stopping)
+		stop_listening();
+	else
 		milter_error("libmilter stopped on its own (result %d); "
 		             "exiting so that the service manager restarts "
 		             "backfill-milter",
 		             atomic_load(&smfi_result));
-	struct timespec settle = {0, 200 * 1000 * 1000};
-	nanosleep(&settle, NULL);
-	milter_debug("%u session(s) open at stop", milter_active_sessions());
-	for (int i = 0; i < STOP_GRACE_SECS * 10; i++) {
-		if (milter_active_sessions() == 0)
-			break;
-		struct timespec ts = {0, 100 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
-	if (milter_active_sessions() > 0)
-		milter_warning("stopped with %u session(s) still open; Postfix "
-		               "applies milter_default_action to them",
-		               milter_active_sessions());
+	if (milter_active_messages() > 0)
+		milter_warning(
+		        "stopped with %u message(s) in progress; Postfix "
+		        "applies milter_default_action to them",
+		        milter_active_messages());
 	return stopping ? 0 : 1;
 }
 

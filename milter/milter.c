@@ -19,10 +19,32 @@
 #define FORGED_PREFIX_LEN (sizeof(FORGED_PREFIX) - 1)
 
 static atomic_uint active_sessions;
+static atomic_uint active_messages;
 
 unsigned int milter_active_sessions(void)
 {
 	return atomic_load(&active_sessions);
+}
+
+unsigned int milter_active_messages(void)
+{
+	return atomic_load(&active_messages);
+}
+
+static void message_begin(struct milter_session *session)
+{
+	if (!session->in_message) {
+		session->in_message = true;
+		atomic_fetch_add(&active_messages, 1);
+	}
+}
+
+static void message_end(struct milter_session *session)
+{
+	if (session->in_message) {
+		session->in_message = false;
+		atomic_fetch_sub(&active_messages, 1);
+	}
 }
 
 /* A store that is down would otherwise log a line per message. */
@@ -121,6 +143,7 @@ static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
 	if (session == NULL)
 		return SMFIS_ACCEPT;
 	milter_session_reset(session);
+	message_begin(session);
 	save_queue_id(ctx, session);
 	session->config = milter_config_get();
 	if (session->config == NULL)
@@ -249,6 +272,7 @@ static sfsistat milter_eom(SMFICTX *ctx)
 			                     : "?");
 	}
 	milter_session_reset(session);
+	message_end(session);
 	return status;
 }
 
@@ -256,8 +280,10 @@ static sfsistat milter_abort(SMFICTX *ctx)
 {
 	struct milter_session *session = smfi_getpriv(ctx);
 
-	if (session != NULL)
+	if (session != NULL) {
 		milter_session_reset(session);
+		message_end(session);
+	}
 	return SMFIS_CONTINUE;
 }
 
@@ -267,6 +293,7 @@ static sfsistat milter_close(SMFICTX *ctx)
 
 	if (session != NULL) {
 		smfi_setpriv(ctx, NULL);
+		message_end(session);
 		milter_session_free(&session);
 		atomic_fetch_sub(&active_sessions, 1);
 	}

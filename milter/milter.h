@@ -7,8 +7,9 @@
 
 extern struct smfiDesc milter_desc;
 
-/* Sessions (milter connections) open right now: SIGTERM waits for them to
-   finish their message before the process exits. */
+/* Sessions (milter connections) open right now, and those of them in the
+   middle of a message (MAIL FROM seen, end of message not yet). */
 unsigned int milter_active_sessions(void);
+unsigned int milter_active_messages(void);
 
 #endif

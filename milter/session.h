@@ -28,6 +28,7 @@ struct milter_session {
 	struct bf_fp *fp; /* kept across messages of the session */
 	bool no_reply_headers;
 	bool can_skip;
+	bool in_message; /* counted in milter_active_messages() */
 
 	/* Per message. */
 	struct milter_config *config;

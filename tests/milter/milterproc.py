@@ -1,0 +1,90 @@
+"""A private backfill-milter for a test: temporary directory with its
+config, unix socket, SQLite state store and log; stopped with SIGTERM."""
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+
+class PrivateMilter:
+    def __init__(self, milter, backfillctl, config=(), window=None,
+                 tmp=None):
+        self.milter, self.backfillctl = milter, backfillctl
+        self._tmpobj = None
+        if tmp is None:
+            self._tmpobj = tempfile.TemporaryDirectory(prefix='bf-milter-')
+            tmp = self._tmpobj.name
+        self.tmp = tmp
+        self.sock = os.path.join(tmp, 'milter.sock')
+        self.state = 'sqlite:' + os.path.join(tmp, 'state.db')
+        self.log = os.path.join(tmp, 'milter.log')
+        self.conf = os.path.join(tmp, 'backfill-milter.conf')
+        self.extra = list(config)
+        self.window = window
+        self.proc = None
+
+    def write_config(self, extra=None):
+        with open(self.conf, 'w') as f:
+            f.write(f'Socket unix:{self.sock}\nState {self.state}\n'
+                    f'Syslog no\nLogLevel debug\nWindowRefresh 1s\n')
+            for line in (self.extra if extra is None else extra):
+                f.write(line + '\n')
+
+    def ctl(self, *args, check=True):
+        env = dict(os.environ, BACKFILL_STATE=self.state)
+        r = subprocess.run([self.backfillctl, *args], env=env,
+                           capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError(f'backfillctl {args}: {r.stdout}{r.stderr}')
+        return r
+
+    def start(self):
+        self.write_config()
+        if self.window:
+            self.ctl('window', 'open', self.window)
+        self._logf = open(self.log, 'a')
+        self.proc = subprocess.Popen([self.milter, '-f', '-c', self.conf],
+                                     stdout=self._logf, stderr=self._logf)
+        for _ in range(200):
+            if os.path.exists(self.sock):
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError('backfill-milter exited at start:\n'
+                                     + self.log_text())
+            time.sleep(0.05)
+        raise AssertionError('backfill-milter did not create its socket')
+
+    def rss_kb(self):
+        with open(f'/proc/{self.proc.pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+        raise AssertionError('no VmRSS')
+
+    def log_text(self):
+        with open(self.log, errors='replace') as f:
+            return f.read()
+
+    def stop(self):
+        """SIGTERM; returns the exit code (must be 0)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return 'hung'
+        finally:
+            self._logf.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._tmpobj is not None:
+            self._tmpobj.cleanup()

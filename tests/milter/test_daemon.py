@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""backfill-milter as a daemon: config errors name FILE:LINE and exit 2,
+SIGHUP reloads (a bad file keeps the running config), SIGTERM lets a
+message in progress finish, the socket gets its mode and group, UserID
+drops privileges, PidFile is written and removed.
+
+Environment: BACKFILL_MILTER and BACKFILLCTL (paths of the built binaries).
+"""
+
+import grp
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from milterclient import MilterClient  # noqa: E402
+from milterproc import PrivateMilter  # noqa: E402
+
+MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
+BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
+
+MESSAGE = [('Message-ID', '<m1@example.net>'), ('Subject', 'hello'),
+           ('From', 'sender@example.net')]
+
+
+def wait_for(pred, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class ConfigErrors(unittest.TestCase):
+    def check(self, lines, line_no, words):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'bad.conf')
+            with open(path, 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+            for args in (['-n', '-c', path], ['-f', '-c', path]):
+                r = subprocess.run([MILTER, *args], capture_output=True,
+                                   text=True, timeout=10)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(f'{path}:{line_no}:', r.stderr)
+                for w in words:
+                    self.assertIn(w, r.stderr)
+
+    def test_unknown_key(self):
+        self.check(['# comment', 'Socket unix:/tmp/x.sock', '',
+                    'DuplicatAction remove'], 4, ['DuplicatAction'])
+
+    def test_bad_values(self):
+        self.check(['DuplicateAction delete'], 1, ['remove', 'tag'])
+        self.check(['Syslog', 'Quarantine maybe'], 1, ['Syslog'])
+        self.check(['Quarantine maybe'], 1, ['hold', 'none'])
+        self.check(['LogLevel info', 'MinAge soon'], 2, ['MinAge'])
+        self.check(['SocketMode 999'], 1, ['SocketMode'])
+        self.check(['Socket tcp:25'], 1, ['Socket'])
+        self.check(['ConfirmDelivery perhaps'], 1, ['ConfirmDelivery'])
+        self.check(['DedupTTL 0'], 1, ['DedupTTL'])
+        self.check(['Window sometimes'], 1, ['auto', 'off'])
+        self.check(['State /var/lib/backfill/state.db'], 1, ['State'])
+
+    def test_missing_file_and_good_file(self):
+        r = subprocess.run([MILTER, '-n', '-c', '/nonexistent/bf.conf'],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('/nonexistent/bf.conf', r.stderr)
+        sample = os.path.join(HERE, '..', '..', 'conf.d',
+                              'backfill-milter.conf')
+        if os.path.exists(sample):
+            r = subprocess.run([MILTER, '-n', '-c', sample],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run([MILTER, '-x'], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+
+
+class Daemon(unittest.TestCase):
+    def send(self, m, qid):
+        c = MilterClient(m.sock)
+        try:
+            return c.message('<s@example.net>', ['<alice@example.org>'],
+                             MESSAGE, [b'body\r\n'], queue_id=qid)
+        finally:
+            c.close()
+
+    def test_reload(self):
+        with PrivateMilter(MILTER, BACKFILLCTL, window='w1',
+                           config=['DuplicateAction tag']) as m:
+            reply, actions = self.send(m, 'A1')
+            fp = MilterClient.header(actions, 'X-Backfill-Fingerprint')
+            m.ctl('dedup', 'mark-delivered', 'w1', 'alice@example.org', fp)
+            reply, actions = self.send(m, 'A2')
+            self.assertEqual(MilterClient.header(
+                actions, 'X-Backfill-Duplicate'), 'confirmed')
+            self.assertNotIn('quarantine', [a[0] for a in actions])
+
+            m.write_config(['DuplicateAction remove'])
+            os.kill(m.proc.pid, signal.SIGHUP)
+            self.assertTrue(wait_for(
+                lambda: 'configuration reloaded' in m.log_text()))
+            reply, actions = self.send(m, 'A3')
+            self.assertEqual(reply, b'a')
+            self.assertIn('quarantine', [a[0] for a in actions], actions)
+
+            # A broken file: logged with FILE:LINE, old config kept.
+            m.write_config(['DuplicateAction tag', 'Bogus 1'])
+            os.kill(m.proc.pid, signal.SIGHUP)
+            self.assertTrue(wait_for(
+                lambda: 'reload failed' in m.log_text()))
+            self.assertIn(f'{m.conf}:7: unknown key', m.log_text())
+            reply, actions = self.send(m, 'A4')
+            self.assertIn('quarantine', [a[0] for a in actions], actions)
+            self.assertIsNone(m.proc.poll())
+            self.assertEqual(m.stop(), 0)
+
+    def test_sigterm_finishes_message_in_progress(self):
+        with PrivateMilter(MILTER, BACKFILLCTL, window='w1') as m:
+            c = MilterClient(m.sock)
+            # Start a message, stop the milter, then finish it.
+            c._send(b'M', b'<s@example.net>\0')
+            c._reply()
+            c._send(b'R', b'<alice@example.org>\0')
+            c._reply()
+            m.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            self.assertIsNone(m.proc.poll(), 'exited with a message open')
+            c._send(b'L', b'Subject\0x\0')
+            if not c.steps & 0x80:
+                c._reply()
+            c._send(b'N', b'')
+            c._reply()
+            c._send(b'E', b'')
+            seen = []
+            while True:
+                cmd, data = c._reply()
+                seen.append(cmd)
+                if cmd not in (b'h', b'm', b'-', b'q'):
+                    break
+            self.assertEqual(seen[-1], b'a')
+            self.assertIn(b'h', seen, 'message was checked and tagged')
+            c.close()
+            self.assertEqual(m.proc.wait(timeout=30), 0)
+            self.assertIn('stopped', m.log_text())
+
+    def test_socket_mode_group_user_pidfile(self):
+        tmp = tempfile.mkdtemp(prefix='bf-milter-priv-')
+        os.chmod(tmp, 0o755)
+        pid_file = os.path.join(tmp, 'milter.pid')
+        group = grp.getgrgid(os.getgid()).gr_name
+        for name in ('postfix', 'mail', 'daemon'):
+            try:
+                grp.getgrnam(name)
+                group = name
+                break
+            except KeyError:
+                pass
+        user = pwd.getpwnam('nobody')
+        m = PrivateMilter(MILTER, BACKFILLCTL, tmp=tmp, config=[
+            'SocketMode 0660', f'SocketGroup {group}',
+            f'PidFile {pid_file}', 'UserID nobody', 'Window off'])
+        try:
+            m.start()
+            st = os.stat(m.sock)
+            self.assertTrue(stat.S_ISSOCK(st.st_mode))
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+            self.assertEqual(st.st_gid, grp.getgrnam(group).gr_gid)
+            with open(pid_file) as f:
+                self.assertEqual(int(f.read()), m.proc.pid)
+            with open(f'/proc/{m.proc.pid}/status') as f:
+                uid_line = [l for l in f if l.startswith('Uid:')][0]
+            self.assertEqual(set(uid_line.split()[1:]), {str(user.pw_uid)})
+            reply, actions = self.send(m, 'P1')
+            self.assertEqual(reply, b'a')
+            self.assertEqual(m.stop(), 0)
+        finally:
+            m.stop()
+            subprocess.run(['rm', '-rf', tmp])
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
