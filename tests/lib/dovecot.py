@@ -490,13 +490,21 @@ plugin {{
     # ------------------------------------------------------------ clients
     def imap(self, user, password=None, timeout=60):
         c = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=timeout)
-        c.login(user, password or self.password(user))
+        try:
+            c.login(user, password or self.password(user))
+        except BaseException:
+            c.shutdown()
+            raise
         return c
 
     def pop3(self, user, password=None, timeout=60):
         c = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=timeout)
-        c.user(user)
-        c.pass_(password or self.password(user))
+        try:
+            c.user(user)
+            c.pass_(password or self.password(user))
+        except BaseException:
+            c.close()
+            raise
         return c
 
     def lmtp_deliver(self, rcpt, raw, sender="sender@example.org"):

@@ -247,7 +247,7 @@ def record_old_server(home, user="user", keep_running=False):
     server: no plugin, no auto-created folders, POP3 RETR does not set
     \\Seen) and record what the user saw. Leaves Dovecot's index files in
     the tree, as a snapshot of the old server would have them."""
-    dc = dovecot_mod.Dovecot(name="old", auto_mailboxes="no",
+    dc = dovecot_mod.Dovecot(name="old", auto_mailboxes="no", username_chars="",
                              extra_conf="pop3_no_flag_updates = yes\n")
     dc.add_user(user, home=home)
     dc.start()
