@@ -6,7 +6,9 @@ BACKFILL_SOURCE_DIR; run by hand:
 BF_KEEP_TMP=1 keeps the temp dirs (Dovecot config, logs, mailboxes).
 """
 import collections
+import imaplib
 import os
+import poplib
 import shutil
 import sys
 import tempfile
@@ -109,22 +111,31 @@ class Site:
             return
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if service == "imap":
-                c = self.dc.imap(user)
-                try:
-                    t_end = min(deadline, time.time() + 30)
-                    while time.time() < t_end:
-                        if len(self.finished_lines(user)) > n0:
-                            return
-                        c.noop()
-                        time.sleep(0.05)
-                finally:
-                    c.logout()
-            else:
-                c = self.dc.pop3(user)
-                c.quit()
-                if len(self.finished_lines(user)) > n0:
-                    return
+            # A session that dies (a plugin crash) is logged in again, as
+            # a client would; the tests look for Panic lines separately.
+            try:
+                if service == "imap":
+                    c = self.dc.imap(user)
+                    try:
+                        t_end = min(deadline, time.time() + 30)
+                        while time.time() < t_end:
+                            if len(self.finished_lines(user)) > n0:
+                                return
+                            c.noop()
+                            time.sleep(0.05)
+                    finally:
+                        try:
+                            c.logout()
+                        except (OSError, imaplib.IMAP4.error):
+                            pass
+                else:
+                    c = self.dc.pop3(user)
+                    c.quit()
+            except (OSError, imaplib.IMAP4.error, poplib.error_proto) as e:
+                print("wait_merged(%s): session lost: %r" % (user, e), file=sys.stderr)
+                time.sleep(0.2)
+            if len(self.finished_lines(user)) > n0:
+                return
         raise AssertionError("merge of %s did not finish in %ds\n%s" % (
             user, timeout, self.dc.log_tail()))
 
