@@ -15,6 +15,7 @@ struct backfillctl_command {
 int cmd_fingerprint(int argc, char **argv);
 int cmd_window(int argc, char **argv);
 int cmd_dedup(int argc, char **argv);
+int cmd_accounts(int argc, char **argv);
 
 /* The state store URI: --state URI, else $BACKFILL_STATE, else the
    default.  Removes the option from argv. */

@@ -15,6 +15,10 @@ static const struct backfillctl_command commands[] = {
          cmd_window},
         {"dedup", "dedup stats | purge | mark-delivered WINDOW RCPT FP",
          cmd_dedup},
+        {"accounts",
+         "accounts --old-passwd F --new-passwd F [--old-aliases F "
+         "--new-aliases F] --out DIR [--keep-going]",
+         cmd_accounts},
 };
 
 const char *backfillctl_state_uri(int *argc, char **argv)

@@ -1,0 +1,346 @@
+/* The per-domain reports of backfillctl accounts.  They are written for
+   the domain's administrator, who did not run the command: every section
+   says what happened and what, if anything, is theirs to decide.  Nothing
+   here ever prints a password field: the items carry none. */
+
+#include <string.h>
+
+#include "accounts-report.h"
+
+/* In the order the reports show them. */
+static const enum acc_kind figure_order[] = {
+        ACC_ACCOUNT_RESTORED,     ACC_ACCOUNT_NEW_PASSWORD,
+        ACC_ACCOUNT_OLD_SETTINGS, ACC_ACCOUNT_ADDED,
+        ACC_ACCOUNT_UNCHANGED,    ACC_ALIAS_RESTORED,
+        ACC_ALIAS_ADDED,          ACC_ALIAS_UNCHANGED,
+};
+
+static const struct {
+	const char *id;    /* data-figure name in the HTML */
+	const char *title; /* section title */
+	const char *about; /* one line on what the section means */
+} kinds[ACC_KINDS] = {
+        [ACC_ACCOUNT_RESTORED] = {"accounts-restored",
+                                  "Accounts restored from the old server",
+                                  "Not recreated on the new server: "
+                                  "brought back with the old password and "
+                                  "settings."},
+        [ACC_ACCOUNT_NEW_PASSWORD] = {"passwords-kept-new",
+                                      "Passwords kept from the new server",
+                                      "Password changed after the "
+                                      "incident: the new password stays, "
+                                      "old userdb settings the new entry "
+                                      "lacked are restored."},
+        [ACC_ACCOUNT_OLD_SETTINGS] = {"settings-restored",
+                                      "Old settings restored",
+                                      "Same password on both servers: the "
+                                      "old settings are back, the mailbox "
+                                      "location stays the new server's."},
+        [ACC_ACCOUNT_ADDED] = {"accounts-added",
+                               "Accounts added after the incident",
+                               "Created on the new server: kept as they "
+                               "are."},
+        [ACC_ACCOUNT_UNCHANGED] = {"accounts-unchanged", "Accounts unchanged",
+                                   "The same on both servers (or nothing "
+                                   "of the old entry to bring back)."},
+        [ACC_ALIAS_RESTORED] = {"aliases-restored",
+                                "Aliases restored from the old server",
+                                "Not recreated on the new server: brought "
+                                "back."},
+        [ACC_ALIAS_ADDED] = {"aliases-added",
+                             "Aliases added after the incident",
+                             "Created on the new server: kept."},
+        [ACC_ALIAS_UNCHANGED] = {"aliases-unchanged", "Aliases unchanged",
+                                 "The same targets on both servers."},
+        [ACC_CONFLICT_NEW_ACCOUNT_OLD_ALIAS] =
+                {"conflict-new-account-old-alias",
+                 "New account where an old alias was", ""},
+        [ACC_CONFLICT_OLD_ACCOUNT_NEW_ALIAS] =
+                {"conflict-old-account-new-alias",
+                 "Old account that is now an alias", ""},
+        [ACC_CONFLICT_ALIAS_TARGETS] = {"conflict-alias-targets",
+                                        "Same alias, different targets", ""},
+        [ACC_CONFLICT_ALIAS_DANGLING] = {"conflict-alias-dangling",
+                                         "Alias to an address that is no "
+                                         "account",
+                                         ""},
+};
+
+const char *acc_report_name(const char *domain)
+{
+	return *domain == '\0' ? "_nodomain" : domain;
+}
+
+static const char *domain_title(const char *domain)
+{
+	return *domain == '\0' ? "addresses without a domain" : domain;
+}
+
+void acc_report_figures(const struct acc_merge *m, const char *domain,
+                        size_t figures[ACC_KINDS], size_t *conflicts_r)
+{
+	memset(figures, 0, sizeof(size_t) * ACC_KINDS);
+	*conflicts_r = 0;
+	for (size_t i = 0; i < m->n; i++) {
+		if (strcmp(m->items[i].domain, domain) != 0)
+			continue;
+		figures[m->items[i].kind]++;
+		if (m->items[i].kind >= ACC_FIRST_CONFLICT)
+			(*conflicts_r)++;
+	}
+}
+
+/* Unchanged entries are counted, and listed only when there is something
+   to say about them. */
+static bool listed(const struct acc_item *it)
+{
+	return !((it->kind == ACC_ACCOUNT_UNCHANGED ||
+	          it->kind == ACC_ALIAS_UNCHANGED) &&
+	         it->n_notes == 0);
+}
+
+/* ------------------------------------------------------------ text */
+
+int acc_report_text(const struct acc_merge *m, const char *domain,
+                    const struct acc_report_ctx *ctx, FILE *out)
+{
+	size_t figures[ACC_KINDS], conflicts, number = 0;
+
+	acc_report_figures(m, domain, figures, &conflicts);
+	fprintf(out, "Accounts after the incident: %s\n", domain_title(domain));
+	fprintf(out, "Generated by backfillctl accounts on %s.\n\n",
+	        ctx->generated);
+	if (conflicts > 0)
+		fprintf(out,
+		        "%zu conflict%s to decide: see \"Conflicts\" "
+		        "below. Until you decide, the merged files keep "
+		        "what the new server has, so mail keeps flowing "
+		        "as it does today.\n\n",
+		        conflicts, conflicts == 1 ? "" : "s");
+	else
+		fprintf(out, "Nothing to decide for this domain.\n\n");
+	if (ctx->n_skipped > 0)
+		fprintf(out,
+		        "Warning: %zu input line%s could not be read and "
+		        "%s left out (see skipped.txt next to the reports); "
+		        "some of them may belong to this domain.\n\n",
+		        ctx->n_skipped, ctx->n_skipped == 1 ? "" : "s",
+		        ctx->n_skipped == 1 ? "was" : "were");
+
+	fprintf(out, "Summary\n");
+	fprintf(out, "  %-44s %6zu\n", "Conflicts to decide", conflicts);
+	for (size_t k = 0; k < sizeof(figure_order) / sizeof(*figure_order);
+	     k++)
+		fprintf(out, "  %-44s %6zu\n", kinds[figure_order[k]].title,
+		        figures[figure_order[k]]);
+
+	if (conflicts > 0)
+		fprintf(out, "\nConflicts\n");
+	for (int kind = ACC_FIRST_CONFLICT; kind < ACC_KINDS; kind++) {
+		for (size_t i = 0; i < m->n; i++) {
+			const struct acc_item *it = &m->items[i];
+
+			if (it->kind != (enum acc_kind)kind ||
+			    strcmp(it->domain, domain) != 0)
+				continue;
+			fprintf(out, "\n%zu. %s: %s\n", ++number,
+			        kinds[kind].title, it->address);
+			for (size_t j = 0; j < it->n_notes; j++)
+				fprintf(out, "   - %s\n", it->notes[j]);
+			fprintf(out, "   To decide: %s\n", it->decision);
+		}
+	}
+	for (size_t k = 0; k < sizeof(figure_order) / sizeof(*figure_order);
+	     k++) {
+		enum acc_kind kind = figure_order[k];
+		bool header = false;
+
+		for (size_t i = 0; i < m->n; i++) {
+			const struct acc_item *it = &m->items[i];
+
+			if (it->kind != kind ||
+			    strcmp(it->domain, domain) != 0 || !listed(it))
+				continue;
+			if (!header) {
+				fprintf(out, "\n%s (%zu)\n%s\n",
+				        kinds[kind].title, figures[kind],
+				        kinds[kind].about);
+				header = true;
+			}
+			fprintf(out, "  %s\n", it->address);
+			for (size_t j = 0; j < it->n_notes; j++)
+				fprintf(out, "    - %s\n", it->notes[j]);
+		}
+	}
+	return ferror(out) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ HTML */
+
+static void html_escape(FILE *out, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		switch (*s) {
+		case '<':
+			fputs("&lt;", out);
+			break;
+		case '>':
+			fputs("&gt;", out);
+			break;
+		case '&':
+			fputs("&amp;", out);
+			break;
+		case '"':
+			fputs("&quot;", out);
+			break;
+		case '\'':
+			fputs("&#39;", out);
+			break;
+		default:
+			fputc(*s, out);
+		}
+	}
+}
+
+static const char html_style[] =
+        "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;"
+        "max-width:60em;padding:0 1em;color:#1b1b1b;background:#fff}"
+        "h1{font-size:1.5em;margin-bottom:.2em}"
+        "h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ccc}"
+        ".meta{color:#555}"
+        ".verdict{padding:.6em .9em;border-radius:4px;margin:1em 0}"
+        ".verdict.ok{background:#e7f5e9;border:1px solid #9ccea4}"
+        ".verdict.todo{background:#fff4e0;border:1px solid #e7b15c}"
+        "table.figures{border-collapse:collapse;margin:.5em 0}"
+        "table.figures td{padding:.25em .8em;border-bottom:1px solid #eee}"
+        "table.figures td.n{text-align:right;font-variant-numeric:"
+        "tabular-nums;font-weight:600}"
+        "tr.conflicts td{color:#9a5b00}"
+        ".conflict{border:1px solid #e7b15c;border-left:6px solid #e7b15c;"
+        "border-radius:4px;padding:.4em 1em;margin:1em 0}"
+        ".conflict h3{font-size:1em;margin:.4em 0}"
+        ".decide{background:#fff8ec;padding:.5em .7em;border-radius:3px}"
+        "code{font-family:ui-monospace,monospace;font-size:.95em}"
+        "ul.items{padding-left:1.2em}ul.items ul{color:#444}";
+
+int acc_report_html(const struct acc_merge *m, const char *domain,
+                    const struct acc_report_ctx *ctx, FILE *out)
+{
+	size_t figures[ACC_KINDS], conflicts, number = 0;
+
+	acc_report_figures(m, domain, figures, &conflicts);
+	fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta "
+	      "charset=\"utf-8\">\n<meta name=\"viewport\" "
+	      "content=\"width=device-width\">\n<title>Accounts after the "
+	      "incident: ",
+	      out);
+	html_escape(out, domain_title(domain));
+	fprintf(out, "</title>\n<style>%s</style></head>\n<body>\n",
+	        html_style);
+	fputs("<h1>Accounts after the incident: <span id=\"domain\">", out);
+	html_escape(out, domain_title(domain));
+	fputs("</span></h1>\n<p class=\"meta\">Generated by backfillctl "
+	      "accounts on ",
+	      out);
+	html_escape(out, ctx->generated);
+	fputs(".</p>\n", out);
+	if (conflicts > 0)
+		fprintf(out,
+		        "<p class=\"verdict todo\"><strong>%zu conflict%s to "
+		        "decide.</strong> Until you decide, the merged files "
+		        "keep what the new server has, so mail keeps flowing "
+		        "as it does today.</p>\n",
+		        conflicts, conflicts == 1 ? "" : "s");
+	else
+		fputs("<p class=\"verdict ok\">Nothing to decide for this "
+		      "domain.</p>\n",
+		      out);
+	if (ctx->n_skipped > 0)
+		fprintf(out,
+		        "<p class=\"verdict todo\">%zu input line%s could not "
+		        "be read and %s left out (see skipped.txt next to the "
+		        "reports); some of them may belong to this "
+		        "domain.</p>\n",
+		        ctx->n_skipped, ctx->n_skipped == 1 ? "" : "s",
+		        ctx->n_skipped == 1 ? "was" : "were");
+
+	fputs("<h2>Summary</h2>\n<table class=\"figures\">\n", out);
+	fprintf(out,
+	        "<tr class=\"conflicts\"><td>Conflicts to decide</td><td "
+	        "class=\"n\" data-figure=\"conflicts\">%zu</td></tr>\n",
+	        conflicts);
+	for (size_t k = 0; k < sizeof(figure_order) / sizeof(*figure_order);
+	     k++)
+		fprintf(out,
+		        "<tr><td>%s</td><td class=\"n\" "
+		        "data-figure=\"%s\">%zu</td></tr>\n",
+		        kinds[figure_order[k]].title, kinds[figure_order[k]].id,
+		        figures[figure_order[k]]);
+	fputs("</table>\n", out);
+
+	if (conflicts > 0)
+		fputs("<h2>Conflicts</h2>\n", out);
+	for (int kind = ACC_FIRST_CONFLICT; kind < ACC_KINDS; kind++) {
+		for (size_t i = 0; i < m->n; i++) {
+			const struct acc_item *it = &m->items[i];
+
+			if (it->kind != (enum acc_kind)kind ||
+			    strcmp(it->domain, domain) != 0)
+				continue;
+			fprintf(out,
+			        "<section class=\"conflict\" "
+			        "data-kind=\"%s\">\n<h3>%zu. %s: <code>",
+			        kinds[kind].id, ++number, kinds[kind].title);
+			html_escape(out, it->address);
+			fputs("</code></h3>\n<ul>\n", out);
+			for (size_t j = 0; j < it->n_notes; j++) {
+				fputs("<li>", out);
+				html_escape(out, it->notes[j]);
+				fputs("</li>\n", out);
+			}
+			fputs("</ul>\n<p class=\"decide\"><strong>To "
+			      "decide:</strong> ",
+			      out);
+			html_escape(out, it->decision);
+			fputs("</p>\n</section>\n", out);
+		}
+	}
+	for (size_t k = 0; k < sizeof(figure_order) / sizeof(*figure_order);
+	     k++) {
+		enum acc_kind kind = figure_order[k];
+		bool header = false;
+
+		for (size_t i = 0; i < m->n; i++) {
+			const struct acc_item *it = &m->items[i];
+
+			if (it->kind != kind ||
+			    strcmp(it->domain, domain) != 0 || !listed(it))
+				continue;
+			if (!header) {
+				fprintf(out,
+				        "<h2>%s (%zu)</h2>\n<p>%s</p>\n<ul "
+				        "class=\"items\" data-list=\"%s\">\n",
+				        kinds[kind].title, figures[kind],
+				        kinds[kind].about, kinds[kind].id);
+				header = true;
+			}
+			fputs("<li><code>", out);
+			html_escape(out, it->address);
+			fputs("</code>", out);
+			if (it->n_notes > 0) {
+				fputs("<ul>", out);
+				for (size_t j = 0; j < it->n_notes; j++) {
+					fputs("<li>", out);
+					html_escape(out, it->notes[j]);
+					fputs("</li>", out);
+				}
+				fputs("</ul>", out);
+			}
+			fputs("</li>\n", out);
+		}
+		if (header)
+			fputs("</ul>\n", out);
+	}
+	fputs("</body></html>\n", out);
+	return ferror(out) ? -1 : 0;
+}

@@ -1,0 +1,241 @@
+/* Helpers of backfillctl accounts: memory, strings, input problems. */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accounts-util.h"
+#include "commands.h"
+
+static void acc_oom(void)
+{
+	fputs("backfillctl accounts: out of memory, nothing was written\n",
+	      stderr);
+	exit(EXIT_USAGE);
+}
+
+void *acc_xmalloc(size_t size)
+{
+	void *p = malloc(size == 0 ? 1 : size);
+
+	if (p == NULL)
+		acc_oom();
+	return p;
+}
+
+void *acc_xrealloc(void *ptr, size_t size)
+{
+	void *p = realloc(ptr, size == 0 ? 1 : size);
+
+	if (p == NULL)
+		acc_oom();
+	return p;
+}
+
+char *acc_xstrndup(const char *s, size_t n)
+{
+	char *p = acc_xmalloc(n + 1);
+
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+char *acc_xstrdup(const char *s)
+{
+	return acc_xstrndup(s, strlen(s));
+}
+
+static char *acc_vprintf(const char *fmt, va_list args)
+{
+	va_list copy;
+	int n;
+	char *p;
+
+	va_copy(copy, args);
+	n = vsnprintf(NULL, 0, fmt, copy);
+	va_end(copy);
+	if (n < 0)
+		acc_oom();
+	p = acc_xmalloc((size_t)n + 1);
+	vsnprintf(p, (size_t)n + 1, fmt, args);
+	return p;
+}
+
+char *acc_xprintf(const char *fmt, ...)
+{
+	va_list args;
+	char *p;
+
+	va_start(args, fmt);
+	p = acc_vprintf(fmt, args);
+	va_end(args);
+	return p;
+}
+
+void acc_grow(void *array_p, size_t *cap, size_t n, size_t elem_size)
+{
+	void **array = array_p;
+
+	if (n < *cap)
+		return;
+	*cap = *cap == 0 ? 16 : *cap * 2;
+	*array = acc_xrealloc(*array, *cap * elem_size);
+}
+
+void acc_buf_add(struct acc_buf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		while (b->len + n + 1 > b->cap)
+			b->cap = b->cap == 0 ? 256 : b->cap * 2;
+		b->s = acc_xrealloc(b->s, b->cap);
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+void acc_buf_puts(struct acc_buf *b, const char *s)
+{
+	acc_buf_add(b, s, strlen(s));
+}
+
+void acc_buf_printf(struct acc_buf *b, const char *fmt, ...)
+{
+	va_list args;
+	char *p;
+
+	va_start(args, fmt);
+	p = acc_vprintf(fmt, args);
+	va_end(args);
+	acc_buf_puts(b, p);
+	free(p);
+}
+
+void acc_buf_free(struct acc_buf *b)
+{
+	free(b->s);
+	b->s = NULL;
+	b->len = b->cap = 0;
+}
+
+void acc_issue_add(struct acc_issues *issues, const char *path,
+                   unsigned int line, const char *reason)
+{
+	acc_grow(&issues->v, &issues->cap, issues->n, sizeof(*issues->v));
+	issues->v[issues->n].path = path;
+	issues->v[issues->n].line = line;
+	issues->v[issues->n].reason = acc_xstrdup(reason);
+	issues->n++;
+}
+
+void acc_issues_free(struct acc_issues *issues)
+{
+	for (size_t i = 0; i < issues->n; i++)
+		free(issues->v[i].reason);
+	free(issues->v);
+	issues->v = NULL;
+	issues->n = issues->cap = 0;
+}
+
+int acc_read_file(const char *path, char **data_r, size_t *size_r,
+                  const char **error_r)
+{
+	FILE *f = fopen(path, "rb");
+	char *data = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if (f == NULL) {
+		*error_r = strerror(errno);
+		return -1;
+	}
+	for (;;) {
+		if (len + 65536 + 1 > cap) {
+			cap = cap == 0 ? 65536 + 1 : cap * 2;
+			data = acc_xrealloc(data, cap);
+		}
+		n = fread(data + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		*error_r = strerror(errno);
+		fclose(f);
+		free(data);
+		return -1;
+	}
+	fclose(f);
+	if (data == NULL)
+		data = acc_xmalloc(1);
+	data[len] = '\0';
+	*data_r = data;
+	*size_r = len;
+	return 0;
+}
+
+void acc_lowercase(char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s >= 'A' && *s <= 'Z')
+			*s = (char)(*s - 'A' + 'a');
+	}
+}
+
+const char *acc_address_domain(const char *address)
+{
+	const char *at = strrchr(address, '@');
+
+	if (at != NULL)
+		return at + 1;
+	return strchr(address, '.') != NULL ? address : "";
+}
+
+bool acc_domain_usable(const char *s)
+{
+	if (*s == '\0' || *s == '.')
+		return false;
+	for (; *s != '\0'; s++) {
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' ||
+		      *s == '_'))
+			return false;
+	}
+	return true;
+}
+
+bool acc_next_line(const char *data, size_t size, size_t *pos,
+                   const char **line_r, size_t *len_r)
+{
+	const char *nl;
+
+	if (*pos >= size)
+		return false;
+	*line_r = data + *pos;
+	nl = memchr(*line_r, '\n', size - *pos);
+	*len_r = nl == NULL ? size - *pos : (size_t)(nl - *line_r);
+	*pos += *len_r + (nl == NULL ? 0 : 1);
+	return true;
+}
+
+void acc_comments_line(struct acc_comments *c, const char *line, size_t len)
+{
+	acc_buf_add(&c->buf, line, len);
+	acc_buf_add(&c->buf, "\n", 1);
+}
+
+void acc_comments_reset(struct acc_comments *c)
+{
+	acc_buf_free(&c->buf);
+}
+
+char *acc_comments_take(struct acc_comments *c)
+{
+	char *s = c->buf.s;
+
+	c->buf.s = NULL;
+	c->buf.len = c->buf.cap = 0;
+	return s;
+}

@@ -1,0 +1,77 @@
+#ifndef BACKFILLCTL_ACCOUNTS_UTIL_H
+#define BACKFILLCTL_ACCOUNTS_UTIL_H
+
+/* Small helpers shared by the accounts-*.c modules: a growing string, a
+   growing array, and the list of problems found in the input files. */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Memory exhaustion in a one-shot command: say so and exit 2 (nothing has
+   been written yet, the outputs are renamed into place at the very end). */
+void *acc_xmalloc(size_t size);
+void *acc_xrealloc(void *ptr, size_t size);
+char *acc_xstrdup(const char *s);
+char *acc_xstrndup(const char *s, size_t n);
+char *acc_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Grows *array (of *cap elements of elem_size) so that it holds n + 1. */
+void acc_grow(void *array_p, size_t *cap, size_t n, size_t elem_size);
+
+struct acc_buf {
+	char *s;
+	size_t len, cap;
+};
+void acc_buf_add(struct acc_buf *b, const char *s, size_t n);
+void acc_buf_puts(struct acc_buf *b, const char *s);
+void acc_buf_printf(struct acc_buf *b, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+void acc_buf_free(struct acc_buf *b);
+
+/* A problem in an input line.  The reason never quotes the line: a
+   malformed passwd-file line may hold a password hash anywhere. */
+struct acc_issue {
+	const char *path;
+	unsigned int line;
+	char *reason;
+};
+struct acc_issues {
+	struct acc_issue *v;
+	size_t n, cap;
+};
+void acc_issue_add(struct acc_issues *issues, const char *path,
+                   unsigned int line, const char *reason);
+void acc_issues_free(struct acc_issues *issues);
+
+/* Reads a whole file; *size_r excludes the added NUL terminator. */
+int acc_read_file(const char *path, char **data_r, size_t *size_r,
+                  const char **error_r);
+
+/* The next line of data[0..size) from *pos: *line_r and *len_r, without the
+   '\n'.  Returns false at the end. */
+bool acc_next_line(const char *data, size_t size, size_t *pos,
+                   const char **line_r, size_t *len_r);
+
+/* Pending comment lines of a file: the block of comments right above an
+   entry travels with it into the merged file. */
+struct acc_comments {
+	struct acc_buf buf;
+};
+void acc_comments_line(struct acc_comments *c, const char *line, size_t len);
+void acc_comments_reset(struct acc_comments *c);
+/* The pending block (caller frees) or NULL, and resets. */
+char *acc_comments_take(struct acc_comments *c);
+
+/* Lower-cases ASCII letters in place (Postfix folds lookup keys, Dovecot
+   users are looked up with %Lu in the setups this command serves). */
+void acc_lowercase(char *s);
+
+/* The domain of an address: after the last '@', or the key itself for a
+   Postfix virtual alias domain line ("example.com anything"), else "". */
+const char *acc_address_domain(const char *address);
+
+/* true if s can be used as a report file name: a DNS name (letters,
+   digits, '-', '.', '_'), not starting with '.'. */
+bool acc_domain_usable(const char *s);
+
+#endif
