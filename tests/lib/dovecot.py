@@ -174,7 +174,7 @@ class Dovecot:
         self.workdir = workdir or tempfile.mkdtemp(prefix="bf-%s-" % name)
         os.makedirs(self.workdir, exist_ok=True)
         os.chmod(self.workdir, 0o755)
-        self.plugin_dir = plugin_dir
+        self.plugin_dir = os.path.abspath(plugin_dir) if plugin_dir else None
         self.mail_plugins = mail_plugins
         self.lmtp_plugins = lmtp_plugins
         self.plugin = dict(plugin or {})
@@ -480,8 +480,19 @@ plugin {{
         self.users[user.lower()] = (password, home)
         line = "%s:{PLAIN}%s:%d:%d::%s::%s\n" % (user.lower(), password, MAIL_UID,
                                                 MAIL_GID, home, extra)
-        with open(self.passwd_path, "a") as f:
-            f.write(line)
+        # Replace the file and step its mtime: Dovecot re-reads a
+        # passwd-file when its stamp changes, and two additions within one
+        # second could otherwise go unnoticed by a cached copy.
+        with open(self.passwd_path) as f:
+            old = f.read()
+        st = os.stat(self.passwd_path)
+        tmp = self.passwd_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(old + line)
+        os.chmod(tmp, 0o644)
+        stamp = max(int(time.time()), int(st.st_mtime) + 1)
+        os.utime(tmp, (stamp, stamp))
+        os.rename(tmp, self.passwd_path)
         return home
 
     def password(self, user):
