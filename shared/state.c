@@ -26,8 +26,24 @@
 /* Attempts at taking a lease whose holder keeps changing under us. */
 #define LEASE_TAKE_ATTEMPTS 3
 
+#ifdef BF_HAVE_REDIS
+/* state-redis.c: redis://, redis+unix:// and rediss:// (refused with the
+   reason: no TLS in this hiredis). */
+extern const struct bf_state_backend bf_state_backend_redis;
+extern const struct bf_state_backend bf_state_backend_redis_unix;
+extern const struct bf_state_backend bf_state_backend_rediss;
+#define SUPPORTED_SCHEMES "sqlite, redis, redis+unix"
+#else
+#define SUPPORTED_SCHEMES "sqlite"
+#endif
+
 static const struct bf_state_backend *const backends[] = {
         &bf_state_backend_sqlite,
+#ifdef BF_HAVE_REDIS
+        &bf_state_backend_redis,
+        &bf_state_backend_redis_unix,
+        &bf_state_backend_rediss,
+#endif
 };
 
 static const char *oom_error = "state store: out of memory";
@@ -117,9 +133,11 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 			backend = backends[i];
 	}
 	if (backend == NULL) {
-		*error_r = bf_state_error_new(
-		        uri, "unsupported backend \"%.*s\" (supported: sqlite)",
-		        (int)(colon - uri), uri);
+		*error_r =
+		        bf_state_error_new(uri,
+		                           "unsupported backend \"%.*s\" "
+		                           "(supported: " SUPPORTED_SCHEMES ")",
+		                           (int)(colon - uri), uri);
 		return -1;
 	}
 	if (backend->open(colon + 1, &state, error_r) < 0)
