@@ -464,6 +464,18 @@ static int live_index_step(struct backfill_merge *m)
 		const char *guid = mailbox_guid_str(box);
 		lb->guid = p_strdup(m->pool, guid == NULL ? "" : guid);
 	}
+	if (m->walk.box == NULL) {
+		/* reattach after a slice: see merge_detach_live() */
+		struct mail_namespace *ns =
+		        mail_namespace_find(m->user->namespaces, lb->vname);
+		m->walk.box = mailbox_alloc(ns->list, lb->vname,
+		                            MAILBOX_FLAG_READONLY);
+		if (mailbox_sync(m->walk.box, 0) < 0) {
+			walk_close(m);
+			return 1;
+		}
+		backfill_cache_fields_register(m->walk.box, &m->walk.cf);
+	}
 	if (m->walk.pos >= array_count(&m->walk.uids)) {
 		walk_close(m);
 		return 1;
@@ -903,6 +915,13 @@ static int merge_one(struct backfill_merge *m,
 	bool replay = merged_already(m, m->idx, uid);
 	int ret;
 
+	if (m->lbox == NULL && !replay) {
+		if (backfill_folder_open_live(m->user, folder, &m->lbox,
+		                              &error) < 0) {
+			merge_log_error(m, "%s", error);
+			return -1;
+		}
+	}
 	if (!mail_set_uid(amail, uid))
 		return 0;
 	ret = backfill_mail_keys_get(amail, &m->walk.cf, m->fp, TRUE, &keys,
@@ -1131,6 +1150,24 @@ static void merge_finish(struct backfill_merge *m)
 	       m->rec.skipped, m->rec.uidl_collisions, secs);
 }
 
+/* Open mailboxes of the live user hold references to it, and Dovecot
+   insists on being the last holder when the session ends: between slices
+   no live mailbox stays open.  They are reopened on the next slice. */
+static void merge_detach_live(struct backfill_merge *m)
+{
+	struct live_box *lb;
+
+	if (m->lbox != NULL)
+		mailbox_free(&m->lbox);
+	array_foreach_modifiable(&m->live_boxes, lb)
+	{
+		if (lb->box != NULL)
+			mailbox_free(&lb->box);
+	}
+	if (m->phase == PHASE_LIVE_INDEX && m->walk.box != NULL)
+		mailbox_free(&m->walk.box);
+}
+
 int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 {
 	uint64_t deadline = now_msecs() + budget_ms;
@@ -1178,6 +1215,7 @@ int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 	walk_slice_end(m);
 	if (m->phase == PHASE_MERGE && batch_commit(m) < 0)
 		return -1;
+	merge_detach_live(m);
 	return 0;
 }
 
