@@ -6,6 +6,7 @@ FUZZ_SECONDS ?= 60
 MESON_TEST_ARGS ?=
 
 .PHONY: all deps build check check-asan fuzz clean format
+.PHONY: deb rpm check-packages
 
 all: build
 
@@ -37,6 +38,19 @@ fuzz: deps
 		-Dfuzz=true -Db_lundef=false -Dbuildtype=debugoptimized
 	meson compile -C $(FUZZ_BUILD)
 	scripts/run-fuzzers $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# Packages (packaging/): .deb and .rpm of the committed tree (HEAD; set
+# BACKFILL_TREE=worktree for the working tree) into build-packages/.
+deb: deps
+	packaging/build-deb
+
+rpm: deps
+	packaging/build-rpm
+
+# Builds, installs (for a few seconds), uses, purges and checks both .debs;
+# builds the .rpms and lists them.  Root only.
+check-packages: deps
+	tests/packaging/check-packages
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i
