@@ -4,13 +4,24 @@
    one autocommit INSERT per row of the same shape, from the same number of
    processes (what the milter's check-and-set costs at the least).
 
-   bench-state [DIR] [OPS]   DIR defaults to $TMPDIR or /tmp; note that a
-   tmpfs hides the cost of fsync, so run it on the disk the store will use
-   (e.g. /var/lib/backfill) for figures that mean something. */
+   With the Redis backend built and redis-server installed, the same
+   check-and-set and lease workloads run against a private redis-server
+   the bench starts in DIR (appendonly yes, appendfsync everysec: the
+   setting docs/state-store.md recommends), over its unix socket and over
+   TCP on 127.0.0.1, and are printed as a ratio to SQLite's check-and-set
+   with the same number of processes.  Then it fills an empty Redis with
+   RECORDS dedup records of realistic size and reports the memory they
+   take (INFO memory, used_memory before and after), per million.
+
+   bench-state [DIR] [OPS] [RECORDS]   DIR defaults to $TMPDIR or /tmp;
+   note that a tmpfs hides the cost of fsync, so run it on the disk the
+   store will use (e.g. /var/lib/backfill) for figures that mean
+   something.  RECORDS defaults to 200000. */
 
 #include "state.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,20 +31,41 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_OPS 4000
-#define NOW         1700000000
+#ifdef BF_HAVE_REDIS
+#include <arpa/inet.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#endif
+
+#define DEFAULT_OPS     4000
+#define DEFAULT_RECORDS 200000
+#define NOW             1700000000
 
 enum workload {
 	W_RAW_INSERT,
 	W_CHECK_AND_SET,
 	W_LEASE,
+	W_REDIS_UNIX_CHECK_AND_SET,
+	W_REDIS_TCP_CHECK_AND_SET,
+	W_REDIS_UNIX_LEASE,
+
+	W_COUNT
 };
+#define W_FIRST_REDIS W_REDIS_UNIX_CHECK_AND_SET
 
 static const char *const workload_names[] = {
         [W_RAW_INSERT] = "raw SQLite INSERT (reference)",
         [W_CHECK_AND_SET] = "dedup check-and-set (new key)",
         [W_LEASE] = "lease acquire + release",
+        [W_REDIS_UNIX_CHECK_AND_SET] = "redis unix: check-and-set",
+        [W_REDIS_TCP_CHECK_AND_SET] = "redis tcp: check-and-set",
+        [W_REDIS_UNIX_LEASE] = "redis unix: lease acq + rel",
 };
+
+/* The Redis URIs of the private server, "" when there is none. */
+static char redis_unix_uri[600], redis_tcp_uri[64];
 
 static double now_seconds(void)
 {
@@ -127,7 +159,8 @@ static int run_store(enum workload w, const char *uri, unsigned int proc,
 	if (read(go_fd, &c, 1) < 0)
 		return -1;
 	for (op = 0; op < ops && ret >= 0; op++) {
-		if (w == W_CHECK_AND_SET) {
+		if (w == W_CHECK_AND_SET || w == W_REDIS_UNIX_CHECK_AND_SET ||
+		    w == W_REDIS_TCP_CHECK_AND_SET) {
 			fill_fp(key.fingerprint, proc, op);
 			ret = bf_state_dedup_check_and_set(state, &key, NOW,
 			                                   3600, "mx1", "Q",
@@ -158,6 +191,202 @@ static int run_store(enum workload w, const char *uri, unsigned int proc,
 	return ret < 0 ? -1 : 0;
 }
 
+/* ---- the private redis-server ---- */
+
+#ifdef BF_HAVE_REDIS
+static pid_t redis_pid;
+static char redis_sock[560];
+static int redis_port;
+
+static const char *redis_server_path(void)
+{
+	static const char *const paths[] = {
+	        "/usr/bin/redis-server",
+	        "/usr/local/bin/redis-server",
+	        "/usr/sbin/redis-server",
+	};
+	const char *env = getenv("BF_REDIS_SERVER");
+	size_t i;
+
+	if (env != NULL && *env != '\0')
+		return access(env, X_OK) == 0 ? env : NULL;
+	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		if (access(paths[i], X_OK) == 0)
+			return paths[i];
+	}
+	return NULL;
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
+		port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}
+
+static redisReply *redis_cmd(const char *cmd)
+{
+	redisContext *c = redisConnectUnix(redis_sock);
+	redisReply *reply = NULL;
+
+	if (c != NULL && c->err == 0)
+		reply = redisCommand(c, cmd);
+	if (c != NULL)
+		redisFree(c);
+	return reply;
+}
+
+static int redis_flush(void)
+{
+	redisReply *reply = redis_cmd("FLUSHALL");
+	int ret = reply != NULL && reply->type == REDIS_REPLY_STATUS ? 0 : -1;
+
+	if (ret < 0)
+		fprintf(stderr, "redis-server: FLUSHALL failed\n");
+	freeReplyObject(reply);
+	return ret;
+}
+
+/* Starts redis-server in dir, configured as docs/state-store.md
+   recommends.  0 started, -1 not available (the reason printed). */
+static int redis_start(const char *dir)
+{
+	const char *server = redis_server_path();
+	char port_str[16];
+	redisReply *reply;
+	int i;
+
+	if (server == NULL) {
+		printf("redis: not measured: redis-server not found (set "
+		       "BF_REDIS_SERVER)\n");
+		return -1;
+	}
+	redis_port = free_port();
+	snprintf(port_str, sizeof(port_str), "%d", redis_port);
+	snprintf(redis_sock, sizeof(redis_sock), "%s/redis.sock", dir);
+	redis_pid = fork();
+	if (redis_pid < 0)
+		return -1;
+	if (redis_pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl(server, "redis-server", "--port", port_str, "--bind",
+		      "127.0.0.1", "--unixsocket", redis_sock,
+		      "--unixsocketperm", "700", "--dir", dir, "--save", "",
+		      "--appendonly", "yes", "--appendfsync", "everysec",
+		      "--daemonize", "no", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 500; i++) {
+		reply = redis_cmd("PING");
+		if (reply != NULL) {
+			freeReplyObject(reply);
+			snprintf(redis_unix_uri, sizeof(redis_unix_uri),
+			         "redis+unix://%s", redis_sock);
+			snprintf(redis_tcp_uri, sizeof(redis_tcp_uri),
+			         "redis://127.0.0.1:%d/0", redis_port);
+			return 0;
+		}
+		usleep(10000);
+	}
+	printf("redis: not measured: redis-server did not start\n");
+	kill(redis_pid, SIGTERM);
+	waitpid(redis_pid, NULL, 0);
+	redis_pid = 0;
+	return -1;
+}
+
+static void redis_stop(void)
+{
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGTERM);
+		waitpid(redis_pid, NULL, 0);
+		redis_pid = 0;
+	}
+}
+
+static long long redis_used_memory(void)
+{
+	redisReply *reply = redis_cmd("INFO memory");
+	const char *p;
+	long long used = -1;
+
+	if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+	    (p = strstr(reply->str, "used_memory:")) != NULL)
+		used = strtoll(p + 12, NULL, 10);
+	freeReplyObject(reply);
+	return used;
+}
+
+/* Fills an empty Redis with records as the milter writes them (8
+   recipients per message, a Postfix long queue id, a 7-day ttl) and
+   returns the bytes each takes, or -1. */
+static double redis_memory_per_record(unsigned int records)
+{
+	struct bf_state *state = NULL;
+	struct bf_dedup_key keys[8];
+	char rcpts[8][64], *error = NULL;
+	const char *cerror;
+	int results[8];
+	long long before, after;
+	unsigned int i, j, n;
+
+	if (redis_flush() < 0 ||
+	    bf_state_open(redis_unix_uri, &state, &error) < 0) {
+		fprintf(stderr, "%s\n", error != NULL ? error : "flush failed");
+		free(error);
+		return -1;
+	}
+	/* Let the allocator settle after the flush. */
+	usleep(100000);
+	before = redis_used_memory();
+	for (i = 0; i < records; i += 8) {
+		for (j = 0; j < 8; j++) {
+			n = i + j;
+			snprintf(rcpts[j], sizeof(rcpts[j]),
+			         "firstname.lastname%07u@example-hosting.net",
+			         n % (records / 4 + 1));
+			memset(&keys[j], 0, sizeof(keys[j]));
+			keys[j].window = "restore-20261121";
+			keys[j].recipient = rcpts[j];
+			fill_fp(keys[j].fingerprint, 0xbe, n);
+		}
+		if (bf_state_dedup_check_and_set_many(
+		            state, keys, 8, NOW, 7 * 86400, "mx1.example.net",
+		            "4ZkR7n3bWQz9xYt", results, NULL, &cerror) < 0) {
+			fprintf(stderr, "%s\n", cerror);
+			bf_state_close(&state);
+			return -1;
+		}
+	}
+	bf_state_close(&state);
+	after = redis_used_memory();
+	if (before < 0 || after < before)
+		return -1;
+	return (double)(after - before) / (double)((records + 7) / 8 * 8);
+}
+#else
+static int redis_flush(void)
+{
+	return -1;
+}
+#endif
+
 /* Runs ops operations in each of procs processes started together;
    returns operations per second over all of them, or -1. */
 static double measure(enum workload w, const char *dir, unsigned int procs,
@@ -174,6 +403,14 @@ static double measure(enum workload w, const char *dir, unsigned int procs,
 
 	snprintf(path, sizeof(path), "%s/w%d-p%u.db", dir, (int)w, procs);
 	snprintf(uri, sizeof(uri), "sqlite:%s", path);
+	if (w == W_REDIS_UNIX_CHECK_AND_SET || w == W_REDIS_UNIX_LEASE)
+		snprintf(uri, sizeof(uri), "%s", redis_unix_uri);
+	else if (w == W_REDIS_TCP_CHECK_AND_SET)
+		snprintf(uri, sizeof(uri), "%s", redis_tcp_uri);
+	/* Every run starts from an empty Redis: the keys are the same in
+	   every run and must be new. */
+	if (w >= W_FIRST_REDIS && redis_flush() < 0)
+		return -1;
 	/* Create the store (or the reference table) before the clock
 	   starts. */
 	if (bf_state_open(uri, &state, &error) < 0) {
@@ -229,19 +466,29 @@ static double measure(enum workload w, const char *dir, unsigned int procs,
 	return failed ? -1 : (double)procs * ops / elapsed;
 }
 
+static void print_row(enum workload w, unsigned int procs, double rate,
+                      double reference)
+{
+	printf("%-32s %5u %12.0f %8.2f\n", workload_names[w], procs, rate,
+	       rate / reference);
+}
+
 int main(int argc, char **argv)
 {
 	static const unsigned int proc_counts[] = {1, 8};
 	const char *base = argc > 1 ? argv[1] : getenv("TMPDIR");
 	unsigned int ops = argc > 2 ? (unsigned int)atoi(argv[2]) : DEFAULT_OPS;
-	double rates[3][2];
+	unsigned int records =
+	        argc > 3 ? (unsigned int)atoi(argv[3]) : DEFAULT_RECORDS;
+	double rates[W_COUNT][2], per_record = -1;
+	unsigned int p, w, workloads = W_FIRST_REDIS;
 	char dir[512];
-	unsigned int p, w;
+	int ret = 0;
 
 	if (base == NULL || *base == '\0')
 		base = "/tmp";
-	if (ops == 0) {
-		fprintf(stderr, "usage: bench-state [DIR] [OPS]\n");
+	if (ops == 0 || records == 0) {
+		fprintf(stderr, "usage: bench-state [DIR] [OPS] [RECORDS]\n");
 		return 2;
 	}
 	snprintf(dir, sizeof(dir), "%s/bench-state.XXXXXX", base);
@@ -249,8 +496,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mkdtemp(%s): %s\n", dir, strerror(errno));
 		return 2;
 	}
-	for (p = 0; p < 2; p++) {
-		for (w = 0; w < 3; w++) {
+#ifdef BF_HAVE_REDIS
+	if (redis_start(dir) == 0)
+		workloads = W_COUNT;
+#else
+	printf("redis: not measured: built without the Redis backend\n");
+#endif
+	for (p = 0; p < 2 && ret == 0; p++) {
+		for (w = 0; w < workloads; w++) {
 			/* With 8 processes each does a share, so that the
 			   runs take similar time. */
 			rates[w][p] =
@@ -259,26 +512,57 @@ int main(int argc, char **argv)
 			if (rates[w][p] < 0) {
 				fprintf(stderr, "%s with %u processes failed\n",
 				        workload_names[w], proc_counts[p]);
-				nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-				return 1;
+				ret = 1;
+				break;
 			}
 		}
 	}
+#ifdef BF_HAVE_REDIS
+	if (ret == 0 && workloads == W_COUNT) {
+		per_record = redis_memory_per_record(records);
+		if (per_record < 0)
+			ret = 1;
+	}
+	redis_stop();
+#endif
 	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (ret != 0)
+		return ret;
 
 	printf("state store (sqlite, WAL, synchronous=NORMAL) in %s, %u ops "
 	       "per run\n",
 	       base, ops);
 	printf("%-32s %5s %12s %8s\n", "operation", "procs", "ops/s", "ratio");
 	for (p = 0; p < 2; p++) {
-		for (w = 0; w < 3; w++) {
-			printf("%-32s %5u %12.0f %8.2f\n", workload_names[w],
-			       proc_counts[p], rates[w][p],
-			       rates[w][p] / rates[W_RAW_INSERT][p]);
-		}
+		for (w = 0; w < W_FIRST_REDIS; w++)
+			print_row(w, proc_counts[p], rates[w][p],
+			          rates[W_RAW_INSERT][p]);
 	}
 	printf("ratio: ops/s over the raw INSERT reference with the same "
 	       "number of processes\n(a lease op is an acquire and a "
 	       "release: two write transactions)\n");
+	if (workloads < W_COUNT)
+		return 0;
+
+	printf("\nstate store on redis-server (appendonly yes, appendfsync "
+	       "everysec) on this host\n");
+	printf("%-32s %5s %12s %8s\n", "operation", "procs", "ops/s", "ratio");
+	for (p = 0; p < 2; p++) {
+		for (w = W_FIRST_REDIS; w < W_COUNT; w++)
+			print_row(w, proc_counts[p], rates[w][p],
+			          rates[w == W_REDIS_UNIX_LEASE
+			                        ? W_LEASE
+			                        : W_CHECK_AND_SET][p]);
+	}
+	printf("ratio: ops/s over the same operation on SQLite with the same "
+	       "number of processes\n");
+	printf("check-and-set, Redis (unix socket) / SQLite: %.2f with 1 "
+	       "process, %.2f with 8\n",
+	       rates[W_REDIS_UNIX_CHECK_AND_SET][0] / rates[W_CHECK_AND_SET][0],
+	       rates[W_REDIS_UNIX_CHECK_AND_SET][1] /
+	               rates[W_CHECK_AND_SET][1]);
+	printf("redis memory: %.0f bytes per dedup record (%u records, INFO "
+	       "memory used_memory), %.0f MB per million\n",
+	       per_record, records, per_record * 1e6 / (1024 * 1024));
 	return 0;
 }
