@@ -135,7 +135,7 @@ static int out_prepare(struct acc_out *o, const char *dir)
 
 	memset(o, 0, sizeof(*o));
 	o->dir = dir;
-	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr,
 		        "backfillctl accounts: cannot create %s: %s (nothing "
 		        "written)\n",
