@@ -5,7 +5,8 @@
      redis+unix:///path/redis.sock[?db=N&options]
 
    options: timeout=MS (connect and command timeout, default 2000),
-   prefix=STR (key prefix, default "backfill:").
+   prefix=STR (key prefix, default "backfill:"); on a unix socket also
+   user=NAME and password=PW (AUTH), db=N.  Values are %-decoded.
 
    Every operation that must be atomic is one Lua script (EVALSHA, falling
    back to EVAL when the server lost its script cache in a restart), so it
@@ -1707,9 +1708,10 @@ static bool parse_uint(const char *s, size_t len, unsigned long max,
 	return true;
 }
 
-/* "?timeout=MS&prefix=STR[&db=N]" */
+/* "?timeout=MS&prefix=STR" and, on a unix socket (whose URI has no other
+   place for them), "&db=N&user=NAME&password=PW". */
 static int parse_options(struct redis_state *r, const char *query,
-                         bool db_allowed, const char *name, char **error_r)
+                         bool unix_socket, const char *name, char **error_r)
 {
 	const char *opt, *end, *eq;
 	unsigned long value;
@@ -1747,7 +1749,28 @@ static int parse_options(struct redis_state *r, const char *query,
 				              "%%-escape)");
 				return -1;
 			}
-		} else if (db_allowed && (size_t)(eq - opt) == 2 &&
+		} else if (unix_socket && (size_t)(eq - opt) == 8 &&
+		           strncmp(opt, "password", 8) == 0) {
+			free(r->password);
+			r->password =
+			        pct_decode(eq + 1, (size_t)(end - eq - 1));
+			if (r->password == NULL || *r->password == '\0') {
+				*error_r = bf_state_error_new(
+				        name, "invalid password in URI (empty "
+				              "or bad %%-escape)");
+				return -1;
+			}
+		} else if (unix_socket && (size_t)(eq - opt) == 4 &&
+		           strncmp(opt, "user", 4) == 0) {
+			free(r->user);
+			r->user = pct_decode(eq + 1, (size_t)(end - eq - 1));
+			if (r->user == NULL || *r->user == '\0') {
+				*error_r = bf_state_error_new(
+				        name, "invalid user in URI (empty or "
+				              "bad %%-escape)");
+				return -1;
+			}
+		} else if (unix_socket && (size_t)(eq - opt) == 2 &&
 		           strncmp(opt, "db", 2) == 0) {
 			if (!parse_uint(eq + 1, (size_t)(end - eq - 1), INT_MAX,
 			                &value)) {
@@ -1762,7 +1785,8 @@ static int parse_options(struct redis_state *r, const char *query,
 			        "unknown option \"%.*s\" in URI (supported: "
 			        "timeout=MS, prefix=STR%s)",
 			        (int)(eq - opt), opt,
-			        db_allowed ? ", db=N" : "");
+			        unix_socket ? ", db=N, user=NAME, password=PW"
+			                    : "");
 			return -1;
 		}
 	}

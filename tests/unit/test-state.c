@@ -1699,6 +1699,9 @@ static void test_redis_uris(void **statep)
 	        {"redis+unix:relative.sock", "no absolute socket path"},
 	        {"redis+unix://", "no absolute socket path"},
 	        {"redis+unix:///x.sock?db=two", "invalid db"},
+	        {"redis+unix:///x.sock?password=", "invalid password"},
+	        {"redis+unix:///x.sock?user=", "invalid user"},
+	        {"redis://h:6379/0?password=x", "unknown option \"password\""},
 	        {"rediss://h:6380/0", "TLS is not supported"},
 	};
 	size_t i;
@@ -1799,6 +1802,15 @@ static void test_redis_tcp_password(void **statep)
 	snprintf(uri, sizeof(uri),
 	         "redis://default:pw-Zq8x%%2F7@localhost:%d/3?timeout=1000",
 	         f->port);
+	other = open_ok(uri);
+	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
+	                                              "mx", "Q", NULL, &error),
+	                 0);
+	bf_state_close(&other);
+	/* On the unix socket, user and password are options. */
+	snprintf(uri, sizeof(uri),
+	         "redis+unix://%s?db=3&user=default&password=pw-Zq8x%%2F7",
+	         f->sock);
 	other = open_ok(uri);
 	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
 	                                              "mx", "Q", NULL, &error),
