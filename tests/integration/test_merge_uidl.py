@@ -1,0 +1,103 @@
+"""POP3 UIDL guarantees beyond issue 3's numbered tests (brief, "Guarantees"):
+no two messages of a mailbox ever show the same UIDL. When the live INBOX
+reuses the archive's UIDVALIDITY, a live message may show a UIDL the old
+server showed for another message; a client of the old server would then
+skip it silently. The live message gets a fresh UIDL instead, the collision
+is logged and counted.
+
+Also: an empty backfill_keyword (global setting) sets no keyword.
+"""
+import collections
+import os
+import re
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import maildir_gen as mg  # noqa: E402
+
+UV = 1400012345
+
+
+def collision_scenario():
+    g = mg.Generator(31)
+    s = mg.Scenario()
+    old, now = 1500000000, 1700000000
+    arch = mg.Folder("INBOX", UV)
+    for i in range(5):
+        arch.msgs.append(mg.Msg(g.message(old + i * 60), set(), old + i * 60))
+    s.archive = [arch]
+    live = mg.Folder("INBOX", UV)  # the new server reused the UIDVALIDITY
+    for i in range(8):
+        live.msgs.append(mg.Msg(g.message(now + i * 60), set(), now + i * 60))
+    s.live = [live]
+    return s
+
+
+class MergeUidl(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site(plugin={"backfill_keyword": "",
+                                              "backfill_pop3_hide": "none"})
+        try:
+            site.add_user("uma", collision_scenario())
+            site.start(plugin_on=False)
+            cls.pre = site.dc.snapshot("uma")
+            cls.pre_uidls = site.dc.pop3_uidls("uma")
+            site.enable_plugin()
+            site.wait_merged("uma")
+            cls.post = site.dc.snapshot("uma")
+            cls.post_uidls = site.dc.pop3_uidls("uma")
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_scenario_really_collides(self):
+        old = {u for u, _ in self.site.views["uma"].uidls}
+        pre = {u for u, _ in self.pre_uidls}
+        self.assertEqual(len(old & pre), 5)
+
+    def test_uidls_unique_and_old_ones_kept(self):
+        uidls = [u for u, _ in self.post_uidls]
+        self.assertEqual(len(uidls), len(set(uidls)), "two messages show one UIDL")
+        post = collections.Counter(self.post_uidls)
+        for pair in self.site.views["uma"].uidls:
+            self.assertIn(pair, post, "archived message lost its old UIDL")
+
+    def test_colliding_live_messages_get_fresh_uidls(self):
+        old = {u for u, _ in self.site.views["uma"].uidls}
+        post = dict((fp, u) for u, fp in self.post_uidls)
+        changed = 0
+        for uidl, fp in self.pre_uidls:
+            if uidl in old:
+                self.assertNotEqual(post[fp], uidl)
+                self.assertNotIn(post[fp], old)
+                changed += 1
+            else:
+                self.assertEqual(post[fp], uidl, "a live UIDL changed without a collision")
+        self.assertEqual(changed, 5)
+        line = self.site.finished_lines("uma")[-1]
+        self.assertRegex(line, r"\b5 POP3 UIDL collisions\b")
+        self.assertEqual(len(self.site.dc.log_lines(r"backfill\(uma\): INBOX/uid \d+ showed POP3 UIDL")), 5)
+
+    def test_live_uids_and_result(self):
+        exp, _, _ = bftest.expected_after(self.pre, self.site.views["uma"], keyword="", hide="none")
+        got = bftest.multiset(self.post)
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+        uv, msgs = self.post["INBOX"]
+        self.assertEqual(uv, UV)
+        self.assertEqual([m.uid for m in msgs][:8], [m.uid for m in self.pre["INBOX"][1]])
+
+    def test_empty_keyword_sets_none(self):
+        for _, (_, msgs) in self.post.items():
+            for m in msgs:
+                self.assertFalse([f for f in m.flags if not f.startswith("\\")], m)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
