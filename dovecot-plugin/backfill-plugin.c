@@ -21,7 +21,7 @@
 #define BACKFILL_DEFAULT_KEYWORD      "$Backfilled"
 /* Work done per IMAP background slice: the client waits at most about
    this long for its next command to start. */
-#define BACKFILL_SLICE_MS 40
+#define BACKFILL_SLICE_MS 30
 
 const char *backfill_plugin_version = DOVECOT_ABI_VERSION;
 

@@ -27,10 +27,11 @@
    are kept out of the live index, so a landed copy never counts as
    pre-existing.
 
-   Replaying.  Which live copies earlier archived messages consumed is not
-   stored: a resumed merge recomputes it by running the same decisions over
-   the archive up to the cursor without copying.  The keys come from the
-   mail cache (archive and live), so this reads no message bodies twice. */
+   Resuming.  Which live copies earlier archived messages consumed is part
+   of the cursor (live folder GUID and UID ranges), so a resumed merge
+   starts right at the cursor instead of re-reading the archive before it:
+   a POP3 user whose login budget is smaller than such a replay would
+   otherwise never get any further. */
 
 #include "lib.h"
 #include "array.h"
@@ -88,6 +89,16 @@ struct journal_key {
 	uint32_t uid;
 };
 
+struct consumed {
+	unsigned int box_idx;
+	uint32_t uid;
+};
+
+struct consumed_key {
+	const char *guid;
+	uint32_t uid;
+};
+
 struct landed {
 	const char *guid;
 	uint32_t uid;
@@ -141,6 +152,9 @@ struct backfill_merge {
 	ARRAY(struct live_msg) live;
 	ARRAY(struct journal_key) journal;
 	const char *intent_box_guid;
+	/* live copies that archived messages consumed (dedup) */
+	ARRAY(struct consumed) consumed;
+	const char *consumed_text;
 
 	enum merge_phase phase;
 	unsigned int idx;
@@ -184,6 +198,50 @@ static uint64_t now_msecs(void)
 
 /* ---- cursor ---- */
 
+static int consumed_cmp(const struct consumed *c1, const struct consumed *c2)
+{
+	if (c1->box_idx != c2->box_idx)
+		return c1->box_idx < c2->box_idx ? -1 : 1;
+	return c1->uid < c2->uid ? -1 : (c1->uid > c2->uid ? 1 : 0);
+}
+
+/* "|GUID:1-5,9;GUID2:3" */
+static void consumed_format(struct backfill_merge *m, string_t *str)
+{
+	ARRAY(struct consumed) sorted;
+	const struct consumed *c;
+	unsigned int i, count, prev_box = UINT_MAX;
+
+	if (array_count(&m->consumed) == 0)
+		return;
+	t_array_init(&sorted, array_count(&m->consumed));
+	array_append_array(&sorted, &m->consumed);
+	array_sort(&sorted, consumed_cmp);
+	c = array_get(&sorted, &count);
+	str_append_c(str, '|');
+	for (i = 0; i < count;) {
+		const struct live_box *lb =
+		        array_idx(&m->live_boxes, c[i].box_idx);
+		if (c[i].box_idx != prev_box) {
+			if (prev_box != UINT_MAX)
+				str_append_c(str, ';');
+			str_printfa(str, "%s:", lb->guid);
+			prev_box = c[i].box_idx;
+		} else {
+			str_append_c(str, ',');
+		}
+		unsigned int j = i;
+		while (j + 1 < count && c[j + 1].box_idx == c[i].box_idx &&
+		       c[j + 1].uid == c[j].uid + 1)
+			j++;
+		if (j == i)
+			str_printfa(str, "%u", c[i].uid);
+		else
+			str_printfa(str, "%u-%u", c[i].uid, c[j].uid);
+		i = j + 1;
+	}
+}
+
 static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 {
 	string_t *str = t_str_new(64);
@@ -194,7 +252,75 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 		str_printfa(str, ":%u:%u:%u", m->intent_folder,
 		            m->intent_uidnext, m->intent_last_uid);
 	}
+	consumed_format(m, str);
 	return str_c(str);
+}
+
+static int consumed_key_cmp(const struct consumed_key *k1,
+                            const struct consumed_key *k2)
+{
+	int ret = strcmp(k1->guid, k2->guid);
+
+	if (ret != 0)
+		return ret;
+	return k1->uid < k2->uid ? -1 : (k1->uid > k2->uid ? 1 : 0);
+}
+
+/* Marks the live copies the cursor says were consumed.  Called once the
+   live index is complete. */
+static int consumed_apply(struct backfill_merge *m)
+{
+	ARRAY(struct consumed_key) keys;
+	const char *const *boxes, *const *ranges;
+	struct live_msg *lm;
+
+	if (m->consumed_text == NULL)
+		return 0;
+	t_array_init(&keys, 64);
+	for (boxes = t_strsplit(m->consumed_text, ";"); *boxes != NULL;
+	     boxes++) {
+		const char *p = strchr(*boxes, ':');
+		if (p == NULL)
+			return -1;
+		const char *guid = t_strdup_until(*boxes, p);
+		for (ranges = t_strsplit(p + 1, ","); *ranges != NULL;
+		     ranges++) {
+			uint32_t first, last;
+			const char *dash = strchr(*ranges, '-');
+			if (dash == NULL) {
+				if (str_to_uint32(*ranges, &first) < 0)
+					return -1;
+				last = first;
+			} else if (str_to_uint32(t_strdup_until(*ranges, dash),
+			                         &first) < 0 ||
+			           str_to_uint32(dash + 1, &last) < 0 ||
+			           last < first) {
+				return -1;
+			}
+			for (uint32_t uid = first;; uid++) {
+				struct consumed_key *k =
+				        array_append_space(&keys);
+				k->guid = guid;
+				k->uid = uid;
+				if (uid == last)
+					break;
+			}
+		}
+	}
+	array_sort(&keys, consumed_key_cmp);
+	array_foreach_modifiable(&m->live, lm)
+	{
+		const struct live_box *lb =
+		        array_idx(&m->live_boxes, lm->box_idx);
+		struct consumed_key key = {.guid = lb->guid, .uid = lm->uid};
+		if (array_bsearch(&keys, &key, consumed_key_cmp) != NULL) {
+			struct consumed *c = array_append_space(&m->consumed);
+			lm->consumed = TRUE;
+			c->box_idx = lm->box_idx;
+			c->uid = lm->uid;
+		}
+	}
+	return 0;
 }
 
 static int cursor_parse(struct backfill_merge *m, const char *cursor)
@@ -204,6 +330,11 @@ static int cursor_parse(struct backfill_merge *m, const char *cursor)
 
 	if (cursor == NULL || cursor[0] == '\0')
 		return 0;
+	const char *bar = strchr(cursor, '|');
+	if (bar != NULL) {
+		m->consumed_text = p_strdup(m->pool, bar + 1);
+		cursor = t_strdup_until(cursor, bar);
+	}
 	args = t_strsplit(cursor, ":");
 	count = str_array_length(args);
 	if (strcmp(args[0], BACKFILL_CURSOR_VERSION) != 0 ||
@@ -458,6 +589,7 @@ static int live_index_step(struct backfill_merge *m)
 			          "backfill(%s): live folder %s skipped for "
 			          "dedup: %s",
 			          m->user->username, lb->vname, error);
+			lb->guid = "";
 			walk_close(m);
 			return 1;
 		}
@@ -588,7 +720,10 @@ static bool dedup_consume(struct backfill_merge *m,
 		if (live_msg_fp(m, &lm[i]) <= 0)
 			continue;
 		if (memcmp(lm[i].fp, keys->fp, BF_FP_SIZE) == 0) {
+			struct consumed *c = array_append_space(&m->consumed);
 			lm[i].consumed = TRUE;
+			c->box_idx = lm[i].box_idx;
+			c->uid = lm[i].uid;
 			return TRUE;
 		}
 	}
@@ -766,9 +901,10 @@ static int batch_commit(struct backfill_merge *m)
 	t_array_init(&entries, array_count(&m->batch) + 1);
 	array_foreach_modifiable(&m->batch, item)
 	        array_push_back(&entries, &item->entry);
-	if (bf_state_merge_checkpoint(m->state, m->user->username, &m->rec,
-	                              array_front(&entries),
-	                              array_count(&entries), &error) < 0) {
+	if (bf_state_merge_checkpoint(
+	            m->state, m->user->username, &m->rec,
+	            array_count(&entries) == 0 ? NULL : array_front(&entries),
+	            array_count(&entries), &error) < 0) {
 		merge_log_error(m,
 		                "merge postponed: state store %s: %s "
 		                "(check that the mail user can write it)",
@@ -912,10 +1048,11 @@ static int merge_one(struct backfill_merge *m,
 	struct backfill_mail_keys keys;
 	struct mail *amail = walk_mail(m);
 	const char *error, *uidl, *guid;
-	bool replay = merged_already(m, m->idx, uid);
 	int ret;
 
-	if (m->lbox == NULL && !replay) {
+	if (merged_already(m, m->idx, uid))
+		return 0;
+	if (m->lbox == NULL) {
 		if (backfill_folder_open_live(m->user, folder, &m->lbox,
 		                              &error) < 0) {
 			merge_log_error(m, "%s", error);
@@ -929,25 +1066,24 @@ static int merge_one(struct backfill_merge *m,
 	if (ret == 0)
 		return 0;
 	if (ret < 0) {
-		if (!replay) {
-			e_warning(m->user->event,
-			          "backfill(%s): %s/uid %u: skipped, cannot "
-			          "be read: %s",
-			          m->user->username, folder->archive_vname, uid,
-			          error);
-			m->rec.skipped++;
-			m->rec.archived++;
-			m->cursor_uid = uid;
-			m->cursor_dirty = TRUE;
-		}
+		e_warning(
+		        m->user->event,
+		        "backfill(%s): %s/uid %u: skipped, cannot be read: %s",
+		        m->user->username, folder->archive_vname, uid, error);
+		m->rec.skipped++;
+		m->rec.archived++;
+		m->cursor_folder = m->idx;
+		m->cursor_uid = uid;
+		m->have_cursor = TRUE;
+		m->cursor_dirty = TRUE;
 		return 0;
 	}
 	bool dup = dedup_consume(m, &keys);
-	if (replay)
-		return 0;
 
 	m->rec.archived++;
+	m->cursor_folder = m->idx;
 	m->cursor_uid = uid;
+	m->have_cursor = TRUE;
 	m->cursor_dirty = TRUE;
 	m->batch_last_uid = uid;
 	if (dup) {
@@ -1086,9 +1222,8 @@ static int merge_step(struct backfill_merge *m)
 	int ret;
 
 	if (!m->walk_open) {
-		if (m->have_cursor && m->idx < m->cursor_folder &&
-		    m->set->dedup == BACKFILL_DEDUP_OFF)
-			return 1; /* nothing to replay */
+		if (m->have_cursor && m->idx < m->cursor_folder)
+			return 1; /* merged before */
 		if ((ret = folder_open(m, folder)) <= 0)
 			return ret < 0 ? -1 : 1;
 	}
@@ -1103,15 +1238,15 @@ static int merge_step(struct backfill_merge *m)
 		}
 		return 0;
 	}
-	/* end of folder */
+	/* end of folder: the batch's intent must still name this folder */
+	walk_slice_end(m);
+	ret = batch_commit(m);
 	if (!merged_already(m, m->idx, (uint32_t)-1)) {
 		m->cursor_folder = m->idx + 1;
 		m->cursor_uid = 0;
 		m->have_cursor = TRUE;
 		m->cursor_dirty = TRUE;
 	}
-	walk_slice_end(m);
-	ret = batch_commit(m);
 	folder_close(m);
 	return ret < 0 ? -1 : 1;
 }
@@ -1179,6 +1314,13 @@ int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 		if (m->phase == PHASE_LIVE_INDEX) {
 			if (m->idx >= array_count(&m->live_boxes)) {
 				array_sort(&m->live, live_msg_cmp);
+				if (consumed_apply(m) < 0) {
+					merge_log_error(
+					        m, "merge record has a damaged "
+					           "cursor (reset it with "
+					           "doveadm backfill reset)");
+					return -1;
+				}
 				m->phase = PHASE_MERGE;
 				m->idx = 0;
 				continue;
@@ -1304,6 +1446,7 @@ int backfill_merge_begin(struct mail_user *user,
 	p_array_init(&m->live, pool, 256);
 	p_array_init(&m->journal, pool, 64);
 	p_array_init(&m->landed, pool, 4);
+	p_array_init(&m->consumed, pool, 16);
 
 	ret = bf_state_merge_get(state, user->username, &m->rec, &error);
 	if (ret < 0) {
@@ -1392,6 +1535,8 @@ int backfill_merge_begin(struct mail_user *user,
 	if (m->fp == NULL)
 		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
 
+	if (set->dedup == BACKFILL_DEDUP_OFF)
+		m->phase = PHASE_MERGE; /* no live index needed */
 	bool resumed = m->have_cursor;
 	if (m->rec.status != BF_MERGE_RUNNING || m->rec.started == 0) {
 		m->rec.status = BF_MERGE_RUNNING;
