@@ -10,6 +10,7 @@
 #include "parse.h"
 #include "state.h"
 #include "backfill-plugin.h"
+#include "archive.h"
 #include "merge.h"
 #include "delivery-confirm.h"
 #include "pop3-hide.h"
@@ -193,16 +194,26 @@ static void backfill_slice(struct backfill_user *buser)
 static void backfill_login_merge(struct backfill_user *buser)
 {
 	struct mail_user *user = buser->user;
-	const char *error, *reason;
+	const char *error, *reason, *path;
 	bool imap = strcmp(user->service, "imap") == 0;
 	int ret;
 
-	if (buser->set.archive == NULL) {
-		e_debug(user->event,
-		        "backfill(%s): backfill_archive unset: nothing to do",
-		        user->username);
+	/* Users without an archive cost one stat() and log nothing above
+	   debug: the state store is not even opened for them. */
+	ret = backfill_archive_resolve(user, &buser->set, &path, &error);
+	if (ret < 0) {
+		e_error(user->event, "backfill(%s): %s", user->username, error);
 		return;
 	}
+	if (ret == 0) {
+		e_debug(user->event, "backfill(%s): no archive to merge (%s)",
+		        user->username,
+		        buser->set.archive == NULL ? "backfill_archive unset"
+		                                   : buser->set.archive);
+		return;
+	}
+	if (strcmp(user->service, "pop3") == 0)
+		backfill_pop3_hide_check(buser);
 	if (backfill_user_state_open(buser, &error) < 0) {
 		e_error(user->event,
 		        "backfill(%s): merge postponed: %s (the mail user "
@@ -289,8 +300,6 @@ static void backfill_mail_namespaces_created(struct mail_namespace *namespaces)
 	if (strcmp(user->service, "imap") == 0 ||
 	    strcmp(user->service, "pop3") == 0) {
 		backfill_login_merge(buser);
-		if (strcmp(user->service, "pop3") == 0)
-			backfill_pop3_hide_check(buser);
 	}
 }
 

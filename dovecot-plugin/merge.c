@@ -1373,8 +1373,9 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &holder,
 	        &error);
 	if (ret < 0) {
-		*reason_r = t_strdup_printf("state store %s: %s",
-		                            bf_state_uri(m->state), error);
+		*reason_r =
+		        t_strdup_printf("merge postponed: state store %s: %s",
+		                        bf_state_uri(m->state), error);
 		return -1;
 	}
 	if (ret == 0) {
@@ -1391,8 +1392,9 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	                            ioloop_time, BACKFILL_LEASE_TTL_SECS,
 	                            &m->slot, &error);
 	if (ret < 0) {
-		*reason_r = t_strdup_printf("state store %s: %s",
-		                            bf_state_uri(m->state), error);
+		*reason_r =
+		        t_strdup_printf("merge postponed: state store %s: %s",
+		                        bf_state_uri(m->state), error);
 		return -1;
 	}
 	if (ret == 0) {
