@@ -1059,14 +1059,15 @@ static int merge_rows_fetch(struct redis_state *r, redisReply **names,
 
 		args_str(&a, "HGETALL");
 		args_key(&a, r, "merge:", names[i]->str);
-		if (a.failed) {
+		if (a.failed ||
+		    redisAppendCommandArgv(r->ctx, (int)a.count, a.argv,
+		                           a.lens) != REDIS_OK) {
 			args_free(&a);
 			/* The replies of the commands appended so far would
 			   be read by the next command: start afresh. */
 			conn_drop(r);
 			return oom(r);
 		}
-		redisAppendCommandArgv(r->ctx, (int)a.count, a.argv, a.lens);
 		args_free(&a);
 	}
 	/* Every reply is read, even after an error, to keep the connection
