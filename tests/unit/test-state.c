@@ -1570,8 +1570,9 @@ static void redis_log_dump(const struct fixture *f)
 /* Starts redis-server in f->dir: always on f->sock, on 127.0.0.1:port
    when port is not 0, with requirepass when password is not NULL.
    Append-only with fsync on every write, so that a restart keeps the
-   data.  Returns once it answers PING. */
-static void redis_start(struct fixture *f, int port, const char *password)
+   data.  Returns 0 once it answers PING, -1 when it exited at startup
+   (the port was taken meanwhile). */
+static int redis_try_start(struct fixture *f, int port, const char *password)
 {
 	const char *server = redis_server_path();
 	char port_str[16], log[160];
@@ -1628,7 +1629,7 @@ static void redis_start(struct fixture *f, int port, const char *password)
 		if (waitpid(f->redis_pid, &status, WNOHANG) == f->redis_pid) {
 			f->redis_pid = 0;
 			redis_log_dump(f);
-			fail_msg("redis-server exited at startup");
+			return -1;
 		}
 		c = redis_raw(f, password);
 		if (c != NULL) {
@@ -1644,6 +1645,13 @@ static void redis_start(struct fixture *f, int port, const char *password)
 		redis_log_dump(f);
 		fail_msg("redis-server did not answer within 5 s");
 	}
+	return 0;
+}
+
+static void redis_start(struct fixture *f, int port, const char *password)
+{
+	if (redis_try_start(f, port, password) < 0)
+		fail_msg("redis-server exited at startup");
 }
 
 static void redis_stop(struct fixture *f)
@@ -1777,17 +1785,8 @@ static void test_redis_tcp_password(void **statep)
 	redis_stop(f);
 	/* The port may be taken between free_port() and the server's bind:
 	   then it exits at once, and another port is tried. */
-	for (attempt = 0;; attempt++) {
-		int port = free_port(), status;
-
-		f->port = port;
-		f->redis_pid = 0;
-		redis_start(f, port, pw);
-		usleep(20000);
-		if (waitpid(f->redis_pid, &status, WNOHANG) == 0)
-			break;
+	for (attempt = 0; redis_try_start(f, free_port(), pw) < 0; attempt++)
 		assert_true(attempt < 5);
-	}
 	snprintf(uri, sizeof(uri), "redis://:pw-Zq8x%%2F7@127.0.0.1:%d/3",
 	         f->port);
 	state = open_ok(uri);
