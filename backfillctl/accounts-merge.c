@@ -80,6 +80,67 @@ static void finish_domains(struct acc_merge *m)
 		m->domains[i] = acc_xstrdup(m->domains[i]);
 }
 
+static const struct acc_merge *sort_merge;
+
+static int cmp_item_index(const void *a, const void *b)
+{
+	size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
+	int r = strcmp(sort_merge->items[ia].domain,
+	               sort_merge->items[ib].domain);
+
+	return r != 0 ? r : (ia < ib ? -1 : 1);
+}
+
+/* Reports are written per domain: index the items by domain once instead
+   of scanning every item for every domain (2000 domains, 100k accounts). */
+static void index_domains(struct acc_merge *m)
+{
+	size_t j = 0;
+
+	m->order = acc_xmalloc((m->n + 1) * sizeof(*m->order));
+	m->domain_first = acc_xmalloc((m->n_domains + 1) * sizeof(size_t));
+	m->domain_n = acc_xmalloc((m->n_domains + 1) * sizeof(size_t));
+	for (size_t i = 0; i < m->n; i++)
+		m->order[i] = i;
+	sort_merge = m;
+	if (m->n > 0)
+		qsort(m->order, m->n, sizeof(*m->order), cmp_item_index);
+	sort_merge = NULL;
+	for (size_t d = 0; d < m->n_domains; d++) {
+		/* every item's domain is in m->domains, both sorted */
+		while (j < m->n &&
+		       strcmp(m->items[m->order[j]].domain, m->domains[d]) < 0)
+			j++;
+		m->domain_first[d] = j;
+		while (j < m->n &&
+		       strcmp(m->items[m->order[j]].domain, m->domains[d]) == 0)
+			j++;
+		m->domain_n[d] = j - m->domain_first[d];
+	}
+}
+
+size_t acc_merge_domain_items(const struct acc_merge *m, const char *domain,
+                              const size_t **idx_r)
+{
+	size_t lo = 0, hi = m->n_domains;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int r = strcmp(domain, m->domains[mid]);
+
+		if (r == 0) {
+			*idx_r = m->order + m->domain_first[mid];
+			return m->domain_n[mid];
+		}
+		if (r < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	*idx_r = m->order;
+	return 0;
+}
+
 /* ------------------------------------------------------------ extra fields */
 
 struct tokens {
@@ -748,6 +809,7 @@ void acc_merge_run(const struct acc_pw_file *old_pw,
 	for (size_t i = 0; i < new_al->n; i++)
 		add_domain(m, new_al->v[i].domain);
 	finish_domains(m);
+	index_domains(m);
 }
 
 void acc_merge_free(struct acc_merge *m)
@@ -765,6 +827,9 @@ void acc_merge_free(struct acc_merge *m)
 	for (size_t i = 0; i < m->n_domains; i++)
 		free(m->domains[i]);
 	free(m->domains);
+	free(m->order);
+	free(m->domain_first);
+	free(m->domain_n);
 	acc_buf_free(&m->passwd);
 	acc_buf_free(&m->virtual_map);
 	memset(m, 0, sizeof(*m));

@@ -47,6 +47,9 @@ struct acc_merge {
 	char **domains;             /* sorted, unique; "" if any */
 	size_t n_domains, cap_domains;
 	size_t n_conflicts;
+	/* indexes of items sorted by domain (stable): domain d's items are
+	   order[domain_first[d]] .. order[domain_first[d] + domain_n[d] - 1] */
+	size_t *order, *domain_first, *domain_n;
 };
 
 void acc_merge_run(const struct acc_pw_file *old_pw,
@@ -54,6 +57,11 @@ void acc_merge_run(const struct acc_pw_file *old_pw,
                    const struct acc_alias_file *old_al,
                    const struct acc_alias_file *new_al, struct acc_merge *m);
 void acc_merge_free(struct acc_merge *m);
+
+/* The items of one domain, in the order they were found: returns how many,
+ *idx_r points at their indexes in m->items. */
+size_t acc_merge_domain_items(const struct acc_merge *m, const char *domain,
+                              const size_t **idx_r);
 
 /* true if an extra field of this name may carry a secret: its value is
    never shown. */

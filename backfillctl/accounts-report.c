@@ -79,13 +79,14 @@ static const char *domain_title(const char *domain)
 void acc_report_figures(const struct acc_merge *m, const char *domain,
                         size_t figures[ACC_KINDS], size_t *conflicts_r)
 {
+	const size_t *idx;
+	size_t n = acc_merge_domain_items(m, domain, &idx);
+
 	memset(figures, 0, sizeof(size_t) * ACC_KINDS);
 	*conflicts_r = 0;
-	for (size_t i = 0; i < m->n; i++) {
-		if (strcmp(m->items[i].domain, domain) != 0)
-			continue;
-		figures[m->items[i].kind]++;
-		if (m->items[i].kind >= ACC_FIRST_CONFLICT)
+	for (size_t i = 0; i < n; i++) {
+		figures[m->items[idx[i]].kind]++;
+		if (m->items[idx[i]].kind >= ACC_FIRST_CONFLICT)
 			(*conflicts_r)++;
 	}
 }
@@ -105,6 +106,8 @@ int acc_report_text(const struct acc_merge *m, const char *domain,
                     const struct acc_report_ctx *ctx, FILE *out)
 {
 	size_t figures[ACC_KINDS], conflicts, number = 0;
+	const size_t *idx;
+	size_t n_idx = acc_merge_domain_items(m, domain, &idx);
 
 	acc_report_figures(m, domain, figures, &conflicts);
 	fprintf(out, "Accounts after the incident: %s\n", domain_title(domain));
@@ -137,11 +140,10 @@ int acc_report_text(const struct acc_merge *m, const char *domain,
 	if (conflicts > 0)
 		fprintf(out, "\nConflicts\n");
 	for (int kind = ACC_FIRST_CONFLICT; kind < ACC_KINDS; kind++) {
-		for (size_t i = 0; i < m->n; i++) {
-			const struct acc_item *it = &m->items[i];
+		for (size_t i = 0; i < n_idx; i++) {
+			const struct acc_item *it = &m->items[idx[i]];
 
-			if (it->kind != (enum acc_kind)kind ||
-			    strcmp(it->domain, domain) != 0)
+			if (it->kind != (enum acc_kind)kind)
 				continue;
 			fprintf(out, "\n%zu. %s: %s\n", ++number,
 			        kinds[kind].title, it->address);
@@ -155,11 +157,10 @@ int acc_report_text(const struct acc_merge *m, const char *domain,
 		enum acc_kind kind = figure_order[k];
 		bool header = false;
 
-		for (size_t i = 0; i < m->n; i++) {
-			const struct acc_item *it = &m->items[i];
+		for (size_t i = 0; i < n_idx; i++) {
+			const struct acc_item *it = &m->items[idx[i]];
 
-			if (it->kind != kind ||
-			    strcmp(it->domain, domain) != 0 || !listed(it))
+			if (it->kind != kind || !listed(it))
 				continue;
 			if (!header) {
 				fprintf(out, "\n%s (%zu)\n%s\n",
@@ -227,6 +228,8 @@ int acc_report_html(const struct acc_merge *m, const char *domain,
                     const struct acc_report_ctx *ctx, FILE *out)
 {
 	size_t figures[ACC_KINDS], conflicts, number = 0;
+	const size_t *idx;
+	size_t n_idx = acc_merge_domain_items(m, domain, &idx);
 
 	acc_report_figures(m, domain, figures, &conflicts);
 	fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta "
@@ -281,11 +284,10 @@ int acc_report_html(const struct acc_merge *m, const char *domain,
 	if (conflicts > 0)
 		fputs("<h2>Conflicts</h2>\n", out);
 	for (int kind = ACC_FIRST_CONFLICT; kind < ACC_KINDS; kind++) {
-		for (size_t i = 0; i < m->n; i++) {
-			const struct acc_item *it = &m->items[i];
+		for (size_t i = 0; i < n_idx; i++) {
+			const struct acc_item *it = &m->items[idx[i]];
 
-			if (it->kind != (enum acc_kind)kind ||
-			    strcmp(it->domain, domain) != 0)
+			if (it->kind != (enum acc_kind)kind)
 				continue;
 			fprintf(out,
 			        "<section class=\"conflict\" "
@@ -310,11 +312,10 @@ int acc_report_html(const struct acc_merge *m, const char *domain,
 		enum acc_kind kind = figure_order[k];
 		bool header = false;
 
-		for (size_t i = 0; i < m->n; i++) {
-			const struct acc_item *it = &m->items[i];
+		for (size_t i = 0; i < n_idx; i++) {
+			const struct acc_item *it = &m->items[idx[i]];
 
-			if (it->kind != kind ||
-			    strcmp(it->domain, domain) != 0 || !listed(it))
+			if (it->kind != kind || !listed(it))
 				continue;
 			if (!header) {
 				fprintf(out,
