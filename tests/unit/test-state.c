@@ -2032,12 +2032,13 @@ static void test_redis_keys_and_ttl(void **statep)
 {
 	struct fixture *f = *statep;
 	struct bf_state *state = open_ok(f->uri);
-	struct bf_dedup_key key;
+	struct bf_dedup_key key, keys[4];
 	struct bf_merge_record rec;
 	redisContext *c = redis_raw(f, NULL);
 	redisReply *reply;
 	const char *error;
 	char hex[BF_FP_HEX_SIZE], name[256];
+	int results[4];
 
 	assert_non_null(c);
 	make_key(&key, "a:b", "x@example.org", 1);
@@ -2069,6 +2070,25 @@ static void test_redis_keys_and_ttl(void **statep)
 	        bf_state_dedup_mark_delivered(state, &key, NOW + 5, &error), 1);
 	reply = redisCommand(c, "PTTL %s", name);
 	assert_true(reply->integer > 3600 * 1000LL);
+	freeReplyObject(reply);
+
+	/* All recipients of a message in one round trip: one command. */
+	make_key(&keys[0], "w", "r1@example.org", 7);
+	make_key(&keys[1], "w", "r2@example.org", 7);
+	make_key(&keys[2], "w", "r1@example.org", 7);
+	make_key(&keys[3], "w", "r3@example.org", 7);
+	reply = redisCommand(c, "CONFIG RESETSTAT");
+	freeReplyObject(reply);
+	assert_int_equal(
+	        bf_state_dedup_check_and_set_many(state, keys, 4, NOW, 60, "mx",
+	                                          "Q", results, NULL, &error),
+	        0);
+	assert_int_equal(results[0] + results[1] + results[2] + results[3], 3);
+	reply = redisCommand(c, "INFO commandstats");
+	assert_non_null(strstr(reply->str, "cmdstat_evalsha:calls=1,"));
+	assert_null(strstr(reply->str, "cmdstat_eval:"));
+	/* (commands inside the script are counted too: set, get) */
+	assert_null(strstr(reply->str, "cmdstat_select:"));
 	freeReplyObject(reply);
 
 	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", "h:1:x",
