@@ -291,6 +291,18 @@ static void note_token(struct acc_item *it, const char *what, const char *tok)
 	free(shown);
 }
 
+/* "what: kept (other server: other)", so the administrator can go back */
+static void note_token_pair(struct acc_item *it, const char *what,
+                            const char *kept, const char *other_side,
+                            const char *other)
+{
+	char *k = token_shown(kept), *o = token_shown(other);
+
+	item_note(it, "%s%s (%s: %s)", what, k, other_side, o);
+	free(k);
+	free(o);
+}
+
 /* Password changed after the incident: the account was reconfigured on
    the new server and the new server's entry wins, field by field; old
    userdb settings the new entry lacks come back (they were not recreated),
@@ -322,8 +334,8 @@ static void merge_reconfigured(struct acc_merge *m, struct acc_item *it,
 		const char *old = tokens_find(&ot, nt.v[i]);
 
 		if (old != NULL && strcmp(old, nt.v[i]) != 0)
-			note_token(it, "extra field: the new server's ",
-			           nt.v[i]);
+			note_token_pair(it, "extra field: the new server's ",
+			                nt.v[i], "old server", old);
 	}
 	for (size_t i = 0; i < ot.n; i++) {
 		if (tokens_find(&nt, ot.v[i]) != NULL)
@@ -412,8 +424,8 @@ static void merge_untouched(struct acc_merge *m, struct acc_item *it,
 			note_token(it,
 			           "restored from the old server: ", ot.v[i]);
 		else if (strcmp(cur, ot.v[i]) != 0)
-			note_token(it, "restored the old server's value: ",
-			           ot.v[i]);
+			note_token_pair(it, "restored the old server's value: ",
+			                ot.v[i], "new server", cur);
 	}
 	for (size_t i = 0; i < nt.n; i++) {
 		if (is_location_key(nt.v[i])) {

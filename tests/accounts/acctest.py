@@ -24,6 +24,8 @@ DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
 
 EX = "example.com"
+# the value of an extra field whose name says it is a secret
+EXTRA_SECRET = "SuperSecretValue9"
 OTHER = "other.org"
 
 # user -> plaintext passwords on the old and the new server (None: no
@@ -83,7 +85,7 @@ class Scenario:
             "# old server, restored from the backup\n",
             "alice@example.com:%s:8:8::/srv/old/example.com/alice::userdb_quota_rule=*:storage=1G\n" % h("alice", "old"),
             "# Bob is in accounting\n",
-            "bob@example.com:%s:8:8:Bob:/srv/old/example.com/bob:/bin/false:userdb_quota_rule=*:storage=2G allow_nets=192.0.2.0/24\n" % h("bob", "old"),
+            "bob@example.com:%s:8:8:Bob:/srv/old/example.com/bob:/bin/false:userdb_quota_rule=*:storage=2G allow_nets=192.0.2.0/24 userdb_master_pass=%s\n" % (h("bob", "old"), EXTRA_SECRET),
             "carol@example.com:%s:8:8:Carol:/srv/old/example.com/carol::userdb_quota_rule=*:storage=3G\n" % h("carol", "old"),
             "dave@example.com:%s:8:8::/srv/old/example.com/dave::\n" % h("dave", "old"),
             "frank@example.com:%s:8:8::/srv/mail/example.com/frank::\n" % h("frank", "old"),
@@ -147,7 +149,7 @@ class Scenario:
 
     def secrets(self):
         """Every password field of the inputs and every plaintext password."""
-        out = set(self.hashes.values())
+        out = set(self.hashes.values()) | {EXTRA_SECRET}
         for old, new in PASSWORDS.values():
             out.update(p for p in (old, new) if p)
         return out

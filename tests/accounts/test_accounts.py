@@ -57,7 +57,8 @@ class MergeTest(unittest.TestCase):
         # the old passdb field (allow_nets) stays out
         self.assertEqual(lines["bob@example.com"],
                          "bob@example.com:%s:8:8::/srv/new/example.com/bob::"
-                         "userdb_quota_rule=*:storage=2G" % h[("bob", "new")])
+                         "userdb_quota_rule=*:storage=2G userdb_master_pass=%s"
+                         % (h[("bob", "new")], at.EXTRA_SECRET))
         # not recreated: the old line byte for byte
         self.assertEqual(lines["carol@example.com"],
                          "carol@example.com:%s:8:8:Carol:/srv/old/example.com/carol::"
@@ -173,9 +174,11 @@ class MergeTest(unittest.TestCase):
         self.assertIn("password: the new server's (changed after the incident)", bob)
         self.assertIn("restored from the old server: userdb_quota_rule=*:storage=2G", bob)
         self.assertIn("not restored (a passdb field of the old password", bob)
+        self.assertIn("restored from the old server: userdb_master_pass=(value not shown)", bob)
         gina = r[r.index("\n  gina@example.com"):]
         self.assertIn("not restored (mailbox location", gina)
-        self.assertIn("restored the old server's value: userdb_quota_rule=*:storage=3G", gina)
+        self.assertIn("restored the old server's value: userdb_quota_rule=*:storage=3G "
+                      "(new server: userdb_quota_rule=*:storage=9G)", gina)
 
     def test_no_secret_in_any_output(self):
         outputs = [self.stdout, self.stderr, at.read(self.merged_map)]
