@@ -110,6 +110,49 @@ static bool str_ok(const char *s)
 
 /* ---- open / close ---- */
 
+/* The URI as it may appear in logs: a password in the user info
+   ("redis://user:secret@host") or in a "password=" option is replaced by
+   "***".  Operators paste log lines into tickets. */
+static char *uri_redact(const char *uri)
+{
+	/* each "***" stands for a secret of 0 or more bytes behind at least
+	   one byte of syntax (":" or "password="): twice the input is ample */
+	size_t size = 2 * strlen(uri) + 8;
+	char *out = malloc(size), *o = out;
+	const char *p = uri, *start;
+
+	if (out == NULL)
+		return NULL;
+	start = strstr(uri, "://");
+	if (start != NULL) {
+		const char *auth = start + 3;
+		const char *end = auth + strcspn(auth, "/?");
+		const char *at = memchr(auth, '@', (size_t)(end - auth));
+		const char *colon =
+		        at == NULL ? NULL
+		                   : memchr(auth, ':', (size_t)(at - auth));
+		if (colon != NULL) {
+			memcpy(o, uri, (size_t)(colon + 1 - uri));
+			o += colon + 1 - uri;
+			memcpy(o, "***", 3);
+			o += 3;
+			p = at;
+		}
+	}
+	while (*p != '\0') {
+		if (strncmp(p, "password=", 9) == 0 && p > uri &&
+		    (p[-1] == '?' || p[-1] == '&')) {
+			memcpy(o, "password=***", 12);
+			o += 12;
+			p += 9 + strcspn(p + 9, "&");
+			continue;
+		}
+		*o++ = *p++;
+	}
+	*o = '\0';
+	return out;
+}
+
 int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 {
 	const struct bf_state_backend *backend = NULL;
@@ -133,17 +176,19 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 			backend = backends[i];
 	}
 	if (backend == NULL) {
+		char *shown = uri_redact(uri);
 		*error_r =
-		        bf_state_error_new(uri,
+		        bf_state_error_new(shown != NULL ? shown : "(uri)",
 		                           "unsupported backend \"%.*s\" "
 		                           "(supported: " SUPPORTED_SCHEMES ")",
 		                           (int)(colon - uri), uri);
+		free(shown);
 		return -1;
 	}
 	if (backend->open(colon + 1, &state, error_r) < 0)
 		return -1;
 	state->backend = backend;
-	state->uri = strdup(uri);
+	state->uri = uri_redact(uri);
 	if (state->uri == NULL) {
 		bf_state_close(&state);
 		*error_r = bf_state_error_new(uri, "out of memory");

@@ -1805,12 +1805,17 @@ static void test_redis_tcp_password(void **statep)
 	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
 	                                              "mx", "Q", NULL, &error),
 	                 0);
+	/* What the milter and the plugin log never shows the password. */
+	assert_null(strstr(bf_state_uri(other), "Zq8x"));
+	assert_contains(bf_state_uri(other), "redis://default:***@localhost:");
 	bf_state_close(&other);
 	/* On the unix socket, user and password are options. */
 	snprintf(uri, sizeof(uri),
 	         "redis+unix://%s?db=3&user=default&password=pw-Zq8x%%2F7",
 	         f->sock);
 	other = open_ok(uri);
+	assert_null(strstr(bf_state_uri(other), "Zq8x"));
+	assert_contains(bf_state_uri(other), "&password=***");
 	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
 	                                              "mx", "Q", NULL, &error),
 	                 0);
