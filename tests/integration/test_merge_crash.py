@@ -11,6 +11,7 @@ The final mailboxes (folder, fingerprint, flags, received date) and POP3
 UIDL lists of kim and tess must equal ref's.
 """
 import collections
+import imaplib
 import os
 import random
 import re
@@ -109,21 +110,29 @@ class MergeCrash(unittest.TestCase):
             if self.site.finished_lines(user):
                 break
             mode = ("login-imap", "login-pop3", "slices")[i % 3]
-            if mode == "slices":
-                c = dc.imap(user)
-                end = time.time() + rng.uniform(0, 2 * step)
-                while time.time() < end:
-                    c.noop()
-                killed = self._kill_session(user)
-                try:
-                    c.shutdown()
-                except OSError:
-                    pass
-            else:
-                s = self._login_raw("imap" if mode == "login-imap" else "pop3", user)
-                time.sleep(rng.uniform(0, 0.05))
-                killed = self._kill_session(user)
-                s.close()
+            killed = []
+            try:
+                if mode == "slices":
+                    c = dc.imap(user)
+                    end = time.time() + rng.uniform(0, 2 * step)
+                    while time.time() < end:
+                        c.noop()
+                    killed = self._kill_session(user)
+                    try:
+                        c.shutdown()
+                    except OSError:
+                        pass
+                else:
+                    s = self._login_raw("imap" if mode == "login-imap" else "pop3", user)
+                    time.sleep(rng.uniform(0, 0.05))
+                    killed = self._kill_session(user)
+                    s.close()
+            except (OSError, imaplib.IMAP4.error) as e:
+                # A SIGKILL can leave Dovecot's own empty dovecot-uidlist.lock
+                # behind; the next session then waits for it to go stale
+                # (Dovecot's behaviour, with or without the plugin).
+                print("kill %d (%s): session failed: %r" % (i, mode, e), file=sys.stderr)
+                killed = self._kill_session(user, pid_wait=0.1)
             if killed and not self.site.finished_lines(user):
                 kills_unfinished += 1
                 points.append((mode, len(dc.log_lines(r"backfill\(kim\): merge (started|resumed)"))))
@@ -137,7 +146,9 @@ class MergeCrash(unittest.TestCase):
         self.site.wait_merged(user, timeout=300)
         self.same_as_ref(user)
         self.assertEqual(len(self.site.finished_lines(user)), 1)
-        self.assertEqual(dc.log_lines(r"\b(Panic|Fatal)\b.*"), [])
+        # the master reports each SIGKILL as "Fatal: ... killed with signal 9"
+        bad = [l for l in dc.log_lines(r"\b(Panic|Fatal)\b") if "killed with signal 9" not in l]
+        self.assertEqual(bad, [])
 
     # ---------------------------------------------------------- test 6
     def test_6_ten_simultaneous_sessions(self):
