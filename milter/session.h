@@ -26,8 +26,9 @@ struct milter_forged {
 
 struct milter_session {
 	struct bf_fp *fp; /* kept across messages of the session */
-	bool no_reply_headers;
-	bool can_skip;
+	/* SMFIP_NR_* steps the MTA agreed to send without waiting for our
+	   reply (we never reject, so only end of message needs one). */
+	unsigned long no_reply;
 	bool in_message; /* counted in milter_active_messages() */
 
 	/* Per message. */

@@ -16,6 +16,10 @@ SMFIP_NR_HDR = 0x80
 SMFIP_NOUNKNOWN = 0x100
 SMFIP_NODATA = 0x200
 SMFIP_SKIP = 0x400
+SMFIP_NR_MAIL = 0x4000
+SMFIP_NR_RCPT = 0x8000
+SMFIP_NR_EOH = 0x40000
+SMFIP_NR_BODY = 0x80000
 ALL_ACTIONS = 0x1ff
 ALL_STEPS = 0x1fffff
 
@@ -65,12 +69,34 @@ class MilterClient:
             if cmd != b'p':
                 return cmd, data
 
-    def _step(self, cmd, data, skip_flag=0):
+    def _step(self, cmd, data, skip_flag=0, no_reply_flag=0):
+        """Sends a step unless the milter asked not to get it; reads the
+        reply unless the milter said it gives none."""
         if self.steps & skip_flag:
             return b'c'
         self._send(cmd, data)
+        if self.steps & no_reply_flag:
+            return b'c'
         reply, _ = self._reply()
         return reply
+
+    def mail(self, sender):
+        return self._step(b'M', sender.encode() + b'\0', SMFIP_NOMAIL,
+                          SMFIP_NR_MAIL)
+
+    def rcpt(self, rcpt):
+        return self._step(b'R', rcpt.encode() + b'\0', SMFIP_NORCPT,
+                          SMFIP_NR_RCPT)
+
+    def header(self, name, value):
+        return self._step(b'L', name + b'\0' + value + b'\0', SMFIP_NOHDRS,
+                          SMFIP_NR_HDR)
+
+    def eoh(self):
+        return self._step(b'N', b'', SMFIP_NOEOH, SMFIP_NR_EOH)
+
+    def body(self, chunk):
+        return self._step(b'B', chunk, SMFIP_NOBODY, SMFIP_NR_BODY)
 
     def macros(self, stage, pairs):
         data = stage
@@ -83,35 +109,29 @@ class MilterClient:
         list of (kind, fields) of what the milter asked at end of
         message: ('addheader', name, value), ('chgheader', index, name,
         value), ('delrcpt', rcpt), ('quarantine', reason)."""
-        reply = self._step(b'M', sender.encode() + b'\0', SMFIP_NOMAIL)
+        reply = self.mail(sender)
         if reply != b'c':
             return reply, []
         for r in rcpts:
-            self._step(b'R', r.encode() + b'\0', SMFIP_NORCPT)
+            self.rcpt(r)
         self._step(b'T', b'', SMFIP_NODATA)
         for name, value in headers:
             if isinstance(name, str):
                 name = name.encode()
             if isinstance(value, str):
                 value = value.encode()
-            if self.steps & SMFIP_NOHDRS:
-                continue
-            self._send(b'L', name + b'\0' + value + b'\0')
-            if not self.steps & SMFIP_NR_HDR:
-                self._reply()
-        self._step(b'N', b'', SMFIP_NOEOH)
-        skipping = bool(self.steps & SMFIP_NOBODY)
+            self.header(name, value)
+        self.eoh()
+        skipping = False
         for chunk in body_chunks:
-            if skipping:
-                continue
             for i in range(0, len(chunk), 65535):
-                self._send(b"B", chunk[i:i + 65535])
-                reply, _ = self._reply()
-                if reply == b's':
+                if not skipping and self.body(chunk[i:i + 65535]) == b's':
                     skipping = True
-                    break
         if queue_id is not None:
             self.macros(b'E', {'i': queue_id})
+        return self.eom()
+
+    def eom(self):
         self._send(b'E', b'')
         actions = []
         while True:
@@ -137,7 +157,7 @@ class MilterClient:
                 return cmd, actions
 
     @staticmethod
-    def header(actions, name):
+    def added(actions, name):
         for a in actions:
             if a[0] == 'addheader' and a[1].lower() == name.lower():
                 return a[2]

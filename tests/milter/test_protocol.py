@@ -69,10 +69,10 @@ class ProtocolTest(unittest.TestCase):
     def assert_fingerprint(self, headers, body, **kw):
         reply, actions = self.send(headers, body, **kw)
         self.assertEqual(reply, b'a', actions)
-        fp = MilterClient.header(actions, 'X-Backfill-Fingerprint')
+        fp = MilterClient.added(actions, 'X-Backfill-Fingerprint')
         self.assertIsNotNone(fp, actions)
         self.assertEqual(fp, ref_fp(raw_message(headers, body)))
-        self.assertIsNone(MilterClient.header(actions, 'X-Backfill-Dedup'))
+        self.assertIsNone(MilterClient.added(actions, 'X-Backfill-Dedup'))
         return fp
 
     def test_1mb_headers_no_growth(self):
