@@ -282,7 +282,7 @@ int acc_report_html(const struct acc_merge *m, const char *domain,
 	fputs("</table>\n", out);
 
 	if (conflicts > 0)
-		fputs("<h2>Conflicts</h2>\n", out);
+		fputs("<h2 id=\"conflicts\">Conflicts</h2>\n", out);
 	for (int kind = ACC_FIRST_CONFLICT; kind < ACC_KINDS; kind++) {
 		for (size_t i = 0; i < n_idx; i++) {
 			const struct acc_item *it = &m->items[idx[i]];
@@ -319,10 +319,13 @@ int acc_report_html(const struct acc_merge *m, const char *domain,
 				continue;
 			if (!header) {
 				fprintf(out,
-				        "<h2>%s (%zu)</h2>\n<p>%s</p>\n<ul "
-				        "class=\"items\" data-list=\"%s\">\n",
-				        kinds[kind].title, figures[kind],
-				        kinds[kind].about, kinds[kind].id);
+				        "<h2 id=\"%s\">%s "
+				        "(%zu)</h2>\n<p>%s</p>\n"
+				        "<ul class=\"items\" "
+				        "data-list=\"%s\">\n",
+				        kinds[kind].id, kinds[kind].title,
+				        figures[kind], kinds[kind].about,
+				        kinds[kind].id);
 				header = true;
 			}
 			fputs("<li><code>", out);
