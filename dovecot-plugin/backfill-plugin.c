@@ -22,7 +22,7 @@
 #define BACKFILL_DEFAULT_KEYWORD      "$Backfilled"
 /* Work done per IMAP background slice: the client waits at most about
    this long for its next command to start. */
-#define BACKFILL_SLICE_MS 30
+#define BACKFILL_SLICE_MS 20
 
 const char *backfill_plugin_version = DOVECOT_ABI_VERSION;
 
@@ -178,6 +178,8 @@ static void backfill_user_merge_stop(struct backfill_user *buser)
 	backfill_merge_end(&buser->merge);
 }
 
+/* One background slice.  A client command that arrives meanwhile waits
+   for it; its commit (about once a second, fsyncs) makes it longer. */
 static void backfill_slice(struct backfill_user *buser)
 {
 	int ret;

@@ -43,6 +43,7 @@
 #include "time-util.h"
 #include "mail-storage-private.h"
 #include "mail-namespace.h"
+#include "mail-storage-service.h"
 #include "mail-search-build.h"
 #include "mailbox-list-iter.h"
 #include "fingerprint.h"
@@ -58,6 +59,7 @@
 #include <time.h>
 
 #define BACKFILL_BATCH_MAX        200
+#define BACKFILL_BATCH_MAX_MSECS  1000
 #define BACKFILL_LEASE_TTL_SECS   120
 #define BACKFILL_LEASE_RENEW_SECS 30
 #define BACKFILL_CURSOR_VERSION   "1"
@@ -125,6 +127,11 @@ struct box_walk {
 struct backfill_merge {
 	pool_t pool;
 	struct mail_user *user;
+	/* The merge's own instance of the live user: its open mailboxes and
+	   transactions can stay open between IMAP slices, which Dovecot does
+	   not allow on the session's user (it must hold the last reference
+	   when the session ends, before any plugin hook runs). */
+	struct mail_user *luser;
 	const struct backfill_settings *set;
 	struct bf_state *state;
 	char owner[128];
@@ -140,6 +147,10 @@ struct backfill_merge {
 	/* Done up to and including (cursor_folder, cursor_uid). */
 	unsigned int cursor_folder;
 	uint32_t cursor_uid;
+	/* ... and as of the last checkpoint */
+	unsigned int committed_folder;
+	uint32_t committed_uid;
+	unsigned int consumed_committed;
 	bool have_cursor;
 	/* A batch that may have landed before the crash (see top). */
 	bool intent;
@@ -170,10 +181,13 @@ struct backfill_merge {
 	HASH_TABLE(char *, void *) live_uidls;
 
 	struct mailbox_transaction_context *ltrans;
+	uint64_t batch_started;
 	uint32_t batch_uidnext;
 	ARRAY(struct batch_item) batch;
 	uint32_t batch_last_uid;
 	bool cursor_dirty;
+	/* stopped on an error: commit nothing more */
+	bool failed;
 };
 
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
@@ -206,16 +220,17 @@ static int consumed_cmp(const struct consumed *c1, const struct consumed *c2)
 }
 
 /* "|GUID:1-5,9;GUID2:3" */
-static void consumed_format(struct backfill_merge *m, string_t *str)
+static void consumed_format(struct backfill_merge *m, unsigned int n,
+                            string_t *str)
 {
 	ARRAY(struct consumed) sorted;
 	const struct consumed *c;
 	unsigned int i, count, prev_box = UINT_MAX;
 
-	if (array_count(&m->consumed) == 0)
+	if (n == 0)
 		return;
-	t_array_init(&sorted, array_count(&m->consumed));
-	array_append_array(&sorted, &m->consumed);
+	t_array_init(&sorted, n);
+	array_append(&sorted, array_front(&m->consumed), n);
 	array_sort(&sorted, consumed_cmp);
 	c = array_get(&sorted, &count);
 	str_append_c(str, '|');
@@ -246,13 +261,20 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 {
 	string_t *str = t_str_new(64);
 
-	str_printfa(str, BACKFILL_CURSOR_VERSION ":%u:%u", m->cursor_folder,
-	            m->cursor_uid);
 	if (with_intent) {
-		str_printfa(str, ":%u:%u:%u", m->intent_folder,
-		            m->intent_uidnext, m->intent_last_uid);
+		/* The intent is written before the batch's mailbox commit:
+		   it keeps the position and dedup state of the last
+		   checkpoint, the batch itself is redone from there. */
+		str_printfa(str, BACKFILL_CURSOR_VERSION ":%u:%u:%u:%u:%u",
+		            m->committed_folder, m->committed_uid,
+		            m->intent_folder, m->intent_uidnext,
+		            m->intent_last_uid);
+		consumed_format(m, m->consumed_committed, str);
+	} else {
+		str_printfa(str, BACKFILL_CURSOR_VERSION ":%u:%u",
+		            m->cursor_folder, m->cursor_uid);
+		consumed_format(m, array_count(&m->consumed), str);
 	}
-	consumed_format(m, str);
 	return str_c(str);
 }
 
@@ -526,7 +548,7 @@ static int live_boxes_list(struct backfill_merge *m, const char **error_r)
 
 	p_array_init(&m->live_boxes, m->pool, 16);
 	iter = mailbox_list_iter_init_namespaces(
-	        m->user->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
+	        m->luser->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
 	        MAILBOX_LIST_ITER_RETURN_NO_FLAGS |
 	                MAILBOX_LIST_ITER_SKIP_ALIASES |
 	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
@@ -579,7 +601,7 @@ static int live_index_step(struct backfill_merge *m)
 
 	if (!m->walk_open) {
 		struct mail_namespace *ns =
-		        mail_namespace_find(m->user->namespaces, lb->vname);
+		        mail_namespace_find(m->luser->namespaces, lb->vname);
 		struct mailbox *box = mailbox_alloc(ns->list, lb->vname,
 		                                    MAILBOX_FLAG_READONLY);
 		if (walk_open(m, box, &error) < 0) {
@@ -597,9 +619,9 @@ static int live_index_step(struct backfill_merge *m)
 		lb->guid = p_strdup(m->pool, guid == NULL ? "" : guid);
 	}
 	if (m->walk.box == NULL) {
-		/* reattach after a slice: see merge_detach_live() */
+		/* reattach after a failed sync */
 		struct mail_namespace *ns =
-		        mail_namespace_find(m->user->namespaces, lb->vname);
+		        mail_namespace_find(m->luser->namespaces, lb->vname);
 		m->walk.box = mailbox_alloc(ns->list, lb->vname,
 		                            MAILBOX_FLAG_READONLY);
 		if (mailbox_sync(m->walk.box, 0) < 0) {
@@ -651,7 +673,7 @@ static int live_msg_fp(struct backfill_merge *m, struct live_msg *lm)
 		return 1;
 	if (lb->box == NULL) {
 		struct mail_namespace *ns =
-		        mail_namespace_find(m->user->namespaces, lb->vname);
+		        mail_namespace_find(m->luser->namespaces, lb->vname);
 		lb->box = mailbox_alloc(ns->list, lb->vname,
 		                        MAILBOX_FLAG_READONLY);
 		if (mailbox_open(lb->box) < 0) {
@@ -913,6 +935,10 @@ static int batch_commit(struct backfill_merge *m)
 	}
 	array_clear(&m->batch);
 	m->cursor_dirty = FALSE;
+	m->committed_folder = m->cursor_folder;
+	m->committed_uid = m->cursor_uid;
+	m->consumed_committed = array_count(&m->consumed);
+	m->batch_started = now_msecs();
 	return 0;
 }
 
@@ -1053,7 +1079,7 @@ static int merge_one(struct backfill_merge *m,
 	if (merged_already(m, m->idx, uid))
 		return 0;
 	if (m->lbox == NULL) {
-		if (backfill_folder_open_live(m->user, folder, &m->lbox,
+		if (backfill_folder_open_live(m->luser, folder, &m->lbox,
 		                              &error) < 0) {
 			merge_log_error(m, "%s", error);
 			return -1;
@@ -1189,7 +1215,7 @@ static int folder_open(struct backfill_merge *m,
 		walk_close(m);
 		return 0;
 	}
-	if (backfill_folder_open_live(m->user, folder, &m->lbox, &error) < 0) {
+	if (backfill_folder_open_live(m->luser, folder, &m->lbox, &error) < 0) {
 		merge_log_error(m, "%s", error);
 		walk_close(m);
 		return -1;
@@ -1285,24 +1311,6 @@ static void merge_finish(struct backfill_merge *m)
 	       m->rec.skipped, m->rec.uidl_collisions, secs);
 }
 
-/* Open mailboxes of the live user hold references to it, and Dovecot
-   insists on being the last holder when the session ends: between slices
-   no live mailbox stays open.  They are reopened on the next slice. */
-static void merge_detach_live(struct backfill_merge *m)
-{
-	struct live_box *lb;
-
-	if (m->lbox != NULL)
-		mailbox_free(&m->lbox);
-	array_foreach_modifiable(&m->live_boxes, lb)
-	{
-		if (lb->box != NULL)
-			mailbox_free(&lb->box);
-	}
-	if (m->phase == PHASE_LIVE_INDEX && m->walk.box != NULL)
-		mailbox_free(&m->walk.box);
-}
-
 int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 {
 	uint64_t deadline = now_msecs() + budget_ms;
@@ -1314,7 +1322,10 @@ int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 		if (m->phase == PHASE_LIVE_INDEX) {
 			if (m->idx >= array_count(&m->live_boxes)) {
 				array_sort(&m->live, live_msg_cmp);
-				if (consumed_apply(m) < 0) {
+				int apply_ret = consumed_apply(m);
+				m->consumed_committed =
+				        array_count(&m->consumed);
+				if (apply_ret < 0) {
 					merge_log_error(
 					        m, "merge record has a damaged "
 					           "cursor (reset it with "
@@ -1349,15 +1360,47 @@ int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 		if (now_msecs() >= deadline)
 			break;
 	}
-	if (ret < 0)
+	if (ret < 0) {
+		m->failed = TRUE;
 		return -1;
+	}
 	if (m->phase == PHASE_FINISHED)
 		return 1;
-	/* leave nothing open between slices */
+	/* The batch stays open between slices (see luser) until it is full
+	   or old enough: each commit costs fsyncs of the mailbox and of the
+	   state store, which would otherwise dominate short slices. */
 	walk_slice_end(m);
-	if (m->phase == PHASE_MERGE && batch_commit(m) < 0)
+	if (m->phase == PHASE_MERGE && (m->ltrans != NULL || m->cursor_dirty) &&
+	    now_msecs() - m->batch_started >= BACKFILL_BATCH_MAX_MSECS &&
+	    batch_commit(m) < 0) {
+		m->failed = TRUE;
 		return -1;
-	merge_detach_live(m);
+	}
+	return 0;
+}
+
+static int live_user_dup(struct mail_user *user, struct mail_user **luser_r,
+                         const char **error_r)
+{
+	struct mail_user *luser;
+	const char *error;
+
+	luser = mail_user_dup(user);
+	if (user->_service_user != NULL) {
+		luser->_service_user = user->_service_user;
+		mail_storage_service_user_ref(luser->_service_user);
+	}
+	/* keeps our own hooks away from it */
+	luser->creator = user;
+	luser->autocreated = TRUE;
+	if (mail_user_init(luser, &error) < 0 ||
+	    mail_namespaces_init(luser, &error) < 0) {
+		*error_r = t_strdup_printf("opening the live mailboxes: %s",
+		                           error);
+		mail_user_deinit(&luser);
+		return -1;
+	}
+	*luser_r = luser;
 	return 0;
 }
 
@@ -1485,7 +1528,10 @@ int backfill_merge_begin(struct mail_user *user,
 		backfill_merge_end(merge_r);
 		return 0;
 	}
-	if (cursor_parse(m, m->rec.cursor) < 0) {
+	int parse_ret = cursor_parse(m, m->rec.cursor);
+	m->committed_folder = m->cursor_folder;
+	m->committed_uid = m->cursor_uid;
+	if (parse_ret < 0) {
 		*reason_r = t_strdup_printf(
 		        "merge record has an unknown cursor '%s' (reset it "
 		        "with doveadm backfill reset)",
@@ -1494,6 +1540,12 @@ int backfill_merge_begin(struct mail_user *user,
 		return -1;
 	}
 
+	if (live_user_dup(user, &m->luser, &error) < 0) {
+		*reason_r = t_strdup_printf("merge postponed: %s", error);
+		backfill_merge_end(merge_r);
+		return -1;
+	}
+	m->batch_started = now_msecs();
 	if ((ret = backfill_archive_open(user, set, &m->archive, &error)) <=
 	    0) {
 		*reason_r = ret == 0 ? NULL
@@ -1502,7 +1554,7 @@ int backfill_merge_begin(struct mail_user *user,
 		backfill_merge_end(merge_r);
 		return ret;
 	}
-	if (backfill_folder_map_build(user, m->archive, pool, &m->folders,
+	if (backfill_folder_map_build(m->luser, m->archive, pool, &m->folders,
 	                              &error) < 0 ||
 	    live_boxes_list(m, &error) < 0) {
 		*reason_r = t_strdup(error);
@@ -1525,7 +1577,7 @@ int backfill_merge_begin(struct mail_user *user,
 		if (i != UINT_MAX) {
 			/* guid is filled while indexing: look it up now */
 			struct mail_namespace *ns = mail_namespace_find(
-			        user->namespaces, f->live_vname);
+			        m->luser->namespaces, f->live_vname);
 			struct mailbox *box = mailbox_alloc(
 			        ns->list, f->live_vname, MAILBOX_FLAG_READONLY);
 			const char *guid = mailbox_guid_str(box);
@@ -1573,6 +1625,12 @@ void backfill_merge_end(struct backfill_merge **_m)
 	if (m == NULL)
 		return;
 	*_m = NULL;
+	if (m->phase == PHASE_MERGE && !m->failed &&
+	    (m->ltrans != NULL || m->cursor_dirty)) {
+		/* session end: keep what the last slices did */
+		walk_slice_end(m);
+		(void)batch_commit(m);
+	}
 	if (m->ltrans != NULL)
 		mailbox_transaction_rollback(&m->ltrans);
 	walk_close(m);
@@ -1589,6 +1647,8 @@ void backfill_merge_end(struct backfill_merge **_m)
 		}
 	}
 	backfill_archive_close(&m->archive);
+	if (m->luser != NULL)
+		mail_user_deinit(&m->luser);
 	if (m->fp != NULL)
 		bf_fp_free(&m->fp);
 	if (m->have_slot) {
