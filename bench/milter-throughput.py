@@ -12,14 +12,19 @@ parallel sessions; the clock stops when the queue is empty again.  0%:
 every message is unique (smtp-source's own Message-Id).  50%: half of the
 messages come from one fixed file (-F), so all of them but the first are
 duplicates.  The milter runs inside an open window with DuplicateAction
-tag (duplicates delivered, tagged), so both Postfix instances do the same
-delivery work and the ratio measures the milter alone.  Rounds alternate
-the two instances; the best round of each is kept (the least disturbed
-by other load on the machine).
+tag (duplicates delivered, tagged), so every Postfix instance does the
+same delivery work and the ratio measures the milter alone.  A third
+instance uses the same milter with Window off: the cost of the milter
+protocol itself (libmilter, a connection per SMTP session), without any
+dedup work.  Rounds rotate the order of the instances; each round gives
+a ratio per instance against the milter-less one measured in the same
+round, and the median ratio of the rounds is reported: other load on a
+shared machine moves the runs of a round alike.
 """
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,25 +74,37 @@ def run(pf, count, sessions, size, dup_pct, dup_file):
         source(pf, count, sessions, size)
     else:
         dups = count * dup_pct // 100
-        half = max(1, sessions // 2)
-        t = threading.Thread(target=source,
-                             args=(pf, dups, half, size, dup_file))
-        t.start()
-        source(pf, count - dups, sessions - half, size)
-        t.join()
+        if sessions < 2:
+            source(pf, dups, 1, size, dup_file)
+            source(pf, count - dups, 1, size)
+        else:
+            half = sessions // 2
+            t = threading.Thread(target=source,
+                                 args=(pf, dups, half, size, dup_file))
+            t.start()
+            source(pf, count - dups, sessions - half, size)
+            t.join()
     while queue_files(pf) > 0:
         time.sleep(0.05)
     return count / (time.monotonic() - start)
 
 
+def cpu_seconds(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--messages', type=int, default=10000)
+    ap.add_argument('--messages', type=int, default=2000,
+                    help='messages per run (a round is one run per instance)')
     ap.add_argument('--sessions', type=int, default=10)
     ap.add_argument('--size', type=int, default=2000)
-    ap.add_argument('--rounds', type=int, default=2)
+    ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--config', action='append', default=[],
-                    help='extra backfill-milter.conf line, e.g. "Window off"')
+                    help='extra backfill-milter.conf line for the milter '
+                    'under test')
     ap.add_argument('milter')
     ap.add_argument('backfillctl')
     a = ap.parse_args()
@@ -97,70 +114,85 @@ def main():
     dup_file = os.path.join(tmp, 'dup.eml')
     with open(dup_file, 'wb') as f:
         f.write(DUP_MESSAGE)
-    milter = PrivateMilter(a.milter, a.backfillctl, tmp=tmp, window='bench',
-                           config=['SocketMode 0660', 'SocketGroup postfix',
-                                   'DuplicateAction tag', 'LogLevel info',
-                                   *a.config])
-    milter.start()
-    with_m = Postfix('mxm', relay_transport='discard:',
-                     milters='unix:' + milter.sock)
-    without = Postfix('mxp', relay_transport='discard:')
+    common = ['SocketMode 0660', 'SocketGroup postfix', 'LogLevel info']
+    milters, instances = [], []
     results = {}
     try:
-        with_m.start()
-        without.start()
-        # Warm up both (process pools, page cache, the store's file).
-        for pf in (with_m, without):
+        # The milter under test, inside an open window; and the same
+        # binary with Window off: what the milter protocol alone costs.
+        for name, extra in (('with', ['DuplicateAction tag', *a.config]),
+                            ('off', ['Window off'])):
+            d = os.path.join(tmp, name)
+            os.mkdir(d)
+            m = PrivateMilter(a.milter, a.backfillctl, tmp=d,
+                              window='bench' if name == 'with' else None,
+                              config=common + extra)
+            m.start()
+            milters.append(m)
+        instances = [('without', Postfix('mxp', relay_transport='discard:')),
+                     ('with', Postfix('mxm', relay_transport='discard:',
+                                      milters='unix:' + milters[0].sock)),
+                     ('off', Postfix('mxo', relay_transport='discard:',
+                                     milters='unix:' + milters[1].sock))]
+        for _, pf in instances:
+            pf.start()
+        # Warm up (process pools, page cache, the store's file).
+        for _, pf in instances:
             run(pf, 200, a.sessions, a.size, 0, dup_file)
+        milter = milters[0]
         rss_start = milter.rss_kb()
-        sent_through_milter = 200
+        cpu_start = cpu_seconds(milter.proc.pid)
+        counted = 0
         for dup_pct in (0, 50):
             for r in range(a.rounds):
-                order = (without, with_m) if r % 2 == 0 else (with_m, without)
-                for pf in order:
+                order = instances[r % 3:] + instances[:r % 3]
+                for name, pf in order:
                     rate = run(pf, a.messages, a.sessions, a.size, dup_pct,
                                dup_file)
-                    key = (dup_pct, pf is with_m)
-                    results[key] = max(results.get(key, 0), rate)
-                    if pf is with_m:
-                        sent_through_milter += a.messages
-                    print('  %d%% duplicates, %s milter, round %d: %.0f msg/s'
-                          % (dup_pct, 'with' if pf is with_m else 'without',
-                             r + 1, rate), file=sys.stderr)
+                    results.setdefault((dup_pct, name), []).append(rate)
+                    if name == 'with':
+                        counted += a.messages
+                    print('  %d%% duplicates, %s, round %d: %.0f msg/s'
+                          % (dup_pct, name, r + 1, rate), file=sys.stderr)
             if dup_pct == 0:
-                rss_after_first = milter.rss_kb()
-                after_first_count = sent_through_milter
+                rss_mid, count_mid = milter.rss_kb(), counted
         rss_end = milter.rss_kb()
+        cpu = cpu_seconds(milter.proc.pid) - cpu_start
         with open('/proc/%d/status' % milter.proc.pid) as f:
             hwm = [l.split()[1] for l in f if l.startswith('VmHWM:')][0]
         stats = milter.ctl('dedup', 'stats').stdout.split()
-        with open('/proc/%d/stat' % milter.proc.pid) as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
     finally:
-        with_m.stop()
-        without.stop()
-        milter.stop()
-        with_m.cleanup()
-        without.cleanup()
+        for _, pf in instances:
+            pf.stop()
+            pf.cleanup()
+        for m in milters:
+            m.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print('backfill-milter throughput (Postfix %s, %d messages of %d bytes '
-          'per run, %d sessions, best of %d rounds, delivery to discard:)'
-          % (Postfix.__module__ and subprocess.run(
-              ['postconf', '-dh', 'mail_version'], capture_output=True,
-              text=True).stdout.strip(), a.messages, a.size, a.sessions,
-             a.rounds))
+    version = subprocess.run(['postconf', '-dh', 'mail_version'],
+                             capture_output=True, text=True).stdout.strip()
+    print('backfill-milter throughput: Postfix %s, %d messages of %d bytes '
+          'per run, %d smtp-source sessions, delivery to discard:, median '
+          'of %d rounds, load average %s'
+          % (version, a.messages, a.size, a.sessions, a.rounds,
+             os.getloadavg()[0]))
     for dup_pct in (0, 50):
-        base, mil = results[(dup_pct, False)], results[(dup_pct, True)]
-        print('%3d%% duplicates: without milter %6.0f msg/s, with milter '
-              '%6.0f msg/s, ratio %.2f' % (dup_pct, base, mil, mil / base))
+        base = results[(dup_pct, 'without')]
+        line = '%3d%% duplicates: without milter %4.0f msg/s' % (
+            dup_pct, statistics.median(base))
+        for name, label in (('with', 'with milter'),
+                            ('off', 'milter with Window off')):
+            rates = results[(dup_pct, name)]
+            ratios = [x / b for x, b in zip(rates, base)]
+            line += '; %s %4.0f msg/s, ratio %.2f (%s)' % (
+                label, statistics.median(rates), statistics.median(ratios),
+                ' '.join('%.2f' % x for x in ratios))
+        print(line)
     print('milter RSS: %d kB after warm-up, %d kB after %d messages, %d kB '
           'after %d messages (peak %s kB)'
-          % (rss_start, rss_after_first, after_first_count, rss_end,
-             sent_through_milter, hwm))
-    print('milter CPU time: %.1f s for %d messages (%.2f ms per message)'
-          % (cpu_s, sent_through_milter, 1000 * cpu_s / sent_through_milter))
+          % (rss_start, rss_mid, count_mid, rss_end, counted, hwm))
+    print('milter CPU: %.1f s for %d messages (%.2f ms per message)'
+          % (cpu, counted, 1000 * cpu / counted))
     print('dedup records in the store: %s' % ' '.join(stats))
 
 

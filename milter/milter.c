@@ -139,8 +139,29 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0,
 	*pf1 = f1 & (session != NULL ? steps : steps & ~no_reply);
 	*pf2 = 0;
 	*pf3 = 0;
-	if (session != NULL) {
+	if (session != NULL)
 		session->no_reply = *pf1 & no_reply;
+	/* The only macro we read is the queue id: asking for nothing else
+	   spares the MTA a macro packet at every other step. */
+	if ((f0 & SMFIF_SETSYMLIST) != 0) {
+		static const struct {
+			int stage;
+			const char *macros;
+		} lists[] = {
+		        {SMFIM_CONNECT, ""},  {SMFIM_HELO, ""},
+		        {SMFIM_ENVFROM, "i"}, {SMFIM_ENVRCPT, ""},
+		        {SMFIM_DATA, ""},     {SMFIM_EOH, ""},
+		        {SMFIM_EOM, "i"},
+		};
+		bool all = true;
+		for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+			if (smfi_setsymlist(ctx, lists[i].stage,
+			                    (char *)lists[i].macros) !=
+			    MI_SUCCESS)
+				all = false;
+		}
+		if (all)
+			*pf0 |= SMFIF_SETSYMLIST;
 	}
 	return SMFIS_CONTINUE;
 }

@@ -242,6 +242,11 @@ class PostfixE2E(unittest.TestCase):
         log = self.milter.log_text()
         self.assertIn('held: duplicate for all', log)
         self.assertIn('removed recipient', log)
+        # Postfix's queue ids reach the milter (macro {i} at end of data).
+        self.assertNotIn('queue id ?', log)
+        for q in held:
+            self.assertIn('held: duplicate', log)
+            self.assertIn('queue id %s: held' % q['queue_id'], log)
 
 
 if __name__ == '__main__':
