@@ -57,6 +57,7 @@
 #include "merge.h"
 
 #include <time.h>
+#include <sys/resource.h>
 
 #define BACKFILL_BATCH_MAX        200
 #define BACKFILL_BATCH_MAX_MSECS  1000
@@ -836,11 +837,15 @@ static int batch_begin(struct backfill_merge *m, const char **error_r)
 
 	if (m->ltrans != NULL)
 		return 0;
-	if (mailbox_sync(m->lbox, 0) < 0) {
+	/* No mailbox_sync() here: on Maildir it re-reads cur/ (changed by
+	   our own last commit) and makes a merge quadratic.  The index
+	   already knows our own commits; a UIDNEXT made stale by another
+	   process's delivery is only lower, and landed copies are matched by
+	   GUID anyway. */
+	if (mailbox_get_status(m->lbox, STATUS_UIDNEXT, &status) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
-	mailbox_get_open_status(m->lbox, STATUS_UIDNEXT, &status);
 	m->batch_uidnext = status.uidnext;
 	m->ltrans = mailbox_transaction_begin(
 	        m->lbox,
@@ -1294,6 +1299,10 @@ static void merge_finish(struct backfill_merge *m)
 		return;
 	}
 	i_gettimeofday(&now);
+	/* for the benchmarks: the merge's memory must stay flat */
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		i_zero(&ru);
 	double secs = timeval_diff_usecs(&now, &m->started) / 1000000.0;
 	struct event_passthrough *e =
 	        event_create_passthrough(m->user->event)
@@ -1302,13 +1311,17 @@ static void merge_finish(struct backfill_merge *m)
 	                ->add_int("duplicates", m->rec.duplicates)
 	                ->add_int("skipped", m->rec.skipped)
 	                ->add_int("archived", m->rec.archived)
-	                ->add_int("uidl_collisions", m->rec.uidl_collisions);
+	                ->add_int("uidl_collisions", m->rec.uidl_collisions)
+	                ->add_int("peak_rss_kb", ru.ru_maxrss);
 	e_info(e->event(),
 	       "backfill(%s): merge finished: %" PRIu64 " added, %" PRIu64
 	       " duplicates, %" PRIu64 " skipped, %" PRIu64
 	       " POP3 UIDL collisions, %.3f s in this session",
 	       m->user->username, m->rec.added, m->rec.duplicates,
 	       m->rec.skipped, m->rec.uidl_collisions, secs);
+	e_debug(m->user->event,
+	        "backfill(%s): peak RSS of this process: %ld kB",
+	        m->user->username, (long)ru.ru_maxrss);
 }
 
 int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
