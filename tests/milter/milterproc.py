@@ -10,7 +10,7 @@ import time
 
 class PrivateMilter:
     def __init__(self, milter, backfillctl, config=(), window=None,
-                 tmp=None):
+                 tmp=None, state=None):
         self.milter, self.backfillctl = milter, backfillctl
         self._tmpobj = None
         if tmp is None:
@@ -18,7 +18,7 @@ class PrivateMilter:
             tmp = self._tmpobj.name
         self.tmp = tmp
         self.sock = os.path.join(tmp, 'milter.sock')
-        self.state = 'sqlite:' + os.path.join(tmp, 'state.db')
+        self.state = state or 'sqlite:' + os.path.join(tmp, 'state.db')
         self.log = os.path.join(tmp, 'milter.log')
         self.conf = os.path.join(tmp, 'backfill-milter.conf')
         self.extra = list(config)

@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 import fingerprint_ref  # noqa: E402
-from dovecot import Dovecot  # noqa: E402
+from dovecot import MAIL_GID, Dovecot  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
 from postfix import Postfix, make_traversable  # noqa: E402
 
@@ -71,8 +71,15 @@ class PostfixE2E(unittest.TestCase):
                        'Hostname mx1.test']
         if not self.confirm:
             milter_conf += ['ConfirmDelivery no', 'MinAge 0']
-        self.milter = PrivateMilter(MILTER, BACKFILLCTL, tmp=self.tmp,
-                                    config=milter_conf, window='e2e')
+        # The store is shared with Dovecot's LMTP, which runs as the mail
+        # user: a setgid directory of its group, as an operator would do.
+        state_dir = os.path.join(self.tmp, 'state')
+        os.mkdir(state_dir)
+        os.chown(state_dir, 0, MAIL_GID)
+        os.chmod(state_dir, 0o2770)
+        self.milter = PrivateMilter(
+            MILTER, BACKFILLCTL, tmp=self.tmp, config=milter_conf,
+            window='e2e', state='sqlite:' + state_dir + '/state.db')
         self.milter.start()
         kw = {}
         if self.confirm:
@@ -95,6 +102,8 @@ class PostfixE2E(unittest.TestCase):
         for pf in (self.secondary, self.primary):
             pf.stop()
         self.dovecot.stop()
+        if os.environ.get('KEEP_TMP'):
+            shutil.copy(self.dovecot.log_path, self.tmp)
         rc = self.milter.stop()
         if rc != 0:
             print(self.milter.log_text(), file=sys.stderr)
@@ -242,6 +251,12 @@ class PostfixE2E(unittest.TestCase):
         log = self.milter.log_text()
         self.assertIn('held: duplicate for all', log)
         self.assertIn('removed recipient', log)
+        if self.confirm:
+            # Every delivery was confirmed by the plugin in LMTP.
+            stats = self.milter.ctl('dedup', 'stats').stdout.split()
+            self.assertEqual(stats[1], str(sent_pairs), stats)
+            self.assertEqual(stats[3], str(sent_pairs), stats)
+            self.assertNotIn('not confirmed', self.dovecot.log_text())
         # Postfix's queue ids reach the milter (macro {i} at end of data).
         self.assertNotIn('queue id ?', log)
         for q in held:
