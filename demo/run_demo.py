@@ -366,7 +366,9 @@ def run(args):
     work = tempfile.mkdtemp(prefix="backfill-demo-")
     make_traversable(work)
     n_dom = len(DOMAINS)
-    users = [User(i, DOMAINS[i % n_dom], pop3=(i % 3 == 0)) for i in range(args.users)]
+    # a third of each domain's users are POP3 users
+    users = [User(i, DOMAINS[i % n_dom], pop3=((i // n_dom) % 3 == 0))
+             for i in range(args.users)]
     make_archives(users, args.messages, args.seed)
     archived = sum(len(f.msgs) for u in users for f in u.archive)
     procs = []
@@ -430,6 +432,7 @@ def run(args):
         per_domain = {d: collections.Counter() for d in DOMAINS}
         for u in users:
             want = maildir_fingerprints(os.path.join(restore, u.name, "Maildir"))
+            archived_u = sum(want.values())
             live_new = collections.Counter(fingerprint_ref.fingerprint(raw)[0]
                                            for raw in u.incident)
             for fp, n in live_new.items():
@@ -442,7 +445,7 @@ def run(args):
             row = status.get(u.name, {})
             c = per_domain[u.domain]
             c["users"] += 1
-            c["archived"] += int(row.get("archived", 0))
+            c["archived"] += archived_u
             c["added"] += int(row.get("added", 0))
             c["duplicates"] += int(row.get("duplicates", 0))
             c["missing"] += m
