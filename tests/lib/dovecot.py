@@ -540,6 +540,15 @@ plugin {{
         finally:
             c.quit()
 
+    def pop3_uidl_list(self, user):
+        """[uidl] in POP3 order, without fetching messages."""
+        c = self.pop3(user)
+        try:
+            resp, lines, _ = c.uidl()
+            return [line.decode().split(" ", 1)[1] for line in lines]
+        finally:
+            c.quit()
+
     def folders(self, user, conn=None):
         """{name: set(special-use and other flags)} via LIST RETURN (SPECIAL-USE)."""
         c = conn or self.imap(user)
