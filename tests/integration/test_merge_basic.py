@@ -32,7 +32,12 @@ USERS = {
 class MergeBasic(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.site = site = bftest.Site()
+        # the plugin emits an event at the end of a merge: count it in stats
+        cls.site = site = bftest.Site(extra_conf=(
+            "metric backfill_merges {\n"
+            "  filter = event=backfill_merge_finished\n"
+            "  fields = added duplicates skipped\n"
+            "}\n"))
         try:
             cls.scen = {}
             for user, u in USERS.items():
@@ -175,6 +180,16 @@ class MergeBasic(unittest.TestCase):
                 if msgs:
                     new_uids = [x.uid for x in pmsgs if x.uid not in {m.uid for m in msgs}]
                     self.assertTrue(all(u > max(m.uid for m in msgs) for u in new_uids))
+
+    # ---------------------------------------------------------- stats
+    def test_stats_event_counts_merges(self):
+        r = self.site.dc.doveadm("-f", "tab", "stats", "dump", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rows = [l.split("\t") for l in r.stdout.decode().splitlines()]
+        head, rows = rows[0], [dict(zip(rows[0], l)) for l in rows[1:]]
+        mine = [x for x in rows if x.get("metric_name") == "backfill_merges"]
+        self.assertTrue(mine, r.stdout.decode())
+        self.assertEqual(int(mine[0]["count"]), len(USERS), mine)
 
     # ---------------------------------------------------------- logs
     def test_log_lines_and_once(self):
