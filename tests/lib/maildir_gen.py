@@ -404,3 +404,30 @@ def build_user(base, user, scenario, freeze_archive=True, record=True):
     if freeze_archive:
         freeze(arch_home)
     return arch_home, live_home, view
+
+
+def main(argv=None):
+    """Write a scenario for a demo or by hand:
+    maildir_gen.py OUT USER [--bulk N_ARCHIVE N_LIVE N_OVERLAP] [--seed S]
+    gives OUT/archive/USER/Maildir (frozen) and OUT/live/USER/Maildir."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("out")
+    ap.add_argument("user")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--bulk", type=int, nargs=3, metavar=("ARCHIVE", "LIVE", "OVERLAP"))
+    ap.add_argument("--no-record", action="store_true",
+                    help="do not serve the archive once with a plain Dovecot")
+    ap.add_argument("--writable", action="store_true", help="do not freeze the archive")
+    a = ap.parse_args(argv)
+    scen = bulk_scenario(a.seed, *a.bulk) if a.bulk else standard_scenario(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+    arch, live, view = build_user(a.out, a.user, scen, freeze_archive=not a.writable,
+                                  record=not a.no_record)
+    print("archive %s/Maildir\nlive %s/Maildir" % (arch, live))
+    if view:
+        print("old server showed %d messages, %d POP3 UIDLs" % (len(view.messages()), len(view.uidls)))
+
+
+if __name__ == "__main__":
+    main()
