@@ -1169,6 +1169,20 @@ static int merge_one(struct backfill_merge *m,
 		return -1;
 	}
 	if (merge_copy(m, amail, uidl == NULL ? "" : uidl, &error) < 0) {
+		enum mail_error mail_error;
+		(void)mailbox_get_last_internal_error(m->lbox, &mail_error);
+		if (mail_error == MAIL_ERROR_NOQUOTA ||
+		    mail_error == MAIL_ERROR_TEMP ||
+		    mail_error == MAIL_ERROR_PERM) {
+			/* the live side's problem, not the message's:
+			   skipping would lose it for good */
+			merge_log_error(
+			        m,
+			        "merge postponed: saving into %s failed: "
+			        "%s (the next login retries)",
+			        folder->live_vname, error);
+			return -1;
+		}
 		/* A message Dovecot cannot copy is a broken one: skip it,
 		   the rest of the batch goes on. */
 		e_warning(m->user->event,
