@@ -30,7 +30,8 @@ struct dedup_run {
 	int *results;
 	struct bf_dedup_first *firsts;
 	enum verdict *verdicts;
-	size_t *keymap; /* recipient index -> key index */
+	size_t *keymap;       /* recipient index -> key index */
+	unsigned int keyless; /* recipients without a checkable address */
 	unsigned int new_count, suspected_count, confirmed_count;
 	/* The first copy of a confirmed duplicate, for the log and the
 	   hold reason: where an operator finds the copy that was kept. */
@@ -86,6 +87,11 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 	for (size_t i = 0; i < session->rcpt_count; i++) {
 		/* One key per distinct address, in the order of its first
 		   spelling; keymap[] leads every spelling to its key. */
+		if (session->rcpts[i].key == MILTER_RCPT_NO_KEY) {
+			run->keymap[i] = MILTER_RCPT_NO_KEY;
+			run->keyless++;
+			continue;
+		}
 		if (session->rcpts[i].key != i) {
 			run->keymap[i] = run->keymap[session->rcpts[i].key];
 			continue;
@@ -97,6 +103,10 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 		run->keymap[i] = n++;
 	}
 	run->key_count = n;
+	if (n == 0) {
+		*error_r = strdup("no recipient address to check");
+		return -1;
+	}
 
 	if (milter_state_pool_get(run->config->pool, &state, error_r) < 0)
 		return -1;
@@ -184,7 +194,8 @@ static unsigned int remove_recipients(struct dedup_run *run)
 		struct milter_rcpt *rcpt = &session->rcpts[i];
 		size_t key = run->keymap[i];
 
-		if (run->verdicts[key] != VERDICT_CONFIRMED)
+		if (key == MILTER_RCPT_NO_KEY ||
+		    run->verdicts[key] != VERDICT_CONFIRMED)
 			continue;
 		if (smfi_delrcpt(run->ctx, rcpt->raw) != MI_SUCCESS) {
 			milter_error("queue id %s: could not remove duplicate "
@@ -217,7 +228,7 @@ static sfsistat decide(struct dedup_run *run)
 
 	if (run->confirmed_count > 0 &&
 	    config->duplicate_action == MILTER_DUPLICATE_REMOVE) {
-		if (run->confirmed_count == run->key_count)
+		if (run->confirmed_count == run->key_count && run->keyless == 0)
 			return all_duplicates(run);
 		removed = remove_recipients(run);
 		if (removed > 0) {
@@ -272,11 +283,10 @@ sfsistat milter_dedup_eom(SMFICTX *ctx, struct milter_session *session)
 	bf_fp_to_text(result.fingerprint, run.fp_text);
 
 	if (check_and_set(&run, time(NULL), &error_dup) < 0) {
-		char reason[1024];
-		snprintf(reason, sizeof(reason), "state store %s: %s",
-		         session->config->state_uri,
-		         error_dup != NULL ? error_dup : "out of memory");
-		milter_session_unchecked(session, reason);
+		/* Store errors name the store already. */
+		milter_session_unchecked(session, error_dup != NULL
+		                                          ? error_dup
+		                                          : "out of memory");
 		free(error_dup);
 	} else {
 		status = decide(&run);

@@ -127,7 +127,12 @@ int milter_session_add_rcpt(struct milter_session *session, const char *raw)
 	   are one dedup key: checking it twice would make the second look
 	   like a duplicate of the first. */
 	rcpt->key = session->rcpt_count;
-	for (size_t i = 0; i < session->rcpt_count; i++) {
+	/* "<>" or an empty address cannot be a dedup key: that recipient
+	   is simply not checked (it always gets the message). */
+	if (rcpt->bare[0] == '\0')
+		rcpt->key = MILTER_RCPT_NO_KEY;
+	for (size_t i = 0;
+	     i < session->rcpt_count && rcpt->key != MILTER_RCPT_NO_KEY; i++) {
 		if (strcmp(session->rcpts[i].bare, rcpt->bare) == 0) {
 			rcpt->key = session->rcpts[i].key;
 			break;

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct bf_fp;
 struct milter_config;
@@ -18,6 +19,8 @@ struct milter_rcpt {
 	char *bare; /* bare address, lowercased: the dedup key */
 	size_t key; /* index of the first recipient with the same bare */
 };
+/* milter_rcpt.key of a recipient without an address to check. */
+#define MILTER_RCPT_NO_KEY ((size_t)-1)
 
 struct milter_forged {
 	char *name;         /* as received, for smfi_chgheader */

@@ -24,6 +24,7 @@ import email.policy
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +37,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 import fingerprint_ref  # noqa: E402
 from dovecot import MAIL_GID, Dovecot  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
-from postfix import Postfix, make_traversable  # noqa: E402
+from postfix import POSTSUPER, Postfix, make_traversable  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
@@ -251,6 +252,25 @@ class PostfixE2E(unittest.TestCase):
         log = self.milter.log_text()
         self.assertIn('held: duplicate for all', log)
         self.assertIn('removed recipient', log)
+        # Held means recoverable: released, a held copy is delivered
+        # (marked as the duplicate it is).
+        q = held[0]
+        rcpts = sorted(r['address'].split('@')[0] for r in q['recipients'])
+        before = len(self.stored())
+        subprocess.run([POSTSUPER, '-c', self.primary.config_dir, '-H',
+                        q['queue_id']], check=True, capture_output=True)
+        self.primary.flush()
+        self.primary.wait_queue(lambda qq: len(
+            [m for m in qq if m['queue_name'] == 'hold']) == len(held) - 1)
+        self.primary.wait_queue()
+        deadline = time.time() + 30
+        while time.time() < deadline and \
+                len(self.stored()) < before + len(rcpts):
+            time.sleep(0.2)
+        released = [(u, raw) for u, raw in self.stored()
+                    if b'X-Backfill-Duplicate: held' in raw]
+        self.assertEqual(sorted(u for u, _ in released), rcpts)
+
         if self.confirm:
             # Every delivery was confirmed by the plugin in LMTP.
             stats = self.milter.ctl('dedup', 'stats').stdout.split()
