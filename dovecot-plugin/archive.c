@@ -102,10 +102,11 @@ int backfill_archive_resolve(struct mail_user *user,
 	if (set->archive == NULL || set->archive[0] == '\0')
 		return 0;
 	archive_location_parse(set->archive, &loc);
-	if (strcmp(loc.driver, "maildir") != 0) {
+	if (strcmp(loc.driver, "maildir") != 0 &&
+	    strcmp(loc.driver, "mdbox") != 0) {
 		*error_r = t_strdup_printf(
-		        "backfill_archive=%s: only maildir archives are "
-		        "supported",
+		        "backfill_archive=%s: only maildir and mdbox archives "
+		        "are supported",
 		        set->archive);
 		return -1;
 	}
@@ -221,6 +222,92 @@ static int copy_control_files(const char *archive, const char *ctl,
 	return 0;
 }
 
+static int copy_prefixed(const char *src_dir, const char *dest_dir,
+                         const char *prefix, const char **error_r)
+{
+	struct dirent *d;
+	DIR *dir;
+	int ret = 0;
+
+	dir = opendir(src_dir);
+	if (dir == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = t_strdup_printf("opendir %s: %m", src_dir);
+		return -1;
+	}
+	if (mkdir_parents(dest_dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = t_strdup_printf("mkdir %s: %m", dest_dir);
+		(void)closedir(dir);
+		return -1;
+	}
+	while (ret == 0 && (d = readdir(dir)) != NULL) {
+		if (!str_begins(d->d_name, prefix))
+			continue;
+		ret = copy_if_exists(
+		        t_strconcat(src_dir, "/", d->d_name, NULL),
+		        t_strconcat(dest_dir, "/", d->d_name, NULL), error_r);
+	}
+	(void)closedir(dir);
+	return ret;
+}
+
+/* mailboxes/<name>/dbox-Mails/dovecot.index* -> IDX/mailboxes/<name>/,
+   recursively: folder hierarchies are directory hierarchies. */
+static int copy_mdbox_mailboxes(const char *src, const char *dest,
+                                const char **error_r)
+{
+	struct dirent *d;
+	DIR *dir;
+	int ret = 0;
+
+	if (copy_prefixed(t_strconcat(src, "/dbox-Mails", NULL), dest,
+	                  "dovecot.index", error_r) < 0)
+		return -1;
+	dir = opendir(src);
+	if (dir == NULL)
+		return 0;
+	while (ret == 0 && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] == '.' || strcmp(d->d_name, "dbox-Mails") == 0)
+			continue;
+		const char *sub = t_strconcat(src, "/", d->d_name, NULL);
+		struct stat st;
+		if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		ret = copy_mdbox_mailboxes(
+		        sub, t_strconcat(dest, "/", d->d_name, NULL), error_r);
+	}
+	(void)closedir(dir);
+	return ret;
+}
+
+/* mdbox keeps UIDs in its indexes: a read-only mdbox without them shows
+   nothing.  Copied once, like Maildir's control files. */
+static int copy_mdbox_indexes(const char *archive, const char *idx,
+                              const char **error_r)
+{
+	const char *marker = t_strconcat(idx, "/" BACKFILL_COPIED_MARKER, NULL);
+
+	if (access(marker, F_OK) == 0)
+		return 0;
+	if (copy_mdbox_mailboxes(t_strconcat(archive, "/mailboxes", NULL),
+	                         t_strconcat(idx, "/mailboxes", NULL),
+	                         error_r) < 0 ||
+	    copy_prefixed(t_strconcat(archive, "/storage", NULL),
+	                  t_strconcat(idx, "/storage", NULL),
+	                  "dovecot.map.index", error_r) < 0 ||
+	    copy_prefixed(archive, idx, "dovecot.list.index", error_r) < 0 ||
+	    copy_prefixed(archive, idx, "dovecot.mailbox.log", error_r) < 0)
+		return -1;
+	int fd = creat(marker, 0600);
+	if (fd < 0) {
+		*error_r = t_strdup_printf("creat %s: %m", marker);
+		return -1;
+	}
+	i_close_fd(&fd);
+	return 0;
+}
+
 static const char *private_dir(struct mail_user *user)
 {
 	const char *home;
@@ -284,11 +371,19 @@ int backfill_archive_open(struct mail_user *user,
 		*error_r = t_strdup_printf("mkdir %s: %m", ctl);
 		return -1;
 	}
-	if (copy_control_files(path, ctl, error_r) < 0)
-		return -1;
-
-	location = t_strdup_printf("maildir:%s%s:CONTROL=%s:INDEX=%s", path,
-	                           archive_params_filter(loc.params), ctl, idx);
+	if (strcmp(loc.driver, "mdbox") == 0) {
+		if (copy_mdbox_indexes(path, idx, error_r) < 0)
+			return -1;
+		location =
+		        t_strdup_printf("mdbox:%s%s:INDEX=%s", path,
+		                        archive_params_filter(loc.params), idx);
+	} else {
+		if (copy_control_files(path, ctl, error_r) < 0)
+			return -1;
+		location = t_strdup_printf(
+		        "maildir:%s%s:CONTROL=%s:INDEX=%s", path,
+		        archive_params_filter(loc.params), ctl, idx);
+	}
 
 	auser = archive_user_alloc(user);
 	if (mail_user_init(auser, &error) < 0) {
