@@ -124,7 +124,7 @@ class MergeCrash(unittest.TestCase):
                         pass
                 else:
                     s = self._login_raw("imap" if mode == "login-imap" else "pop3", user)
-                    time.sleep(rng.uniform(0, 0.05))
+                    time.sleep(rng.uniform(0, min(0.05, 2 * step)))
                     killed = self._kill_session(user)
                     s.close()
             except (OSError, imaplib.IMAP4.error) as e:
