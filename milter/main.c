@@ -2,12 +2,15 @@
    repeated deliveries of the same message to the same recipient.
 
    Signals: libmilter runs its own signal thread that stops the milter on
-   SIGHUP.  We want SIGHUP to reload, so the main thread waits for the
-   signals itself and runs smfi_main() on a second thread: on Linux a
-   signal sent to the process goes to the main thread first when it is
-   waiting for it, so libmilter's thread does not see it. */
+   SIGHUP.  We want SIGHUP to reload, so smfi_main() runs on a second
+   thread, created with the signals blocked (libmilter's thread inherits
+   that), and the main thread alone leaves them unblocked with a handler
+   that writes to a pipe: Linux delivers a signal sent to the process to
+   the main thread whenever it does not block it.  libmilter's own
+   sigwait() is kept away from them by libmilter-signals.c. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -31,9 +34,19 @@
    libmilter's 64 KB default (Postfix's header_size_limit is 100 KB). */
 #define MAX_DATA_SIZE (1024 * 1024 - 1)
 
-static pthread_t main_thread;
 static atomic_int smfi_result = -1;
-static atomic_bool smfi_done;
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+	unsigned char byte = (unsigned char)sig;
+	int saved_errno = errno;
+
+	if (write(signal_pipe[1], &byte, 1) < 0) {
+		/* Pipe full: signals are already pending. */
+	}
+	errno = saved_errno;
+}
 
 static void usage(FILE *out)
 {
@@ -49,9 +62,7 @@ static void *smfi_thread(void *context)
 {
 	(void)context;
 	atomic_store(&smfi_result, smfi_main());
-	atomic_store(&smfi_done, true);
-	/* Wake the main thread (thread-directed: only it gets this). */
-	pthread_kill(main_thread, SIGTERM);
+	on_signal(0); /* wake the main thread: libmilter has stopped */
 	return NULL;
 }
 
@@ -146,29 +157,52 @@ static void stop_listening(void)
 
 static int run(const char *path)
 {
+	struct sigaction sa;
 	sigset_t set;
 	pthread_t thread;
-	int sig;
-	bool stopping = false;
+	unsigned char sig;
+	bool stopping = false, smfi_ended = false;
+
+	if (pipe2(signal_pipe, O_CLOEXEC) < 0 ||
+	    fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK) < 0) {
+		milter_error("cannot create the signal pipe: %s",
+		             strerror(errno));
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	main_thread = pthread_self();
 	if (pthread_create(&thread, NULL, smfi_thread, NULL) != 0 ||
 	    pthread_detach(thread) != 0) {
 		milter_error("cannot start the milter thread: %s",
 		             strerror(errno));
 		return 1;
 	}
-	while (!stopping) {
-		if (sigwait(&set, &sig) != 0)
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+
+	while (!stopping && !smfi_ended) {
+		ssize_t ret = read(signal_pipe[0], &sig, 1);
+		if (ret < 0 && errno == EINTR)
 			continue;
-		if (atomic_load(&smfi_done))
+		if (ret <= 0) {
+			milter_error("signal pipe: %s", strerror(errno));
+			smfi_ended = true;
 			break;
+		}
 		switch (sig) {
+		case 0:
+			smfi_ended = true;
+			break;
 		case SIGHUP:
 			reload(path);
 			break;
@@ -236,6 +270,9 @@ int main(int argc, char **argv)
 		milter_config_unref(&config);
 		return 0;
 	}
+	/* Postfix may close a milter connection at any time; a write to it
+	   must fail with EPIPE, not end the process. */
+	signal(SIGPIPE, SIG_IGN);
 	milter_log_open(config->syslog);
 	milter_log_set_level(config->log_level);
 

@@ -123,6 +123,19 @@ class Daemon(unittest.TestCase):
             reply, actions = self.send(m, 'A4')
             self.assertIn('quarantine', [a[0] for a in actions], actions)
             self.assertIsNone(m.proc.poll())
+
+            # A burst of SIGHUPs (logrotate and an operator at once):
+            # none may reach libmilter's own handler, which would stop
+            # the milter.
+            m.write_config(['DuplicateAction remove'])
+            deadline = time.time() + 0.5
+            while time.time() < deadline:
+                os.kill(m.proc.pid, signal.SIGHUP)
+            time.sleep(1)
+            self.assertIsNone(m.proc.poll(), 'a SIGHUP stopped the milter')
+            reply, actions = self.send(m, 'A5')
+            self.assertIn('quarantine', [a[0] for a in actions], actions)
+            self.assertNotIn('libmilter stopped', m.log_text())
             self.assertEqual(m.stop(), 0)
 
     def test_sigterm_finishes_message_in_progress(self):
@@ -172,9 +185,14 @@ class Daemon(unittest.TestCase):
             self.assertEqual(st.st_gid, grp.getgrnam(group).gr_gid)
             with open(pid_file) as f:
                 self.assertEqual(int(f.read()), m.proc.pid)
-            with open(f'/proc/{m.proc.pid}/status') as f:
-                uid_line = [l for l in f if l.startswith('Uid:')][0]
-            self.assertEqual(set(uid_line.split()[1:]), {str(user.pw_uid)})
+
+            def uids():
+                with open(f'/proc/{m.proc.pid}/status') as f:
+                    line = [l for l in f if l.startswith('Uid:')][0]
+                return set(line.split()[1:])
+            # The socket exists a moment before privileges are dropped.
+            wait_for(lambda: uids() == {str(user.pw_uid)})
+            self.assertEqual(uids(), {str(user.pw_uid)})
             reply, actions = self.send(m, 'P1')
             self.assertEqual(reply, b'a')
             self.assertEqual(m.stop(), 0)
