@@ -136,8 +136,16 @@ static int config_setting(const char *key, const char *value, void *context,
 		return set_string(&config->socket_group, value, error_r);
 	if (strcasecmp(key, "UserID") == 0)
 		return set_string(&config->user_id, value, error_r);
-	if (strcasecmp(key, "PidFile") == 0)
+	if (strcasecmp(key, "PidFile") == 0) {
+		/* The daemon changes to "/" when it detaches. */
+		if (value[0] != '/') {
+			*error_r = xasprintf("PidFile: expected an absolute "
+			                     "path, not '%s'",
+			                     value);
+			return -1;
+		}
 		return set_string(&config->pid_file, value, error_r);
+	}
 	if (strcasecmp(key, "Syslog") == 0)
 		return parse_bool(key, value, &config->syslog, error_r);
 	if (strcasecmp(key, "State") == 0) {

@@ -266,6 +266,10 @@ int main(int argc, char **argv)
 		        error != NULL ? error : "out of memory");
 		return 2;
 	}
+	/* SIGHUP re-reads the file after detaching has changed to "/". */
+	char *abs_path = realpath(path, NULL);
+	if (abs_path != NULL)
+		path = abs_path;
 	if (check_only) {
 		milter_config_unref(&config);
 		return 0;
@@ -326,5 +330,6 @@ int main(int argc, char **argv)
 	}
 	milter_config_set_current(NULL);
 	milter_info("stopped");
+	free(abs_path);
 	return ret;
 }

@@ -70,6 +70,7 @@ class ConfigErrors(unittest.TestCase):
         self.check(['DedupTTL 0'], 1, ['DedupTTL'])
         self.check(['Window sometimes'], 1, ['auto', 'off'])
         self.check(['State /var/lib/backfill/state.db'], 1, ['State'])
+        self.check(['PidFile run/milter.pid'], 1, ['PidFile', 'absolute'])
 
     def test_missing_file_and_good_file(self):
         r = subprocess.run([MILTER, '-n', '-c', '/nonexistent/bf.conf'],
