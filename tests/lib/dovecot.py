@@ -164,12 +164,14 @@ class Dovecot:
                    first without the plugin, then with it)
     lmtp_plugins   mail_plugins for lmtp (default: none)
     auto_mailboxes auto = for Drafts, Junk, Trash, Sent ("subscribe", "no")
+    mail_location  default maildir:~/Maildir
     """
 
     def __init__(self, plugin_dir=None, mail_plugins="", plugin=None,
                  extra_conf="", workdir=None, mail_root=None, debug=False,
                  lmtp_plugins="", username_chars=None, passwd_file=None,
-                 name="dovecot", auto_mailboxes="subscribe"):
+                 name="dovecot", auto_mailboxes="subscribe",
+                 mail_location="maildir:~/Maildir"):
         self.own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="bf-%s-" % name)
         os.makedirs(self.workdir, exist_ok=True)
@@ -182,6 +184,7 @@ class Dovecot:
         self.debug = debug
         self.username_chars = username_chars
         self.auto_mailboxes = auto_mailboxes  # "no" for an old server's view
+        self.mail_location = mail_location
         self.base_dir = os.path.join(self.workdir, "run")
         self.state_dir = os.path.join(self.workdir, "state")
         self.log_dir = os.path.join(self.workdir, "log")
@@ -248,7 +251,7 @@ default_internal_user = dovecot
 default_login_user = dovenull
 verbose_proctitle = yes
 mail_max_userip_connections = 200
-mail_location = maildir:~/Maildir
+mail_location = {mail_location}
 mail_temp_scan_interval = 0
 {plugin_dir}{debug}pop3_uidl_format = %08Xu%08Xv
 passdb {{
@@ -305,6 +308,8 @@ protocol lmtp {{
 }}
 namespace inbox {{
   inbox = yes
+  # Maildir++'s separator, for every mail format (mdbox archives too)
+  separator = .
   # Debian's 15-mailboxes.conf: both Sent and "Sent Messages" are \\Sent,
   # so an archive from a server whose client used "Sent Messages" maps to
   # a live "Sent".
@@ -337,7 +342,8 @@ plugin {{
            debug=debug, passwd=self.passwd_path, imap=p["imap"],
            pop3=p["pop3"], lmtp=p["lmtp"], plugins=self.mail_plugins,
            lmtp_plugins=self.lmtp_plugins, plugin_lines=plugin_lines,
-           extra=self.extra_conf, auto=self.auto_mailboxes)
+           extra=self.extra_conf, auto=self.auto_mailboxes,
+           mail_location=self.mail_location)
         with open(self.conf_path, "w") as f:
             f.write(conf)
 
