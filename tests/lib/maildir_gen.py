@@ -320,7 +320,7 @@ def standard_scenario(seed=1):
     trash = Folder("Trash", 1400000300 + seed)
     for i in range(3):
         trash.msgs.append(Msg(g.message(old + i * 900), {"\\Seen", "\\Deleted"} if i == 0 else {"\\Seen"}, old + i * 900))
-    work = Folder("Work", 1400000400 + seed)
+    work = Folder("Work", 1400000400 + seed, subscribed=False)  # the user had unsubscribed it
     for i in range(3):
         work.msgs.append(Msg(g.message(old + i * 1000), g.flags("Work"), old + i * 1000))
     proj = Folder("Work.Projects", 1400000500 + seed)
