@@ -1,0 +1,241 @@
+/* doveadm backfill plan|run|status|verify|revert|reset: the operator's
+   side of the merge.  Every command drives the plugin's own code (merge.c
+   through backfill_merge_begin/run/end, archive.c, mail-keys.c); nothing
+   of the merge is copied here. */
+
+#include "lib.h"
+#include "module-dir.h"
+#include "doveadm-print.h"
+#include "doveadm-mail.h"
+#include "mail-user.h"
+#include "mail-namespace.h"
+#include "mail-storage.h"
+#include "mail-storage-hooks.h"
+#include "mail-search-build.h"
+#include "mailbox-list-iter.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "archive.h"
+#include "mail-keys.h"
+#include "doveadm-backfill.h"
+
+#include <time.h>
+
+const char *doveadm_backfill_plugin_version = DOVECOT_ABI_VERSION;
+
+void doveadm_backfill_plugin_init(struct module *module);
+void doveadm_backfill_plugin_deinit(void);
+
+struct backfill_user *doveadm_backfill_user(struct mail_user *user,
+                                            const char **error_r)
+{
+	struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
+
+	if (buser == NULL) {
+		*error_r = "backfill settings not loaded for this user";
+		return NULL;
+	}
+	return buser;
+}
+
+int doveadm_backfill_archive(struct backfill_user *buser, const char **error_r)
+{
+	const char *path;
+
+	return backfill_archive_resolve(buser->user, &buser->set, &path,
+	                                error_r);
+}
+
+int doveadm_backfill_state(struct backfill_user *buser,
+                           struct bf_state **state_r, const char **error_r)
+{
+	if (backfill_user_state_open(buser, error_r) < 0)
+		return -1;
+	*state_r = buser->state;
+	return 0;
+}
+
+void doveadm_backfill_exit(struct doveadm_mail_cmd_context *ctx, int code)
+{
+	if (code == 0 || ctx->exit_code == DOVEADM_BACKFILL_EXIT_LOOK)
+		return;
+	if (ctx->exit_code == 0 || code == DOVEADM_BACKFILL_EXIT_LOOK)
+		ctx->exit_code = code;
+}
+
+const char *doveadm_backfill_lease_name(struct mail_user *user)
+{
+	/* the same name merge.c takes */
+	return t_strconcat("merge/", user->username, NULL);
+}
+
+void doveadm_backfill_print_num(uint64_t value)
+{
+	doveadm_print(dec2str(value));
+}
+
+void doveadm_backfill_print_time(time_t t)
+{
+	struct tm tm;
+	char buf[32];
+
+	if (t == 0 || gmtime_r(&t, &tm) == NULL) {
+		doveadm_print("");
+		return;
+	}
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	doveadm_print(buf);
+}
+
+/* The plugin's own hooks give every mail user doveadm creates the backfill
+   user context (settings, state handle); they merge only for imap and
+   pop3, never in doveadm.  backfill_plugin_init() adds them for users
+   whose mail_plugins list backfill, which doveadm's users need not do: this
+   module is linked with --wrap=mail_storage_hooks_add (meson.build), so in
+   here they apply to every user. */
+void __wrap_mail_storage_hooks_add(struct module *module,
+                                   const struct mail_storage_hooks *hooks);
+void __wrap_mail_storage_hooks_add(struct module *module,
+                                   const struct mail_storage_hooks *hooks)
+{
+	mail_storage_hooks_add_forced(module, hooks);
+}
+
+static struct doveadm_cmd_ver2 *const backfill_commands[] = {
+        &doveadm_cmd_backfill_plan,   &doveadm_cmd_backfill_run,
+        &doveadm_cmd_backfill_status, &doveadm_cmd_backfill_verify,
+        &doveadm_cmd_backfill_revert, &doveadm_cmd_backfill_reset,
+};
+
+void doveadm_backfill_plugin_init(struct module *module)
+{
+	unsigned int i;
+
+	backfill_plugin_init(module);
+	for (i = 0; i < N_ELEMENTS(backfill_commands); i++)
+		doveadm_cmd_register_ver2(backfill_commands[i]);
+}
+
+void doveadm_backfill_plugin_deinit(void)
+{
+	/* The hooks went with doveadm's mail storage deinit already. */
+}
+
+/* ---- walking mailboxes ---- */
+
+int doveadm_backfill_mailboxes(struct mail_user *user, pool_t pool,
+                               ARRAY_TYPE(const_string) * names_r,
+                               const char **error_r)
+{
+	static const char *const patterns[] = {"*", NULL};
+	struct mailbox_list_iterate_context *iter;
+	const struct mailbox_info *info;
+
+	p_array_init(names_r, pool, 16);
+	iter = mailbox_list_iter_init_namespaces(
+	        user->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
+	        MAILBOX_LIST_ITER_RETURN_NO_FLAGS |
+	                MAILBOX_LIST_ITER_SKIP_ALIASES |
+	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
+	while ((info = mailbox_list_iter_next(iter)) != NULL) {
+		if ((info->flags & (MAILBOX_NOSELECT | MAILBOX_NONEXISTENT)) !=
+		    0)
+			continue;
+		const char *name = p_strdup(pool, info->vname);
+		array_push_back(names_r, &name);
+	}
+	if (mailbox_list_iter_deinit(&iter) < 0) {
+		*error_r = t_strdup_printf("listing the folders of %s failed",
+		                           user->username);
+		return -1;
+	}
+	return 0;
+}
+
+int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
+                          doveadm_backfill_walk_cb *cb, void *context,
+                          const char **error_r)
+{
+	struct backfill_cache_fields cf;
+	struct backfill_mail_keys keys;
+	struct mailbox_transaction_context *t;
+	struct mail_search_args *args;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	const char *error;
+	int ret = 0, kret;
+
+	if (mailbox_sync(box, 0) < 0) {
+		*error_r = t_strdup_printf(
+		        "%s: %s", mailbox_get_vname(box),
+		        mailbox_get_last_internal_error(box, NULL));
+		return -1;
+	}
+	backfill_cache_fields_register(box, &cf);
+	t = mailbox_transaction_begin(box, 0, __func__);
+	args = mail_search_build_init();
+	mail_search_build_add_all(args);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
+		T_BEGIN
+		{
+			if (fp == NULL) {
+				ret = cb(mail, NULL, NULL, context);
+			} else {
+				kret = backfill_mail_keys_get(
+				        mail, &cf, fp, TRUE, &keys, &error);
+				if (kret > 0)
+					ret = cb(mail, &keys, NULL, context);
+				else if (kret < 0)
+					ret = cb(mail, NULL, error, context);
+			}
+		}
+		T_END;
+	}
+	if (mailbox_search_deinit(&ctx) < 0 && ret == 0) {
+		*error_r = t_strdup_printf(
+		        "%s: %s", mailbox_get_vname(box),
+		        mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	} else if (ret < 0) {
+		*error_r = t_strdup_printf("%s: walk stopped",
+		                           mailbox_get_vname(box));
+	}
+	/* commit: keys computed now stay in the cache for the next walk */
+	(void)mailbox_transaction_commit(&t);
+	return ret;
+}
+
+int doveadm_backfill_archive_count(struct backfill_user *buser,
+                                   uint64_t *count_r, const char **error_r)
+{
+	struct backfill_archive *archive;
+	ARRAY_TYPE(const_string) names;
+	const char *const *name;
+	struct mailbox_status status;
+	pool_t pool;
+	int ret;
+
+	*count_r = 0;
+	if ((ret = backfill_archive_open(buser->user, &buser->set, &archive,
+	                                 error_r)) <= 0)
+		return ret;
+	pool = pool_alloconly_create("backfill archive count", 1024);
+	ret = doveadm_backfill_mailboxes(archive->user, pool, &names, error_r);
+	if (ret == 0) {
+		array_foreach(&names, name)
+		{
+			struct mailbox *box =
+			        mailbox_alloc(archive->ns->list, *name,
+			                      MAILBOX_FLAG_READONLY);
+			if (mailbox_get_status(box, STATUS_MESSAGES, &status) ==
+			    0)
+				*count_r += status.messages;
+			mailbox_free(&box);
+		}
+	}
+	pool_unref(&pool);
+	backfill_archive_close(&archive);
+	return ret < 0 ? -1 : 1;
+}

@@ -1,0 +1,76 @@
+#ifndef DOVEADM_BACKFILL_H
+#define DOVEADM_BACKFILL_H
+
+#include "doveadm-mail.h"
+
+struct mail_user;
+struct bf_state;
+struct backfill_user;
+
+/* Exit codes of doveadm backfill (docs/doveadm-backfill.md):
+   0 done; 1 something to look at (verify found missing messages, run had
+   users that failed); 75 (EX_TEMPFAIL) try again later (a user busy with a
+   live session's merge, the state store unreachable); 64 (EX_USAGE) usage,
+   as for every doveadm command. */
+#define DOVEADM_BACKFILL_EXIT_LOOK 1
+
+extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_plan;
+extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_run;
+extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_status;
+extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_verify;
+extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_revert;
+extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_reset;
+
+/* The user's backfill settings and state handle (this module's own user
+   context), or NULL with *error_r. */
+struct backfill_user *doveadm_backfill_user(struct mail_user *user,
+                                            const char **error_r);
+
+/* Resolves the archive: 1 the user has one, 0 none, -1 error. */
+int doveadm_backfill_archive(struct backfill_user *buser, const char **error_r);
+
+/* Opens the user's state store (once per user). */
+int doveadm_backfill_state(struct backfill_user *buser,
+                           struct bf_state **state_r, const char **error_r);
+
+/* Records an exit code: 1 wins over 75, 75 over 0. */
+void doveadm_backfill_exit(struct doveadm_mail_cmd_context *ctx, int code);
+
+/* The lease a live session's merge holds: revert and reset take it too, so
+   that they never run under a merge. */
+const char *doveadm_backfill_lease_name(struct mail_user *user);
+
+/* Prints a number / a time (ISO 8601 UTC, "" for never). */
+void doveadm_backfill_print_num(uint64_t value);
+void doveadm_backfill_print_time(time_t t);
+
+#endif
+
+/* ---- walking mailboxes (verify, revert) ---- */
+
+#include "array.h"
+
+struct mail;
+struct mailbox;
+struct bf_fp;
+struct backfill_mail_keys;
+
+/* The user's selectable mailboxes (private namespaces), names in pool. */
+int doveadm_backfill_mailboxes(struct mail_user *user, pool_t pool,
+                               ARRAY_TYPE(const_string) * names_r,
+                               const char **error_r);
+
+/* Calls cb for every message of box in UID order.  With fp non-NULL the
+   message's fingerprint is in *keys (from Dovecot's cache when the merge
+   or an earlier walk put it there), else keys is NULL.  A message that
+   cannot be read gets cb with keys NULL and *read_error set. */
+typedef int doveadm_backfill_walk_cb(struct mail *mail,
+                                     const struct backfill_mail_keys *keys,
+                                     const char *read_error, void *context);
+int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
+                          doveadm_backfill_walk_cb *cb, void *context,
+                          const char **error_r);
+
+/* Messages in the archive (for the ETA of run), -1 on error. */
+int doveadm_backfill_archive_count(struct backfill_user *buser,
+                                   uint64_t *count_r, const char **error_r);

@@ -1,0 +1,132 @@
+/* doveadm backfill plan: what run would do, writing nothing.  The merge
+   itself runs (merge.c, in its dry-run mode): the same folder mapping and
+   dedup decisions, without copying a message, creating a folder, taking a
+   lease or changing a state-store record.  Only Dovecot's own index and
+   cache files change, as with any read by doveadm. */
+
+#include "lib.h"
+#include "str.h"
+#include "ioloop.h"
+#include "doveadm-print.h"
+#include "doveadm-mail.h"
+#include "mail-user.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "merge.h"
+#include "doveadm-backfill.h"
+
+#define PLAN_SLICE_MS 1000
+
+static void plan_print(const char *username, const char *state,
+                       const struct backfill_merge_counts *c)
+{
+	string_t *folders = t_str_new(64);
+
+	for (unsigned int i = 0; i < c->new_folders_count; i++) {
+		if (i > 0)
+			str_append(folders, ", ");
+		str_append(folders, c->new_folders[i]);
+	}
+	doveadm_print(username);
+	doveadm_print(state);
+	doveadm_backfill_print_num(c->archived);
+	doveadm_backfill_print_num(c->added);
+	doveadm_backfill_print_num(c->duplicates);
+	doveadm_backfill_print_num(c->skipped);
+	doveadm_backfill_print_num(c->uidl_collisions);
+	doveadm_backfill_print_num(c->bytes);
+	doveadm_print(str_c(folders));
+}
+
+static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
+                        struct mail_user *user)
+{
+	struct backfill_user *buser;
+	struct backfill_merge *merge;
+	struct backfill_merge_counts counts;
+	struct bf_state *state;
+	const char *error, *reason;
+	int ret;
+
+	i_zero(&counts);
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
+		i_error("backfill(%s): %s", user->username, error);
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	if ((ret = doveadm_backfill_archive(buser, &error)) <= 0) {
+		if (ret < 0) {
+			i_error("backfill(%s): %s", user->username, error);
+			doveadm_backfill_exit(ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+		}
+		plan_print(user->username, ret < 0 ? "failed" : "no-archive",
+		           &counts);
+		return ret < 0 ? -1 : 0;
+	}
+	if (doveadm_backfill_state(buser, &state, &error) < 0) {
+		i_error("backfill(%s): state store: %s", user->username, error);
+		plan_print(user->username, "failed", &counts);
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	io_loop_time_refresh();
+	ret = backfill_merge_begin_flags(user, &buser->set, state,
+	                                 BACKFILL_MERGE_FLAG_DRY_RUN, &merge,
+	                                 &reason);
+	if (ret < 0) {
+		i_error("backfill(%s): %s", user->username, reason);
+		plan_print(user->username, "failed", &counts);
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	if (ret == 0) {
+		plan_print(user->username, "done", &counts);
+		return 0;
+	}
+	while ((ret = backfill_merge_run(merge, PLAN_SLICE_MS)) == 0) {
+		io_loop_time_refresh();
+		if (doveadm_is_killed())
+			break;
+	}
+	backfill_merge_get_counts(merge, &counts);
+	plan_print(user->username, ret > 0 ? "pending" : "failed", &counts);
+	if (ret <= 0)
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+	backfill_merge_end(&merge);
+	return ret > 0 ? 0 : -1;
+}
+
+static void cmd_plan_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+                          const char *const args[] ATTR_UNUSED)
+{
+	enum doveadm_print_header_flags num =
+	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
+
+	doveadm_print_header("user", "User", 0);
+	doveadm_print_header("state", "State", 0);
+	doveadm_print_header("archived", "Archived", num);
+	doveadm_print_header("would_add", "WouldAdd", num);
+	doveadm_print_header("duplicates", "Duplicates", num);
+	doveadm_print_header("skipped", "Skipped", num);
+	doveadm_print_header("uidl_collisions", "UIDLCollisions", num);
+	doveadm_print_header("bytes", "Bytes", num);
+	doveadm_print_header("folders_to_create", "FoldersToCreate", 0);
+}
+
+static struct doveadm_mail_cmd_context *cmd_plan_alloc(void)
+{
+	struct doveadm_mail_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
+	ctx->v.init = cmd_plan_init;
+	ctx->v.run = cmd_plan_run;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_cmd_backfill_plan = {
+        .name = "backfill plan",
+        .usage = "",
+        .mail_cmd = cmd_plan_alloc,
+        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
+                DOVEADM_CMD_PARAMS_END};

@@ -1,0 +1,95 @@
+/* doveadm backfill reset: forgets the user's merge record and journal
+   (after an archive was fixed, say), without touching any mail.  The next
+   login or run merges from the start; dedup keeps what is already in the
+   live mailbox from being added twice. */
+
+#include "lib.h"
+#include "doveadm-print.h"
+#include "doveadm-mail.h"
+#include "mail-user.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "doveadm-backfill.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#define RESET_LEASE_TTL_SECS 60
+
+static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
+                         struct mail_user *user)
+{
+	struct backfill_user *buser;
+	struct bf_merge_record rec;
+	struct bf_state *state;
+	const char *error, *lease;
+	char owner[128], *holder = NULL;
+	int ret;
+
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL ||
+	    doveadm_backfill_state(buser, &state, &error) < 0) {
+		i_error("backfill(%s): %s", user->username, error);
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	/* never under a running merge: it would write its cursor back */
+	lease = doveadm_backfill_lease_name(user);
+	bf_lease_owner(owner, sizeof(owner));
+	ret = bf_state_lease_acquire(state, lease, owner, time(NULL),
+	                             RESET_LEASE_TTL_SECS, &holder, &error);
+	if (ret <= 0) {
+		if (ret < 0) {
+			i_error("backfill(%s): state store %s: %s",
+			        user->username, bf_state_uri(state), error);
+		} else {
+			i_error("backfill(%s): not reset: a merge is running "
+			        "(%s); try again when it is finished",
+			        user->username, holder == NULL ? "?" : holder);
+		}
+		free(holder);
+		doveadm_print(user->username);
+		doveadm_print(ret < 0 ? "failed" : "busy");
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	ret = bf_state_merge_get(state, user->username, &rec, &error);
+	if (ret > 0)
+		bf_merge_record_clear(&rec);
+	if (ret >= 0 &&
+	    bf_state_merge_delete(state, user->username, &error) < 0)
+		ret = -1;
+	if (ret < 0) {
+		i_error("backfill(%s): state store %s: %s", user->username,
+		        bf_state_uri(state), error);
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+	}
+	(void)bf_state_lease_release(state, lease, owner, &error);
+	doveadm_print(user->username);
+	doveadm_print(ret < 0 ? "failed" : (ret > 0 ? "forgotten" : "none"));
+	return ret < 0 ? -1 : 0;
+}
+
+static void cmd_reset_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+                           const char *const args[] ATTR_UNUSED)
+{
+	doveadm_print_header("user", "User", 0);
+	doveadm_print_header("result", "Result", 0);
+}
+
+static struct doveadm_mail_cmd_context *cmd_reset_alloc(void)
+{
+	struct doveadm_mail_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
+	ctx->v.init = cmd_reset_init;
+	ctx->v.run = cmd_reset_run;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_cmd_backfill_reset = {
+        .name = "backfill reset",
+        .usage = "",
+        .mail_cmd = cmd_reset_alloc,
+        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
+                DOVEADM_CMD_PARAMS_END};

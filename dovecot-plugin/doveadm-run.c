@@ -1,0 +1,503 @@
+/* doveadm backfill run [-p N] [-r MSGS_PER_S]: merges now, for users who
+   have not logged in, with the plugin's own merge (merge.c).
+
+   A user whose merge lease a live session holds is skipped and reported
+   ("busy"): that session is merging it.  A run that is stopped (^C,
+   SIGTERM, a crash) is resumed by the next run or login from the merge
+   record's cursor.
+
+   Parallelism: doveadm walks the users (-A, -F, -u with wildcards) one
+   after the other in one process.  With -p N each user's merge runs in a
+   forked child of that process, at most N at once: the child inherits the
+   mail user doveadm has just set up, opens its own state-store handle,
+   merges, reports one line through a pipe and exits.  The parent prints
+   every row itself, so -f json stays one document. */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "ioloop.h"
+#include "time-util.h"
+#include "doveadm-print.h"
+#include "doveadm-mail.h"
+#include "mail-user.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "merge.h"
+#include "doveadm-backfill.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#define RUN_SLICE_MS           200
+#define RUN_RATE_SLICE_MS      20
+#define RUN_PROGRESS_TTY_MSECS 500
+#define RUN_PROGRESS_LOG_SECS  10
+
+struct run_result {
+	/* done, busy, failed, interrupted, no-archive */
+	const char *result;
+	uint64_t archived, added, duplicates, skipped, uidl_collisions;
+	uint64_t processed; /* in this run */
+	double secs;
+	const char *error;
+};
+
+struct run_worker {
+	pid_t pid;
+	int fd;
+	const char *user;
+};
+
+struct run_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	unsigned int parallel;
+	uint64_t rate;
+	bool tty;
+	const char *usage_error;
+
+	ARRAY(struct run_worker) workers;
+	struct timeval started;
+	uint64_t users, done, busy, failed, processed;
+	uint64_t last_log;
+};
+
+static uint64_t msecs_since(const struct timeval *tv)
+{
+	struct timeval now;
+
+	i_gettimeofday(&now);
+	return (uint64_t)(timeval_diff_usecs(&now, tv) / 1000);
+}
+
+static void run_result_record(struct run_result *res, struct bf_state *state,
+                              const char *username)
+{
+	struct bf_merge_record rec;
+	const char *error;
+
+	if (bf_state_merge_get(state, username, &rec, &error) <= 0)
+		return;
+	res->archived = rec.archived;
+	res->added = rec.added;
+	res->duplicates = rec.duplicates;
+	res->skipped = rec.skipped;
+	res->uidl_collisions = rec.uidl_collisions;
+	if (rec.last_error != NULL && res->error == NULL &&
+	    strcmp(res->result, "failed") == 0)
+		res->error = t_strdup(rec.last_error);
+	bf_merge_record_clear(&rec);
+}
+
+static void run_progress_user(struct run_cmd_context *ctx, const char *username,
+                              uint64_t processed, uint64_t elapsed_ms,
+                              bool final)
+{
+	double rate = elapsed_ms == 0 ? 0 : processed * 1000.0 / elapsed_ms;
+
+	if (ctx->tty) {
+		fprintf(stderr,
+		        "\rbackfill run: %s: %" PRIu64
+		        " messages, %.0f msg/s%s",
+		        username, processed, rate, final ? "\n" : "   ");
+	} else {
+		fprintf(stderr,
+		        "backfill run: %s: %" PRIu64
+		        " messages, %.0f msg/s%s\n",
+		        username, processed, rate, final ? ", finished" : "");
+	}
+	fflush(stderr);
+}
+
+/* Merges one user in this process. */
+static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
+                     unsigned int rate, bool progress, struct run_result *res)
+{
+	struct backfill_user *buser;
+	struct backfill_merge *merge;
+	struct backfill_merge_counts counts;
+	struct bf_state *state;
+	struct timeval started;
+	const char *error, *reason;
+	uint64_t first = 0, last_progress = 0, elapsed;
+	int ret;
+
+	i_zero(res);
+	i_gettimeofday(&started);
+	res->result = "failed";
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
+		res->error = error;
+		return;
+	}
+	if ((ret = doveadm_backfill_archive(buser, &error)) <= 0) {
+		res->result = ret < 0 ? "failed" : "no-archive";
+		res->error = ret < 0 ? error : NULL;
+		return;
+	}
+	if (doveadm_backfill_state(buser, &state, &error) < 0) {
+		res->error = t_strdup_printf("merge postponed: %s", error);
+		return;
+	}
+	io_loop_time_refresh();
+	ret = backfill_merge_begin(user, &buser->set, state, &merge, &reason);
+	if (ret < 0) {
+		res->error = reason;
+		run_result_record(res, state, user->username);
+		return;
+	}
+	if (ret == 0) {
+		/* reason NULL: nothing to do (done already) */
+		res->result = reason == NULL ? "done" : "busy";
+		res->error = reason;
+		run_result_record(res, state, user->username);
+		return;
+	}
+	backfill_merge_get_counts(merge, &counts);
+	first = counts.archived;
+	for (;;) {
+		ret = backfill_merge_run(merge, rate > 0 ? RUN_RATE_SLICE_MS
+		                                         : RUN_SLICE_MS);
+		io_loop_time_refresh();
+		if (ret != 0)
+			break;
+		if (doveadm_is_killed()) {
+			res->result = "interrupted";
+			res->error = "stopped by a signal; the next run or "
+			             "login resumes it";
+			break;
+		}
+		backfill_merge_get_counts(merge, &counts);
+		elapsed = msecs_since(&started);
+		if (rate > 0) {
+			/* sleep off what we are ahead of the rate */
+			uint64_t due_ms =
+			        (counts.archived - first) * 1000 / rate;
+			if (due_ms > elapsed)
+				usleep((due_ms - elapsed) * 1000);
+		}
+		if (progress &&
+		    elapsed - last_progress >=
+		            (ctx->tty ? RUN_PROGRESS_TTY_MSECS
+		                      : RUN_PROGRESS_LOG_SECS * 1000)) {
+			last_progress = elapsed;
+			run_progress_user(ctx, user->username,
+			                  counts.archived - first, elapsed,
+			                  FALSE);
+		}
+	}
+	backfill_merge_get_counts(merge, &counts);
+	backfill_merge_end(&merge);
+	res->processed = counts.archived - first;
+	res->secs = msecs_since(&started) / 1000.0;
+	if (ret > 0)
+		res->result = "done";
+	else if (ret < 0)
+		res->error = "merge stopped on an error (see the log)";
+	if (progress && res->processed > 0) {
+		run_progress_user(ctx, user->username, res->processed,
+		                  msecs_since(&started), TRUE);
+	}
+	run_result_record(res, state, user->username);
+}
+
+static void run_print(struct run_cmd_context *ctx, const char *username,
+                      const struct run_result *res)
+{
+	doveadm_print(username);
+	doveadm_print(res->result);
+	doveadm_backfill_print_num(res->archived);
+	doveadm_backfill_print_num(res->added);
+	doveadm_backfill_print_num(res->duplicates);
+	doveadm_backfill_print_num(res->skipped);
+	doveadm_backfill_print_num(res->uidl_collisions);
+	doveadm_print(t_strdup_printf("%.3f", res->secs));
+	doveadm_print(res->error == NULL ? "" : res->error);
+
+	ctx->users++;
+	ctx->processed += res->processed;
+	if (strcmp(res->result, "failed") == 0 ||
+	    strcmp(res->result, "interrupted") == 0) {
+		ctx->failed++;
+		i_error("backfill(%s): %s: %s", username, res->result,
+		        res->error == NULL ? "" : res->error);
+		doveadm_backfill_exit(&ctx->ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+	} else if (strcmp(res->result, "busy") == 0) {
+		ctx->busy++;
+		i_info("backfill(%s): skipped: %s", username, res->error);
+		doveadm_backfill_exit(&ctx->ctx, EX_TEMPFAIL);
+	} else {
+		ctx->done++;
+	}
+}
+
+static void run_progress_total(struct run_cmd_context *ctx, bool final)
+{
+	uint64_t ms = msecs_since(&ctx->started);
+	double rate = ms == 0 ? 0 : ctx->processed * 1000.0 / ms;
+
+	if (!final && !ctx->tty &&
+	    ms - ctx->last_log < RUN_PROGRESS_LOG_SECS * 1000)
+		return;
+	ctx->last_log = ms;
+	fprintf(stderr,
+	        "%sbackfill run: %" PRIu64 " users (%" PRIu64 " done, %" PRIu64
+	        " busy, %" PRIu64 " failed), %" PRIu64
+	        " messages, %.0f msg/s, %.1f s%s",
+	        ctx->tty ? "\r" : "", ctx->users, ctx->done, ctx->busy,
+	        ctx->failed, ctx->processed, rate, ms / 1000.0,
+	        ctx->tty && !final ? "   " : "\n");
+	fflush(stderr);
+}
+
+/* ---- parallel workers ---- */
+
+static const char *result_serialize(const struct run_result *res)
+{
+	string_t *str = t_str_new(256);
+
+	str_printfa(str,
+	            "%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+	            "\t%" PRIu64 "\t%" PRIu64 "\t%.3f\t",
+	            res->result, res->archived, res->added, res->duplicates,
+	            res->skipped, res->uidl_collisions, res->processed,
+	            res->secs);
+	if (res->error != NULL) {
+		for (const char *p = res->error; *p != '\0'; p++)
+			str_append_c(str, *p == '\n' || *p == '\t' ? ' ' : *p);
+	}
+	str_append_c(str, '\n');
+	return str_c(str);
+}
+
+static bool result_parse(const char *line, struct run_result *res)
+{
+	const char *const *f = t_strsplit(line, "\t");
+
+	i_zero(res);
+	if (str_array_length(f) < 9)
+		return FALSE;
+	res->result = f[0];
+	if (str_to_uint64(f[1], &res->archived) < 0 ||
+	    str_to_uint64(f[2], &res->added) < 0 ||
+	    str_to_uint64(f[3], &res->duplicates) < 0 ||
+	    str_to_uint64(f[4], &res->skipped) < 0 ||
+	    str_to_uint64(f[5], &res->uidl_collisions) < 0 ||
+	    str_to_uint64(f[6], &res->processed) < 0)
+		return FALSE;
+	res->secs = strtod(f[7], NULL);
+	res->error = f[8][0] == '\0' ? NULL : t_strcut(f[8], '\n');
+	return TRUE;
+}
+
+static void worker_collect(struct run_cmd_context *ctx, unsigned int idx,
+                           int status)
+{
+	struct run_worker *w = array_idx_modifiable(&ctx->workers, idx);
+	struct run_result res;
+	string_t *buf = t_str_new(256);
+	char tmp[512];
+	ssize_t n;
+
+	while ((n = read(w->fd, tmp, sizeof(tmp))) > 0)
+		str_append_data(buf, tmp, n);
+	i_close_fd(&w->fd);
+	if (!result_parse(str_c(buf), &res)) {
+		i_zero(&res);
+		res.result = "failed";
+		res.error = t_strdup_printf(
+		        "merge process died (%s)",
+		        WIFSIGNALED(status)
+		                ? t_strdup_printf("signal %d", WTERMSIG(status))
+		                : t_strdup_printf("exit %d",
+		                                  WEXITSTATUS(status)));
+	}
+	run_print(ctx, w->user, &res);
+	run_progress_total(ctx, FALSE);
+	array_delete(&ctx->workers, idx, 1);
+}
+
+/* Waits for one worker to finish. */
+static void workers_wait_one(struct run_cmd_context *ctx)
+{
+	const struct run_worker *w;
+	unsigned int i, count;
+	int status;
+	pid_t pid;
+
+	for (;;) {
+		pid = waitpid(-1, &status, 0);
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			i_error("waitpid() failed: %m");
+			/* collect them all as failed */
+			while (array_count(&ctx->workers) > 0)
+				worker_collect(ctx, 0, 0);
+			return;
+		}
+		w = array_get(&ctx->workers, &count);
+		for (i = 0; i < count; i++) {
+			if (w[i].pid == pid) {
+				T_BEGIN
+				{
+					worker_collect(ctx, i, status);
+				}
+				T_END;
+				return;
+			}
+		}
+	}
+}
+
+static int run_fork(struct run_cmd_context *ctx, struct mail_user *user)
+{
+	struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
+	struct run_worker *w;
+	struct run_result res;
+	int fds[2];
+	pid_t pid;
+
+	while (array_count(&ctx->workers) >= ctx->parallel)
+		workers_wait_one(ctx);
+	if (pipe(fds) < 0)
+		i_fatal("pipe() failed: %m");
+	/* the child must open its own state-store handle */
+	if (buser != NULL && buser->state != NULL)
+		bf_state_close(&buser->state);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+		i_fatal("fork() failed: %m");
+	if (pid == 0) {
+		i_close_fd(&fds[0]);
+		run_user(ctx, user,
+		         ctx->rate == 0 ? 0
+		                        : (unsigned int)I_MAX(
+		                                  1, ctx->rate / ctx->parallel),
+		         FALSE, &res);
+		const char *line = result_serialize(&res);
+		if (write(fds[1], line, strlen(line)) < 0)
+			i_error("write(result pipe) failed: %m");
+		if (buser != NULL && buser->state != NULL)
+			bf_state_close(&buser->state);
+		/* no atexit handlers: doveadm's buffered output and the
+		   mail user belong to the parent */
+		_exit(0);
+	}
+	i_close_fd(&fds[1]);
+	w = array_append_space(&ctx->workers);
+	w->pid = pid;
+	w->fd = fds[0];
+	w->user = p_strdup(ctx->ctx.pool, user->username);
+	return 0;
+}
+
+static int cmd_run_run(struct doveadm_mail_cmd_context *_ctx,
+                       struct mail_user *user)
+{
+	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
+	struct run_result res;
+
+	if (ctx->parallel > 1)
+		return run_fork(ctx, user);
+	run_user(ctx, user, (unsigned int)ctx->rate, TRUE, &res);
+	run_print(ctx, user->username, &res);
+	run_progress_total(ctx, FALSE);
+	return 0;
+}
+
+static bool cmd_run_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
+{
+	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
+	uint64_t num;
+
+	/* A bad value is reported from init(): doveadm 2.3 goes on using
+	   the freed command context after parse_arg() returns FALSE. */
+	switch (c) {
+	case 'p':
+		if (str_to_uint64(optarg, &num) < 0 || num == 0 || num > 1024) {
+			ctx->usage_error = p_strdup_printf(
+			        _ctx->pool,
+			        "backfill run: --parallel %s: expected 1..1024",
+			        optarg);
+		} else {
+			ctx->parallel = (unsigned int)num;
+		}
+		return TRUE;
+	case 'r':
+		if (str_to_uint64(optarg, &num) < 0) {
+			ctx->usage_error = p_strdup_printf(
+			        _ctx->pool,
+			        "backfill run: --rate %s: expected messages "
+			        "per second (0 = no limit)",
+			        optarg);
+		} else {
+			ctx->rate = num;
+		}
+		return TRUE;
+	}
+	return FALSE;
+}
+
+static void cmd_run_init(struct doveadm_mail_cmd_context *_ctx,
+                         const char *const args[] ATTR_UNUSED)
+{
+	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
+	enum doveadm_print_header_flags num =
+	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
+
+	if (ctx->usage_error != NULL)
+		i_fatal_status(EX_USAGE, "%s", ctx->usage_error);
+	ctx->tty = isatty(STDERR_FILENO) != 0;
+	i_gettimeofday(&ctx->started);
+	p_array_init(&ctx->workers, _ctx->pool, 8);
+	doveadm_print_header("user", "User", 0);
+	doveadm_print_header("result", "Result", 0);
+	doveadm_print_header("archived", "Archived", num);
+	doveadm_print_header("added", "Added", num);
+	doveadm_print_header("duplicates", "Duplicates", num);
+	doveadm_print_header("skipped", "Skipped", num);
+	doveadm_print_header("uidl_collisions", "UIDLCollisions", num);
+	doveadm_print_header("seconds", "Seconds", num);
+	doveadm_print_header("error", "Error", 0);
+}
+
+static void cmd_run_deinit(struct doveadm_mail_cmd_context *_ctx)
+{
+	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
+
+	if (!array_is_created(&ctx->workers))
+		return;
+	while (array_count(&ctx->workers) > 0)
+		workers_wait_one(ctx);
+	if (ctx->users > 0)
+		run_progress_total(ctx, TRUE);
+}
+
+static struct doveadm_mail_cmd_context *cmd_run_alloc(void)
+{
+	struct run_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct run_cmd_context);
+	ctx->parallel = 1;
+	ctx->ctx.getopt_args = "p:r:";
+	ctx->ctx.v.parse_arg = cmd_run_parse_arg;
+	ctx->ctx.v.init = cmd_run_init;
+	ctx->ctx.v.run = cmd_run_run;
+	ctx->ctx.v.deinit = cmd_run_deinit;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return &ctx->ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_cmd_backfill_run = {
+        .name = "backfill run",
+        .usage = "[-p|--parallel <n>] [-r|--rate <msgs_per_s>]",
+        .mail_cmd = cmd_run_alloc,
+        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
+                'p', "parallel", CMD_PARAM_INT64, 0)
+                DOVEADM_CMD_PARAM('r', "rate", CMD_PARAM_INT64, 0)
+                        DOVEADM_CMD_PARAMS_END};

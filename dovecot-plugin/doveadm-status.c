@@ -1,0 +1,225 @@
+/* doveadm backfill status [--by-domain]: each user's merge record, or its
+   sums per domain (the report a domain administrator receives). */
+
+#include "lib.h"
+#include "array.h"
+#include "hash.h"
+#include "doveadm-print.h"
+#include "doveadm-mail.h"
+#include "mail-user.h"
+#include "state.h"
+#include "backfill-plugin.h"
+#include "doveadm-backfill.h"
+
+#include <stdlib.h>
+
+struct status_sums {
+	const char *domain;
+	uint64_t users, no_archive, pending, running, done, failed;
+	uint64_t archived, added, duplicates, skipped, uidl_collisions;
+};
+
+struct status_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	bool by_domain;
+	HASH_TABLE(const char *, struct status_sums *) domains;
+};
+
+static struct status_sums *status_domain(struct status_cmd_context *ctx,
+                                         const char *username)
+{
+	const char *at = strrchr(username, '@');
+	const char *domain = at == NULL ? "" : at + 1;
+	struct status_sums *sums;
+
+	sums = hash_table_lookup(ctx->domains, domain);
+	if (sums == NULL) {
+		sums = p_new(ctx->ctx.pool, struct status_sums, 1);
+		sums->domain = p_strdup(ctx->ctx.pool, domain);
+		hash_table_insert(ctx->domains, sums->domain, sums);
+	}
+	return sums;
+}
+
+static void status_sum(struct status_sums *sums, const char *state,
+                       const struct bf_merge_record *rec)
+{
+	sums->users++;
+	if (strcmp(state, "no-archive") == 0)
+		sums->no_archive++;
+	else if (rec->status == BF_MERGE_PENDING)
+		sums->pending++;
+	else if (rec->status == BF_MERGE_RUNNING)
+		sums->running++;
+	else if (rec->status == BF_MERGE_DONE)
+		sums->done++;
+	else
+		sums->failed++;
+	sums->archived += rec->archived;
+	sums->added += rec->added;
+	sums->duplicates += rec->duplicates;
+	sums->skipped += rec->skipped;
+	sums->uidl_collisions += rec->uidl_collisions;
+}
+
+static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
+                          struct mail_user *user)
+{
+	struct status_cmd_context *ctx = (struct status_cmd_context *)_ctx;
+	struct backfill_user *buser;
+	struct bf_merge_record rec;
+	struct bf_state *state;
+	const char *error, *name;
+	int ret, have_archive;
+
+	i_zero(&rec);
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
+		i_error("backfill(%s): %s", user->username, error);
+		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	have_archive = doveadm_backfill_archive(buser, &error);
+	if (have_archive < 0) {
+		i_error("backfill(%s): %s", user->username, error);
+		doveadm_backfill_exit(_ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+	}
+	if (doveadm_backfill_state(buser, &state, &error) < 0) {
+		i_error("backfill(%s): state store: %s", user->username, error);
+		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	ret = bf_state_merge_get(state, user->username, &rec, &error);
+	if (ret < 0) {
+		i_error("backfill(%s): state store %s: %s", user->username,
+		        bf_state_uri(state), error);
+		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	/* A record outlives a removed archive: show what was done. */
+	if (ret == 0 && have_archive == 0)
+		name = "no-archive";
+	else
+		name = bf_merge_status_name(rec.status);
+
+	if (ctx->by_domain) {
+		status_sum(status_domain(ctx, user->username), name, &rec);
+	} else {
+		doveadm_print(user->username);
+		doveadm_print(name);
+		doveadm_backfill_print_num(rec.archived);
+		doveadm_backfill_print_num(rec.added);
+		doveadm_backfill_print_num(rec.duplicates);
+		doveadm_backfill_print_num(rec.skipped);
+		doveadm_backfill_print_num(rec.uidl_collisions);
+		doveadm_backfill_print_time(rec.started);
+		doveadm_backfill_print_time(rec.finished);
+		doveadm_print(rec.last_error == NULL ? "" : rec.last_error);
+	}
+	bf_merge_record_clear(&rec);
+	return 0;
+}
+
+static bool cmd_status_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
+{
+	struct status_cmd_context *ctx = (struct status_cmd_context *)_ctx;
+
+	if (c != 'd')
+		return FALSE;
+	ctx->by_domain = TRUE;
+	return TRUE;
+}
+
+static void cmd_status_init(struct doveadm_mail_cmd_context *_ctx,
+                            const char *const args[] ATTR_UNUSED)
+{
+	struct status_cmd_context *ctx = (struct status_cmd_context *)_ctx;
+	enum doveadm_print_header_flags num =
+	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
+
+	if (ctx->by_domain) {
+		hash_table_create(&ctx->domains, _ctx->pool, 0, str_hash,
+		                  strcmp);
+		doveadm_print_header("domain", "Domain", 0);
+		doveadm_print_header("users", "Users", num);
+		doveadm_print_header("no_archive", "NoArchive", num);
+		doveadm_print_header("pending", "Pending", num);
+		doveadm_print_header("running", "Running", num);
+		doveadm_print_header("done", "Done", num);
+		doveadm_print_header("failed", "Failed", num);
+	} else {
+		doveadm_print_header("user", "User", 0);
+		doveadm_print_header("state", "State", 0);
+	}
+	doveadm_print_header("archived", "Archived", num);
+	doveadm_print_header("added", "Added", num);
+	doveadm_print_header("duplicates", "Duplicates", num);
+	doveadm_print_header("skipped", "Skipped", num);
+	doveadm_print_header("uidl_collisions", "UIDLCollisions", num);
+	if (!ctx->by_domain) {
+		doveadm_print_header("started", "Started", 0);
+		doveadm_print_header("finished", "Finished", 0);
+		doveadm_print_header("last_error", "LastError", 0);
+	}
+}
+
+static int status_sums_cmp(struct status_sums *const *s1,
+                           struct status_sums *const *s2)
+{
+	return strcmp((*s1)->domain, (*s2)->domain);
+}
+
+static void cmd_status_deinit(struct doveadm_mail_cmd_context *_ctx)
+{
+	struct status_cmd_context *ctx = (struct status_cmd_context *)_ctx;
+	struct hash_iterate_context *iter;
+	ARRAY(struct status_sums *) all;
+	struct status_sums *sums, *const *sp;
+	const char *key;
+
+	if (!hash_table_is_created(ctx->domains))
+		return;
+	t_array_init(&all, 16);
+	iter = hash_table_iterate_init(ctx->domains);
+	while (hash_table_iterate(iter, ctx->domains, &key, &sums))
+		array_push_back(&all, &sums);
+	hash_table_iterate_deinit(&iter);
+	array_sort(&all, status_sums_cmp);
+	array_foreach(&all, sp)
+	{
+		sums = *sp;
+		doveadm_print(sums->domain);
+		doveadm_backfill_print_num(sums->users);
+		doveadm_backfill_print_num(sums->no_archive);
+		doveadm_backfill_print_num(sums->pending);
+		doveadm_backfill_print_num(sums->running);
+		doveadm_backfill_print_num(sums->done);
+		doveadm_backfill_print_num(sums->failed);
+		doveadm_backfill_print_num(sums->archived);
+		doveadm_backfill_print_num(sums->added);
+		doveadm_backfill_print_num(sums->duplicates);
+		doveadm_backfill_print_num(sums->skipped);
+		doveadm_backfill_print_num(sums->uidl_collisions);
+	}
+	hash_table_destroy(&ctx->domains);
+}
+
+static struct doveadm_mail_cmd_context *cmd_status_alloc(void)
+{
+	struct status_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct status_cmd_context);
+	ctx->ctx.getopt_args = "d";
+	ctx->ctx.v.parse_arg = cmd_status_parse_arg;
+	ctx->ctx.v.init = cmd_status_init;
+	ctx->ctx.v.run = cmd_status_run;
+	ctx->ctx.v.deinit = cmd_status_deinit;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return &ctx->ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_cmd_backfill_status = {
+        .name = "backfill status",
+        .usage = "[-d|--by-domain]",
+        .mail_cmd = cmd_status_alloc,
+        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
+                'd', "by-domain", CMD_PARAM_BOOL, 0) DOVEADM_CMD_PARAMS_END};

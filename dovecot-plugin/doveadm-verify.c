@@ -1,0 +1,249 @@
+/* doveadm backfill verify: the proof.  For every archived message, is an
+   identical message (same fingerprint) in the live account?  Counted with
+   multiplicity over all live folders: two identical archived copies need
+   two live copies.  What is missing is listed by archive folder and UID,
+   and the command exits 1. */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "doveadm-print.h"
+#include "doveadm-mail.h"
+#include "mail-user.h"
+#include "mail-namespace.h"
+#include "mail-storage.h"
+#include "fingerprint.h"
+#include "backfill-plugin.h"
+#include "archive.h"
+#include "mail-keys.h"
+#include "doveadm-backfill.h"
+
+struct verify_msg {
+	unsigned char fp[BF_FP_SIZE];
+	unsigned int folder;
+	uint32_t uid;
+	bool unreadable;
+};
+ARRAY_DEFINE_TYPE(verify_msg, struct verify_msg);
+
+struct verify_walk {
+	pool_t pool;
+	ARRAY_TYPE(verify_msg) * msgs;
+	unsigned int folder;
+	const char *username;
+};
+
+static int verify_cb(struct mail *mail, const struct backfill_mail_keys *keys,
+                     const char *read_error, void *context)
+{
+	struct verify_walk *w = context;
+	struct verify_msg *vm = array_append_space(w->msgs);
+
+	vm->folder = w->folder;
+	vm->uid = mail->uid;
+	if (keys == NULL) {
+		vm->unreadable = TRUE;
+		i_warning("backfill(%s): %s/uid %u cannot be read: %s",
+		          w->username, mailbox_get_vname(mail->box), mail->uid,
+		          read_error);
+	} else {
+		memcpy(vm->fp, keys->fp, BF_FP_SIZE);
+	}
+	return 0;
+}
+
+static int verify_msg_cmp(const struct verify_msg *m1,
+                          const struct verify_msg *m2)
+{
+	int ret;
+
+	if (m1->unreadable != m2->unreadable)
+		return m1->unreadable ? 1 : -1;
+	ret = memcmp(m1->fp, m2->fp, BF_FP_SIZE);
+	if (ret != 0)
+		return ret;
+	if (m1->folder != m2->folder)
+		return m1->folder < m2->folder ? -1 : 1;
+	return m1->uid < m2->uid ? -1 : (m1->uid > m2->uid ? 1 : 0);
+}
+
+static int verify_collect(struct mail_user *user, struct mailbox_list *list,
+                          const ARRAY_TYPE(const_string) * names,
+                          struct bf_fp *fp, struct verify_walk *w,
+                          const char **error_r)
+{
+	const char *const *name;
+	unsigned int i = 0;
+	int ret = 0;
+
+	array_foreach(names, name)
+	{
+		struct mail_namespace *ns =
+		        list != NULL
+		                ? NULL
+		                : mail_namespace_find(user->namespaces, *name);
+		struct mailbox *box =
+		        mailbox_alloc(list != NULL ? list : ns->list, *name,
+		                      MAILBOX_FLAG_READONLY);
+		w->folder = i++;
+		if (doveadm_backfill_walk(box, fp, verify_cb, w, error_r) < 0)
+			ret = -1;
+		mailbox_free(&box);
+		if (ret < 0)
+			break;
+	}
+	return ret;
+}
+
+static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
+                          struct mail_user *user)
+{
+	struct backfill_user *buser;
+	struct backfill_archive *archive;
+	ARRAY_TYPE(const_string) anames, lnames;
+	ARRAY_TYPE(verify_msg) amsgs, lmsgs;
+	struct verify_walk w;
+	struct bf_fp *fp;
+	const char *error;
+	string_t *missing;
+	uint64_t n_missing = 0;
+	int ret;
+
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
+		i_error("backfill(%s): %s", user->username, error);
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		return -1;
+	}
+	ret = backfill_archive_open(user, &buser->set, &archive, &error);
+	if (ret <= 0) {
+		doveadm_print(user->username);
+		doveadm_print(ret < 0 ? "failed" : "no-archive");
+		doveadm_print("0");
+		doveadm_print("0");
+		doveadm_print("0");
+		doveadm_print("");
+		if (ret < 0) {
+			i_error("backfill(%s): opening archive: %s",
+			        user->username, error);
+			doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		}
+		return ret < 0 ? -1 : 0;
+	}
+	pool_t pool = pool_alloconly_create("backfill verify", 4096);
+	fp = bf_fp_new();
+	if (fp == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
+	i_zero(&w);
+	w.pool = pool;
+	w.username = user->username;
+	p_array_init(&amsgs, pool, 256);
+	p_array_init(&lmsgs, pool, 256);
+
+	ret = doveadm_backfill_mailboxes(archive->user, pool, &anames, &error);
+	if (ret == 0) {
+		w.msgs = &amsgs;
+		ret = verify_collect(user, archive->ns->list, &anames, fp, &w,
+		                     &error);
+	}
+	if (ret == 0)
+		ret = doveadm_backfill_mailboxes(user, pool, &lnames, &error);
+	if (ret == 0) {
+		w.msgs = &lmsgs;
+		ret = verify_collect(user, NULL, &lnames, fp, &w, &error);
+	}
+	bf_fp_free(&fp);
+	if (ret < 0) {
+		i_error("backfill(%s): verify failed: %s", user->username,
+		        error);
+		doveadm_print(user->username);
+		doveadm_print("failed");
+		doveadm_print("0");
+		doveadm_print("0");
+		doveadm_print("0");
+		doveadm_print("");
+		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		backfill_archive_close(&archive);
+		pool_unref(&pool);
+		return -1;
+	}
+
+	/* Both sorted by fingerprint: per fingerprint, the archive's copies
+	   beyond the live count are missing (the later ones in merge
+	   order). */
+	array_sort(&amsgs, verify_msg_cmp);
+	array_sort(&lmsgs, verify_msg_cmp);
+	const struct verify_msg *a, *l;
+	unsigned int acount, lcount, ai = 0, li = 0;
+	a = array_get(&amsgs, &acount);
+	l = array_get(&lmsgs, &lcount);
+	missing = t_str_new(256);
+	while (ai < acount) {
+		const char *why = NULL;
+		if (a[ai].unreadable) {
+			why = "unreadable";
+		} else {
+			while (li < lcount && !l[li].unreadable &&
+			       memcmp(l[li].fp, a[ai].fp, BF_FP_SIZE) < 0)
+				li++;
+			if (li < lcount && !l[li].unreadable &&
+			    memcmp(l[li].fp, a[ai].fp, BF_FP_SIZE) == 0)
+				li++; /* consumed */
+			else
+				why = "missing";
+		}
+		if (why != NULL) {
+			const char *folder = *array_idx(&anames, a[ai].folder);
+			n_missing++;
+			if (str_len(missing) > 0)
+				str_append(missing, "; ");
+			str_printfa(missing, "%s/%u", folder, a[ai].uid);
+			i_warning("backfill(%s): %s: archive %s/uid %u has no "
+			          "identical message in the live mailbox",
+			          user->username, why, folder, a[ai].uid);
+		}
+		ai++;
+	}
+	doveadm_print(user->username);
+	doveadm_print(n_missing > 0 ? "missing" : "ok");
+	doveadm_backfill_print_num(acount);
+	doveadm_backfill_print_num(acount - n_missing);
+	doveadm_backfill_print_num(n_missing);
+	doveadm_print(str_c(missing));
+	if (n_missing > 0)
+		doveadm_backfill_exit(ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+	backfill_archive_close(&archive);
+	pool_unref(&pool);
+	return 0;
+}
+
+static void cmd_verify_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+                            const char *const args[] ATTR_UNUSED)
+{
+	enum doveadm_print_header_flags num =
+	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
+
+	doveadm_print_header("user", "User", 0);
+	doveadm_print_header("result", "Result", 0);
+	doveadm_print_header("archived", "Archived", num);
+	doveadm_print_header("present", "Present", num);
+	doveadm_print_header("missing", "Missing", num);
+	doveadm_print_header("missing_list", "MissingFolderUID", 0);
+}
+
+static struct doveadm_mail_cmd_context *cmd_verify_alloc(void)
+{
+	struct doveadm_mail_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
+	ctx->v.init = cmd_verify_init;
+	ctx->v.run = cmd_verify_run;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return ctx;
+}
+
+struct doveadm_cmd_ver2 doveadm_cmd_backfill_verify = {
+        .name = "backfill verify",
+        .usage = "",
+        .mail_cmd = cmd_verify_alloc,
+        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
+                DOVEADM_CMD_PARAMS_END};

@@ -1,0 +1,68 @@
+"""Running `doveadm backfill ...` against a test's private Dovecot.
+
+doveadm loads plugins only from its compiled-in directory
+(/usr/lib/dovecot/modules/doveadm), so each call runs in a private mount
+namespace (`unshare -m`) where the build dir's doveadm-modules directory
+(holding only lib95_doveadm_backfill_plugin.so) is bind-mounted over it.
+Nothing outside that namespace sees the mount.
+"""
+import json
+import os
+import subprocess
+import unittest
+
+import bftest
+
+DOVEADM_MODULE_DIR = "/usr/lib/dovecot/modules/doveadm"
+
+
+def module_dir():
+    d = os.path.join(bftest.plugin_dir(), "doveadm-modules")
+    if not os.path.exists(os.path.join(d, "lib95_doveadm_backfill_plugin.so")):
+        raise unittest.SkipTest("lib95_doveadm_backfill_plugin.so not built")
+    if not os.path.isdir(DOVEADM_MODULE_DIR):
+        raise unittest.SkipTest("%s missing" % DOVEADM_MODULE_DIR)
+    return d
+
+
+def doveadm(dc, *args, fmt=None, timeout=600, env=None):
+    """Runs doveadm with our module; returns CompletedProcess (text)."""
+    cmd = [bftest.dv.DOVEADM, "-c", dc.conf_path]
+    if fmt:
+        cmd += ["-f", fmt]
+    cmd += list(args)
+    script = 'mount --bind "$0" %s && exec "$@"' % DOVEADM_MODULE_DIR
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, module_dir()] + cmd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout, env=env)
+
+
+def doveadm_json(dc, *args, ok=(0,), **kw):
+    """Runs with -f json; returns (rows, CompletedProcess)."""
+    r = doveadm(dc, *args, fmt="json", **kw)
+    if r.returncode not in ok:
+        raise AssertionError("doveadm %s: exit %d\n%s\n%s" % (
+            " ".join(args), r.returncode, r.stdout, r.stderr))
+    out = r.stdout.strip()
+    rows = json.loads(out) if out else []
+    return rows, r
+
+
+def by_user(rows):
+    return {row["user"]: row for row in rows}
+
+
+def use_full_usernames(site):
+    """user@domain users (status --by-domain): the test instance's
+    passwd-file lookups and the archive path use the whole name instead of
+    its local part."""
+    site.dc.plugin["backfill_archive"] = "maildir:%s/%%Lu/Maildir" % site.archive_root
+    orig = site.dc._write_conf
+
+    def write_conf():
+        orig()
+        with open(site.dc.conf_path) as f:
+            text = f.read()
+        with open(site.dc.conf_path, "w") as f:
+            f.write(text.replace("%Ln", "%Lu"))
+    site.dc._write_conf = write_conf

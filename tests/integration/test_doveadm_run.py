@@ -1,0 +1,165 @@
+"""doveadm backfill run: -A --parallel 4 over 200 users, resumable and
+idempotent, status --by-domain, and a live session merging the same user
+at the same time (merged once)."""
+import os
+import re
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import dv, mg  # noqa: E402
+
+N_USERS = 200
+
+
+class RunManyTest(unittest.TestCase):
+    def setUp(self):
+        self.site = bftest.Site()
+        self.addCleanup(self.site.close)
+        bd.use_full_usernames(self.site)
+        self.users = []
+        for i in range(N_USERS):
+            dom = "d%d.example" % (i % 3)
+            user = "u%03d@%s" % (i, dom)
+            # small archives: 12 messages, 4 live, 2 of them redelivered
+            self.site.add_user(user, mg.bulk_scenario(i + 1, 12, 4, 2,
+                                                      folders=("INBOX", "Sent Messages", "Work")),
+                               record=False)
+            self.users.append(user)
+        self.site.dc.add_user("noarchive@d0.example")
+        self.site.start(plugin_on=True)
+
+    def test_parallel_all_users(self):
+        t0 = time.time()
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "run", "-A", "--parallel", "4")
+        secs = time.time() - t0
+        print("run -A --parallel 4, %d users: %.1f s" % (N_USERS, secs), file=sys.stderr)
+        got = bd.by_user(rows)
+        self.assertEqual(len(rows), N_USERS + 1, "one row per user")
+        self.assertEqual(got["noarchive@d0.example"]["result"], "no-archive")
+        for u in self.users:
+            row = got[u]
+            self.assertEqual(row["result"], "done", row)
+            self.assertEqual(int(row["archived"]), 12, row)
+            self.assertEqual(int(row["duplicates"]), 2, row)
+            self.assertEqual(int(row["added"]), 10, row)
+        # the summary line on stderr (not a TTY: plain lines)
+        self.assertIn("backfill run: 201 users (201 done, 0 busy, 0 failed), 2400 messages", r.stderr)
+
+        # every user's live mailbox: pre-existing 4 + 10 added, once
+        for u in self.users[:10]:
+            snap = self.site.dc.snapshot(u)
+            n = sum(len(msgs) for _, msgs in snap.values())
+            self.assertEqual(n, 14, u)
+
+        # a second run has nothing to do
+        rows, _ = bd.doveadm_json(self.site.dc, "backfill", "run", "-A", "-p", "4")
+        self.assertTrue(all(row["result"] in ("done", "no-archive") for row in rows))
+        st, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-A")
+        st = bd.by_user(st)
+        self.assertTrue(all(st[u]["state"] == "done" and st[u]["added"] == "10" for u in self.users))
+        self.assertEqual(st["noarchive@d0.example"]["state"], "no-archive")
+        dom, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-A", "--by-domain")
+        dom = {row["domain"]: row for row in dom}
+        self.assertEqual(sorted(dom), ["d0.example", "d1.example", "d2.example"])
+        self.assertEqual(sum(int(d["done"]) for d in dom.values()), N_USERS)
+        self.assertEqual(int(dom["d0.example"]["users"]), 68)
+        self.assertEqual(int(dom["d0.example"]["no_archive"]), 1)
+        self.assertEqual(int(dom["d1.example"]["added"]), 67 * 10)
+        v, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-A")
+        self.assertTrue(all(row["result"] in ("ok", "no-archive") for row in v), r.stderr)
+
+
+class UsageTest(unittest.TestCase):
+    def test_usage_errors(self):
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
+        site.start(plugin_on=True)
+        for args in (("run", "--parallel", "0"), ("run", "-r", "x"), ("revert",)):
+            r = bd.doveadm(site.dc, "backfill", *args, "-u", "alice")
+            self.assertEqual(r.returncode, 64, (args, r.stderr))
+        self.assertIn("--yes", r.stderr)
+        # nothing was merged by any of them
+        st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "alice")
+        self.assertEqual(st[0]["state"], "pending")
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice", "--rate", "1000")
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+
+
+class RunWithSessionTest(unittest.TestCase):
+    """A user logs in (IMAP: the merge goes on in background slices) while
+    run -A works: the lease lets exactly one of them merge."""
+
+    def setUp(self):
+        self.site = bftest.Site(plugin={"backfill_login_budget": "50ms"})
+        self.addCleanup(self.site.close)
+        self.site.add_user("big", mg.bulk_scenario(3, 3000, 100, 60), record=False)
+        for i in range(20):
+            self.site.add_user("small%02d" % i, mg.bulk_scenario(100 + i, 10, 3, 1), record=False)
+        self.site.start(plugin_on=True)
+
+    def test_merged_once(self):
+        pre = self.site.dc.snapshot("big")
+        pre_n = sum(len(m) for _, m in pre.values())
+        stop = threading.Event()
+        errors = []
+
+        def session():
+            try:
+                c = self.site.dc.imap("big")
+                while not stop.is_set():
+                    c.noop()
+                    time.sleep(0.02)
+                c.logout()
+            except Exception as e:  # pragma: no cover
+                errors.append(e)
+
+        t = threading.Thread(target=session)
+        t.start()
+        time.sleep(0.3)  # the session has taken the lease
+        try:
+            rows, r = bd.doveadm_json(self.site.dc, "backfill", "run", "-A", "-p", "2",
+                                      ok=(0, 75))
+        finally:
+            # let the session finish its merge, if it has it
+            deadline = time.time() + 120
+            while time.time() < deadline and not self.site.finished_lines("big"):
+                if "merge finished" in r.stderr and "backfill(big)" in r.stderr:
+                    break
+                time.sleep(0.2)
+            stop.set()
+            t.join()
+        self.assertEqual(errors, [])
+        row = bd.by_user(rows)["big"]
+        self.assertIn(row["result"], ("busy", "done"))
+        if row["result"] == "busy":
+            self.assertEqual(r.returncode, 75, "a skipped user: try again later")
+            self.assertIn("another session", row["error"])
+        # whoever did it: exactly one finished merge for big
+        finished = len(self.site.finished_lines("big")) + \
+            len(re.findall(r"backfill\(big\): merge finished", r.stderr))
+        if row["result"] == "busy":
+            self.site.wait_merged("big")
+            finished = len(self.site.finished_lines("big"))
+        self.assertEqual(finished, 1)
+        st, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", "big")
+        self.assertEqual(st[0]["state"], "done")
+        self.assertEqual(int(st[0]["archived"]), 3000)
+        added = int(st[0]["added"])
+        post = self.site.dc.snapshot("big")
+        self.assertEqual(sum(len(m) for _, m in post.values()), pre_n + added)
+        self.assertEqual(added + int(st[0]["duplicates"]), 3000)
+        v, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "big")
+        self.assertEqual(v[0]["result"], "ok", r.stderr)
+        # the others were merged by run
+        rows = bd.by_user(rows)
+        self.assertTrue(all(rows["small%02d" % i]["result"] == "done" for i in range(20)))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
