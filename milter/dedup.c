@@ -24,6 +24,7 @@ struct dedup_run {
 	struct milter_session *session;
 	const struct milter_config *config;
 	const char *qid;
+	unsigned char fingerprint[BF_FP_SIZE];
 	char fp_text[BF_FP_TEXT_SIZE];
 	size_t key_count;
 	struct bf_dedup_key *keys;
@@ -80,10 +81,6 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 		*error_r = strdup("out of memory");
 		return -1;
 	}
-	if (bf_fp_from_text(run->fp_text, run->keys[0].fingerprint) < 0) {
-		*error_r = strdup("internal error: fingerprint text");
-		return -1;
-	}
 	for (size_t i = 0; i < session->rcpt_count; i++) {
 		/* One key per distinct address, in the order of its first
 		   spelling; keymap[] leads every spelling to its key. */
@@ -98,8 +95,7 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 		}
 		run->keys[n].window = session->window;
 		run->keys[n].recipient = session->rcpts[i].bare;
-		memcpy(run->keys[n].fingerprint, run->keys[0].fingerprint,
-		       BF_FP_SIZE);
+		memcpy(run->keys[n].fingerprint, run->fingerprint, BF_FP_SIZE);
 		run->keymap[i] = n++;
 	}
 	run->key_count = n;
@@ -280,6 +276,7 @@ sfsistat milter_dedup_eom(SMFICTX *ctx, struct milter_session *session)
 		milter_session_unchecked(session, error);
 		return SMFIS_ACCEPT;
 	}
+	memcpy(run.fingerprint, result.fingerprint, BF_FP_SIZE);
 	bf_fp_to_text(result.fingerprint, run.fp_text);
 
 	if (check_and_set(&run, time(NULL), &error_dup) < 0) {

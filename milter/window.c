@@ -80,8 +80,24 @@ int milter_window_current(struct milter_config *config, time_t now,
 	    now - cache.checked >= (time_t)config->window_refresh_secs ||
 	    (cache.until != 0 && now >= cache.until)) {
 		if (window_refresh(config, now, error_r) < 0) {
-			cache.valid = false;
-			ret = -1;
+			if (cache.valid && cache.pool == config->pool &&
+			    cache.name == NULL) {
+				/* No window was open at the last answer, and
+				   none can be opened in a store nobody can
+				   reach: mail outside a window needs nothing
+				   from the store.  Asked again after
+				   WindowRefresh. */
+				milter_warning("cannot read the restore window "
+				               "from the state store: %s; "
+				               "going on as outside a window",
+				               *error_r);
+				free(*error_r);
+				*error_r = NULL;
+				cache.checked = now;
+			} else {
+				cache.valid = false;
+				ret = -1;
+			}
 		}
 	}
 	if (ret == 0 && cache.name != NULL) {
