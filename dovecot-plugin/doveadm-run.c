@@ -92,23 +92,24 @@ static void run_result_record(struct run_result *res, struct bf_state *state,
 	bf_merge_record_clear(&rec);
 }
 
+/* total: messages in the archive (0: unknown); done: decided so far,
+   earlier sessions included; processed: in this run. */
 static void run_progress_user(struct run_cmd_context *ctx, const char *username,
-                              uint64_t processed, uint64_t elapsed_ms,
-                              bool final)
+                              uint64_t total, uint64_t done, uint64_t processed,
+                              uint64_t elapsed_ms, bool final)
 {
 	double rate = elapsed_ms == 0 ? 0 : processed * 1000.0 / elapsed_ms;
+	const char *eta = "";
 
-	if (ctx->tty) {
-		fprintf(stderr,
-		        "\rbackfill run: %s: %" PRIu64
-		        " messages, %.0f msg/s%s",
-		        username, processed, rate, final ? "\n" : "   ");
-	} else {
-		fprintf(stderr,
-		        "backfill run: %s: %" PRIu64
-		        " messages, %.0f msg/s%s\n",
-		        username, processed, rate, final ? ", finished" : "");
+	if (!final && total > done && rate > 0) {
+		eta = t_strdup_printf(", ETA %.0f s",
+		                      (double)(total - done) / rate);
 	}
+	fprintf(stderr,
+	        "%sbackfill run: %s: %" PRIu64 "/%" PRIu64
+	        " messages, %.0f msg/s%s%s%s",
+	        ctx->tty ? "\r" : "", username, done, total, rate, eta,
+	        final ? ", finished" : "", ctx->tty && !final ? "   " : "\n");
 	fflush(stderr);
 }
 
@@ -122,7 +123,7 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 	struct bf_state *state;
 	struct timeval started;
 	const char *error, *reason;
-	uint64_t first = 0, last_progress = 0, elapsed;
+	uint64_t first = 0, last_progress = 0, elapsed, total = 0;
 	int ret;
 
 	i_zero(res);
@@ -141,6 +142,9 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		res->error = t_strdup_printf("merge postponed: %s", error);
 		return;
 	}
+	if (progress &&
+	    doveadm_backfill_archive_count(buser, &total, &error) < 0)
+		total = 0; /* only the ETA is lost */
 	io_loop_time_refresh();
 	ret = backfill_merge_begin(user, &buser->set, state, &merge, &reason);
 	if (ret < 0) {
@@ -183,9 +187,9 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		            (ctx->tty ? RUN_PROGRESS_TTY_MSECS
 		                      : RUN_PROGRESS_LOG_SECS * 1000)) {
 			last_progress = elapsed;
-			run_progress_user(ctx, user->username,
-			                  counts.archived - first, elapsed,
-			                  FALSE);
+			run_progress_user(
+			        ctx, user->username, total, counts.archived,
+			        counts.archived - first, elapsed, FALSE);
 		}
 	}
 	backfill_merge_get_counts(merge, &counts);
@@ -197,8 +201,8 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 	else if (ret < 0)
 		res->error = "merge stopped on an error (see the log)";
 	if (progress && res->processed > 0) {
-		run_progress_user(ctx, user->username, res->processed,
-		                  msecs_since(&started), TRUE);
+		run_progress_user(ctx, user->username, total, counts.archived,
+		                  res->processed, msecs_since(&started), TRUE);
 	}
 	run_result_record(res, state, user->username);
 }
