@@ -195,6 +195,13 @@ struct backfill_merge {
 	bool cursor_dirty;
 	/* stopped on an error: commit nothing more */
 	bool failed;
+
+	/* BACKFILL_MERGE_FLAG_DRY_RUN (doveadm backfill plan): every
+	   decision, no write.  lbox is NULL for a live folder that does not
+	   exist yet (it would be created). */
+	bool dry_run;
+	uint64_t dry_bytes;
+	ARRAY_TYPE(const_string) dry_new_folders;
 };
 
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
@@ -406,7 +413,8 @@ static int leases_renew(struct backfill_merge *m)
 	const char *error;
 	int ret;
 
-	if (ioloop_time - m->last_renew < BACKFILL_LEASE_RENEW_SECS)
+	if (m->dry_run ||
+	    ioloop_time - m->last_renew < BACKFILL_LEASE_RENEW_SECS)
 		return 0;
 	ret = bf_state_lease_renew(
 	        m->state, t_strconcat("merge/", m->user->username, NULL),
@@ -809,6 +817,10 @@ static void uidl_collision_fix(struct backfill_merge *m, const char *uidl,
 	struct mail *mail;
 	const char *fresh;
 
+	if (m->dry_run) {
+		m->rec.uidl_collisions++;
+		return;
+	}
 	fresh = t_strdup_printf("bf%08x%08x", live_uid, m->lbox_uidvalidity);
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
 	mail = mail_alloc(t, 0, NULL);
@@ -873,6 +885,15 @@ static int batch_commit(struct backfill_merge *m)
 	unsigned int n = 0;
 	bool any_saved = FALSE;
 
+	if (m->dry_run) {
+		array_clear(&m->batch);
+		m->cursor_dirty = FALSE;
+		m->committed_folder = m->cursor_folder;
+		m->committed_uid = m->cursor_uid;
+		m->consumed_committed = array_count(&m->consumed);
+		m->batch_started = now_msecs();
+		return 0;
+	}
 	array_foreach_modifiable(&m->batch, item)
 	{
 		if (item->saved)
@@ -1089,7 +1110,7 @@ static int merge_one(struct backfill_merge *m,
 
 	if (merged_already(m, m->idx, uid))
 		return 0;
-	if (m->lbox == NULL) {
+	if (m->lbox == NULL && !m->dry_run) {
 		if (backfill_folder_open_live(m->luser, folder, &m->lbox,
 		                              &error) < 0) {
 			merge_log_error(m, "%s", error);
@@ -1150,6 +1171,14 @@ static int merge_one(struct backfill_merge *m,
 		}
 	}
 
+	if (m->dry_run) {
+		uoff_t size;
+		if (mail_get_physical_size(amail, &size) == 0)
+			m->dry_bytes += size;
+		m->rec.added++;
+		return 0;
+	}
+
 	struct batch_item *item = array_append_space(&m->batch);
 	item->entry.mailbox = folder->live_vname;
 	item->entry.mailbox_guid = m->lbox_guid;
@@ -1163,7 +1192,7 @@ static int merge_one(struct backfill_merge *m,
 		if (l != NULL) {
 			l->used = TRUE;
 			item->entry.uid = l->uid;
-			if (uidl != NULL)
+			if (uidl != NULL && !m->dry_run)
 				landed_fix_uidl(m, l->uid, uidl);
 			m->rec.added++;
 			return 0;
@@ -1222,6 +1251,53 @@ static void folder_close(struct backfill_merge *m)
 	pool_unref(&m->uidl_pool);
 }
 
+/* A dry run opens the live folder only if it exists and remembers the
+   ones that would be created. */
+static int merge_open_live(struct backfill_merge *m,
+                           const struct backfill_folder *folder,
+                           const char **error_r)
+{
+	struct mail_namespace *ns;
+	struct mailbox *box;
+	enum mailbox_existence existence;
+	const char *const *name;
+
+	if (!m->dry_run) {
+		return backfill_folder_open_live(m->luser, folder, &m->lbox,
+		                                 error_r);
+	}
+	ns = mail_namespace_find(m->luser->namespaces, folder->live_vname);
+	box = mailbox_alloc(ns->list, folder->live_vname,
+	                    MAILBOX_FLAG_READONLY);
+	if (mailbox_exists(box, TRUE, &existence) < 0) {
+		*error_r = t_strdup_printf(
+		        "live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return -1;
+	}
+	if (existence != MAILBOX_EXISTENCE_SELECT) {
+		mailbox_free(&box);
+		array_foreach(&m->dry_new_folders, name)
+		{
+			if (strcmp(*name, folder->live_vname) == 0)
+				return 0;
+		}
+		const char *copy = p_strdup(m->pool, folder->live_vname);
+		array_push_back(&m->dry_new_folders, &copy);
+		return 0;
+	}
+	if (mailbox_sync(box, 0) < 0) {
+		*error_r = t_strdup_printf(
+		        "syncing live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return -1;
+	}
+	m->lbox = box;
+	return 0;
+}
+
 static int folder_open(struct backfill_merge *m,
                        const struct backfill_folder *folder)
 {
@@ -1240,10 +1316,19 @@ static int folder_open(struct backfill_merge *m,
 		walk_close(m);
 		return 0;
 	}
-	if (backfill_folder_open_live(m->luser, folder, &m->lbox, &error) < 0) {
+	if (merge_open_live(m, folder, &error) < 0) {
 		merge_log_error(m, "%s", error);
 		walk_close(m);
 		return -1;
+	}
+	if (m->lbox == NULL) {
+		/* dry run: a live folder that would be created, empty */
+		m->lbox_guid = "";
+		m->lbox_live_idx = UINT_MAX;
+		m->uidl_pool = pool_alloconly_create("backfill uidls", 1024);
+		hash_table_create(&m->live_uidls, m->uidl_pool, 0, str_hash,
+		                  strcmp);
+		return 1;
 	}
 	mailbox_get_open_status(m->lbox, STATUS_UIDVALIDITY, &status);
 	m->lbox_uidvalidity = status.uidvalidity;
@@ -1312,6 +1397,8 @@ static void merge_finish(struct backfill_merge *m)
 
 	m->rec.status = BF_MERGE_DONE;
 	m->rec.finished = ioloop_time;
+	if (m->dry_run)
+		return;
 	record_set_cursor(m, FALSE);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {
@@ -1494,6 +1581,17 @@ int backfill_merge_begin(struct mail_user *user,
                          struct bf_state *state,
                          struct backfill_merge **merge_r, const char **reason_r)
 {
+	return backfill_merge_begin_flags(user, set, state, 0, merge_r,
+	                                  reason_r);
+}
+
+int backfill_merge_begin_flags(struct mail_user *user,
+                               const struct backfill_settings *set,
+                               struct bf_state *state,
+                               enum backfill_merge_flags flags,
+                               struct backfill_merge **merge_r,
+                               const char **reason_r)
+{
 	struct backfill_merge *m;
 	const struct mail_storage_settings *mail_set;
 	const char *error, *path;
@@ -1519,6 +1617,8 @@ int backfill_merge_begin(struct mail_user *user,
 	m->user = user;
 	m->set = set;
 	m->state = state;
+	m->dry_run = (flags & BACKFILL_MERGE_FLAG_DRY_RUN) != 0;
+	p_array_init(&m->dry_new_folders, pool, 4);
 	m->lbox_live_idx = UINT_MAX;
 	i_gettimeofday(&m->started);
 	mail_set = mail_user_set_get_storage_set(user);
@@ -1546,7 +1646,7 @@ int backfill_merge_begin(struct mail_user *user,
 	}
 	*merge_r = m;
 
-	if ((ret = merge_take_leases(m, reason_r)) <= 0) {
+	if (!m->dry_run && (ret = merge_take_leases(m, reason_r)) <= 0) {
 		backfill_merge_end(merge_r);
 		return ret;
 	}
@@ -1634,6 +1734,8 @@ int backfill_merge_begin(struct mail_user *user,
 			m->rec.started = ioloop_time;
 	}
 	m->rec.updated = ioloop_time;
+	if (m->dry_run)
+		return 1;
 	if (bf_state_merge_put(state, user->username, &m->rec, &error) < 0) {
 		*reason_r = t_strdup_printf(
 		        "merge postponed: state store %s is not writable: %s "
@@ -1699,4 +1801,20 @@ void backfill_merge_end(struct backfill_merge **_m)
 	}
 	bf_merge_record_clear(&m->rec);
 	pool_unref(&m->pool);
+}
+
+void backfill_merge_get_counts(const struct backfill_merge *m,
+                               struct backfill_merge_counts *counts_r)
+{
+	i_zero(counts_r);
+	counts_r->archived = m->rec.archived;
+	counts_r->added = m->rec.added;
+	counts_r->duplicates = m->rec.duplicates;
+	counts_r->skipped = m->rec.skipped;
+	counts_r->uidl_collisions = m->rec.uidl_collisions;
+	counts_r->bytes = m->dry_bytes;
+	counts_r->new_folders = array_count(&m->dry_new_folders) == 0
+	                                ? NULL
+	                                : array_front(&m->dry_new_folders);
+	counts_r->new_folders_count = array_count(&m->dry_new_folders);
 }

@@ -21,6 +21,34 @@ int backfill_merge_begin(struct mail_user *user,
                          struct backfill_merge **merge_r,
                          const char **reason_r);
 
+enum backfill_merge_flags {
+	/* doveadm backfill plan: every decision of a real merge, but no
+	   message copied, no folder created, no lease taken and no
+	   state-store record changed.  Dovecot's own index and cache files
+	   may still be updated by the reads. */
+	BACKFILL_MERGE_FLAG_DRY_RUN = 0x01,
+};
+
+int backfill_merge_begin_flags(struct mail_user *user,
+                               const struct backfill_settings *set,
+                               struct bf_state *state,
+                               enum backfill_merge_flags flags,
+                               struct backfill_merge **merge_r,
+                               const char **reason_r);
+
+/* What the merge has decided so far (the user's merge record's counters,
+   including earlier sessions'). */
+struct backfill_merge_counts {
+	uint64_t archived, added, duplicates, skipped, uidl_collisions;
+	/* dry run: physical size of the messages that would be added */
+	uint64_t bytes;
+	/* dry run: live folders that would be created; valid until end() */
+	const char *const *new_folders;
+	unsigned int new_folders_count;
+};
+void backfill_merge_get_counts(const struct backfill_merge *merge,
+                               struct backfill_merge_counts *counts_r);
+
 /* Works for about budget_ms, leaving nothing uncommitted.  Returns 1 when
    the merge finished, 0 when there is more to do, -1 when it stopped on an
    error (logged; the next login continues). */
