@@ -14,6 +14,7 @@
 #include "merge.h"
 #include "delivery-confirm.h"
 #include "pop3-hide.h"
+#include "imap-idle.h"
 
 #include <stdlib.h>
 
@@ -74,7 +75,8 @@ static const char *archive_root_get(const char *raw)
 	return t_strdup_until(path, slash + 1);
 }
 
-static void settings_read(struct mail_user *user, struct backfill_settings *set)
+void backfill_settings_read(struct mail_user *user,
+                            struct backfill_settings *set)
 {
 	const char *value, *error;
 	uint64_t num;
@@ -178,12 +180,31 @@ static void backfill_user_merge_stop(struct backfill_user *buser)
 	backfill_merge_end(&buser->merge);
 }
 
+#define BACKFILL_BUSY_RETRY_MS 10
+
+static void backfill_slice(struct backfill_user *buser);
+
+static void backfill_slice_arm(struct backfill_user *buser, unsigned int msecs)
+{
+	timeout_remove(&buser->to_slice);
+	buser->to_slice = timeout_add_short(msecs, backfill_slice, buser);
+	buser->slice_delay_ms = msecs;
+}
+
 /* One background slice.  A client command that arrives meanwhile waits
-   for it; its commit (about once a second, fsyncs) makes it longer. */
+   for it; its commit (about once a second, fsyncs) makes it longer.
+   While the client has a command in progress, no slice runs. */
 static void backfill_slice(struct backfill_user *buser)
 {
 	int ret;
 
+	if (backfill_imap_client_busy(buser)) {
+		if (buser->slice_delay_ms != BACKFILL_BUSY_RETRY_MS)
+			backfill_slice_arm(buser, BACKFILL_BUSY_RETRY_MS);
+		return;
+	}
+	if (buser->slice_delay_ms != 0)
+		backfill_slice_arm(buser, 0);
 	T_BEGIN
 	{
 		ret = backfill_merge_run(buser->merge, BACKFILL_SLICE_MS);
@@ -244,7 +265,7 @@ static void backfill_login_merge(struct backfill_user *buser)
 		backfill_merge_end(&buser->merge);
 	} else if (imap) {
 		/* the rest between client commands */
-		buser->to_slice = timeout_add_short(0, backfill_slice, buser);
+		backfill_slice_arm(buser, 0);
 	} else {
 		e_info(user->event,
 		       "backfill(%s): merge paused at the login budget "
@@ -287,7 +308,7 @@ static void backfill_mail_user_created(struct mail_user *user)
 	user->vlast = &buser->module_ctx.super;
 	v->deinit_pre = backfill_mail_user_deinit_pre;
 	v->deinit = backfill_mail_user_deinit;
-	settings_read(user, &buser->set);
+	backfill_settings_read(user, &buser->set);
 	MODULE_CONTEXT_SET(user, backfill_user_module, buser);
 }
 
@@ -315,10 +336,13 @@ void backfill_plugin_init(struct module *module)
 	mail_storage_hooks_add(module, &backfill_mail_storage_hooks);
 	if (strcmp(master_service_get_name(master_service), "lmtp") == 0)
 		backfill_delivery_confirm_init();
+	if (strcmp(master_service_get_name(master_service), "imap") == 0)
+		backfill_imap_idle_init();
 }
 
 void backfill_plugin_deinit(void)
 {
 	backfill_delivery_confirm_deinit();
+	backfill_imap_idle_deinit();
 	mail_storage_hooks_remove(&backfill_mail_storage_hooks);
 }

@@ -6,6 +6,7 @@
 
 struct bf_state;
 struct backfill_merge;
+struct client;
 
 enum backfill_dedup {
 	BACKFILL_DEDUP_USER = 0,
@@ -46,6 +47,10 @@ struct backfill_user {
 	/* A merge still running in background IMAP slices. */
 	struct backfill_merge *merge;
 	struct timeout *to_slice;
+	/* imap: the session's client (struct client), to see whether it
+	   is busy; NULL elsewhere */
+	struct client *imap_client;
+	unsigned int slice_delay_ms;
 };
 
 #define BACKFILL_USER_CONTEXT(obj) MODULE_CONTEXT(obj, backfill_user_module)
@@ -54,6 +59,11 @@ extern MODULE_CONTEXT_DEFINE(backfill_user_module, &mail_user_module_register);
 extern const char *backfill_plugin_version;
 void backfill_plugin_init(struct module *module);
 void backfill_plugin_deinit(void);
+
+/* Reads the user's plugin settings (strings stay in the user's pool);
+   problems are logged and defaults used.  doveadm uses it too. */
+void backfill_settings_read(struct mail_user *user,
+                            struct backfill_settings *set);
 
 /* Opens the user's state store if not open yet.  Returns 0, or -1 with a
    message for the log in *error_r. */
