@@ -15,14 +15,6 @@ import bftest  # noqa: E402
 import dovecot as dv  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 
-# Skipped (and not registered in meson.build) while the plugin cannot open
-# an mdbox archive; BF_RUN_MDBOX=1 runs it anyway.
-PLUGIN_LACKS = "" if os.environ.get("BF_RUN_MDBOX") else (
-    "dovecot-plugin opens only maildir: archives (it logs 'only maildir "
-    "archives are supported'); mdbox needs the index copy of "
-    "DOVECOT-NOTES.md, 'What works'")
-
-
 def build_mdbox_archive(home, user, scen):
     old = dv.Dovecot(name="old-mdbox", auto_mailboxes="no", username_chars="",
                      mail_location="mdbox:~/mdbox",
@@ -62,8 +54,6 @@ def build_mdbox_archive(home, user, scen):
 class MergeMdbox(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if PLUGIN_LACKS:
-            raise unittest.SkipTest(PLUGIN_LACKS)
         cls.site = site = bftest.Site()
         try:
             scen = mg.standard_scenario(61)
