@@ -80,7 +80,7 @@ class UsageTest(unittest.TestCase):
         self.addCleanup(site.close)
         site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
         site.start(plugin_on=True)
-        for args in (("run", "--parallel", "0"), ("run", "-r", "x"), ("revert",)):
+        for args in (("run", "--parallel", "0"), ("run", "--parallel", "5000"), ("revert",)):
             r = bd.doveadm(site.dc, "backfill", *args, "-u", "alice")
             self.assertEqual(r.returncode, 64, (args, r.stderr))
         self.assertIn("--yes", r.stderr)
