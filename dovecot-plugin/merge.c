@@ -110,6 +110,8 @@ struct consumed_key {
 struct landed {
 	const char *guid;
 	uint32_t uid;
+	unsigned char fp[BF_FP_SIZE];
+	bool fp_set;
 	bool used;
 };
 
@@ -1008,6 +1010,8 @@ static int landed_load(struct backfill_merge *m, const char **error_r)
 	                          (uint32_t)-1);
 	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
 	mail_search_args_unref(&args);
+	struct backfill_cache_fields cf;
+	backfill_cache_fields_register(m->lbox, &cf);
 	while (mailbox_search_next(ctx, &mail)) {
 		if (mail->uid < m->intent_uidnext ||
 		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
@@ -1015,6 +1019,16 @@ static int landed_load(struct backfill_merge *m, const char **error_r)
 		struct landed *l = array_append_space(&m->landed);
 		l->guid = p_strdup(m->pool, guid);
 		l->uid = mail->uid;
+		/* Maildir renames a copy whose GUID has no size in it and
+		   keeps the GUID only in dovecot-uidlist: a crash before that
+		   is written leaves a copy that only its content identifies */
+		struct backfill_mail_keys keys;
+		const char *error;
+		if (backfill_mail_keys_get(mail, &cf, m->fp, TRUE, &keys,
+		                           &error) > 0) {
+			memcpy(l->fp, keys.fp, BF_FP_SIZE);
+			l->fp_set = TRUE;
+		}
 	}
 	if (mailbox_search_deinit(&ctx) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
@@ -1024,15 +1038,19 @@ static int landed_load(struct backfill_merge *m, const char **error_r)
 	return ret;
 }
 
-static struct landed *landed_find(struct backfill_merge *m, const char *guid)
+static struct landed *landed_find(struct backfill_merge *m, const char *guid,
+                                  const unsigned char fp[BF_FP_SIZE])
 {
 	struct landed *l;
 
-	if (!array_is_created(&m->landed))
-		return NULL;
 	array_foreach_modifiable(&m->landed, l)
 	{
 		if (!l->used && strcmp(l->guid, guid) == 0)
+			return l;
+	}
+	array_foreach_modifiable(&m->landed, l)
+	{
+		if (!l->used && l->fp_set && memcmp(l->fp, fp, BF_FP_SIZE) == 0)
 			return l;
 	}
 	return NULL;
@@ -1188,7 +1206,7 @@ static int merge_one(struct backfill_merge *m,
 
 	if (m->intent && m->intent_folder == m->idx &&
 	    uid <= m->intent_last_uid && archive_guid(amail, &guid) == 0) {
-		struct landed *l = landed_find(m, guid);
+		struct landed *l = landed_find(m, guid, keys.fp);
 		if (l != NULL) {
 			l->used = TRUE;
 			item->entry.uid = l->uid;
