@@ -1,8 +1,11 @@
 """doveadm backfill run: -A --parallel 4 over 200 users, resumable and
 idempotent, status --by-domain, and a live session merging the same user
 at the same time (merged once)."""
+import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -159,6 +162,46 @@ class RunWithSessionTest(unittest.TestCase):
         # the others were merged by run
         rows = bd.by_user(rows)
         self.assertTrue(all(rows["small%02d" % i]["result"] == "done" for i in range(20)))
+
+
+class ResumeTest(unittest.TestCase):
+    """run stopped by SIGTERM mid-merge: reported, non-zero exit; the next
+    run resumes from the cursor and the result is the same mailbox."""
+
+    def test_sigterm_then_resume(self):
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("big", mg.bulk_scenario(11, 1500, 50, 30), record=False)
+        site.start(plugin_on=False)
+        pre = sum(len(m) for _, m in site.dc.snapshot("big").values())
+        cmd = ["unshare", "-m", "sh", "-c",
+               'mount --bind "$0" %s && exec "$@"' % bd.DOVEADM_MODULE_DIR, bd.module_dir(),
+               dv.DOVEADM, "-c", site.dc.conf_path, "-f", "json",
+               "backfill", "run", "-u", "big", "--rate", "400"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        # unshare and sh exec: p.pid is doveadm by now
+        os.kill(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        self.assertNotEqual(p.returncode, 0, err)
+        row = json.loads(out)[0]
+        self.assertEqual(row["result"], "interrupted", err)
+        done_before = int(row["archived"])
+        self.assertGreater(done_before, 0)
+        self.assertLess(done_before, 1500)
+        st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "big")
+        self.assertEqual(st[0]["state"], "running")
+
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "big")
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        self.assertIn("merge resumed", r.stderr)
+        added, dups = int(rows[0]["added"]), int(rows[0]["duplicates"])
+        self.assertEqual((int(rows[0]["archived"]), added + dups), (1500, 1500))
+        self.assertEqual(dups, 30)
+        post = sum(len(m) for _, m in site.dc.snapshot("big").values())
+        self.assertEqual(post, pre + added)
+        v, r = bd.doveadm_json(site.dc, "backfill", "verify", "-u", "big")
+        self.assertEqual(v[0]["result"], "ok", r.stderr)
 
 
 if __name__ == "__main__":
