@@ -203,6 +203,7 @@ class Dovecot:
             open(self.passwd_path, "a").close()
         os.chmod(self.passwd_path, 0o644)
         self._log_offset = 0
+        self._passwd_changed = 0
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self):
@@ -373,6 +374,7 @@ plugin {{
                     self.conf_path, r.returncode, msg, self.log_tail()))
             try:
                 self._wait_ready(timeout)
+                self._passwd_changed = 0  # a new auth process reads the file afresh
                 return self
             except DovecotError as e:
                 last = str(e)
@@ -499,13 +501,26 @@ plugin {{
         stamp = max(int(time.time()), int(st.st_mtime) + 1)
         os.utime(tmp, (stamp, stamp))
         os.rename(tmp, self.passwd_path)
+        self._passwd_changed = time.time()
         return home
+
+    def _passwd_settle(self):
+        """Dovecot's auth looks at a passwd-file's stamp at most once per
+        second (of its ioloop clock): a lookup in the second the file
+        changed may still use the old copy. Wait for the next second once
+        after a change, before the next client or doveadm call."""
+        if self._passwd_changed:
+            wait = int(self._passwd_changed) + 1.02 - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            self._passwd_changed = 0
 
     def password(self, user):
         return self.users.get(user.lower(), (PASSWORD,))[0]
 
     # ------------------------------------------------------------ clients
     def imap(self, user, password=None, timeout=60):
+        self._passwd_settle()
         c = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=timeout)
         try:
             c.login(user, password or self.password(user))
@@ -515,6 +530,7 @@ plugin {{
         return c
 
     def pop3(self, user, password=None, timeout=60):
+        self._passwd_settle()
         c = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=timeout)
         try:
             c.user(user)
@@ -526,6 +542,7 @@ plugin {{
 
     def lmtp_deliver(self, rcpt, raw, sender="sender@example.org"):
         import smtplib
+        self._passwd_settle()
         with smtplib.LMTP("127.0.0.1", self.ports["lmtp"]) as s:
             s.sendmail(sender, [rcpt], raw)
 
@@ -650,6 +667,7 @@ plugin {{
 
     # ------------------------------------------------------------ doveadm
     def doveadm(self, *args, check=True, input=None, env=None):
+        self._passwd_settle()
         r = subprocess.run([DOVEADM, "-c", self.conf_path] + list(args),
                            input=input, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env)
