@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""backfillctl window and dedup: what an operator types during a restore,
+against a real store, with the exit codes scripts rely on (0 done, 1
+something to look at, 2 usage).
+
+Environment: BACKFILL_MILTER and BACKFILLCTL (paths of the built binaries).
+"""
+
+import calendar
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from milterclient import MilterClient  # noqa: E402
+from milterproc import PrivateMilter  # noqa: E402
+
+MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
+BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
+
+
+class Backfillctl(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix='bf-ctl-')
+        self.state = 'sqlite:' + os.path.join(self.tmp.name, 'state.db')
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def ctl(self, *args, env_state=True):
+        env = dict(os.environ)
+        env.pop('BACKFILL_STATE', None)
+        if env_state:
+            env['BACKFILL_STATE'] = self.state
+        return subprocess.run([BACKFILLCTL, *args], env=env,
+                              capture_output=True, text=True, timeout=30)
+
+    def test_window_lifecycle(self):
+        r = self.ctl('window', 'status')
+        self.assertEqual((r.returncode, r.stdout), (1, 'no window open\n'))
+        r = self.ctl('window', 'close')
+        self.assertEqual(r.returncode, 1)
+
+        r = self.ctl('window', 'open', 'restore-1', '--until', '6h')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.ctl('window', 'status')
+        self.assertEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.startswith('window restore-1 open since '))
+        until = r.stdout.split('until ')[1].strip()
+        t = calendar.timegm(time.strptime(until, '%Y-%m-%d %H:%M:%S UTC'))
+        self.assertLess(abs(t - (time.time() + 6 * 3600)), 60)
+
+        # Opening another closes the first.
+        r = self.ctl('window', 'open', 'restore-2', '--until',
+                     '2099-01-02 03:04')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.ctl('window', 'status')
+        self.assertIn('window restore-2', r.stdout)
+        self.assertIn('until 2099-01-02 03:04:00 UTC', r.stdout)
+        r = self.ctl('window', 'close')
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, 'window restore-2 closed\n'))
+        self.assertEqual(self.ctl('window', 'status').returncode, 1)
+
+        # --until @UNIXTIME, and the window ends by itself.
+        r = self.ctl('window', 'open', 'short', '--until',
+                     '@%d' % (int(time.time()) + 2))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.ctl('window', 'status').returncode, 0)
+        time.sleep(3)
+        self.assertEqual(self.ctl('window', 'status').returncode, 1)
+
+        # --state overrides the environment.
+        other = 'sqlite:' + os.path.join(self.tmp.name, 'other.db')
+        r = self.ctl('window', 'open', 'elsewhere', '--state', other)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.ctl('window', 'status', '--state', other, env_state=False)
+        self.assertIn('elsewhere', r.stdout)
+        self.assertEqual(self.ctl('window', 'status').returncode, 1)
+
+    def test_usage_errors(self):
+        for args in (['window'], ['window', 'open'],
+                     ['window', 'open', 'x', '--until', 'yesterday'],
+                     ['window', 'open', 'x', '--until', '2001-01-01'],
+                     ['window', 'status', 'extra'], ['window', 'frobnicate'],
+                     ['dedup'], ['dedup', 'stats', 'extra'],
+                     ['dedup', 'mark-delivered', 'w', 'a@b', 'nonsense']):
+            r = self.ctl(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stdout, r.stderr))
+            self.assertTrue(r.stderr, args)
+
+    def test_unreachable_store(self):
+        bad = 'sqlite:' + os.path.join(self.tmp.name, 'no', 'such', 'x.db')
+        for args in (['window', 'status'], ['dedup', 'stats']):
+            r = self.ctl(*args, '--state', bad, env_state=False)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn('x.db', r.stderr)
+
+    def test_dedup_stats_mark_purge(self):
+        with PrivateMilter(MILTER, BACKFILLCTL, window='w1',
+                           tmp=self.tmp.name,
+                           config=['DedupTTL 2s']) as m:
+            c = MilterClient(m.sock)
+            reply, actions = c.message(
+                '<s@example.net>', ['<a@example.org>', '<b@example.org>'],
+                [('Message-ID', '<p1@example.net>'), ('Subject', 'p')],
+                [b'body\r\n'], queue_id='P1')
+            c.close()
+            fp = MilterClient.added(actions, 'X-Backfill-Fingerprint')
+            r = self.ctl('dedup', 'stats')
+            self.assertEqual(r.stdout, 'records 2\ndelivered 0\nexpired 0\n')
+            r = self.ctl('dedup', 'mark-delivered', 'w1', 'A@Example.org', fp)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = self.ctl('dedup', 'mark-delivered', 'w1', 'c@example.org', fp)
+            self.assertEqual(r.returncode, 1)
+            r = self.ctl('dedup', 'stats')
+            self.assertEqual(r.stdout, 'records 2\ndelivered 1\nexpired 0\n')
+            r = self.ctl('dedup', 'purge')
+            self.assertEqual(r.stdout, 'purged 0 expired record(s)\n')
+            time.sleep(3)
+            # records and delivered count live records only.
+            r = self.ctl('dedup', 'stats')
+            self.assertEqual(r.stdout, 'records 0\ndelivered 0\nexpired 2\n')
+            r = self.ctl('dedup', 'purge')
+            self.assertEqual((r.returncode, r.stdout),
+                             (0, 'purged 2 expired record(s)\n'))
+            r = self.ctl('dedup', 'stats')
+            self.assertEqual(r.stdout, 'records 0\ndelivered 0\nexpired 0\n')
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
