@@ -186,7 +186,7 @@ class MergeBasic(unittest.TestCase):
         r = self.site.dc.doveadm("-f", "tab", "stats", "dump", check=False)
         self.assertEqual(r.returncode, 0, r.stderr)
         rows = [l.split("\t") for l in r.stdout.decode().splitlines()]
-        head, rows = rows[0], [dict(zip(rows[0], l)) for l in rows[1:]]
+        rows = [dict(zip(rows[0], l)) for l in rows[1:]]
         mine = [x for x in rows if x.get("metric_name") == "backfill_merges"]
         self.assertTrue(mine, r.stdout.decode())
         self.assertEqual(int(mine[0]["count"]), len(USERS), mine)

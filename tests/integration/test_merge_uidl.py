@@ -9,7 +9,6 @@ Also: an empty backfill_keyword (global setting) sets no keyword.
 """
 import collections
 import os
-import re
 import sys
 import unittest
 

@@ -15,7 +15,6 @@ import base64
 import os
 import random
 import shutil
-import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
