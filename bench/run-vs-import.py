@@ -15,7 +15,9 @@ Measured, in total archived messages per second:
   run -p   the same with --parallel (default 2, one per core here)
   import   `doveadm import -u USER -s maildir:ARCHIVE "" all` for each user in
            turn, into a second, identical set of live mailboxes (no dedup)
-The ratios run/import are printed.
+The ratios run/import are printed (medians of --rounds rounds, each on
+fresh copies of the live mailboxes and an empty state store, the order of
+the three rotating from round to round).
 
 doveadm loads plugins only from its compiled-in directory: the run calls
 happen in a private mount namespace with the build's doveadm-modules
@@ -24,6 +26,7 @@ directory bind-mounted over it. Stdlib only; runs as root.
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,7 @@ def main():
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--messages", type=int, default=500)
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -80,7 +84,9 @@ def main():
     os.makedirs(state_dir)
     dv.chown_tree(state_dir)
     arch_root = os.path.join(base, "archive")
+    pristine = os.path.join(base, "pristine")
     os.makedirs(arch_root)
+    os.makedirs(pristine)
     dc = dv.Dovecot(plugin_dir=plugin_dir, mail_plugins="",
                     plugin={"backfill_archive": "maildir:%s/%%Ln/Maildir" % arch_root,
                             "backfill_state": "sqlite:%s/state.db" % state_dir,
@@ -89,27 +95,38 @@ def main():
                     mail_root=os.path.join(base, "live"))
     try:
         t0 = time.time()
-        users = []
-        for i in range(args.users):
-            u = "r%03d" % i
+        users = ["%03d" % i for i in range(args.users)]
+        for i, u in enumerate(users):
             scen = mg.bulk_scenario(1000 + i, args.messages, 20, 10)
-            for prefix in ("r", "p", "i"):
-                home = os.path.join(base, "live", prefix + u[1:])
-                mg.write_maildir(os.path.join(home, "Maildir"), scen.live, host="new-mx") \
-                    if prefix == "r" else subprocess.run(
-                        ["cp", "-a", os.path.join(base, "live", u), home], check=True)
-                dv.chown_tree(home)
-                dc.add_user(prefix + u[1:], home=home)
-            arch = os.path.join(arch_root, u, "Maildir")
+            mg.write_maildir(os.path.join(pristine, u, "Maildir"), scen.live, host="new-mx")
+            dv.chown_tree(os.path.join(pristine, u))
+            arch = os.path.join(arch_root, "r" + u, "Maildir")
             mg.write_maildir(arch, scen.archive)
-            dv.chown_tree(os.path.join(arch_root, u))
-            # the -p users read the same archive
-            os.symlink(u, os.path.join(arch_root, "p" + u[1:]))
-            users.append(u[1:])
+            dv.chown_tree(os.path.join(arch_root, "r" + u))
+            # the -p users merge the same archive
+            os.symlink("r" + u, os.path.join(arch_root, "p" + u))
+            for prefix in ("r", "p", "i"):
+                dc.add_user(prefix + u, home=os.path.join(base, "live", prefix + u))
         total = args.users * args.messages
         log("generated %d users x %d archived messages in %.1f s" % (args.users, args.messages, time.time() - t0))
         dc.start()
-        warm(arch_root)
+
+        def fresh(prefix):
+            """The variant's live mailboxes as generated; no merge state;
+            no index a previous import left in the archives."""
+            for u in users:
+                home = os.path.join(base, "live", prefix + u)
+                if os.path.exists(home):
+                    shutil.rmtree(home)
+                subprocess.run(["cp", "-a", os.path.join(pristine, u), home], check=True)
+            for f in os.listdir(state_dir):
+                os.unlink(os.path.join(state_dir, f))
+            for root, dirs, files in os.walk(arch_root):
+                for f in files:
+                    if f.startswith(("dovecot.index", "dovecot.list.index", "dovecot.mailbox.log")):
+                        os.unlink(os.path.join(root, f))
+            warm(arch_root)
+            subprocess.run(["sync"])
 
         def backfill_run(prefix, extra):
             listing = os.path.join(base, "users-%s.txt" % prefix)
@@ -119,7 +136,6 @@ def main():
                    'mount --bind "$0" %s && exec "$@"' % MODULE_DIR, modules,
                    dv.DOVEADM, "-c", dc.conf_path, "-f", "tab", "backfill", "run",
                    "-F", listing] + extra
-            subprocess.run(["sync"])
             t = time.time()
             r = subprocess.run(cmd, capture_output=True, text=True)
             secs = time.time() - t
@@ -129,32 +145,47 @@ def main():
             done = sum(1 for row in rows if "\tdone\t" in row)
             if done != len(users):
                 sys.exit("backfill run: %d of %d users done\n%s" % (done, len(users), r.stdout[-2000:]))
-            return secs, " ".join(cmd[6:])
+            return secs
 
-        run_s, run_cmd = backfill_run("r", [])
-        log("backfill run: %.2f s, %.0f msg/s" % (run_s, total / run_s))
-        par_s, par_cmd = backfill_run("p", ["--parallel", str(args.parallel)])
-        log("backfill run --parallel %d: %.2f s, %.0f msg/s" % (args.parallel, par_s, total / par_s))
+        def run_seq():
+            return backfill_run("r", [])
 
-        subprocess.run(["sync"])
-        t = time.time()
-        for u in users:
-            dc.doveadm("import", "-u", "i" + u, "-s",
-                       "maildir:" + os.path.join(arch_root, "r" + u, "Maildir"), "", "all")
-        imp_s = time.time() - t
-        log("doveadm import loop: %.2f s, %.0f msg/s" % (imp_s, total / imp_s))
+        def run_par():
+            return backfill_run("p", ["--parallel", str(args.parallel)])
+
+        def run_import():
+            t = time.time()
+            for u in users:
+                dc.doveadm("import", "-u", "i" + u, "-s",
+                           "maildir:" + os.path.join(arch_root, "r" + u, "Maildir"), "", "all")
+            return time.time() - t
+
+        variants = [("run", "r", run_seq), ("run -p", "p", run_par), ("import", "i", run_import)]
+        times = {name: [] for name, _, _ in variants}
+        for rnd in range(args.rounds):
+            # rotate the order: the next writer meets the last one's dirty
+            # pages being flushed
+            order = variants[rnd % 3:] + variants[:rnd % 3]
+            for name, prefix, fn in order:
+                fresh(prefix)
+                secs = fn()
+                times[name].append(secs)
+                log("round %d: %-7s %6.2f s %7.0f msg/s" % (rnd + 1, name, secs, total / secs))
 
         live_r = sum(count_messages(os.path.join(base, "live", "r" + u, "Maildir")) for u in users)
         live_i = sum(count_messages(os.path.join(base, "live", "i" + u, "Maildir")) for u in users)
-        print("users %d, archived messages %d (%d per user), live 20 per user of which 10 archived"
-              % (args.users, total, args.messages))
-        print("backfill run -F (sequential): %7.2f s %8.0f msg/s  live after: %d" % (run_s, total / run_s, live_r))
-        print("backfill run --parallel %d:    %7.2f s %8.0f msg/s" % (args.parallel, par_s, total / par_s))
-        print("doveadm import loop:          %7.2f s %8.0f msg/s  live after: %d (no dedup)"
-              % (imp_s, total / imp_s, live_i))
+        med = {name: statistics.median(v) for name, v in times.items()}
+        print("users %d, archived messages %d (%d per user), live 20 per user of which 10 archived; "
+              "median of %d rounds" % (args.users, total, args.messages, args.rounds))
+        print("backfill run -F (sequential):  %7.2f s %8.0f msg/s  live after: %d"
+              % (med["run"], total / med["run"], live_r))
+        print("backfill run -F --parallel %d:  %7.2f s %8.0f msg/s"
+              % (args.parallel, med["run -p"], total / med["run -p"]))
+        print("doveadm import loop:           %7.2f s %8.0f msg/s  live after: %d (no dedup)"
+              % (med["import"], total / med["import"], live_i))
         print("ratio run/import: %.2f sequential, %.2f parallel (>= 1: at least as fast)"
-              % (imp_s / run_s, imp_s / par_s))
-        print("command: %s" % run_cmd)
+              % (med["import"] / med["run"], med["import"] / med["run -p"]))
+        print("per round (s): %s" % {k: [round(x, 2) for x in v] for k, v in times.items()})
     finally:
         dc.stop()
         if args.keep:
