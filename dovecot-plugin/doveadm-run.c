@@ -210,6 +210,10 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 static void run_print(struct run_cmd_context *ctx, const char *username,
                       const struct run_result *res)
 {
+	/* With -p a row is printed when its worker finishes, while doveadm
+	   has moved on: its own username column must name this row's user. */
+	if (!ctx->ctx.iterate_single_user || ctx->ctx.add_username_header)
+		doveadm_print_sticky("username", username);
 	doveadm_print(username);
 	doveadm_print(res->result);
 	doveadm_backfill_print_num(res->archived);

@@ -43,6 +43,8 @@ class RunManyTest(unittest.TestCase):
         print("run -A --parallel 4, %d users: %.1f s" % (N_USERS, secs), file=sys.stderr)
         got = bd.by_user(rows)
         self.assertEqual(len(rows), N_USERS + 1, "one row per user")
+        # doveadm's own column agrees with ours although rows come late
+        self.assertTrue(all(row["username"] == row["user"] for row in rows))
         self.assertEqual(got["noarchive@d0.example"]["result"], "no-archive")
         for u in self.users:
             row = got[u]
