@@ -144,7 +144,9 @@ static void check_state(const struct milter_config *config)
    Postfix applies milter_default_action to their later messages. */
 static void stop_listening(void)
 {
-	milter_info("stopping: waiting up to %ds for messages in progress",
+	milter_info("stopping: %u session(s) open, %u with a message in "
+	            "progress; waiting up to %ds for those messages",
+	            milter_active_sessions(), milter_active_messages(),
 	            STOP_GRACE_SECS);
 	for (int i = 0; i < STOP_GRACE_SECS * 100; i++) {
 		if (milter_active_messages() == 0)
