@@ -17,6 +17,7 @@
 #include "imap-idle.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 #define BACKFILL_DEFAULT_BUDGET_MS    300
 #define BACKFILL_DEFAULT_MAX_PARALLEL 4
@@ -180,7 +181,17 @@ static void backfill_user_merge_stop(struct backfill_user *buser)
 	backfill_merge_end(&buser->merge);
 }
 
-#define BACKFILL_BUSY_RETRY_MS 10
+#define BACKFILL_BUSY_RETRY_MS        10
+#define BACKFILL_FIRST_SLICE_DELAY_MS 100
+#define BACKFILL_COMMIT_RESERVE_MS    30
+
+static uint64_t backfill_now_msecs(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static void backfill_slice(struct backfill_user *buser);
 
@@ -205,6 +216,8 @@ static void backfill_slice(struct backfill_user *buser)
 	}
 	if (buser->slice_delay_ms != 0)
 		backfill_slice_arm(buser, 0);
+	if (buser->merge == NULL)
+		return;
 	T_BEGIN
 	{
 		ret = backfill_merge_run(buser->merge, BACKFILL_SLICE_MS);
@@ -219,6 +232,7 @@ static void backfill_login_merge(struct backfill_user *buser)
 	struct mail_user *user = buser->user;
 	const char *error, *reason, *path;
 	bool imap = strcmp(user->service, "imap") == 0;
+	uint64_t start = backfill_now_msecs();
 	int ret;
 
 	/* Users without an archive cost one stat() and log nothing above
@@ -259,13 +273,19 @@ static void backfill_login_merge(struct backfill_user *buser)
 		}
 		return;
 	}
-	ret = backfill_merge_run(buser->merge,
-	                         (unsigned int)buser->set.login_budget_ms);
+	/* The budget covers opening the archive and the live index too, and
+	   keeps a reserve for the commit that ends a POP3 login's share. */
+	uint64_t spent = backfill_now_msecs() - start;
+	uint64_t budget = buser->set.login_budget_ms;
+	uint64_t reserve = imap ? 0 : BACKFILL_COMMIT_RESERVE_MS;
+	budget = budget > spent + reserve ? budget - spent - reserve : 1;
+	ret = backfill_merge_run(buser->merge, (unsigned int)budget);
 	if (ret != 0) {
 		backfill_merge_end(&buser->merge);
 	} else if (imap) {
-		/* the rest between client commands */
-		backfill_slice_arm(buser, 0);
+		/* the rest between client commands; the commands a client
+		   sends right after LOGIN (SELECT, LIST) go first */
+		backfill_slice_arm(buser, BACKFILL_FIRST_SLICE_DELAY_MS);
 	} else {
 		e_info(user->event,
 		       "backfill(%s): merge paused at the login budget "
