@@ -5,7 +5,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 MESON_TEST_ARGS ?=
 
-.PHONY: all deps build check check-asan fuzz clean format
+.PHONY: all deps build demo check check-asan fuzz clean format
 .PHONY: deb rpm check-packages
 
 all: build
@@ -18,6 +18,13 @@ $(BUILD)/build.ninja:
 
 build: deps $(BUILD)/build.ninja
 	meson compile -C $(BUILD)
+
+# The main job of the README: the incident replayed with real Dovecot,
+# Postfix, the milter and the plugin.  DEMO_ARGS=--users 200 --messages 50000
+# scales it up.
+DEMO_ARGS ?=
+demo: build
+	/usr/bin/python3 demo/run_demo.py --build $(BUILD) $(DEMO_ARGS)
 
 # The test command of the README: every test, real Dovecot/Postfix included.
 check: build

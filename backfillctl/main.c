@@ -46,7 +46,18 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
+	/* "--state URI" before the command applies to every command that
+	   opens the store; after the command it is the command's own. */
+	while (argc >= 3 && strcmp(argv[1], "--state") == 0) {
+		if (setenv("BACKFILL_STATE", argv[2], 1) < 0) {
+			perror("backfillctl: setenv");
+			return EXIT_USAGE;
+		}
+		argv[2] = argv[0];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc < 2 || strcmp(argv[1], "--state") == 0) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}

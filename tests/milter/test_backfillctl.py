@@ -82,6 +82,12 @@ class Backfillctl(unittest.TestCase):
         r = self.ctl('window', 'status', '--state', other, env_state=False)
         self.assertIn('elsewhere', r.stdout)
         self.assertEqual(self.ctl('window', 'status').returncode, 1)
+        # ... also before the command, as the usage line shows it.
+        r = self.ctl('--state', other, 'window', 'status', env_state=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('elsewhere', r.stdout)
+        r = self.ctl('--state', env_state=False)
+        self.assertEqual(r.returncode, 2, r.stdout)
 
     def test_usage_errors(self):
         for args in (['window'], ['window', 'open'],
