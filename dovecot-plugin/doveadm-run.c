@@ -142,7 +142,9 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		res->error = t_strdup_printf("merge postponed: %s", error);
 		return;
 	}
-	if (progress &&
+	/* the ETA's total costs opening the archive once more: only for a
+	   human watching */
+	if (progress && ctx->tty &&
 	    doveadm_backfill_archive_count(buser, &total, &error) < 0)
 		total = 0; /* only the ETA is lost */
 	io_loop_time_refresh();
