@@ -99,16 +99,17 @@ static void run_progress_user(struct run_cmd_context *ctx, const char *username,
                               uint64_t elapsed_ms, bool final)
 {
 	double rate = elapsed_ms == 0 ? 0 : processed * 1000.0 / elapsed_ms;
-	const char *eta = "";
+	const char *eta = "", *of = "";
 
+	if (total > 0)
+		of = t_strdup_printf("/%" PRIu64, total);
 	if (!final && total > done && rate > 0) {
 		eta = t_strdup_printf(", ETA %.0f s",
 		                      (double)(total - done) / rate);
 	}
 	fprintf(stderr,
-	        "%sbackfill run: %s: %" PRIu64 "/%" PRIu64
-	        " messages, %.0f msg/s%s%s%s",
-	        ctx->tty ? "\r" : "", username, done, total, rate, eta,
+	        "%sbackfill run: %s: %" PRIu64 "%s messages, %.0f msg/s%s%s%s",
+	        ctx->tty ? "\r" : "", username, done, of, rate, eta,
 	        final ? ", finished" : "", ctx->tty && !final ? "   " : "\n");
 	fflush(stderr);
 }
