@@ -157,6 +157,8 @@ class MergeCrash(unittest.TestCase):
                 time.sleep(0.01)
             if not dc.session_pids(user):
                 self._drop_stale_locks(user)
+        print("\n%d kills hit the unfinished merge (reference merge %.2fs)" % (
+            kills_unfinished, self.ref_seconds), file=sys.stderr)
         self.assertGreaterEqual(kills_unfinished, 20,
                                 "only %d kills hit an unfinished merge (ref took %.2fs): %s"
                                 % (kills_unfinished, self.ref_seconds, points))
