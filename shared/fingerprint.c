@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "fingerprint.h"
+#include "parse.h"
 
 #define N_SELECTED 13
 /* Longer than any selected name ("content-transfer-encoding" is 25). */
@@ -728,17 +729,6 @@ void bf_fp_to_text(const unsigned char fp[BF_FP_SIZE],
 	bf_fp_to_hex(fp, out + 3);
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int bf_fp_from_text(const char *text, unsigned char fp_r[BF_FP_SIZE])
 {
 	if (strncmp(text, "v1:", 3) == 0)
@@ -746,8 +736,8 @@ int bf_fp_from_text(const char *text, unsigned char fp_r[BF_FP_SIZE])
 	if (strlen(text) != 2 * BF_FP_SIZE)
 		return -1;
 	for (int i = 0; i < BF_FP_SIZE; i++) {
-		int hi = hex_value(text[2 * i]),
-		    lo = hex_value(text[2 * i + 1]);
+		int hi = bf_parse_hex_digit(text[2 * i]),
+		    lo = bf_parse_hex_digit(text[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -1;
 		fp_r[i] = (unsigned char)(hi << 4 | lo);

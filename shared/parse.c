@@ -163,3 +163,14 @@ int bf_parse_uint(const char *text, uint64_t min, uint64_t max,
 	*value_r = v;
 	return 0;
 }
+
+int bf_parse_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

@@ -20,4 +20,7 @@ int bf_parse_bool(const char *text, bool *value_r, const char **error_r);
 int bf_parse_uint(const char *text, uint64_t min, uint64_t max,
                   uint64_t *value_r, const char **error_r);
 
+/* The value of a hex digit (either case), or -1. */
+int bf_parse_hex_digit(char c);
+
 #endif

@@ -33,6 +33,7 @@
    A connection that failed is dropped; the next call connects again, so a
    restart of redis-server needs no restart of Dovecot or the milter. */
 
+#include "parse.h"
 #include "state-private.h"
 
 #include <errno.h>
@@ -1654,17 +1655,6 @@ static void redis_close(struct bf_state *state)
 	free(r);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* %-decodes s[0..len).  NULL: a bad escape, a NUL byte or out of memory. */
 static char *pct_decode(const char *s, size_t len)
 {
@@ -1678,13 +1668,15 @@ static char *pct_decode(const char *s, size_t len)
 			*p++ = s[i];
 			continue;
 		}
-		if (i + 2 >= len || hexval(s[i + 1]) < 0 ||
-		    hexval(s[i + 2]) < 0 ||
-		    (hexval(s[i + 1]) == 0 && hexval(s[i + 2]) == 0)) {
+		if (i + 2 >= len || bf_parse_hex_digit(s[i + 1]) < 0 ||
+		    bf_parse_hex_digit(s[i + 2]) < 0 ||
+		    (bf_parse_hex_digit(s[i + 1]) == 0 &&
+		     bf_parse_hex_digit(s[i + 2]) == 0)) {
 			free(out);
 			return NULL;
 		}
-		*p++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+		*p++ = (char)(bf_parse_hex_digit(s[i + 1]) * 16 +
+		              bf_parse_hex_digit(s[i + 2]));
 		i += 2;
 	}
 	*p = '\0';
