@@ -102,8 +102,10 @@ int backfill_mail_keys_get(struct mail *mail,
 	bool have_hdr;
 
 	i_zero(keys);
-	have_hdr = cache_lookup(mail, fields->hdr_key_idx, keys->hdr_key);
-	keys->fp_set = cache_lookup(mail, fields->fp_idx, keys->fp);
+	have_hdr = fields != NULL &&
+	           cache_lookup(mail, fields->hdr_key_idx, keys->hdr_key);
+	keys->fp_set =
+	        fields != NULL && cache_lookup(mail, fields->fp_idx, keys->fp);
 	if (have_hdr && (keys->fp_set || !want_fp)) {
 		check_empty_header(keys);
 		return 1;
@@ -123,13 +125,18 @@ int backfill_mail_keys_get(struct mail *mail,
 		return -1;
 
 	memcpy(keys->hdr_key, res.hdr_key, BF_FP_SIZE);
-	index_mail_cache_add_idx(INDEX_MAIL(mail), fields->hdr_key_idx,
-	                         keys->hdr_key, BF_FP_SIZE);
+	if (fields != NULL) {
+		index_mail_cache_add_idx(INDEX_MAIL(mail), fields->hdr_key_idx,
+		                         keys->hdr_key, BF_FP_SIZE);
+	}
 	if (want_fp) {
 		memcpy(keys->fp, res.fingerprint, BF_FP_SIZE);
 		keys->fp_set = TRUE;
-		index_mail_cache_add_idx(INDEX_MAIL(mail), fields->fp_idx,
-		                         keys->fp, BF_FP_SIZE);
+		if (fields != NULL) {
+			index_mail_cache_add_idx(INDEX_MAIL(mail),
+			                         fields->fp_idx, keys->fp,
+			                         BF_FP_SIZE);
+		}
 	}
 	check_empty_header(keys);
 	return 1;

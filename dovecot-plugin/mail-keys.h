@@ -27,8 +27,11 @@ struct backfill_mail_keys {
 };
 
 /* Fills keys->hdr_key, and keys->fp too when want_fp (reading the whole
-   message unless both are cached).  Returns 1, 0 if the message was
-   expunged meanwhile, -1 with *error_r when it could not be read. */
+   message unless both are cached).  fields NULL: no cache at all (the
+   archive: a resumed merge starts at its cursor and never reads the
+   messages before it again, so caching them only costs writes).  Returns 1, 0
+   if the message was expunged meanwhile, -1 with *error_r when it could not be
+   read. */
 int backfill_mail_keys_get(struct mail *mail,
                            const struct backfill_cache_fields *fields,
                            struct bf_fp *fp, bool want_fp,

@@ -1137,8 +1137,7 @@ static int merge_one(struct backfill_merge *m,
 	}
 	if (!mail_set_uid(amail, uid))
 		return 0;
-	ret = backfill_mail_keys_get(amail, &m->walk.cf, m->fp, TRUE, &keys,
-	                             &error);
+	ret = backfill_mail_keys_get(amail, NULL, m->fp, TRUE, &keys, &error);
 	if (ret == 0)
 		return 0;
 	if (ret < 0) {
