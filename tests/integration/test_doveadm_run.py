@@ -190,7 +190,8 @@ class ResumeTest(unittest.TestCase):
         self.assertEqual(row["result"], "interrupted", err)
         done_before = int(row["archived"])
         self.assertGreater(done_before, 0)
-        self.assertLess(done_before, 1500)
+        # --rate 400 for about 1.5 s: far fewer than the 1500
+        self.assertLessEqual(done_before, 1000)
         st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "big")
         self.assertEqual(st[0]["state"], "running")
 
