@@ -249,8 +249,8 @@ def record_old_server(home, user="user", keep_running=False):
     dc = dovecot_mod.Dovecot(name="old", auto_mailboxes="no", username_chars="",
                              extra_conf="pop3_no_flag_updates = yes\n")
     dc.add_user(user, home=home)
-    dc.start()
     try:
+        dc.start()
         snap = dc.snapshot(user)
         uidls = dc.pop3_uidls(user)
         dc.assert_log_clean()
