@@ -279,7 +279,9 @@ static void backfill_login_merge(struct backfill_user *buser)
 	uint64_t budget = buser->set.login_budget_ms;
 	uint64_t reserve = imap ? 0 : BACKFILL_COMMIT_RESERVE_MS;
 	budget = budget > spent + reserve ? budget - spent - reserve : 1;
-	ret = backfill_merge_run(buser->merge, (unsigned int)budget);
+	ret = imap ? backfill_merge_run(buser->merge, (unsigned int)budget)
+	           : backfill_merge_run_progress(buser->merge,
+	                                         (unsigned int)budget);
 	if (ret != 0) {
 		backfill_merge_end(&buser->merge);
 	} else if (imap) {

@@ -63,12 +63,15 @@
 /* Copying by save: Maildir walks its list of saved files for each new
    one, so a transaction of n saves costs n^2; hardlinks do not, and there
    fewer, larger commits (fsyncs) win. */
-#define BACKFILL_BATCH_MAX        200
-#define BACKFILL_BATCH_MAX_LINK   1000
-#define BACKFILL_BATCH_MAX_MSECS  1000
-#define BACKFILL_LEASE_TTL_SECS   120
-#define BACKFILL_LEASE_RENEW_SECS 30
-#define BACKFILL_CURSOR_VERSION   "1"
+#define BACKFILL_BATCH_MAX       200
+#define BACKFILL_BATCH_MAX_LINK  1000
+#define BACKFILL_BATCH_MAX_MSECS 1000
+/* What a POP3 login that had to overrun its budget merges before it
+   stops (backfill_merge_run_progress). */
+#define BACKFILL_PROGRESS_SLICE_MSECS 100
+#define BACKFILL_LEASE_TTL_SECS       120
+#define BACKFILL_LEASE_RENEW_SECS     30
+#define BACKFILL_CURSOR_VERSION       "1"
 
 enum merge_phase {
 	PHASE_LIVE_INDEX = 0,
@@ -1451,9 +1454,18 @@ static void merge_finish(struct backfill_merge *m)
 	        m->user->username, (long)ru.ru_maxrss);
 }
 
-int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
+/* Something for backfill_merge_end() to commit. */
+static bool merge_has_progress(const struct backfill_merge *m)
+{
+	return m->phase == PHASE_MERGE &&
+	       (m->ltrans != NULL || m->cursor_dirty);
+}
+
+static int merge_run(struct backfill_merge *m, unsigned int budget_ms,
+                     bool must_progress)
 {
 	uint64_t deadline = now_msecs() + budget_ms;
+	bool extended = FALSE;
 	int ret = 0;
 
 	if (leases_renew(m) < 0)
@@ -1497,8 +1509,16 @@ int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 			m->idx++;
 			ret = 0;
 		}
-		if (now_msecs() >= deadline)
-			break;
+		if (now_msecs() >= deadline) {
+			if (!must_progress || extended)
+				break;
+			if (merge_has_progress(m)) {
+				/* overrun anyway: make it worth it */
+				deadline = now_msecs() +
+				           BACKFILL_PROGRESS_SLICE_MSECS;
+				extended = TRUE;
+			}
+		}
 	}
 	if (ret < 0) {
 		m->failed = TRUE;
@@ -1517,6 +1537,17 @@ int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
 		return -1;
 	}
 	return 0;
+}
+
+int backfill_merge_run(struct backfill_merge *m, unsigned int budget_ms)
+{
+	return merge_run(m, budget_ms, FALSE);
+}
+
+int backfill_merge_run_progress(struct backfill_merge *m,
+                                unsigned int budget_ms)
+{
+	return merge_run(m, budget_ms, TRUE);
 }
 
 static int live_user_dup(struct mail_user *user, struct mail_user **luser_r,

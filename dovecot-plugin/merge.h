@@ -54,6 +54,14 @@ void backfill_merge_get_counts(const struct backfill_merge *merge,
    error (logged; the next login continues). */
 int backfill_merge_run(struct backfill_merge *merge, unsigned int budget_ms);
 
+/* The same, but when the budget runs out before the merge has something
+   to keep, it goes on and merges for about 100 ms more: a POP3 session's
+   merge ends with its login, and a budget used up by indexing the live
+   mailbox (which is not kept) would otherwise make every login start over
+   and never merge anything. */
+int backfill_merge_run_progress(struct backfill_merge *merge,
+                                unsigned int budget_ms);
+
 /* Releases the lease and slot and closes everything. */
 void backfill_merge_end(struct backfill_merge **merge);
 
