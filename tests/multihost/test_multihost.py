@@ -89,7 +89,14 @@ class Net:
         sfx = '%06x' % random.randrange(1 << 24)
         self.ns_redis = 'bf-%s-redis' % sfx
         self.ns_mx2 = 'bf-%s-mx2' % sfx
-        b = random.randrange(0, 84) * 3
+        # Three /24s in 10.251.0.0/16 that no route of this host uses
+        # (another test may have made its own).
+        routes = subprocess.run([IP, 'route', 'show'], capture_output=True,
+                                text=True).stdout
+        for _ in range(50):
+            b = random.randrange(0, 84) * 3
+            if not any('10.251.%d.' % x in routes for x in (b, b + 1, b + 2)):
+                break
         self.redis_net, self.mx2_net, self.c_net = b, b + 1, b + 2
         self.redis_addr = '10.251.%d.2' % b
         self.root_to_mx2 = '10.251.%d.1' % (b + 1)
@@ -103,7 +110,12 @@ class Net:
     def up(self):
         v = self.veth
         for ns in (self.ns_redis, self.ns_mx2):
-            ip('netns', 'add', ns)
+            r = ip('netns', 'add', ns, check=False)
+            if r.returncode != 0 and not self.made:
+                raise unittest.SkipTest('cannot make a network namespace '
+                                        '(ip netns add: %s)' % r.stderr)
+            elif r.returncode != 0:
+                raise AssertionError('ip netns add: ' + r.stderr)
             self.made.append(ns)
             ip('link', 'set', 'lo', 'up', ns=ns)
         # root <-> redis
@@ -351,6 +363,11 @@ class MultiHost(unittest.TestCase):
         if not os.path.exists(os.path.join(PLUGIN_DIR,
                                            'lib95_backfill_plugin.so')):
             self.skipTest('plugin not built (BACKFILL_PLUGIN_DIR)')
+        # meson's timeout sends SIGTERM: make it an error of the test so
+        # that tearDown removes the namespaces and stops every process.
+        def terminated(signum, frame):
+            raise RuntimeError('terminated by signal %d' % signum)
+        signal.signal(signal.SIGTERM, terminated)
         self.tmp = tempfile.mkdtemp(prefix='bf-multihost-')
         make_traversable(self.tmp)
         self.net = Net()
