@@ -39,8 +39,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	                             RESET_LEASE_TTL_SECS, &holder, &error);
 	if (ret <= 0) {
 		if (ret < 0) {
-			i_error("backfill(%s): state store %s: %s",
-			        user->username, bf_state_uri(state), error);
+			i_error("backfill(%s): %s", user->username, error);
 		} else {
 			i_error("backfill(%s): not reset: a merge is running "
 			        "(%s); try again when it is finished",
@@ -59,8 +58,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	    bf_state_merge_delete(state, user->username, &error) < 0)
 		ret = -1;
 	if (ret < 0) {
-		i_error("backfill(%s): state store %s: %s", user->username,
-		        bf_state_uri(state), error);
+		i_error("backfill(%s): %s", user->username, error);
 		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
 	}
 	(void)bf_state_lease_release(state, lease, owner, &error);

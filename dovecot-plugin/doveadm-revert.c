@@ -238,8 +238,7 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	p_array_init(&rc.candidates, rc.pool, 16);
 	if (bf_state_journal_iter(state, user->username, revert_journal_cb, &rc,
 	                          error_r) < 0) {
-		*error_r = t_strdup_printf("state store %s: %s",
-		                           bf_state_uri(state), *error_r);
+		*error_r = t_strdup(*error_r);
 		pool_unref(&rc.pool);
 		return -1;
 	}
@@ -327,8 +326,7 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	rec.updated = time(NULL);
 	if (bf_state_merge_delete(state, user->username, error_r) < 0 ||
 	    bf_state_merge_put(state, user->username, &rec, error_r) < 0) {
-		*error_r = t_strdup_printf("state store %s: %s",
-		                           bf_state_uri(state), *error_r);
+		*error_r = t_strdup(*error_r);
 		return -1;
 	}
 	return 0;
@@ -355,8 +353,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	ret = bf_state_lease_acquire(state, lease, owner, time(NULL),
 	                             REVERT_LEASE_TTL_SECS, &holder, &error);
 	if (ret < 0) {
-		i_error("backfill(%s): state store %s: %s", user->username,
-		        bf_state_uri(state), error);
+		i_error("backfill(%s): %s", user->username, error);
 		result = "failed";
 		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
 	} else if (ret == 0) {

@@ -90,8 +90,7 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 	}
 	ret = bf_state_merge_get(state, user->username, &rec, &error);
 	if (ret < 0) {
-		i_error("backfill(%s): state store %s: %s", user->username,
-		        bf_state_uri(state), error);
+		i_error("backfill(%s): %s", user->username, error);
 		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
 		return -1;
 	}

@@ -430,8 +430,7 @@ static int leases_renew(struct backfill_merge *m)
 		                          BACKFILL_LEASE_TTL_SECS, &error);
 	}
 	if (ret < 0) {
-		merge_log_error(m, "merge stopped: state store %s: %s",
-		                bf_state_uri(m->state), error);
+		merge_log_error(m, "merge stopped: %s", error);
 		return -1;
 	}
 	if (ret == 0) {
@@ -920,11 +919,11 @@ static int batch_commit(struct backfill_merge *m)
 		if (bf_state_merge_put(m->state, m->user->username, &m->rec,
 		                       &error) < 0) {
 			mailbox_transaction_rollback(&m->ltrans);
-			merge_log_error(m,
-			                "merge postponed: state store %s: "
-			                "%s (check that the mail user can "
-			                "write it)",
-			                bf_state_uri(m->state), error);
+			merge_log_error(
+			        m,
+			        "merge postponed: %s (check that the mail "
+			        "user can write it)",
+			        error);
 			return -1;
 		}
 		/* 2. mailbox commit */
@@ -965,9 +964,9 @@ static int batch_commit(struct backfill_merge *m)
 	            array_count(&entries) == 0 ? NULL : array_front(&entries),
 	            array_count(&entries), &error) < 0) {
 		merge_log_error(m,
-		                "merge postponed: state store %s: %s "
+		                "merge postponed: %s "
 		                "(check that the mail user can write it)",
-		                bf_state_uri(m->state), error);
+		                error);
 		return -1;
 	}
 	array_clear(&m->batch);
@@ -1422,10 +1421,8 @@ static void merge_finish(struct backfill_merge *m)
 	record_set_cursor(m, FALSE);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {
-		merge_log_error(m,
-		                "merge finished but not recorded: state "
-		                "store %s: %s",
-		                bf_state_uri(m->state), error);
+		merge_log_error(m, "merge finished but not recorded: %s",
+		                error);
 		return;
 	}
 	i_gettimeofday(&now);
@@ -1587,9 +1584,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &holder,
 	        &error);
 	if (ret < 0) {
-		*reason_r =
-		        t_strdup_printf("merge postponed: state store %s: %s",
-		                        bf_state_uri(m->state), error);
+		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		return -1;
 	}
 	if (ret == 0) {
@@ -1606,9 +1601,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	                            ioloop_time, BACKFILL_LEASE_TTL_SECS,
 	                            &m->slot, &error);
 	if (ret < 0) {
-		*reason_r =
-		        t_strdup_printf("merge postponed: state store %s: %s",
-		                        bf_state_uri(m->state), error);
+		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		return -1;
 	}
 	if (ret == 0) {
@@ -1679,9 +1672,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 
 	ret = bf_state_merge_get(state, user->username, &m->rec, &error);
 	if (ret < 0) {
-		*reason_r = t_strdup_printf("merge postponed: state store %s: "
-		                            "%s",
-		                            bf_state_uri(state), error);
+		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		pool_unref(&pool);
 		return -1;
 	}
@@ -1702,9 +1693,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	   finished the merge between our first look and the lease. */
 	bf_merge_record_clear(&m->rec);
 	if (bf_state_merge_get(state, user->username, &m->rec, &error) < 0) {
-		*reason_r = t_strdup_printf("merge postponed: state store %s: "
-		                            "%s",
-		                            bf_state_uri(state), error);
+		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		backfill_merge_end(merge_r);
 		return -1;
 	}
@@ -1747,9 +1736,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	}
 	if (bf_state_journal_iter(state, user->username, journal_load_cb, m,
 	                          &error) < 0) {
-		*reason_r = t_strdup_printf("merge postponed: state store %s: "
-		                            "%s",
-		                            bf_state_uri(state), error);
+		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		backfill_merge_end(merge_r);
 		return -1;
 	}
@@ -1786,10 +1773,10 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		return 1;
 	if (bf_state_merge_put(state, user->username, &m->rec, &error) < 0) {
 		*reason_r = t_strdup_printf(
-		        "merge postponed: state store %s is not writable: %s "
+		        "merge postponed: the state store is not writable: %s "
 		        "(let the mail user write the store and its "
 		        "directory)",
-		        bf_state_uri(state), error);
+		        error);
 		backfill_merge_end(merge_r);
 		return -1;
 	}
