@@ -5,7 +5,8 @@ milter with its state in SQLite), all delivering to discard:, at 0% and
 50% duplicate messages.
 
 usage: bench/milter-redis-throughput.py [--messages N] [--sessions S]
-          [--size B] [--rounds R] [--unix] MILTER BACKFILLCTL
+          [--size B] [--rounds R] [--unix] [--null-milter PATH]
+          MILTER BACKFILLCTL
 
 The method is bench/milter-throughput.py's (whose helpers this imports):
 private Postfix instances on 127.0.0.1 at free ports, smtp-source sends N
@@ -16,6 +17,8 @@ redis-server started here on 127.0.0.1 at a free port (--unix: on a unix
 socket in the temp dir), with the persistence docs/state-store.md
 recommends (appendonly yes, appendfsync everysec).  Rounds rotate the
 order of the instances; the median of the per-round ratios is reported.
+With --null-milter (build/bench/null-milter) one more instance runs the
+cheapest filter libmilter allows: what any milter costs this Postfix.
 """
 import argparse
 import importlib.util
@@ -104,6 +107,9 @@ def main():
     ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--unix', action='store_true',
                     help='Redis on a unix socket instead of 127.0.0.1')
+    ap.add_argument('--null-milter', metavar='PATH',
+                    help='build/bench/null-milter: add the reference '
+                         'instance with the cheapest libmilter filter')
     ap.add_argument('milter')
     ap.add_argument('backfillctl')
     a = ap.parse_args()
@@ -117,6 +123,7 @@ def main():
               'DuplicateAction tag']
     redis = PrivateRedis(tmp, a.unix)
     milters, instances, results = [], [], {}
+    null = None
     try:
         redis.start()
         for name, state in (('redis', redis.uri),
@@ -135,6 +142,12 @@ def main():
                                        milters='unix:' + milters[0].sock)),
                      ('sqlite', Postfix('rbs', relay_transport='discard:',
                                         milters='unix:' + milters[1].sock))]
+        if a.null_milter:
+            null = mt.NullMilter(a.null_milter, tmp)
+            null.start()
+            instances.append(('null', Postfix(
+                'rbn', relay_transport='discard:',
+                milters='unix:' + null.sock)))
         for _, pf in instances:
             pf.start()
         for _, pf in instances:
@@ -142,7 +155,8 @@ def main():
         mem0 = redis.used_memory()
         for dup_pct in (0, 50):
             for r in range(a.rounds):
-                order = instances[r % 3:] + instances[:r % 3]
+                k = r % len(instances)
+                order = instances[k:] + instances[:k]
                 for name, pf in order:
                     rate = mt.run(pf, a.messages, a.sessions, a.size,
                                   dup_pct, dup_file)
@@ -157,6 +171,8 @@ def main():
             pf.cleanup()
         for m in milters:
             m.stop()
+        if null is not None:
+            null.stop()
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -179,7 +195,10 @@ def main():
         line = '%3d%% duplicates: without milter %4.0f msg/s' % (
             dup_pct, statistics.median(base))
         for name, label in (('redis', 'milter, Redis state'),
-                            ('sqlite', 'milter, SQLite state')):
+                            ('sqlite', 'milter, SQLite state'),
+                            ('null', 'null libmilter filter')):
+            if (dup_pct, name) not in results:
+                continue
             rates = results[(dup_pct, name)]
             ratios = [x / b for x, b in zip(rates, base)]
             ratio = statistics.median(ratios)

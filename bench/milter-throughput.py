@@ -4,7 +4,8 @@ same Postfix without it, both delivering to discard:, at 0% and 50%
 duplicate messages; and the milter's RSS after the run.
 
 usage: bench/milter-throughput.py [--messages N] [--sessions S] [--size B]
-                                  [--rounds R] MILTER BACKFILLCTL
+                                  [--rounds R] [--null-milter PATH]
+                                  MILTER BACKFILLCTL
 
 Two private Postfix instances (tests/lib/postfix.py) on 127.0.0.1 at free
 ports; smtp-source (from the postfix package) sends N messages over S
@@ -16,7 +17,10 @@ tag (duplicates delivered, tagged), so every Postfix instance does the
 same delivery work and the ratio measures the milter alone.  A third
 instance uses the same milter with Window off: the cost of the milter
 protocol itself (libmilter, a connection per SMTP session), without any
-dedup work.  Rounds rotate the order of the instances; each round gives
+dedup work.  With --null-milter (build/bench/null-milter) a fourth
+instance runs the cheapest filter libmilter allows, one that skips every
+step but end of message: what any milter costs this Postfix on this
+machine.  Rounds rotate the order of the instances; each round gives
 a ratio per instance against the milter-less one measured in the same
 round, and the median ratio of the rounds is reported: other load on a
 shared machine moves the runs of a round alike.
@@ -46,6 +50,29 @@ DUP_MESSAGE = (b'Message-ID: <always-the-same@example.net>\n'
                b'To: <rcpt@example.org>\n'
                b'Subject: the same message again\n'
                b'\n' + b'duplicate body line ........................\n' * 40)
+
+
+class NullMilter:
+    """bench/null-milter on a unix socket in tmp: the reference
+    instance, the cheapest filter libmilter allows."""
+
+    def __init__(self, path, tmp):
+        self.path = path
+        self.sock = os.path.join(tmp, 'null-milter.sock')
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([self.path, 'unix:' + self.sock])
+        deadline = time.time() + 10
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit('null-milter did not start')
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
 
 def queue_files(pf):
@@ -105,6 +132,9 @@ def main():
     ap.add_argument('--config', action='append', default=[],
                     help='extra backfill-milter.conf line for the milter '
                     'under test')
+    ap.add_argument('--null-milter', metavar='PATH',
+                    help='build/bench/null-milter: add the reference '
+                         'instance with the cheapest libmilter filter')
     ap.add_argument('milter')
     ap.add_argument('backfillctl')
     a = ap.parse_args()
@@ -117,6 +147,7 @@ def main():
     common = ['SocketMode 0660', 'SocketGroup postfix', 'LogLevel info']
     milters, instances = [], []
     results = {}
+    null = None
     try:
         # The milter under test, inside an open window; and the same
         # binary with Window off: what the milter protocol alone costs.
@@ -134,6 +165,12 @@ def main():
                                       milters='unix:' + milters[0].sock)),
                      ('off', Postfix('mxo', relay_transport='discard:',
                                      milters='unix:' + milters[1].sock))]
+        if a.null_milter:
+            null = NullMilter(a.null_milter, tmp)
+            null.start()
+            instances.append(('null', Postfix(
+                'mxn', relay_transport='discard:',
+                milters='unix:' + null.sock)))
         for _, pf in instances:
             pf.start()
         # Warm up (process pools, page cache, the store's file).
@@ -145,7 +182,8 @@ def main():
         counted = 0
         for dup_pct in (0, 50):
             for r in range(a.rounds):
-                order = instances[r % 3:] + instances[:r % 3]
+                k = r % len(instances)
+                order = instances[k:] + instances[:k]
                 for name, pf in order:
                     rate = run(pf, a.messages, a.sessions, a.size, dup_pct,
                                dup_file)
@@ -167,6 +205,8 @@ def main():
             pf.cleanup()
         for m in milters:
             m.stop()
+        if null is not None:
+            null.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     version = subprocess.run(['postconf', '-dh', 'mail_version'],
@@ -181,7 +221,10 @@ def main():
         line = '%3d%% duplicates: without milter %4.0f msg/s' % (
             dup_pct, statistics.median(base))
         for name, label in (('with', 'with milter'),
-                            ('off', 'milter with Window off')):
+                            ('off', 'milter with Window off'),
+                            ('null', 'null libmilter filter')):
+            if (dup_pct, name) not in results:
+                continue
             rates = results[(dup_pct, name)]
             ratios = [x / b for x, b in zip(rates, base)]
             line += '; %s %4.0f msg/s, ratio %.2f (%s)' % (
