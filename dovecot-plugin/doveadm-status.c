@@ -14,7 +14,7 @@
 #include <stdlib.h>
 
 struct status_sums {
-	const char *domain;
+	char *domain;
 	uint64_t users, no_archive, pending, running, done, failed;
 	uint64_t archived, added, duplicates, skipped, uidl_collisions;
 };
@@ -22,7 +22,7 @@ struct status_sums {
 struct status_cmd_context {
 	struct doveadm_mail_cmd_context ctx;
 	bool by_domain;
-	HASH_TABLE(const char *, struct status_sums *) domains;
+	HASH_TABLE(char *, struct status_sums *) domains;
 };
 
 static struct status_sums *status_domain(struct status_cmd_context *ctx,
@@ -173,7 +173,7 @@ static void cmd_status_deinit(struct doveadm_mail_cmd_context *_ctx)
 	struct hash_iterate_context *iter;
 	ARRAY(struct status_sums *) all;
 	struct status_sums *sums, *const *sp;
-	const char *key;
+	char *key;
 
 	if (!hash_table_is_created(ctx->domains))
 		return;
