@@ -4,6 +4,9 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 MESON_TEST_ARGS ?=
+# Extra `meson setup` options for every build dir; CI passes --werror so
+# that a warning fails the run instead of scrolling by.
+MESON_SETUP_ARGS ?=
 
 .PHONY: all deps build demo check check-asan fuzz clean format
 .PHONY: deb rpm check-packages
@@ -14,7 +17,7 @@ deps:
 	@scripts/install-deps
 
 $(BUILD)/build.ninja:
-	meson setup $(BUILD)
+	meson setup $(MESON_SETUP_ARGS) $(BUILD)
 
 build: deps $(BUILD)/build.ninja
 	meson compile -C $(BUILD)
@@ -32,7 +35,8 @@ check: build
 
 # Unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
 check-asan: deps
-	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) \
+	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(MESON_SETUP_ARGS) \
+		$(ASAN_BUILD) \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	meson compile -C $(ASAN_BUILD)
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -41,7 +45,8 @@ check-asan: deps
 
 # libFuzzer targets, each run for FUZZ_SECONDS.
 fuzz: deps
-	[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) \
+	[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup \
+		$(MESON_SETUP_ARGS) $(FUZZ_BUILD) \
 		-Dfuzz=true -Db_lundef=false -Dbuildtype=debugoptimized
 	meson compile -C $(FUZZ_BUILD)
 	scripts/run-fuzzers $(FUZZ_BUILD) $(FUZZ_SECONDS)
