@@ -148,9 +148,9 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0,
 			int stage;
 			const char *macros;
 		} lists[] = {
-		        {SMFIM_CONNECT, ""},  {SMFIM_HELO, ""},
-		        {SMFIM_ENVFROM, "i"}, {SMFIM_ENVRCPT, ""},
-		        {SMFIM_DATA, ""},     {SMFIM_EOH, ""},
+		        {SMFIM_CONNECT, ""}, {SMFIM_HELO, ""},
+		        {SMFIM_ENVFROM, ""}, {SMFIM_ENVRCPT, ""},
+		        {SMFIM_DATA, ""},    {SMFIM_EOH, ""},
 		        {SMFIM_EOM, "i"},
 		};
 		bool all = true;
@@ -175,11 +175,14 @@ static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
 	(void)argv;
 	/* Without a session (out of memory) nothing can be tracked; the
 	   message passes untouched, as default_action=accept would do. */
-	if (session == NULL)
+	if (session == NULL) {
+		milter_error("out of memory for a new session: message "
+		             "accepted unchecked and untagged (forged "
+		             "X-Backfill headers not removed)");
 		return SMFIS_ACCEPT;
+	}
 	milter_session_reset(session);
 	message_begin(session);
-	save_queue_id(ctx, session);
 	session->config = milter_config_get();
 	if (session->config == NULL)
 		return go_on(session, SMFIP_NR_MAIL);
@@ -291,11 +294,12 @@ static sfsistat milter_eom(SMFICTX *ctx)
 	if (session->window != NULL && session->unchecked == NULL)
 		status = milter_dedup_eom(ctx, session);
 	if (session->unchecked != NULL) {
-		milter_warning("queue id %s: accepted without duplicate check "
-		               "(%s); tagged X-Backfill-Dedup: unchecked",
-		               session->queue_id != NULL ? session->queue_id
-		                                         : "?",
-		               session->unchecked);
+		/* info: the cause is logged at error level, once a minute,
+		   where it arose */
+		milter_info("queue id %s: accepted without duplicate check "
+		            "(%s); tagged X-Backfill-Dedup: unchecked",
+		            session->queue_id != NULL ? session->queue_id : "?",
+		            session->unchecked);
 		if (smfi_addheader(ctx, "X-Backfill-Dedup", "unchecked") !=
 		    MI_SUCCESS)
 			milter_error("queue id %s: could not add "

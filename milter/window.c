@@ -19,6 +19,14 @@ static struct {
 	time_t until;
 	char *name; /* NULL: no window */
 	bool valid;
+	/* The last refresh failed with error: until failed_until every
+	   session gets that answer at once.  A store that hangs instead of
+	   refusing then costs one timeout per WindowRefresh, not one per
+	   message queued up behind cache_lock (which Postfix would end with
+	   its milter timeout, passing mail untagged). */
+	char *error;
+	time_t failed_until;
+	time_t last_warning;
 } cache;
 
 static int window_refresh(struct milter_config *config, time_t now,
@@ -76,6 +84,14 @@ int milter_window_current(struct milter_config *config, time_t now,
 	/* One refresh at a time: the other sessions wait for its answer
 	   rather than all querying the store at once. */
 	pthread_mutex_lock(&cache_lock);
+	if (cache.error != NULL && cache.pool == config->pool &&
+	    now < cache.failed_until) {
+		*error_r = strdup(cache.error);
+		pthread_mutex_unlock(&cache_lock);
+		return -1;
+	}
+	free(cache.error);
+	cache.error = NULL;
 	if (!cache.valid || cache.pool != config->pool || now < cache.checked ||
 	    now - cache.checked >= (time_t)config->window_refresh_secs ||
 	    (cache.until != 0 && now >= cache.until)) {
@@ -86,16 +102,32 @@ int milter_window_current(struct milter_config *config, time_t now,
 				   none can be opened in a store nobody can
 				   reach: mail outside a window needs nothing
 				   from the store.  Asked again after
-				   WindowRefresh. */
-				milter_warning("cannot read the restore window "
-				               "from the state store: %s; "
-				               "going on as outside a window",
-				               *error_r);
+				   WindowRefresh; logged once a minute. */
+				if (now - cache.last_warning >= 60) {
+					milter_warning(
+					        "cannot read the restore "
+					        "window "
+					        "from the state store: %s; "
+					        "going "
+					        "on as outside a window (check "
+					        "the State setting and that "
+					        "the "
+					        "store is up)",
+					        *error_r);
+					cache.last_warning = now;
+				}
 				free(*error_r);
 				*error_r = NULL;
 				cache.checked = now;
 			} else {
 				cache.valid = false;
+				cache.pool = config->pool;
+				cache.error = strdup(*error_r);
+				/* from when the answer came: a hung store
+				   may have taken its whole timeout */
+				cache.failed_until =
+				        time(NULL) +
+				        (time_t)config->window_refresh_secs;
 				ret = -1;
 			}
 		}
