@@ -55,12 +55,8 @@ static int dedup_mark_delivered(struct bf_state *state, char **argv)
 		        argv[4]);
 		return EXIT_USAGE;
 	}
-	if ((rcpt = strdup(argv[3])) == NULL)
+	if ((rcpt = bf_dedup_recipient(argv[3])) == NULL)
 		return EXIT_LOOK;
-	for (char *p = rcpt; *p != '\0'; p++) {
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
-	}
 	key.window = argv[2];
 	key.recipient = rcpt;
 	ret = bf_state_dedup_mark_delivered(state, &key, time(NULL), &error);

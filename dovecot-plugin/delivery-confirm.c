@@ -67,7 +67,12 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 	else if (mail_get_first_header(ctx->src_mail, "Delivered-To",
 	                               &recipient) <= 0)
 		return;
-	recipient = t_str_lcase(t_str_trim(recipient, " \t<>"));
+	/* the key the milter wrote: bf_dedup_recipient() on both sides */
+	char *bare = bf_dedup_recipient(recipient);
+	if (bare == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
+	recipient = t_strdup(bare);
+	free(bare);
 	key.window = window;
 	key.recipient = recipient;
 

@@ -1,6 +1,5 @@
 /* Per-session and per-message bookkeeping of the milter. */
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -8,6 +7,7 @@
 #include "config.h"
 #include "fingerprint.h"
 #include "session.h"
+#include "state.h"
 
 static char out_of_memory[] = "out of memory";
 
@@ -73,35 +73,6 @@ void milter_session_unchecked(struct milter_session *session,
 		session->unchecked = out_of_memory;
 }
 
-char *milter_bare_address(const char *raw)
-{
-	const char *start = raw, *end;
-	char *bare;
-
-	while (*start == ' ' || *start == '\t')
-		start++;
-	if (*start == '<')
-		start++;
-	/* RFC 5321 source route "@a,@b:user@domain": obsolete, still
-	   accepted by Postfix; the mailbox is after the colon. */
-	if (*start == '@') {
-		const char *colon = strchr(start, ':');
-		if (colon != NULL)
-			start = colon + 1;
-	}
-	end = start + strlen(start);
-	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	if (end > start && end[-1] == '>')
-		end--;
-	bare = strndup(start, (size_t)(end - start));
-	if (bare == NULL)
-		return NULL;
-	for (char *p = bare; *p != '\0'; p++)
-		*p = (char)tolower((unsigned char)*p);
-	return bare;
-}
-
 int milter_session_add_rcpt(struct milter_session *session, const char *raw)
 {
 	struct milter_rcpt *rcpt;
@@ -117,7 +88,7 @@ int milter_session_add_rcpt(struct milter_session *session, const char *raw)
 	}
 	rcpt = &session->rcpts[session->rcpt_count];
 	rcpt->raw = strdup(raw);
-	rcpt->bare = milter_bare_address(raw);
+	rcpt->bare = bf_dedup_recipient(raw);
 	if (rcpt->raw == NULL || rcpt->bare == NULL) {
 		free(rcpt->raw);
 		free(rcpt->bare);

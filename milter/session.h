@@ -55,10 +55,6 @@ void milter_session_reset(struct milter_session *session);
 void milter_session_unchecked(struct milter_session *session,
                               const char *reason);
 
-/* "<Alice@Example.org>" -> "alice@example.org" (malloc()ed, NULL when out
-   of memory).  Drops angle brackets and a source route. */
-char *milter_bare_address(const char *raw);
-
 int milter_session_add_rcpt(struct milter_session *session, const char *raw);
 int milter_session_add_forged(struct milter_session *session, const char *name);
 

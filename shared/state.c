@@ -806,3 +806,34 @@ int bf_state_slot_release(struct bf_state *state, const char *host,
 	free(name);
 	return ret;
 }
+
+char *bf_dedup_recipient(const char *raw)
+{
+	const char *start = raw, *end;
+	char *bare;
+
+	while (*start == ' ' || *start == '\t')
+		start++;
+	if (*start == '<')
+		start++;
+	/* RFC 5321 source route "@a,@b:user@domain": obsolete, still
+	   accepted by Postfix; the mailbox is after the colon. */
+	if (*start == '@') {
+		const char *colon = strchr(start, ':');
+		if (colon != NULL)
+			start = colon + 1;
+	}
+	end = start + strlen(start);
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (end > start && end[-1] == '>')
+		end--;
+	bare = strndup(start, (size_t)(end - start));
+	if (bare == NULL)
+		return NULL;
+	for (char *p = bare; *p != '\0'; p++) {
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	}
+	return bare;
+}

@@ -142,9 +142,15 @@ void bf_dedup_first_clear(struct bf_dedup_first *first);
 
 struct bf_dedup_key {
 	const char *window;
-	const char *recipient; /* bare address, lowercased by the caller */
+	const char *recipient; /* bf_dedup_recipient() of the address */
 	unsigned char fingerprint[BF_FP_SIZE];
 };
+
+/* The recipient as dedup keys hold it, the same for the milter (RCPT TO
+   as Postfix passes it), the plugin (the LMTP recipient) and backfillctl:
+   without surrounding blanks, <> and an RFC 5321 source route, ASCII
+   lowercased.  Returns a malloc()ed string, NULL when out of memory. */
+char *bf_dedup_recipient(const char *raw);
 
 /* Atomically records (window, recipient, fingerprint) unless a live
    (unexpired) record exists.  Returns 1 new, 0 seen before (first_r, if not

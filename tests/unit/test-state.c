@@ -2160,6 +2160,34 @@ static void test_redis_fork(void **statep)
 #define T(name)  cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define TR(name) cmocka_unit_test_setup_teardown(name, setup_redis, teardown)
 
+/* One key for the milter's RCPT TO, the plugin's LMTP recipient and
+   backfillctl: a copy confirmed under another spelling would never
+   count. */
+static void test_dedup_recipient(void **unused)
+{
+	static const struct {
+		const char *raw, *key;
+	} cases[] = {
+	        {"<Alice@Example.ORG>", "alice@example.org"},
+	        {"  <bob@example.org>  ", "bob@example.org"},
+	        {"carol@example.org", "carol@example.org"},
+	        {"<@relay.example,@b.example:Dave@Example.org>",
+	         "dave@example.org"},
+	        {"<>", ""},
+	        {"<\"Quoted Name\"@Example.org>",
+	         "\"quoted name\"@example.org"},
+	        {"\xc3\x89ve@example.org", "\xc3\x89ve@example.org"},
+	};
+
+	(void)unused;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *key = bf_dedup_recipient(cases[i].raw);
+		assert_non_null(key);
+		assert_string_equal(key, cases[i].key);
+		free(key);
+	}
+}
+
 int main(void)
 {
 	/* The generic tests run on both backends; the SQLite-only ones are
@@ -2188,6 +2216,7 @@ int main(void)
 	        T(test_slots_basic),
 	        T(test_slots_contention),
 	        T(test_slot_takeover_after_kill),
+	        T(test_dedup_recipient),
 	};
 	int failed;
 
