@@ -72,6 +72,8 @@
 #define BACKFILL_LEASE_TTL_SECS       120
 #define BACKFILL_LEASE_RENEW_SECS     30
 #define BACKFILL_CURSOR_VERSION       "1"
+/* live_uidls owner of a UIDL that a copy backfill added shows */
+#define BACKFILL_UIDL_OWNER_MERGED 0xffffffffU
 
 enum merge_phase {
 	PHASE_LIVE_INDEX = 0,
@@ -95,18 +97,15 @@ struct live_msg {
 	bool consumed;
 };
 
-struct journal_key {
+/* A live message by folder GUID and UID: what the journal and the
+   cursor's consumed ranges name. */
+struct box_uid {
 	const char *guid;
 	uint32_t uid;
 };
 
 struct consumed {
 	unsigned int box_idx;
-	uint32_t uid;
-};
-
-struct consumed_key {
-	const char *guid;
 	uint32_t uid;
 };
 
@@ -172,7 +171,7 @@ struct backfill_merge {
 	ARRAY_TYPE(backfill_folder) folders;
 	ARRAY(struct live_box) live_boxes;
 	ARRAY(struct live_msg) live;
-	ARRAY(struct journal_key) journal;
+	ARRAY(struct box_uid) journal;
 	const char *intent_box_guid;
 	/* live copies that archived messages consumed (dedup) */
 	ARRAY(struct consumed) consumed;
@@ -297,8 +296,7 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 	return str_c(str);
 }
 
-static int consumed_key_cmp(const struct consumed_key *k1,
-                            const struct consumed_key *k2)
+static int box_uid_cmp(const struct box_uid *k1, const struct box_uid *k2)
 {
 	int ret = strcmp(k1->guid, k2->guid);
 
@@ -311,7 +309,7 @@ static int consumed_key_cmp(const struct consumed_key *k1,
    live index is complete. */
 static int consumed_apply(struct backfill_merge *m)
 {
-	ARRAY(struct consumed_key) keys;
+	ARRAY(struct box_uid) keys;
 	const char *const *boxes, *const *ranges;
 	struct live_msg *lm;
 
@@ -339,8 +337,7 @@ static int consumed_apply(struct backfill_merge *m)
 				return -1;
 			}
 			for (uint32_t uid = first;; uid++) {
-				struct consumed_key *k =
-				        array_append_space(&keys);
+				struct box_uid *k = array_append_space(&keys);
 				k->guid = guid;
 				k->uid = uid;
 				if (uid == last)
@@ -348,13 +345,13 @@ static int consumed_apply(struct backfill_merge *m)
 			}
 		}
 	}
-	array_sort(&keys, consumed_key_cmp);
+	array_sort(&keys, box_uid_cmp);
 	array_foreach_modifiable(&m->live, lm)
 	{
 		const struct live_box *lb =
 		        array_idx(&m->live_boxes, lm->box_idx);
-		struct consumed_key key = {.guid = lb->guid, .uid = lm->uid};
-		if (array_bsearch(&keys, &key, consumed_key_cmp) != NULL) {
+		struct box_uid key = {.guid = lb->guid, .uid = lm->uid};
+		if (array_bsearch(&keys, &key, box_uid_cmp) != NULL) {
 			struct consumed *c = array_append_space(&m->consumed);
 			lm->consumed = TRUE;
 			c->box_idx = lm->box_idx;
@@ -515,20 +512,10 @@ static void walk_close(struct backfill_merge *m)
 
 /* ---- live index ---- */
 
-static int journal_key_cmp(const struct journal_key *k1,
-                           const struct journal_key *k2)
-{
-	int ret = strcmp(k1->guid, k2->guid);
-
-	if (ret != 0)
-		return ret;
-	return k1->uid < k2->uid ? -1 : (k1->uid > k2->uid ? 1 : 0);
-}
-
 static int journal_load_cb(const struct bf_journal_entry *entry, void *context)
 {
 	struct backfill_merge *m = context;
-	struct journal_key *key;
+	struct box_uid *key;
 
 	if (entry->uid == 0 || entry->mailbox_guid == NULL)
 		return 0;
@@ -541,13 +528,13 @@ static int journal_load_cb(const struct bf_journal_entry *entry, void *context)
 static bool added_by_backfill(struct backfill_merge *m,
                               const struct live_box *lb, uint32_t uid)
 {
-	struct journal_key key = {.guid = lb->guid, .uid = uid};
+	struct box_uid key = {.guid = lb->guid, .uid = uid};
 
 	if (m->intent && m->intent_box_guid != NULL &&
 	    strcmp(lb->guid, m->intent_box_guid) == 0 &&
 	    uid >= m->intent_uidnext)
 		return TRUE;
-	return array_bsearch(&m->journal, &key, journal_key_cmp) != NULL;
+	return array_bsearch(&m->journal, &key, box_uid_cmp) != NULL;
 }
 
 static const char *mailbox_guid_str(struct mailbox *box)
@@ -798,8 +785,14 @@ static int live_uidls_load(struct backfill_merge *m, const char **error_r)
 			ret = -1;
 			break;
 		}
+		/* a copy backfill added in an earlier session counts as
+		   merged, as it does within one session */
+		struct live_box lb = {.guid = m->lbox_guid};
+		uint32_t owner = added_by_backfill(m, &lb, mail->uid)
+		                         ? BACKFILL_UIDL_OWNER_MERGED
+		                         : mail->uid;
 		hash_table_update(m->live_uidls, p_strdup(m->uidl_pool, uidl),
-		                  POINTER_CAST(mail->uid));
+		                  POINTER_CAST(owner));
 	}
 	if (mailbox_search_deinit(&ctx) < 0 && ret == 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
@@ -812,10 +805,10 @@ static int live_uidls_load(struct backfill_merge *m, const char **error_r)
 /* The live message keeps its UID but gets a new stored UIDL: its POP3
    clients download it once more, which beats a client of the old server
    silently skipping a message it never had. */
-static void uidl_collision_fix(struct backfill_merge *m, const char *uidl,
-                               uint32_t live_uid,
-                               const struct backfill_folder *folder,
-                               uint32_t archive_uid)
+static int uidl_collision_fix(struct backfill_merge *m, const char *uidl,
+                              uint32_t live_uid,
+                              const struct backfill_folder *folder,
+                              uint32_t archive_uid)
 {
 	struct mailbox_transaction_context *t;
 	struct mail *mail;
@@ -823,7 +816,7 @@ static void uidl_collision_fix(struct backfill_merge *m, const char *uidl,
 
 	if (m->dry_run) {
 		m->rec.uidl_collisions++;
-		return;
+		return 0;
 	}
 	fresh = t_strdup_printf("bf%08x%08x", live_uid, m->lbox_uidvalidity);
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
@@ -832,12 +825,14 @@ static void uidl_collision_fix(struct backfill_merge *m, const char *uidl,
 		mail_update_pop3_uidl(mail, fresh);
 	mail_free(&mail);
 	if (mailbox_transaction_commit(&t) < 0) {
-		merge_log_error(m,
-		                "%s/uid %u: setting a new POP3 UIDL "
-		                "failed: %s",
-		                folder->live_vname, live_uid,
-		                mailbox_get_last_internal_error(m->lbox, NULL));
-		return;
+		/* copying now would show one UIDL twice */
+		merge_log_error(
+		        m,
+		        "merge postponed: %s/uid %u: setting a new POP3 "
+		        "UIDL failed: %s (the next login retries)",
+		        folder->live_vname, live_uid,
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
 	}
 	hash_table_remove(m->live_uidls, uidl);
 	hash_table_update(m->live_uidls, p_strdup(m->uidl_pool, fresh),
@@ -849,6 +844,7 @@ static void uidl_collision_fix(struct backfill_merge *m, const char *uidl,
 	       "(POP3 clients download it once more)",
 	       m->user->username, folder->live_vname, live_uid, uidl,
 	       folder->archive_vname, archive_uid, fresh);
+	return 0;
 }
 
 /* ---- batches ---- */
@@ -919,11 +915,10 @@ static int batch_commit(struct backfill_merge *m)
 		if (bf_state_merge_put(m->state, m->user->username, &m->rec,
 		                       &error) < 0) {
 			mailbox_transaction_rollback(&m->ltrans);
-			merge_log_error(
-			        m,
-			        "merge postponed: %s (check that the mail "
-			        "user can write it)",
-			        error);
+			merge_log_error(m,
+			                "merge postponed: %s (the next login "
+			                "retries)",
+			                error);
 			return -1;
 		}
 		/* 2. mailbox commit */
@@ -964,8 +959,7 @@ static int batch_commit(struct backfill_merge *m)
 	            array_count(&entries) == 0 ? NULL : array_front(&entries),
 	            array_count(&entries), &error) < 0) {
 		merge_log_error(m,
-		                "merge postponed: %s "
-		                "(check that the mail user can write it)",
+		                "merge postponed: %s (the next login retries)",
 		                error);
 		return -1;
 	}
@@ -1111,7 +1105,8 @@ static int merge_copy(struct backfill_merge *m, struct mail *amail,
 	mailbox_keywords_unref(&kw);
 	if (mail_get_received_date(amail, &received) == 0)
 		mailbox_save_set_received_date(save, received, 0);
-	mailbox_save_set_pop3_uidl(save, uidl);
+	if (uidl[0] != '\0')
+		mailbox_save_set_pop3_uidl(save, uidl);
 	if (mailbox_copy(&save, amail) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
@@ -1183,10 +1178,25 @@ static int merge_one(struct backfill_merge *m,
 	}
 	if (uidl != NULL) {
 		void *owner = hash_table_lookup(m->live_uidls, uidl);
-		if (owner != NULL) {
-			uidl_collision_fix(m, uidl,
-			                   POINTER_CAST_TO(owner, uint32_t),
-			                   folder, uid);
+		uint32_t owner_uid = POINTER_CAST_TO(owner, uint32_t);
+		if (owner == NULL) {
+			/* free */
+		} else if (owner_uid == BACKFILL_UIDL_OWNER_MERGED) {
+			/* Two archived messages with one UIDL (stored
+			   UIDLs repeated, or two archive folders mapped to
+			   one live folder): the first keeps it, this one
+			   gets Dovecot's own. */
+			e_info(m->user->event,
+			       "backfill(%s): %s/uid %u: POP3 UIDL %s already "
+			       "shown by another merged message of %s: this "
+			       "one "
+			       "gets a new UIDL",
+			       m->user->username, folder->archive_vname, uid,
+			       uidl, folder->live_vname);
+			uidl = NULL;
+		} else if (uidl_collision_fix(m, uidl, owner_uid, folder, uid) <
+		           0) {
+			return -1;
 		}
 	}
 
@@ -1252,7 +1262,7 @@ static int merge_one(struct backfill_merge *m,
 	item->saved = TRUE;
 	if (uidl != NULL) {
 		hash_table_update(m->live_uidls, p_strdup(m->uidl_pool, uidl),
-		                  POINTER_CAST(0xffffffffU));
+		                  POINTER_CAST(BACKFILL_UIDL_OWNER_MERGED));
 	}
 	m->rec.added++;
 	return 0;
@@ -1330,7 +1340,8 @@ static int folder_open(struct backfill_merge *m,
 		e_error(m->user->event,
 		        "backfill(%s): archive folder %s skipped: %s (check "
 		        "the restored files; a backup that dropped empty "
-		        "cur/ new/ tmp/ directories needs them back)",
+		        "cur/ new/ tmp/ directories needs them back, then "
+		        "doveadm backfill reset -u USER merges them)",
 		        m->user->username, folder->archive_vname, error);
 		walk_close(m);
 		return 0;
@@ -1740,7 +1751,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		backfill_merge_end(merge_r);
 		return -1;
 	}
-	array_sort(&m->journal, journal_key_cmp);
+	array_sort(&m->journal, box_uid_cmp);
 	if (m->intent && m->intent_folder < array_count(&m->folders)) {
 		const struct backfill_folder *f =
 		        array_idx(&m->folders, m->intent_folder);
