@@ -1,6 +1,7 @@
 /* Reading Postfix virtual(5) alias map sources for backfillctl accounts.
    The merged map carries each entry's lines as they were written. */
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,26 +93,16 @@ void acc_alias_free(struct acc_alias *a)
 	memset(a, 0, sizeof(*a));
 }
 
-static const struct acc_alias_file *sort_file;
-
-static int cmp_index(const void *a, const void *b)
-{
-	const struct acc_alias *ea = &sort_file->v[*(const size_t *)a];
-	const struct acc_alias *eb = &sort_file->v[*(const size_t *)b];
-	int r = strcmp(ea->key, eb->key);
-
-	return r != 0 ? r : (ea->line < eb->line ? -1 : 1);
-}
+static const struct acc_index_layout index_layout = {
+        .elem_size = sizeof(struct acc_alias),
+        .key_off = offsetof(struct acc_alias, key),
+        .line_off = offsetof(struct acc_alias, line),
+};
 
 static void build_index(struct acc_alias_file *file)
 {
 	free(file->sorted);
-	file->sorted = acc_xmalloc(file->n * sizeof(*file->sorted));
-	for (size_t i = 0; i < file->n; i++)
-		file->sorted[i] = i;
-	sort_file = file;
-	qsort(file->sorted, file->n, sizeof(*file->sorted), cmp_index);
-	sort_file = NULL;
+	file->sorted = acc_index_build(file->v, file->n, &index_layout);
 }
 
 /* postmap warns about a repeated key and keeps the first; a map whose
@@ -230,21 +221,8 @@ int acc_alias_read(const char *path, struct acc_alias_file *file,
 const struct acc_alias *acc_alias_find(const struct acc_alias_file *file,
                                        const char *key)
 {
-	size_t lo = 0, hi = file->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct acc_alias *a = &file->v[file->sorted[mid]];
-		int r = strcmp(key, a->key);
-
-		if (r == 0)
-			return a;
-		if (r < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return NULL;
+	return acc_index_find(file->v, file->sorted, file->n, &index_layout,
+	                      key);
 }
 
 bool acc_alias_same_targets(const struct acc_alias *a,

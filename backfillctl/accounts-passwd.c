@@ -2,6 +2,7 @@
    is built from these fields byte for byte, so parsing never normalises
    anything except the lookup key. */
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,26 +126,16 @@ void acc_pw_entry_free(struct acc_pw_entry *e)
 	memset(e, 0, sizeof(*e));
 }
 
-static const struct acc_pw_file *sort_file;
-
-static int cmp_index(const void *a, const void *b)
-{
-	const struct acc_pw_entry *ea = &sort_file->v[*(const size_t *)a];
-	const struct acc_pw_entry *eb = &sort_file->v[*(const size_t *)b];
-	int r = strcmp(ea->key, eb->key);
-
-	return r != 0 ? r : (ea->line < eb->line ? -1 : 1);
-}
+static const struct acc_index_layout index_layout = {
+        .elem_size = sizeof(struct acc_pw_entry),
+        .key_off = offsetof(struct acc_pw_entry, key),
+        .line_off = offsetof(struct acc_pw_entry, line),
+};
 
 static void build_index(struct acc_pw_file *file)
 {
 	free(file->sorted);
-	file->sorted = acc_xmalloc(file->n * sizeof(*file->sorted));
-	for (size_t i = 0; i < file->n; i++)
-		file->sorted[i] = i;
-	sort_file = file;
-	qsort(file->sorted, file->n, sizeof(*file->sorted), cmp_index);
-	sort_file = NULL;
+	file->sorted = acc_index_build(file->v, file->n, &index_layout);
 }
 
 /* Dovecot warns about a user listed twice and uses one of the lines; which
@@ -237,21 +228,8 @@ int acc_pw_read(const char *path, struct acc_pw_file *file,
 const struct acc_pw_entry *acc_pw_find(const struct acc_pw_file *file,
                                        const char *key)
 {
-	size_t lo = 0, hi = file->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct acc_pw_entry *e = &file->v[file->sorted[mid]];
-		int r = strcmp(key, e->key);
-
-		if (r == 0)
-			return e;
-		if (r < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return NULL;
+	return acc_index_find(file->v, file->sorted, file->n, &index_layout,
+	                      key);
 }
 
 void acc_pw_file_free(struct acc_pw_file *file)

@@ -239,3 +239,76 @@ char *acc_comments_take(struct acc_comments *c)
 	c->buf.len = c->buf.cap = 0;
 	return s;
 }
+
+static const char *record_key(const void *v, size_t i,
+                              const struct acc_index_layout *layout)
+{
+	const char *rec = (const char *)v + i * layout->elem_size;
+	const char *key;
+
+	memcpy(&key, rec + layout->key_off, sizeof(key));
+	return key;
+}
+
+static unsigned int record_line(const void *v, size_t i,
+                                const struct acc_index_layout *layout)
+{
+	const char *rec = (const char *)v + i * layout->elem_size;
+	unsigned int line;
+
+	memcpy(&line, rec + layout->line_off, sizeof(line));
+	return line;
+}
+
+struct index_sort {
+	const void *v;
+	const struct acc_index_layout *layout;
+};
+
+static int index_cmp(const void *a, const void *b, void *context)
+{
+	const struct index_sort *ctx = context;
+	size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
+	int r = strcmp(record_key(ctx->v, ia, ctx->layout),
+	               record_key(ctx->v, ib, ctx->layout));
+
+	if (r != 0)
+		return r;
+	return record_line(ctx->v, ia, ctx->layout) <
+	                       record_line(ctx->v, ib, ctx->layout)
+	               ? -1
+	               : 1;
+}
+
+size_t *acc_index_build(const void *v, size_t n,
+                        const struct acc_index_layout *layout)
+{
+	struct index_sort ctx = {.v = v, .layout = layout};
+	size_t *sorted = acc_xmalloc((n == 0 ? 1 : n) * sizeof(*sorted));
+
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = i;
+	qsort_r(sorted, n, sizeof(*sorted), index_cmp, &ctx);
+	return sorted;
+}
+
+const void *acc_index_find(const void *v, const size_t *sorted, size_t n,
+                           const struct acc_index_layout *layout,
+                           const char *key)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int r = strcmp(key, record_key(v, sorted[mid], layout));
+
+		if (r == 0)
+			return (const char *)v +
+			       sorted[mid] * layout->elem_size;
+		if (r < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}

@@ -18,6 +18,21 @@ char *acc_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Grows *array (of *cap elements of elem_size) so that it holds n + 1. */
 void acc_grow(void *array_p, size_t *cap, size_t n, size_t elem_size);
 
+/* An index of records (elem_size bytes each, from v) sorted by the
+   string at key_off, ties by the unsigned int line number at line_off:
+   the passwd-file and map readers both look entries up by key and keep
+   the first of a repeated key. */
+struct acc_index_layout {
+	size_t elem_size, key_off, line_off;
+};
+/* Returns the n indexes of v in that order (malloc()ed). */
+size_t *acc_index_build(const void *v, size_t n,
+                        const struct acc_index_layout *layout);
+/* The record whose key is key (the first line of a repeated one), or NULL. */
+const void *acc_index_find(const void *v, const size_t *sorted, size_t n,
+                           const struct acc_index_layout *layout,
+                           const char *key);
+
 struct acc_buf {
 	char *s;
 	size_t len, cap;
