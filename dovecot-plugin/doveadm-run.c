@@ -38,7 +38,7 @@
 #define RUN_PROGRESS_LOG_SECS  10
 
 struct run_result {
-	/* done, busy, failed, interrupted, no-archive */
+	/* done, busy, postponed, failed, interrupted, no-archive */
 	const char *result;
 	uint64_t archived, added, duplicates, skipped, uidl_collisions;
 	uint64_t processed; /* in this run */
@@ -140,7 +140,9 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		return;
 	}
 	if (doveadm_backfill_state(buser, &state, &error) < 0) {
-		res->error = t_strdup_printf("merge postponed: %s", error);
+		/* the store's error says what to fix; a retry may succeed */
+		res->result = "postponed";
+		res->error = error;
 		return;
 	}
 	/* the ETA's total costs opening the archive once more: only for a
@@ -238,6 +240,12 @@ static void run_print(struct run_cmd_context *ctx, const char *username,
 	} else if (strcmp(res->result, "busy") == 0) {
 		ctx->busy++;
 		i_info("backfill(%s): skipped: %s", username, res->error);
+		doveadm_backfill_exit(&ctx->ctx, EX_TEMPFAIL);
+	} else if (strcmp(res->result, "postponed") == 0) {
+		ctx->busy++;
+		i_error("backfill(%s): merge postponed: %s (run again once "
+		        "the state store answers)",
+		        username, res->error);
 		doveadm_backfill_exit(&ctx->ctx, EX_TEMPFAIL);
 	} else {
 		ctx->done++;

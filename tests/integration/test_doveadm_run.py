@@ -95,6 +95,22 @@ class UsageTest(unittest.TestCase):
         rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice", "--rate", "1000")
         self.assertEqual(rows[0]["result"], "done", r.stderr)
 
+    def test_store_down_is_tempfail(self):
+        """A state store that cannot be opened: the user is `postponed`
+        and run exits 75, which scripts retry; nothing is merged."""
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
+        site.start(plugin_on=True)
+        gone = "sqlite:/nonexistent-backfill-dir/state.db"
+        rows, r = bd.doveadm_json(site.dc, "-o", "plugin/backfill_state=" + gone,
+                                  "backfill", "run", "-u", "alice", ok=(75,))
+        self.assertEqual(rows[0]["result"], "postponed", r.stderr)
+        self.assertIn("/nonexistent-backfill-dir", rows[0]["error"])
+        self.assertIn("merge postponed", r.stderr)
+        st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "alice")
+        self.assertEqual(st[0]["state"], "pending")
+
 
 class RunWithSessionTest(unittest.TestCase):
     """A user logs in (IMAP: the merge goes on in background slices) while
