@@ -17,6 +17,7 @@
 #include "backfill-plugin.h"
 #include "archive.h"
 #include "mail-keys.h"
+#include "merge.h"
 #include "doveadm-backfill.h"
 
 #include <time.h>
@@ -65,8 +66,7 @@ void doveadm_backfill_exit(struct doveadm_mail_cmd_context *ctx, int code)
 
 const char *doveadm_backfill_lease_name(struct mail_user *user)
 {
-	/* the same name merge.c takes */
-	return t_strconcat("merge/", user->username, NULL);
+	return backfill_merge_lease_name(user->username);
 }
 
 void doveadm_backfill_print_num(uint64_t value)

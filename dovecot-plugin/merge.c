@@ -208,6 +208,11 @@ struct backfill_merge {
 	ARRAY_TYPE(const_string) dry_new_folders;
 };
 
+const char *backfill_merge_lease_name(const char *username)
+{
+	return t_strconcat("merge/", username, NULL);
+}
+
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
         ATTR_FORMAT(2, 3);
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
@@ -419,7 +424,7 @@ static int leases_renew(struct backfill_merge *m)
 	    ioloop_time - m->last_renew < BACKFILL_LEASE_RENEW_SECS)
 		return 0;
 	ret = bf_state_lease_renew(
-	        m->state, t_strconcat("merge/", m->user->username, NULL),
+	        m->state, backfill_merge_lease_name(m->user->username),
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &error);
 	if (ret == 1) {
 		ret = bf_state_slot_renew(m->state, my_hostname, m->slot,
@@ -1591,7 +1596,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 
 	bf_lease_owner(m->owner, sizeof(m->owner));
 	ret = bf_state_lease_acquire(
-	        m->state, t_strconcat("merge/", m->user->username, NULL),
+	        m->state, backfill_merge_lease_name(m->user->username),
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &holder,
 	        &error);
 	if (ret < 0) {
@@ -1841,8 +1846,7 @@ void backfill_merge_end(struct backfill_merge **_m)
 	}
 	if (m->have_lease) {
 		(void)bf_state_lease_release(
-		        m->state,
-		        t_strconcat("merge/", m->user->username, NULL),
+		        m->state, backfill_merge_lease_name(m->user->username),
 		        m->owner, &error);
 	}
 	bf_merge_record_clear(&m->rec);

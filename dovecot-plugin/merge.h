@@ -65,4 +65,8 @@ int backfill_merge_run_progress(struct backfill_merge *merge,
 /* Releases the lease and slot and closes everything. */
 void backfill_merge_end(struct backfill_merge **merge);
 
+/* The state-store lease a merge of username holds: doveadm's revert and
+   reset take the same one so that they never run under a merge. */
+const char *backfill_merge_lease_name(const char *username);
+
 #endif
