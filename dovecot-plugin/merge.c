@@ -199,6 +199,10 @@ struct backfill_merge {
 	bool cursor_dirty;
 	/* stopped on an error: commit nothing more */
 	bool failed;
+	/* the last error logged, for the record's last_error */
+	const char *last_error;
+	/* another process took the merge over: its record, not ours */
+	bool lease_lost;
 
 	/* BACKFILL_MERGE_FLAG_DRY_RUN (doveadm backfill plan): every
 	   decision, no write.  lbox is NULL for a live folder that does not
@@ -218,11 +222,13 @@ static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
 {
 	va_list args;
+	const char *msg;
 
 	va_start(args, fmt);
-	e_error(m->user->event, "backfill(%s): %s", m->user->username,
-	        t_strdup_vprintf(fmt, args));
+	msg = t_strdup_vprintf(fmt, args);
 	va_end(args);
+	e_error(m->user->event, "backfill(%s): %s", m->user->username, msg);
+	m->last_error = p_strdup(m->pool, msg);
 }
 
 static uint64_t now_msecs(void)
@@ -436,6 +442,7 @@ static int leases_renew(struct backfill_merge *m)
 		return -1;
 	}
 	if (ret == 0) {
+		m->lease_lost = TRUE;
 		merge_log_error(m, "merge stopped: lost the merge lease to "
 		                   "another process (it continues the merge)");
 		return -1;
@@ -1332,6 +1339,44 @@ static int merge_open_live(struct backfill_merge *m,
 	return 0;
 }
 
+/* A message delivered after the merge gets the next live UID.  When the
+   live folder reuses the archive's UIDVALIDITY (or the format has no %v),
+   its computed UIDL can be one that a merged copy keeps from the old
+   server, if that UID was an archived one: typical after expunges left
+   gaps in the old UIDs, which the merge does not use up.  A POP3 client
+   of the old server would take the new message for one it has and never
+   download it.  Raising the live UIDNEXT to the archive's (which also
+   covers UIDs of messages expunged before the backup, whose UIDLs clients
+   may remember) rules that out; existing UIDs and the UIDVALIDITY stay. */
+static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
+{
+	struct mailbox_status astatus, lstatus;
+	struct mailbox_update update;
+
+	if (!backfill_pop3_uidl_by_uid(m->pop3_uidl_format, m->lbox_uidvalidity,
+	                               m->walk.uidvalidity))
+		return 0;
+	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &astatus);
+	if (mailbox_get_status(m->lbox, STATUS_UIDNEXT, &lstatus) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	if (lstatus.uidnext >= astatus.uidnext)
+		return 0;
+	i_zero(&update);
+	update.min_next_uid = astatus.uidnext;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	e_debug(m->user->event,
+	        "backfill(%s): %s: UIDNEXT raised from %u to %u, past the "
+	        "archive's UIDs (their POP3 UIDLs stay unique)",
+	        m->user->username, mailbox_get_vname(m->lbox), lstatus.uidnext,
+	        astatus.uidnext);
+	return 0;
+}
+
 static int folder_open(struct backfill_merge *m,
                        const struct backfill_folder *folder)
 {
@@ -1373,6 +1418,15 @@ static int folder_open(struct backfill_merge *m,
 	m->batch_max = mail_storage_copy_can_use_hardlink(m->walk.box, m->lbox)
 	                       ? BACKFILL_BATCH_MAX_LINK
 	                       : BACKFILL_BATCH_MAX;
+	if (!m->dry_run && live_uidnext_raise(m, &error) < 0) {
+		merge_log_error(m,
+		                "merge postponed: %s: raising UIDNEXT past the "
+		                "archive's UIDs failed: %s (the next login "
+		                "retries)",
+		                folder->live_vname, error);
+		folder_close(m);
+		return -1;
+	}
 	if (live_uidls_load(m, &error) < 0) {
 		merge_log_error(m, "%s: reading POP3 UIDLs: %s",
 		                folder->live_vname, error);
@@ -1425,6 +1479,36 @@ static int merge_step(struct backfill_merge *m)
 	return ret < 0 ? -1 : 1;
 }
 
+/* A merge that stopped on an error says so in its record, for doveadm
+   backfill status and run: without this an abandoned merge showed as
+   "running" with no error.  Only status and last_error change: the cursor
+   on record is the one the last checkpoint (or intent) wrote, and this
+   process's newer one may not be backed by a journal yet.  The next login
+   retries a failed merge like a pending one. */
+static void merge_record_failure(struct backfill_merge *m)
+{
+	struct bf_merge_record rec;
+	const char *error;
+
+	if (m->dry_run || m->lease_lost || m->last_error == NULL)
+		return;
+	if (bf_state_merge_get(m->state, m->user->username, &rec, &error) <=
+	    0) {
+		/* the store that failed is likely why we are here */
+		return;
+	}
+	rec.status = BF_MERGE_FAILED;
+	i_free(rec.last_error);
+	rec.last_error = i_strdup(m->last_error);
+	rec.updated = ioloop_time;
+	if (bf_state_merge_put(m->state, m->user->username, &rec, &error) < 0) {
+		e_debug(m->user->event,
+		        "backfill(%s): recording the failure failed too: %s",
+		        m->user->username, error);
+	}
+	bf_merge_record_clear(&rec);
+}
+
 static void merge_finish(struct backfill_merge *m)
 {
 	struct timeval now;
@@ -1434,6 +1518,8 @@ static void merge_finish(struct backfill_merge *m)
 	m->rec.finished = ioloop_time;
 	if (m->dry_run)
 		return;
+	/* an earlier session's failure is history now */
+	i_free(m->rec.last_error);
 	record_set_cursor(m, FALSE);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {
@@ -1481,8 +1567,11 @@ static int merge_run(struct backfill_merge *m, unsigned int budget_ms,
 	bool extended = FALSE;
 	int ret = 0;
 
-	if (leases_renew(m) < 0)
+	if (leases_renew(m) < 0) {
+		m->failed = TRUE;
+		merge_record_failure(m);
 		return -1;
+	}
 	while (ret >= 0 && m->phase != PHASE_FINISHED) {
 		if (m->phase == PHASE_LIVE_INDEX) {
 			if (m->idx >= array_count(&m->live_boxes)) {
@@ -1535,6 +1624,7 @@ static int merge_run(struct backfill_merge *m, unsigned int budget_ms,
 	}
 	if (ret < 0) {
 		m->failed = TRUE;
+		merge_record_failure(m);
 		return -1;
 	}
 	if (m->phase == PHASE_FINISHED)
@@ -1547,6 +1637,7 @@ static int merge_run(struct backfill_merge *m, unsigned int budget_ms,
 	    now_msecs() - m->batch_started >= BACKFILL_BATCH_MAX_MSECS &&
 	    batch_commit(m) < 0) {
 		m->failed = TRUE;
+		merge_record_failure(m);
 		return -1;
 	}
 	return 0;
@@ -1818,7 +1909,8 @@ void backfill_merge_end(struct backfill_merge **_m)
 	    (m->ltrans != NULL || m->cursor_dirty)) {
 		/* session end: keep what the last slices did */
 		walk_slice_end(m);
-		(void)batch_commit(m);
+		if (batch_commit(m) < 0)
+			merge_record_failure(m);
 	}
 	if (m->ltrans != NULL)
 		mailbox_transaction_rollback(&m->ltrans);

@@ -65,3 +65,12 @@ int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
 	*uidl_r = str_c(str);
 	return 0;
 }
+
+bool backfill_pop3_uidl_by_uid(const char *format, uint32_t live_uidvalidity,
+                               uint32_t archive_uidvalidity)
+{
+	if (!var_has_key(format, 'u', "uid"))
+		return FALSE;
+	return !var_has_key(format, 'v', "uidvalidity") ||
+	       live_uidvalidity == archive_uidvalidity;
+}

@@ -11,4 +11,10 @@ int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
                            const char *format, const char **uidl_r,
                            const char **error_r);
 
+/* TRUE when format makes a live message's UIDL from its UID in a way that
+   can repeat an archived message's UIDL: the format has %u, and either no
+   %v or the live folder reuses the archive folder's UIDVALIDITY. */
+bool backfill_pop3_uidl_by_uid(const char *format, uint32_t live_uidvalidity,
+                               uint32_t archive_uidvalidity);
+
 #endif

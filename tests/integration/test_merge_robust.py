@@ -5,9 +5,11 @@ The file re-executes itself under `unshare -m` so that it can bind-mount an
 archive read-only without touching the host's mount table. One private
 Dovecot serves every user; per-user settings come from userdb extra fields.
 """
+import json
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 if os.geteuid() == 0 and not os.environ.get("BF_IN_UNSHARE"):
@@ -92,6 +94,12 @@ class MergeRobust(unittest.TestCase):
                       extra="userdb_backfill_state=sqlite:%s/state.db" % ro_state)
         site.add_user("stan", mg.standard_scenario(15),
                       extra="userdb_backfill_state=sqlite:%s/missing/dir/state.db" % base)
+        # a live folder the mail user cannot save into (full or broken
+        # disk alike: the live side's problem, not the message's)
+        site.add_user("perry", mg.standard_scenario(21))
+        cls.perry_tmp = os.path.join(base, "live", "perry", "Maildir", "tmp")
+        os.chown(cls.perry_tmp, 0, 0)
+        os.chmod(cls.perry_tmp, 0o555)
         # 10: no archive
         live_home = os.path.join(base, "live", "nora")
         mg.write_maildir(os.path.join(live_home, "Maildir"), mg.standard_scenario(16).live)
@@ -122,7 +130,8 @@ class MergeRobust(unittest.TestCase):
         for user in ("rosa", "rita", "bert"):
             cls.sums[user] = dv.tree_checksum(os.path.join(base, "archive", user))
         site.start(plugin_on=False)
-        for user in ("rosa", "rita", "bert", "sven", "stan", "nora", "john.doe", "a+tag", "capital"):
+        for user in ("rosa", "rita", "bert", "sven", "stan", "nora", "john.doe", "a+tag", "capital",
+                     "perry"):
             cls.pre[user] = site.dc.snapshot(user)
         site.enable_plugin()
 
@@ -210,6 +219,43 @@ class MergeRobust(unittest.TestCase):
 
     def test_9_state_store_dir_missing(self):
         self.check_postponed("stan", os.path.join(self.site.base, "missing", "dir"))
+
+    def record(self, user):
+        """(status, last_error), read as the mail user: a read-only
+        connection cannot open a WAL database no process has open, and a
+        root one would leave root-owned -shm/-wal files behind."""
+        code = ("import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+                "print(json.dumps(db.execute('SELECT status, last_error FROM merges "
+                "WHERE user = ?', (sys.argv[2],)).fetchone()))")
+        out = subprocess.run(["setpriv", "--reuid=%d" % dv.MAIL_UID, "--regid=%d" % dv.MAIL_GID,
+                              "--clear-groups", sys.executable, "-c", code,
+                              os.path.join(self.site.state_dir, "state.db"), user],
+                             capture_output=True, text=True, check=True).stdout
+        rec = json.loads(out)
+        return None if rec is None else tuple(rec)
+
+    def test_live_side_failure_recorded_and_retried(self):
+        c = self.site.dc.imap("perry")
+        for _ in range(50):
+            rec = self.record("perry")
+            if rec and rec[0] == "failed":
+                break
+            c.noop()
+            time.sleep(0.1)
+        c.logout()
+        status, error = self.record("perry")
+        self.assertEqual(status, "failed", "\n".join(self.user_log("perry")))
+        self.assertRegex(error, r"merge postponed: saving into INBOX failed: .*the next login retries")
+        lines = [l for l in self.user_log("perry", "Error") if "merge postponed" in l]
+        self.assertTrue(lines)
+        self.assertIn(error, lines[-1])
+        # nothing half-done: the live mailbox is as it was
+        self.assertEqual(bftest.multiset(self.site.dc.snapshot("perry")), bftest.multiset(self.pre["perry"]))
+        # fixing it lets the next login merge, and the error is history
+        dv.chown_tree(self.perry_tmp)
+        os.chmod(self.perry_tmp, 0o700)
+        self.merged_ok("perry")
+        self.assertEqual(self.record("perry"), ("done", None))
 
     # ---------------------------------------------------------- test 10
     def test_10_no_archive(self):

@@ -98,5 +98,70 @@ class MergeUidl(unittest.TestCase):
                 self.assertFalse([f for f in m.flags if not f.startswith("\\")], m)
 
 
+def gap_scenario():
+    """The old INBOX had expunged most of its messages: archived UIDs 10,
+    20, ... 50 (UIDNEXT 51), the live INBOX reuses its UIDVALIDITY and has
+    8 messages.  The merge adds 5 (live UIDs 9-13); deliveries after it
+    must not get UIDs 10, 20, ... whose UIDLs the merged copies show."""
+    g = mg.Generator(32)
+    s = mg.Scenario()
+    old, now = 1500000000, 1700000000
+    arch = mg.Folder("INBOX", UV)
+    for i in range(5):
+        arch.msgs.append(mg.Msg(g.message(old + i * 60), set(), old + i * 60))
+    s.archive = [arch]
+    s.archive_uid_gap = 9
+    live = mg.Folder("INBOX", UV)
+    for i in range(8):
+        live.msgs.append(mg.Msg(g.message(now + i * 60), set(), now + i * 60))
+    s.live = [live]
+    s.later = [g.message(now + 3600 + i * 60) for i in range(45)]
+    return s
+
+
+class LaterDeliveries(unittest.TestCase):
+    """No delivery after the merge shows the UIDL of a merged message."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site(plugin={"backfill_pop3_hide": "none"})
+        try:
+            cls.scen = gap_scenario()
+            site.add_user("ulf", cls.scen)
+            site.start()
+            site.wait_merged("ulf")
+            for raw in cls.scen.later:
+                site.dc.lmtp_deliver("ulf", raw)
+            cls.post = site.dc.snapshot("ulf")
+            cls.post_uidls = site.dc.pop3_uidls("ulf")
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_archive_had_gaps(self):
+        self.assertEqual([m.uid for m in self.scen.archive[0].msgs], [10, 20, 30, 40, 50])
+
+    def test_later_deliveries_get_uids_past_the_archive(self):
+        uv, msgs = self.post["INBOX"]
+        self.assertEqual(uv, UV)
+        self.assertEqual(len(msgs), 8 + 5 + 45)
+        uids = [m.uid for m in msgs]
+        self.assertEqual(uids[:8], list(range(1, 9)), "live UIDs changed")
+        self.assertGreaterEqual(min(uids[8 + 5:]), 51)
+
+    def test_every_uidl_unique_and_old_ones_kept(self):
+        uidls = [u for u, _ in self.post_uidls]
+        self.assertEqual(len(uidls), 58)
+        dups = [u for u, n in collections.Counter(uidls).items() if n > 1]
+        self.assertEqual(dups, [], "two messages show one UIDL")
+        post = collections.Counter(self.post_uidls)
+        for pair in self.site.views["ulf"].uidls:
+            self.assertIn(pair, post, "archived message lost its old UIDL")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -279,6 +279,7 @@ class Scenario:
         self.archive = []  # [Folder]
         self.live = []  # [Folder]
         self.named = {}  # name -> raw (archive form)
+        self.archive_uid_gap = 0  # UIDs expunged before each archived one
 
 
 def standard_scenario(seed=1):
@@ -395,7 +396,8 @@ def build_user(base, user, scenario, freeze_archive=True, record=True):
     os.makedirs(os.path.join(base, "archive"), exist_ok=True)
     os.makedirs(os.path.join(base, "live"), exist_ok=True)
     os.chmod(base, 0o755)
-    write_maildir(os.path.join(arch_home, "Maildir"), scenario.archive)
+    write_maildir(os.path.join(arch_home, "Maildir"), scenario.archive,
+                  uid_gap=scenario.archive_uid_gap)
     dovecot_mod.chown_tree(arch_home)
     write_maildir(os.path.join(live_home, "Maildir"), scenario.live, host="new-mx")
     dovecot_mod.chown_tree(live_home)
