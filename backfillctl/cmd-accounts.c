@@ -5,8 +5,11 @@
 
    Nothing is written unless every input line was understood (or
    --keep-going says to leave the others out), and everything is written
-   to a temporary directory inside --out first, then renamed into place:
-   a run that stops half way leaves the previous outputs as they were. */
+   and synced to a temporary directory inside --out first, then renamed
+   into place: a run that stops before the renames leaves the previous
+   outputs as they were.  POSIX has no rename of several files at once,
+   so a rename that fails after others succeeded is reported file by
+   file, with exit code 3 (EXIT_PARTIAL). */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,18 +98,30 @@ static int parse_options(int argc, char **argv, struct acc_options *opt)
 
 /* ------------------------------------------------------------ output */
 
+/* What became of --out.  POSIX renames one file at a time, so a run can
+   end with some outputs replaced and others not; it says so, file by
+   file, instead of claiming that nothing was written. */
+enum out_result {
+	OUT_WRITTEN,      /* every output in place */
+	OUT_WRITTEN_WARN, /* in place, and a warning printed (exit 1) */
+	OUT_NOTHING,      /* nothing in --out was replaced or removed */
+	OUT_PARTIAL,      /* some outputs replaced, others not (listed) */
+};
+
 struct acc_out {
 	const char *dir;
 	char *tmp;    /* DIR/.backfillctl-accounts.XXXXXX */
-	char **names; /* files written in tmp, relative ("reports/x.txt") */
+	char **names; /* files written in tmp, relative ("reports/x.txt"),
+	                 in the order they are renamed into place */
 	size_t n, cap;
+	size_t n_committed; /* names[0..n_committed) are in DIR now */
 };
 
 static void out_cleanup(struct acc_out *o)
 {
 	if (o->tmp == NULL)
 		return;
-	for (size_t i = 0; i < o->n; i++) {
+	for (size_t i = o->n_committed; i < o->n; i++) {
 		char *p = acc_xprintf("%s/%s", o->tmp, o->names[i]);
 
 		(void)unlink(p);
@@ -190,6 +205,8 @@ static FILE *out_open(struct acc_out *o, const char *name, mode_t mode,
 	return f;
 }
 
+/* Flushes and fsyncs: the rename that puts a file in place must never
+   be on disk before the file's own contents. */
 static int out_close(FILE *f, const char *name)
 {
 	if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) < 0) {
@@ -217,34 +234,147 @@ static int out_text(struct acc_out *o, const char *name, const char *text,
 	return out_close(f, name);
 }
 
-static int out_commit(struct acc_out *o)
+/* Makes the renames into dir durable.  0, or -1 with a warning. */
+static int out_sync_dir(const char *dir)
 {
-	char *dst = acc_xprintf("%s/reports", o->dir);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-	if (mkdir(dst, 0755) < 0 && errno != EEXIST) {
+	if (fd >= 0 && fsync(fd) == 0) {
+		close(fd);
+		return 0;
+	}
+	fprintf(stderr,
+	        "backfillctl accounts: warning: cannot sync %s: %s (the new "
+	        "files are in place but a crash now could lose them: check "
+	        "them before installing)\n",
+	        dir, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* A rename failed after others succeeded: which outputs are the new
+   run's and which are not, one per line, so the operator knows exactly
+   what not to install. */
+static void out_report_partial(const struct acc_out *o, char *const *dst,
+                               const char *stale)
+{
+	fprintf(stderr,
+	        "backfillctl accounts: %s is PARTLY written: %zu of this "
+	        "run's %zu outputs are in place, the others are not; the "
+	        "files there do not belong together:\n",
+	        o->dir, o->n_committed, o->n);
+	for (size_t i = 0; i < o->n_committed; i++)
+		fprintf(stderr, "  written:     %s\n", dst[i]);
+	for (size_t i = o->n_committed; i < o->n; i++)
+		fprintf(stderr,
+		        "  not written: %s (an earlier run's copy, if any, is "
+		        "unchanged)\n",
+		        dst[i]);
+	if (stale != NULL)
+		fprintf(stderr,
+		        "  not removed: %s (an earlier run's list of skipped "
+		        "lines)\n",
+		        stale);
+	fprintf(stderr,
+	        "backfillctl accounts: do not install anything from %s yet: "
+	        "fix the cause above and run again (a complete run replaces "
+	        "every output)\n",
+	        o->dir);
+}
+
+/* Puts every file of tmp in place.  Everything that can be checked
+   before the first rename is (a directory where a file goes, reports/
+   not a directory), so that the usual mistakes end with nothing
+   replaced; what is left (EIO, a mount point, an immutable file) can
+   still fail half way, and is then reported file by file.  The old
+   skipped.txt (stale: not NULL when this run has no list of its own)
+   is removed only once every new output is in place: until then it
+   still describes the outputs it came with. */
+static enum out_result out_commit(struct acc_out *o, const char *stale)
+{
+	char *reports = acc_xprintf("%s/reports", o->dir);
+	char **src = acc_xmalloc((o->n + 1) * sizeof(*src));
+	char **dst = acc_xmalloc((o->n + 1) * sizeof(*dst));
+	enum out_result ret = OUT_NOTHING;
+	struct stat st;
+	size_t i;
+
+	/* every path built before the first rename: running out of memory
+	   half way through would exit without saying what was replaced */
+	for (i = 0; i < o->n; i++) {
+		src[i] = acc_xprintf("%s/%s", o->tmp, o->names[i]);
+		dst[i] = acc_xprintf("%s/%s", o->dir, o->names[i]);
+	}
+	if (mkdir(reports, 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr, "backfillctl accounts: cannot create %s: %s\n",
-		        dst, strerror(errno));
-		free(dst);
-		return -1;
+		        reports, strerror(errno));
+		goto out;
 	}
-	free(dst);
-	for (size_t i = 0; i < o->n; i++) {
-		char *src = acc_xprintf("%s/%s", o->tmp, o->names[i]);
+	if (stat(reports, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr,
+		        "backfillctl accounts: %s is not a directory: move it "
+		        "away and run again\n",
+		        reports);
+		goto out;
+	}
+	for (i = 0; i <= o->n; i++) {
+		const char *path = i < o->n ? dst[i] : stale;
 
-		dst = acc_xprintf("%s/%s", o->dir, o->names[i]);
-		if (rename(src, dst) < 0) {
+		if (path != NULL && lstat(path, &st) == 0 &&
+		    S_ISDIR(st.st_mode)) {
 			fprintf(stderr,
-			        "backfillctl accounts: cannot move %s to %s: "
-			        "%s\n",
-			        src, dst, strerror(errno));
-			free(src);
-			free(dst);
-			return -1;
+			        "backfillctl accounts: %s is a directory: move "
+			        "it away and run again\n",
+			        path);
+			goto out;
 		}
-		free(src);
-		free(dst);
 	}
-	return 0;
+
+	for (i = 0; i < o->n; i++) {
+		if (rename(src[i], dst[i]) < 0) {
+			fprintf(stderr,
+			        "backfillctl accounts: cannot rename %s to %s: "
+			        "%s\n",
+			        src[i], dst[i], strerror(errno));
+			break;
+		}
+		o->n_committed = i + 1;
+	}
+	if (o->n_committed < o->n) {
+		if (o->n_committed > 0) {
+			(void)out_sync_dir(reports);
+			(void)out_sync_dir(o->dir);
+			out_report_partial(
+			        o, dst,
+			        stale != NULL && access(stale, F_OK) == 0
+			                ? stale
+			                : NULL);
+			ret = OUT_PARTIAL;
+		}
+		goto out;
+	}
+
+	ret = OUT_WRITTEN;
+	if (stale != NULL && unlink(stale) < 0 && errno != ENOENT) {
+		fprintf(stderr,
+		        "backfillctl accounts: warning: cannot remove %s (an "
+		        "earlier run's list of skipped lines, not this run's): "
+		        "%s; remove it by hand\n",
+		        stale, strerror(errno));
+		ret = OUT_WRITTEN_WARN;
+	}
+	if (out_sync_dir(reports) < 0 || out_sync_dir(o->dir) < 0)
+		ret = OUT_WRITTEN_WARN;
+out:
+	for (i = 0; i < o->n; i++) {
+		free(src[i]);
+		free(dst[i]);
+	}
+	free(src);
+	free(dst);
+	free(reports);
+	return ret;
 }
 
 /* ------------------------------------------------------------ the command */
@@ -257,32 +387,29 @@ static void print_issues(const struct acc_issues *issues, FILE *out,
 		        issues->v[i].line, issues->v[i].reason);
 }
 
-static int write_outputs(const struct acc_options *opt,
-                         const struct acc_merge *m,
-                         const struct acc_issues *issues,
-                         const struct stat *new_st)
+/* Writes every output into the temporary directory, in the order they
+   are renamed into place: the reports first, the two files an operator
+   installs last, so that a rename failing half way leaves those two as
+   they were for as long as it can. */
+static enum out_result write_outputs(const struct acc_options *opt,
+                                     const struct acc_merge *m,
+                                     const struct acc_issues *issues,
+                                     const struct stat *new_st)
 {
 	struct acc_report_ctx ctx;
 	struct acc_out o;
-	char generated[64], *skipped_path;
+	char generated[64], *stale = NULL;
 	time_t now = time(NULL);
 	struct tm tm;
 	mode_t mode;
-	int ret = -1;
+	enum out_result ret = OUT_NOTHING;
 
 	gmtime_r(&now, &tm);
 	strftime(generated, sizeof(generated), "%Y-%m-%d %H:%M UTC", &tm);
 	ctx.generated = generated;
 	ctx.n_skipped = issues->n;
 
-	/* The merged passwd-file holds password hashes: the new file's
-	   mode without any bit for others (0640 at most), its owner and
-	   group, so the Dovecot that reads the new file reads this one. */
-	mode = (new_st->st_mode & 0640) | 0600;
 	if (out_prepare(&o, opt->out) < 0)
-		goto out;
-	if (out_text(&o, "passwd", m->passwd.s, mode, new_st) < 0 ||
-	    out_text(&o, "virtual", m->virtual_map.s, 0644, NULL) < 0)
 		goto out;
 	for (size_t d = 0; d < m->n_domains; d++) {
 		const char *name = acc_report_name(m->domains[d]);
@@ -309,33 +436,34 @@ static int write_outputs(const struct acc_options *opt,
 		if (r < 0)
 			goto out;
 	}
-	skipped_path = acc_xprintf("%s/skipped.txt", opt->out);
 	if (issues->n > 0) {
 		FILE *f = out_open(&o, "skipped.txt", 0644, NULL);
 
-		if (f == NULL) {
-			free(skipped_path);
+		if (f == NULL)
 			goto out;
-		}
 		fputs("# Input lines left out by backfillctl accounts "
 		      "--keep-going\n",
 		      f);
 		print_issues(issues, f, "");
-		if (out_close(f, "skipped.txt") < 0) {
-			free(skipped_path);
+		if (out_close(f, "skipped.txt") < 0)
 			goto out;
-		}
 	} else {
-		/* a list from an earlier run would describe other inputs */
-		(void)unlink(skipped_path);
+		/* a list from an earlier run would describe other inputs:
+		   removed, but only once this run's outputs are in place */
+		stale = acc_xprintf("%s/skipped.txt", opt->out);
 	}
-	free(skipped_path);
-	if (out_commit(&o) < 0)
+	/* The merged passwd-file holds password hashes: the new file's
+	   mode without any bit for others (0640 at most), its owner and
+	   group, so the Dovecot that reads the new file reads this one. */
+	mode = (new_st->st_mode & 0640) | 0600;
+	if (out_text(&o, "virtual", m->virtual_map.s, 0644, NULL) < 0 ||
+	    out_text(&o, "passwd", m->passwd.s, mode, new_st) < 0)
 		goto out;
-	ret = 0;
+	ret = out_commit(&o, stale);
 out:
 	out_cleanup(&o);
 	out_free(&o);
+	free(stale);
 	return ret;
 }
 
@@ -382,6 +510,7 @@ int cmd_accounts(int argc, char **argv)
 	struct acc_merge m;
 	struct stat new_st;
 	const char *error;
+	bool written_warn = false;
 	int ret = EXIT_USAGE;
 
 	if (parse_options(argc, argv, &opt) < 0) {
@@ -435,10 +564,21 @@ int cmd_accounts(int argc, char **argv)
 	if (issues.n > 0)
 		print_issues(&issues, stderr, "skipped: ");
 	acc_merge_run(&old_pw, &new_pw, &old_al, &new_al, &m);
-	if (write_outputs(&opt, &m, &issues, &new_st) < 0) {
-		fprintf(stderr, "backfillctl accounts: nothing written to %s\n",
+	switch (write_outputs(&opt, &m, &issues, &new_st)) {
+	case OUT_NOTHING:
+		fprintf(stderr,
+		        "backfillctl accounts: nothing written to %s (the "
+		        "previous outputs there are as they were)\n",
 		        opt.out);
 		goto out;
+	case OUT_PARTIAL:
+		ret = EXIT_PARTIAL;
+		goto out;
+	case OUT_WRITTEN_WARN:
+		written_warn = true;
+		break;
+	case OUT_WRITTEN:
+		break;
 	}
 	print_summary(&opt, &m);
 	if (issues.n > 0)
@@ -447,7 +587,8 @@ int cmd_accounts(int argc, char **argv)
 		        "(listed in %s/skipped.txt): fix %s and run again\n",
 		        issues.n, issues.n == 1 ? "" : "s", opt.out,
 		        issues.n == 1 ? "it" : "them");
-	ret = m.n_conflicts > 0 || issues.n > 0 ? EXIT_LOOK : EXIT_DONE;
+	ret = m.n_conflicts > 0 || issues.n > 0 || written_warn ? EXIT_LOOK
+	                                                        : EXIT_DONE;
 out:
 	acc_merge_free(&m);
 	acc_pw_file_free(&old_pw);

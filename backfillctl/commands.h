@@ -5,6 +5,9 @@
 #define EXIT_DONE  0
 #define EXIT_LOOK  1 /* something to look at */
 #define EXIT_USAGE 2 /* usage or configuration error */
+/* backfillctl accounts only: some outputs were replaced and others not
+   (a rename failed half way); the run lists which. */
+#define EXIT_PARTIAL 3
 
 struct backfillctl_command {
 	const char *name;

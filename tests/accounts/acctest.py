@@ -131,8 +131,9 @@ class Scenario:
         return p
 
     def run(self, *extra, out=None, old_passwd=None, new_passwd=None,
-            old_aliases=None, new_aliases=None):
-        args = [backfillctl(), "accounts",
+            old_aliases=None, new_aliases=None, wrap=()):
+        """wrap: a command line to run backfillctl under (unshare ...)."""
+        args = list(wrap) + [backfillctl(), "accounts",
                 "--old-passwd", old_passwd or self.old_passwd,
                 "--new-passwd", new_passwd or self.new_passwd]
         # None: the scenario's map; "": no map at all

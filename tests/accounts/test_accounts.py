@@ -7,6 +7,7 @@ input, and the promise that no password or hash leaves the passwd-file.
 """
 import os
 import stat
+import subprocess
 import sys
 import unittest
 
@@ -319,6 +320,104 @@ class MalformedTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertIn("No such file", err)
         self.assertFalse(os.path.exists(self.sc.out))
+
+
+class CommitTest(unittest.TestCase):
+    """The outputs are renamed into place one by one (POSIX has nothing
+    better): what the usual mistakes leave behind, and what a rename that
+    fails half way says."""
+
+    def setUp(self):
+        at.require_root()
+        self.sc = at.Scenario()
+        # an earlier run on other inputs (no carol, no old map) with a
+        # line left out: its outputs, skipped.txt included, are what must
+        # not be lost; every one differs from what the runs below write
+        old = [l for l in at.read(self.sc.old_passwd).splitlines(True)
+               if not l.startswith("carol@")]
+        bad = self.sc.write("bad.passwd", "".join(old) + "no colon here\n")
+        rc, _, err = self.sc.run("--keep-going", old_passwd=bad, old_aliases="")
+        self.assertEqual(rc, 1, err)
+        self.before = self.snapshot()
+        self.assertIn("skipped.txt", self.before)
+        self.assertIn("reports/example.com.html", self.before)
+
+    def tearDown(self):
+        self.sc.cleanup()
+
+    def snapshot(self):
+        out = {}
+        for root, dirs, files in os.walk(self.sc.out):
+            for n in files:
+                p = os.path.join(root, n)
+                with open(p, "rb") as f:
+                    out[os.path.relpath(p, self.sc.out)] = f.read()
+        return out
+
+    def no_temp_dir_left(self):
+        self.assertFalse([n for n in os.listdir(self.sc.out) if n.startswith(".")])
+
+    def test_directory_in_place_of_an_output(self):
+        # caught before the first rename: nothing replaced, nothing removed
+        # (the old skipped.txt included, although this run has none)
+        html = os.path.join(self.sc.out, "reports", "example.com.html")
+        os.unlink(html)
+        os.mkdir(html)
+        del self.before["reports/example.com.html"]
+        rc, out, err = self.sc.run()
+        self.assertEqual(rc, 2, err)
+        self.assertEqual(out, "")
+        self.assertIn("%s is a directory: move it away and run again" % html, err)
+        self.assertIn("nothing written to %s" % self.sc.out, err)
+        self.assertEqual(self.snapshot(), self.before)
+        self.no_temp_dir_left()
+        os.rmdir(html)
+        rc, _, err = self.sc.run()
+        self.assertEqual(rc, 1, err)
+        self.assertFalse(os.path.exists(os.path.join(self.sc.out, "skipped.txt")))
+        self.assertTrue(os.path.isfile(html))
+
+    def test_rename_fails_half_way(self):
+        # A file mounted over the output `virtual` (in a private mount
+        # namespace) cannot be replaced: rename() says EBUSY after the
+        # reports are in place, a failure no check beforehand can see.
+        target = os.path.join(self.sc.out, "virtual")
+        shadow = self.sc.write("shadow", "mounted over virtual\n")
+        wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
+                shadow, target]
+        probe = subprocess.run(wrap + ["true"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+        if probe.returncode != 0:
+            self.skipTest("no private mount namespace: %s" % probe.stdout)
+        rc, out, err = self.sc.run(wrap=wrap)
+        self.assertEqual(rc, 3, err)
+        self.assertEqual(out, "")
+        self.assertNotIn("nothing written", err)
+        o = self.sc.out
+        self.assertIn("cannot rename %s/.backfillctl-accounts." % o, err)
+        self.assertIn("to %s: Device or resource busy" % target, err)
+        self.assertIn("%s is PARTLY written: 4 of this run's 6 outputs are in place" % o, err)
+        for n in ("example.com.txt", "example.com.html", "other.org.txt", "other.org.html"):
+            self.assertIn("  written:     %s/reports/%s\n" % (o, n), err)
+        for n in ("virtual", "passwd"):
+            self.assertIn("  not written: %s/%s (" % (o, n), err)
+        self.assertIn("  not removed: %s/skipped.txt (" % o, err)
+        self.assertIn("do not install anything from %s yet" % o, err)
+        # written: the new reports; everything else as the earlier run left it
+        after = self.snapshot()
+        self.assertEqual(sorted(after), sorted(self.before))
+        # (compared, not printed: passwd holds hashes)
+        self.assertEqual(sorted(n for n in after if after[n] != self.before[n]),
+                         ["reports/%s" % n for n in sorted(os.listdir(o + "/reports"))])
+        self.no_temp_dir_left()
+        # the cause gone, a run replaces them all and removes the old list
+        rc, _, err = self.sc.run()
+        self.assertEqual(rc, 1, err)
+        after = self.snapshot()
+        self.assertEqual(sorted(n for n in self.before if after.get(n) == self.before[n]), [])
+        self.assertNotIn("skipped.txt", after)
+        self.no_temp_dir_left()
 
 
 if __name__ == "__main__":
