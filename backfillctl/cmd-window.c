@@ -1,7 +1,9 @@
-/* backfillctl window open NAME [--until TIME] | close | status: the
-   restore window lives in the state store, so every MX sharing the store
-   (and its backfill-milter, within its WindowRefresh) agrees on it. */
+/* backfillctl window open NAME [--until TIME] [--replace] | close |
+   status: the restore window lives in the state store, so every MX
+   sharing the store (and its backfill-milter, within its WindowRefresh)
+   agrees on it. */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,16 +73,30 @@ static int open_store(const char *uri, struct bf_state **state_r)
 	return 0;
 }
 
+/* Another window open is refused without --replace: dedup records are
+   per window, so opening a second name by mistake (a typo, a second
+   operator, a script run twice with a date in the name) silently ends
+   the first one's dedup, and every repeat of mail it saw would be
+   delivered again.  --replace is the deliberate switch: one write in the
+   store, so the milters never see a moment with no window, which a close
+   followed by an open would give them.  The same name again stays
+   allowed (scripts and restarted milters' set-ups run it twice); it only
+   moves the end to the new --until. */
 static int window_open(const char *uri, int argc, char **argv)
 {
 	const char *name = NULL, *until_text = NULL, *error;
 	struct bf_state *state;
+	struct bf_window current;
 	time_t now = time(NULL), until = 0;
-	char buf[64];
+	char buf[64], since[64], old_until[64];
+	bool replace = false;
+	int ret;
 
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--until") == 0 && i + 1 < argc)
 			until_text = argv[++i];
+		else if (strcmp(argv[i], "--replace") == 0)
+			replace = true;
 		else if (argv[i][0] != '-' && name == NULL)
 			name = argv[i];
 		else
@@ -103,24 +119,68 @@ static int window_open(const char *uri, int argc, char **argv)
 	}
 	if (open_store(uri, &state) < 0)
 		return EXIT_LOOK;
-	if (bf_state_window_open(state, name, now, until, &error) < 0) {
+	memset(&current, 0, sizeof(current));
+	ret = bf_state_window_current(state, now, &current, &error);
+	if (ret < 0) {
 		fprintf(stderr, "backfillctl: window open %s: %s\n", name,
 		        error);
 		bf_state_close(&state);
 		return EXIT_LOOK;
 	}
-	if (until != 0) {
-		format_time(until, buf, sizeof(buf));
-		printf("window %s opened, until %s\n", name, buf);
-	} else {
-		printf("window %s opened, until closed (backfillctl window "
-		       "close)\n",
-		       name);
+	if (ret > 0) {
+		format_time(current.opened, since, sizeof(since));
+		if (current.until != 0)
+			format_time(current.until, old_until,
+			            sizeof(old_until));
+		else
+			strcpy(old_until, "closed");
 	}
+	if (ret > 0 && strcmp(current.name, name) != 0 && !replace) {
+		fprintf(stderr,
+		        "backfillctl: window open %s: window %s is open (since "
+		        "%s, until %s); opening %s would end it, and repeats "
+		        "of mail %s saw would no longer be removed. Nothing "
+		        "changed. Close it first (backfillctl window close), "
+		        "or run again with --replace to switch to %s at "
+		        "once\n",
+		        name, current.name, since, old_until, name,
+		        current.name, name);
+		bf_window_clear(&current);
+		bf_state_close(&state);
+		return EXIT_LOOK;
+	}
+	if (ret > 0 && strcmp(current.name, name) == 0 &&
+	    current.until == until) {
+		/* nothing to change: no write, "open since" stays */
+		printf("window %s already open, until %s\n", name, old_until);
+		bf_window_clear(&current);
+		bf_state_close(&state);
+		return EXIT_DONE;
+	}
+	if (bf_state_window_open(state, name, now, until, &error) < 0) {
+		fprintf(stderr, "backfillctl: window open %s: %s\n", name,
+		        error);
+		bf_window_clear(&current);
+		bf_state_close(&state);
+		return EXIT_LOOK;
+	}
+	if (until != 0)
+		format_time(until, buf, sizeof(buf));
+	else
+		strcpy(buf, "closed (backfillctl window close)");
+	if (ret > 0 && strcmp(current.name, name) == 0)
+		printf("window %s was already open; now until %s\n", name, buf);
+	else {
+		if (ret > 0)
+			printf("window %s closed\n", current.name);
+		printf("window %s opened, until %s\n", name, buf);
+	}
+	bf_window_clear(&current);
 	bf_state_close(&state);
 	return EXIT_DONE;
 usage:
-	fprintf(stderr, "usage: backfillctl window open NAME [--until TIME]\n");
+	fprintf(stderr, "usage: backfillctl window open NAME [--until TIME] "
+	                "[--replace]\n");
 	return EXIT_USAGE;
 }
 
@@ -198,7 +258,8 @@ int cmd_window(int argc, char **argv)
 	bf_state_close(&state);
 	return ret;
 usage:
-	fprintf(stderr, "usage: backfillctl window open NAME [--until TIME]\n"
+	fprintf(stderr, "usage: backfillctl window open NAME [--until TIME] "
+	                "[--replace]\n"
 	                "       backfillctl window close\n"
 	                "       backfillctl window status\n");
 	return EXIT_USAGE;

@@ -11,7 +11,8 @@
 
 static const struct backfillctl_command commands[] = {
         {"fingerprint", "fingerprint [--hdr-key] FILE...", cmd_fingerprint},
-        {"window", "window open NAME [--until TIME] | close | status",
+        {"window",
+         "window open NAME [--until TIME] [--replace] | close | status",
          cmd_window},
         {"dedup", "dedup stats | purge | mark-delivered WINDOW RCPT FP",
          cmd_dedup},

@@ -55,9 +55,9 @@ class Backfillctl(unittest.TestCase):
         t = calendar.timegm(time.strptime(until, '%Y-%m-%d %H:%M:%S UTC'))
         self.assertLess(abs(t - (time.time() + 6 * 3600)), 60)
 
-        # Opening another closes the first.
+        # Opening another replaces the first only when asked to.
         r = self.ctl('window', 'open', 'restore-2', '--until',
-                     '2099-01-02 03:04')
+                     '2099-01-02 03:04', '--replace')
         self.assertEqual(r.returncode, 0, r.stderr)
         r = self.ctl('window', 'status')
         self.assertIn('window restore-2', r.stdout)
@@ -74,6 +74,10 @@ class Backfillctl(unittest.TestCase):
         self.assertEqual(self.ctl('window', 'status').returncode, 0)
         time.sleep(3)
         self.assertEqual(self.ctl('window', 'status').returncode, 1)
+        # An ended window is not open: another opens without --replace.
+        r = self.ctl('window', 'open', 'after-short')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.ctl('window', 'close').returncode, 0)
 
         # --state overrides the environment.
         other = 'sqlite:' + os.path.join(self.tmp.name, 'other.db')
@@ -89,8 +93,66 @@ class Backfillctl(unittest.TestCase):
         r = self.ctl('--state', env_state=False)
         self.assertEqual(r.returncode, 2, r.stdout)
 
+    def test_window_open_refuses_another(self):
+        # A second name by mistake would end the first window's dedup:
+        # refused, nothing changed, exit 1 with what to do.
+        r = self.ctl('window', 'open', 'restore-1', '--until', '6h')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        before = self.ctl('window', 'status').stdout
+        r = self.ctl('window', 'open', 'restore-2')
+        self.assertEqual((r.returncode, r.stdout), (1, ''), r.stderr)
+        self.assertIn('window open restore-2: window restore-1 is open '
+                      '(since ', r.stderr)
+        self.assertIn('Nothing changed', r.stderr)
+        self.assertIn('backfillctl window close', r.stderr)
+        self.assertIn('--replace', r.stderr)
+        self.assertEqual(self.ctl('window', 'status').stdout, before)
+
+        # The same name again: still fine, and a new --until is taken.
+        r = self.ctl('window', 'open', 'restore-1', '--until',
+                     '2099-05-06 07:08')
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, 'window restore-1 was already open; now until '
+                             '2099-05-06 07:08:00 UTC\n'), r.stderr)
+        r = self.ctl('window', 'open', 'restore-1', '--until',
+                     '2099-05-06 07:08')
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, 'window restore-1 already open, until '
+                             '2099-05-06 07:08:00 UTC\n'), r.stderr)
+        r = self.ctl('window', 'status')
+        self.assertIn('window restore-1 open since', r.stdout)
+        self.assertIn('until 2099-05-06 07:08:00 UTC', r.stdout)
+
+        # --replace switches at once and says what it ended.
+        r = self.ctl('window', 'open', 'restore-2', '--replace')
+        self.assertEqual(
+            (r.returncode, r.stdout),
+            (0, 'window restore-1 closed\nwindow restore-2 opened, until '
+                'closed (backfillctl window close)\n'), r.stderr)
+        r = self.ctl('window', 'status')
+        self.assertTrue(r.stdout.startswith('window restore-2 open since'))
+        # ... and is harmless when nothing else is open.
+        r = self.ctl('window', 'open', 'restore-2', '--replace')
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, 'window restore-2 already open, until closed\n'))
+
+        # Closed first, another name opens without --replace.
+        self.assertEqual(self.ctl('window', 'close').returncode, 0)
+        r = self.ctl('window', 'open', 'restore-3')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('window restore-3 open',
+                      self.ctl('window', 'status').stdout)
+
+        # A store that cannot be read: no window opened, exit 1.
+        bad = 'sqlite:' + os.path.join(self.tmp.name, 'no', 'such', 'x.db')
+        r = self.ctl('window', 'open', 'restore-4', '--state', bad,
+                     env_state=False)
+        self.assertEqual(r.returncode, 1, r.stderr)
+
     def test_usage_errors(self):
         for args in (['window'], ['window', 'open'],
+                     ['window', 'open', '--replace'],
+                     ['window', 'open', 'x', '--replace', 'y'],
                      ['window', 'open', 'x', '--until', 'yesterday'],
                      ['window', 'open', 'x', '--until', '2001-01-01'],
                      ['window', 'status', 'extra'], ['window', 'frobnicate'],
