@@ -61,7 +61,7 @@ t.run("duplicates", function()
 		"two spellings of one address in one message")
 
 	-- Another window: the same message is new there.
-	rc, out = t.ctl("window open restore-2")
+	rc, out = t.ctl("window open restore-2 --replace")
 	t.check(rc == 0, "open restore-2: " .. out)
 	mt.sleep(1.2)
 	t.check(t.send(conn, t.message(1, {"<alice@example.org>"})) == SMFIR_ACCEPT, "accept")
