@@ -48,19 +48,49 @@ int doveadm_backfill_archive(struct backfill_user *buser, const char **error_r)
 }
 
 int doveadm_backfill_state(struct backfill_user *buser,
-                           struct bf_state **state_r, const char **error_r)
+                           struct bf_state **state_r,
+                           struct bf_merge_record *rec_r, const char **error_r)
 {
+	struct bf_merge_record rec;
+	const char *error;
+	int ret;
+
 	if (backfill_user_state_open(buser, error_r) < 0)
 		return -1;
+	/* SQLite opens a store it cannot lock or read (and Redis would
+	   connect lazily): only a read tells that it answers */
+	ret = bf_state_merge_get(buser->state, buser->user->username,
+	                         rec_r != NULL ? rec_r : &rec, &error);
+	if (ret < 0) {
+		*error_r = t_strdup(error);
+		return -1;
+	}
+	if (rec_r == NULL)
+		bf_merge_record_clear(&rec);
 	*state_r = buser->state;
-	return 0;
+	return ret;
 }
 
-void doveadm_backfill_exit(struct doveadm_mail_cmd_context *ctx, int code)
+void doveadm_backfill_outcome(struct doveadm_mail_cmd_context *ctx,
+                              enum doveadm_backfill_outcome outcome)
 {
-	if (code == 0 || ctx->exit_code == DOVEADM_BACKFILL_EXIT_LOOK)
+	int code;
+
+	switch (outcome) {
+	case DOVEADM_BACKFILL_OK:
 		return;
-	if (ctx->exit_code == 0 || code == DOVEADM_BACKFILL_EXIT_LOOK)
+	case DOVEADM_BACKFILL_TEMPFAIL:
+		code = EX_TEMPFAIL;
+		break;
+	case DOVEADM_BACKFILL_FAILED:
+	default:
+		code = 1;
+		break;
+	}
+	/* 1 wins over 75 (and over doveadm's own codes) */
+	if (ctx->exit_code == 1)
+		return;
+	if (ctx->exit_code == 0 || code == 1)
 		ctx->exit_code = code;
 }
 

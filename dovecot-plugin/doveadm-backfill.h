@@ -5,14 +5,26 @@
 
 struct mail_user;
 struct bf_state;
+struct bf_merge_record;
 struct backfill_user;
 
-/* Exit codes of doveadm backfill (docs/doveadm-backfill.md):
-   0 done; 1 something to look at (verify found missing messages, run had
-   users that failed); 75 (EX_TEMPFAIL) try again later (a user busy with a
-   live session's merge, the state store unreachable); 64 (EX_USAGE) usage,
-   as for every doveadm command. */
-#define DOVEADM_BACKFILL_EXIT_LOOK 1
+/* What one user's row of any backfill command amounts to.  The exit code
+   follows from it by one rule (docs/doveadm-backfill.md, "Exit codes"),
+   the same for every subcommand, so that scripts can retry on 75 and look
+   at 1:
+   - TEMPFAIL, 75 (EX_TEMPFAIL), try again later: the state store could
+     not be opened or read ("postponed"), or a live session's merge holds
+     the user's lease ("busy");
+   - FAILED, 1, something to look at: any other failure for the user
+     (settings, archive, mail, a write to the store, a merge that stopped
+     on an error or a signal), and verify's missing messages.
+   With several users 1 wins over 75, 75 over 0.  64 (EX_USAGE) is left
+   to doveadm's own usage handling. */
+enum doveadm_backfill_outcome {
+	DOVEADM_BACKFILL_OK = 0,
+	DOVEADM_BACKFILL_TEMPFAIL,
+	DOVEADM_BACKFILL_FAILED,
+};
 
 extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_plan;
 extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_run;
@@ -29,12 +41,18 @@ struct backfill_user *doveadm_backfill_user(struct mail_user *user,
 /* Resolves the archive: 1 the user has one, 0 none, -1 error. */
 int doveadm_backfill_archive(struct backfill_user *buser, const char **error_r);
 
-/* Opens the user's state store (once per user). */
+/* Opens the user's state store (once per user) and reads the user's
+   merge record from it, so that a store that opens but does not answer
+   is found here, before anything is changed: 1 record read into *rec_r,
+   0 no record (*rec_r zeroed), -1 the store could not be opened or read
+   (TEMPFAIL).  rec_r may be NULL; else bf_merge_record_clear() it. */
 int doveadm_backfill_state(struct backfill_user *buser,
-                           struct bf_state **state_r, const char **error_r);
+                           struct bf_state **state_r,
+                           struct bf_merge_record *rec_r, const char **error_r);
 
-/* Records an exit code: 1 wins over 75, 75 over 0. */
-void doveadm_backfill_exit(struct doveadm_mail_cmd_context *ctx, int code);
+/* Records one user's outcome in the command's exit code. */
+void doveadm_backfill_outcome(struct doveadm_mail_cmd_context *ctx,
+                              enum doveadm_backfill_outcome outcome);
 
 /* The lease a live session's merge holds: revert and reset take it too, so
    that they never run under a merge. */

@@ -51,22 +51,24 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if ((ret = doveadm_backfill_archive(buser, &error)) <= 0) {
 		if (ret < 0) {
 			i_error("backfill(%s): %s", user->username, error);
-			doveadm_backfill_exit(ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		plan_print(user->username, ret < 0 ? "failed" : "no-archive",
 		           &counts);
 		return ret < 0 ? -1 : 0;
 	}
-	if (doveadm_backfill_state(buser, &state, &error) < 0) {
-		i_error("backfill(%s): state store: %s", user->username, error);
-		plan_print(user->username, "failed", &counts);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
+		i_error("backfill(%s): %s (plan again once the state store "
+		        "answers)",
+		        user->username, error);
+		plan_print(user->username, "postponed", &counts);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
 	io_loop_time_refresh();
@@ -76,7 +78,7 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	if (ret < 0) {
 		i_error("backfill(%s): %s", user->username, reason);
 		plan_print(user->username, "failed", &counts);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if (ret == 0) {
@@ -91,7 +93,7 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	backfill_merge_get_counts(merge, &counts);
 	plan_print(user->username, ret > 0 ? "pending" : "failed", &counts);
 	if (ret <= 0)
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_merge_end(&merge);
 	return ret > 0 ? 0 : -1;
 }

@@ -22,14 +22,20 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	struct backfill_user *buser;
 	struct bf_merge_record rec;
 	struct bf_state *state;
-	const char *error, *lease;
+	const char *error, *lease, *result;
 	char owner[128], *holder = NULL;
 	int ret;
 
-	if ((buser = doveadm_backfill_user(user, &error)) == NULL ||
-	    doveadm_backfill_state(buser, &state, &error) < 0) {
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		return -1;
+	}
+	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
+		i_error("backfill(%s): not reset: %s (try again once the "
+		        "state store answers)",
+		        user->username, error);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
 	/* never under a running merge: it would write its cursor back */
@@ -39,7 +45,9 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	                             RESET_LEASE_TTL_SECS, &holder, &error);
 	if (ret <= 0) {
 		if (ret < 0) {
-			i_error("backfill(%s): %s", user->username, error);
+			i_error("backfill(%s): not reset: %s (try again once "
+			        "the state store answers)",
+			        user->username, error);
 		} else {
 			i_error("backfill(%s): not reset: a merge is running "
 			        "(%s); try again when it is finished",
@@ -47,23 +55,31 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		}
 		free(holder);
 		doveadm_print(user->username);
-		doveadm_print(ret < 0 ? "failed" : "busy");
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_print(ret < 0 ? "postponed" : "busy");
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
 	ret = bf_state_merge_get(state, user->username, &rec, &error);
 	if (ret > 0)
 		bf_merge_record_clear(&rec);
-	if (ret >= 0 &&
-	    bf_state_merge_delete(state, user->username, &error) < 0)
-		ret = -1;
 	if (ret < 0) {
-		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		/* read under the lease: nothing changed yet */
+		i_error("backfill(%s): not reset: %s (try again once the "
+		        "state store answers)",
+		        user->username, error);
+		result = "postponed";
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
+	} else if (bf_state_merge_delete(state, user->username, &error) < 0) {
+		i_error("backfill(%s): not reset: %s", user->username, error);
+		result = "failed";
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		ret = -1;
+	} else {
+		result = ret > 0 ? "forgotten" : "none";
 	}
 	(void)bf_state_lease_release(state, lease, owner, &error);
 	doveadm_print(user->username);
-	doveadm_print(ret < 0 ? "failed" : (ret > 0 ? "forgotten" : "none"));
+	doveadm_print(result);
 	return ret < 0 ? -1 : 0;
 }
 

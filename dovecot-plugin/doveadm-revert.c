@@ -219,7 +219,7 @@ static int revert_expunge(struct mail_user *user, struct revert_box *rb,
 
 static int revert_user(struct mail_user *user, struct backfill_user *buser,
                        struct bf_state *state, uint64_t *removed_r,
-                       uint64_t *moved_r, uint64_t *gone_r,
+                       uint64_t *moved_r, uint64_t *gone_r, bool *postponed_r,
                        const char **error_r)
 {
 	struct revert_ctx rc;
@@ -238,7 +238,9 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	p_array_init(&rc.candidates, rc.pool, 16);
 	if (bf_state_journal_iter(state, user->username, revert_journal_cb, &rc,
 	                          error_r) < 0) {
+		/* nothing removed yet: a retry may succeed */
 		*error_r = t_strdup(*error_r);
+		*postponed_r = TRUE;
 		pool_unref(&rc.pool);
 		return -1;
 	}
@@ -340,12 +342,19 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	const char *error, *lease, *result = "reverted";
 	char owner[128], *holder = NULL;
 	uint64_t removed = 0, moved = 0, gone = 0;
+	bool postponed = FALSE;
 	int ret;
 
-	if ((buser = doveadm_backfill_user(user, &error)) == NULL ||
-	    doveadm_backfill_state(buser, &state, &error) < 0) {
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		return -1;
+	}
+	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
+		i_error("backfill(%s): not reverted: %s (try again once the "
+		        "state store answers)",
+		        user->username, error);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
 	lease = doveadm_backfill_lease_name(user);
@@ -353,24 +362,34 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	ret = bf_state_lease_acquire(state, lease, owner, time(NULL),
 	                             REVERT_LEASE_TTL_SECS, &holder, &error);
 	if (ret < 0) {
-		i_error("backfill(%s): %s", user->username, error);
-		result = "failed";
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		i_error("backfill(%s): not reverted: %s (try again once the "
+		        "state store answers)",
+		        user->username, error);
+		result = "postponed";
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (ret == 0) {
 		i_error("backfill(%s): not reverted: a merge is running (%s); "
 		        "try again when it is finished",
 		        user->username, holder == NULL ? "?" : holder);
 		free(holder);
 		result = "busy";
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else {
-		if (revert_user(user, buser, state, &removed, &moved, &gone,
-		                &error) < 0) {
+		ret = revert_user(user, buser, state, &removed, &moved, &gone,
+		                  &postponed, &error);
+		if (ret < 0 && postponed) {
+			i_error("backfill(%s): not reverted: %s (try again "
+			        "once the state store answers)",
+			        user->username, error);
+			result = "postponed";
+			doveadm_backfill_outcome(ctx,
+			                         DOVEADM_BACKFILL_TEMPFAIL);
+		} else if (ret < 0) {
 			i_error("backfill(%s): revert failed: %s (run it "
 			        "again: what was removed stays removed)",
 			        user->username, error);
 			result = "failed";
-			doveadm_backfill_exit(ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		(void)bf_state_lease_release(state, lease, owner, &error);
 	}

@@ -139,7 +139,7 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		res->error = ret < 0 ? error : NULL;
 		return;
 	}
-	if (doveadm_backfill_state(buser, &state, &error) < 0) {
+	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
 		/* the store's error says what to fix; a retry may succeed */
 		res->result = "postponed";
 		res->error = error;
@@ -236,17 +236,17 @@ static void run_print(struct run_cmd_context *ctx, const char *username,
 		ctx->failed++;
 		i_error("backfill(%s): %s: %s", username, res->result,
 		        res->error == NULL ? "" : res->error);
-		doveadm_backfill_exit(&ctx->ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+		doveadm_backfill_outcome(&ctx->ctx, DOVEADM_BACKFILL_FAILED);
 	} else if (strcmp(res->result, "busy") == 0) {
 		ctx->busy++;
 		i_info("backfill(%s): skipped: %s", username, res->error);
-		doveadm_backfill_exit(&ctx->ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(&ctx->ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (strcmp(res->result, "postponed") == 0) {
 		ctx->busy++;
 		i_error("backfill(%s): merge postponed: %s (run again once "
 		        "the state store answers)",
 		        username, res->error);
-		doveadm_backfill_exit(&ctx->ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(&ctx->ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else {
 		ctx->done++;
 	}

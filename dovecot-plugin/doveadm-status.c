@@ -75,23 +75,18 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 	i_zero(&rec);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	have_archive = doveadm_backfill_archive(buser, &error);
 	if (have_archive < 0) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(_ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_FAILED);
 	}
-	if (doveadm_backfill_state(buser, &state, &error) < 0) {
-		i_error("backfill(%s): state store: %s", user->username, error);
-		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
-		return -1;
-	}
-	ret = bf_state_merge_get(state, user->username, &rec, &error);
+	ret = doveadm_backfill_state(buser, &state, &rec, &error);
 	if (ret < 0) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(_ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
 	/* A record outlives a removed archive: show what was done. */

@@ -111,7 +111,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	ret = backfill_archive_open(user, &buser->set, &archive, &error);
@@ -125,7 +125,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		if (ret < 0) {
 			i_error("backfill(%s): opening archive: %s",
 			        user->username, error);
-			doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		return ret < 0 ? -1 : 0;
 	}
@@ -161,7 +161,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		doveadm_print("0");
 		doveadm_print("0");
 		doveadm_print("");
-		doveadm_backfill_exit(ctx, EX_TEMPFAIL);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		backfill_archive_close(&archive);
 		pool_unref(&pool);
 		return -1;
@@ -210,7 +210,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(n_missing);
 	doveadm_print(str_c(missing));
 	if (n_missing > 0)
-		doveadm_backfill_exit(ctx, DOVEADM_BACKFILL_EXIT_LOOK);
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_archive_close(&archive);
 	pool_unref(&pool);
 	return 0;

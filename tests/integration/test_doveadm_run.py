@@ -112,6 +112,68 @@ class UsageTest(unittest.TestCase):
         self.assertEqual(st[0]["state"], "pending")
 
 
+class ExitCodeTest(unittest.TestCase):
+    """The one exit-code rule of every backfill command
+    (docs/doveadm-backfill.md): a state store that cannot be opened or read
+    75, any other failure of a user 1 (here an archive folder that cannot
+    be read, and an archive outside backfill_archive's root), and with
+    several users 1 wins over 75."""
+
+    NOSTORE = "sqlite:/nonexistent-backfill-dir/state.db"
+
+    def setUp(self):
+        self.site = bftest.Site()
+        self.addCleanup(self.site.close)
+        base = self.site.base
+        self.site.add_user("ok", mg.bulk_scenario(1, 12, 4, 2), record=False)
+        # a folder of the archive the mail user cannot read
+        self.site.add_user("broken", mg.bulk_scenario(2, 12, 4, 2), record=False)
+        os.chmod(os.path.join(self.site.archive_root, "broken", "Maildir", ".Work"), 0)
+        # an archive path that resolves outside the archive root
+        mg.build_user(os.path.join(base, "elsewhere"), "outside", mg.bulk_scenario(3, 12, 4, 2),
+                      record=False)
+        os.makedirs(os.path.join(self.site.archive_root, "outside"))
+        os.symlink(os.path.join(base, "elsewhere", "archive", "outside", "Maildir"),
+                   os.path.join(self.site.archive_root, "outside", "Maildir"))
+        self.site.dc.add_user("outside")
+        self.site.add_user("nostore", mg.bulk_scenario(4, 12, 4, 2), record=False,
+                           extra="userdb_backfill_state=" + self.NOSTORE)
+        self.site.start(plugin_on=False)
+
+    def code(self, *args):
+        r = bd.doveadm(self.site.dc, "backfill", *args, fmt="json")
+        return r.returncode, r
+
+    def test_exit_codes(self):
+        # command: (ok, broken, outside, nostore, -A); run first, so that
+        # verify has something to find and status a record to show
+        expected = [
+            (("run",), (0, 1, 1, 75, 1)),
+            (("plan",), (0, 1, 1, 75, 1)),
+            # verify compares archive and live mail without the store:
+            # nostore is never merged, so it misses messages (1, not 75)
+            (("verify",), (0, 1, 1, 1, 1)),
+            # status reads the record; the archive only to tell a missing
+            # one, which here is an error
+            (("status",), (0, 0, 1, 75, 1)),
+            (("status", "-d"), (0, 0, 1, 75, 1)),
+            # neither needs the archive
+            (("reset",), (0, 0, 0, 75, 75)),
+            (("revert", "--yes"), (0, 0, 0, 75, 75)),
+        ]
+        users = ("ok", "broken", "outside", "nostore")
+        for args, codes in expected:
+            got = []
+            for u in users:
+                got.append(self.code(*args, "-u", u)[0])
+            got.append(self.code(*args, "-A")[0])
+            self.assertEqual(tuple(got), codes, args)
+            if args == ("run",):
+                # run again: ok is done (0), the others as before
+                got = tuple(self.code("run", "-u", u)[0] for u in users)
+                self.assertEqual(got, codes[:4])
+
+
 class RunWithSessionTest(unittest.TestCase):
     """A user logs in (IMAP: the merge goes on in background slices) while
     run -A works: the lease lets exactly one of them merge."""
