@@ -19,13 +19,20 @@
 #include "fingerprint.h"
 #include "state.h"
 #include "backfill-plugin.h"
+#include "archive.h"
 #include "mail-keys.h"
 #include "doveadm-backfill.h"
 
 #include <stdlib.h>
 #include <time.h>
 
-#define REVERT_LEASE_TTL_SECS 600
+/* The lease keeps a merge (a login, doveadm backfill run) from starting
+   under the revert.  A revert of a big mailbox can outlast the TTL, so it
+   renews the lease as the merge does, and once more right before each
+   mailbox's expunge: a merge that got the lease meanwhile must not see
+   messages vanish under it. */
+#define REVERT_LEASE_TTL_SECS   600
+#define REVERT_LEASE_RENEW_SECS 60
 
 struct revert_entry {
 	char *guid;
@@ -34,26 +41,44 @@ struct revert_entry {
 	bool found;
 };
 
+struct revert_uid {
+	uint32_t uid;
+	/* found by keyword and fingerprint, not where the merge put it */
+	bool moved;
+};
+
 struct revert_box {
 	const char *vname;
 	const char *guid;
-	ARRAY(uint32_t) expunge;
+	ARRAY(struct revert_uid) expunge;
 };
 
 struct revert_candidate {
 	unsigned char fp[BF_FP_SIZE];
 	unsigned int box;
 	uint32_t uid;
+	bool have_fp;
+};
+
+/* What was really expunged (counted after the commit). */
+struct revert_counts {
+	uint64_t removed, moved, gone, not_found;
 };
 
 struct revert_ctx {
 	pool_t pool;
+	struct mail_user *user;
 	const char *keyword;
 	ARRAY(struct revert_entry) entries;
 	ARRAY(struct revert_box) boxes;
 	ARRAY(struct revert_candidate) candidates;
 	unsigned int box_idx;
-	bool want_candidates;
+
+	struct bf_state *state;
+	const char *lease, *owner;
+	time_t last_renew;
+	/* why a walk callback stopped the walk */
+	const char *error;
 };
 
 static int revert_entry_cmp(const struct revert_entry *e1,
@@ -101,6 +126,31 @@ static bool has_keyword(struct mail *mail, const char *keyword)
 	return FALSE;
 }
 
+static int revert_lease_renew(struct revert_ctx *rc, bool force,
+                              const char **error_r)
+{
+	time_t now = time(NULL);
+	const char *error;
+	int ret;
+
+	if (!force && now - rc->last_renew < REVERT_LEASE_RENEW_SECS)
+		return 0;
+	ret = bf_state_lease_renew(rc->state, rc->lease, rc->owner, now,
+	                           REVERT_LEASE_TTL_SECS, &error);
+	if (ret < 0) {
+		*error_r =
+		        t_strdup_printf("renewing the merge lease: %s", error);
+		return -1;
+	}
+	if (ret == 0) {
+		*error_r = "lost the merge lease to another process (a merge "
+		           "may be running): stopped";
+		return -1;
+	}
+	rc->last_renew = now;
+	return 0;
+}
+
 static int revert_walk_cb(struct mail *mail,
                           const struct backfill_mail_keys *keys ATTR_UNUSED,
                           const char *read_error ATTR_UNUSED, void *context)
@@ -109,11 +159,14 @@ static int revert_walk_cb(struct mail *mail,
 	struct revert_box *rb = array_idx_modifiable(&rc->boxes, rc->box_idx);
 	struct revert_entry *e;
 
+	if (revert_lease_renew(rc, FALSE, &rc->error) < 0)
+		return -1;
 	if (mail->uid != 0 && rb->guid != NULL &&
 	    (e = revert_entry_find(rc, rb->guid, mail->uid)) != NULL &&
 	    !e->found) {
+		struct revert_uid *ru = array_append_space(&rb->expunge);
 		e->found = TRUE;
-		array_push_back(&rb->expunge, &mail->uid);
+		ru->uid = mail->uid;
 		return 0;
 	}
 	if (rc->keyword != NULL && has_keyword(mail, rc->keyword)) {
@@ -126,8 +179,12 @@ static int revert_walk_cb(struct mail *mail,
 	return 0;
 }
 
-static int revert_candidate_fp(struct mail_user *user, struct revert_ctx *rc,
-                               struct bf_fp *fp, const char **error_r)
+/* Fingerprints of the keyword's messages outside the journal's places.
+   One that cannot be read stops the revert before anything is removed:
+   it may be the moved copy of an entry, which would then be counted
+   gone and stay. */
+static int revert_candidate_fp(struct revert_ctx *rc, struct bf_fp *fp,
+                               const char **error_r)
 {
 	struct revert_candidate *c;
 	struct backfill_cache_fields cf;
@@ -136,10 +193,15 @@ static int revert_candidate_fp(struct mail_user *user, struct revert_ctx *rc,
 	struct mailbox *box = NULL;
 	struct mailbox_transaction_context *t = NULL;
 	struct mail *mail = NULL;
+	const char *error;
 	int ret = 0;
 
 	array_foreach_modifiable(&rc->candidates, c)
 	{
+		if (revert_lease_renew(rc, FALSE, error_r) < 0) {
+			ret = -1;
+			break;
+		}
 		if (c->box != cur) {
 			if (box != NULL) {
 				mail_free(&mail);
@@ -150,11 +212,13 @@ static int revert_candidate_fp(struct mail_user *user, struct revert_ctx *rc,
 			const struct revert_box *rb =
 			        array_idx(&rc->boxes, cur);
 			struct mail_namespace *ns = mail_namespace_find(
-			        user->namespaces, rb->vname);
+			        rc->user->namespaces, rb->vname);
 			box = mailbox_alloc(ns->list, rb->vname, 0);
 			if (mailbox_sync(box, 0) < 0) {
-				*error_r = mailbox_get_last_internal_error(
-				        box, NULL);
+				*error_r = t_strdup_printf(
+				        "%s: %s", rb->vname,
+				        mailbox_get_last_internal_error(box,
+				                                        NULL));
 				mailbox_free(&box);
 				return -1;
 			}
@@ -162,12 +226,22 @@ static int revert_candidate_fp(struct mail_user *user, struct revert_ctx *rc,
 			t = mailbox_transaction_begin(box, 0, __func__);
 			mail = mail_alloc(t, 0, NULL);
 		}
-		memset(c->fp, 0, BF_FP_SIZE);
 		if (!mail_set_uid(mail, c->uid))
-			continue;
-		if (backfill_mail_keys_get(mail, &cf, fp, TRUE, &keys,
-		                           error_r) > 0)
+			continue; /* expunged meanwhile */
+		ret = backfill_mail_keys_get(mail, &cf, fp, TRUE, &keys,
+		                             &error);
+		if (ret < 0) {
+			*error_r = t_strdup_printf(
+			        "%s/uid %u (has %s) cannot be read: %s",
+			        mailbox_get_vname(box), c->uid, rc->keyword,
+			        error);
+			break;
+		}
+		if (ret > 0) {
 			memcpy(c->fp, keys.fp, BF_FP_SIZE);
+			c->have_fp = TRUE;
+		}
+		ret = 0;
 	}
 	if (box != NULL) {
 		mail_free(&mail);
@@ -177,22 +251,29 @@ static int revert_candidate_fp(struct mail_user *user, struct revert_ctx *rc,
 	return ret;
 }
 
-static int revert_expunge(struct mail_user *user, struct revert_box *rb,
-                          const char **error_r)
+/* Expunges rb's messages and adds them to counts once the expunge is
+   committed; one that vanished since the walk is gone already. */
+static int revert_expunge(struct revert_ctx *rc, struct revert_box *rb,
+                          struct revert_counts *counts, const char **error_r)
 {
 	struct mail_namespace *ns;
 	struct mailbox *box;
 	struct mailbox_transaction_context *t;
 	struct mail *mail;
-	const uint32_t *uid;
+	const struct revert_uid *ru;
+	uint64_t removed = 0, moved = 0, vanished = 0;
 	int ret = 0;
 
 	if (array_count(&rb->expunge) == 0)
 		return 0;
-	ns = mail_namespace_find(user->namespaces, rb->vname);
+	if (revert_lease_renew(rc, TRUE, error_r) < 0)
+		return -1;
+	ns = mail_namespace_find(rc->user->namespaces, rb->vname);
 	box = mailbox_alloc(ns->list, rb->vname, 0);
 	if (mailbox_sync(box, 0) < 0) {
-		*error_r = mailbox_get_last_internal_error(box, NULL);
+		*error_r = t_strdup_printf(
+		        "%s: %s", rb->vname,
+		        mailbox_get_last_internal_error(box, NULL));
 		mailbox_free(&box);
 		return -1;
 	}
@@ -200,10 +281,17 @@ static int revert_expunge(struct mail_user *user, struct revert_box *rb,
 	   the next sync would find the files again with new UIDs */
 	t = mailbox_transaction_begin(box, 0, __func__);
 	mail = mail_alloc(t, 0, NULL);
-	array_foreach(&rb->expunge, uid)
+	array_foreach(&rb->expunge, ru)
 	{
-		if (mail_set_uid(mail, *uid))
-			mail_expunge(mail);
+		if (!mail_set_uid(mail, ru->uid)) {
+			vanished++;
+			continue;
+		}
+		mail_expunge(mail);
+		if (ru->moved)
+			moved++;
+		else
+			removed++;
 	}
 	mail_free(&mail);
 	if (mailbox_transaction_commit(&t) < 0 ||
@@ -212,17 +300,22 @@ static int revert_expunge(struct mail_user *user, struct revert_box *rb,
 		        "%s: %s", rb->vname,
 		        mailbox_get_last_internal_error(box, NULL));
 		ret = -1;
+	} else {
+		counts->removed += removed;
+		counts->moved += moved;
+		counts->gone += vanished;
 	}
 	mailbox_free(&box);
 	return ret;
 }
 
-static int revert_user(struct mail_user *user, struct backfill_user *buser,
-                       struct bf_state *state, uint64_t *removed_r,
-                       uint64_t *moved_r, uint64_t *gone_r, bool *postponed_r,
-                       const char **error_r)
+/* Finds and expunges what the journal names.  Returns 0, or -1 with
+   *error_r (*postponed_r: the journal could not be read, nothing was
+   removed). */
+static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
+                       bool *postponed_r, const char **error_r)
 {
-	struct revert_ctx rc;
+	struct mail_user *user = rc->user;
 	ARRAY_TYPE(const_string) names;
 	const char *const *name;
 	struct revert_entry *e;
@@ -230,26 +323,17 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	struct bf_fp *fp = NULL;
 	int ret = 0;
 
-	i_zero(&rc);
-	rc.pool = pool_alloconly_create("backfill revert", 4096);
-	rc.keyword = buser->set.keyword;
-	p_array_init(&rc.entries, rc.pool, 256);
-	p_array_init(&rc.boxes, rc.pool, 16);
-	p_array_init(&rc.candidates, rc.pool, 16);
-	if (bf_state_journal_iter(state, user->username, revert_journal_cb, &rc,
-	                          error_r) < 0) {
+	if (bf_state_journal_iter(rc->state, user->username, revert_journal_cb,
+	                          rc, error_r) < 0) {
 		/* nothing removed yet: a retry may succeed */
 		*error_r = t_strdup(*error_r);
 		*postponed_r = TRUE;
-		pool_unref(&rc.pool);
 		return -1;
 	}
-	array_sort(&rc.entries, revert_entry_cmp);
+	array_sort(&rc->entries, revert_entry_cmp);
 
-	if (doveadm_backfill_mailboxes(user, rc.pool, &names, error_r) < 0) {
-		pool_unref(&rc.pool);
+	if (doveadm_backfill_mailboxes(user, rc->pool, &names, error_r) < 0)
 		return -1;
-	}
 	array_foreach(&names, name)
 	{
 		struct mail_namespace *ns =
@@ -258,76 +342,117 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 		        mailbox_alloc(ns->list, *name, MAILBOX_FLAG_READONLY);
 		struct mailbox_metadata md;
 
-		rc.box_idx = array_count(&rc.boxes);
-		rb = array_append_space(&rc.boxes);
+		rc->box_idx = array_count(&rc->boxes);
+		rb = array_append_space(&rc->boxes);
 		rb->vname = *name;
-		p_array_init(&rb->expunge, rc.pool, 16);
+		p_array_init(&rb->expunge, rc->pool, 16);
 		if (mailbox_get_metadata(box, MAILBOX_METADATA_GUID, &md) == 0)
 			rb->guid =
-			        p_strdup(rc.pool, guid_128_to_string(md.guid));
-		if (doveadm_backfill_walk(box, NULL, revert_walk_cb, &rc,
-		                          error_r) < 0)
+			        p_strdup(rc->pool, guid_128_to_string(md.guid));
+		if (doveadm_backfill_walk(box, NULL, revert_walk_cb, rc,
+		                          error_r) < 0) {
+			if (rc->error != NULL)
+				*error_r = rc->error;
 			ret = -1;
+		}
 		mailbox_free(&box);
 		if (ret < 0)
-			break;
+			return -1;
 	}
 
 	/* entries not where they were put: moved (keyword + fingerprint)
 	   or deleted by the user */
 	unsigned int not_found = 0;
-	array_foreach_modifiable(&rc.entries, e)
+	array_foreach_modifiable(&rc->entries, e)
 	{
 		if (!e->found)
 			not_found++;
 	}
-	*removed_r = array_count(&rc.entries) - not_found;
-	*moved_r = 0;
-	if (ret == 0 && not_found > 0 && array_count(&rc.candidates) > 0) {
+	if (not_found > 0 && array_count(&rc->candidates) > 0) {
 		fp = bf_fp_new();
 		if (fp == NULL)
 			i_fatal_status(FATAL_OUTOFMEM, "out of memory");
-		ret = revert_candidate_fp(user, &rc, fp, error_r);
+		ret = revert_candidate_fp(rc, fp, error_r);
 		bf_fp_free(&fp);
+		if (ret < 0)
+			return -1;
 		struct revert_candidate *c;
-		array_foreach_modifiable(&rc.candidates, c)
+		array_foreach_modifiable(&rc->candidates, c)
 		{
-			if (ret < 0)
-				break;
-			array_foreach_modifiable(&rc.entries, e)
+			if (!c->have_fp)
+				continue;
+			array_foreach_modifiable(&rc->entries, e)
 			{
 				if (e->found ||
 				    memcmp(e->fp, c->fp, BF_FP_SIZE) != 0)
 					continue;
 				e->found = TRUE;
-				rb = array_idx_modifiable(&rc.boxes, c->box);
-				array_push_back(&rb->expunge, &c->uid);
-				(*moved_r)++;
+				rb = array_idx_modifiable(&rc->boxes, c->box);
+				struct revert_uid *ru =
+				        array_append_space(&rb->expunge);
+				ru->uid = c->uid;
+				ru->moved = TRUE;
+				not_found--;
 				break;
 			}
 		}
 	}
-	*gone_r = not_found - *moved_r;
-	if (ret == 0) {
-		array_foreach_modifiable(&rc.boxes, rb)
-		{
-			if (revert_expunge(user, rb, error_r) < 0) {
-				ret = -1;
-				break;
-			}
-		}
+	/* Moves keep keywords: with one, an entry found neither in place
+	   nor by it was deleted by the user.  Without one, a moved message
+	   cannot be told from the user's own copies: it stays. */
+	if (rc->keyword != NULL)
+		counts->gone += not_found;
+	else
+		counts->not_found += not_found;
+
+	array_foreach_modifiable(&rc->boxes, rb)
+	{
+		if (revert_expunge(rc, rb, counts, error_r) < 0)
+			return -1;
 	}
+	return 0;
+}
+
+static int revert_user(struct mail_user *user, struct backfill_user *buser,
+                       struct bf_state *state, const char *lease,
+                       const char *owner, struct revert_counts *counts,
+                       bool *postponed_r, const char **error_r)
+{
+	struct revert_ctx rc;
+	int ret;
+
+	i_zero(&rc);
+	rc.pool = pool_alloconly_create("backfill revert", 4096);
+	rc.user = user;
+	rc.keyword = buser->set.keyword;
+	rc.state = state;
+	rc.lease = lease;
+	rc.owner = owner;
+	rc.last_renew = time(NULL);
+	p_array_init(&rc.entries, rc.pool, 256);
+	p_array_init(&rc.boxes, rc.pool, 16);
+	p_array_init(&rc.candidates, rc.pool, 16);
+	ret = revert_mail(&rc, counts, postponed_r, error_r);
 	pool_unref(&rc.pool);
 	if (ret < 0)
 		return -1;
 
-	/* pending again: no record, no journal, as before the merge */
+	/* Pending again: no journal, and a merge record only where a
+	   merge is due (an archive, or one that cannot be resolved now: the
+	   next merge reports that).  A user without an archive has nothing
+	   to leave pending: status shows no-archive again. */
+	const char *path, *error;
+	if (bf_state_merge_delete(state, user->username, error_r) < 0) {
+		*error_r = t_strdup(*error_r);
+		return -1;
+	}
+	if (backfill_archive_resolve(user, &buser->set, &path, &error) == 0)
+		return 0;
 	struct bf_merge_record rec;
 	i_zero(&rec);
 	rec.status = BF_MERGE_PENDING;
 	rec.updated = time(NULL);
-	if (bf_state_merge_delete(state, user->username, error_r) < 0 ||
-	    bf_state_merge_put(state, user->username, &rec, error_r) < 0) {
+	if (bf_state_merge_put(state, user->username, &rec, error_r) < 0) {
 		*error_r = t_strdup(*error_r);
 		return -1;
 	}
@@ -341,10 +466,11 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	struct bf_state *state;
 	const char *error, *lease, *result = "reverted";
 	char owner[128], *holder = NULL;
-	uint64_t removed = 0, moved = 0, gone = 0;
+	struct revert_counts counts;
 	bool postponed = FALSE;
 	int ret;
 
+	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
@@ -375,7 +501,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		result = "busy";
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else {
-		ret = revert_user(user, buser, state, &removed, &moved, &gone,
+		ret = revert_user(user, buser, state, lease, owner, &counts,
 		                  &postponed, &error);
 		if (ret < 0 && postponed) {
 			i_error("backfill(%s): not reverted: %s (try again "
@@ -390,14 +516,24 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 			        user->username, error);
 			result = "failed";
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		} else if (counts.not_found > 0) {
+			i_warning("backfill(%s): %" PRIu64 " added messages "
+			          "were not where the merge put them, and "
+			          "without backfill_keyword a moved one cannot "
+			          "be told from the user's own: they stay "
+			          "(moved or deleted by the user)",
+			          user->username, counts.not_found);
+			result = "incomplete";
+			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		(void)bf_state_lease_release(state, lease, owner, &error);
 	}
 	doveadm_print(user->username);
 	doveadm_print(result);
-	doveadm_backfill_print_num(removed);
-	doveadm_backfill_print_num(moved);
-	doveadm_backfill_print_num(gone);
+	doveadm_backfill_print_num(counts.removed);
+	doveadm_backfill_print_num(counts.moved);
+	doveadm_backfill_print_num(counts.gone);
+	doveadm_backfill_print_num(counts.not_found);
 	return 0;
 }
 
@@ -433,6 +569,7 @@ static void cmd_revert_init(struct doveadm_mail_cmd_context *_ctx,
 	doveadm_print_header("removed", "Removed", num);
 	doveadm_print_header("removed_moved", "RemovedMoved", num);
 	doveadm_print_header("gone", "GoneAlready", num);
+	doveadm_print_header("not_found", "NotFound", num);
 }
 
 static struct doveadm_mail_cmd_context *cmd_revert_alloc(void)

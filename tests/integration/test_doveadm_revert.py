@@ -2,8 +2,11 @@
 messages: exactly the user's own messages stay (with the user's changes),
 the user is pending again and a new run merges again.  reset forgets the
 state without touching mail."""
+import json
 import os
+import sqlite3
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -108,6 +111,175 @@ class RevertTest(unittest.TestCase):
         self.assertEqual(rows[0]["result"], "forgotten")
         rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", "alice")
         self.assertEqual(rows[0]["result"], "none")
+
+
+def state_db(site):
+    return os.path.join(site.state_dir, "state.db")
+
+
+def sql(site, *statements):
+    """Runs statements on the state store as root, then gives its files
+    back to the mail user."""
+    db = sqlite3.connect(state_db(site))
+    try:
+        for st in statements:
+            db.execute(st)
+        db.commit()
+        rows = db.execute("SELECT 1").fetchall()
+    finally:
+        db.close()
+    dv.chown_tree(site.state_dir)
+    return rows
+
+
+def query(site, q, *args):
+    db = sqlite3.connect("file:%s?mode=ro" % state_db(site), uri=True)
+    try:
+        return db.execute(q, args).fetchall()
+    finally:
+        db.close()
+
+
+def count(snap):
+    return sum(len(m) for _, m in snap.values())
+
+
+class RevertLeaseTest(unittest.TestCase):
+    """revert renews its lease (600 s) while it works and right before each
+    mailbox's expunge, and stops when the lease is no longer its own."""
+
+    def setUp(self):
+        self.site = bftest.Site()
+        self.addCleanup(self.site.close)
+        self.site.add_user("alice", mg.standard_scenario(3), record=False)
+        self.site.start(plugin_on=False)
+        rows, _ = bd.doveadm_json(self.site.dc, "backfill", "run", "-u", "alice")
+        self.added = int(rows[0]["added"])
+        self.assertGreater(self.added, 5)
+
+    def test_renews(self):
+        sql(self.site,
+            "CREATE TABLE renewals (name TEXT, expires INTEGER)",
+            "CREATE TRIGGER renewed AFTER UPDATE OF expires ON leases"
+            " BEGIN INSERT INTO renewals VALUES (NEW.name, NEW.expires); END")
+        t0 = int(time.time())
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "revert", "--yes", "-u", "alice")
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        self.assertEqual(int(rows[0]["removed"]), self.added)
+        renewals = query(self.site, "SELECT name, expires FROM renewals")
+        self.assertGreaterEqual(len(renewals), 1, "the lease was never renewed")
+        for name, expires in renewals:
+            self.assertIn("alice", name)
+            self.assertGreaterEqual(expires, t0 + 600)
+
+    def test_lost_lease_stops_before_removing(self):
+        # whoever takes the lease, another process holds it right after
+        sql(self.site,
+            "CREATE TRIGGER thief AFTER INSERT ON leases"
+            " BEGIN UPDATE leases SET owner = 'thief:1:x' WHERE name = NEW.name; END")
+        before = self.site.dc.snapshot("alice")
+        journal = query(self.site, "SELECT count(*) FROM journal")
+        r = bd.doveadm(self.site.dc, "backfill", "revert", "--yes", "-u", "alice", fmt="json")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        row = json.loads(r.stdout)[0]
+        self.assertEqual(row["result"], "failed")
+        # nothing was expunged, and nothing is counted as removed
+        self.assertEqual((row["removed"], row["removed_moved"]), ("0", "0"))
+        self.assertIn("lost the merge lease", r.stderr)
+        self.assertEqual(count(self.site.dc.snapshot("alice")), count(before))
+        self.assertEqual(query(self.site, "SELECT count(*) FROM journal"), journal)
+        self.assertEqual(query(self.site, "SELECT status FROM merges WHERE user = 'alice'"),
+                         [("done",)])
+
+
+class RevertCountTest(unittest.TestCase):
+    """revert counts only what it expunged, and says what it could not do."""
+
+    def moved_uids(self, site, n):
+        """Moves n backfilled INBOX messages (from the journal) to Keep."""
+        uids = [u for (u,) in query(site, "SELECT uid FROM journal WHERE mailbox = 'INBOX'"
+                                           " ORDER BY seq")][:n]
+        c = site.dc.imap("alice")
+        try:
+            c.create("Keep")
+            c.select("INBOX")
+            typ, data = c.uid("MOVE", ",".join(str(u) for u in uids), "Keep")
+            self.assertEqual(typ, "OK", data)
+        finally:
+            c.logout()
+        return uids
+
+    def test_no_keyword_moved_are_not_gone(self):
+        site = bftest.Site(plugin={"backfill_keyword": ""})
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.standard_scenario(3), record=False)
+        site.start(plugin_on=False)
+        rows, _ = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice")
+        added = int(rows[0]["added"])
+        self.moved_uids(site, 2)
+        r = bd.doveadm(site.dc, "backfill", "revert", "--yes", "-u", "alice", fmt="json")
+        row = json.loads(r.stdout)[0]
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(row["result"], "incomplete", r.stderr)
+        self.assertEqual(int(row["removed"]), added - 2)
+        self.assertEqual((row["removed_moved"], row["gone"], row["not_found"]), ("0", "0", "2"))
+        self.assertIn("without backfill_keyword", r.stderr)
+        # the two moved ones stay
+        self.assertEqual(len(site.dc.snapshot("alice")["Keep"][1]), 2)
+
+    def test_unreadable_moved_message_stops(self):
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.standard_scenario(3), record=False)
+        site.start(plugin_on=False)
+        bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice")
+        self.moved_uids(site, 2)
+        before = count(site.dc.snapshot("alice"))
+        keep = os.path.join(site.dc.maildir("alice"), ".Keep")
+        names = []
+        for d in ("cur", "new"):
+            names += [os.path.join(keep, d, n) for n in os.listdir(os.path.join(keep, d))]
+        self.assertEqual(len(names), 2)
+        # unreadable, and no fingerprint in the cache of its new folder
+        for n in names:
+            os.chmod(n, 0)
+        for n in os.listdir(keep):
+            if n.startswith("dovecot.index"):
+                os.unlink(os.path.join(keep, n))
+        r = bd.doveadm(site.dc, "backfill", "revert", "--yes", "-u", "alice", fmt="json")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        row = json.loads(r.stdout)[0]
+        self.assertEqual(row["result"], "failed", r.stderr)
+        self.assertRegex(r.stderr, r"Keep/uid \d+ \(has \$Backfilled\) cannot be read")
+        self.assertEqual(row["removed"], "0")
+        for n in names:
+            os.chmod(n, 0o600)
+        self.assertEqual(count(site.dc.snapshot("alice")), before)
+
+
+class RevertNoArchiveTest(unittest.TestCase):
+    """revert of a user without an archive forgets the record and journal
+    and leaves nothing pending: status says no-archive again."""
+
+    def test_no_archive(self):
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.standard_scenario(3), record=False)
+        site.dc.add_user("carol")
+        site.start(plugin_on=False)
+        rows, _ = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice")
+        added = int(rows[0]["added"])
+        # the archive is taken away after the merge
+        os.rename(os.path.join(site.archive_root, "alice"),
+                  os.path.join(site.base, "alice-archive-gone"))
+        for u, removed in (("alice", added), ("carol", 0)):
+            rows, r = bd.doveadm_json(site.dc, "backfill", "revert", "--yes", "-u", u)
+            self.assertEqual((rows[0]["result"], int(rows[0]["removed"])), ("reverted", removed),
+                             r.stderr)
+            st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", u)
+            self.assertEqual(st[0]["state"], "no-archive", u)
+        self.assertEqual(query(site, "SELECT user FROM merges"), [])
+        self.assertEqual(query(site, "SELECT count(*) FROM journal"), [(0,)])
 
 
 if __name__ == "__main__":
