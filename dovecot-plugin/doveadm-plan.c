@@ -18,7 +18,7 @@
 #define PLAN_SLICE_MS 1000
 
 static void plan_print(const char *username, const char *state,
-                       const struct backfill_merge_counts *c)
+                       const struct backfill_merge_counts *c, const char *error)
 {
 	string_t *folders = t_str_new(64);
 
@@ -36,6 +36,7 @@ static void plan_print(const char *username, const char *state,
 	doveadm_backfill_print_num(c->uidl_collisions);
 	doveadm_backfill_print_num(c->bytes);
 	doveadm_print(str_c(folders));
+	doveadm_print(error == NULL ? "" : error);
 }
 
 static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
@@ -51,6 +52,7 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
+		plan_print(user->username, "failed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -60,14 +62,14 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		plan_print(user->username, ret < 0 ? "failed" : "no-archive",
-		           &counts);
+		           &counts, ret < 0 ? error : NULL);
 		return ret < 0 ? -1 : 0;
 	}
 	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
 		i_error("backfill(%s): %s (plan again once the state store "
 		        "answers)",
 		        user->username, error);
-		plan_print(user->username, "postponed", &counts);
+		plan_print(user->username, "postponed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -77,12 +79,12 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	                                 &reason);
 	if (ret < 0) {
 		i_error("backfill(%s): %s", user->username, reason);
-		plan_print(user->username, "failed", &counts);
+		plan_print(user->username, "failed", &counts, reason);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if (ret == 0) {
-		plan_print(user->username, "done", &counts);
+		plan_print(user->username, "done", &counts, NULL);
 		return 0;
 	}
 	while ((ret = backfill_merge_run(merge, PLAN_SLICE_MS)) == 0) {
@@ -91,9 +93,15 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 			break;
 	}
 	backfill_merge_get_counts(merge, &counts);
-	plan_print(user->username, ret > 0 ? "pending" : "failed", &counts);
-	if (ret <= 0)
+	if (ret > 0) {
+		plan_print(user->username, "pending", &counts, NULL);
+	} else {
+		plan_print(user->username, "failed", &counts,
+		           ret < 0 ? "the dry run stopped on an error (see "
+		                     "the log)"
+		                   : "stopped by a signal");
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+	}
 	backfill_merge_end(&merge);
 	return ret > 0 ? 0 : -1;
 }
@@ -113,6 +121,7 @@ static void cmd_plan_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
 	doveadm_print_header("uidl_collisions", "UIDLCollisions", num);
 	doveadm_print_header("bytes", "Bytes", num);
 	doveadm_print_header("folders_to_create", "FoldersToCreate", 0);
+	doveadm_print_header("error", "Error", 0);
 }
 
 static struct doveadm_mail_cmd_context *cmd_plan_alloc(void)

@@ -16,18 +16,27 @@
 
 #define RESET_LEASE_TTL_SECS 60
 
+static void reset_print(const char *username, const char *result,
+                        const char *error)
+{
+	doveadm_print(username);
+	doveadm_print(result);
+	doveadm_print(error == NULL ? "" : error);
+}
+
 static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
                          struct mail_user *user)
 {
 	struct backfill_user *buser;
 	struct bf_merge_record rec;
 	struct bf_state *state;
-	const char *error, *lease, *result;
+	const char *error, *lease, *result, *row_error = NULL;
 	char owner[128], *holder = NULL;
 	int ret;
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
+		reset_print(user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -35,6 +44,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		i_error("backfill(%s): not reset: %s (try again once the "
 		        "state store answers)",
 		        user->username, error);
+		reset_print(user->username, "postponed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -48,14 +58,18 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 			i_error("backfill(%s): not reset: %s (try again once "
 			        "the state store answers)",
 			        user->username, error);
+			row_error = error;
 		} else {
-			i_error("backfill(%s): not reset: a merge is running "
-			        "(%s); try again when it is finished",
-			        user->username, holder == NULL ? "?" : holder);
+			row_error = t_strdup_printf(
+			        "a merge is running (%s); try again when it "
+			        "is finished",
+			        holder == NULL ? "?" : holder);
+			i_error("backfill(%s): not reset: %s", user->username,
+			        row_error);
 		}
 		free(holder);
-		doveadm_print(user->username);
-		doveadm_print(ret < 0 ? "postponed" : "busy");
+		reset_print(user->username, ret < 0 ? "postponed" : "busy",
+		            row_error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -68,18 +82,19 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		        "state store answers)",
 		        user->username, error);
 		result = "postponed";
+		row_error = t_strdup(error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (bf_state_merge_delete(state, user->username, &error) < 0) {
 		i_error("backfill(%s): not reset: %s", user->username, error);
 		result = "failed";
+		row_error = t_strdup(error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		ret = -1;
 	} else {
 		result = ret > 0 ? "forgotten" : "none";
 	}
 	(void)bf_state_lease_release(state, lease, owner, &error);
-	doveadm_print(user->username);
-	doveadm_print(result);
+	reset_print(user->username, result, row_error);
 	return ret < 0 ? -1 : 0;
 }
 
@@ -88,6 +103,7 @@ static void cmd_reset_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
 {
 	doveadm_print_header("user", "User", 0);
 	doveadm_print_header("result", "Result", 0);
+	doveadm_print_header("error", "Error", 0);
 }
 
 static struct doveadm_mail_cmd_context *cmd_reset_alloc(void)

@@ -459,12 +459,24 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	return 0;
 }
 
+static void revert_print(const char *username, const char *result,
+                         const struct revert_counts *counts, const char *error)
+{
+	doveadm_print(username);
+	doveadm_print(result);
+	doveadm_backfill_print_num(counts->removed);
+	doveadm_backfill_print_num(counts->moved);
+	doveadm_backfill_print_num(counts->gone);
+	doveadm_backfill_print_num(counts->not_found);
+	doveadm_print(error == NULL ? "" : error);
+}
+
 static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
                           struct mail_user *user)
 {
 	struct backfill_user *buser;
 	struct bf_state *state;
-	const char *error, *lease, *result = "reverted";
+	const char *error, *lease, *result = "reverted", *row_error = NULL;
 	char owner[128], *holder = NULL;
 	struct revert_counts counts;
 	bool postponed = FALSE;
@@ -473,6 +485,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
+		revert_print(user->username, "failed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -480,6 +493,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		i_error("backfill(%s): not reverted: %s (try again once the "
 		        "state store answers)",
 		        user->username, error);
+		revert_print(user->username, "postponed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -492,11 +506,15 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		        "state store answers)",
 		        user->username, error);
 		result = "postponed";
+		row_error = error;
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (ret == 0) {
-		i_error("backfill(%s): not reverted: a merge is running (%s); "
-		        "try again when it is finished",
-		        user->username, holder == NULL ? "?" : holder);
+		row_error = t_strdup_printf(
+		        "a merge is running (%s); try again when it is "
+		        "finished",
+		        holder == NULL ? "?" : holder);
+		i_error("backfill(%s): not reverted: %s", user->username,
+		        row_error);
 		free(holder);
 		result = "busy";
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
@@ -508,6 +526,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 			        "once the state store answers)",
 			        user->username, error);
 			result = "postponed";
+			row_error = error;
 			doveadm_backfill_outcome(ctx,
 			                         DOVEADM_BACKFILL_TEMPFAIL);
 		} else if (ret < 0) {
@@ -515,25 +534,25 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 			        "again: what was removed stays removed)",
 			        user->username, error);
 			result = "failed";
+			row_error = error;
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		} else if (counts.not_found > 0) {
-			i_warning("backfill(%s): %" PRIu64 " added messages "
-			          "were not where the merge put them, and "
-			          "without backfill_keyword a moved one cannot "
-			          "be told from the user's own: they stay "
-			          "(moved or deleted by the user)",
-			          user->username, counts.not_found);
+			row_error = t_strdup_printf(
+			        "%" PRIu64 " added messages were not where the "
+			        "merge put them, and without backfill_keyword "
+			        "a moved one cannot be told from the user's "
+			        "own: they stay (moved or deleted by the user)",
+			        counts.not_found);
+			i_warning("backfill(%s): %s", user->username,
+			          row_error);
 			result = "incomplete";
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
+		/* error points into the handle: keep the row's copy */
+		row_error = t_strdup(row_error);
 		(void)bf_state_lease_release(state, lease, owner, &error);
 	}
-	doveadm_print(user->username);
-	doveadm_print(result);
-	doveadm_backfill_print_num(counts.removed);
-	doveadm_backfill_print_num(counts.moved);
-	doveadm_backfill_print_num(counts.gone);
-	doveadm_backfill_print_num(counts.not_found);
+	revert_print(user->username, result, &counts, row_error);
 	return 0;
 }
 
@@ -570,6 +589,7 @@ static void cmd_revert_init(struct doveadm_mail_cmd_context *_ctx,
 	doveadm_print_header("removed_moved", "RemovedMoved", num);
 	doveadm_print_header("gone", "GoneAlready", num);
 	doveadm_print_header("not_found", "NotFound", num);
+	doveadm_print_header("error", "Error", 0);
 }
 
 static struct doveadm_mail_cmd_context *cmd_revert_alloc(void)

@@ -15,7 +15,7 @@
 
 struct status_sums {
 	char *domain;
-	uint64_t users, no_archive, pending, running, done, failed;
+	uint64_t users, no_archive, pending, running, done, failed, postponed;
 	uint64_t archived, added, duplicates, skipped, uidl_collisions;
 };
 
@@ -47,11 +47,13 @@ static void status_sum(struct status_sums *sums, const char *state,
 	sums->users++;
 	if (strcmp(state, "no-archive") == 0)
 		sums->no_archive++;
-	else if (rec->status == BF_MERGE_PENDING)
+	else if (strcmp(state, "postponed") == 0)
+		sums->postponed++;
+	else if (strcmp(state, "pending") == 0)
 		sums->pending++;
-	else if (rec->status == BF_MERGE_RUNNING)
+	else if (strcmp(state, "running") == 0)
 		sums->running++;
-	else if (rec->status == BF_MERGE_DONE)
+	else if (strcmp(state, "done") == 0)
 		sums->done++;
 	else
 		sums->failed++;
@@ -62,6 +64,31 @@ static void status_sum(struct status_sums *sums, const char *state,
 	sums->uidl_collisions += rec->uidl_collisions;
 }
 
+/* One user's row, or its share of the domain's sums.  state is the
+   record's, or "postponed" (the store could not be read) or "failed" (the
+   user's settings); error is what went wrong for this command, the
+   record's own last_error aside. */
+static void status_print(struct status_cmd_context *ctx, const char *username,
+                         const char *state, const struct bf_merge_record *rec,
+                         const char *error)
+{
+	if (ctx->by_domain) {
+		status_sum(status_domain(ctx, username), state, rec);
+		return;
+	}
+	doveadm_print(username);
+	doveadm_print(state);
+	doveadm_backfill_print_num(rec->archived);
+	doveadm_backfill_print_num(rec->added);
+	doveadm_backfill_print_num(rec->duplicates);
+	doveadm_backfill_print_num(rec->skipped);
+	doveadm_backfill_print_num(rec->uidl_collisions);
+	doveadm_backfill_print_time(rec->started);
+	doveadm_backfill_print_time(rec->finished);
+	doveadm_print(rec->last_error == NULL ? "" : rec->last_error);
+	doveadm_print(error == NULL ? "" : error);
+}
+
 static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
                           struct mail_user *user)
 {
@@ -69,23 +96,26 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 	struct backfill_user *buser;
 	struct bf_merge_record rec;
 	struct bf_state *state;
-	const char *error, *name;
+	const char *error, *name, *archive_error = NULL;
 	int ret, have_archive;
 
 	i_zero(&rec);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
+		status_print(ctx, user->username, "failed", &rec, error);
 		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	have_archive = doveadm_backfill_archive(buser, &error);
 	if (have_archive < 0) {
 		i_error("backfill(%s): %s", user->username, error);
+		archive_error = error;
 		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_FAILED);
 	}
 	ret = doveadm_backfill_state(buser, &state, &rec, &error);
 	if (ret < 0) {
 		i_error("backfill(%s): %s", user->username, error);
+		status_print(ctx, user->username, "postponed", &rec, error);
 		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -94,21 +124,7 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 		name = "no-archive";
 	else
 		name = bf_merge_status_name(rec.status);
-
-	if (ctx->by_domain) {
-		status_sum(status_domain(ctx, user->username), name, &rec);
-	} else {
-		doveadm_print(user->username);
-		doveadm_print(name);
-		doveadm_backfill_print_num(rec.archived);
-		doveadm_backfill_print_num(rec.added);
-		doveadm_backfill_print_num(rec.duplicates);
-		doveadm_backfill_print_num(rec.skipped);
-		doveadm_backfill_print_num(rec.uidl_collisions);
-		doveadm_backfill_print_time(rec.started);
-		doveadm_backfill_print_time(rec.finished);
-		doveadm_print(rec.last_error == NULL ? "" : rec.last_error);
-	}
+	status_print(ctx, user->username, name, &rec, archive_error);
 	bf_merge_record_clear(&rec);
 	return 0;
 }
@@ -140,6 +156,7 @@ static void cmd_status_init(struct doveadm_mail_cmd_context *_ctx,
 		doveadm_print_header("running", "Running", num);
 		doveadm_print_header("done", "Done", num);
 		doveadm_print_header("failed", "Failed", num);
+		doveadm_print_header("postponed", "Postponed", num);
 	} else {
 		doveadm_print_header("user", "User", 0);
 		doveadm_print_header("state", "State", 0);
@@ -153,6 +170,7 @@ static void cmd_status_init(struct doveadm_mail_cmd_context *_ctx,
 		doveadm_print_header("started", "Started", 0);
 		doveadm_print_header("finished", "Finished", 0);
 		doveadm_print_header("last_error", "LastError", 0);
+		doveadm_print_header("error", "Error", 0);
 	}
 }
 
@@ -188,6 +206,7 @@ static void cmd_status_deinit(struct doveadm_mail_cmd_context *_ctx)
 		doveadm_backfill_print_num(sums->running);
 		doveadm_backfill_print_num(sums->done);
 		doveadm_backfill_print_num(sums->failed);
+		doveadm_backfill_print_num(sums->postponed);
 		doveadm_backfill_print_num(sums->archived);
 		doveadm_backfill_print_num(sums->added);
 		doveadm_backfill_print_num(sums->duplicates);

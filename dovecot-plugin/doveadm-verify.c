@@ -95,6 +95,19 @@ static int verify_collect(struct mail_user *user, struct mailbox_list *list,
 	return ret;
 }
 
+/* A row without figures: no archive, or the error that stopped us. */
+static void verify_print_none(const char *username, const char *result,
+                              const char *error)
+{
+	doveadm_print(username);
+	doveadm_print(result);
+	doveadm_print("0");
+	doveadm_print("0");
+	doveadm_print("0");
+	doveadm_print("");
+	doveadm_print(error == NULL ? "" : error);
+}
+
 static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
                           struct mail_user *user)
 {
@@ -111,22 +124,20 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
 		i_error("backfill(%s): %s", user->username, error);
+		verify_print_none(user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	ret = backfill_archive_open(user, &buser->set, &archive, &error);
 	if (ret <= 0) {
-		doveadm_print(user->username);
-		doveadm_print(ret < 0 ? "failed" : "no-archive");
-		doveadm_print("0");
-		doveadm_print("0");
-		doveadm_print("0");
-		doveadm_print("");
 		if (ret < 0) {
-			i_error("backfill(%s): opening archive: %s",
-			        user->username, error);
+			error = t_strdup_printf("opening archive: %s", error);
+			i_error("backfill(%s): %s", user->username, error);
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
+		verify_print_none(user->username,
+		                  ret < 0 ? "failed" : "no-archive",
+		                  ret < 0 ? error : NULL);
 		return ret < 0 ? -1 : 0;
 	}
 	pool_t pool = pool_alloconly_create("backfill verify", 4096);
@@ -155,12 +166,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	if (ret < 0) {
 		i_error("backfill(%s): verify failed: %s", user->username,
 		        error);
-		doveadm_print(user->username);
-		doveadm_print("failed");
-		doveadm_print("0");
-		doveadm_print("0");
-		doveadm_print("0");
-		doveadm_print("");
+		verify_print_none(user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		backfill_archive_close(&archive);
 		pool_unref(&pool);
@@ -209,6 +215,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(acount - n_missing);
 	doveadm_backfill_print_num(n_missing);
 	doveadm_print(str_c(missing));
+	doveadm_print("");
 	if (n_missing > 0)
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_archive_close(&archive);
@@ -228,6 +235,7 @@ static void cmd_verify_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
 	doveadm_print_header("present", "Present", num);
 	doveadm_print_header("missing", "Missing", num);
 	doveadm_print_header("missing_list", "MissingFolderUID", 0);
+	doveadm_print_header("error", "Error", 0);
 }
 
 static struct doveadm_mail_cmd_context *cmd_verify_alloc(void)

@@ -144,6 +144,32 @@ class ExitCodeTest(unittest.TestCase):
         r = bd.doveadm(self.site.dc, "backfill", *args, fmt="json")
         return r.returncode, r
 
+    def check_rows(self, args, rows, stderr):
+        """-A: a row for every user, failed ones included, with the
+        error in the error column."""
+        if args == ("status", "-d"):
+            self.assertEqual(len(rows), 1, rows)
+            self.assertEqual((rows[0]["users"], rows[0]["postponed"]), ("4", "1"), rows)
+            return
+        self.assertEqual(sorted(row["user"] for row in rows),
+                         sorted(("ok", "broken", "outside", "nostore")), (args, stderr))
+        got = bd.by_user(rows)
+        col = "state" if args[0] in ("plan", "status") else "result"
+        nostore = got["nostore"]
+        if args[0] == "verify":
+            self.assertEqual(nostore[col], "missing")
+        else:
+            self.assertEqual(nostore[col], "postponed", args)
+            self.assertIn("/nonexistent-backfill-dir", nostore["error"], args)
+        if args[0] in ("run", "plan", "verify"):
+            for u in ("broken", "outside"):
+                self.assertEqual(got[u][col], "failed", (args, u))
+                self.assertNotEqual(got[u]["error"], "", (args, u))
+            self.assertIn("outside the archive root", got["outside"]["error"])
+        if args[0] == "status":
+            self.assertIn("outside the archive root", got["outside"]["error"])
+        self.assertEqual(got["ok"].get("error", ""), "", args)
+
     def test_exit_codes(self):
         # command: (ok, broken, outside, nostore, -A); run first, so that
         # verify has something to find and status a record to show
@@ -166,8 +192,10 @@ class ExitCodeTest(unittest.TestCase):
             got = []
             for u in users:
                 got.append(self.code(*args, "-u", u)[0])
-            got.append(self.code(*args, "-A")[0])
+            code, r = self.code(*args, "-A")
+            got.append(code)
             self.assertEqual(tuple(got), codes, args)
+            self.check_rows(args, json.loads(r.stdout), r.stderr)
             if args == ("run",):
                 # run again: ok is done (0), the others as before
                 got = tuple(self.code("run", "-u", u)[0] for u in users)
