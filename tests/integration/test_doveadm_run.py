@@ -202,6 +202,55 @@ class ExitCodeTest(unittest.TestCase):
                 self.assertEqual(got, codes[:4])
 
 
+class StatusFailedTest(unittest.TestCase):
+    """A merge that stopped on an error leaves its record FAILED with
+    last_error (merge.c): status shows `failed` and the error, status -d
+    counts it as failed, and run picks the user up again."""
+
+    def test_failed_record(self):
+        import sqlite3
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        bd.use_full_usernames(site)
+        site.add_user("alice@a.example", mg.bulk_scenario(1, 12, 4, 2), record=False)
+        site.add_user("bob@a.example", mg.bulk_scenario(2, 12, 4, 2), record=False)
+        site.start(plugin_on=False)
+        rows, _ = bd.doveadm_json(site.dc, "backfill", "run", "-u", "bob@a.example")
+        self.assertEqual(rows[0]["result"], "done")
+        why = "INBOX/uid 7: reading the archive failed: Input/output error"
+        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db.execute("INSERT INTO merges (user, status, cursor, archived, added, started, updated,"
+                   " last_error) VALUES ('alice@a.example', 'failed', NULL, 3, 2, 1700000000,"
+                   " 1700000100, ?)", (why,))
+        db.commit()
+        db.close()
+        dv.chown_tree(site.state_dir)
+
+        st, r = bd.doveadm_json(site.dc, "backfill", "status", "-A")
+        st = bd.by_user(st)
+        a = st["alice@a.example"]
+        self.assertEqual((a["state"], a["last_error"], a["error"]), ("failed", why, ""))
+        self.assertEqual((a["archived"], a["added"], a["started"], a["finished"]),
+                         ("3", "2", "2023-11-14T22:13:20Z", ""))
+        self.assertEqual((st["bob@a.example"]["state"], st["bob@a.example"]["last_error"]),
+                         ("done", ""))
+        # status reports; the failed merge is for run (or a login) to retry
+        self.assertEqual(r.returncode, 0)
+        r = bd.doveadm(site.dc, "backfill", "status", "-u", "alice@a.example", fmt="tab")
+        head, row = r.stdout.splitlines()[:2]
+        row = dict(zip(head.split("\t"), row.split("\t")))
+        self.assertEqual((row["State"], row["LastError"]), ("failed", why))
+        dom, _ = bd.doveadm_json(site.dc, "backfill", "status", "-A", "-d")
+        self.assertEqual(len(dom), 1)
+        d = dom[0]
+        self.assertEqual((d["users"], d["failed"], d["done"], d["postponed"]), ("2", "1", "1", "0"))
+        # run resumes the failed merge
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice@a.example")
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "alice@a.example")
+        self.assertEqual(st[0]["state"], "done")
+
+
 class RunWithSessionTest(unittest.TestCase):
     """A user logs in (IMAP: the merge goes on in background slices) while
     run -A works: the lease lets exactly one of them merge."""
