@@ -13,11 +13,13 @@ struct backfill_user;
    the same for every subcommand, so that scripts can retry on 75 and look
    at 1:
    - TEMPFAIL, 75 (EX_TEMPFAIL), try again later: the state store could
-     not be opened or read ("postponed"), or a live session's merge holds
-     the user's lease ("busy");
+     not be opened or read, or refused the writes a merge starts with
+     (BACKFILL_MERGE_STORE_ERROR: "postponed"), or a live session's merge
+     holds the user's lease ("busy");
    - FAILED, 1, something to look at: any other failure for the user
-     (settings, archive, mail, a write to the store, a merge that stopped
-     on an error or a signal), and verify's missing messages.
+     (settings, archive, mail, a write to the store once work has begun, a
+     merge that stopped on an error or a signal), and verify's missing
+     messages.
    With several users 1 wins over 75, 75 over 0.  64 (EX_USAGE) is left
    to doveadm's own usage handling. */
 enum doveadm_backfill_outcome {

@@ -78,9 +78,12 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	                                 BACKFILL_MERGE_FLAG_DRY_RUN, &merge,
 	                                 &reason);
 	if (ret < 0) {
+		bool store = ret == BACKFILL_MERGE_STORE_ERROR;
 		i_error("backfill(%s): %s", user->username, reason);
-		plan_print(user->username, "failed", &counts, reason);
-		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		plan_print(user->username, store ? "postponed" : "failed",
+		           &counts, reason);
+		doveadm_backfill_outcome(ctx, store ? DOVEADM_BACKFILL_TEMPFAIL
+		                                    : DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if (ret == 0) {

@@ -152,6 +152,14 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		total = 0; /* only the ETA is lost */
 	io_loop_time_refresh();
 	ret = backfill_merge_begin(user, &buser->set, state, &merge, &reason);
+	if (ret == BACKFILL_MERGE_STORE_ERROR) {
+		/* the summary line says "merge postponed" itself */
+		if (str_begins(reason, "merge postponed: "))
+			reason += strlen("merge postponed: ");
+		res->result = "postponed";
+		res->error = reason;
+		return;
+	}
 	if (ret < 0) {
 		res->error = reason;
 		run_result_record(res, state, user->username);

@@ -228,7 +228,13 @@ static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
 	msg = t_strdup_vprintf(fmt, args);
 	va_end(args);
 	e_error(m->user->event, "backfill(%s): %s", m->user->username, msg);
-	m->last_error = p_strdup(m->pool, msg);
+	/* one line: doveadm's -f tab output does not escape */
+	char *line = p_strdup(m->pool, msg);
+	for (char *p = line; *p != '\0'; p++) {
+		if (*p == '\t' || *p == '\r' || *p == '\n')
+			*p = ' ';
+	}
+	m->last_error = line;
 }
 
 static uint64_t now_msecs(void)
@@ -1692,7 +1698,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	        &error);
 	if (ret < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
-		return -1;
+		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	if (ret == 0) {
 		*reason_r = t_strdup_printf(
@@ -1709,7 +1715,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	                            &m->slot, &error);
 	if (ret < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
-		return -1;
+		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	if (ret == 0) {
 		*reason_r = t_strdup_printf(
@@ -1781,7 +1787,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	if (ret < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		pool_unref(&pool);
-		return -1;
+		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	if (ret > 0 && m->rec.status == BF_MERGE_DONE) {
 		e_debug(user->event, "backfill(%s): merge already done",
@@ -1802,7 +1808,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	if (bf_state_merge_get(state, user->username, &m->rec, &error) < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		backfill_merge_end(merge_r);
-		return -1;
+		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	if (m->rec.status == BF_MERGE_DONE) {
 		backfill_merge_end(merge_r);
@@ -1845,7 +1851,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	                          &error) < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		backfill_merge_end(merge_r);
-		return -1;
+		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	array_sort(&m->journal, box_uid_cmp);
 	if (m->intent && m->intent_folder < array_count(&m->folders)) {
@@ -1885,7 +1891,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		        "directory)",
 		        error);
 		backfill_merge_end(merge_r);
-		return -1;
+		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	e_info(user->event,
 	       "backfill(%s): merge %s: archive %s, %u folders, %u live "

@@ -14,7 +14,11 @@ struct backfill_merge;
    Returns 1 with *merge_r to run, 0 when there is nothing to do now (done
    already, no archive, lease or slot taken: *reason_r says which, for an
    info line, or is NULL for a silent no-op), -1 on error (*reason_r says
-   why and what to fix; the login goes on, the merge is postponed). */
+   why and what to fix; the login goes on, the merge is postponed), or
+   BACKFILL_MERGE_STORE_ERROR (< 0 too) when it was the state store that
+   failed: nothing to fix in the mailbox, try again once the store answers
+   (doveadm reports it "postponed", EX_TEMPFAIL). */
+#define BACKFILL_MERGE_STORE_ERROR (-2)
 int backfill_merge_begin(struct mail_user *user,
                          const struct backfill_settings *set,
                          struct bf_state *state,

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
+import dovecot as dv  # noqa: E402
 from bftest import dv, mg  # noqa: E402
 
 N_USERS = 200
@@ -110,6 +112,30 @@ class UsageTest(unittest.TestCase):
         self.assertIn("merge postponed", r.stderr)
         st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "alice")
         self.assertEqual(st[0]["state"], "pending")
+
+    def test_store_write_failure_is_tempfail(self):
+        """A state store that answers reads but refuses the merge's lease
+        (a trigger stands in for a store that fails half way): the user is
+        `postponed` and run exits 75, as when the store cannot be opened,
+        not `failed` and 1."""
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
+        site.add_user("bob", mg.bulk_scenario(2, 5, 1, 0), record=False)
+        site.start(plugin_on=True)
+        bd.doveadm_json(site.dc, "backfill", "run", "-u", "bob")
+        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        try:
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON leases"
+                       " BEGIN SELECT RAISE(ABORT, 'disk I/O error (test)'); END")
+            db.commit()
+        finally:
+            db.close()
+        dv.chown_tree(site.state_dir)
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice", ok=(75,))
+        self.assertEqual(rows[0]["result"], "postponed", r.stderr)
+        self.assertIn("disk I/O error (test)", rows[0]["error"])
+        self.assertNotIn("merge postponed: merge postponed", r.stderr)
 
 
 class ExitCodeTest(unittest.TestCase):
