@@ -105,6 +105,56 @@ static int parse_socket(const char *value, char **error_r)
 	return -1;
 }
 
+/* QuarantineRecipient: one address, local@domain, angle brackets
+   optional.  Postfix would take much more (a bare local part qualified
+   with myorigin, quoted local parts), but this address receives every
+   removed copy on every MX: a value that Postfix rewrites differently per
+   host, or rejects, would lose the copies it was set up to keep. */
+static int parse_address(const char *key, const char *value, char **dest,
+                         char **error_r)
+{
+	size_t len = strlen(value);
+	const char *addr = value, *at;
+	char *copy;
+
+	if (value[0] == '<' || value[len - 1] == '>') {
+		if (len < 2 || value[0] != '<' || value[len - 1] != '>') {
+			*error_r = xasprintf("%s: unbalanced <> in '%s'", key,
+			                     value);
+			return -1;
+		}
+		addr = value + 1;
+		len -= 2;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)addr[i];
+
+		if (c <= ' ' || c == 0x7f || c == '<' || c == '>') {
+			*error_r =
+			        xasprintf("%s: expected one address like "
+			                  "quarantine@example.org, not '%s' "
+			                  "(no spaces, control characters or "
+			                  "<> inside)",
+			                  key, value);
+			return -1;
+		}
+	}
+	at = memchr(addr, '@', len);
+	if (at == NULL || at == addr || at == addr + len - 1 ||
+	    memrchr(addr, '@', len) != at) {
+		*error_r = xasprintf("%s: expected local@domain, not '%s'", key,
+		                     value);
+		return -1;
+	}
+	if (asprintf(&copy, "<%.*s>", (int)len, addr) < 0) {
+		*error_r = strdup("out of memory");
+		return -1;
+	}
+	free(*dest);
+	*dest = copy;
+	return 0;
+}
+
 static int config_setting(const char *key, const char *value, void *context,
                           char **error_r)
 {
@@ -188,6 +238,9 @@ static int config_setting(const char *key, const char *value, void *context,
 		config->quarantine = (enum milter_quarantine)choice;
 		return 0;
 	}
+	if (strcasecmp(key, "QuarantineRecipient") == 0)
+		return parse_address(key, value, &config->quarantine_rcpt,
+		                     error_r);
 	if (strcasecmp(key, "ConfirmDelivery") == 0)
 		return parse_bool(key, value, &config->confirm_delivery,
 		                  error_r);
@@ -228,6 +281,7 @@ static void config_free(struct milter_config *config)
 	free(config->user_id);
 	free(config->pid_file);
 	free(config->state_uri);
+	free(config->quarantine_rcpt);
 	free(config->hostname);
 	free(config);
 }

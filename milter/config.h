@@ -48,6 +48,9 @@ struct milter_config {
 	unsigned int window_refresh_secs;
 	enum milter_duplicate_action duplicate_action;
 	enum milter_quarantine quarantine;
+	/* Where the copy of recipients removed as partial duplicates goes,
+	   as smfi_addrcpt takes it ("<local@domain>"); NULL: none. */
+	char *quarantine_rcpt;
 	bool confirm_delivery;
 	unsigned int min_age_secs;
 	unsigned int dedup_ttl_secs;

@@ -1,5 +1,6 @@
 /* The dedup decision at end of message, inside a restore window. */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,7 +182,10 @@ static sfsistat all_duplicates(struct dedup_run *run)
 	return SMFIS_ACCEPT;
 }
 
-static unsigned int remove_recipients(struct dedup_run *run)
+/* Removes the recipients that already have the message.  kept_in names
+   where their copy went (QuarantineRecipient), NULL: nowhere. */
+static unsigned int remove_recipients(struct dedup_run *run,
+                                      const char *kept_in)
 {
 	struct milter_session *session = run->session;
 	unsigned int removed = 0;
@@ -201,22 +205,57 @@ static unsigned int remove_recipients(struct dedup_run *run)
 		}
 		removed++;
 		milter_info("queue id %s: removed recipient %s: already "
-		            "delivered, first copy queue id %s on %s",
+		            "delivered, first copy queue id %s on %s; %s%s "
+		            "(fingerprint %s)",
 		            run->qid, rcpt->bare,
 		            run->firsts[key].queue_id != NULL
 		                    ? run->firsts[key].queue_id
 		                    : "?",
 		            run->firsts[key].host != NULL
 		                    ? run->firsts[key].host
-		                    : "?");
+		                    : "?",
+		            kept_in != NULL ? "this copy went to "
+		                            : "this copy is not kept "
+		                              "(Quarantine none)",
+		            kept_in != NULL ? kept_in : "", run->fp_text);
 	}
 	return removed;
+}
+
+/* Some recipients already have the message, the others do not.  Postfix
+   has no hold queue per recipient: a recipient removed with smfi_delrcpt
+   has its copy nowhere, and "whatever is removed stays recoverable".  So
+   the copy goes to QuarantineRecipient once (an operator mailbox that
+   expires it); without one the message goes to everyone, tagged, unless
+   the operator chose Quarantine none, i.e. not to keep duplicates. */
+static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
+{
+	const struct milter_config *config = run->config;
+
+	if (config->quarantine_rcpt == NULL) {
+		if (config->quarantine == MILTER_QUARANTINE_NONE)
+			return remove_recipients(run, NULL);
+		*not_kept_r = true;
+		return 0;
+	}
+	if (smfi_addrcpt(run->ctx, config->quarantine_rcpt) != MI_SUCCESS) {
+		/* Never remove what cannot be kept. */
+		milter_error("queue id %s: could not add QuarantineRecipient "
+		             "%s (does the MTA allow the milter to add "
+		             "recipients?); the duplicate recipients get the "
+		             "message again, tagged X-Backfill-Duplicate: "
+		             "confirmed",
+		             run->qid, config->quarantine_rcpt);
+		return 0;
+	}
+	return remove_recipients(run, config->quarantine_rcpt);
 }
 
 static sfsistat decide(struct dedup_run *run)
 {
 	const struct milter_config *config = run->config;
 	unsigned int removed = 0;
+	bool not_kept = false;
 	char value[128];
 
 	add_header(run, "X-Backfill-Window", run->session->window);
@@ -226,7 +265,7 @@ static sfsistat decide(struct dedup_run *run)
 	    config->duplicate_action == MILTER_DUPLICATE_REMOVE) {
 		if (run->confirmed_count == run->key_count && run->keyless == 0)
 			return all_duplicates(run);
-		removed = remove_recipients(run);
+		removed = partial_duplicates(run, &not_kept);
 		if (removed > 0) {
 			/* A count, not the addresses: naming them would show
 			   Bcc recipients to everyone else.  The log names
@@ -244,14 +283,18 @@ static sfsistat decide(struct dedup_run *run)
 
 	if (run->confirmed_count + run->suspected_count > 0 ||
 	    milter_log_enabled(MILTER_LOG_DEBUG))
-		milter_info("queue id %s: window %s fingerprint %s: %zu "
-		            "recipient(s): %u new, %u suspected duplicate(s) "
-		            "delivered tagged, %u confirmed duplicate(s), %u "
-		            "removed",
-		            run->qid, run->session->window, run->fp_text,
-		            run->key_count, run->new_count,
-		            run->suspected_count, run->confirmed_count,
-		            removed);
+		milter_info(
+		        "queue id %s: window %s fingerprint %s: %zu "
+		        "recipient(s): %u new, %u suspected duplicate(s) "
+		        "delivered tagged, %u confirmed duplicate(s), %u "
+		        "removed%s",
+		        run->qid, run->session->window, run->fp_text,
+		        run->key_count, run->new_count, run->suspected_count,
+		        run->confirmed_count, removed,
+		        not_kept ? " (partial duplicates are delivered tagged: "
+		                   "no QuarantineRecipient is set to keep "
+		                   "the copy of removed recipients)"
+		                 : "");
 	return SMFIS_ACCEPT;
 }
 

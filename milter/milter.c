@@ -19,6 +19,13 @@
 #define FORGED_PREFIX     "X-Backfill-"
 #define FORGED_PREFIX_LEN (sizeof(FORGED_PREFIX) - 1)
 
+/* Every action the milter may take, offered at registration and asked
+   for at negotiation.  SMFIF_ADDRCPT: QuarantineRecipient gets the copy
+   of recipients removed as partial duplicates. */
+#define MILTER_ACTIONS                                                         \
+	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_ADDRCPT | SMFIF_DELRCPT |       \
+	 SMFIF_QUARANTINE)
+
 static atomic_uint active_sessions;
 static atomic_uint active_messages;
 
@@ -112,8 +119,7 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0,
                                  unsigned long *pf1, unsigned long *pf2,
                                  unsigned long *pf3)
 {
-	const unsigned long actions = SMFIF_ADDHDRS | SMFIF_CHGHDRS |
-	                              SMFIF_DELRCPT | SMFIF_QUARANTINE;
+	const unsigned long actions = MILTER_ACTIONS;
 	/* One round trip per message: the steps we do not use are not
 	   sent, and the MTA does not wait for our answer to the others
 	   (we never reject: only end of message has something to say).
@@ -340,8 +346,7 @@ static sfsistat milter_close(SMFICTX *ctx)
 struct smfiDesc milter_desc = {
         .xxfi_name = "backfill-milter",
         .xxfi_version = SMFI_VERSION,
-        .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_DELRCPT |
-                      SMFIF_QUARANTINE,
+        .xxfi_flags = MILTER_ACTIONS,
         .xxfi_envfrom = milter_envfrom,
         .xxfi_envrcpt = milter_envrcpt,
         .xxfi_header = milter_header,

@@ -82,6 +82,32 @@ function t.ctl(args)
 	return rc, out:gsub("rc=%d+%s*$", "")
 end
 
+-- The milter's log so far (stderr, unbuffered: complete up to the last
+-- reply received).
+function t.log_text()
+	local f = io.open(MILTER_LOG)
+	if f == nil then error("cannot read " .. MILTER_LOG) end
+	local s = f:read("*a")
+	f:close()
+	return s
+end
+
+-- Whether the log has a line containing every one of the plain strings.
+function t.log_has(...)
+	local words = {...}
+	for line in t.log_text():gmatch("[^\n]+") do
+		local all = true
+		for _, w in ipairs(words) do
+			if not line:find(w, 1, true) then
+				all = false
+				break
+			end
+		end
+		if all then return true end
+	end
+	return false
+end
+
 function t.rss_kb()
 	local f = io.open("/proc/" .. MILTER_PID .. "/status")
 	if f == nil then error("milter process " .. MILTER_PID .. " is gone") end

@@ -1,7 +1,9 @@
 -- window: restore-1
 -- config: Quarantine none
 -- With Quarantine none a message whose every recipient already has it is
--- discarded; a message with one new recipient is not.
+-- discarded; a message with one new recipient is not, and without a
+-- QuarantineRecipient the duplicate recipients are removed without a copy
+-- kept (the operator chose not to keep duplicates).
 local t = dofile(LIBDIR .. "/lib.lua")
 
 t.run("quarantine-none", function()
@@ -18,5 +20,10 @@ t.run("quarantine-none", function()
 	t.check(t.send(conn, t.message(1, {"<bob@example.org>", "<carol@example.org>"})) == SMFIR_ACCEPT,
 		"one new recipient: accepted")
 	t.check(mt.eom_check(conn, MT_RCPTDELETE, "<bob@example.org>"), "bob removed")
+	t.check(not mt.eom_check(conn, MT_RCPTDELETE, "<carol@example.org>"), "carol kept")
+	t.check(mt.eom_check(conn, MT_HDRADD, "X-Backfill-Removed",
+		"1 duplicate recipient(s) already delivered"), "removal counted")
+	t.check(t.log_has("queue id Q1: removed recipient bob@example.org",
+		"not kept (Quarantine none)"), "the log says the copy is not kept")
 	mt.disconnect(conn)
 end)

@@ -71,6 +71,24 @@ class ConfigErrors(unittest.TestCase):
         self.check(['Window sometimes'], 1, ['auto', 'off'])
         self.check(['State /var/lib/backfill/state.db'], 1, ['State'])
         self.check(['PidFile run/milter.pid'], 1, ['PidFile', 'absolute'])
+        for bad in ('@example.org', '<@example.org>', 'quarantine',
+                    'quarantine@', 'q uarantine@example.org',
+                    'q\x01@example.org', '<quarantine@example.org',
+                    'quarantine@example.org>', 'a<b>@example.org',
+                    'a@b@example.org', '<>'):
+            self.check(['LogLevel info', 'QuarantineRecipient ' + bad], 2,
+                       ['QuarantineRecipient'])
+
+    def test_quarantine_recipient_accepted(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'good.conf')
+            for value in ('quarantine@example.org',
+                          '<Backfill.Quarantine+dup@example.org>'):
+                with open(path, 'w') as f:
+                    f.write(f'QuarantineRecipient {value}\n')
+                r = subprocess.run([MILTER, '-n', '-c', path],
+                                   capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_missing_file_and_good_file(self):
         r = subprocess.run([MILTER, '-n', '-c', '/nonexistent/bf.conf'],
