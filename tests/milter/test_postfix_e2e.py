@@ -43,6 +43,9 @@ MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
 PLUGIN_DIR = os.environ.get('BACKFILL_PLUGIN_DIR', '')
 USERS = ['alice', 'bob', 'carol', 'dave', 'erin']
+# The operator mailbox of QuarantineRecipient: where the copy of
+# recipients removed from a partial duplicate goes.
+QUARANTINE = 'quarantine'
 
 
 def make_message(n, rcpts):
@@ -69,7 +72,8 @@ class PostfixE2E(unittest.TestCase):
         make_traversable(self.tmp)
         self.confirm = plugin_confirms()
         milter_conf = ['SocketMode 0660', 'SocketGroup postfix',
-                       'Hostname mx1.test']
+                       'Hostname mx1.test',
+                       'QuarantineRecipient %s@example.org' % QUARANTINE]
         if not self.confirm:
             milter_conf += ['ConfirmDelivery no', 'MinAge 0']
         # The store is shared with Dovecot's LMTP, which runs as the mail
@@ -87,7 +91,7 @@ class PostfixE2E(unittest.TestCase):
             kw = dict(plugin_dir=PLUGIN_DIR, lmtp_plugins='backfill',
                       plugin={'backfill_state': self.milter.state})
         self.dovecot = Dovecot(name='e2e', **kw)
-        for u in USERS:
+        for u in USERS + [QUARANTINE]:
             self.dovecot.add_user(u)
         self.dovecot.start()
         self.primary = Postfix(
@@ -117,10 +121,10 @@ class PostfixE2E(unittest.TestCase):
             print("kept", self.tmp, self.primary.workdir, file=sys.stderr)
         self.assertEqual(rc, 0, 'milter did not stop cleanly')
 
-    def stored(self):
-        """[(user, raw)] of every message in every INBOX."""
+    def stored(self, users=USERS):
+        """[(user, raw)] of every message in every INBOX of users."""
         out = []
-        for u in USERS:
+        for u in users:
             md = self.dovecot.maildir(u)
             for sub in ('new', 'cur'):
                 d = os.path.join(md, sub)
@@ -259,6 +263,21 @@ class PostfixE2E(unittest.TestCase):
         log = self.milter.log_text()
         self.assertIn('held: duplicate for all', log)
         self.assertIn('removed recipient', log)
+        # The copy of the recipients removed from each overlapping
+        # message (step 3) is kept in the quarantine mailbox: one copy
+        # per message, whatever the number removed.
+        self.assertIn('this copy went to <%s@example.org>' % QUARANTINE, log)
+        deadline = time.time() + 30
+        while time.time() < deadline and \
+                len(self.stored([QUARANTINE])) < len(overlap):
+            time.sleep(0.2)
+        kept = []
+        for _, raw in self.stored([QUARANTINE]):
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            kept.append(int(msg['Message-ID'][len('<e2e-'):].split('@')[0]))
+            self.assertEqual(msg['X-Backfill-Removed'],
+                             '2 duplicate recipient(s) already delivered')
+        self.assertEqual(sorted(kept), sorted(m for m, _ in overlap))
         # Held means recoverable: released, a held copy is delivered
         # (marked as the duplicate it is).
         q = held[0]
