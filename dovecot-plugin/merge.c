@@ -86,6 +86,9 @@ struct live_box {
 	const char *guid;
 	struct mailbox *box; /* opened when a fingerprint is needed */
 	struct backfill_cache_fields cf;
+	/* for reading candidates, until the slice ends */
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
 };
 
 struct live_msg {
@@ -499,14 +502,24 @@ static int walk_open(struct backfill_merge *m, struct mailbox *box,
 }
 
 /* Transactions never stay open between slices: the IMAP client may use
-   the same mailboxes in between. */
+   the same mailboxes in between.  Their commits store the keys added to
+   the mail cache. */
 static void walk_slice_end(struct backfill_merge *m)
 {
+	struct live_box *lb;
+
 	if (m->walk.mail != NULL)
 		mail_free(&m->walk.mail);
-	if (m->walk.trans != NULL) {
-		/* commits the cached keys */
+	if (m->walk.trans != NULL)
 		(void)mailbox_transaction_commit(&m->walk.trans);
+	if (!array_is_created(&m->live_boxes))
+		return;
+	array_foreach_modifiable(&m->live_boxes, lb)
+	{
+		if (lb->mail != NULL)
+			mail_free(&lb->mail);
+		if (lb->trans != NULL)
+			(void)mailbox_transaction_commit(&lb->trans);
 	}
 }
 
@@ -642,18 +655,6 @@ static int live_index_step(struct backfill_merge *m)
 		const char *guid = mailbox_guid_str(box);
 		lb->guid = p_strdup(m->pool, guid == NULL ? "" : guid);
 	}
-	if (m->walk.box == NULL) {
-		/* reattach after a failed sync */
-		struct mail_namespace *ns =
-		        mail_namespace_find(m->luser->namespaces, lb->vname);
-		m->walk.box = mailbox_alloc(ns->list, lb->vname,
-		                            MAILBOX_FLAG_READONLY);
-		if (mailbox_sync(m->walk.box, 0) < 0) {
-			walk_close(m);
-			return 1;
-		}
-		backfill_cache_fields_register(m->walk.box, &m->walk.cf);
-	}
 	if (m->walk.pos >= array_count(&m->walk.uids)) {
 		walk_close(m);
 		return 1;
@@ -688,7 +689,6 @@ static int live_msg_fp(struct backfill_merge *m, struct live_msg *lm)
 {
 	struct live_box *lb = array_idx_modifiable(&m->live_boxes, lm->box_idx);
 	struct backfill_mail_keys keys;
-	struct mailbox_transaction_context *t;
 	struct mail *mail;
 	const char *error;
 	int ret;
@@ -706,8 +706,13 @@ static int live_msg_fp(struct backfill_merge *m, struct live_msg *lm)
 		}
 		backfill_cache_fields_register(lb->box, &lb->cf);
 	}
-	t = mailbox_transaction_begin(lb->box, 0, __func__);
-	mail = mail_alloc(t, 0, NULL);
+	if (lb->trans == NULL) {
+		/* one per slice, not one per candidate: each commit writes
+		   the cache file */
+		lb->trans = mailbox_transaction_begin(lb->box, 0, __func__);
+		lb->mail = mail_alloc(lb->trans, 0, NULL);
+	}
+	mail = lb->mail;
 	if (!mail_set_uid(mail, lm->uid))
 		ret = 0;
 	else {
@@ -721,8 +726,6 @@ static int live_msg_fp(struct backfill_merge *m, struct live_msg *lm)
 			ret = 0;
 		}
 	}
-	mail_free(&mail);
-	(void)mailbox_transaction_commit(&t);
 	if (ret > 0) {
 		memcpy(lm->fp, keys.fp, BF_FP_SIZE);
 		lm->fp_set = TRUE;
@@ -1143,13 +1146,9 @@ static int merge_one(struct backfill_merge *m,
 
 	if (merged_already(m, m->idx, uid))
 		return 0;
-	if (m->lbox == NULL && !m->dry_run) {
-		if (backfill_folder_open_live(m->luser, folder, &m->lbox,
-		                              &error) < 0) {
-			merge_log_error(m, "%s", error);
-			return -1;
-		}
-	}
+	/* folder_open() opened m->lbox (NULL only in a dry run, for a live
+	   folder that would be created) */
+	i_assert(m->lbox != NULL || m->dry_run);
 	if (!mail_set_uid(amail, uid))
 		return 0;
 	ret = backfill_mail_keys_get(amail, NULL, m->fp, TRUE, &keys, &error);

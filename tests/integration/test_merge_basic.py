@@ -203,5 +203,58 @@ class MergeBasic(unittest.TestCase):
         self.site.dc.assert_log_clean()
 
 
+class RepeatsAcrossBatches(unittest.TestCase):
+    """Multiset dedup when the identical archived copies lie in different
+    batches and POP3 sessions (the budget stops each login early): the
+    live copy is consumed once, by the first of them, and the state that
+    says so survives every checkpoint and resume.  The final mailbox holds
+    exactly as many copies as the archive (3), not 2 and not 4."""
+
+    N = 1200
+    AT = (0, 550, 1150)  # a full-copy merge commits every 200
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site(plugin={"backfill_login_budget": "30ms"})
+        try:
+            g = mg.Generator(41)
+            s = mg.Scenario()
+            old, now = 1500000000, 1700000000
+            cls.x = g.message(old, lines=6)
+            arch = mg.Folder("INBOX", 1400000041)
+            for i in range(cls.N):
+                raw = cls.x if i in cls.AT else g.message(old + 60 + i * 60, lines=3)
+                arch.msgs.append(mg.Msg(raw, {"\\Seen"}, old + i * 60))
+            s.archive = [arch]
+            live = mg.Folder("INBOX", 1690000041)
+            live.msgs.append(mg.Msg(g.redelivered(cls.x), (), now))
+            for i in range(5):
+                live.msgs.append(mg.Msg(g.message(now + 60 + i * 60), (), now + 60 + i * 60))
+            s.live = [live]
+            site.add_user("rena", s, record=False)
+            site.start()
+            site.wait_merged("rena", service="pop3", timeout=300)
+            cls.post = site.dc.snapshot("rena")
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_spread_over_sessions(self):
+        starts = self.site.dc.log_lines(r"backfill\(rena\): merge (started|resumed)")
+        self.assertGreater(len(starts), 2, "the merge did not span several sessions")
+
+    def test_three_copies_in_the_end(self):
+        fp_x = mg.fingerprint_ref.fingerprint(self.x)[0]
+        _, msgs = self.post["INBOX"]
+        self.assertEqual(len(msgs), self.N + 6 - 1)
+        self.assertEqual(sum(1 for m in msgs if m.fingerprint == fp_x), 3)
+        line = self.site.finished_lines("rena")[-1]
+        self.assertRegex(line, r"\b%d added, 1 duplicates\b" % (self.N - 1))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

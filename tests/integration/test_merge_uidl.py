@@ -163,5 +163,45 @@ class LaterDeliveries(unittest.TestCase):
             self.assertIn(pair, post, "archived message lost its old UIDL")
 
 
+class RepeatedArchivedUidl(unittest.TestCase):
+    """Two archived messages stored with one UIDL (a migration tool that
+    repeated it): the first merged keeps it, the second gets Dovecot's own
+    UIDL, so no two messages of the live INBOX show the same one."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site(plugin={"backfill_pop3_hide": "none"})
+        try:
+            g = mg.Generator(33)
+            s = mg.Scenario()
+            old = 1500000000
+            arch = mg.Folder("INBOX", UV + 7)
+            for i in range(4):
+                uidl = "same-uidl" if i in (1, 3) else None
+                arch.msgs.append(mg.Msg(g.message(old + i * 60), set(), old + i * 60, pop3_uidl=uidl))
+            s.archive = [arch]
+            s.live = [mg.Folder("INBOX", UV + 8)]
+            cls.first = arch.msgs[1].raw
+            site.add_user("ria", s, record=False)
+            site.start()
+            site.wait_merged("ria")
+            cls.post_uidls = site.dc.pop3_uidls("ria")
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_first_keeps_it_second_gets_a_new_one(self):
+        uidls = [u for u, _ in self.post_uidls]
+        self.assertEqual(len(uidls), 4)
+        self.assertEqual(len(set(uidls)), 4, "two messages show one UIDL")
+        fp_first = mg.fingerprint_ref.fingerprint(self.first)[0]
+        self.assertIn(("same-uidl", fp_first), self.post_uidls)
+        self.assertEqual(len(self.site.dc.log_lines(r"POP3 UIDL same-uidl already shown by another merged message")), 1)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
