@@ -12,6 +12,8 @@ import os
 import socket
 import struct
 import sys
+import threading
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -151,6 +153,91 @@ class ProtocolTest(unittest.TestCase):
             s.sendall(struct.pack('!I', 1 + 1000) + b'B' + b'x' * 10)
         self.assertIsNone(self.milter.proc.poll(), 'milter died')
         self.assert_fingerprint([('Subject', 'after the junk')], b'ok\r\n')
+
+
+class HungStore:
+    """A TCP listener that accepts and reads but never answers: a Redis
+    server that hangs rather than refuses."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)  # held open, never answered
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class HungStoreTest(unittest.TestCase):
+    """BRIEF, milter: "State store down or internal error: accept, tag as
+    unchecked, log" -- also when the store hangs.  The first message waits
+    for the store's timeout once; the failed window read then stands for
+    WindowRefresh, so the messages queued behind it do not each wait for a
+    timeout (Postfix would end the milter session and pass mail
+    untagged, with forged X-Backfill-* headers kept)."""
+
+    TIMEOUT_MS = 1000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.store = HungStore()
+        cls.milter = PrivateMilter(
+            MILTER, BACKFILLCTL, config=['WindowRefresh 30s'],
+            state=f'redis://127.0.0.1:{cls.store.port}/0?timeout={cls.TIMEOUT_MS}')
+        cls.milter.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.milter.stop()
+        cls.milter.__exit__(None, None, None)
+        cls.store.close()
+        if rc != 0:
+            raise AssertionError(f'milter did not stop cleanly ({rc})')
+
+    def test_accepted_tagged_and_no_timeout_per_message(self):
+        times = []
+        client = MilterClient(self.milter.sock)
+        try:
+            for n in range(6):
+                t0 = time.monotonic()
+                reply, actions = client.message(
+                    '<sender@example.net>', ['<alice@example.org>', '<bob@example.org>'],
+                    [('Subject', f'hung {n}'), ('X-Backfill-Dedup', 'checked')],
+                    [b'body\r\n'], queue_id=f'HS{n}')
+                times.append(time.monotonic() - t0)
+                self.assertEqual(reply, b'a', actions)
+                self.assertEqual(MilterClient.added(actions, 'X-Backfill-Dedup'), 'unchecked', actions)
+                kinds = [a[0] for a in actions]
+                self.assertNotIn('delrcpt', kinds, actions)
+                self.assertNotIn('quarantine', kinds, actions)
+                self.assertTrue([a for a in actions if a[0] == 'chgheader'
+                                 and a[2] == 'X-Backfill-Dedup' and a[3] == ''],
+                                f'forged header kept: {actions}')
+        finally:
+            client.close()
+        print(f'seconds per message with a hung store: {["%.3f" % t for t in times]}',
+              file=sys.stderr)
+        self.assertGreater(len(self.store.conns), 0, 'the milter never tried the store')
+        # the first one may wait for the timeout; the others must not
+        self.assertLess(times[0], 5 * self.TIMEOUT_MS / 1000)
+        for t in times[1:]:
+            self.assertLess(t, self.TIMEOUT_MS / 1000 / 2, times)
+        log = self.milter.log_text()
+        self.assertIn('cannot read the restore window from the state store', log)
 
 
 if __name__ == '__main__':
