@@ -1100,7 +1100,6 @@ static int merge_copy(struct backfill_merge *m, struct mail *amail,
 	struct mail_keywords *kw;
 	ARRAY_TYPE(const_string) kw_list;
 	const char *const *akw;
-	time_t received;
 	bool have_kw = FALSE;
 
 	t_array_init(&kw_list, 8);
@@ -1124,8 +1123,12 @@ static int merge_copy(struct backfill_merge *m, struct mail *amail,
 	save = mailbox_save_alloc(m->ltrans);
 	mailbox_save_set_flags(save, mail_get_flags(amail) & ~MAIL_RECENT, kw);
 	mailbox_keywords_unref(&kw);
-	if (mail_get_received_date(amail, &received) == 0)
-		mailbox_save_set_received_date(save, received, 0);
+	/* No received date here: mailbox_copy() takes it from amail
+	   (mail_save_copy_default_metadata() when it copies; a hardlink
+	   shares the file whose mtime it is).  Setting it would make every
+	   hardlink copy stat() the archived file and utime() the link, that
+	   is the archived file, to the value it has (bench/merge-floor: the
+	   merge's rate over import's rose by 0.12 without it). */
 	if (uidl[0] != '\0')
 		mailbox_save_set_pop3_uidl(save, uidl);
 	if (mailbox_copy(&save, amail) < 0) {

@@ -203,6 +203,63 @@ class MergeBasic(unittest.TestCase):
         self.site.dc.assert_log_clean()
 
 
+def message_files(maildir):
+    """{path: (inode, size, mtime_ns)} of every message file (not the
+    ctime: a new link to a file changes it)."""
+    out = {}
+    for root, dirs, files in os.walk(maildir):
+        if os.path.basename(root) not in ("cur", "new"):
+            continue
+        for f in files:
+            st = os.lstat(os.path.join(root, f))
+            out[os.path.join(root, f)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+class HardlinkMerge(unittest.TestCase):
+    """Issue 3, "Copy": Maildir to Maildir on one filesystem hardlinks.  An
+    archive owned by the mail user next to the live mailboxes: the merged
+    copies are links to the archived files, flags, keywords and received
+    dates are kept all the same, and the archive's files keep their names,
+    sizes and mtimes (the received date of Maildir)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site()
+        try:
+            site.add_user("hana", mg.standard_scenario(51), freeze=False)
+            cls.arch = os.path.join(site.base, "archive", "hana", "Maildir")
+            site.start(plugin_on=False)
+            cls.pre = site.dc.snapshot("hana")
+            cls.before = message_files(cls.arch)
+            site.enable_plugin()
+            site.wait_merged("hana")
+            cls.post = site.dc.snapshot("hana")
+            cls.after = message_files(cls.arch)
+            live = message_files(os.path.join(site.base, "live", "hana", "Maildir"))
+            cls.live_inodes = {v[0] for v in live.values()}
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_copies_are_links(self):
+        linked = [p for p, v in self.after.items() if v[0] in self.live_inodes]
+        self.assertGreater(len(linked), 0.8 * len(self.after),
+                           "%d of %d archived files linked" % (len(linked), len(self.after)))
+
+    def test_flags_keywords_dates_kept(self):
+        exp, _, _ = bftest.expected_after(self.pre, self.site.views["hana"])
+        got = bftest.multiset(self.post)
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+
+    def test_archive_files_untouched(self):
+        self.assertEqual(self.after, self.before)
+
+
 class RepeatsAcrossBatches(unittest.TestCase):
     """Multiset dedup when the identical archived copies lie in different
     batches and POP3 sessions (the budget stops each login early): the
