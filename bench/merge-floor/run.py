@@ -16,7 +16,6 @@ once per variant, each on a fresh copy of the live mailbox and state:
               dedup against live, everything added)
     nouidl    no POP3 UIDL looked up or set
     nokw      no keywords (neither the archive's nor backfill_keyword)
-    norecv    no received date
     nojournal checkpoints without journal entries
 
 Variants combine with "+".  Prints import's time over each variant's
@@ -77,7 +76,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("variants", nargs="*",
-                    default=["base", "noread", "noread+nouidl+nokw+norecv+nojournal"])
+                    default=["base", "noread", "noread+nouidl+nokw+nojournal"])
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bf-floor-")
     wt = None
