@@ -71,7 +71,9 @@
 #define BACKFILL_PROGRESS_SLICE_MSECS 100
 #define BACKFILL_LEASE_TTL_SECS       120
 #define BACKFILL_LEASE_RENEW_SECS     30
-#define BACKFILL_CURSOR_VERSION       "1"
+/* how a record's last_error names an archive folder the merge skipped */
+#define BACKFILL_SKIPPED_NOTE   "archive folder skipped: "
+#define BACKFILL_CURSOR_VERSION "1"
 /* live_uidls owner of a UIDL that a copy backfill added shows */
 #define BACKFILL_UIDL_OWNER_MERGED 0xffffffffU
 
@@ -220,6 +222,18 @@ const char *backfill_merge_lease_name(const char *username)
 	return t_strconcat("merge/", username, NULL);
 }
 
+/* A record's last_error is one line: doveadm's -f tab does not escape. */
+static const char *one_line(const char *text)
+{
+	char *line = t_strdup_noconst(text);
+
+	for (char *p = line; *p != '\0'; p++) {
+		if (*p == '\t' || *p == '\r' || *p == '\n')
+			*p = ' ';
+	}
+	return line;
+}
+
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
         ATTR_FORMAT(2, 3);
 static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
@@ -231,13 +245,7 @@ static void merge_log_error(struct backfill_merge *m, const char *fmt, ...)
 	msg = t_strdup_vprintf(fmt, args);
 	va_end(args);
 	e_error(m->user->event, "backfill(%s): %s", m->user->username, msg);
-	/* one line: doveadm's -f tab output does not escape */
-	char *line = p_strdup(m->pool, msg);
-	for (char *p = line; *p != '\0'; p++) {
-		if (*p == '\t' || *p == '\r' || *p == '\n')
-			*p = ' ';
-	}
-	m->last_error = line;
+	m->last_error = p_strdup(m->pool, one_line(msg));
 }
 
 static uint64_t now_msecs(void)
@@ -1393,12 +1401,24 @@ static int folder_open(struct backfill_merge *m,
 	abox = mailbox_alloc(m->archive->ns->list, folder->archive_vname,
 	                     MAILBOX_FLAG_READONLY);
 	if (walk_open(m, abox, &error) < 0) {
-		e_error(m->user->event,
-		        "backfill(%s): archive folder %s skipped: %s (check "
-		        "the restored files; a backup that dropped empty "
-		        "cur/ new/ tmp/ directories needs them back, then "
-		        "doveadm backfill reset -u USER merges them)",
-		        m->user->username, folder->archive_vname, error);
+		const char *line = t_strdup_printf(
+		        BACKFILL_SKIPPED_NOTE
+		        "%s: %s (check the restored files; a backup that "
+		        "dropped empty cur/ new/ tmp/ directories needs them "
+		        "back, then doveadm backfill reset -u USER merges "
+		        "them)",
+		        folder->archive_vname, error);
+		e_error(m->user->event, "backfill(%s): %s", m->user->username,
+		        line);
+		/* The merge goes on with the other folders and can finish:
+		   the record's last_error keeps saying what is missing, for
+		   doveadm backfill status (written with the next
+		   checkpoint). */
+		if (!m->dry_run) {
+			i_free(m->rec.last_error);
+			m->rec.last_error = i_strdup(one_line(line));
+			m->cursor_dirty = TRUE;
+		}
 		walk_close(m);
 		return 0;
 	}
@@ -1524,8 +1544,11 @@ static void merge_finish(struct backfill_merge *m)
 	m->rec.finished = ioloop_time;
 	if (m->dry_run)
 		return;
-	/* an earlier session's failure is history now */
-	i_free(m->rec.last_error);
+	/* an earlier session's failure is history now, a skipped folder
+	   is not */
+	if (m->rec.last_error != NULL &&
+	    !str_begins(m->rec.last_error, BACKFILL_SKIPPED_NOTE))
+		i_free(m->rec.last_error);
 	record_set_cursor(m, FALSE);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {

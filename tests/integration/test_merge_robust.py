@@ -100,6 +100,11 @@ class MergeRobust(unittest.TestCase):
         cls.perry_tmp = os.path.join(base, "live", "perry", "Maildir", "tmp")
         os.chown(cls.perry_tmp, 0, 0)
         os.chmod(cls.perry_tmp, 0o555)
+        # an archive folder that cannot be read (its cur/ lost its
+        # permissions in the restore)
+        site.add_user("sid", mg.standard_scenario(22))
+        cls.sid_cur = os.path.join(base, "archive", "sid", "Maildir", ".Work", "cur")
+        os.chmod(cls.sid_cur, 0o000)
         # 10: no archive
         live_home = os.path.join(base, "live", "nora")
         mg.write_maildir(os.path.join(live_home, "Maildir"), mg.standard_scenario(16).live)
@@ -131,7 +136,7 @@ class MergeRobust(unittest.TestCase):
             cls.sums[user] = dv.tree_checksum(os.path.join(base, "archive", user))
         site.start(plugin_on=False)
         for user in ("rosa", "rita", "bert", "sven", "stan", "nora", "john.doe", "a+tag", "capital",
-                     "perry"):
+                     "perry", "sid"):
             cls.pre[user] = site.dc.snapshot(user)
         site.enable_plugin()
 
@@ -256,6 +261,21 @@ class MergeRobust(unittest.TestCase):
         os.chmod(self.perry_tmp, 0o700)
         self.merged_ok("perry")
         self.assertEqual(self.record("perry"), ("done", None))
+
+    def test_skipped_archive_folder_stays_visible(self):
+        self.site.wait_merged("sid")
+        status, error = self.record("sid")
+        self.assertEqual(status, "done")
+        self.assertRegex(error or "", r"^archive folder skipped: Work: .*doveadm backfill reset")
+        lines = [l for l in self.user_log("sid", "Error") if "archive folder skipped: Work" in l]
+        self.assertEqual(len(lines), 1, "\n".join(self.user_log("sid")))
+        post = self.site.dc.snapshot("sid")
+        work = {m.fingerprint for m in self.site.views["sid"].snapshot["Work"][1]}
+        got = {m.fingerprint for _, (_, ms) in post.items() for m in ms}
+        self.assertFalse(work & got - {m.fingerprint for _, (_, ms) in self.pre["sid"].items() for m in ms},
+                         "a message of the skipped folder was merged")
+        inbox = {m.fingerprint for m in self.site.views["sid"].snapshot["INBOX"][1]}
+        self.assertLessEqual(inbox, got, "the other folders were not merged")
 
     # ---------------------------------------------------------- test 10
     def test_10_no_archive(self):
