@@ -159,8 +159,13 @@ static int revert_walk_cb(struct mail *mail,
 	struct revert_box *rb = array_idx_modifiable(&rc->boxes, rc->box_idx);
 	struct revert_entry *e;
 
-	if (revert_lease_renew(rc, FALSE, &rc->error) < 0)
+	const char *error;
+
+	if (revert_lease_renew(rc, FALSE, &error) < 0) {
+		/* this callback runs in a data stack frame of its own */
+		rc->error = p_strdup(rc->pool, error);
 		return -1;
+	}
 	if (mail->uid != 0 && rb->guid != NULL &&
 	    (e = revert_entry_find(rc, rb->guid, mail->uid)) != NULL &&
 	    !e->found) {
@@ -351,8 +356,10 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 			        p_strdup(rc->pool, guid_128_to_string(md.guid));
 		if (doveadm_backfill_walk(box, NULL, revert_walk_cb, rc,
 		                          error_r) < 0) {
-			if (rc->error != NULL)
-				*error_r = rc->error;
+			if (rc->error != NULL) {
+				/* rc->pool goes before the caller prints it */
+				*error_r = t_strdup(rc->error);
+			}
 			ret = -1;
 		}
 		mailbox_free(&box);
@@ -400,16 +407,16 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 	/* Moves keep keywords: with one, an entry found neither in place
 	   nor by it was deleted by the user.  Without one, a moved message
 	   cannot be told from the user's own copies: it stays. */
-	if (rc->keyword != NULL)
-		counts->gone += not_found;
-	else
-		counts->not_found += not_found;
-
 	array_foreach_modifiable(&rc->boxes, rb)
 	{
 		if (revert_expunge(rc, rb, counts, error_r) < 0)
 			return -1;
 	}
+	/* counted, like the rest, once the revert went through */
+	if (rc->keyword != NULL)
+		counts->gone += not_found;
+	else
+		counts->not_found += not_found;
 	return 0;
 }
 

@@ -211,13 +211,14 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 	res->secs = msecs_since(&started) / 1000.0;
 	if (ret > 0)
 		res->result = "done";
-	else if (ret < 0)
-		res->error = "merge stopped on an error (see the log)";
 	if (progress && res->processed > 0) {
 		run_progress_user(ctx, user->username, total, counts.archived,
 		                  res->processed, msecs_since(&started), TRUE);
 	}
+	/* a merge that stopped on an error recorded the line it logged */
 	run_result_record(res, state, user->username);
+	if (ret < 0 && res->error == NULL)
+		res->error = "merge stopped on an error (see the log)";
 }
 
 static void run_print(struct run_cmd_context *ctx, const char *username,

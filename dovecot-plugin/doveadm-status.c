@@ -122,6 +122,8 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 	/* A record outlives a removed archive: show what was done. */
 	if (ret == 0 && have_archive == 0)
 		name = "no-archive";
+	else if (ret == 0 && have_archive < 0)
+		name = "failed"; /* not pending: it cannot start */
 	else
 		name = bf_merge_status_name(rec.status);
 	status_print(ctx, user->username, name, &rec, archive_error);

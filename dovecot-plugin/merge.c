@@ -449,6 +449,12 @@ static int leases_renew(struct backfill_merge *m)
 	ret = bf_state_lease_renew(
 	        m->state, backfill_merge_lease_name(m->user->username),
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &error);
+	if (ret == 0) {
+		m->lease_lost = TRUE;
+		merge_log_error(m, "merge stopped: lost the merge lease to "
+		                   "another process (it continues the merge)");
+		return -1;
+	}
 	if (ret == 1) {
 		ret = bf_state_slot_renew(m->state, my_hostname, m->slot,
 		                          m->owner, ioloop_time,
@@ -459,9 +465,11 @@ static int leases_renew(struct backfill_merge *m)
 		return -1;
 	}
 	if (ret == 0) {
-		m->lease_lost = TRUE;
-		merge_log_error(m, "merge stopped: lost the merge lease to "
-		                   "another process (it continues the merge)");
+		/* the lease is still ours: the record is too */
+		merge_log_error(m,
+		                "merge stopped: lost this host's merge slot "
+		                "(backfill_max_parallel) to another process; "
+		                "the next login continues");
 		return -1;
 	}
 	m->last_renew = ioloop_time;
@@ -1613,6 +1621,8 @@ static int merge_run(struct backfill_merge *m, unsigned int budget_ms,
 					        m, "merge record has a damaged "
 					           "cursor (reset it with "
 					           "doveadm backfill reset)");
+					m->failed = TRUE;
+					merge_record_failure(m);
 					return -1;
 				}
 				m->phase = PHASE_MERGE;
@@ -1753,6 +1763,20 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	return 1;
 }
 
+/* A merge that cannot start for a reason in the mailbox, the archive or
+   the record (not the store): recorded as failed like one that stops, so
+   that doveadm backfill status shows why. */
+static int merge_begin_failed(struct backfill_merge **merge_r,
+                              const char *reason)
+{
+	struct backfill_merge *m = *merge_r;
+
+	m->last_error = p_strdup(m->pool, one_line(reason));
+	merge_record_failure(m);
+	backfill_merge_end(merge_r);
+	return -1;
+}
+
 int backfill_merge_begin(struct mail_user *user,
                          const struct backfill_settings *set,
                          struct bf_state *state,
@@ -1845,30 +1869,29 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		        "merge record has an unknown cursor '%s' (reset it "
 		        "with doveadm backfill reset)",
 		        m->rec.cursor);
-		backfill_merge_end(merge_r);
-		return -1;
+		return merge_begin_failed(merge_r, *reason_r);
 	}
 
 	if (live_user_dup(user, &m->luser, &error) < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
-		backfill_merge_end(merge_r);
-		return -1;
+		return merge_begin_failed(merge_r, *reason_r);
 	}
 	m->batch_started = now_msecs();
 	if ((ret = backfill_archive_open(user, set, &m->archive, &error)) <=
 	    0) {
-		*reason_r = ret == 0 ? NULL
-		                     : t_strdup_printf("opening archive: %s",
-		                                       error);
-		backfill_merge_end(merge_r);
-		return ret;
+		if (ret == 0) {
+			*reason_r = NULL;
+			backfill_merge_end(merge_r);
+			return 0;
+		}
+		*reason_r = t_strdup_printf("opening archive: %s", error);
+		return merge_begin_failed(merge_r, *reason_r);
 	}
 	if (backfill_folder_map_build(m->luser, m->archive, pool, &m->folders,
 	                              &error) < 0 ||
 	    live_boxes_list(m, &error) < 0) {
 		*reason_r = t_strdup(error);
-		backfill_merge_end(merge_r);
-		return -1;
+		return merge_begin_failed(merge_r, *reason_r);
 	}
 	if (bf_state_journal_iter(state, user->username, journal_load_cb, m,
 	                          &error) < 0) {

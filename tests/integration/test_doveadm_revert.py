@@ -145,8 +145,10 @@ def count(snap):
 
 
 class RevertLeaseTest(unittest.TestCase):
-    """revert renews its lease (600 s) while it works and right before each
-    mailbox's expunge, and stops when the lease is no longer its own."""
+    """revert renews its lease (600 s) right before each mailbox's
+    expunge, and stops when the lease is no longer its own.  (It also
+    renews every 60 s while it walks; these reverts take seconds, so only
+    the renewal before the expunge is tested here.)"""
 
     def setUp(self):
         self.site = bftest.Site()

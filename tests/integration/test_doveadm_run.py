@@ -194,6 +194,7 @@ class ExitCodeTest(unittest.TestCase):
             self.assertIn("outside the archive root", got["outside"]["error"])
         if args[0] == "status":
             self.assertIn("outside the archive root", got["outside"]["error"])
+            self.assertEqual(got["outside"][col], "failed", rows)
         self.assertEqual(got["ok"].get("error", ""), "", args)
 
     def test_exit_codes(self):
@@ -275,6 +276,36 @@ class StatusFailedTest(unittest.TestCase):
         self.assertEqual(rows[0]["result"], "done", r.stderr)
         st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "alice@a.example")
         self.assertEqual(st[0]["state"], "done")
+
+    def test_merge_that_cannot_start_is_recorded(self):
+        """A record whose cursor this plugin cannot read: the merge does
+        not start (run: failed, exit 1, the line says to reset), and the
+        record says so too: failed, last_error set, the cursor kept for
+        whoever looks at it.  reset, then run, merges."""
+        import sqlite3
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("carl", mg.bulk_scenario(3, 12, 4, 2), record=False)
+        site.start(plugin_on=False)
+        bd.doveadm_json(site.dc, "backfill", "status", "-u", "carl")  # creates the store
+        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db.execute("INSERT INTO merges (user, status, cursor, started, updated)"
+                   " VALUES ('carl', 'running', 'v99:from-the-future', 1700000000, 1700000100)")
+        db.commit()
+        db.close()
+        dv.chown_tree(site.state_dir)
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "carl", ok=(1,))
+        self.assertEqual(rows[0]["result"], "failed", r.stderr)
+        self.assertIn("unknown cursor", rows[0]["error"])
+        st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "carl")
+        self.assertEqual(st[0]["state"], "failed")
+        self.assertIn("unknown cursor 'v99:from-the-future'", st[0]["last_error"])
+        self.assertIn("doveadm backfill reset", st[0]["last_error"])
+        bd.doveadm_json(site.dc, "backfill", "reset", "-u", "carl")
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "carl")
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "carl")
+        self.assertEqual((st[0]["state"], st[0]["last_error"]), ("done", ""))
 
 
 class RunWithSessionTest(unittest.TestCase):

@@ -101,8 +101,9 @@ class MergeUidl(unittest.TestCase):
 def gap_scenario():
     """The old INBOX had expunged most of its messages: archived UIDs 10,
     20, ... 50 (UIDNEXT 51), the live INBOX reuses its UIDVALIDITY and has
-    8 messages.  The merge adds 5 (live UIDs 9-13); deliveries after it
-    must not get UIDs 10, 20, ... whose UIDLs the merged copies show."""
+    8 messages.  Without the fix the merge would add 5 at live UIDs 9-13
+    and deliveries after it would get UIDs 14, ... 20, ... whose UIDLs the
+    merged copies show; with it, live UIDNEXT is raised to 51 first."""
     g = mg.Generator(32)
     s = mg.Scenario()
     old, now = 1500000000, 1700000000
