@@ -69,9 +69,14 @@ struct bf_state_backend {
 	                       uint32_t archive_uid, uint32_t uid);
 	int (*journal_delete)(struct bf_state *state, const char *user);
 
-	/* windows: open closes any open window in the same transaction */
+	/* windows.  open, in one transaction: reads the window in force at
+	   now into *previous_r (name NULL: none); if that is name, sets its
+	   until (no write when unchanged); if it is another and exclusive,
+	   returns 0 without writing; otherwise closes every open window and
+	   adds name.  1 name is open. */
 	int (*window_open)(struct bf_state *state, const char *name, time_t now,
-	                   time_t until);
+	                   time_t until, bool exclusive,
+	                   struct bf_window *previous_r);
 	int (*window_close)(struct bf_state *state, time_t now);
 	/* The newest window not closed whose until is 0 or after now. */
 	int (*window_current)(struct bf_state *state, time_t now,

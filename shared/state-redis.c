@@ -171,20 +171,39 @@ static const char *const scripts[SCRIPT_COUNT] = {
                      "end\n"
                      "redis.call('SET', KEYS[1], ARGV[4] .. ':' .. owner)\n"
                      "return {1}\n",
-        /* KEYS: the window list; ARGV: op, now[, until, name].  open and
-           close close every open window; current returns the newest one
-           not closed whose until is 0 or after now. */
+        /* KEYS: the window list; ARGV: op, now[, until, name, mode].
+           current returns the window in force: the newest one not closed
+           whose until is 0 or after now.  close closes every open window.
+           open returns {1 or 0, the window in force before}: the same
+           name only gets the new until (and keeps its opened time);
+           another name in force is closed, or with mode "exclusive"
+           refused (0) before anything is written; otherwise every open
+           window is closed and name added. */
         [SC_WINDOW] = "local op, now = ARGV[1], ARGV[2]\n"
-                      "if op == 'current' then\n"
-                      "  local n = redis.call('LLEN', KEYS[1])\n"
-                      "  for i = n - 1, 0, -1 do\n"
-                      "    local v = redis.call('LINDEX', KEYS[1], i)\n"
-                      "    local u, c = string.match(v,"
+                      "local at, prev = nil, false\n"
+                      "local n = redis.call('LLEN', KEYS[1])\n"
+                      "for i = n - 1, 0, -1 do\n"
+                      "  local v = redis.call('LINDEX', KEYS[1], i)\n"
+                      "  local u, c = string.match(v,"
                       " '^%-?%d+:(%-?%d+):(%-?%d+):')\n"
-                      "    if c == '0' and (u == '0' or tonumber(u) >"
-                      " tonumber(now)) then return v end\n"
+                      "  if c == '0' and (u == '0' or tonumber(u) >"
+                      " tonumber(now)) then\n"
+                      "    at, prev = i, v\n"
+                      "    break\n"
                       "  end\n"
-                      "  return false\n"
+                      "end\n"
+                      "if op == 'current' then return prev end\n"
+                      "if op == 'open' and prev then\n"
+                      "  local o, name = string.match(prev,"
+                      " '^(%-?%d+):%-?%d+:0:(.*)$')\n"
+                      "  if name == ARGV[4] then\n"
+                      "    local w = o .. ':' .. ARGV[3] .. ':0:' .. name\n"
+                      "    if w ~= prev then"
+                      " redis.call('LSET', KEYS[1], at, w) end\n"
+                      "    return {1, prev}\n"
+                      "  end\n"
+                      "  if ARGV[5] == 'exclusive' then"
+                      " return {0, prev} end\n"
                       "end\n"
                       "local closed = 0\n"
                       "for i, v in ipairs(redis.call('LRANGE', KEYS[1], 0,"
@@ -200,6 +219,7 @@ static const char *const scripts[SCRIPT_COUNT] = {
                       "if op == 'open' then\n"
                       "  redis.call('RPUSH', KEYS[1], now .. ':' .. ARGV[3]"
                       " .. ':0:' .. ARGV[4])\n"
+                      "  return {1, prev}\n"
                       "end\n"
                       "return closed\n",
         /* KEYS: journal, journal-pending, merge record, merges; ARGV:
@@ -1299,38 +1319,74 @@ static int redis_journal_delete(struct bf_state *state, const char *user)
 
 /* ---- windows ---- */
 
-static int window_script(struct redis_state *r, const char *op, time_t now,
-                         time_t until, const char *name, const char *what)
+/* A window as the list holds it ("opened:until:closed:name", or nil for
+   none): 1 window_r filled, 0 none.  Does not free v. */
+static int window_parse(struct redis_state *r, const char *what,
+                        const redisReply *v, struct bf_window *window_r)
 {
+	struct cursor c;
+	long long opened, until, closed;
+
+	if (v->type == REDIS_REPLY_NIL)
+		return 0;
+	if (v->type != REDIS_REPLY_STRING)
+		return corrupt(r, what, "window");
+	c.p = v->str;
+	c.end = v->str + v->len;
+	if (!cur_num(&c, &opened) || !cur_num(&c, &until) ||
+	    !cur_num(&c, &closed) ||
+	    !cur_bytes(&c, (size_t)(c.end - c.p), &window_r->name))
+		return corrupt(r, what, "window");
+	window_r->opened = (time_t)opened;
+	window_r->until = (time_t)until;
+	window_r->closed = (time_t)closed;
+	return 1;
+}
+
+static int redis_window_open(struct bf_state *state, const char *name,
+                             time_t now, time_t until, bool exclusive,
+                             struct bf_window *previous_r)
+{
+	static const char *const what = "opening a window";
+	struct redis_state *r = RS(state);
+	struct rargs a = {0};
+	redisReply *reply;
+	int ret;
+
+	args_script(&a, SC_WINDOW, 1);
+	args_key(&a, r, "windows", "");
+	args_str(&a, "open");
+	args_printf(&a, "%lld", (long long)now);
+	args_printf(&a, "%lld", (long long)until);
+	args_str(&a, name);
+	args_str(&a, exclusive ? "exclusive" : "replace");
+	ret = script_call(r, &a, SC_WINDOW, what, &reply);
+	args_free(&a);
+	if (ret < 0)
+		return -1;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER)
+		return bad_reply(r, what, reply);
+	ret = reply->element[0]->integer != 0 ? 1 : 0;
+	if (window_parse(r, what, reply->element[1], previous_r) < 0)
+		ret = -1;
+	freeReplyObject(reply);
+	return ret;
+}
+
+static int redis_window_close(struct bf_state *state, time_t now)
+{
+	struct redis_state *r = RS(state);
 	struct rargs a = {0};
 	int ret;
 
 	args_script(&a, SC_WINDOW, 1);
 	args_key(&a, r, "windows", "");
-	args_str(&a, op);
+	args_str(&a, "close");
 	args_printf(&a, "%lld", (long long)now);
-	if (name != NULL) {
-		args_printf(&a, "%lld", (long long)until);
-		args_str(&a, name);
-	}
-	ret = script_int(r, &a, SC_WINDOW, what);
+	ret = script_int(r, &a, SC_WINDOW, "closing the window");
 	args_free(&a);
 	return ret;
-}
-
-static int redis_window_open(struct bf_state *state, const char *name,
-                             time_t now, time_t until)
-{
-	return window_script(RS(state), "open", now, until, name,
-	                     "opening a window") < 0
-	               ? -1
-	               : 0;
-}
-
-static int redis_window_close(struct bf_state *state, time_t now)
-{
-	return window_script(RS(state), "close", now, 0, NULL,
-	                     "closing the window");
 }
 
 static int redis_window_current(struct bf_state *state, time_t now,
@@ -1340,8 +1396,6 @@ static int redis_window_current(struct bf_state *state, time_t now,
 	struct redis_state *r = RS(state);
 	struct rargs a = {0};
 	redisReply *reply;
-	struct cursor c;
-	long long opened, until, closed;
 	int ret;
 
 	args_script(&a, SC_WINDOW, 1);
@@ -1352,25 +1406,9 @@ static int redis_window_current(struct bf_state *state, time_t now,
 	args_free(&a);
 	if (ret < 0)
 		return -1;
-	if (reply->type == REDIS_REPLY_NIL) {
-		freeReplyObject(reply);
-		return 0;
-	}
-	if (reply->type != REDIS_REPLY_STRING)
-		return bad_reply(r, what, reply);
-	c.p = reply->str;
-	c.end = reply->str + reply->len;
-	if (!cur_num(&c, &opened) || !cur_num(&c, &until) ||
-	    !cur_num(&c, &closed) ||
-	    !cur_bytes(&c, (size_t)(c.end - c.p), &window_r->name)) {
-		freeReplyObject(reply);
-		return corrupt(r, what, "window");
-	}
+	ret = window_parse(r, what, reply, window_r);
 	freeReplyObject(reply);
-	window_r->opened = (time_t)opened;
-	window_r->until = (time_t)until;
-	window_r->closed = (time_t)closed;
-	return 1;
+	return ret;
 }
 
 /* ---- dedup ---- */

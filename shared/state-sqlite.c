@@ -109,6 +109,7 @@ enum stmt_id {
 	ST_JOURNAL_DELETE,
 	ST_WINDOW_CLOSE,
 	ST_WINDOW_INSERT,
+	ST_WINDOW_SET_UNTIL,
 	ST_WINDOW_CURRENT,
 	ST_DEDUP_GET,
 	ST_DEDUP_PUT,
@@ -155,7 +156,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
         [ST_WINDOW_CLOSE] = "UPDATE windows SET closed = ?1 WHERE closed = 0",
         [ST_WINDOW_INSERT] = "INSERT INTO windows (name, opened, until,"
                              " closed) VALUES (?1, ?2, ?3, 0)",
-        [ST_WINDOW_CURRENT] = "SELECT name, opened, until, closed FROM windows"
+        [ST_WINDOW_SET_UNTIL] = "UPDATE windows SET until = ?2 WHERE id = ?1",
+        [ST_WINDOW_CURRENT] = "SELECT name, opened, until, closed, id"
+                              " FROM windows"
                               " WHERE closed = 0 AND (until = 0 OR until > ?1)"
                               " ORDER BY id DESC LIMIT 1",
         [ST_DEDUP_GET] = "SELECT first_seen, host, queue_id, delivered,"
@@ -1133,19 +1136,65 @@ static int sqlite_journal_delete(struct bf_state *state, const char *user)
 
 /* ---- windows ---- */
 
+/* The window in force at now: 1 (window_r and *id_r set), 0 none. */
+static int window_current(struct sqlite_state *s, time_t now, const char *what,
+                          struct bf_window *window_r, int64_t *id_r)
+{
+	sqlite3_stmt *stmt = stmt_get(s, ST_WINDOW_CURRENT);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	bind_int(stmt, 1, now);
+	ret = stmt_row(s, stmt, what);
+	if (ret > 0) {
+		window_r->opened = (time_t)sqlite3_column_int64(stmt, 1);
+		window_r->until = (time_t)sqlite3_column_int64(stmt, 2);
+		window_r->closed = (time_t)sqlite3_column_int64(stmt, 3);
+		*id_r = sqlite3_column_int64(stmt, 4);
+		if (col_str(s, stmt, 0, &window_r->name) < 0)
+			ret = -1;
+	}
+	stmt_done(stmt);
+	return ret;
+}
+
+/* BEGIN IMMEDIATE takes the write lock before the read, so no other
+   process can open a window between this one's check and its write. */
 static int sqlite_window_open(struct bf_state *state, const char *name,
-                              time_t now, time_t until)
+                              time_t now, time_t until, bool exclusive,
+                              struct bf_window *previous_r)
 {
 	static const char *const what = "opening a window";
 	struct sqlite_state *s = SQ(state);
 	sqlite3_stmt *stmt;
-	int ret = -1;
+	int64_t id = 0;
+	int ret;
 
 	if (tx_begin(s, what) < 0)
 		return -1;
-	if ((stmt = stmt_get(s, ST_WINDOW_CLOSE)) != NULL) {
-		bind_int(stmt, 1, now);
-		ret = stmt_exec(s, stmt, what);
+	ret = window_current(s, now, what, previous_r, &id);
+	if (ret > 0 && previous_r->name != NULL &&
+	    strcmp(previous_r->name, name) == 0) {
+		/* the same window: it keeps its opened time */
+		if (previous_r->until == until)
+			return tx_end(s, 1, what);
+		ret = -1;
+		if ((stmt = stmt_get(s, ST_WINDOW_SET_UNTIL)) != NULL) {
+			bind_int(stmt, 1, id);
+			bind_int(stmt, 2, until);
+			ret = stmt_exec(s, stmt, what);
+		}
+		return tx_end(s, ret < 0 ? -1 : 1, what);
+	}
+	if (ret > 0 && exclusive)
+		return tx_end(s, 0, what);
+	if (ret >= 0) {
+		ret = -1;
+		if ((stmt = stmt_get(s, ST_WINDOW_CLOSE)) != NULL) {
+			bind_int(stmt, 1, now);
+			ret = stmt_exec(s, stmt, what);
+		}
 	}
 	if (ret >= 0) {
 		ret = -1;
@@ -1156,7 +1205,7 @@ static int sqlite_window_open(struct bf_state *state, const char *name,
 			ret = stmt_exec(s, stmt, what);
 		}
 	}
-	return tx_end(s, ret < 0 ? -1 : 0, what);
+	return tx_end(s, ret < 0 ? -1 : 1, what);
 }
 
 static int sqlite_window_close(struct bf_state *state, time_t now)
@@ -1175,23 +1224,10 @@ static int sqlite_window_close(struct bf_state *state, time_t now)
 static int sqlite_window_current(struct bf_state *state, time_t now,
                                  struct bf_window *window_r)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_WINDOW_CURRENT);
-	int ret;
+	int64_t id;
 
-	if (stmt == NULL)
-		return -1;
-	bind_int(stmt, 1, now);
-	ret = stmt_row(s, stmt, "reading the current window");
-	if (ret > 0) {
-		window_r->opened = (time_t)sqlite3_column_int64(stmt, 1);
-		window_r->until = (time_t)sqlite3_column_int64(stmt, 2);
-		window_r->closed = (time_t)sqlite3_column_int64(stmt, 3);
-		if (col_str(s, stmt, 0, &window_r->name) < 0)
-			ret = -1;
-	}
-	stmt_done(stmt);
-	return ret;
+	return window_current(SQ(state), now, "reading the current window",
+	                      window_r, &id);
 }
 
 /* ---- dedup ---- */

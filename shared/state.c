@@ -463,17 +463,43 @@ void bf_window_clear(struct bf_window *window)
 	memset(window, 0, sizeof(*window));
 }
 
-int bf_state_window_open(struct bf_state *state, const char *name, time_t now,
-                         time_t until, const char **error_r)
+int bf_state_window_open_full(struct bf_state *state, const char *name,
+                              time_t now, time_t until,
+                              enum bf_window_open_flags flags,
+                              struct bf_window *previous_r,
+                              const char **error_r)
 {
+	struct bf_window previous;
+	int ret;
+
+	if (previous_r != NULL)
+		memset(previous_r, 0, sizeof(*previous_r));
 	if (!str_ok(name))
 		return invalid_arg(state, "empty window name", error_r);
 	if (until != 0 && until <= now)
 		return invalid_arg(state, "window ends before it opens",
 		                   error_r);
-	return state_ret(state,
-	                 state->backend->window_open(state, name, now, until),
-	                 error_r);
+	if ((flags & ~BF_WINDOW_OPEN_EXCLUSIVE) != 0)
+		return invalid_arg(state, "unknown window open flags", error_r);
+	memset(&previous, 0, sizeof(previous));
+	ret = state->backend->window_open(
+	        state, name, now, until,
+	        (flags & BF_WINDOW_OPEN_EXCLUSIVE) != 0, &previous);
+	if (ret < 0 || previous_r == NULL)
+		bf_window_clear(&previous);
+	else
+		*previous_r = previous;
+	return state_ret(state, ret, error_r);
+}
+
+int bf_state_window_open(struct bf_state *state, const char *name, time_t now,
+                         time_t until, const char **error_r)
+{
+	return bf_state_window_open_full(state, name, now, until,
+	                                 BF_WINDOW_OPEN_REPLACE, NULL,
+	                                 error_r) < 0
+	               ? -1
+	               : 0;
 }
 
 int bf_state_window_close(struct bf_state *state, time_t now,

@@ -119,7 +119,36 @@ struct bf_window {
 };
 void bf_window_clear(struct bf_window *window);
 
-/* Opens a new window (closing any open one).  until 0 = no end. */
+/* How bf_state_window_open_full() treats a window of another name that
+   is open at now. */
+enum bf_window_open_flags {
+	/* Close it and open the new one in the same write, so the milters
+	   never see a moment without a window. */
+	BF_WINDOW_OPEN_REPLACE = 0,
+	/* Refuse: dedup records belong to their window, and ending one by
+	   mistake lets every repeat of mail it saw through.  The check and
+	   the open are one store operation, so of two opens of different
+	   names at the same moment exactly one succeeds. */
+	BF_WINDOW_OPEN_EXCLUSIVE = 1 << 0,
+};
+
+/* Opens window name at now, until (0 = no end), in one atomic operation:
+   - no window open: name opens;
+   - name itself is open: it stays open (its opened time is kept) and
+     only its end moves to until; nothing is written when until is the
+     same;
+   - another window is open: with BF_WINDOW_OPEN_EXCLUSIVE nothing
+     changes and 0 is returned, otherwise it is closed and name opens.
+   Returns 1 (name is open now) or 0 (refused), -1 error.  previous_r, if
+   not NULL, gets the window that was in force at now before the call
+   (name NULL: none); clear it with bf_window_clear(). */
+int bf_state_window_open_full(struct bf_state *state, const char *name,
+                              time_t now, time_t until,
+                              enum bf_window_open_flags flags,
+                              struct bf_window *previous_r,
+                              const char **error_r);
+/* bf_state_window_open_full() with BF_WINDOW_OPEN_REPLACE: opens name,
+   closing any other open window.  Returns 0 or -1. */
 int bf_state_window_open(struct bf_state *state, const char *name, time_t now,
                          time_t until, const char **error_r);
 /* 1 closed one, 0 none was open. */

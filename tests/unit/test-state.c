@@ -792,6 +792,244 @@ static void test_windows(void **statep)
 	bf_state_close(&state);
 }
 
+/* Opens name at now with flags; returns the result and leaves the
+   window in force before in *prev. */
+static int window_open_full(struct bf_state *state, const char *name,
+                            time_t now, time_t until,
+                            enum bf_window_open_flags flags,
+                            struct bf_window *prev)
+{
+	const char *error;
+	int ret;
+
+	ret = bf_state_window_open_full(state, name, now, until, flags, prev,
+	                                &error);
+	if (ret < 0)
+		print_error("window open %s: %s\n", name, error);
+	return ret;
+}
+
+static void assert_window(struct bf_state *state, time_t now, const char *name,
+                          time_t opened, time_t until)
+{
+	struct bf_window w;
+	const char *error;
+
+	assert_int_equal(bf_state_window_current(state, now, &w, &error), 1);
+	assert_string_equal(w.name, name);
+	assert_int_equal(w.opened, opened);
+	assert_int_equal(w.until, until);
+	assert_int_equal(w.closed, 0);
+	bf_window_clear(&w);
+}
+
+/* backfillctl window open without --replace: the refusal of another
+   window is part of the store's write and names the window in force;
+   the same name moves its end and keeps its opened time. */
+static void test_window_open_exclusive(void **statep)
+{
+	const enum bf_window_open_flags excl = BF_WINDOW_OPEN_EXCLUSIVE;
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_window prev;
+	const char *error;
+
+	/* nothing open: A opens */
+	assert_int_equal(
+	        window_open_full(state, "A", NOW, NOW + 1000, excl, &prev), 1);
+	assert_null(prev.name);
+	assert_window(state, NOW + 1, "A", NOW, NOW + 1000);
+
+	/* A again: a new end, the same opened time */
+	assert_int_equal(
+	        window_open_full(state, "A", NOW + 10, NOW + 2000, excl, &prev),
+	        1);
+	assert_string_equal(prev.name, "A");
+	assert_int_equal(prev.opened, NOW);
+	assert_int_equal(prev.until, NOW + 1000);
+	bf_window_clear(&prev);
+	assert_window(state, NOW + 1500, "A", NOW, NOW + 2000);
+	/* ... and with the same end, nothing changes */
+	assert_int_equal(
+	        window_open_full(state, "A", NOW + 20, NOW + 2000, excl, &prev),
+	        1);
+	assert_int_equal(prev.until, NOW + 2000);
+	bf_window_clear(&prev);
+	assert_window(state, NOW + 21, "A", NOW, NOW + 2000);
+
+	/* B is refused with A's name; A stays as it was */
+	assert_int_equal(window_open_full(state, "B", NOW + 30, 0, excl, &prev),
+	                 0);
+	assert_string_equal(prev.name, "A");
+	assert_int_equal(prev.opened, NOW);
+	assert_int_equal(prev.until, NOW + 2000);
+	assert_int_equal(prev.closed, 0);
+	bf_window_clear(&prev);
+	assert_int_equal(bf_state_window_open_full(state, "B", NOW + 30, 0,
+	                                           excl, NULL, &error),
+	                 0);
+	assert_window(state, NOW + 31, "A", NOW, NOW + 2000);
+
+	/* B with replace: A closed and B open in one write */
+	assert_int_equal(window_open_full(state, "B", NOW + 40, 0,
+	                                  BF_WINDOW_OPEN_REPLACE, &prev),
+	                 1);
+	assert_string_equal(prev.name, "A");
+	bf_window_clear(&prev);
+	assert_window(state, NOW + 41, "B", NOW + 40, 0);
+	/* the closed A does not come back when B is closed */
+	assert_int_equal(bf_state_window_close(state, NOW + 42, &error), 1);
+	assert_int_equal(
+	        bf_state_window_current(state, NOW + 43, &prev, &error), 0);
+
+	/* with B open again, A is refused with B's name, then allowed
+	   with replace: a new window A, opened now */
+	assert_int_equal(window_open_full(state, "B", NOW + 50, 0, excl, &prev),
+	                 1);
+	assert_null(prev.name);
+	assert_int_equal(window_open_full(state, "A", NOW + 60, 0, excl, &prev),
+	                 0);
+	assert_string_equal(prev.name, "B");
+	bf_window_clear(&prev);
+	assert_int_equal(window_open_full(state, "A", NOW + 70, 0,
+	                                  BF_WINDOW_OPEN_REPLACE, &prev),
+	                 1);
+	assert_string_equal(prev.name, "B");
+	bf_window_clear(&prev);
+	assert_window(state, NOW + 71, "A", NOW + 70, 0);
+	assert_int_equal(bf_state_window_close(state, NOW + 80, &error), 1);
+	/* closed: A opens again without replace, as a new window */
+	assert_int_equal(
+	        window_open_full(state, "A", NOW + 90, NOW + 200, excl, &prev),
+	        1);
+	assert_null(prev.name);
+	assert_window(state, NOW + 91, "A", NOW + 90, NOW + 200);
+
+	/* A window past its end is not in force: another name opens
+	   without replace, and the same name opens as a new window */
+	assert_int_equal(
+	        window_open_full(state, "C", NOW + 200, 0, excl, &prev), 1);
+	assert_null(prev.name);
+	assert_window(state, NOW + 201, "C", NOW + 200, 0);
+	assert_int_equal(bf_state_window_close(state, NOW + 210, &error), 1);
+	assert_int_equal(
+	        window_open_full(state, "C", NOW + 220, NOW + 230, excl, &prev),
+	        1);
+	assert_int_equal(
+	        window_open_full(state, "C", NOW + 240, 0, excl, &prev), 1);
+	assert_null(prev.name);
+	assert_window(state, NOW + 241, "C", NOW + 240, 0);
+
+	/* bf_state_window_open() replaces, and keeps the opened time of the
+	   same name too */
+	assert_int_equal(bf_state_window_open(state, "D", NOW + 300, 0, &error),
+	                 0);
+	assert_window(state, NOW + 301, "D", NOW + 300, 0);
+	assert_int_equal(
+	        bf_state_window_open(state, "D", NOW + 310, NOW + 400, &error),
+	        0);
+	assert_window(state, NOW + 311, "D", NOW + 300, NOW + 400);
+
+	assert_int_equal(
+	        bf_state_window_open_full(state, "E", NOW + 320, 0,
+	                                  (enum bf_window_open_flags)0x100,
+	                                  &prev, &error),
+	        -1);
+	assert_contains(error, "invalid argument");
+	assert_null(prev.name);
+	bf_state_close(&state);
+}
+
+/* Two operators (or a script and an operator) opening different names at
+   the same moment: exactly one wins, every other is refused with the
+   winner's name, and the winner's window is the one in force. */
+#define WINDOW_PROCS  6
+#define WINDOW_ROUNDS 5
+
+static void test_window_open_concurrent(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	atomic_int *shared;
+	pid_t pids[WINDOW_PROCS];
+	struct bf_window w;
+	const char *error;
+	char winner[16];
+	unsigned int round, i;
+	int go[2];
+
+	/* [0] opened, [1] errors, [2 + i] what child i saw: its own index
+	   when it won, the winner's index when refused */
+	shared =
+	        mmap(NULL, sizeof(*shared) * (2 + WINDOW_PROCS),
+	             PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(shared != MAP_FAILED);
+	for (round = 0; round < WINDOW_ROUNDS; round++) {
+		atomic_store(&shared[0], 0);
+		atomic_store(&shared[1], 0);
+		assert_int_equal(pipe(go), 0);
+		for (i = 0; i < WINDOW_PROCS; i++) {
+			pids[i] = fork();
+			assert_true(pids[i] >= 0);
+			if (pids[i] == 0) {
+				struct bf_state *s = NULL;
+				struct bf_window prev;
+				const char *cerror;
+				char *oerror = NULL, name[16], c;
+				unsigned int seen;
+				int ret;
+
+				close(go[1]);
+				if (bf_state_open(f->uri, &s, &oerror) < 0) {
+					fprintf(stderr, "child: %s\n", oerror);
+					_exit(1);
+				}
+				snprintf(name, sizeof(name), "w-%u", i);
+				(void)read(go[0], &c, 1);
+				ret = bf_state_window_open_full(
+				        s, name, NOW + round, 0,
+				        BF_WINDOW_OPEN_EXCLUSIVE, &prev,
+				        &cerror);
+				if (ret < 0) {
+					fprintf(stderr, "child: %s\n", cerror);
+					atomic_fetch_add(&shared[1], 1);
+				} else if (ret == 1) {
+					atomic_fetch_add(&shared[0], 1);
+					atomic_store(&shared[2 + i], (int)i);
+				} else if (prev.name != NULL &&
+				           sscanf(prev.name, "w-%u", &seen) ==
+				                   1) {
+					atomic_store(&shared[2 + i], (int)seen);
+				} else {
+					atomic_store(&shared[2 + i], -1);
+				}
+				bf_window_clear(&prev);
+				bf_state_close(&s);
+				_exit(0);
+			}
+		}
+		close(go[0]);
+		/* all children start together */
+		close(go[1]);
+		assert_int_equal(wait_children(pids, WINDOW_PROCS), 0);
+		assert_int_equal(atomic_load(&shared[1]), 0);
+		assert_int_equal(atomic_load(&shared[0]), 1);
+		assert_int_equal(
+		        bf_state_window_current(state, NOW + round, &w, &error),
+		        1);
+		for (i = 0; i < WINDOW_PROCS; i++) {
+			snprintf(winner, sizeof(winner), "w-%d",
+			         atomic_load(&shared[2 + i]));
+			assert_string_equal(winner, w.name);
+		}
+		bf_window_clear(&w);
+		assert_int_equal(
+		        bf_state_window_close(state, NOW + round, &error), 1);
+	}
+	munmap(shared, sizeof(*shared) * (2 + WINDOW_PROCS));
+	bf_state_close(&state);
+}
+
 /* ---- dedup ---- */
 
 static void test_dedup(void **statep)
@@ -2206,6 +2444,8 @@ int main(void)
 	        T(test_journal),
 	        T(test_checkpoint_atomic),
 	        T(test_windows),
+	        T(test_window_open_exclusive),
+	        T(test_window_open_concurrent),
 	        T(test_dedup),
 	        T(test_dedup_purge_large),
 	        T(test_dedup_concurrent_processes),
@@ -2228,6 +2468,8 @@ int main(void)
 	        TR(test_merge_records),
 	        TR(test_journal),
 	        TR(test_windows),
+	        TR(test_window_open_exclusive),
+	        TR(test_window_open_concurrent),
 	        TR(test_dedup),
 	        TR(test_dedup_purge_large),
 	        TR(test_dedup_concurrent_processes),
