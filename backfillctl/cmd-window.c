@@ -77,16 +77,20 @@ static int open_store(const char *uri, struct bf_state **state_r)
    per window, so opening a second name by mistake (a typo, a second
    operator, a script run twice with a date in the name) silently ends
    the first one's dedup, and every repeat of mail it saw would be
-   delivered again.  --replace is the deliberate switch: one write in the
-   store, so the milters never see a moment with no window, which a close
-   followed by an open would give them.  The same name again stays
-   allowed (scripts and restarted milters' set-ups run it twice); it only
-   moves the end to the new --until. */
+   delivered again.  The refusal is part of the store's write
+   (BF_WINDOW_OPEN_EXCLUSIVE), not a read before it: two operators
+   opening different names at the same moment would both pass a check
+   of their own, and the second open would end the first window.
+   --replace is the deliberate switch: one write in the store, so the
+   milters never see a moment with no window, which a close followed by
+   an open would give them.  The same name again stays allowed (scripts
+   and restarted milters' set-ups run it twice); it only moves the end
+   to the new --until and keeps the time it opened. */
 static int window_open(const char *uri, int argc, char **argv)
 {
 	const char *name = NULL, *until_text = NULL, *error;
 	struct bf_state *state;
-	struct bf_window current;
+	struct bf_window previous;
 	time_t now = time(NULL), until = 0;
 	char buf[64], since[64], old_until[64];
 	bool replace = false;
@@ -119,23 +123,26 @@ static int window_open(const char *uri, int argc, char **argv)
 	}
 	if (open_store(uri, &state) < 0)
 		return EXIT_LOOK;
-	memset(&current, 0, sizeof(current));
-	ret = bf_state_window_current(state, now, &current, &error);
+	ret = bf_state_window_open_full(state, name, now, until,
+	                                replace ? BF_WINDOW_OPEN_REPLACE
+	                                        : BF_WINDOW_OPEN_EXCLUSIVE,
+	                                &previous, &error);
 	if (ret < 0) {
 		fprintf(stderr, "backfillctl: window open %s: %s\n", name,
 		        error);
 		bf_state_close(&state);
 		return EXIT_LOOK;
 	}
-	if (ret > 0) {
-		format_time(current.opened, since, sizeof(since));
-		if (current.until != 0)
-			format_time(current.until, old_until,
+	bf_state_close(&state);
+	if (previous.name != NULL) {
+		format_time(previous.opened, since, sizeof(since));
+		if (previous.until != 0)
+			format_time(previous.until, old_until,
 			            sizeof(old_until));
 		else
 			strcpy(old_until, "closed");
 	}
-	if (ret > 0 && strcmp(current.name, name) != 0 && !replace) {
+	if (ret == 0) {
 		fprintf(stderr,
 		        "backfillctl: window open %s: window %s is open (since "
 		        "%s, until %s); opening %s would end it, and repeats "
@@ -143,40 +150,26 @@ static int window_open(const char *uri, int argc, char **argv)
 		        "changed. Close it first (backfillctl window close), "
 		        "or run again with --replace to switch to %s at "
 		        "once\n",
-		        name, current.name, since, old_until, name,
-		        current.name, name);
-		bf_window_clear(&current);
-		bf_state_close(&state);
-		return EXIT_LOOK;
-	}
-	if (ret > 0 && strcmp(current.name, name) == 0 &&
-	    current.until == until) {
-		/* nothing to change: no write, "open since" stays */
-		printf("window %s already open, until %s\n", name, old_until);
-		bf_window_clear(&current);
-		bf_state_close(&state);
-		return EXIT_DONE;
-	}
-	if (bf_state_window_open(state, name, now, until, &error) < 0) {
-		fprintf(stderr, "backfillctl: window open %s: %s\n", name,
-		        error);
-		bf_window_clear(&current);
-		bf_state_close(&state);
+		        name, previous.name, since, old_until, name,
+		        previous.name, name);
+		bf_window_clear(&previous);
 		return EXIT_LOOK;
 	}
 	if (until != 0)
 		format_time(until, buf, sizeof(buf));
 	else
 		strcpy(buf, "closed (backfillctl window close)");
-	if (ret > 0 && strcmp(current.name, name) == 0)
-		printf("window %s was already open; now until %s\n", name, buf);
-	else {
-		if (ret > 0)
-			printf("window %s closed\n", current.name);
+	if (previous.name == NULL || strcmp(previous.name, name) != 0) {
+		if (previous.name != NULL)
+			printf("window %s closed\n", previous.name);
 		printf("window %s opened, until %s\n", name, buf);
+	} else if (previous.until == until) {
+		/* nothing written */
+		printf("window %s already open, until %s\n", name, old_until);
+	} else {
+		printf("window %s was already open; now until %s\n", name, buf);
 	}
-	bf_window_clear(&current);
-	bf_state_close(&state);
+	bf_window_clear(&previous);
 	return EXIT_DONE;
 usage:
 	fprintf(stderr, "usage: backfillctl window open NAME [--until TIME] "

@@ -8,6 +8,7 @@ Environment: BACKFILL_MILTER and BACKFILLCTL (paths of the built binaries).
 
 import calendar
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -108,12 +109,19 @@ class Backfillctl(unittest.TestCase):
         self.assertIn('--replace', r.stderr)
         self.assertEqual(self.ctl('window', 'status').stdout, before)
 
-        # The same name again: still fine, and a new --until is taken.
+        # The same name again: still fine, a new --until is taken, and
+        # the window keeps the time it opened (a second later, so that
+        # a new one would show).
+        since = before.split(' open since ')[1].split(',')[0]
+        time.sleep(1.1)
         r = self.ctl('window', 'open', 'restore-1', '--until',
                      '2099-05-06 07:08')
         self.assertEqual((r.returncode, r.stdout),
                          (0, 'window restore-1 was already open; now until '
                              '2099-05-06 07:08:00 UTC\n'), r.stderr)
+        self.assertEqual(self.ctl('window', 'status').stdout,
+                         'window restore-1 open since %s, until 2099-05-06 '
+                         '07:08:00 UTC\n' % since)
         r = self.ctl('window', 'open', 'restore-1', '--until',
                      '2099-05-06 07:08')
         self.assertEqual((r.returncode, r.stdout),
@@ -122,6 +130,14 @@ class Backfillctl(unittest.TestCase):
         r = self.ctl('window', 'status')
         self.assertIn('window restore-1 open since', r.stdout)
         self.assertIn('until 2099-05-06 07:08:00 UTC', r.stdout)
+        # ... also without --until (open until closed).
+        r = self.ctl('window', 'open', 'restore-1')
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, 'window restore-1 was already open; now until '
+                             'closed (backfillctl window close)\n'), r.stderr)
+        self.assertEqual(self.ctl('window', 'status').stdout,
+                         'window restore-1 open since %s, until closed\n'
+                         % since)
 
         # --replace switches at once and says what it ended.
         r = self.ctl('window', 'open', 'restore-2', '--replace')
@@ -143,11 +159,62 @@ class Backfillctl(unittest.TestCase):
         self.assertIn('window restore-3 open',
                       self.ctl('window', 'status').stdout)
 
-        # A store that cannot be read: no window opened, exit 1.
-        bad = 'sqlite:' + os.path.join(self.tmp.name, 'no', 'such', 'x.db')
-        r = self.ctl('window', 'open', 'restore-4', '--state', bad,
-                     env_state=False)
-        self.assertEqual(r.returncode, 1, r.stderr)
+    def test_window_open_at_once(self):
+        # Operators or scripts opening different names at the same
+        # moment: the check is part of the store's write, so exactly one
+        # opens and every other is refused with the winner's name (a
+        # check before the write would let several pass, and each later
+        # open would end the window before it).
+        names = ['at-once-%d' % i for i in range(6)]
+        for _ in range(5):
+            procs = []
+            env = dict(os.environ, BACKFILL_STATE=self.state)
+            for name in names:
+                procs.append(subprocess.Popen(
+                    [BACKFILLCTL, 'window', 'open', name], env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True))
+            results = [(p.wait(timeout=30), p.stdout.read(), p.stderr.read())
+                       for p in procs]
+            for p in procs:
+                p.stdout.close()
+                p.stderr.close()
+            won = [names[i] for i, r in enumerate(results) if r[0] == 0]
+            self.assertEqual(len(won), 1, results)
+            for i, (rc, out, err) in enumerate(results):
+                if names[i] == won[0]:
+                    self.assertEqual(out, 'window %s opened, until closed '
+                                          '(backfillctl window close)\n'
+                                     % won[0])
+                else:
+                    self.assertEqual((rc, out), (1, ''), err)
+                    self.assertIn('window open %s: window %s is open '
+                                  '(since ' % (names[i], won[0]), err)
+            self.assertTrue(self.ctl('window', 'status').stdout.startswith(
+                'window %s open since ' % won[0]))
+            self.assertEqual(self.ctl('window', 'close').returncode, 0)
+
+    def test_window_open_store_busy(self):
+        # The store opens, but the open itself fails (another process
+        # holds the write lock beyond busy_timeout): the store's error,
+        # exit 1, nothing on stdout, no window.
+        path = os.path.join(self.tmp.name, 'state.db')
+        self.assertEqual(self.ctl('window', 'status').returncode, 1)
+        busy = self.state + '?busy_timeout=200'
+        db = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            db.execute('BEGIN IMMEDIATE')
+            r = self.ctl('window', 'open', 'restore-1', '--state', busy,
+                         env_state=False)
+            db.execute('ROLLBACK')
+        finally:
+            db.close()
+        self.assertEqual((r.returncode, r.stdout), (1, ''), r.stderr)
+        self.assertIn('backfillctl: window open restore-1: state store %s: '
+                      'opening a window: ' % path, r.stderr)
+        self.assertIn('busy_timeout', r.stderr)
+        self.assertEqual(self.ctl('window', 'status').stdout,
+                         'no window open\n')
 
     def test_usage_errors(self):
         for args in (['window'], ['window', 'open'],
@@ -163,10 +230,13 @@ class Backfillctl(unittest.TestCase):
             self.assertTrue(r.stderr, args)
 
     def test_unreachable_store(self):
+        # A store that cannot be opened: exit 1, the store named, and
+        # (window open) nothing opened anywhere.
         bad = 'sqlite:' + os.path.join(self.tmp.name, 'no', 'such', 'x.db')
-        for args in (['window', 'status'], ['dedup', 'stats']):
+        for args in (['window', 'status'], ['window', 'open', 'restore-4'],
+                     ['window', 'close'], ['dedup', 'stats']):
             r = self.ctl(*args, '--state', bad, env_state=False)
-            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual((r.returncode, r.stdout), (1, ''), r.stderr)
             self.assertIn('x.db', r.stderr)
 
     def test_dedup_stats_mark_purge(self):
