@@ -1,6 +1,8 @@
 /* Reading backfill-milter.conf and sharing it between session threads. */
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -105,16 +107,114 @@ static int parse_socket(const char *value, char **error_r)
 	return -1;
 }
 
+/* RFC 5322 atext: what a dot-atom local part is made of. */
+static bool is_atext(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+/* NULL if local is a dot-atom, else why not. */
+static const char *check_local_part(const char *local, size_t len)
+{
+	if (local[0] == '.' || local[len - 1] == '.')
+		return "a dot may not start or end the local part";
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)local[i];
+
+		if (c == '.') {
+			if (local[i + 1] == '.')
+				return "two dots in a row in the local part";
+		} else if (c >= 0x80) {
+			return "8-bit characters in the local part";
+		} else if (c == '"' || c == '\\') {
+			return "quoted local parts are not accepted";
+		} else if (!is_atext(c)) {
+			return "the local part may only have letters, digits, "
+			       "dots and !#$%&'*+-/=?^_`{|}~";
+		}
+	}
+	return NULL;
+}
+
+/* NULL if domain is a host name of LDH labels or an address literal
+   ([192.0.2.1], [IPv6:2001:db8::1]), else why not. */
+static const char *check_domain(const char *domain, size_t len)
+{
+	size_t label = 0;
+	char literal[INET6_ADDRSTRLEN + 5];
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (domain[0] == '[') {
+		const char *ip = domain + 1;
+		size_t ip_len = len - 2;
+		int family = AF_INET;
+
+		if (domain[len - 1] != ']' || len < 3)
+			return "an address literal is [192.0.2.1] or "
+			       "[IPv6:2001:db8::1]";
+		if (ip_len > 5 && strncasecmp(ip, "IPv6:", 5) == 0) {
+			family = AF_INET6;
+			ip += 5;
+			ip_len -= 5;
+		}
+		if (ip_len >= sizeof(literal))
+			return "the address literal is too long";
+		memcpy(literal, ip, ip_len);
+		literal[ip_len] = '\0';
+		if (inet_pton(family, literal, buf) != 1)
+			return "an address literal is [192.0.2.1] or "
+			       "[IPv6:2001:db8::1]";
+		return NULL;
+	}
+	if (len > 253)
+		return "the domain is longer than 253 characters";
+	for (size_t i = 0; i <= len; i++) {
+		unsigned char c = i < len ? (unsigned char)domain[i] : '.';
+
+		if (c == '.') {
+			if (label == 0)
+				return "an empty label in the domain (a dot "
+				       "at an end or two in a row)";
+			if (domain[i - 1] == '-')
+				return "a domain label may not start or end "
+				       "with a hyphen";
+			if (label > 63)
+				return "a domain label is longer than 63 "
+				       "characters";
+			label = 0;
+			continue;
+		}
+		if (c >= 0x80)
+			return "8-bit characters in the domain (write an "
+			       "internationalized domain in its xn-- form)";
+		if (c == '-' && label == 0)
+			return "a domain label may not start or end with a "
+			       "hyphen";
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-'))
+			return "the domain may only have letters, digits, "
+			       "hyphens and dots";
+		label++;
+	}
+	return NULL;
+}
+
 /* QuarantineRecipient: one address, local@domain, angle brackets
-   optional.  Postfix would take much more (a bare local part qualified
-   with myorigin, quoted local parts), but this address receives every
-   removed copy on every MX: a value that Postfix rewrites differently per
-   host, or rejects, would lose the copies it was set up to keep. */
+   optional.  This address receives every removed copy on every MX, so it
+   must mean the same thing to every Postfix: only a plain ASCII
+   dot-atom@domain is taken.  Postfix would parse much more, differently:
+   "ops,q@example.org" is a list whose first address, "ops", is completed
+   with each host's own $myorigin; quoted local parts, comments (;:()),
+   8-bit and IDN addresses depend on per-host rewriting and SMTPUTF8
+   settings.  A value that goes somewhere else, or nowhere, loses the
+   copies it was set up to keep. */
 static int parse_address(const char *key, const char *value, char **dest,
                          char **error_r)
 {
 	size_t len = strlen(value);
-	const char *addr = value, *at;
+	const char *addr = value, *at, *reason;
 	char *copy;
 
 	if (value[0] == '<' || value[len - 1] == '>') {
@@ -126,24 +226,23 @@ static int parse_address(const char *key, const char *value, char **dest,
 		addr = value + 1;
 		len -= 2;
 	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)addr[i];
-
-		if (c <= ' ' || c == 0x7f || c == '<' || c == '>') {
-			*error_r =
-			        xasprintf("%s: expected one address like "
-			                  "quarantine@example.org, not '%s' "
-			                  "(no spaces, control characters or "
-			                  "<> inside)",
-			                  key, value);
-			return -1;
-		}
+	at = len == 0 ? NULL : memrchr(addr, '@', len);
+	if (at == NULL || at == addr || at == addr + len - 1) {
+		*error_r = xasprintf("%s: expected one address like "
+		                     "quarantine@example.org, not '%s'",
+		                     key, value);
+		return -1;
 	}
-	at = memchr(addr, '@', len);
-	if (at == NULL || at == addr || at == addr + len - 1 ||
-	    memrchr(addr, '@', len) != at) {
-		*error_r = xasprintf("%s: expected local@domain, not '%s'", key,
-		                     value);
+	if (memchr(addr, '@', len) != at)
+		reason = "more than one @";
+	else
+		reason = check_local_part(addr, (size_t)(at - addr));
+	if (reason == NULL)
+		reason = check_domain(at + 1, (size_t)(addr + len - at - 1));
+	if (reason != NULL) {
+		*error_r = xasprintf("%s: expected one plain address like "
+		                     "quarantine@example.org, not '%s': %s",
+		                     key, value, reason);
 		return -1;
 	}
 	if (asprintf(&copy, "<%.*s>", (int)len, addr) < 0) {

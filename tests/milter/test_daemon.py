@@ -75,7 +75,26 @@ class ConfigErrors(unittest.TestCase):
                     'quarantine@', 'q uarantine@example.org',
                     'q\x01@example.org', '<quarantine@example.org',
                     'quarantine@example.org>', 'a<b>@example.org',
-                    'a@b@example.org', '<>'):
+                    'a@b@example.org', '<>',
+                    # Postfix would parse these, differently from what
+                    # they look like, or differently on each MX: a list
+                    # whose first address "ops" gets each host's
+                    # $myorigin, quoted or commented local parts, 8-bit
+                    # and IDN addresses.
+                    'ops,q@example.org', 'q@exämple.org', 'qé@example.org',
+                    '"q"@example.org', '"q q"@example.org',
+                    'q(comment)@example.org', 'q;r@example.org',
+                    'q:r@example.org', 'q\\r@example.org',
+                    'q@example.org (comment)', 'q@example.org,r@example.org',
+                    # dot-atom and LDH rules
+                    'a..b@example.org', '.q@example.org', 'q.@example.org',
+                    'q@-bad.example', 'q@bad-.example', 'q@example..org',
+                    'q@example.org.', 'q@.example.org', 'q@exa_mple.org',
+                    'q@' + 'a' * 64 + '.example.org',
+                    'q@' + '.'.join(['abcdefghi'] * 26),
+                    # address literals: IPv4, or IPv6 with its tag
+                    'q@[]', 'q@[1.2.3]', 'q@[2001:db8::1]', 'q@[IPv6:zz::1]',
+                    'q@[example.org]', 'q@[1.2.3.4'):
             self.check(['LogLevel info', 'QuarantineRecipient ' + bad], 2,
                        ['QuarantineRecipient'])
 
@@ -83,7 +102,12 @@ class ConfigErrors(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, 'good.conf')
             for value in ('quarantine@example.org',
-                          '<Backfill.Quarantine+dup@example.org>'):
+                          '<Backfill.Quarantine+dup@example.org>',
+                          "o'brien.q-1@mail-1.example.org",
+                          '!$%&*+-/=?^_`{|}~@example.org', 'q@localhost',
+                          'q@xn--exmple-cua.org', 'q@[192.0.2.1]',
+                          '<q@[IPv6:2001:db8::1]>',
+                          'q@' + '.'.join(['a' * 63] * 3) + '.' + 'b' * 61):
                 with open(path, 'w') as f:
                     f.write(f'QuarantineRecipient {value}\n')
                 r = subprocess.run([MILTER, '-n', '-c', path],
