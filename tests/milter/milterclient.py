@@ -20,6 +20,15 @@ SMFIP_NR_MAIL = 0x4000
 SMFIP_NR_RCPT = 0x8000
 SMFIP_NR_EOH = 0x40000
 SMFIP_NR_BODY = 0x80000
+SMFIF_ADDHDRS = 0x1
+SMFIF_CHGBODY = 0x2
+SMFIF_ADDRCPT = 0x4
+SMFIF_DELRCPT = 0x8
+SMFIF_CHGHDRS = 0x10
+SMFIF_QUARANTINE = 0x20
+SMFIF_CHGFROM = 0x40
+SMFIF_ADDRCPT_PAR = 0x80
+SMFIF_SETSYMLIST = 0x100
 ALL_ACTIONS = 0x1ff
 ALL_STEPS = 0x1fffff
 
@@ -29,11 +38,13 @@ class MilterError(Exception):
 
 
 class MilterClient:
-    def __init__(self, path, timeout=60):
+    def __init__(self, path, timeout=60, actions=ALL_ACTIONS):
+        """actions: the SMFIF_* actions offered to the milter (an MTA
+        that grants fewer); self.actions is what the milter asked."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self._send(b'O', struct.pack('!III', 6, ALL_ACTIONS, ALL_STEPS))
+        self._send(b'O', struct.pack('!III', 6, actions, ALL_STEPS))
         cmd, data = self._read()
         if cmd != b'O':
             raise MilterError(f'negotiation reply {cmd!r}')
@@ -107,8 +118,9 @@ class MilterClient:
     def message(self, sender, rcpts, headers, body_chunks, queue_id=None):
         """Sends one message; returns (reply, actions) where actions is a
         list of (kind, fields) of what the milter asked at end of
-        message: ('addheader', name, value), ('chgheader', index, name,
-        value), ('delrcpt', rcpt), ('quarantine', reason)."""
+        message, in order: ('addheader', name, value), ('chgheader',
+        index, name, value), ('insheader', index, name, value),
+        ('addrcpt', rcpt), ('delrcpt', rcpt), ('quarantine', reason)."""
         reply = self.mail(sender)
         if reply != b'c':
             return reply, []
@@ -144,6 +156,11 @@ class MilterClient:
                 name, value = data[4:].split(b'\0')[:2]
                 actions.append(('chgheader', index, name.decode(),
                                 value.decode()))
+            elif cmd == b'+':
+                actions.append(('addrcpt', data.rstrip(b'\0').decode()))
+            elif cmd == b'2':
+                # SMFIR_ADDRCPT_PAR: the address, then ESMTP arguments
+                actions.append(('addrcpt', data.split(b'\0')[0].decode()))
             elif cmd == b'-':
                 actions.append(('delrcpt', data.rstrip(b'\0').decode()))
             elif cmd == b'q':
@@ -155,6 +172,11 @@ class MilterClient:
                                 value.decode()))
             else:
                 return cmd, actions
+
+    @staticmethod
+    def of_kind(actions, kind):
+        """The first field of every action of that kind, in order."""
+        return [a[1] for a in actions if a[0] == kind]
 
     @staticmethod
     def added(actions, name):

@@ -155,6 +155,74 @@ class ProtocolTest(unittest.TestCase):
         self.assert_fingerprint([('Subject', 'after the junk')], b'ok\r\n')
 
 
+class QuarantineRecipientTest(unittest.TestCase):
+    """A partial duplicate with QuarantineRecipient: the recipients that
+    already have the message are removed and the quarantine address is
+    added once in their place, whatever the number removed (miltertest
+    cannot count actions)."""
+
+    QUARANTINE = '<quarantine@example.org>'
+
+    @classmethod
+    def setUpClass(cls):
+        cls.milter = PrivateMilter(
+            MILTER, BACKFILLCTL, window='restore-1',
+            config=['QuarantineRecipient quarantine@example.org'])
+        cls.milter.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.milter.stop()
+        log = cls.milter.log_text()
+        cls.milter.__exit__(None, None, None)
+        if rc != 0:
+            raise AssertionError(f'milter did not stop cleanly ({rc}):\n{log}')
+
+    def send(self, n, rcpts, qid, **kw):
+        headers = [('Message-ID', f'<qr{n}@example.net>'),
+                   ('From', 'sender@example.net'),
+                   ('Subject', f'quarantine recipient {n}')]
+        client = MilterClient(self.milter.sock, **kw)
+        try:
+            reply, actions = client.message('<sender@example.net>', rcpts,
+                                            headers, [b'body\r\n'],
+                                            queue_id=qid)
+        finally:
+            client.close()
+        self.assertEqual(reply, b'a', actions)
+        return actions
+
+    def delivered(self, n, rcpts):
+        """The message n delivered once to rcpts, confirmed as the
+        Dovecot plugin would in LMTP."""
+        actions = self.send(n, rcpts, f'FIRST{n}')
+        fp = MilterClient.added(actions, 'X-Backfill-Fingerprint')
+        self.assertIsNotNone(fp, actions)
+        for r in rcpts:
+            self.milter.ctl('dedup', 'mark-delivered', 'restore-1',
+                            r.strip('<>').lower(), fp)
+
+    def test_one_addrcpt_for_several_removed(self):
+        dups = ['<bob@example.org>', '<Carol@example.org>',
+                '<dan@example.org>', '<eve@example.org>']
+        self.delivered(1, dups)
+        actions = self.send(1, [dups[0], '<new1@example.org>', dups[1],
+                                dups[2], '<new2@example.org>', dups[3]],
+                            'QMANY')
+        adds = MilterClient.of_kind(actions, 'addrcpt')
+        dels = MilterClient.of_kind(actions, 'delrcpt')
+        self.assertEqual(adds, [self.QUARANTINE], actions)
+        self.assertEqual(dels, dups, actions)
+        kinds = [a[0] for a in actions]
+        self.assertLess(kinds.index('addrcpt'), kinds.index('delrcpt'),
+                        'the copy is kept before anyone is removed')
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Removed'),
+                         '4 duplicate recipient(s) already delivered')
+        self.assertIsNone(MilterClient.added(actions,
+                                             'X-Backfill-Duplicate'))
+        self.assertNotIn('quarantine', kinds)
+
+
 class HungStore:
     """A TCP listener that accepts and reads but never answers: a Redis
     server that hangs rather than refuses."""
