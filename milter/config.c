@@ -211,11 +211,11 @@ static const char *check_domain(const char *domain, size_t len)
    settings.  A value that goes somewhere else, or nowhere, loses the
    copies it was set up to keep. */
 static int parse_address(const char *key, const char *value, char **dest,
-                         char **error_r)
+                         char **bare_r, char **error_r)
 {
 	size_t len = strlen(value);
 	const char *addr = value, *at, *reason;
-	char *copy;
+	char *copy, *bare;
 
 	if (value[0] == '<' || value[len - 1] == '>') {
 		if (len < 2 || value[0] != '<' || value[len - 1] != '>') {
@@ -249,8 +249,15 @@ static int parse_address(const char *key, const char *value, char **dest,
 		*error_r = strdup("out of memory");
 		return -1;
 	}
+	if ((bare = bf_dedup_recipient(copy)) == NULL) {
+		free(copy);
+		*error_r = strdup("out of memory");
+		return -1;
+	}
 	free(*dest);
 	*dest = copy;
+	free(*bare_r);
+	*bare_r = bare;
 	return 0;
 }
 
@@ -339,7 +346,7 @@ static int config_setting(const char *key, const char *value, void *context,
 	}
 	if (strcasecmp(key, "QuarantineRecipient") == 0)
 		return parse_address(key, value, &config->quarantine_rcpt,
-		                     error_r);
+		                     &config->quarantine_bare, error_r);
 	if (strcasecmp(key, "ConfirmDelivery") == 0)
 		return parse_bool(key, value, &config->confirm_delivery,
 		                  error_r);
@@ -381,6 +388,7 @@ static void config_free(struct milter_config *config)
 	free(config->pid_file);
 	free(config->state_uri);
 	free(config->quarantine_rcpt);
+	free(config->quarantine_bare);
 	free(config->hostname);
 	free(config);
 }

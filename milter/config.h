@@ -51,6 +51,9 @@ struct milter_config {
 	/* Where the copy of recipients removed as partial duplicates goes,
 	   as smfi_addrcpt takes it ("<local@domain>"); NULL: none. */
 	char *quarantine_rcpt;
+	/* The same as the dedup keys spell recipients (bf_dedup_recipient):
+	   lowercased, without <>. */
+	char *quarantine_bare;
 	bool confirm_delivery;
 	unsigned int min_age_secs;
 	unsigned int dedup_ttl_secs;

@@ -182,6 +182,25 @@ static sfsistat all_duplicates(struct dedup_run *run)
 	return SMFIS_ACCEPT;
 }
 
+/* Whether recipient i already has the message and may be removed.
+   Never the QuarantineRecipient itself (a confirmed duplicate too, when
+   it is e.g. postmaster@ and mail to postmaster repeats): Postfix's
+   recipient delete removes every recipient record with that address,
+   the one smfi_addrcpt just added included, and every removed copy
+   would then be kept nowhere. */
+static bool removable(const struct dedup_run *run, size_t i,
+                      const char *kept_in)
+{
+	const struct milter_rcpt *rcpt = &run->session->rcpts[i];
+	size_t key = run->keymap[i];
+
+	if (key == MILTER_RCPT_NO_KEY ||
+	    run->verdicts[key] != VERDICT_CONFIRMED)
+		return false;
+	return kept_in == NULL ||
+	       strcmp(rcpt->bare, run->config->quarantine_bare) != 0;
+}
+
 /* Removes the recipients that already have the message.  kept_in names
    where their copy went (QuarantineRecipient), NULL: nowhere. */
 static unsigned int remove_recipients(struct dedup_run *run,
@@ -194,9 +213,18 @@ static unsigned int remove_recipients(struct dedup_run *run,
 		struct milter_rcpt *rcpt = &session->rcpts[i];
 		size_t key = run->keymap[i];
 
-		if (key == MILTER_RCPT_NO_KEY ||
-		    run->verdicts[key] != VERDICT_CONFIRMED)
+		if (!removable(run, i, kept_in)) {
+			if (key != MILTER_RCPT_NO_KEY &&
+			    run->verdicts[key] == VERDICT_CONFIRMED)
+				milter_info("queue id %s: kept recipient %s, "
+				            "although already delivered: it "
+				            "is the QuarantineRecipient, and "
+				            "removing it would also remove the "
+				            "copy kept for the others; it gets "
+				            "the message again, tagged",
+				            run->qid, rcpt->bare);
 			continue;
+		}
 		if (smfi_delrcpt(run->ctx, rcpt->raw) != MI_SUCCESS) {
 			milter_error("queue id %s: could not remove duplicate "
 			             "recipient %s; it gets a second copy",
@@ -231,11 +259,26 @@ static unsigned int remove_recipients(struct dedup_run *run,
 static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 {
 	const struct milter_config *config = run->config;
+	unsigned int wanted = 0, removed;
 
 	if (config->quarantine_rcpt == NULL) {
 		if (config->quarantine == MILTER_QUARANTINE_NONE)
 			return remove_recipients(run, NULL);
 		*not_kept_r = true;
+		return 0;
+	}
+	for (size_t i = 0; i < run->session->rcpt_count; i++) {
+		if (removable(run, i, config->quarantine_rcpt))
+			wanted++;
+	}
+	if (wanted == 0) {
+		/* The only duplicate recipient is the quarantine address:
+		   adding it again would give it a second copy, and it
+		   cannot be removed (see removable()). */
+		milter_info("queue id %s: kept recipient %s, although already "
+		            "delivered: it is the QuarantineRecipient; it gets "
+		            "the message again, tagged",
+		            run->qid, config->quarantine_bare);
 		return 0;
 	}
 	if (smfi_addrcpt(run->ctx, config->quarantine_rcpt) != MI_SUCCESS) {
@@ -248,7 +291,19 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 		             run->qid, config->quarantine_rcpt);
 		return 0;
 	}
-	return remove_recipients(run, config->quarantine_rcpt);
+	removed = remove_recipients(run, config->quarantine_rcpt);
+	if (removed == 0)
+		milter_error(
+		        "queue id %s: added QuarantineRecipient %s, but "
+		        "could not remove any of the %u duplicate "
+		        "recipient(s) (does the MTA allow the milter to "
+		        "remove recipients?): they get the message again, "
+		        "tagged X-Backfill-Duplicate: confirmed, and %s gets "
+		        "a copy that nobody was removed for (without "
+		        "X-Backfill-Removed)",
+		        run->qid, config->quarantine_rcpt, wanted,
+		        config->quarantine_rcpt);
+	return removed;
 }
 
 static sfsistat decide(struct dedup_run *run)

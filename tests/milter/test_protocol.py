@@ -21,7 +21,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 import fingerprint_ref  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from milterclient import (ALL_ACTIONS, SMFIF_DELRCPT,  # noqa: E402
+                          MilterClient)
 from milterproc import PrivateMilter  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
@@ -221,6 +222,59 @@ class QuarantineRecipientTest(unittest.TestCase):
         self.assertIsNone(MilterClient.added(actions,
                                              'X-Backfill-Duplicate'))
         self.assertNotIn('quarantine', kinds)
+
+    def test_quarantine_address_is_never_removed(self):
+        # Postfix deletes every recipient record with the address given,
+        # the one just added included: removing the quarantine address
+        # as a duplicate would keep the removed copies nowhere.
+        self.delivered(2, ['<bob@example.org>', '<quarantine@example.org>'])
+        actions = self.send(2, ['<bob@example.org>', '<new@example.org>',
+                                '<Quarantine@Example.ORG>'], 'QSELF')
+        self.assertEqual(MilterClient.of_kind(actions, 'addrcpt'),
+                         [self.QUARANTINE], actions)
+        self.assertEqual(MilterClient.of_kind(actions, 'delrcpt'),
+                         ['<bob@example.org>'], actions)
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Removed'),
+                         '1 duplicate recipient(s) already delivered')
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
+                         'confirmed', 'the quarantine address is told')
+        self.assertIn('queue id QSELF: kept recipient quarantine@example.org',
+                      self.milter.log_text())
+
+    def test_quarantine_address_the_only_duplicate(self):
+        # Nobody to remove: the quarantine address is not added again.
+        self.delivered(3, ['quarantine@example.org'])
+        actions = self.send(3, ['quarantine@example.org',
+                                '<new@example.org>'], 'QONLY')
+        self.assertEqual(MilterClient.of_kind(actions, 'addrcpt'), [],
+                         actions)
+        self.assertEqual(MilterClient.of_kind(actions, 'delrcpt'), [],
+                         actions)
+        self.assertIsNone(MilterClient.added(actions, 'X-Backfill-Removed'))
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
+                         'confirmed')
+        self.assertIn('queue id QONLY: kept recipient quarantine@example.org',
+                      self.milter.log_text())
+
+    def test_added_but_nobody_removed_is_logged(self):
+        # An MTA that lets the milter add recipients but not remove
+        # them: the quarantine mailbox gets a copy no X-Backfill-Removed
+        # explains, and the log must say so.
+        dups = ['<bob@example.org>', '<carol@example.org>']
+        self.delivered(4, dups)
+        actions = self.send(4, dups + ['<new@example.org>'], 'QNODEL',
+                            actions=ALL_ACTIONS & ~SMFIF_DELRCPT)
+        self.assertEqual(MilterClient.of_kind(actions, 'addrcpt'),
+                         [self.QUARANTINE], actions)
+        self.assertEqual(MilterClient.of_kind(actions, 'delrcpt'), [],
+                         actions)
+        self.assertIsNone(MilterClient.added(actions, 'X-Backfill-Removed'))
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
+                         'confirmed')
+        log = self.milter.log_text()
+        self.assertIn('queue id QNODEL: added QuarantineRecipient '
+                      '<quarantine@example.org>, but could not remove any '
+                      'of the 2 duplicate recipient(s)', log)
 
 
 class HungStore:
