@@ -130,9 +130,14 @@ static const char *check_local_part(const char *local, size_t len)
 			return "8-bit characters in the local part";
 		} else if (c == '"' || c == '\\') {
 			return "quoted local parts are not accepted";
+		} else if (c == '%' || c == '!') {
+			/* allow_percent_hack, swap_bangpath: rewritten only
+			   where the domain is local, which differs by host */
+			return "'%' and '!' are routing characters that each "
+			       "Postfix may rewrite its own way";
 		} else if (!is_atext(c)) {
 			return "the local part may only have letters, digits, "
-			       "dots and !#$%&'*+-/=?^_`{|}~";
+			       "dots and #$&'*+-/=?^_`{|}~";
 		}
 	}
 	return NULL;
@@ -201,6 +206,21 @@ static const char *check_domain(const char *domain, size_t len)
 	return NULL;
 }
 
+const char *milter_address_check(const char *addr, size_t len)
+{
+	const char *at = len == 0 ? NULL : memrchr(addr, '@', len);
+	const char *reason;
+
+	if (at == NULL || at == addr || at == addr + len - 1)
+		return "not local@domain";
+	if (memchr(addr, '@', len) != at)
+		return "more than one @";
+	reason = check_local_part(addr, (size_t)(at - addr));
+	if (reason == NULL)
+		reason = check_domain(at + 1, (size_t)(addr + len - at - 1));
+	return reason;
+}
+
 /* QuarantineRecipient: one address, local@domain, angle brackets
    optional.  This address receives every removed copy on every MX, so it
    must mean the same thing to every Postfix: only a plain ASCII
@@ -211,11 +231,11 @@ static const char *check_domain(const char *domain, size_t len)
    settings.  A value that goes somewhere else, or nowhere, loses the
    copies it was set up to keep. */
 static int parse_address(const char *key, const char *value, char **dest,
-                         char **bare_r, char **error_r)
+                         char **error_r)
 {
 	size_t len = strlen(value);
 	const char *addr = value, *at, *reason;
-	char *copy, *bare;
+	char *copy;
 
 	if (value[0] == '<' || value[len - 1] == '>') {
 		if (len < 2 || value[0] != '<' || value[len - 1] != '>') {
@@ -233,12 +253,7 @@ static int parse_address(const char *key, const char *value, char **dest,
 		                     key, value);
 		return -1;
 	}
-	if (memchr(addr, '@', len) != at)
-		reason = "more than one @";
-	else
-		reason = check_local_part(addr, (size_t)(at - addr));
-	if (reason == NULL)
-		reason = check_domain(at + 1, (size_t)(addr + len - at - 1));
+	reason = milter_address_check(addr, len);
 	if (reason != NULL) {
 		*error_r = xasprintf("%s: expected one plain address like "
 		                     "quarantine@example.org, not '%s': %s",
@@ -249,15 +264,8 @@ static int parse_address(const char *key, const char *value, char **dest,
 		*error_r = strdup("out of memory");
 		return -1;
 	}
-	if ((bare = bf_dedup_recipient(copy)) == NULL) {
-		free(copy);
-		*error_r = strdup("out of memory");
-		return -1;
-	}
 	free(*dest);
 	*dest = copy;
-	free(*bare_r);
-	*bare_r = bare;
 	return 0;
 }
 
@@ -346,7 +354,7 @@ static int config_setting(const char *key, const char *value, void *context,
 	}
 	if (strcasecmp(key, "QuarantineRecipient") == 0)
 		return parse_address(key, value, &config->quarantine_rcpt,
-		                     &config->quarantine_bare, error_r);
+		                     error_r);
 	if (strcasecmp(key, "ConfirmDelivery") == 0)
 		return parse_bool(key, value, &config->confirm_delivery,
 		                  error_r);
@@ -388,7 +396,6 @@ static void config_free(struct milter_config *config)
 	free(config->pid_file);
 	free(config->state_uri);
 	free(config->quarantine_rcpt);
-	free(config->quarantine_bare);
 	free(config->hostname);
 	free(config);
 }

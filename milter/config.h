@@ -51,9 +51,6 @@ struct milter_config {
 	/* Where the copy of recipients removed as partial duplicates goes,
 	   as smfi_addrcpt takes it ("<local@domain>"); NULL: none. */
 	char *quarantine_rcpt;
-	/* The same as the dedup keys spell recipients (bf_dedup_recipient):
-	   lowercased, without <>. */
-	char *quarantine_bare;
 	bool confirm_delivery;
 	unsigned int min_age_secs;
 	unsigned int dedup_ttl_secs;
@@ -76,5 +73,11 @@ int milter_config_read(const char *path, struct milter_config **config_r,
 void milter_config_set_current(struct milter_config *config);
 struct milter_config *milter_config_get(void);
 void milter_config_unref(struct milter_config **config);
+
+/* NULL if addr (len bytes, without <>) is one plain address as
+   QuarantineRecipient takes it: an ASCII dot-atom local part without the
+   routing characters % and !, @, a domain of LDH labels or an address
+   literal.  Else why not. */
+const char *milter_address_check(const char *addr, size_t len);
 
 #endif

@@ -182,23 +182,53 @@ static sfsistat all_duplicates(struct dedup_run *run)
 	return SMFIS_ACCEPT;
 }
 
-/* Whether recipient i already has the message and may be removed.
-   Never the QuarantineRecipient itself (a confirmed duplicate too, when
-   it is e.g. postmaster@ and mail to postmaster repeats): Postfix's
-   recipient delete removes every recipient record with that address,
-   the one smfi_addrcpt just added included, and every removed copy
-   would then be kept nowhere. */
-static bool removable(const struct dedup_run *run, size_t i,
-                      const char *kept_in)
+static bool is_confirmed(const struct dedup_run *run, size_t i)
 {
-	const struct milter_rcpt *rcpt = &run->session->rcpts[i];
 	size_t key = run->keymap[i];
 
-	if (key == MILTER_RCPT_NO_KEY ||
-	    run->verdicts[key] != VERDICT_CONFIRMED)
-		return false;
-	return kept_in == NULL ||
-	       strcmp(rcpt->bare, run->config->quarantine_bare) != 0;
+	return key != MILTER_RCPT_NO_KEY &&
+	       run->verdicts[key] == VERDICT_CONFIRMED;
+}
+
+/* The address as smtpd passed it, without the angle brackets. */
+static const char *unbracketed(const char *raw, size_t *len_r)
+{
+	size_t len = strlen(raw);
+
+	if (len >= 2 && raw[0] == '<' && raw[len - 1] == '>') {
+		*len_r = len - 2;
+		return raw + 1;
+	}
+	*len_r = len;
+	return raw;
+}
+
+/* Whether confirmed duplicate recipient i may be removed; NULL if so,
+   else why not, for the log.  Postfix's recipient delete
+   (cleanup_del_rcpt) unquotes the address it is given and removes every
+   recipient record whose original address equals it byte for byte, the
+   one smfi_addrcpt just added included.  So only a plain spelling is
+   removed (a quoted or escaped one, "q"@ or q\@, can equal the
+   quarantine address or another recipient once unquoted), and never
+   one equal to QuarantineRecipient (mail to postmaster@ that repeats):
+   the copy kept for the others would go too. */
+static const char *not_removable(const struct dedup_run *run, size_t i,
+                                 const char *kept_in)
+{
+	size_t len, qlen;
+	const char *addr = unbracketed(run->session->rcpts[i].raw, &len);
+
+	if (milter_address_check(addr, len) != NULL)
+		return "its address is not plainly spelled (quotes, escapes, "
+		       "routing characters), and Postfix could take it for "
+		       "another recipient";
+	if (kept_in == NULL)
+		return NULL;
+	const char *q = unbracketed(kept_in, &qlen);
+	if (len == qlen && memcmp(addr, q, len) == 0)
+		return "it is the QuarantineRecipient, and removing it would "
+		       "also remove the copy kept for the others";
+	return NULL;
 }
 
 /* Removes the recipients that already have the message.  kept_in names
@@ -212,17 +242,16 @@ static unsigned int remove_recipients(struct dedup_run *run,
 	for (size_t i = 0; i < session->rcpt_count; i++) {
 		struct milter_rcpt *rcpt = &session->rcpts[i];
 		size_t key = run->keymap[i];
+		const char *why;
 
-		if (!removable(run, i, kept_in)) {
-			if (key != MILTER_RCPT_NO_KEY &&
-			    run->verdicts[key] == VERDICT_CONFIRMED)
-				milter_info("queue id %s: kept recipient %s, "
-				            "although already delivered: it "
-				            "is the QuarantineRecipient, and "
-				            "removing it would also remove the "
-				            "copy kept for the others; it gets "
-				            "the message again, tagged",
-				            run->qid, rcpt->bare);
+		if (!is_confirmed(run, i))
+			continue;
+		if ((why = not_removable(run, i, kept_in)) != NULL) {
+			milter_info(
+			        "queue id %s: kept recipient %s, although "
+			        "already delivered: %s; it gets the message "
+			        "again, tagged",
+			        run->qid, rcpt->raw, why);
 			continue;
 		}
 		if (smfi_delrcpt(run->ctx, rcpt->raw) != MI_SUCCESS) {
@@ -268,17 +297,25 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 		return 0;
 	}
 	for (size_t i = 0; i < run->session->rcpt_count; i++) {
-		if (removable(run, i, config->quarantine_rcpt))
+		if (is_confirmed(run, i) &&
+		    not_removable(run, i, config->quarantine_rcpt) == NULL)
 			wanted++;
 	}
 	if (wanted == 0) {
-		/* The only duplicate recipient is the quarantine address:
-		   adding it again would give it a second copy, and it
-		   cannot be removed (see removable()). */
-		milter_info("queue id %s: kept recipient %s, although already "
-		            "delivered: it is the QuarantineRecipient; it gets "
-		            "the message again, tagged",
-		            run->qid, config->quarantine_bare);
+		/* Nobody to remove (the quarantine address itself, or
+		   spellings that are not removed): adding the address
+		   would only give it a copy for nobody. */
+		for (size_t i = 0; i < run->session->rcpt_count; i++) {
+			const char *why;
+			if (is_confirmed(run, i) &&
+			    (why = not_removable(
+			             run, i, config->quarantine_rcpt)) != NULL)
+				milter_info("queue id %s: kept recipient %s, "
+				            "although already delivered: %s; "
+				            "it gets the message again, tagged",
+				            run->qid,
+				            run->session->rcpts[i].raw, why);
+		}
 		return 0;
 	}
 	if (smfi_addrcpt(run->ctx, config->quarantine_rcpt) != MI_SUCCESS) {
@@ -309,7 +346,7 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 static sfsistat decide(struct dedup_run *run)
 {
 	const struct milter_config *config = run->config;
-	unsigned int removed = 0;
+	unsigned int removed = 0, confirmed_rcpts = 0;
 	bool not_kept = false;
 	char value[128];
 
@@ -331,9 +368,15 @@ static sfsistat decide(struct dedup_run *run)
 			add_header(run, "X-Backfill-Removed", value);
 		}
 	}
+	/* spellings, not keys: <Bob@x> and <bob@x> are one key, and the
+	   removal is per spelling */
+	for (size_t i = 0; i < run->session->rcpt_count; i++) {
+		if (is_confirmed(run, i))
+			confirmed_rcpts++;
+	}
 	if (run->suspected_count > 0)
 		add_header(run, "X-Backfill-Duplicate", "suspected");
-	else if (run->confirmed_count > removed)
+	else if (confirmed_rcpts > removed)
 		add_header(run, "X-Backfill-Duplicate", "confirmed");
 
 	if (run->confirmed_count + run->suspected_count > 0 ||

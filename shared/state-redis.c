@@ -1368,8 +1368,13 @@ static int redis_window_open(struct bf_state *state, const char *name,
 	    reply->element[0]->type != REDIS_REPLY_INTEGER)
 		return bad_reply(r, what, reply);
 	ret = reply->element[0]->integer != 0 ? 1 : 0;
-	if (window_parse(r, what, reply->element[1], previous_r) < 0)
-		ret = -1;
+	if (window_parse(r, what, reply->element[1], previous_r) < 0) {
+		/* the window is open all the same: say so, only the one
+		   before is unknown (foreign or damaged data) */
+		bf_window_clear(previous_r);
+		if (ret == 0)
+			ret = -1;
+	}
 	freeReplyObject(reply);
 	return ret;
 }

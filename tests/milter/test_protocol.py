@@ -229,7 +229,7 @@ class QuarantineRecipientTest(unittest.TestCase):
         # as a duplicate would keep the removed copies nowhere.
         self.delivered(2, ['<bob@example.org>', '<quarantine@example.org>'])
         actions = self.send(2, ['<bob@example.org>', '<new@example.org>',
-                                '<Quarantine@Example.ORG>'], 'QSELF')
+                                '<quarantine@example.org>'], 'QSELF')
         self.assertEqual(MilterClient.of_kind(actions, 'addrcpt'),
                          [self.QUARANTINE], actions)
         self.assertEqual(MilterClient.of_kind(actions, 'delrcpt'),
@@ -238,8 +238,54 @@ class QuarantineRecipientTest(unittest.TestCase):
                          '1 duplicate recipient(s) already delivered')
         self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
                          'confirmed', 'the quarantine address is told')
-        self.assertIn('queue id QSELF: kept recipient quarantine@example.org',
+        self.assertIn('queue id QSELF: kept recipient <quarantine@example.org>, '
+                      'although already delivered: it is the QuarantineRecipient',
                       self.milter.log_text())
+
+    def test_other_spelling_of_the_quarantine_address(self):
+        # Postfix deletes records whose address is the same byte for
+        # byte: <Quarantine@Example.ORG> is removed like any duplicate,
+        # the added quarantine record stays.
+        self.delivered(5, ['<bob@example.org>', '<quarantine@example.org>'])
+        actions = self.send(5, ['<bob@example.org>', '<new@example.org>',
+                                '<Quarantine@Example.ORG>'], 'QCASE')
+        self.assertEqual(MilterClient.of_kind(actions, 'addrcpt'),
+                         [self.QUARANTINE], actions)
+        self.assertEqual(sorted(MilterClient.of_kind(actions, 'delrcpt')),
+                         ['<Quarantine@Example.ORG>', '<bob@example.org>'], actions)
+        self.assertIsNone(MilterClient.added(actions, 'X-Backfill-Duplicate'))
+
+    def test_quoted_spelling_is_not_removed(self):
+        # Postfix unquotes the address it is told to delete: "bob"@ could
+        # be another recipient (or the quarantine address) to it.  Only
+        # plain spellings are removed; this one gets the message again.
+        first = self.send(6, ['<"bob"@example.org>', '<carol@example.org>'], 'FIRST6')
+        fp = MilterClient.added(first, 'X-Backfill-Fingerprint')
+        for key in ('carol@example.org', '"bob"@example.org'):
+            self.milter.ctl('dedup', 'mark-delivered', 'restore-1', key, fp)
+        actions = self.send(6, ['<"bob"@example.org>', '<carol@example.org>',
+                                '<new@example.org>'], 'QQUOTE')
+        self.assertEqual(MilterClient.of_kind(actions, 'delrcpt'),
+                         ['<carol@example.org>'], actions)
+        self.assertEqual(MilterClient.of_kind(actions, 'addrcpt'),
+                         [self.QUARANTINE], actions)
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
+                         'confirmed', 'the kept duplicate is tagged')
+        self.assertIn('queue id QQUOTE: kept recipient <"bob"@example.org>, although '
+                      'already delivered: its address is not plainly spelled',
+                      self.milter.log_text())
+
+    def test_tagged_when_a_spelling_is_kept(self):
+        # Two spellings of bob are one dedup key but two removals: the
+        # tag must follow the recipients kept, not the keys.
+        self.delivered(7, ['<bob@example.org>', '<quarantine@example.org>'])
+        actions = self.send(7, ['<Bob@example.org>', '<bob@example.org>',
+                                '<quarantine@example.org>', '<new@example.org>'],
+                            'QTAG')
+        self.assertEqual(sorted(MilterClient.of_kind(actions, 'delrcpt')),
+                         ['<Bob@example.org>', '<bob@example.org>'], actions)
+        self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
+                         'confirmed', 'the quarantine address got a repeat untagged')
 
     def test_quarantine_address_the_only_duplicate(self):
         # Nobody to remove: the quarantine address is not added again.
