@@ -140,6 +140,31 @@ class Site:
             user, timeout, self.dc.log_tail()))
 
 
+
+class SiteCase(unittest.TestCase):
+    """A test class whose tests share one private site: SITE holds the
+    Site() arguments, build(site) fills and starts it.  The site is
+    closed after the last test, or at once when build() fails."""
+
+    SITE = {}
+
+    @classmethod
+    def build(cls, site):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(**cls.SITE)
+        try:
+            cls.build(cls.site)
+        except BaseException:
+            cls.site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
 def _re(s):
     import re
     return re.escape(s)

@@ -29,40 +29,33 @@ USERS = {
 }
 
 
-class MergeBasic(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # the plugin emits an event at the end of a merge: count it in stats
-        cls.site = site = bftest.Site(extra_conf=(
-            "metric backfill_merges {\n"
-            "  filter = event=backfill_merge_finished\n"
-            "  fields = added duplicates skipped\n"
-            "}\n"))
-        try:
-            cls.scen = {}
-            for user, u in USERS.items():
-                cls.scen[user] = mg.standard_scenario(u["seed"])
-                site.add_user(user, cls.scen[user], extra=u["extra"])
-            site.start(plugin_on=False)
-            cls.pre, cls.pre_uidls = {}, {}
-            for user in USERS:
-                cls.pre[user] = site.dc.snapshot(user)
-                cls.pre_uidls[user] = site.dc.pop3_uidls(user)
-            site.enable_plugin()
-            cls.post, cls.post_uidls, cls.folders, cls.subs = {}, {}, {}, {}
-            for user in USERS:
-                site.wait_merged(user)
-                cls.post[user] = site.dc.snapshot(user)
-                cls.folders[user] = site.dc.folders(user)
-                cls.subs[user] = site.dc.subscriptions(user)
-                cls.post_uidls[user] = site.dc.pop3_uidls(user)
-        except BaseException:
-            site.close()
-            raise
+class MergeBasic(bftest.SiteCase):
+    # the plugin emits an event at the end of a merge: count it in stats
+    SITE = dict(extra_conf=(
+        "metric backfill_merges {\n"
+        "  filter = event=backfill_merge_finished\n"
+        "  fields = added duplicates skipped\n"
+        "}\n"))
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        cls.scen = {}
+        for user, u in USERS.items():
+            cls.scen[user] = mg.standard_scenario(u["seed"])
+            site.add_user(user, cls.scen[user], extra=u["extra"])
+        site.start(plugin_on=False)
+        cls.pre, cls.pre_uidls = {}, {}
+        for user in USERS:
+            cls.pre[user] = site.dc.snapshot(user)
+            cls.pre_uidls[user] = site.dc.pop3_uidls(user)
+        site.enable_plugin()
+        cls.post, cls.post_uidls, cls.folders, cls.subs = {}, {}, {}, {}
+        for user in USERS:
+            site.wait_merged(user)
+            cls.post[user] = site.dc.snapshot(user)
+            cls.folders[user] = site.dc.folders(user)
+            cls.subs[user] = site.dc.subscriptions(user)
+            cls.post_uidls[user] = site.dc.pop3_uidls(user)
 
     def expected(self, user):
         u = USERS[user]
@@ -216,35 +209,28 @@ def message_files(maildir):
     return out
 
 
-class HardlinkMerge(unittest.TestCase):
+class HardlinkMerge(bftest.SiteCase):
     """Issue 3, "Copy": Maildir to Maildir on one filesystem hardlinks.  An
     archive owned by the mail user next to the live mailboxes: the merged
     copies are links to the archived files, flags, keywords and received
     dates are kept all the same, and the archive's files keep their names,
     sizes and mtimes (the received date of Maildir)."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site()
-        try:
-            site.add_user("hana", mg.standard_scenario(51), freeze=False)
-            cls.arch = os.path.join(site.base, "archive", "hana", "Maildir")
-            site.start(plugin_on=False)
-            cls.pre = site.dc.snapshot("hana")
-            cls.before = message_files(cls.arch)
-            site.enable_plugin()
-            site.wait_merged("hana")
-            cls.post = site.dc.snapshot("hana")
-            cls.after = message_files(cls.arch)
-            live = message_files(os.path.join(site.base, "live", "hana", "Maildir"))
-            cls.live_inodes = {v[0] for v in live.values()}
-        except BaseException:
-            site.close()
-            raise
+    SITE = dict()
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        site.add_user("hana", mg.standard_scenario(51), freeze=False)
+        cls.arch = os.path.join(site.base, "archive", "hana", "Maildir")
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("hana")
+        cls.before = message_files(cls.arch)
+        site.enable_plugin()
+        site.wait_merged("hana")
+        cls.post = site.dc.snapshot("hana")
+        cls.after = message_files(cls.arch)
+        live = message_files(os.path.join(site.base, "live", "hana", "Maildir"))
+        cls.live_inodes = {v[0] for v in live.values()}
 
     def test_copies_are_links(self):
         linked = [p for p, v in self.after.items() if v[0] in self.live_inodes]
@@ -260,7 +246,7 @@ class HardlinkMerge(unittest.TestCase):
         self.assertEqual(self.after, self.before)
 
 
-class RepeatsAcrossBatches(unittest.TestCase):
+class RepeatsAcrossBatches(bftest.SiteCase):
     """Multiset dedup when the identical archived copies lie in different
     batches and POP3 sessions (the budget stops each login early): the
     live copy is consumed once, by the first of them, and the state that
@@ -270,35 +256,28 @@ class RepeatsAcrossBatches(unittest.TestCase):
     N = 1200
     AT = (0, 550, 1150)  # a full-copy merge commits every 200
 
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_login_budget": "30ms"})
-        try:
-            g = mg.Generator(41)
-            s = mg.Scenario()
-            old, now = 1500000000, 1700000000
-            cls.x = g.message(old, lines=6)
-            arch = mg.Folder("INBOX", 1400000041)
-            for i in range(cls.N):
-                raw = cls.x if i in cls.AT else g.message(old + 60 + i * 60, lines=3)
-                arch.msgs.append(mg.Msg(raw, {"\\Seen"}, old + i * 60))
-            s.archive = [arch]
-            live = mg.Folder("INBOX", 1690000041)
-            live.msgs.append(mg.Msg(g.redelivered(cls.x), (), now))
-            for i in range(5):
-                live.msgs.append(mg.Msg(g.message(now + 60 + i * 60), (), now + 60 + i * 60))
-            s.live = [live]
-            site.add_user("rena", s, record=False)
-            site.start()
-            site.wait_merged("rena", service="pop3", timeout=300)
-            cls.post = site.dc.snapshot("rena")
-        except BaseException:
-            site.close()
-            raise
+    SITE = dict(plugin={"backfill_login_budget": "30ms"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        g = mg.Generator(41)
+        s = mg.Scenario()
+        old, now = 1500000000, 1700000000
+        cls.x = g.message(old, lines=6)
+        arch = mg.Folder("INBOX", 1400000041)
+        for i in range(cls.N):
+            raw = cls.x if i in cls.AT else g.message(old + 60 + i * 60, lines=3)
+            arch.msgs.append(mg.Msg(raw, {"\\Seen"}, old + i * 60))
+        s.archive = [arch]
+        live = mg.Folder("INBOX", 1690000041)
+        live.msgs.append(mg.Msg(g.redelivered(cls.x), (), now))
+        for i in range(5):
+            live.msgs.append(mg.Msg(g.message(now + 60 + i * 60), (), now + 60 + i * 60))
+        s.live = [live]
+        site.add_user("rena", s, record=False)
+        site.start()
+        site.wait_merged("rena", service="pop3", timeout=300)
+        cls.post = site.dc.snapshot("rena")
 
     def test_spread_over_sessions(self):
         starts = self.site.dc.log_lines(r"backfill\(rena\): merge (started|resumed)")

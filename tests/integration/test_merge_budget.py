@@ -22,22 +22,15 @@ BUDGET = 0.1
 SLACK = 1.0
 
 
-class MergeBudget(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_login_budget": "%dms" % (BUDGET * 1000)})
-        try:
-            scen = mg.bulk_scenario(71, 20000, 100, 50, lines=4, multipart_share=0.0)
-            site.add_user("bea", scen, record=False)
-            site.add_user("pia", scen, record=False)
-            site.start()
-        except BaseException:
-            site.close()
-            raise
+class MergeBudget(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_login_budget": "%dms" % (BUDGET * 1000)})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        scen = mg.bulk_scenario(71, 20000, 100, 50, lines=4, multipart_share=0.0)
+        site.add_user("bea", scen, record=False)
+        site.add_user("pia", scen, record=False)
+        site.start()
 
     def test_imap_login_and_commands_during_merge(self):
         site, user = self.site, "bea"

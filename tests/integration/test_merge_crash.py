@@ -30,31 +30,24 @@ N_ARCHIVE = int(os.environ.get("BF_CRASH_ARCHIVE", "6000"))
 KILLS = 24
 
 
-class MergeCrash(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_login_budget": "50ms"})
-        try:
-            scen = mg.bulk_scenario(5, N_ARCHIVE, 300, 150, lines=6, multipart_share=0.02)
-            view = site.add_user("ref", scen)
-            for user in ("kim", "tess"):
-                site.add_user(user, scen, record=False)
-                site.views[user] = view
-            site.start(plugin_on=False)
-            cls.pre = {u: site.dc.snapshot(u) for u in ("ref", "kim", "tess")}
-            site.enable_plugin()
-            t0 = time.time()
-            site.wait_merged("ref", timeout=300)
-            cls.ref_seconds = time.time() - t0
-            cls.ref = site.dc.snapshot("ref")
-            cls.ref_uidls = site.dc.pop3_uidls("ref")
-        except BaseException:
-            site.close()
-            raise
+class MergeCrash(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_login_budget": "50ms"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        scen = mg.bulk_scenario(5, N_ARCHIVE, 300, 150, lines=6, multipart_share=0.02)
+        view = site.add_user("ref", scen)
+        for user in ("kim", "tess"):
+            site.add_user(user, scen, record=False)
+            site.views[user] = view
+        site.start(plugin_on=False)
+        cls.pre = {u: site.dc.snapshot(u) for u in ("ref", "kim", "tess")}
+        site.enable_plugin()
+        t0 = time.time()
+        site.wait_merged("ref", timeout=300)
+        cls.ref_seconds = time.time() - t0
+        cls.ref = site.dc.snapshot("ref")
+        cls.ref_uidls = site.dc.pop3_uidls("ref")
 
     def test_0_reference_is_exact(self):
         exp, _, _ = bftest.expected_after(self.pre["ref"], self.site.views["ref"])

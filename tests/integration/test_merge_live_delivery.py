@@ -21,24 +21,17 @@ import bftest  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 
 
-class MergeLiveDelivery(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_login_budget": "50ms"})
-        try:
-            cls.scen = mg.bulk_scenario(51, 8000, 100, 0, lines=3, multipart_share=0.0)
-            site.add_user("lena", cls.scen)
-            site.dc.lmtp_plugins = "backfill"  # as conf.d/90-backfill.conf has it
-            site.start(plugin_on=False)
-            cls.pre = site.dc.snapshot("lena")
-            site.enable_plugin()
-        except BaseException:
-            site.close()
-            raise
+class MergeLiveDelivery(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_login_budget": "50ms"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        cls.scen = mg.bulk_scenario(51, 8000, 100, 0, lines=3, multipart_share=0.0)
+        site.add_user("lena", cls.scen)
+        site.dc.lmtp_plugins = "backfill"  # as conf.d/90-backfill.conf has it
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("lena")
+        site.enable_plugin()
 
     def test_deliveries_during_merge(self):
         site, user = self.site, "lena"

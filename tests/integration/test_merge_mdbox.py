@@ -51,36 +51,29 @@ def build_mdbox_archive(home, user, scen):
     return view
 
 
-class MergeMdbox(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site()
-        try:
-            scen = mg.standard_scenario(61)
-            base = site.base
-            arch_home = os.path.join(base, "archive", "mona")
-            view = build_mdbox_archive(arch_home, "mona", scen)
-            cls.sum = dv.tree_checksum(arch_home)
-            live_home = os.path.join(base, "live", "mona")
-            mg.write_maildir(os.path.join(live_home, "Maildir"), scen.live, host="new-mx")
-            dv.chown_tree(live_home)
-            site.dc.add_user("mona", home=live_home,
-                             extra="userdb_backfill_archive=mdbox:%s/archive/%%Ln/mdbox" % base)
-            site.views["mona"] = view
-            site.start(plugin_on=False)
-            cls.pre = site.dc.snapshot("mona")
-            cls.pre_uidls = site.dc.pop3_uidls("mona")
-            site.enable_plugin(backfill_pop3_hide="none")
-            site.wait_merged("mona", timeout=60)
-            cls.post = site.dc.snapshot("mona")
-            cls.post_uidls = site.dc.pop3_uidls("mona")
-        except BaseException:
-            site.close()
-            raise
+class MergeMdbox(bftest.SiteCase):
+    SITE = dict()
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        scen = mg.standard_scenario(61)
+        base = site.base
+        arch_home = os.path.join(base, "archive", "mona")
+        view = build_mdbox_archive(arch_home, "mona", scen)
+        cls.sum = dv.tree_checksum(arch_home)
+        live_home = os.path.join(base, "live", "mona")
+        mg.write_maildir(os.path.join(live_home, "Maildir"), scen.live, host="new-mx")
+        dv.chown_tree(live_home)
+        site.dc.add_user("mona", home=live_home,
+                         extra="userdb_backfill_archive=mdbox:%s/archive/%%Ln/mdbox" % base)
+        site.views["mona"] = view
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("mona")
+        cls.pre_uidls = site.dc.pop3_uidls("mona")
+        site.enable_plugin(backfill_pop3_hide="none")
+        site.wait_merged("mona", timeout=60)
+        cls.post = site.dc.snapshot("mona")
+        cls.post_uidls = site.dc.pop3_uidls("mona")
 
     def test_result_flags_dates_folders(self):
         exp, _, _ = bftest.expected_after(self.pre, self.site.views["mona"], hide="none")

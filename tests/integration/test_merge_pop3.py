@@ -19,34 +19,27 @@ import bftest  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 
 
-class MergePop3(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_login_budget": "100ms"})
-        try:
-            scen = mg.bulk_scenario(41, 3000, 200, 100, lines=5, multipart_share=0.02,
-                                    folders=("INBOX", "Work"))
-            site.add_user("paul", scen)
-            scen = mg.standard_scenario(42)
-            site.add_user("dora", scen, freeze=False)
-            drafts = os.path.join(site.base, "archive", "dora", "Maildir", ".Drafts")
-            for d in ("new", "tmp"):
-                shutil.rmtree(os.path.join(drafts, d))
-            mg.freeze(os.path.join(site.base, "archive", "dora"))
-            # the same archive, with a budget of 30 ms
-            site.add_user("tina", mg.bulk_scenario(43, 1000, 20, 10, lines=5, multipart_share=0.0),
-                          record=False, extra="userdb_backfill_login_budget=30ms")
-            site.start(plugin_on=False)
-            cls.pre = {u: site.dc.snapshot(u) for u in ("paul", "dora")}
-            cls.pre_uidls = {u: site.dc.pop3_uidls(u) for u in ("paul", "dora")}
-            site.enable_plugin()
-        except BaseException:
-            site.close()
-            raise
+class MergePop3(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_login_budget": "100ms"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        scen = mg.bulk_scenario(41, 3000, 200, 100, lines=5, multipart_share=0.02,
+                                folders=("INBOX", "Work"))
+        site.add_user("paul", scen)
+        scen = mg.standard_scenario(42)
+        site.add_user("dora", scen, freeze=False)
+        drafts = os.path.join(site.base, "archive", "dora", "Maildir", ".Drafts")
+        for d in ("new", "tmp"):
+            shutil.rmtree(os.path.join(drafts, d))
+        mg.freeze(os.path.join(site.base, "archive", "dora"))
+        # the same archive, with a budget of 30 ms
+        site.add_user("tina", mg.bulk_scenario(43, 1000, 20, 10, lines=5, multipart_share=0.0),
+                      record=False, extra="userdb_backfill_login_budget=30ms")
+        site.start(plugin_on=False)
+        cls.pre = {u: site.dc.snapshot(u) for u in ("paul", "dora")}
+        cls.pre_uidls = {u: site.dc.pop3_uidls(u) for u in ("paul", "dora")}
+        site.enable_plugin()
 
     def test_pop3_logins_advance_the_merge(self):
         site, user = self.site, "paul"

@@ -58,19 +58,11 @@ def add_broken(maildir, gen):
     return out
 
 
-class MergeRobust(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(username_chars="")
-        try:
-            cls._build()
-        except BaseException:
-            site.close()
-            raise
+class MergeRobust(bftest.SiteCase):
+    SITE = dict(username_chars="")
 
     @classmethod
-    def _build(cls):
-        site = cls.site
+    def build(cls, site):
         base = site.base
         cls.pre, cls.sums = {}, {}
         # 7: mail-owned archive on a read-only bind mount (seen as writable by
@@ -143,7 +135,7 @@ class MergeRobust(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         subprocess.run(["umount", cls.rosa_arch], check=False)
-        cls.site.close()
+        super().tearDownClass()
 
     def merged_ok(self, user, allow_errors=False):
         self.site.wait_merged(user)

@@ -17,25 +17,18 @@ import bftest  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 
 
-class MergeSlots(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_max_parallel": "1",
-                                              "backfill_login_budget": "50ms"})
-        try:
-            site.add_user("ada", mg.bulk_scenario(81, 6000, 50, 20, lines=3, multipart_share=0.0),
-                          record=False)
-            site.add_user("ben", mg.standard_scenario(82))
-            site.start(plugin_on=False)
-            cls.pre_ben = site.dc.snapshot("ben")
-            site.enable_plugin()
-        except BaseException:
-            site.close()
-            raise
+class MergeSlots(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_max_parallel": "1",
+                        "backfill_login_budget": "50ms"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        site.add_user("ada", mg.bulk_scenario(81, 6000, 50, 20, lines=3, multipart_share=0.0),
+                      record=False)
+        site.add_user("ben", mg.standard_scenario(82))
+        site.start(plugin_on=False)
+        cls.pre_ben = site.dc.snapshot("ben")
+        site.enable_plugin()
 
     def test_second_user_waits_for_a_slot(self):
         site = self.site

@@ -34,27 +34,20 @@ def collision_scenario():
     return s
 
 
-class MergeUidl(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_keyword": "",
-                                              "backfill_pop3_hide": "none"})
-        try:
-            site.add_user("uma", collision_scenario())
-            site.start(plugin_on=False)
-            cls.pre = site.dc.snapshot("uma")
-            cls.pre_uidls = site.dc.pop3_uidls("uma")
-            site.enable_plugin()
-            site.wait_merged("uma")
-            cls.post = site.dc.snapshot("uma")
-            cls.post_uidls = site.dc.pop3_uidls("uma")
-        except BaseException:
-            site.close()
-            raise
+class MergeUidl(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_keyword": "",
+                        "backfill_pop3_hide": "none"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        site.add_user("uma", collision_scenario())
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("uma")
+        cls.pre_uidls = site.dc.pop3_uidls("uma")
+        site.enable_plugin()
+        site.wait_merged("uma")
+        cls.post = site.dc.snapshot("uma")
+        cls.post_uidls = site.dc.pop3_uidls("uma")
 
     def test_scenario_really_collides(self):
         old = {u for u, _ in self.site.views["uma"].uidls}
@@ -120,28 +113,21 @@ def gap_scenario():
     return s
 
 
-class LaterDeliveries(unittest.TestCase):
+class LaterDeliveries(bftest.SiteCase):
     """No delivery after the merge shows the UIDL of a merged message."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_pop3_hide": "none"})
-        try:
-            cls.scen = gap_scenario()
-            site.add_user("ulf", cls.scen)
-            site.start()
-            site.wait_merged("ulf")
-            for raw in cls.scen.later:
-                site.dc.lmtp_deliver("ulf", raw)
-            cls.post = site.dc.snapshot("ulf")
-            cls.post_uidls = site.dc.pop3_uidls("ulf")
-        except BaseException:
-            site.close()
-            raise
+    SITE = dict(plugin={"backfill_pop3_hide": "none"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        cls.scen = gap_scenario()
+        site.add_user("ulf", cls.scen)
+        site.start()
+        site.wait_merged("ulf")
+        for raw in cls.scen.later:
+            site.dc.lmtp_deliver("ulf", raw)
+        cls.post = site.dc.snapshot("ulf")
+        cls.post_uidls = site.dc.pop3_uidls("ulf")
 
     def test_archive_had_gaps(self):
         self.assertEqual([m.uid for m in self.scen.archive[0].msgs], [10, 20, 30, 40, 50])
@@ -164,36 +150,29 @@ class LaterDeliveries(unittest.TestCase):
             self.assertIn(pair, post, "archived message lost its old UIDL")
 
 
-class RepeatedArchivedUidl(unittest.TestCase):
+class RepeatedArchivedUidl(bftest.SiteCase):
     """Two archived messages stored with one UIDL (a migration tool that
     repeated it): the first merged keeps it, the second gets Dovecot's own
     UIDL, so no two messages of the live INBOX show the same one."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.site = site = bftest.Site(plugin={"backfill_pop3_hide": "none"})
-        try:
-            g = mg.Generator(33)
-            s = mg.Scenario()
-            old = 1500000000
-            arch = mg.Folder("INBOX", UV + 7)
-            for i in range(4):
-                uidl = "same-uidl" if i in (1, 3) else None
-                arch.msgs.append(mg.Msg(g.message(old + i * 60), set(), old + i * 60, pop3_uidl=uidl))
-            s.archive = [arch]
-            s.live = [mg.Folder("INBOX", UV + 8)]
-            cls.first = arch.msgs[1].raw
-            site.add_user("ria", s, record=False)
-            site.start()
-            site.wait_merged("ria")
-            cls.post_uidls = site.dc.pop3_uidls("ria")
-        except BaseException:
-            site.close()
-            raise
+    SITE = dict(plugin={"backfill_pop3_hide": "none"})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+    def build(cls, site):
+        g = mg.Generator(33)
+        s = mg.Scenario()
+        old = 1500000000
+        arch = mg.Folder("INBOX", UV + 7)
+        for i in range(4):
+            uidl = "same-uidl" if i in (1, 3) else None
+            arch.msgs.append(mg.Msg(g.message(old + i * 60), set(), old + i * 60, pop3_uidl=uidl))
+        s.archive = [arch]
+        s.live = [mg.Folder("INBOX", UV + 8)]
+        cls.first = arch.msgs[1].raw
+        site.add_user("ria", s, record=False)
+        site.start()
+        site.wait_merged("ria")
+        cls.post_uidls = site.dc.pop3_uidls("ria")
 
     def test_first_keeps_it_second_gets_a_new_one(self):
         uidls = [u for u, _ in self.post_uidls]

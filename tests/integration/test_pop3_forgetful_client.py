@@ -78,25 +78,22 @@ class Client:
             c.quit()
 
 
-class Pop3ForgetfulClient(unittest.TestCase):
+class Pop3ForgetfulClient(bftest.SiteCase):
+    SITE = dict(extra_conf="pop3_delete_type = expunge\n")
+
     @classmethod
-    def setUpClass(cls):
-        cls.site = bftest.Site(extra_conf="pop3_delete_type = expunge\n")
+    def build(cls, site):
         cls.scen = {}
         for n, (user, hide) in enumerate(USERS.items()):
             cls.scen[user] = scenario(n + 1)
-            cls.site.add_user(user, cls.scen[user], record=False,
-                              extra="userdb_backfill_pop3_hide=" + hide)
+            site.add_user(user, cls.scen[user], record=False,
+                          extra="userdb_backfill_pop3_hide=" + hide)
         # The archives come back only after the clients polled the new
         # server: keep them aside until then.
-        cls.aside = cls.site.archive_root + ".later"
-        os.rename(cls.site.archive_root, cls.aside)
-        os.makedirs(cls.site.archive_root)
-        cls.site.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.site.close()
+        cls.aside = site.archive_root + ".later"
+        os.rename(site.archive_root, cls.aside)
+        os.makedirs(site.archive_root)
+        site.start()
 
     def fps(self, folder):
         return [m.fingerprint for m in folder.msgs]
