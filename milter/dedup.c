@@ -301,6 +301,16 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 		    not_removable(run, i, config->quarantine_rcpt) == NULL)
 			wanted++;
 	}
+	if (run->session->actions_known &&
+	    (run->session->actions & SMFIF_DELRCPT) == 0) {
+		/* the quarantine copy would be for nobody */
+		milter_info("queue id %s: %u duplicate recipient(s) kept: the "
+		            "MTA did not grant the milter the right to remove "
+		            "recipients (check its milter settings); they get "
+		            "the message again, tagged",
+		            run->qid, wanted);
+		return 0;
+	}
 	if (wanted == 0) {
 		/* Nobody to remove (the quarantine address itself, or
 		   spellings that are not removed): adding the address

@@ -145,8 +145,11 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0,
 	*pf1 = f1 & (session != NULL ? steps : steps & ~no_reply);
 	*pf2 = 0;
 	*pf3 = 0;
-	if (session != NULL)
+	if (session != NULL) {
 		session->no_reply = *pf1 & no_reply;
+		session->actions = *pf0;
+		session->actions_known = true;
+	}
 	/* The only macro we read is the queue id: asking for nothing else
 	   spares the MTA a macro packet at every other step. */
 	if ((f0 & SMFIF_SETSYMLIST) != 0) {

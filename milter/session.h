@@ -32,6 +32,9 @@ struct milter_session {
 	/* SMFIP_NR_* steps the MTA agreed to send without waiting for our
 	   reply (we never reject, so only end of message needs one). */
 	unsigned long no_reply;
+	/* SMFIF_* actions the MTA granted; valid if actions_known */
+	unsigned long actions;
+	bool actions_known;
 	bool in_message; /* counted in milter_active_messages() */
 
 	/* Per message. */
