@@ -231,6 +231,13 @@ static const char *not_removable(const struct dedup_run *run, size_t i,
 	return NULL;
 }
 
+static void log_kept(const struct dedup_run *run, size_t i, const char *why)
+{
+	milter_info("queue id %s: kept recipient %s, although already "
+	            "delivered: %s; it gets the message again, tagged",
+	            run->qid, run->session->rcpts[i].raw, why);
+}
+
 /* Removes the recipients that already have the message.  kept_in names
    where their copy went (QuarantineRecipient), NULL: nowhere. */
 static unsigned int remove_recipients(struct dedup_run *run,
@@ -247,11 +254,7 @@ static unsigned int remove_recipients(struct dedup_run *run,
 		if (!is_confirmed(run, i))
 			continue;
 		if ((why = not_removable(run, i, kept_in)) != NULL) {
-			milter_info(
-			        "queue id %s: kept recipient %s, although "
-			        "already delivered: %s; it gets the message "
-			        "again, tagged",
-			        run->qid, rcpt->raw, why);
+			log_kept(run, i, why);
 			continue;
 		}
 		if (smfi_delrcpt(run->ctx, rcpt->raw) != MI_SUCCESS) {
@@ -304,11 +307,13 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 	if (run->session->actions_known &&
 	    (run->session->actions & SMFIF_DELRCPT) == 0) {
 		/* the quarantine copy would be for nobody */
-		milter_info("queue id %s: %u duplicate recipient(s) kept: the "
-		            "MTA did not grant the milter the right to remove "
-		            "recipients (check its milter settings); they get "
-		            "the message again, tagged",
-		            run->qid, wanted);
+		milter_info(
+		        "queue id %s: %u duplicate recipient(s) kept: the "
+		        "MTA did not grant the milter the right to remove "
+		        "recipients (Postfix does from milter_protocol = 2 "
+		        "on; the default is 6); they get the message again, "
+		        "tagged",
+		        run->qid, wanted);
 		return 0;
 	}
 	if (wanted == 0) {
@@ -320,11 +325,7 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 			if (is_confirmed(run, i) &&
 			    (why = not_removable(
 			             run, i, config->quarantine_rcpt)) != NULL)
-				milter_info("queue id %s: kept recipient %s, "
-				            "although already delivered: %s; "
-				            "it gets the message again, tagged",
-				            run->qid,
-				            run->session->rcpts[i].raw, why);
+				log_kept(run, i, why);
 		}
 		return 0;
 	}
@@ -380,7 +381,8 @@ static sfsistat decide(struct dedup_run *run)
 	}
 	/* spellings, not keys: <Bob@x> and <bob@x> are one key, and the
 	   removal is per spelling */
-	for (size_t i = 0; i < run->session->rcpt_count; i++) {
+	for (size_t i = 0;
+	     run->confirmed_count > 0 && i < run->session->rcpt_count; i++) {
 		if (is_confirmed(run, i))
 			confirmed_rcpts++;
 	}
