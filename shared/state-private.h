@@ -16,6 +16,9 @@
 
 #include <stdarg.h>
 
+/* The longest wait bf_state_set_wait_limit() passes to a backend. */
+#define BF_STATE_MAX_WAIT_MS 3600000U
+
 /* Rows handed back by the paging list operations.  Backends fill them with
    malloc()ed strings; state.c frees them with bf_state_page_free(). */
 struct bf_merge_row {
@@ -39,6 +42,9 @@ struct bf_state_backend {
 	int (*open)(const char *location, struct bf_state **state_r,
 	            char **error_r);
 	void (*close)(struct bf_state *state);
+	/* bf_state_set_wait_limit(): ms > 0 (capped by state.c), or 0 for
+	   the default of the URI. */
+	void (*set_wait_limit)(struct bf_state *state, unsigned int ms);
 
 	/* merge records */
 	int (*merge_get)(struct bf_state *state, const char *user,

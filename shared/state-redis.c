@@ -292,6 +292,9 @@ struct redis_state {
 	char *user, *password;
 	unsigned int db;
 	char *prefix;
+	/* The URI's timeout, and the one in force (the caller's wait limit,
+	   see bf_state_set_wait_limit()). */
+	int default_timeout_ms;
 	int timeout_ms;
 };
 
@@ -496,9 +499,13 @@ static int io_error(struct redis_state *r, const char *what, int err,
 	           errstr_is(errstr, EINPROGRESS)) {
 		bf_state_set_error(
 		        &r->state,
-		        "%s: no answer within %d ms (is redis-server "
-		        "hung or overloaded? raise ?timeout=MS in "
-		        "the URI if it is just slow)",
+		        r->timeout_ms != r->default_timeout_ms
+		                ? "%s: no answer within %d ms (the caller's "
+		                  "wait limit; is redis-server hung or "
+		                  "overloaded?)"
+		                : "%s: no answer within %d ms (is "
+		                  "redis-server hung or overloaded? raise "
+		                  "?timeout=MS in the URI if it is just slow)",
 		        what, r->timeout_ms);
 	} else if (err == REDIS_ERR_OOM) {
 		bf_state_set_error(&r->state, "%s: out of memory", what);
@@ -692,6 +699,15 @@ static int conn_setup(struct redis_state *r, const char *what)
 	return ret;
 }
 
+static struct timeval timeout_tv(const struct redis_state *r)
+{
+	struct timeval tv;
+
+	tv.tv_sec = r->timeout_ms / 1000;
+	tv.tv_usec = (r->timeout_ms % 1000) * 1000;
+	return tv;
+}
+
 static int conn_open(struct redis_state *r, const char *what)
 {
 	struct timeval tv;
@@ -703,8 +719,7 @@ static int conn_open(struct redis_state *r, const char *what)
 		conn_drop(r);
 	if (r->ctx != NULL)
 		return 0;
-	tv.tv_sec = r->timeout_ms / 1000;
-	tv.tv_usec = (r->timeout_ms % 1000) * 1000;
+	tv = timeout_tv(r);
 	c = r->socket_path != NULL
 	            ? redisConnectUnixWithTimeout(r->socket_path, tv)
 	            : redisConnectWithTimeout(r->host, r->port, tv);
@@ -722,6 +737,18 @@ static int conn_open(struct redis_state *r, const char *what)
 	if (redisSetTimeout(c, tv) != REDIS_OK)
 		return conn_failed(r, what);
 	return conn_setup(r, what);
+}
+
+static void redis_set_wait_limit(struct bf_state *state, unsigned int ms)
+{
+	struct redis_state *r = RS(state);
+
+	r->timeout_ms = ms != 0 ? (int)ms : r->default_timeout_ms;
+	/* A connection that cannot take the new timeout is dropped: the
+	   next call connects with it. */
+	if (r->ctx != NULL &&
+	    redisSetTimeout(r->ctx, timeout_tv(r)) != REDIS_OK)
+		conn_drop(r);
 }
 
 /* One command; error replies are errors.  *reply_r to freeReplyObject(). */
@@ -1991,6 +2018,7 @@ static int open_common(const char *location, bool unix_socket,
 	*error_r = NULL;
 	ret = unix_socket ? parse_unix(r, location, error_r)
 	                  : parse_tcp(r, location, error_r);
+	r->default_timeout_ms = r->timeout_ms;
 	if (ret == 0 && r->prefix == NULL &&
 	    (r->prefix = strdup(DEFAULT_PREFIX)) == NULL)
 		ret = -1;
@@ -2043,9 +2071,9 @@ static int redis_open_tls(const char *location, struct bf_state **state_r,
 }
 
 #define REDIS_OPS                                                              \
-	.close = redis_close, .merge_get = redis_merge_get,                    \
-	.merge_put = redis_merge_put, .merge_delete = redis_merge_delete,      \
-	.merge_list = redis_merge_list,                                        \
+	.close = redis_close, .set_wait_limit = redis_set_wait_limit,          \
+	.merge_get = redis_merge_get, .merge_put = redis_merge_put,            \
+	.merge_delete = redis_merge_delete, .merge_list = redis_merge_list,    \
 	.journal_append = redis_journal_append,                                \
 	.journal_list = redis_journal_list,                                    \
 	.journal_set_uid = redis_journal_set_uid,                              \

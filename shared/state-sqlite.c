@@ -225,6 +225,9 @@ struct sqlite_state {
 
 	sqlite3 *db;
 	char *path;
+	/* The URI's busy_timeout, and the one in force (the caller's wait
+	   limit, see bf_state_set_wait_limit()). */
+	int default_busy_timeout_ms;
 	int busy_timeout_ms;
 	/* How long the busy handler waits: busy_timeout_ms, except while
 	   switching to WAL (see set_wal()). */
@@ -261,6 +264,14 @@ static int db_error(struct sqlite_state *s, const char *what)
 	switch (code & 0xff) {
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
+		if (s->busy_timeout_ms != s->default_busy_timeout_ms) {
+			bf_state_set_error(&s->state,
+			                   "%s: %s: still locked by another "
+			                   "process after %d ms (the caller's "
+			                   "wait limit)",
+			                   what, msg, s->busy_timeout_ms);
+			break;
+		}
 		bf_state_set_error(&s->state,
 		                   "%s: %s: still locked by another process "
 		                   "after %d ms (raise it with "
@@ -811,6 +822,14 @@ static void sqlite_close(struct bf_state *state)
 	free(s);
 }
 
+static void sqlite_set_wait_limit(struct bf_state *state, unsigned int ms)
+{
+	struct sqlite_state *s = SQ(state);
+
+	s->busy_timeout_ms = ms != 0 ? (int)ms : s->default_busy_timeout_ms;
+	s->busy_wait_ms = s->busy_timeout_ms;
+}
+
 static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int sqlite_open(const char *location, struct bf_state **state_r,
@@ -842,6 +861,7 @@ static int sqlite_open(const char *location, struct bf_state **state_r,
 		return -1;
 	}
 	s->path = path;
+	s->default_busy_timeout_ms = busy_timeout;
 	s->busy_timeout_ms = busy_timeout;
 	s->busy_wait_ms = busy_timeout;
 	s->busy_seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)s;
@@ -1580,6 +1600,7 @@ const struct bf_state_backend bf_state_backend_sqlite = {
         .scheme = "sqlite",
         .open = sqlite_open,
         .close = sqlite_close,
+        .set_wait_limit = sqlite_set_wait_limit,
         .merge_get = sqlite_merge_get,
         .merge_put = sqlite_merge_put,
         .merge_delete = sqlite_merge_delete,

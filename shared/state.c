@@ -220,6 +220,15 @@ const char *bf_state_uri(const struct bf_state *state)
 	return state->uri;
 }
 
+void bf_state_set_wait_limit(struct bf_state *state, unsigned int ms)
+{
+	/* An hour is more than any caller means; the cap keeps the
+	   backends' millisecond arithmetic in int. */
+	if (ms > BF_STATE_MAX_WAIT_MS)
+		ms = BF_STATE_MAX_WAIT_MS;
+	state->backend->set_wait_limit(state, ms);
+}
+
 /* ---- merge records ---- */
 
 static const char *const merge_status_names[] = {

@@ -34,6 +34,12 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r);
 void bf_state_close(struct bf_state **state);
 /* The URI as given, for log lines. */
 const char *bf_state_uri(const struct bf_state *state);
+/* Every later operation of this handle waits at most ms for a lock or a
+   reply (SQLite busy timeout, Redis command timeout); 0 restores the
+   handle's default (the URI's busy_timeout= or timeout=).  For callers
+   with a deadline of their own: a login that has a budget must not wait
+   out a store's 10 s busy timeout. */
+void bf_state_set_wait_limit(struct bf_state *state, unsigned int ms);
 
 /* ---- per-user merge records ---- */
 

@@ -30,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef BF_HAVE_REDIS
@@ -37,7 +38,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <time.h>
+#include <sys/un.h>
 #endif
 
 #include "state.h"
@@ -140,6 +141,14 @@ static void make_key(struct bf_dedup_key *key, const char *window,
 	key->recipient = rcpt;
 	memcpy(key->fingerprint, &n, sizeof(n));
 	key->fingerprint[BF_FP_SIZE - 1] = 0xa5;
+}
+
+static double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* Waits for every child; returns how many did not exit 0. */
@@ -456,6 +465,95 @@ static void test_busy_timeout(void **statep)
 	                                              "mx", "Q", NULL, &error),
 	                 1);
 	bf_state_close(&state);
+}
+
+/* Another process holds the write lock (BEGIN EXCLUSIVE) until told to let
+   go through done_fd; returns its pid once it holds it. */
+static pid_t lock_in_child(const char *path, int *done_fd_r)
+{
+	int locked[2], done[2];
+	pid_t pid;
+	char c;
+
+	assert_int_equal(pipe(locked), 0);
+	assert_int_equal(pipe(done), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		sqlite3 *db;
+
+		close(locked[0]);
+		close(done[1]);
+		if (sqlite3_open(path, &db) != SQLITE_OK ||
+		    sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) !=
+		            SQLITE_OK)
+			_exit(1);
+		if (write(locked[1], "l", 1) != 1 || read(done[0], &c, 1) < 0)
+			_exit(1);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_close(db);
+		_exit(0);
+	}
+	close(locked[1]);
+	close(done[0]);
+	assert_int_equal(read(locked[0], &c, 1), 1);
+	close(locked[0]);
+	*done_fd_r = done[1];
+	return pid;
+}
+
+/* A caller with a deadline (a login with a budget) sets a wait limit:
+   with the file locked by another process an operation fails after about
+   the limit, not after the store's 10 s busy timeout; 0 restores the
+   busy timeout of the URI. */
+static void test_wait_limit(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state, *state2;
+	struct bf_dedup_key key;
+	const char *error;
+	char uri[256];
+	double start, took;
+	int done_fd;
+	pid_t pid;
+
+	state = open_ok(f->uri);
+	snprintf(uri, sizeof(uri), "%s?busy_timeout=1000", f->uri);
+	state2 = open_ok(uri);
+	make_key(&key, "w", "a@example.org", 1);
+	pid = lock_in_child(f->path, &done_fd);
+
+	bf_state_set_wait_limit(state, 200);
+	start = now_mono();
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx", "Q", NULL, &error),
+	                 -1);
+	took = now_mono() - start;
+	assert_true(took >= 0.19);
+	assert_true(took < 1.5);
+	assert_contains(error, "locked");
+	assert_contains(error, "after 200 ms");
+	assert_contains(error, f->path);
+
+	/* 0: the URI's busy_timeout again */
+	bf_state_set_wait_limit(state2, 200);
+	bf_state_set_wait_limit(state2, 0);
+	start = now_mono();
+	assert_int_equal(bf_state_window_close(state2, NOW, &error), -1);
+	took = now_mono() - start;
+	assert_true(took >= 0.99);
+	assert_contains(error, "after 1000 ms");
+	assert_contains(error, "busy_timeout=MS");
+
+	assert_int_equal(write(done_fd, "d", 1), 1);
+	close(done_fd);
+	assert_int_equal(wait_children(&pid, 1), 0);
+	/* The limit stays on the handle and does not stop it working. */
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx", "Q", NULL, &error),
+	                 1);
+	bf_state_close(&state);
+	bf_state_close(&state2);
 }
 
 /* ---- merge records and journal ---- */
@@ -2140,14 +2238,6 @@ static void test_redis_restart(void **statep)
 	bf_state_close(&state);
 }
 
-static double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* A hung redis-server (SIGSTOP): calls fail after the timeout instead of
    hanging a login, and work again when it continues. */
 static void test_redis_timeout(void **statep)
@@ -2185,6 +2275,72 @@ static void test_redis_timeout(void **statep)
 	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
 	                                              "mx", "Q", NULL, &error),
 	                 1);
+	bf_state_close(&state);
+}
+
+/* A caller's wait limit on Redis: a hung server (SIGSTOP) on the
+   connection in use, and a server that accepts connections and never
+   answers (a socket nobody reads), each cost about the limit instead of
+   the URI's timeout (2000 ms by default); 0 restores that. */
+static void test_redis_wait_limit(void **statep)
+{
+	struct fixture *f = *statep;
+	struct sockaddr_un sun;
+	struct bf_state *state;
+	struct bf_dedup_key key;
+	const char *error;
+	double start, took;
+	int fd;
+
+	state = open_ok(f->uri);
+	make_key(&key, "w", "a@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
+	                                              "mx", "Q", NULL, &error),
+	                 1);
+	bf_state_set_wait_limit(state, 200);
+	assert_int_equal(kill(f->redis_pid, SIGSTOP), 0);
+	start = now_mono();
+	make_key(&key, "w", "a@example.org", 2);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
+	                                              "mx", "Q", NULL, &error),
+	                 -1);
+	took = now_mono() - start;
+	assert_true(took >= 0.19);
+	assert_true(took < 1.5);
+	assert_contains(error, "no answer within 200 ms");
+	assert_contains(error, "wait limit");
+
+	bf_state_set_wait_limit(state, 0);
+	start = now_mono();
+	assert_int_equal(bf_state_window_close(state, NOW, &error), -1);
+	took = now_mono() - start;
+	assert_true(took >= 1.99);
+	assert_contains(error, "no answer within 2000 ms");
+	assert_contains(error, "?timeout=MS");
+
+	/* The server goes away and something else listens on its socket,
+	   accepting connections and never answering: the reconnect is
+	   bounded by the limit too. */
+	redis_stop(f);
+	unlink(f->sock);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	assert_true(strlen(f->sock) < sizeof(sun.sun_path));
+	memcpy(sun.sun_path, f->sock, strlen(f->sock) + 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	bf_state_set_wait_limit(state, 200);
+	start = now_mono();
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
+	                                              "mx", "Q", NULL, &error),
+	                 -1);
+	took = now_mono() - start;
+	assert_true(took >= 0.19);
+	assert_true(took < 1.5);
+	assert_contains(error, "no answer within 200 ms");
+	close(fd);
 	bf_state_close(&state);
 }
 
@@ -2439,6 +2595,7 @@ int main(void)
 	        T(test_open_newer_schema),
 	        T(test_open_unwritable),
 	        T(test_busy_timeout),
+	        T(test_wait_limit),
 	        T(test_merge_status_names),
 	        T(test_merge_records),
 	        T(test_journal),
@@ -2483,6 +2640,7 @@ int main(void)
 	        TR(test_redis_tcp_password),
 	        TR(test_redis_restart),
 	        TR(test_redis_timeout),
+	        TR(test_redis_wait_limit),
 	        TR(test_redis_noscript),
 	        TR(test_redis_checkpoint_atomic),
 	        TR(test_redis_keys_and_ttl),
