@@ -144,6 +144,10 @@ void bf_state_set_error(struct bf_state *state, const char *fmt, ...)
 char *bf_state_error_new(const char *name, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 
+/* lease-owner.c: true only when owner was made by bf_lease_owner() in
+   this pid space (this host or container) and its process is gone. */
+bool bf_lease_owner_is_dead(const char *owner);
+
 void bf_merge_rows_free(struct bf_merge_row *rows, size_t count);
 void bf_journal_rows_free(struct bf_journal_row *rows, size_t count);
 

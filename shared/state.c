@@ -6,13 +6,9 @@
 
 #include "state-private.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 /* Rows fetched per backend call while iterating.  Iterators never hold a
@@ -626,76 +622,10 @@ int bf_state_dedup_stats(struct bf_state *state, time_t now,
 
 /* ---- leases ---- */
 
-/* The host part of owner strings.  ':' separates the fields, so it cannot
-   appear in the host. */
-static void local_host(char *buf, size_t size)
-{
-	char *p;
-
-	if (gethostname(buf, size) < 0 || buf[0] == '\0')
-		snprintf(buf, size, "localhost");
-	buf[size - 1] = '\0';
-	for (p = buf; *p != '\0'; p++) {
-		if (*p == ':')
-			*p = '_';
-	}
-}
-
-void bf_lease_owner(char *buf, size_t size)
-{
-	char host[256];
-	uint32_t rnd;
-
-	if (size == 0)
-		return;
-	local_host(host, sizeof(host));
-	/* The random part tells apart two holders that got the same pid
-	   (pid reuse after a reboot or in another pid namespace). */
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		rnd = (uint32_t)ts.tv_nsec ^ ((uint32_t)getpid() << 16);
-	}
-	snprintf(buf, size, "%s:%ld:%08" PRIx32, host, (long)getpid(), rnd);
-}
-
-/* True only when we can prove the holder is gone: its owner string names
-   this host and no process has its pid.  Anything else (another host, a
-   string we did not make, EPERM from a live process of another user, a
-   zombie) leaves the lease to expire normally. */
-static bool lease_owner_is_dead(const char *owner)
-{
-	char host[256];
-	const char *pid_end, *pid_start, *p;
-	long pid = 0;
-
-	pid_end = strrchr(owner, ':');
-	if (pid_end == NULL || pid_end == owner)
-		return false;
-	for (pid_start = pid_end; pid_start > owner && pid_start[-1] != ':';
-	     pid_start--)
-		;
-	if (pid_start == owner || pid_start == pid_end)
-		return false;
-	for (p = pid_start; p < pid_end; p++) {
-		if (*p < '0' || *p > '9' || pid > 0x7fffffffL / 10)
-			return false;
-		pid = pid * 10 + (*p - '0');
-	}
-	/* 0 and negative pids would address process groups. */
-	if (pid <= 1 || pid == (long)getpid())
-		return false;
-	local_host(host, sizeof(host));
-	if (strlen(host) != (size_t)(pid_start - 1 - owner) ||
-	    strncmp(host, owner, pid_start - 1 - owner) != 0)
-		return false;
-	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
-}
-
 /* Takes the lease if it is free or expired, or if its holder is a dead
    process of this host (compare-and-swap, so that of several processes
-   noticing the same dead holder exactly one wins). */
+   noticing the same dead holder exactly one wins).  lease-owner.c says
+   when a holder counts as dead. */
 static int lease_take(struct bf_state *state, const char *name,
                       const char *owner, time_t now, unsigned int ttl,
                       bool reentrant, char **holder_r)
@@ -708,7 +638,7 @@ static int lease_take(struct bf_state *state, const char *name,
 		                                    ttl, reentrant, &holder);
 		if (ret != 0 || holder == NULL ||
 		    attempt == LEASE_TAKE_ATTEMPTS ||
-		    !lease_owner_is_dead(holder))
+		    !bf_lease_owner_is_dead(holder))
 			break;
 		ret = state->backend->lease_swap(state, name, holder, owner,
 		                                 now, ttl);

@@ -221,8 +221,12 @@ int bf_state_dedup_stats(struct bf_state *state, time_t now,
 /* ---- leases ---- */
 
 /* An owner string identifies the holder: bf_lease_owner() makes
-   "host:pid:random", which also lets a holder on the same host that died
-   (SIGKILL) be taken over at once instead of after ttl. */
+   "host:pid:space.random", unique per call and per running instance even
+   where hosts or containers share a hostname (space names the pid
+   namespace of this boot of this host, see lease-owner.c).  A holder of
+   the same space that died (SIGKILL) is taken over at once instead of
+   after ttl; holders elsewhere only lose their lease when it expires.
+   size 128 is ample; a shorter buffer loses the end of the host name. */
 void bf_lease_owner(char *buf, size_t size);
 
 /* 1 acquired (or already ours: renewed), 0 held by someone else (holder_r,

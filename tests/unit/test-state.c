@@ -21,6 +21,7 @@
 #include <ftw.h>
 #include <grp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -1468,9 +1469,13 @@ static void test_dedup_concurrent_threads(void **statep)
 
 /* ---- leases ---- */
 
+/* "host:pid:space.random": host and pid for humans, space (16 hex digits)
+   names this pid namespace of this boot, random (8) this very owner. */
 static void test_lease_owner_format(void **statep)
 {
-	char owner[128], owner2[128], host[256], want[300];
+	char owner[128], owner2[128], host[256], want[300], small[40];
+	const char *tail;
+	size_t i;
 
 	(void)statep;
 	bf_lease_owner(owner, sizeof(owner));
@@ -1478,9 +1483,25 @@ static void test_lease_owner_format(void **statep)
 	assert_int_equal(gethostname(host, sizeof(host)), 0);
 	snprintf(want, sizeof(want), "%s:%ld:", host, (long)getpid());
 	assert_int_equal(strncmp(owner, want, strlen(want)), 0);
-	assert_int_equal(strlen(owner), strlen(want) + 8);
-	/* The random part differs between calls. */
+	tail = owner + strlen(want);
+	assert_int_equal(strlen(tail), 16 + 1 + 8);
+	for (i = 0; i < 25; i++) {
+		if (i == 16)
+			assert_int_equal(tail[i], '.');
+		else
+			assert_non_null(strchr("0123456789abcdef", tail[i]));
+	}
+	/* The same space, another random part for every owner. */
+	assert_int_equal(strncmp(owner, owner2, strlen(want) + 17), 0);
 	assert_string_not_equal(owner, owner2);
+	/* A short buffer loses the end of the host, not what makes the
+	   owner unique. */
+	bf_lease_owner(small, sizeof(small));
+	snprintf(want, sizeof(want), ":%ld:", (long)getpid());
+	tail = strstr(small, want);
+	assert_non_null(tail);
+	assert_int_equal(strlen(tail), strlen(want) + 25);
+	assert_int_equal(strncmp(small, host, (size_t)(tail - small)), 0);
 	/* Truncates safely. */
 	bf_lease_owner(owner, 4);
 	assert_int_equal(strlen(owner), 3);
@@ -1617,6 +1638,137 @@ static void test_lease_takeover_after_kill(void **statep)
 	assert_null(holder);
 	assert_int_equal(bf_state_lease_renew(state, "merge/alice", owner,
 	                                      NOW + 3, 60, &error),
+	                 1);
+	bf_state_close(&state);
+}
+
+/* A holder with this host's name and a pid that no process here has is
+   not dead when it is another host or container of the same name (its
+   owner names another pid space), nor when its owner string is not one
+   bf_lease_owner() makes: its live lease is never taken before it
+   expires.  Only our own space's dead holders are. */
+static void test_lease_same_hostname_elsewhere(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	char owner[128], host[256], foreign[400], *holder;
+	const char *error;
+	const char *const spaces[] = {
+	        "0123456789abcdef.00000001", /* another container's space */
+	        "0123456789abcdef",          /* no random part */
+	        "a5a5a5a5",                  /* an older backfill's owner */
+	};
+	pid_t dead;
+	size_t i;
+
+	/* a pid that is free now: a child that has exited and been
+	   reaped */
+	dead = fork();
+	assert_true(dead >= 0);
+	if (dead == 0)
+		_exit(0);
+	assert_int_equal(wait_children(&dead, 1), 0);
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	bf_lease_owner(owner, sizeof(owner));
+	for (i = 0; i < sizeof(spaces) / sizeof(spaces[0]); i++) {
+		snprintf(foreign, sizeof(foreign), "%s:%ld:%s", host,
+		         (long)dead, spaces[i]);
+		assert_int_equal(bf_state_lease_acquire(state, "merge/alice",
+		                                        foreign, NOW, 60, NULL,
+		                                        &error),
+		                 1);
+		assert_int_equal(bf_state_lease_acquire(state, "merge/alice",
+		                                        owner, NOW + 1, 60,
+		                                        &holder, &error),
+		                 0);
+		assert_string_equal(holder, foreign);
+		free(holder);
+		assert_int_equal(
+		        bf_state_slot_acquire(state, host, 1, foreign, NOW, 60,
+		                              &(unsigned int){0}, &error),
+		        1);
+		assert_int_equal(
+		        bf_state_slot_acquire(state, host, 1, owner, NOW + 1,
+		                              60, &(unsigned int){0}, &error),
+		        0);
+		assert_int_equal(bf_state_lease_release(state, "merge/alice",
+		                                        foreign, &error),
+		                 1);
+		assert_int_equal(
+		        bf_state_slot_release(state, host, 0, foreign, &error),
+		        1);
+	}
+	/* The same dead pid in our own space: taken at once. */
+	snprintf(foreign, sizeof(foreign), "%s:%ld:%s", host, (long)dead,
+	         strrchr(owner, ':') + 1);
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", foreign,
+	                                        NOW, 60, NULL, &error),
+	                 1);
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
+	                                        NOW + 1, 60, NULL, &error),
+	                 1);
+	bf_state_close(&state);
+}
+
+/* The same with real namespaces: a process in a new pid and UTS namespace
+   with this host's name (a container, or a second host of the same name)
+   cannot take the lease of a live process here, whose pid does not exist
+   in its namespace.  Needs CAP_SYS_ADMIN (root); skipped otherwise. */
+static void test_lease_same_hostname_other_pidns(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	char owner[128], *holder = NULL;
+	const char *error;
+	int status;
+	pid_t pid;
+
+	bf_lease_owner(owner, sizeof(owner));
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
+	                                        NOW, 600, NULL, &error),
+	                 1);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char host[256];
+		pid_t inner;
+
+		if (gethostname(host, sizeof(host)) < 0 ||
+		    unshare(CLONE_NEWPID | CLONE_NEWUTS) < 0)
+			_exit(77);
+		if (sethostname(host, strlen(host)) < 0)
+			_exit(1);
+		inner = fork();
+		if (inner == 0) {
+			struct bf_state *s = NULL;
+			char inner_owner[128], *err = NULL, *who = NULL;
+			const char *cerr;
+			int ret;
+
+			/* pid 1 of the new namespace: the holder's pid does
+			   not exist here */
+			if (bf_state_open(f->uri, &s, &err) < 0)
+				_exit(2);
+			bf_lease_owner(inner_owner, sizeof(inner_owner));
+			ret = bf_state_lease_acquire(s, "merge/alice",
+			                             inner_owner, NOW + 1, 60,
+			                             &who, &cerr);
+			_exit(ret == 0 && who != NULL ? 0 : 3);
+		}
+		if (inner < 0 || waitpid(inner, &status, 0) != inner)
+			_exit(1);
+		_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77) {
+		bf_state_close(&state);
+		skip();
+	}
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* still ours */
+	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
+	                                        NOW + 2, 600, &holder, &error),
 	                 1);
 	bf_state_close(&state);
 }
@@ -2610,6 +2762,8 @@ int main(void)
 	        T(test_lease_owner_format),
 	        T(test_lease_basic),
 	        T(test_lease_takeover_after_kill),
+	        T(test_lease_same_hostname_elsewhere),
+	        T(test_lease_same_hostname_other_pidns),
 	        T(test_slots_basic),
 	        T(test_slots_contention),
 	        T(test_slot_takeover_after_kill),
@@ -2633,6 +2787,8 @@ int main(void)
 	        TR(test_dedup_concurrent_threads),
 	        TR(test_lease_basic),
 	        TR(test_lease_takeover_after_kill),
+	        TR(test_lease_same_hostname_elsewhere),
+	        TR(test_lease_same_hostname_other_pidns),
 	        TR(test_slots_basic),
 	        TR(test_slots_contention),
 	        TR(test_slot_takeover_after_kill),
