@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "milter-config.h"
 #include "daemon.h"
 
 static int fail(char **error_r, const char *fmt, ...)

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "config.h"
+#include "milter-config.h"
 #include "dedup.h"
 #include "fingerprint.h"
 #include "log.h"

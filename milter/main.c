@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "backfill-config.h"
-#include "config.h"
+#include "milter-config.h"
 #include "daemon.h"
 #include "log.h"
 #include "milter.h"

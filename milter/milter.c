@@ -8,7 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "config.h"
+#include "milter-config.h"
 #include "dedup.h"
 #include "fingerprint.h"
 #include "log.h"

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
+#include "milter-config.h"
 #include "fingerprint.h"
 #include "session.h"
 #include "state.h"

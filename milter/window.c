@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "milter-config.h"
 #include "state-pool.h"
 #include "state.h"
 #include "window.h"

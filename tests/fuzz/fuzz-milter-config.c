@@ -1,5 +1,5 @@
 /* libFuzzer: backfill-milter's configuration reader (config-file.c and
-   the value parsers of parse.c behind milter/config.c) on any input
+   the value parsers of parse.c behind milter/milter-config.c) on any input
    either gives a config or an error that names the file, and never
    crashes or leaks. */
 
@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "milter-config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

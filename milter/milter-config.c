@@ -15,7 +15,7 @@
 #include "config-file.h"
 #include "parse.h"
 #include "state.h"
-#include "config.h"
+#include "milter-config.h"
 #include "state-pool.h"
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
