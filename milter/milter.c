@@ -204,12 +204,11 @@ static sfsistat milter_envfrom(SMFICTX *ctx, char **argv)
 		        session, error != NULL ? error : "out of memory");
 		free(error);
 	} else if (ret > 0) {
+		/* milter_session_reset() above reset a kept one */
 		if (session->fp == NULL)
 			session->fp = bf_fp_new();
 		if (session->fp == NULL)
 			milter_session_unchecked(session, "out of memory");
-		else
-			bf_fp_reset(session->fp);
 	}
 	return go_on(session, SMFIP_NR_MAIL);
 }
@@ -243,9 +242,18 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
 		if (milter_session_add_forged(session, name) < 0)
 			milter_session_unchecked(session, "out of memory");
 	}
-	if (dedup_active(session))
+	if (dedup_active(session)) {
 		bf_fp_header(session->fp, name, strlen(name), value,
 		             strlen(value));
+		if (bf_fp_header_bytes(session->fp) > MILTER_MAX_HEADER_BYTES) {
+			milter_session_unchecked(
+			        session, "its To, Cc, Subject and other "
+			                 "fingerprinted header fields exceed "
+			                 "1 MiB");
+			/* the memory goes back now, not at the end */
+			bf_fp_reset(session->fp);
+		}
+	}
 	return go_on(session, SMFIP_NR_HDR);
 }
 
@@ -269,6 +277,9 @@ static sfsistat milter_body(SMFICTX *ctx, unsigned char *data, size_t size)
 
 static void remove_forged(SMFICTX *ctx, struct milter_session *session)
 {
+	const char *qid = session->queue_id != NULL ? session->queue_id : "?";
+	unsigned int removed = 0;
+
 	for (size_t i = 0; i < session->forged_count; i++) {
 		struct milter_forged *forged = &session->forged[i];
 
@@ -277,18 +288,36 @@ static void remove_forged(SMFICTX *ctx, struct milter_session *session)
 		for (unsigned int idx = forged->count; idx > 0; idx--) {
 			if (smfi_chgheader(ctx, forged->name, (int)idx, NULL) !=
 			    MI_SUCCESS)
-				milter_error("queue id %s: could not remove "
-				             "forged header %s #%u",
-				             session->queue_id != NULL
-				                     ? session->queue_id
-				                     : "?",
-				             forged->name, idx);
+				milter_error("%s: could not remove forged "
+				             "header %s #%u",
+				             qid, forged->name, idx);
+			else
+				removed++;
 		}
-		milter_info("queue id %s: removed %u forged %s header(s) "
-		            "from the incoming message",
-		            session->queue_id != NULL ? session->queue_id : "?",
-		            forged->count, forged->name);
 	}
+	if (session->forged_count > 0)
+		milter_info("%s: removed %u forged X-Backfill-* header "
+		            "field(s) (%zu name(s), the first %s) from the "
+		            "incoming message",
+		            qid, removed, session->forged_count,
+		            session->forged[0].name);
+}
+
+/* More forged fields than removing them allows in time: the sender is
+   told, nothing is lost silently (issue 16: accepting it after the MTA's
+   milter timeout would let the forged tags through). */
+static sfsistat reject_forged(SMFICTX *ctx, struct milter_session *session)
+{
+	milter_warning("%s: rejected: the message carries %u X-Backfill-* "
+	               "header fields (more than %u); only this site's "
+	               "milters may write them",
+	               session->queue_id != NULL ? session->queue_id : "?",
+	               session->forged_fields, MILTER_MAX_FORGED);
+	if (smfi_setreply(ctx, "550", "5.7.1",
+	                  "message refused: too many X-Backfill-* header "
+	                  "fields") != MI_SUCCESS)
+		milter_error("could not set the reject reply");
+	return SMFIS_REJECT;
 }
 
 static sfsistat milter_eom(SMFICTX *ctx)
@@ -299,6 +328,12 @@ static sfsistat milter_eom(SMFICTX *ctx)
 	if (session == NULL)
 		return SMFIS_ACCEPT;
 	save_queue_id(ctx, session);
+	if (session->forged_fields > MILTER_MAX_FORGED) {
+		status = reject_forged(ctx, session);
+		milter_session_reset(session);
+		message_end(session);
+		return status;
+	}
 	remove_forged(ctx, session);
 	if (session->window != NULL && session->unchecked == NULL)
 		status = milter_dedup_eom(ctx, session);

@@ -34,6 +34,10 @@ void milter_session_reset(struct milter_session *session)
 	for (size_t i = 0; i < session->forged_count; i++)
 		free(session->forged[i].name);
 	session->forged_count = 0;
+	session->forged_fields = 0;
+	/* gives back what a message with large header fields took */
+	if (session->fp != NULL)
+		bf_fp_reset(session->fp);
 	/* Arrays are kept for the next message, but not when a message
 	   made them large, so that a session stays small. */
 	if (session->rcpt_alloc > 64) {
@@ -117,6 +121,9 @@ int milter_session_add_forged(struct milter_session *session, const char *name)
 {
 	struct milter_forged *forged;
 
+	/* The cap keeps the search below linear in the message. */
+	if (++session->forged_fields > MILTER_MAX_FORGED)
+		return 1;
 	for (size_t i = 0; i < session->forged_count; i++) {
 		if (strcasecmp(session->forged[i].name, name) == 0) {
 			session->forged[i].count++;

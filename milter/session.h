@@ -2,10 +2,11 @@
 #define MILTER_SESSION_H
 
 /* State of one SMTP session (one milter connection) and of the message in
-   it.  Memory per session is constant in the message size: the body only
-   passes through the streaming fingerprint; what grows is bounded by
-   Postfix's own limits (recipients by smtpd_recipient_limit, forged
-   headers by header_size_limit). */
+   it.  Memory per session is bounded whatever the message: the body only
+   passes through the streaming fingerprint, the selected header fields it
+   keeps are capped at MILTER_MAX_HEADER_BYTES, forged header names at
+   MILTER_MAX_FORGED, recipients by Postfix's smtpd_recipient_limit; and
+   all of it is given back at the end of each message. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +22,18 @@ struct milter_rcpt {
 };
 /* milter_rcpt.key of a recipient without an address to check. */
 #define MILTER_RCPT_NO_KEY ((size_t)-1)
+
+/* The selected header fields (To, Cc, Subject, ...) a message may carry
+   for its fingerprint: 10 times Postfix's default header_size_limit,
+   far more than any real message; past it the message is accepted
+   unchecked.  Without a cap 5,000 To: fields of 2 kB each held 10 MB. */
+#define MILTER_MAX_HEADER_BYTES (1024 * 1024)
+/* X-Backfill-* fields a message may carry and still be accepted: each
+   costs one delete request to the MTA at end of message, and a flood of
+   them (100,000 in a 10 MB message) would outlast the MTA's milter
+   timeout, after which it passes the message forged headers and all.
+   Our milters add at most four; past this the message is rejected. */
+#define MILTER_MAX_FORGED 100
 
 struct milter_forged {
 	char *name;         /* as received, for smfi_chgheader */
@@ -44,8 +57,9 @@ struct milter_session {
 	char *queue_id;
 	struct milter_rcpt *rcpts;
 	size_t rcpt_count, rcpt_alloc;
-	struct milter_forged *forged;
+	struct milter_forged *forged; /* distinct names, in arrival order */
 	size_t forged_count, forged_alloc;
+	unsigned int forged_fields; /* all X-Backfill-* fields, counted */
 };
 
 struct milter_session *milter_session_new(void);
@@ -59,6 +73,9 @@ void milter_session_unchecked(struct milter_session *session,
                               const char *reason);
 
 int milter_session_add_rcpt(struct milter_session *session, const char *raw);
+/* Counts one X-Backfill-* field.  Returns 0, 1 when the message has more
+   than MILTER_MAX_FORGED of them (their names are no longer kept), or -1
+   when out of memory. */
 int milter_session_add_forged(struct milter_session *session, const char *name);
 
 #endif

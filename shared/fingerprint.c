@@ -20,6 +20,11 @@
 /* Longer than any selected name ("content-transfer-encoding" is 25). */
 #define NAME_MAX_LEN 32
 #define OUT_BUF_SIZE 8192
+/* A reset keeps a buffer for the next message up to this size and frees
+   a larger one: a context lives as long as an SMTP session or a merge,
+   and one message with huge header fields must not pin their memory
+   until then. */
+#define KEEP_BUF_SIZE 16384
 
 static const char *const selected_names[N_SELECTED] = {
         "message-id",
@@ -184,6 +189,17 @@ void bf_fp_free(struct bf_fp **_fp)
 	free(fp);
 }
 
+static void buf_reset(struct buf *buf)
+{
+	if (buf->size > KEEP_BUF_SIZE) {
+		free(buf->data);
+		buf->data = NULL;
+		buf->size = 0;
+	}
+	buf->len = 0;
+	buf->failed = false;
+}
+
 void bf_fp_reset(struct bf_fp *fp)
 {
 	fp->phase = PHASE_FIRST;
@@ -192,21 +208,27 @@ void bf_fp_reset(struct bf_fp *fp)
 	fp->first_len = 0;
 	fp->field = FIELD_NONE;
 	fp->name_len = 0;
-	for (int i = 0; i < N_SELECTED; i++) {
-		fp->selected[i].len = 0;
-		fp->selected[i].failed = false;
-	}
+	for (int i = 0; i < N_SELECTED; i++)
+		buf_reset(&fp->selected[i]);
 	fp->empty_lines = 0;
 	fp->line_content = false;
 	fp->line_sp = false;
 	fp->out_len = 0;
 	fp->crypto_failed = false;
 	fp->oom = false;
-	fp->message_id.len = 0;
-	fp->message_id.failed = false;
+	buf_reset(&fp->message_id);
 	if (EVP_DigestInit_ex(fp->fp_ctx, EVP_sha256(), NULL) != 1 ||
 	    EVP_DigestInit_ex(fp->hdr_ctx, EVP_sha256(), NULL) != 1)
 		fp->crypto_failed = true;
+}
+
+size_t bf_fp_header_bytes(const struct bf_fp *fp)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < N_SELECTED; i++)
+		total += fp->selected[i].len;
+	return total;
 }
 
 /* ---- header fields ---- */

@@ -4,8 +4,7 @@
 /* Message fingerprint v1 (FINGERPRINT.md): the one contract that the milter
    and the Dovecot plugin share.  Both feeding styles below produce the same
    bytes for the same message; memory use is constant in the body size and
-   proportional only to the selected headers (which Postfix caps with
-   header_size_limit anyway). */
+   proportional only to the selected headers (see bf_fp_header_bytes()). */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,8 +28,13 @@ struct bf_fp_result {
 /* Returns NULL only when out of memory. */
 struct bf_fp *bf_fp_new(void);
 void bf_fp_free(struct bf_fp **fp);
-/* Start a new message, keeping allocated buffers. */
+/* Start a new message, keeping small allocated buffers (a large one is
+   freed: memory held between messages stays small). */
 void bf_fp_reset(struct bf_fp *fp);
+/* Bytes of the selected header fields held so far for this message (the
+   only part of a message a context stores): a caller facing hostile
+   input bounds it. */
+size_t bf_fp_header_bytes(const struct bf_fp *fp);
 
 /* Style 1: the raw message in chunks of any size (what the plugin reads
    from a mail stream).  CRLF or LF, an mbox "From " line, any byte. */

@@ -49,6 +49,7 @@ class MilterClient:
         if cmd != b'O':
             raise MilterError(f'negotiation reply {cmd!r}')
         _, self.actions, self.steps = struct.unpack('!III', data[:12])
+        self.reply_data = b''
 
     def close(self):
         try:
@@ -171,6 +172,8 @@ class MilterClient:
                 actions.append(('insheader', index, name.decode(),
                                 value.decode()))
             else:
+                # e.g. b'y' (a reply code and text): kept for the caller
+                self.reply_data = data
                 return cmd, actions
 
     @staticmethod
