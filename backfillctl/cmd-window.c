@@ -108,6 +108,15 @@ static int window_open(const char *uri, int argc, char **argv)
 	}
 	if (name == NULL || name[0] == '\0')
 		goto usage;
+	/* Checked before the store is opened, and the name is not echoed:
+	   it may hold the control characters that are the reason for the
+	   refusal. */
+	if (!bf_window_name_valid(name)) {
+		fprintf(stderr,
+		        "backfillctl: window open: invalid window name: "
+		        "expected " BF_WINDOW_NAME_RULE "\n");
+		goto usage;
+	}
 	if (until_text != NULL && parse_until(until_text, now, &until) < 0) {
 		fprintf(stderr,
 		        "backfillctl: --until %s: expected a duration (6h, "

@@ -468,6 +468,24 @@ void bf_window_clear(struct bf_window *window)
 	memset(window, 0, sizeof(*window));
 }
 
+bool bf_window_name_valid(const char *name)
+{
+	size_t len = 0;
+
+	if (name == NULL)
+		return false;
+	for (; name[len] != '\0'; len++) {
+		char c = name[len];
+
+		if (len == BF_WINDOW_NAME_MAX ||
+		    !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == ':' || c == '-'))
+			return false;
+	}
+	return len > 0;
+}
+
 int bf_state_window_open_full(struct bf_state *state, const char *name,
                               time_t now, time_t until,
                               enum bf_window_open_flags flags,
@@ -481,6 +499,10 @@ int bf_state_window_open_full(struct bf_state *state, const char *name,
 		memset(previous_r, 0, sizeof(*previous_r));
 	if (!str_ok(name))
 		return invalid_arg(state, "empty window name", error_r);
+	if (!bf_window_name_valid(name))
+		return invalid_arg(state,
+		                   "window name is not " BF_WINDOW_NAME_RULE,
+		                   error_r);
 	if (until != 0 && until <= now)
 		return invalid_arg(state, "window ends before it opens",
 		                   error_r);

@@ -125,6 +125,18 @@ struct bf_window {
 };
 void bf_window_clear(struct bf_window *window);
 
+/* A window name is a short printable token: 1 to BF_WINDOW_NAME_MAX
+   characters of A-Z a-z 0-9 and . _ : -.  It travels in the milter's
+   X-Backfill-Window header and in every dedup key: a space, CR, LF or
+   control character there would break delivery confirmation silently
+   (the header is folded or cut, the key never matches).  The store
+   refuses to open any other name. */
+#define BF_WINDOW_NAME_MAX 64
+#define BF_WINDOW_NAME_RULE                                                    \
+	"1 to 64 characters of A-Z a-z 0-9 . _ : - (no spaces or control "     \
+	"characters)"
+bool bf_window_name_valid(const char *name);
+
 /* How bf_state_window_open_full() treats a window of another name that
    is open at now. */
 enum bf_window_open_flags {

@@ -229,6 +229,31 @@ class Backfillctl(unittest.TestCase):
             self.assertEqual(r.returncode, 2, (args, r.stdout, r.stderr))
             self.assertTrue(r.stderr, args)
 
+    def test_window_names(self):
+        # Window names are short printable tokens: anything else is a
+        # usage error (exit 2) before the store is touched, and the name
+        # is not echoed back (it may hold the control characters).
+        for name in ('restore 1', 'restore\r\nX-Evil: 1', 'restore\n',
+                     '\trestore', 'r\x01', 'r\x7f', 'r\u00e9', 'r/1',
+                     'r;1', 'w' * 65):
+            r = self.ctl('window', 'open', name)
+            self.assertEqual((r.returncode, r.stdout), (2, ''),
+                             (name, r.stderr))
+            self.assertIn('backfillctl: window open: invalid window name: '
+                          'expected 1 to 64 characters of A-Z a-z 0-9 . _ '
+                          ': -', r.stderr)
+            self.assertIn('usage: backfillctl window open NAME', r.stderr)
+            self.assertNotIn(name, r.stderr)
+            r = self.ctl('window', 'status')
+            self.assertEqual((r.returncode, r.stdout),
+                             (1, 'no window open\n'), name)
+        for name in ('w' * 64, 'mx1.example:restore_2026-12'):
+            r = self.ctl('window', 'open', name, '--replace')
+            self.assertEqual(r.returncode, 0, (name, r.stderr))
+            r = self.ctl('window', 'status')
+            self.assertTrue(r.stdout.startswith('window %s open since '
+                                                % name), r.stdout)
+
     def test_unreachable_store(self):
         # A store that cannot be opened: exit 1, the store named, and
         # (window open) nothing opened anywhere.

@@ -891,6 +891,74 @@ static void test_windows(void **statep)
 	bf_state_close(&state);
 }
 
+/* Window names are short printable tokens (state.h): a space, CR, LF or
+   control character in the X-Backfill-Window header or a dedup key breaks
+   delivery confirmation silently.  Refused by the store, which then
+   writes nothing. */
+static void test_window_names(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_window w, prev;
+	const char *error;
+	char longest[BF_WINDOW_NAME_MAX + 2];
+	static const char *const good[] = {
+	        "r",
+	        "restore-1",
+	        "restore_2026-12-06",
+	        "mx1.example:restore",
+	        "A.B_C:D-9",
+	};
+	static const char *const bad[] = {
+	        "restore 1",   "restore\r\nX-Evil: 1",
+	        "restore\n",   "\trestore",
+	        "re\x01store", "r\x7f",
+	        "r\xc3\xa9",   "r/1",
+	        "r;1",         "r%3A",
+	        "r@x",         "r,1",
+	        "\"r\"",       "r\\1",
+	};
+	size_t i;
+
+	memset(longest, 'w', sizeof(longest));
+	longest[BF_WINDOW_NAME_MAX] = '\0';
+	assert_true(bf_window_name_valid(longest));
+	longest[BF_WINDOW_NAME_MAX] = 'w';
+	longest[BF_WINDOW_NAME_MAX + 1] = '\0';
+	assert_false(bf_window_name_valid(longest));
+	assert_false(bf_window_name_valid(""));
+	assert_false(bf_window_name_valid(NULL));
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_true(bf_window_name_valid(good[i]));
+
+	assert_int_equal(bf_state_window_open(state, longest, NOW, 0, &error),
+	                 -1);
+	assert_contains(error, "window name is not 1 to 64 characters");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_false(bf_window_name_valid(bad[i]));
+		assert_int_equal(bf_state_window_open_full(
+		                         state, bad[i], NOW, 0,
+		                         BF_WINDOW_OPEN_REPLACE, &prev, &error),
+		                 -1);
+		assert_contains(error, "invalid argument: window name is not");
+		assert_null(prev.name);
+	}
+	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), 0);
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		assert_int_equal(bf_state_window_open(state, good[i], NOW + i,
+		                                      0, &error),
+		                 0);
+		assert_int_equal(
+		        bf_state_window_current(state, NOW + i, &w, &error), 1);
+		assert_string_equal(w.name, good[i]);
+		bf_window_clear(&w);
+	}
+	longest[BF_WINDOW_NAME_MAX] = '\0';
+	assert_int_equal(
+	        bf_state_window_open(state, longest, NOW + 10, 0, &error), 0);
+	bf_state_close(&state);
+}
+
 /* Opens name at now with flags; returns the result and leaves the
    window in force before in *prev. */
 static int window_open_full(struct bf_state *state, const char *name,
@@ -2753,6 +2821,7 @@ int main(void)
 	        T(test_journal),
 	        T(test_checkpoint_atomic),
 	        T(test_windows),
+	        T(test_window_names),
 	        T(test_window_open_exclusive),
 	        T(test_window_open_concurrent),
 	        T(test_dedup),
@@ -2779,6 +2848,7 @@ int main(void)
 	        TR(test_merge_records),
 	        TR(test_journal),
 	        TR(test_windows),
+	        TR(test_window_names),
 	        TR(test_window_open_exclusive),
 	        TR(test_window_open_concurrent),
 	        TR(test_dedup),
