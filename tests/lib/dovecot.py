@@ -44,6 +44,76 @@ DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 
 
+def _installed_version():
+    """The installed Dovecot's version as a tuple: (2, 3, 19, 1), (2, 4, 1)."""
+    try:
+        out = subprocess.run([DOVECOT, "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return (0,)
+    m = re.match(r"(\d+(?:\.\d+)+)", out.decode(errors="replace"))
+    return tuple(int(x) for x in m.group(1).split(".")) if m else (0,)
+
+
+VERSION = _installed_version()
+# Dovecot 2.4 took a new configuration syntax (no plugin {} section, every
+# setting declared, %{user | domain} variables, named passdbs, ...).  Tests
+# say what they need once; the config writers here spell it for the
+# installed release.
+IS_24 = VERSION >= (2, 4)
+
+
+def conf_head():
+    """The lines every generated dovecot.conf starts with: 2.4 refuses a
+    config whose first setting is not dovecot_config_version, and a
+    storage without dovecot_storage_version."""
+    if not IS_24:
+        return ""
+    v = ".".join(str(x) for x in VERSION[:3])
+    return "dovecot_config_version = %s\ndovecot_storage_version = %s\n" % (v, v)
+
+
+def conf_no_protocols():
+    """A Dovecot serving no protocol at all (auth only)."""
+    return "protocols =\n" if IS_24 else "protocols = none\n"
+
+
+def conf_cleartext_auth():
+    """Plaintext logins over the tests' unencrypted 127.0.0.1 listeners."""
+    if IS_24:
+        return "auth_allow_cleartext = yes\n"
+    return "disable_plaintext_auth = no\n"
+
+
+def conf_passwd_file(path, lower="username", plain=False):
+    """passdb and userdb reading one passwd-file, users looked up by their
+    name in lower case: lower="username" drops the domain (2.3's %Ln),
+    "user" keeps it (%Lu).  plain: passwords stored as plain text."""
+    if IS_24:
+        fmt = ("%{user | username | lower}" if lower == "username"
+               else "%{user | lower}")
+        scheme = "  default_password_scheme = PLAIN\n" if plain else ""
+        return """auth_username_format = {fmt}
+passdb passwd-file {{
+  passwd_file_path = {path}
+{scheme}}}
+userdb passwd-file {{
+  passwd_file_path = {path}
+}}
+""".format(fmt=fmt, path=path, scheme=scheme)
+    fmt = "%Ln" if lower == "username" else "%Lu"
+    return """auth_username_format = {fmt}
+passdb {{
+  driver = passwd-file
+  args = {scheme}username_format={fmt} {path}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format={fmt} {path}
+}}
+""".format(fmt=fmt, path=path, scheme="scheme=PLAIN " if plain else "")
+
+
 class DovecotError(Exception):
     pass
 
