@@ -112,10 +112,10 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 	            run->config->hostname, run->qid, run->results, run->firsts,
 	            &error) < 0) {
 		*error_r = strdup(error);
-		milter_state_pool_put(run->config->pool, &state, true);
+		milter_state_pool_put(run->config->pool, &state, error);
 		return -1;
 	}
-	milter_state_pool_put(run->config->pool, &state, false);
+	milter_state_pool_put(run->config->pool, &state, NULL);
 
 	for (size_t i = 0; i < n; i++) {
 		run->verdicts[i] = classify(run, i, now);

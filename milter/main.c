@@ -68,7 +68,9 @@ static void *smfi_thread(void *context)
 
 static int config_activate(struct milter_config *config, char **error_r)
 {
-	config->pool = milter_state_pool_new(config->state_uri);
+	config->pool = milter_state_pool_new(config->state_uri,
+	                                     config->store_timeout_ms,
+	                                     config->store_retry_secs);
 	if (config->pool == NULL) {
 		*error_r = strdup("out of memory");
 		return -1;

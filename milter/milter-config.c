@@ -338,6 +338,35 @@ static int config_setting(const char *key, const char *value, void *context,
 		}
 		return 0;
 	}
+	if (strcasecmp(key, "StoreTimeout") == 0) {
+		const char *error;
+		uint64_t ms;
+
+		if (bf_parse_duration_ms(value, 1000, &ms, &error) < 0) {
+			*error_r = xasprintf("StoreTimeout: %s", error);
+			return -1;
+		}
+		if (ms > 300 * 1000) {
+			/* Postfix's milter_content_timeout: a wait past it
+			   makes Postfix pass the message untagged */
+			*error_r = xasprintf("StoreTimeout: %s is longer than "
+			                     "Postfix's milter timeout (300s)",
+			                     value);
+			return -1;
+		}
+		config->store_timeout_ms = (unsigned int)ms;
+		return 0;
+	}
+	if (strcasecmp(key, "StoreRetry") == 0) {
+		if (parse_secs(key, value, &config->store_retry_secs, error_r) <
+		    0)
+			return -1;
+		if (config->store_retry_secs == 0) {
+			*error_r = strdup("StoreRetry: must be at least 1s");
+			return -1;
+		}
+		return 0;
+	}
 	if (strcasecmp(key, "DuplicateAction") == 0) {
 		if (parse_choice(key, value, action_names, &choice, error_r) <
 		    0)
@@ -415,6 +444,8 @@ int milter_config_read(const char *path, struct milter_config **config_r,
 	config->syslog = true;
 	config->window_mode = MILTER_WINDOW_AUTO;
 	config->window_refresh_secs = 5;
+	config->store_timeout_ms = 2000;
+	config->store_retry_secs = 30;
 	config->duplicate_action = MILTER_DUPLICATE_REMOVE;
 	config->quarantine = MILTER_QUARANTINE_HOLD;
 	config->confirm_delivery = true;

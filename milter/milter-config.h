@@ -46,6 +46,8 @@ struct milter_config {
 	char *state_uri;
 	enum milter_window_mode window_mode;
 	unsigned int window_refresh_secs;
+	unsigned int store_timeout_ms; /* 0: the State URI's own timeouts */
+	unsigned int store_retry_secs;
 	enum milter_duplicate_action duplicate_action;
 	enum milter_quarantine quarantine;
 	/* Where the copy of recipients removed as partial duplicates goes,

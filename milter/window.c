@@ -43,10 +43,10 @@ static int window_refresh(struct milter_config *config, time_t now,
 	ret = bf_state_window_current(state, now, &window, &error);
 	if (ret < 0) {
 		*error_r = strdup(error);
-		milter_state_pool_put(config->pool, &state, true);
+		milter_state_pool_put(config->pool, &state, error);
 		return -1;
 	}
-	milter_state_pool_put(config->pool, &state, false);
+	milter_state_pool_put(config->pool, &state, NULL);
 
 	char *old = cache.name;
 	if (ret > 0 && (old == NULL || strcmp(old, window.name) != 0))

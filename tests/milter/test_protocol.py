@@ -11,6 +11,7 @@ Environment: BACKFILL_MILTER and BACKFILLCTL (paths of the built binaries).
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -407,6 +408,79 @@ class HungStoreTest(unittest.TestCase):
             self.assertLess(t, self.TIMEOUT_MS / 1000 / 2, times)
         log = self.milter.log_text()
         self.assertIn('cannot read the restore window from the state store', log)
+
+
+LOCKER = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute('BEGIN EXCLUSIVE')
+print('locked', flush=True)
+sys.stdin.readline()
+db.execute('ROLLBACK')
+"""
+
+
+class LockedStoreTest(unittest.TestCase):
+    """Issue 16, item 4: with the SQLite file locked by another process,
+    only the first message waits (StoreTimeout); the store is then left
+    alone for StoreRetry, every message accepted and tagged unchecked
+    at once, the failure logged once; after StoreRetry one message
+    probes the store again and, the lock gone, mail is checked again."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.milter = PrivateMilter(
+            MILTER, BACKFILLCTL, window='restore-1',
+            config=['StoreTimeout 1s', 'StoreRetry 3s'])
+        cls.milter.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.milter.stop()
+        cls.milter.__exit__(None, None, None)
+        if rc != 0:
+            raise AssertionError(f'milter did not stop cleanly ({rc})')
+
+    def message(self, client, n):
+        t0 = time.monotonic()
+        reply, actions = client.message(
+            '<sender@example.net>', ['<alice@example.org>'],
+            [('Subject', f'locked {n}'), ('Message-ID', f'<lk{n}@x>')],
+            [b'body\r\n'], queue_id=f'LK{n}')
+        self.assertEqual(reply, b'a', actions)
+        return time.monotonic() - t0, MilterClient.added(
+            actions, 'X-Backfill-Dedup')
+
+    def test_one_timeout_then_left_alone_then_probed(self):
+        client = MilterClient(self.milter.sock)
+        self.assertIsNone(self.message(client, 0)[1])
+        db = self.milter.state[len('sqlite:'):]
+        locker = subprocess.Popen([sys.executable, '-c', LOCKER, db],
+                                  stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(locker.stdout.readline().strip(), 'locked')
+            results = [self.message(client, n) for n in range(1, 7)]
+        finally:
+            locker.stdin.write('\n')
+            locker.stdin.close()
+            locker.wait()
+        times = [t for t, _ in results]
+        print(f'seconds per message, store locked: '
+              f'{["%.3f" % t for t in times]}', file=sys.stderr)
+        self.assertEqual([tag for _, tag in results], ['unchecked'] * 6)
+        self.assertGreater(times[0], 0.8)   # it did wait for the lock
+        self.assertLess(times[0], 5)        # StoreTimeout, not 10 s
+        for t in times[1:]:
+            self.assertLess(t, 0.5, times)
+        # StoreRetry passes: the next message probes and is checked
+        time.sleep(3.2)
+        t, tag = self.message(client, 7)
+        client.close()
+        self.assertIsNone(tag)
+        log = self.milter.log_text()
+        self.assertEqual(log.count('state store failed'), 1, log)
+        self.assertIn('state store answers again', log)
 
 
 if __name__ == '__main__':
