@@ -1,0 +1,76 @@
+/* Dovecot 2.4: the declaration of backfill's settings (settings-defs.h). */
+
+#include "lib.h"
+#include "settings-parser.h"
+#include "state.h"
+#include "settings-defs.h"
+
+/* The highest backfill_max_parallel: 2.3 accepted the same range. */
+#define BACKFILL_MAX_PARALLEL_LIMIT 100000
+
+#undef DEF
+#define DEF(type, name)                                                        \
+	SETTING_DEFINE_STRUCT_##type(#name, name,                              \
+	                             struct backfill_declared_settings)
+
+/* Dovecot's own layout of a settings table */
+/* clang-format off */
+static const struct setting_define backfill_setting_defines[] = {
+	DEF(STR, backfill_archive),
+	DEF(STR, backfill_state),
+	DEF(TIME_MSECS, backfill_login_budget),
+	DEF(UINT, backfill_max_parallel),
+	DEF(STR, backfill_keyword),
+	DEF(ENUM, backfill_dedup),
+	DEF(ENUM, backfill_pop3_hide),
+
+	SETTING_DEFINE_LIST_END
+};
+/* clang-format on */
+
+/* The same defaults as 2.3's reading (settings.c): an enum's first value
+   is its default. */
+static const struct backfill_declared_settings backfill_default_settings = {
+        .backfill_archive = "",
+        .backfill_state = BF_STATE_DEFAULT_URI,
+        .backfill_login_budget = 300,
+        .backfill_max_parallel = 4,
+        .backfill_keyword = "$Backfilled",
+        .backfill_dedup = "user:mailbox:off",
+        .backfill_pop3_hide = "seen:all:none",
+};
+
+/* Run by doveconf and by every process that reads the config: a value that
+   cannot work stops the config with its name in the error, instead of
+   being logged at each login as 2.3 has to. */
+static bool backfill_settings_check(void *_set, pool_t pool ATTR_UNUSED,
+                                    const char **error_r)
+{
+	struct backfill_declared_settings *set = _set;
+
+	if (set->backfill_login_budget == 0) {
+		*error_r = "backfill_login_budget must be at least 1ms "
+		           "(the time a login may wait for merging)";
+		return FALSE;
+	}
+	if (set->backfill_max_parallel == 0 ||
+	    set->backfill_max_parallel > BACKFILL_MAX_PARALLEL_LIMIT) {
+		*error_r = t_strdup_printf(
+		        "backfill_max_parallel must be 1..%u, not %u",
+		        BACKFILL_MAX_PARALLEL_LIMIT,
+		        set->backfill_max_parallel);
+		return FALSE;
+	}
+	return TRUE;
+}
+
+const struct setting_parser_info backfill_setting_parser_info = {
+        .name = "backfill",
+
+        .defines = backfill_setting_defines,
+        .defaults = &backfill_default_settings,
+
+        .struct_size = sizeof(struct backfill_declared_settings),
+        .pool_offset1 = 1 + offsetof(struct backfill_declared_settings, pool),
+        .check_func = backfill_settings_check,
+};
