@@ -18,7 +18,7 @@
 #include "mail-storage-private.h"
 #include "mail-storage-service.h"
 #include "mail-namespace.h"
-#include "backfill-plugin.h"
+#include "settings.h"
 #include "archive.h"
 
 #include <dirent.h>

@@ -21,7 +21,7 @@
 #include "mail-deliver.h"
 #include "fingerprint.h"
 #include "state.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "delivery-confirm.h"
 
 #include <dlfcn.h>

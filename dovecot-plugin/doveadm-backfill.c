@@ -14,7 +14,7 @@
 #include "mail-search-build.h"
 #include "mailbox-list-iter.h"
 #include "state.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
 #include "merge.h"
@@ -117,19 +117,14 @@ void doveadm_backfill_print_time(time_t t)
 	doveadm_print(buf);
 }
 
-/* The plugin's own hooks give every mail user doveadm creates the backfill
-   user context (settings, state handle); they merge only for imap and
-   pop3, never in doveadm.  backfill_plugin_init() adds them for users
-   whose mail_plugins list backfill, which doveadm's users need not do: this
-   module is linked with --wrap=mail_storage_hooks_add (meson.build), so in
-   here they apply to every user. */
-void __wrap_mail_storage_hooks_add(struct module *module,
-                                   const struct mail_storage_hooks *hooks);
-void __wrap_mail_storage_hooks_add(struct module *module,
-                                   const struct mail_storage_hooks *hooks)
-{
-	mail_storage_hooks_add_forced(module, hooks);
-}
+/* Every mail user doveadm creates gets the backfill user context
+   (settings, state handle), whether or not its mail_plugins list backfill:
+   the commands work for users whose sessions do not merge.  The mail
+   plugin's hooks would add it only for users with backfill in
+   mail_plugins, and would merge at login, which doveadm never does. */
+static struct mail_storage_hooks doveadm_backfill_mail_storage_hooks = {
+        .mail_user_created = backfill_user_created,
+};
 
 static struct doveadm_cmd_ver2 *const backfill_commands[] = {
         &doveadm_cmd_backfill_plan,   &doveadm_cmd_backfill_run,
@@ -141,7 +136,8 @@ void doveadm_backfill_plugin_init(struct module *module)
 {
 	unsigned int i;
 
-	backfill_plugin_init(module);
+	mail_storage_hooks_add_forced(module,
+	                              &doveadm_backfill_mail_storage_hooks);
 	for (i = 0; i < N_ELEMENTS(backfill_commands); i++)
 		doveadm_cmd_register_ver2(backfill_commands[i]);
 }

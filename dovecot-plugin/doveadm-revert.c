@@ -18,7 +18,7 @@
 #include "mail-storage.h"
 #include "fingerprint.h"
 #include "state.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
 #include "doveadm-backfill.h"

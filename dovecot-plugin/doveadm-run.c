@@ -22,7 +22,7 @@
 #include "doveadm-mail.h"
 #include "mail-user.h"
 #include "state.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "merge.h"
 #include "doveadm-backfill.h"
 

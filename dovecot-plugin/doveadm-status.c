@@ -8,7 +8,7 @@
 #include "doveadm-mail.h"
 #include "mail-user.h"
 #include "state.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "doveadm-backfill.h"
 
 #include <stdlib.h>

@@ -13,7 +13,7 @@
 #include "mail-namespace.h"
 #include "mail-storage.h"
 #include "fingerprint.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
 #include "doveadm-backfill.h"

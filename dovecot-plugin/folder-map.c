@@ -11,7 +11,6 @@
 #include "mail-storage.h"
 #include "mail-namespace.h"
 #include "mailbox-list-iter.h"
-#include "backfill-plugin.h"
 #include "archive.h"
 #include "folder-map.h"
 

@@ -49,7 +49,7 @@
 #include "mailbox-list-iter.h"
 #include "fingerprint.h"
 #include "state.h"
-#include "backfill-plugin.h"
+#include "settings.h"
 #include "archive.h"
 #include "folder-map.h"
 #include "mail-keys.h"

@@ -13,7 +13,7 @@
 #include "mail-storage.h"
 #include "mail-storage-service.h"
 #include "pop3-settings.h"
-#include "backfill-plugin.h"
+#include "backfill-user.h"
 #include "pop3-hide.h"
 
 bool backfill_pop3_hide_wanted(const struct backfill_settings *set,

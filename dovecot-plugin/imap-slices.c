@@ -1,6 +1,9 @@
-/* Background merge slices and IMAP commands.
+/* Background merge slices between IMAP commands.
 
-   The ioloop also runs while a command waits for its output to drain (a
+   An IMAP session merges for its login budget, then continues the merge
+   in short slices run from the ioloop (timeout_add_short(0)) while the
+   client is quiet, so that a big archive never holds up the client for
+   long.  The ioloop also runs while a command waits for its output to drain (a
    big FETCH to a slow client): a merge slice on every such pass would
    stretch that command by 20 ms per pass.  So a slice runs only when the
    client has no command queued or running.  The imap binary's own hook
@@ -8,12 +11,20 @@
    loaded by pop3 and lmtp, which do not have it. */
 
 #include "lib.h"
+#include "ioloop.h"
 #include "imap-common.h"
 #include "imap-client.h"
-#include "backfill-plugin.h"
-#include "imap-idle.h"
+#include "backfill-user.h"
+#include "merge.h"
+#include "imap-slices.h"
 
 #include <dlfcn.h>
+
+/* Work done per slice: the client waits at most about this long for its
+   next command to start. */
+#define BACKFILL_SLICE_MS             20
+#define BACKFILL_BUSY_RETRY_MS        10
+#define BACKFILL_FIRST_SLICE_DELAY_MS 100
 
 typedef imap_client_created_func_t *
 imap_hook_set_func_t(imap_client_created_func_t *new_hook);
@@ -33,7 +44,7 @@ static void backfill_imap_client_created(struct client **clientp)
 		backfill_next_client_created(clientp);
 }
 
-bool backfill_imap_client_busy(struct backfill_user *buser)
+static bool backfill_imap_client_busy(struct backfill_user *buser)
 {
 	const struct client *client = buser->imap_client;
 	const struct client_command_context *cmd;
@@ -49,7 +60,46 @@ bool backfill_imap_client_busy(struct backfill_user *buser)
 	return FALSE;
 }
 
-void backfill_imap_idle_init(void)
+static void backfill_slice(struct backfill_user *buser);
+
+static void backfill_slice_arm(struct backfill_user *buser, unsigned int msecs)
+{
+	timeout_remove(&buser->to_slice);
+	buser->to_slice = timeout_add_short(msecs, backfill_slice, buser);
+	buser->slice_delay_ms = msecs;
+}
+
+/* One background slice.  A client command that arrives meanwhile waits
+   for it; its commit (about once a second, fsyncs) makes it longer.
+   While the client has a command in progress, no slice runs. */
+static void backfill_slice(struct backfill_user *buser)
+{
+	int ret;
+
+	if (backfill_imap_client_busy(buser)) {
+		if (buser->slice_delay_ms != BACKFILL_BUSY_RETRY_MS)
+			backfill_slice_arm(buser, BACKFILL_BUSY_RETRY_MS);
+		return;
+	}
+	if (buser->slice_delay_ms != 0)
+		backfill_slice_arm(buser, 0);
+	if (buser->merge == NULL)
+		return;
+	T_BEGIN
+	{
+		ret = backfill_merge_run(buser->merge, BACKFILL_SLICE_MS);
+	}
+	T_END;
+	if (ret != 0)
+		backfill_user_merge_stop(buser);
+}
+
+void backfill_imap_slices_start(struct backfill_user *buser)
+{
+	backfill_slice_arm(buser, BACKFILL_FIRST_SLICE_DELAY_MS);
+}
+
+void backfill_imap_slices_init(void)
 {
 	backfill_imap_hook_set = (imap_hook_set_func_t *)dlsym(
 	        RTLD_DEFAULT, "imap_client_created_hook_set");
@@ -60,7 +110,7 @@ void backfill_imap_idle_init(void)
 	backfill_imap_hooked = TRUE;
 }
 
-void backfill_imap_idle_deinit(void)
+void backfill_imap_slices_deinit(void)
 {
 	if (!backfill_imap_hooked)
 		return;

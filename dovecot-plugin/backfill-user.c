@@ -1,0 +1,81 @@
+/* backfill's context of a mail user: settings, log event, state store,
+   and a merge that outlives the login (IMAP background slices). */
+
+#include "lib.h"
+#include "ioloop.h"
+#include "state.h"
+#include "merge.h"
+#include "backfill-user.h"
+
+#include <stdlib.h>
+
+struct backfill_user_module backfill_user_module =
+        MODULE_CONTEXT_INIT(&mail_user_module_register);
+
+void backfill_user_merge_stop(struct backfill_user *buser)
+{
+	timeout_remove(&buser->to_slice);
+	backfill_merge_end(&buser->merge);
+}
+
+static void backfill_mail_user_deinit_pre(struct mail_user *user)
+{
+	struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
+
+	/* before the namespaces go away: the merge has mailboxes open */
+	backfill_user_merge_stop(buser);
+	buser->module_ctx.super.deinit_pre(user);
+}
+
+static void backfill_mail_user_deinit(struct mail_user *user)
+{
+	struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
+
+	if (buser->state != NULL)
+		bf_state_close(&buser->state);
+	event_unref(&buser->event);
+	buser->module_ctx.super.deinit(user);
+}
+
+void backfill_user_created(struct mail_user *user)
+{
+	struct mail_user_vfuncs *v = user->vlast;
+	struct backfill_user *buser;
+	struct event *event;
+	const char *error;
+
+	/* the archive's own mail user, shared-namespace owners, raw users */
+	if (user->creator != NULL || user->autocreated)
+		return;
+
+	event = event_create(user->event);
+	event_set_append_log_prefix(event, "backfill: ");
+	buser = p_new(user->pool, struct backfill_user, 1);
+	if (backfill_settings_get(user, user->event, &buser->set, &error) < 0) {
+		e_error(event, "%s: settings: %s (no backfill for this user)",
+		        user->username, error);
+		event_unref(&event);
+		return;
+	}
+	buser->user = user;
+	buser->event = event;
+	buser->module_ctx.super = *v;
+	user->vlast = &buser->module_ctx.super;
+	v->deinit_pre = backfill_mail_user_deinit_pre;
+	v->deinit = backfill_mail_user_deinit;
+	MODULE_CONTEXT_SET(user, backfill_user_module, buser);
+}
+
+int backfill_user_state_open(struct backfill_user *buser, const char **error_r)
+{
+	char *error;
+
+	if (buser->state != NULL)
+		return 0;
+	if (bf_state_open(buser->set.state_uri, &buser->state, &error) < 0) {
+		*error_r = t_strdup(error);
+		free(error);
+		return -1;
+	}
+	return 0;
+}

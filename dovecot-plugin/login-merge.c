@@ -1,0 +1,93 @@
+/* The merge a login runs, within the login budget. */
+
+#include "lib.h"
+#include "mail-user.h"
+#include "state.h"
+#include "backfill-user.h"
+#include "archive.h"
+#include "merge.h"
+#include "pop3-hide.h"
+#include "imap-slices.h"
+#include "login-merge.h"
+
+#include <time.h>
+
+/* Kept from a POP3 login's budget for the commit that ends its share. */
+#define BACKFILL_COMMIT_RESERVE_MS 30
+
+static uint64_t backfill_now_msecs(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void backfill_login_merge(struct backfill_user *buser)
+{
+	struct mail_user *user = buser->user;
+	const char *error, *reason, *path;
+	bool imap = strcmp(user->service, "imap") == 0;
+	uint64_t start = backfill_now_msecs();
+	int ret;
+
+	/* Users without an archive cost one stat() and log nothing above
+	   debug: the state store is not even opened for them. */
+	ret = backfill_archive_resolve(user, &buser->set, &path, &error);
+	if (ret < 0) {
+		e_error(user->event, "backfill(%s): %s", user->username, error);
+		return;
+	}
+	if (ret == 0) {
+		e_debug(user->event, "backfill(%s): no archive to merge (%s)",
+		        user->username,
+		        buser->set.archive == NULL ? "backfill_archive unset"
+		                                   : buser->set.archive);
+		return;
+	}
+	if (strcmp(user->service, "pop3") == 0)
+		backfill_pop3_hide_check(buser);
+	if (backfill_user_state_open(buser, &error) < 0) {
+		e_error(user->event,
+		        "backfill(%s): merge postponed: %s (the mail user "
+		        "must be able to create and write the state store "
+		        "and its directory)",
+		        user->username, error);
+		return;
+	}
+	ret = backfill_merge_begin(user, &buser->set, buser->state,
+	                           &buser->merge, &reason);
+	if (ret < 0) {
+		e_error(user->event, "backfill(%s): %s", user->username,
+		        reason);
+		return;
+	}
+	if (ret == 0) {
+		if (reason != NULL) {
+			e_info(user->event, "backfill(%s): %s", user->username,
+			       reason);
+		}
+		return;
+	}
+	/* The budget covers opening the archive and the live index too, and
+	   keeps a reserve for the commit that ends a POP3 login's share. */
+	uint64_t spent = backfill_now_msecs() - start;
+	uint64_t budget = buser->set.login_budget_ms;
+	uint64_t reserve = imap ? 0 : BACKFILL_COMMIT_RESERVE_MS;
+	budget = budget > spent + reserve ? budget - spent - reserve : 1;
+	ret = imap ? backfill_merge_run(buser->merge, (unsigned int)budget)
+	           : backfill_merge_run_progress(buser->merge,
+	                                         (unsigned int)budget);
+	if (ret != 0) {
+		backfill_merge_end(&buser->merge);
+	} else if (imap) {
+		/* the rest between client commands */
+		backfill_imap_slices_start(buser);
+	} else {
+		e_info(user->event,
+		       "backfill(%s): merge paused at the login budget "
+		       "(backfill_login_budget); the next login continues",
+		       user->username);
+		backfill_merge_end(&buser->merge);
+	}
+}

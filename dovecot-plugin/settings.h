@@ -1,0 +1,46 @@
+#ifndef BACKFILL_SETTINGS_H
+#define BACKFILL_SETTINGS_H
+
+struct mail_user;
+struct event;
+
+enum backfill_dedup {
+	BACKFILL_DEDUP_USER = 0,
+	BACKFILL_DEDUP_MAILBOX,
+	BACKFILL_DEDUP_OFF,
+};
+
+enum backfill_pop3_hide {
+	BACKFILL_POP3_HIDE_SEEN = 0,
+	BACKFILL_POP3_HIDE_ALL,
+	BACKFILL_POP3_HIDE_NONE,
+};
+
+/* The user's plugin settings, read once when the user is created.  Strings
+   live in the user's pool.  How they are read depends on the Dovecot
+   version (plugin {} environment in 2.3); what they mean does not. */
+struct backfill_settings {
+	/* backfill_archive with Dovecot's %-variables expanded; NULL when
+	   unset. */
+	const char *archive;
+	/* The leading part of the unexpanded backfill_archive path that no
+	   %-variable can change: the expanded path must stay below it. */
+	const char *archive_root;
+	const char *state_uri;
+	uint64_t login_budget_ms;
+	unsigned int max_parallel;
+	/* NULL: no keyword */
+	const char *keyword;
+	enum backfill_dedup dedup;
+	enum backfill_pop3_hide pop3_hide;
+};
+
+/* Reads the user's backfill settings into *set_r.  A value that cannot be
+   used is logged on event and its default taken: a typo in one setting
+   must not keep the user from logging in.  Returns 0, or -1 with *error_r
+   when no settings could be had at all (the user then gets no backfill). */
+int backfill_settings_get(struct mail_user *user, struct event *event,
+                          struct backfill_settings *set_r,
+                          const char **error_r);
+
+#endif
