@@ -1,7 +1,7 @@
 /* backfillctl accounts: reconciles the old server's Dovecot passwd-file
    and Postfix virtual alias map with the new server's after an incident,
    and writes one report per domain for its administrator.  The rules are
-   in accounts-merge.c and docs/accounts.md.
+   in accounts/accounts-reconcile.c and docs/accounts.md.
 
    Nothing is written unless every input line was understood (or
    --keep-going says to leave the others out), and everything is written
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "accounts-aliases.h"
-#include "accounts-merge.h"
+#include "accounts-reconcile.h"
 #include "accounts-passwd.h"
 #include "accounts-report.h"
 #include "commands.h"
@@ -392,7 +392,7 @@ static void print_issues(const struct acc_issues *issues, FILE *out,
    installs last, so that a rename failing half way leaves those two as
    they were for as long as it can. */
 static enum out_result write_outputs(const struct acc_options *opt,
-                                     const struct acc_merge *m,
+                                     const struct acc_reconcile *m,
                                      const struct acc_issues *issues,
                                      const struct stat *new_st)
 {
@@ -468,7 +468,7 @@ out:
 }
 
 static void print_summary(const struct acc_options *opt,
-                          const struct acc_merge *m)
+                          const struct acc_reconcile *m)
 {
 	for (size_t d = 0; d < m->n_domains; d++) {
 		size_t f[ACC_KINDS], conflicts;
@@ -507,7 +507,7 @@ int cmd_accounts(int argc, char **argv)
 	struct acc_pw_file old_pw, new_pw;
 	struct acc_alias_file old_al, new_al;
 	struct acc_issues issues = {NULL, 0, 0};
-	struct acc_merge m;
+	struct acc_reconcile m;
 	struct stat new_st;
 	const char *error;
 	bool written_warn = false;
@@ -563,7 +563,7 @@ int cmd_accounts(int argc, char **argv)
 	}
 	if (issues.n > 0)
 		print_issues(&issues, stderr, "skipped: ");
-	acc_merge_run(&old_pw, &new_pw, &old_al, &new_al, &m);
+	acc_reconcile_run(&old_pw, &new_pw, &old_al, &new_al, &m);
 	switch (write_outputs(&opt, &m, &issues, &new_st)) {
 	case OUT_NOTHING:
 		fprintf(stderr,
@@ -590,7 +590,7 @@ int cmd_accounts(int argc, char **argv)
 	ret = m.n_conflicts > 0 || issues.n > 0 || written_warn ? EXIT_LOOK
 	                                                        : EXIT_DONE;
 out:
-	acc_merge_free(&m);
+	acc_reconcile_free(&m);
 	acc_pw_file_free(&old_pw);
 	acc_pw_file_free(&new_pw);
 	acc_alias_file_free(&old_al);

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "accounts-aliases.h"
-#include "accounts-merge.h"
+#include "accounts-reconcile.h"
 #include "accounts-passwd.h"
 #include "accounts-report.h"
 
@@ -230,7 +230,7 @@ static void test_alias_read(void **state)
 	acc_issues_free(&issues);
 }
 
-static const struct acc_item *find_item(const struct acc_merge *m,
+static const struct acc_item *find_item(const struct acc_reconcile *m,
                                         enum acc_kind kind, const char *address)
 {
 	for (size_t i = 0; i < m->n; i++) {
@@ -246,7 +246,7 @@ static void test_merge_rules(void **state)
 	struct acc_pw_file op, np;
 	struct acc_alias_file oa, na;
 	struct acc_issues issues = {NULL, 0, 0};
-	struct acc_merge m;
+	struct acc_reconcile m;
 	struct acc_report_ctx ctx = {"2026-01-01 00:00 UTC", 0};
 	const char *error;
 	char *text = NULL, *html = NULL;
@@ -279,7 +279,7 @@ static void test_merge_rules(void **state)
 	                                &na, &issues, &error),
 	                 0);
 	assert_int_equal(issues.n, 0);
-	acc_merge_run(&op, &np, &oa, &na, &m);
+	acc_reconcile_run(&op, &np, &oa, &na, &m);
 
 	assert_non_null(strstr(m.passwd.s, "\nu@x.org:{P}NEWHASH1:8:8::/new/u:"
 	                                   ":userdb_a=1\n"));
@@ -322,7 +322,7 @@ static void test_merge_rules(void **state)
 	free(text);
 	free(html);
 
-	acc_merge_free(&m);
+	acc_reconcile_free(&m);
 	acc_pw_file_free(&op);
 	acc_pw_file_free(&np);
 	acc_alias_file_free(&oa);

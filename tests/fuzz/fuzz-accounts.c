@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "accounts-aliases.h"
-#include "accounts-merge.h"
+#include "accounts-reconcile.h"
 #include "accounts-passwd.h"
 #include "accounts-report.h"
 #include "accounts-util.h"
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct acc_pw_file old_pw = {0}, new_pw = {0};
 	struct acc_alias_file old_al = {0}, new_al = {0};
 	struct acc_issues issues = {0};
-	struct acc_merge m = {0};
+	struct acc_reconcile m = {0};
 	struct acc_report_ctx rctx = {.generated = "2026-11-21 00:00 UTC"};
 	size_t cut[5];
 	char path[4][64];
@@ -62,14 +62,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    acc_alias_read(path[2], &old_al, &issues, &error) < 0 ||
 	    acc_alias_read(path[3], &new_al, &issues, &error) < 0)
 		abort(); /* an in-memory file can always be read */
-	acc_merge_run(&old_pw, &new_pw, &old_al, &new_al, &m);
+	acc_reconcile_run(&old_pw, &new_pw, &old_al, &new_al, &m);
 	for (size_t d = 0; d < m.n_domains; d++) {
 		if (acc_report_text(&m, m.domains[d], &rctx, devnull) < 0 ||
 		    acc_report_html(&m, m.domains[d], &rctx, devnull) < 0)
 			abort();
 	}
 
-	acc_merge_free(&m);
+	acc_reconcile_free(&m);
 	acc_pw_file_free(&old_pw);
 	acc_pw_file_free(&new_pw);
 	acc_alias_file_free(&old_al);

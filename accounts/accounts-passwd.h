@@ -1,5 +1,5 @@
-#ifndef BACKFILLCTL_ACCOUNTS_PASSWD_H
-#define BACKFILLCTL_ACCOUNTS_PASSWD_H
+#ifndef ACCOUNTS_PASSWD_H
+#define ACCOUNTS_PASSWD_H
 
 /* Dovecot passwd-file user databases, read the way Dovecot reads them:
    user:password:uid:gid:gecos:home:shell:extra_fields, '#' comments and

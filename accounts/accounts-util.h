@@ -1,5 +1,5 @@
-#ifndef BACKFILLCTL_ACCOUNTS_UTIL_H
-#define BACKFILLCTL_ACCOUNTS_UTIL_H
+#ifndef ACCOUNTS_UTIL_H
+#define ACCOUNTS_UTIL_H
 
 /* Small helpers shared by the accounts-*.c modules: a growing string, a
    growing array, and the list of problems found in the input files. */
@@ -7,8 +7,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Memory exhaustion in a one-shot command: say so and exit 2 (nothing has
-   been written yet, the outputs are renamed into place at the very end). */
+/* Memory exhaustion in a one-shot command: say so and exit 2, backfillctl's
+   "usage or configuration error" (nothing has been written yet, the
+   outputs are renamed into place at the very end). */
+#define ACC_EXIT_NOMEM 2
 void *acc_xmalloc(size_t size);
 void *acc_xrealloc(void *ptr, size_t size);
 char *acc_xstrdup(const char *s);
@@ -18,16 +20,31 @@ char *acc_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Grows *array (of *cap elements of elem_size) so that it holds n + 1. */
 void acc_grow(void *array_p, size_t *cap, size_t n, size_t elem_size);
 
+struct acc_issues;
+
 /* An index of records (elem_size bytes each, from v) sorted by the
    string at key_off, ties by the unsigned int line number at line_off:
    the passwd-file and map readers both look entries up by key and keep
    the first of a repeated key. */
 struct acc_index_layout {
 	size_t elem_size, key_off, line_off;
+	/* For acc_index_drop_repeats(): what a key is ("user"), what the
+	   program that reads the file does with a repeated one, and how a
+	   record left out is freed. */
+	const char *key_name, *repeat_effect;
+	void (*free_record)(void *record);
 };
 /* Returns the n indexes of v in that order (malloc()ed). */
 size_t *acc_index_build(const void *v, size_t n,
                         const struct acc_index_layout *layout);
+/* The index of a file just read, both readers' last step: every later
+   line of a repeated key is left out (it goes to issues as "same
+   <key_name> as line N (<repeat_effect>)" and is freed), v keeps file
+   order, *sorted_r gets the index (malloc()ed).  Returns the new number
+   of records. */
+size_t acc_index_unique(void *v, size_t n, size_t **sorted_r,
+                        const struct acc_index_layout *layout, const char *path,
+                        struct acc_issues *issues);
 /* The record whose key is key (the first line of a repeated one), or NULL. */
 const void *acc_index_find(const void *v, const size_t *sorted, size_t n,
                            const struct acc_index_layout *layout,
@@ -74,6 +91,12 @@ struct acc_comments {
 };
 void acc_comments_line(struct acc_comments *c, const char *line, size_t len);
 void acc_comments_reset(struct acc_comments *c);
+/* What both file formats make of a line: an empty (or blank) line ends a
+   comment block, a line whose first non-blank character is '#' joins it;
+   both return false.  Otherwise true, with *indent_r the number of
+   leading blanks. */
+bool acc_comments_entry_line(struct acc_comments *c, const char *line,
+                             size_t len, size_t *indent_r);
 /* The pending block (caller frees) or NULL, and resets. */
 char *acc_comments_take(struct acc_comments *c);
 

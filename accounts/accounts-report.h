@@ -1,12 +1,12 @@
-#ifndef BACKFILLCTL_ACCOUNTS_REPORT_H
-#define BACKFILLCTL_ACCOUNTS_REPORT_H
+#ifndef ACCOUNTS_REPORT_H
+#define ACCOUNTS_REPORT_H
 
 /* One report per domain for its administrator, as plain text and as a
    self-contained HTML page (inline style, no scripts, nothing fetched). */
 
 #include <stdio.h>
 
-#include "accounts-merge.h"
+#include "accounts-reconcile.h"
 
 struct acc_report_ctx {
 	const char *generated; /* "YYYY-MM-DD HH:MM UTC" */
@@ -18,12 +18,12 @@ struct acc_report_ctx {
 const char *acc_report_name(const char *domain);
 
 /* Figures of one domain, indexed by enum acc_kind. */
-void acc_report_figures(const struct acc_merge *m, const char *domain,
+void acc_report_figures(const struct acc_reconcile *m, const char *domain,
                         size_t figures[ACC_KINDS], size_t *conflicts_r);
 
-int acc_report_text(const struct acc_merge *m, const char *domain,
+int acc_report_text(const struct acc_reconcile *m, const char *domain,
                     const struct acc_report_ctx *ctx, FILE *out);
-int acc_report_html(const struct acc_merge *m, const char *domain,
+int acc_report_html(const struct acc_reconcile *m, const char *domain,
                     const struct acc_report_ctx *ctx, FILE *out);
 
 #endif

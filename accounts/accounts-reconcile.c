@@ -8,7 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "accounts-merge.h"
+#include "accounts-reconcile.h"
 
 static const char *const field_names[ACC_PW_FIELDS] = {
         "user",  "password", "uid",   "gid",
@@ -17,7 +17,7 @@ static const char *const field_names[ACC_PW_FIELDS] = {
 
 /* ------------------------------------------------------------ items */
 
-static struct acc_item *item_add(struct acc_merge *m, enum acc_kind kind,
+static struct acc_item *item_add(struct acc_reconcile *m, enum acc_kind kind,
                                  const char *domain, const char *address)
 {
 	struct acc_item *it;
@@ -51,7 +51,7 @@ item_note(struct acc_item *it, const char *fmt, ...)
 	it->notes[it->n_notes++] = text;
 }
 
-static void add_domain(struct acc_merge *m, const char *domain)
+static void add_domain(struct acc_reconcile *m, const char *domain)
 {
 	acc_grow(&m->domains, &m->cap_domains, m->n_domains,
 	         sizeof(*m->domains));
@@ -63,7 +63,7 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void finish_domains(struct acc_merge *m)
+static void finish_domains(struct acc_reconcile *m)
 {
 	size_t out = 0;
 
@@ -80,7 +80,7 @@ static void finish_domains(struct acc_merge *m)
 		m->domains[i] = acc_xstrdup(m->domains[i]);
 }
 
-static const struct acc_merge *sort_merge;
+static const struct acc_reconcile *sort_merge;
 
 static int cmp_item_index(const void *a, const void *b)
 {
@@ -93,7 +93,7 @@ static int cmp_item_index(const void *a, const void *b)
 
 /* Reports are written per domain: index the items by domain once instead
    of scanning every item for every domain (2000 domains, 100k accounts). */
-static void index_domains(struct acc_merge *m)
+static void index_domains(struct acc_reconcile *m)
 {
 	size_t j = 0;
 
@@ -119,8 +119,8 @@ static void index_domains(struct acc_merge *m)
 	}
 }
 
-size_t acc_merge_domain_items(const struct acc_merge *m, const char *domain,
-                              const size_t **idx_r)
+size_t acc_reconcile_domain_items(const struct acc_reconcile *m,
+                                  const char *domain, const size_t **idx_r)
 {
 	size_t lo = 0, hi = m->n_domains;
 
@@ -308,7 +308,7 @@ static void note_token_pair(struct acc_item *it, const char *what,
    userdb settings the new entry lacks come back (they were not recreated),
    except the mailbox location.  Old passdb fields (allow_nets, nologin,
    proxy, ...) do not: they belong to the old password. */
-static void merge_reconfigured(struct acc_merge *m, struct acc_item *it,
+static void merge_reconfigured(struct acc_reconcile *m, struct acc_item *it,
                                const struct acc_pw_entry *o,
                                const struct acc_pw_entry *n)
 {
@@ -371,7 +371,7 @@ static void merge_reconfigured(struct acc_merge *m, struct acc_item *it,
    the incident, so the old server's settings come back; the mailbox
    location (uid, gid, home, userdb_mail/home/uid/gid) stays the new
    server's, and extra fields only the new server has are kept. */
-static void merge_untouched(struct acc_merge *m, struct acc_item *it,
+static void merge_untouched(struct acc_reconcile *m, struct acc_item *it,
                             const struct acc_pw_entry *o,
                             const struct acc_pw_entry *n)
 {
@@ -471,7 +471,8 @@ static char *targets_string(const struct acc_alias *a)
 	return b.s;
 }
 
-static void merge_accounts(struct acc_merge *m, const struct acc_pw_file *op,
+static void merge_accounts(struct acc_reconcile *m,
+                           const struct acc_pw_file *op,
                            const struct acc_pw_file *np,
                            const struct acc_alias_file *na, bool *restore)
 {
@@ -613,8 +614,8 @@ static bool target_dangles(const char *target, const struct keyset *accounts,
 	return dangles;
 }
 
-static void check_dangling(struct acc_merge *m, struct candidate *c, size_t nc,
-                           const struct acc_pw_file *op,
+static void check_dangling(struct acc_reconcile *m, struct candidate *c,
+                           size_t nc, const struct acc_pw_file *op,
                            const struct acc_pw_file *np,
                            const struct acc_alias_file *oa,
                            const struct acc_alias_file *na, const bool *restore)
@@ -701,7 +702,7 @@ static void emit_alias(struct acc_buf *b, const struct acc_alias *a)
 	acc_buf_add(b, "\n", 1);
 }
 
-static void merge_aliases(struct acc_merge *m, const struct acc_pw_file *op,
+static void merge_aliases(struct acc_reconcile *m, const struct acc_pw_file *op,
                           const struct acc_pw_file *np,
                           const struct acc_alias_file *oa,
                           const struct acc_alias_file *na, const bool *restore)
@@ -795,10 +796,11 @@ static void merge_aliases(struct acc_merge *m, const struct acc_pw_file *op,
 	free(c);
 }
 
-void acc_merge_run(const struct acc_pw_file *old_pw,
-                   const struct acc_pw_file *new_pw,
-                   const struct acc_alias_file *old_al,
-                   const struct acc_alias_file *new_al, struct acc_merge *m)
+void acc_reconcile_run(const struct acc_pw_file *old_pw,
+                       const struct acc_pw_file *new_pw,
+                       const struct acc_alias_file *old_al,
+                       const struct acc_alias_file *new_al,
+                       struct acc_reconcile *m)
 {
 	bool *restore = acc_xmalloc((old_pw->n + 1) * sizeof(*restore));
 
@@ -824,7 +826,7 @@ void acc_merge_run(const struct acc_pw_file *old_pw,
 	index_domains(m);
 }
 
-void acc_merge_free(struct acc_merge *m)
+void acc_reconcile_free(struct acc_reconcile *m)
 {
 	for (size_t i = 0; i < m->n; i++) {
 		struct acc_item *it = &m->items[i];

@@ -1,5 +1,5 @@
-#ifndef BACKFILLCTL_ACCOUNTS_MERGE_H
-#define BACKFILLCTL_ACCOUNTS_MERGE_H
+#ifndef ACCOUNTS_RECONCILE_H
+#define ACCOUNTS_RECONCILE_H
 
 /* Reconciling the old server's accounts and aliases with the new
    server's, by the provider's promise (docs/accounts.md has the rules):
@@ -39,7 +39,7 @@ struct acc_item {
 	char *decision; /* conflicts: what the administrator decides */
 };
 
-struct acc_merge {
+struct acc_reconcile {
 	struct acc_item *items;
 	size_t n, cap;
 	struct acc_buf passwd;      /* the merged passwd-file */
@@ -52,16 +52,17 @@ struct acc_merge {
 	size_t *order, *domain_first, *domain_n;
 };
 
-void acc_merge_run(const struct acc_pw_file *old_pw,
-                   const struct acc_pw_file *new_pw,
-                   const struct acc_alias_file *old_al,
-                   const struct acc_alias_file *new_al, struct acc_merge *m);
-void acc_merge_free(struct acc_merge *m);
+void acc_reconcile_run(const struct acc_pw_file *old_pw,
+                       const struct acc_pw_file *new_pw,
+                       const struct acc_alias_file *old_al,
+                       const struct acc_alias_file *new_al,
+                       struct acc_reconcile *m);
+void acc_reconcile_free(struct acc_reconcile *m);
 
 /* The items of one domain, in the order they were found: returns how many,
  *idx_r points at their indexes in m->items. */
-size_t acc_merge_domain_items(const struct acc_merge *m, const char *domain,
-                              const size_t **idx_r);
+size_t acc_reconcile_domain_items(const struct acc_reconcile *m,
+                                  const char *domain, const size_t **idx_r);
 
 /* true if an extra field of this name may carry a secret: its value is
    never shown. */

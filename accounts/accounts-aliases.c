@@ -93,52 +93,21 @@ void acc_alias_free(struct acc_alias *a)
 	memset(a, 0, sizeof(*a));
 }
 
-static const struct acc_index_layout index_layout = {
-        .elem_size = sizeof(struct acc_alias),
-        .key_off = offsetof(struct acc_alias, key),
-        .line_off = offsetof(struct acc_alias, line),
-};
-
-static void build_index(struct acc_alias_file *file)
+static void free_record(void *record)
 {
-	free(file->sorted);
-	file->sorted = acc_index_build(file->v, file->n, &index_layout);
+	acc_alias_free(record);
 }
 
 /* postmap warns about a repeated key and keeps the first; a map whose
    author wrote one address twice needs a look, not a silent pick. */
-static void drop_duplicates(struct acc_alias_file *file,
-                            struct acc_issues *issues)
-{
-	bool *drop = acc_xmalloc(file->n * sizeof(*drop) + 1);
-	size_t out = 0, first = 0;
-
-	memset(drop, 0, file->n * sizeof(*drop) + 1);
-	for (size_t i = 1; i < file->n; i++) {
-		const struct acc_alias *cur = &file->v[file->sorted[i]];
-		char *reason;
-
-		if (strcmp(file->v[file->sorted[first]].key, cur->key) != 0) {
-			first = i;
-			continue;
-		}
-		reason = acc_xprintf("same address as line %u (postmap keeps "
-		                     "only the first)",
-		                     file->v[file->sorted[first]].line);
-		acc_issue_add(issues, file->path, cur->line, reason);
-		free(reason);
-		drop[file->sorted[i]] = true;
-	}
-	for (size_t i = 0; i < file->n; i++) {
-		if (drop[i])
-			acc_alias_free(&file->v[i]);
-		else
-			file->v[out++] = file->v[i];
-	}
-	file->n = out;
-	free(drop);
-	build_index(file);
-}
+static const struct acc_index_layout index_layout = {
+        .elem_size = sizeof(struct acc_alias),
+        .key_off = offsetof(struct acc_alias, key),
+        .line_off = offsetof(struct acc_alias, line),
+        .key_name = "address",
+        .repeat_effect = "postmap keeps only the first",
+        .free_record = free_record,
+};
 
 static void finish_entry(struct acc_alias_file *file, struct acc_buf *entry,
                          unsigned int line, char **comments,
@@ -181,16 +150,8 @@ int acc_alias_read(const char *path, struct acc_alias_file *file,
 		size_t skip = 0;
 
 		lineno++;
-		while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
-			skip++;
-		if (skip == len) {
-			acc_comments_reset(&comments);
+		if (!acc_comments_entry_line(&comments, line, len, &skip))
 			continue;
-		}
-		if (line[skip] == '#') {
-			acc_comments_line(&comments, line, len);
-			continue;
-		}
 		if (skip > 0) {
 			/* continues the logical line, as postmap joins it */
 			if (entry.s == NULL && entry_line == 0) {
@@ -213,8 +174,8 @@ int acc_alias_read(const char *path, struct acc_alias_file *file,
 	finish_entry(file, &entry, entry_line, &entry_comments, issues);
 	acc_comments_reset(&comments);
 	free(data);
-	build_index(file);
-	drop_duplicates(file, issues);
+	file->n = acc_index_unique(file->v, file->n, &file->sorted,
+	                           &index_layout, path, issues);
 	return 0;
 }
 

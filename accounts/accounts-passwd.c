@@ -126,58 +126,22 @@ void acc_pw_entry_free(struct acc_pw_entry *e)
 	memset(e, 0, sizeof(*e));
 }
 
-static const struct acc_index_layout index_layout = {
-        .elem_size = sizeof(struct acc_pw_entry),
-        .key_off = offsetof(struct acc_pw_entry, key),
-        .line_off = offsetof(struct acc_pw_entry, line),
-};
-
-static void build_index(struct acc_pw_file *file)
+static void free_record(void *record)
 {
-	free(file->sorted);
-	file->sorted = acc_index_build(file->v, file->n, &index_layout);
+	acc_pw_entry_free(record);
 }
 
 /* Dovecot warns about a user listed twice and uses one of the lines; which
    one the operator meant is not ours to guess, so the later line is an
    input problem like a malformed one. */
-static void drop_duplicates(struct acc_pw_file *file, struct acc_issues *issues)
-{
-	bool *drop = acc_xmalloc(file->n * sizeof(*drop) + 1);
-	size_t out = 0;
-
-	memset(drop, 0, file->n * sizeof(*drop) + 1);
-	for (size_t i = 1; i < file->n; i++) {
-		const struct acc_pw_entry *prev = &file->v[file->sorted[i - 1]];
-		const struct acc_pw_entry *cur = &file->v[file->sorted[i]];
-		char *reason;
-
-		if (strcmp(prev->key, cur->key) != 0)
-			continue;
-		/* compare with the first line of a run of duplicates */
-		for (size_t j = i - 1; j > 0; j--) {
-			if (strcmp(file->v[file->sorted[j - 1]].key,
-			           cur->key) != 0)
-				break;
-			prev = &file->v[file->sorted[j - 1]];
-		}
-		reason = acc_xprintf("same user as line %u (Dovecot would "
-		                     "use only one of them)",
-		                     prev->line);
-		acc_issue_add(issues, file->path, cur->line, reason);
-		free(reason);
-		drop[file->sorted[i]] = true;
-	}
-	for (size_t i = 0; i < file->n; i++) {
-		if (drop[i])
-			acc_pw_entry_free(&file->v[i]);
-		else
-			file->v[out++] = file->v[i];
-	}
-	file->n = out;
-	free(drop);
-	build_index(file);
-}
+static const struct acc_index_layout index_layout = {
+        .elem_size = sizeof(struct acc_pw_entry),
+        .key_off = offsetof(struct acc_pw_entry, key),
+        .line_off = offsetof(struct acc_pw_entry, line),
+        .key_name = "user",
+        .repeat_effect = "Dovecot would use only one of them",
+        .free_record = free_record,
+};
 
 int acc_pw_read(const char *path, struct acc_pw_file *file,
                 struct acc_issues *issues, const char **error_r)
@@ -197,16 +161,8 @@ int acc_pw_read(const char *path, struct acc_pw_file *file,
 		size_t skip = 0;
 
 		lineno++;
-		while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
-			skip++;
-		if (skip == len) {
-			acc_comments_reset(&comments);
+		if (!acc_comments_entry_line(&comments, line, len, &skip))
 			continue;
-		}
-		if (line[skip] == '#') {
-			acc_comments_line(&comments, line, len);
-			continue;
-		}
 		memset(&e, 0, sizeof(e));
 		if (acc_pw_parse_line(line, len, &e, &reason) < 0) {
 			acc_issue_add(issues, path, lineno, reason);
@@ -220,8 +176,8 @@ int acc_pw_read(const char *path, struct acc_pw_file *file,
 	}
 	acc_comments_reset(&comments);
 	free(data);
-	build_index(file);
-	drop_duplicates(file, issues);
+	file->n = acc_index_unique(file->v, file->n, &file->sorted,
+	                           &index_layout, path, issues);
 	return 0;
 }
 

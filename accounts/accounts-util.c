@@ -1,4 +1,5 @@
-/* Helpers of backfillctl accounts: memory, strings, input problems. */
+/* Helpers of the accounts library (backfillctl accounts): memory,
+   strings, input problems. */
 
 #include <errno.h>
 #include <stdarg.h>
@@ -7,13 +8,12 @@
 #include <string.h>
 
 #include "accounts-util.h"
-#include "commands.h"
 
 static void acc_oom(void)
 {
 	fputs("backfillctl accounts: out of memory, nothing was written\n",
 	      stderr);
-	exit(EXIT_USAGE);
+	exit(ACC_EXIT_NOMEM);
 }
 
 void *acc_xmalloc(size_t size)
@@ -226,6 +226,25 @@ void acc_comments_line(struct acc_comments *c, const char *line, size_t len)
 	acc_buf_add(&c->buf, "\n", 1);
 }
 
+bool acc_comments_entry_line(struct acc_comments *c, const char *line,
+                             size_t len, size_t *indent_r)
+{
+	size_t skip = 0;
+
+	while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
+		skip++;
+	if (skip == len) {
+		acc_comments_reset(c);
+		return false;
+	}
+	if (line[skip] == '#') {
+		acc_comments_line(c, line, len);
+		return false;
+	}
+	*indent_r = skip;
+	return true;
+}
+
 void acc_comments_reset(struct acc_comments *c)
 {
 	acc_buf_free(&c->buf);
@@ -290,6 +309,50 @@ size_t *acc_index_build(const void *v, size_t n,
 		sorted[i] = i;
 	qsort_r(sorted, n, sizeof(*sorted), index_cmp, &ctx);
 	return sorted;
+}
+
+size_t acc_index_unique(void *v, size_t n, size_t **sorted_r,
+                        const struct acc_index_layout *layout, const char *path,
+                        struct acc_issues *issues)
+{
+	bool *drop = acc_xmalloc(n * sizeof(*drop) + 1);
+	char *base = v;
+	size_t out = 0, first = 0;
+
+	memset(drop, 0, n * sizeof(*drop) + 1);
+	*sorted_r = acc_index_build(v, n, layout);
+	for (size_t i = 1; i < n; i++) {
+		char *reason;
+
+		/* sorted by key, then line: the first of a run is the line
+		   the reading program keeps */
+		if (strcmp(record_key(v, (*sorted_r)[first], layout),
+		           record_key(v, (*sorted_r)[i], layout)) != 0) {
+			first = i;
+			continue;
+		}
+		reason =
+		        acc_xprintf("same %s as line %u (%s)", layout->key_name,
+		                    record_line(v, (*sorted_r)[first], layout),
+		                    layout->repeat_effect);
+		acc_issue_add(issues, path,
+		              record_line(v, (*sorted_r)[i], layout), reason);
+		free(reason);
+		drop[(*sorted_r)[i]] = true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *rec = base + i * layout->elem_size;
+
+		if (drop[i])
+			layout->free_record(rec);
+		else if (out++ != i)
+			memcpy(base + (out - 1) * layout->elem_size, rec,
+			       layout->elem_size);
+	}
+	free(drop);
+	free(*sorted_r);
+	*sorted_r = acc_index_build(v, out, layout);
+	return out;
 }
 
 const void *acc_index_find(const void *v, const size_t *sorted, size_t n,

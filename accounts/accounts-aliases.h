@@ -1,5 +1,5 @@
-#ifndef BACKFILLCTL_ACCOUNTS_ALIASES_H
-#define BACKFILLCTL_ACCOUNTS_ALIASES_H
+#ifndef ACCOUNTS_ALIASES_H
+#define ACCOUNTS_ALIASES_H
 
 /* Postfix virtual alias map source files, read the way postmap(1) reads
    them: "address target, target ..." per logical line, a line starting
