@@ -20,6 +20,10 @@ temporary directory and stopped afterwards:
   4. all along, a prober logs in every 100 ms and the longest gap in
      service is measured.
 
+The operator's part runs the commands of docs/runbook.md (its `sh demo`
+blocks, demo/runbook.py), in the runbook's order, each printed as
+"runbook step N: $ COMMAND" with its output.
+
 Then it checks every mailbox against what it must hold (its own count,
 independent of backfill's) and writes the report: terminal and HTML.
 
@@ -49,6 +53,7 @@ sys.path.insert(0, HERE)
 import fingerprint_ref  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 import report  # noqa: E402
+import runbook  # noqa: E402
 from dovecot import MAIL_GID, Dovecot, DOVEADM  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
 from postfix import Postfix, make_traversable  # noqa: E402
@@ -225,7 +230,7 @@ def old_server_phase(work, users):
     return old_root
 
 
-def incident_phase(work, users, args, build):
+def incident_phase(work, users, args, build, rb, modules):
     say("2. the incident: new server with empty mailboxes, window '%s' open"
         % WINDOW)
     state_dir = os.path.join(work, "state")
@@ -233,13 +238,13 @@ def incident_phase(work, users, args, build):
     os.chown(state_dir, 0, MAIL_GID)
     os.chmod(state_dir, 0o2770)
     state = "sqlite:" + os.path.join(state_dir, "state.db")
-    restore = os.path.join(work, "restore")
+    rb.env.update(STATE_DB=os.path.join(state_dir, "state.db"), BACKFILL_STATE=state)
+    restore = rb.env["RESTORE"]
     milter = PrivateMilter(
         os.path.join(build, "milter", "backfill-milter"),
         os.path.join(build, "backfillctl", "backfillctl"), tmp=work,
         config=["SocketMode 0660", "SocketGroup postfix", "Hostname mx1.demo"],
-        window=WINDOW, state=state)
-    milter.start()
+        window=None, state=state)
     dc = Dovecot(name="new", plugin_dir=os.path.join(build, "dovecot-plugin"),
                  mail_plugins="backfill", lmtp_plugins="backfill",
                  plugin={"backfill_archive": "maildir:%s/%%n/Maildir" % restore,
@@ -247,6 +252,11 @@ def incident_phase(work, users, args, build):
                          "backfill_login_budget": "300ms"},
                  extra_conf='pop3_deleted_flag = "$POP3Deleted"\n'
                             'pop3_delete_type = expunge\n')
+    runbook.Runner.make_bin(rb.env["PATH"].split(":")[0],
+                            os.path.join(build, "backfillctl", "backfillctl"),
+                            DOVEADM, modules, dc.conf_path)
+    rb.run_step(3)          # open the window
+    milter.start()
     for u in users + [PROBE]:
         dc.add_user(u.name)
     dc.start()
@@ -258,6 +268,8 @@ def incident_phase(work, users, args, build):
     secondary = Postfix("mx2", relay_domains=domains,
                         relay_transport="smtp:[127.0.0.1]:%d" % primary.port)
     secondary.start()
+    rb.mail_config.update(primary=primary.config_dir, secondary=secondary.config_dir)
+    rb.run(4)               # postconf -h smtpd_milters on the primary
     return milter, dc, primary, secondary, restore, state
 
 
@@ -274,7 +286,7 @@ def send(mx, u, raw):
         raise RuntimeError("refused by %s: %s" % (mx.name, refused))
 
 
-def incident_mail(users, primary, secondary, rng):
+def incident_mail(users, primary, secondary, rng, rb):
     """New mail during the incident, through both MX, with the repeats a
     real incident produces."""
     stats = collections.Counter()
@@ -325,21 +337,10 @@ def incident_mail(users, primary, secondary, rng):
         stats["repeats"] += 1
     primary.wait_queue()
     time.sleep(1.5)
-    secondary.flush()
+    rb.run(4)               # postqueue -f on the secondary
     secondary.wait_queue(timeout=180)
     primary.wait_queue(timeout=180)
     return stats
-
-
-def restore_archives(old_root, restore, users):
-    """The backup comes back as a read-only, root-owned snapshot."""
-    os.makedirs(restore)
-    os.chmod(restore, 0o755)
-    for u in users:
-        src = os.path.join(old_root, u.name)
-        dst = os.path.join(restore, u.name)
-        subprocess.run(["cp", "-a", src, dst], check=True)
-        mg.freeze(dst)
 
 
 def wait_deliveries(dc, users, timeout=120):
@@ -379,6 +380,14 @@ def run(args):
     archived = sum(len(f.msgs) for u in users for f in u.archive)
     procs = []
     figures = {}
+    reports = os.path.join(work, "reports")
+    os.mkdir(reports)
+    bindir = os.path.join(work, "bin")
+    rb = runbook.Runner(say, dict(
+        os.environ, PATH=bindir + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
+        WINDOW=WINDOW, BACKUP=os.path.join(work, "old"),
+        RESTORE=os.path.join(work, "restore"), MAIL_OWNER="mail",
+        REPORTS=reports), {})
     try:
         old_root = old_server_phase(work, users)
         for u in users:
@@ -386,14 +395,14 @@ def run(args):
                 u.client.before = sum(u.client.downloaded.values())
         archived += 2 * len([u for u in users if u.pop3])
         milter, dc, primary, secondary, restore, state = incident_phase(
-            work, users, args, build)
+            work, users, args, build, rb, modules)
         procs = [secondary, primary, dc, milter]
         prober = Prober(dc, PROBE.name)
         prober.start()
         for u in users:
             if u.pop3:
                 u.client.poll(dc)   # the empty mailbox: old UIDLs forgotten
-        stats = incident_mail(users, primary, secondary, rng)
+        stats = incident_mail(users, primary, secondary, rng, rb)
         wait_deliveries(dc, users)
         for u in users:
             if u.pop3:
@@ -402,8 +411,9 @@ def run(args):
             "archived mail)" % (stats["sent"], stats["repeats"],
                                 stats["archived_redelivered"]))
 
-        say("3. the restore: archives back read-only; users log in")
-        restore_archives(old_root, restore, users)
+        say("3. the restore: archives back (owned by the mail user, for "
+            "hardlinks); users log in")
+        rb.run_step(5)
         for u in users:
             if u.pop3:
                 u.client.counting = True
@@ -419,17 +429,16 @@ def run(args):
         say("   %d users logged in (%.1f s)" % (len(users) // 2,
                                                 time.monotonic() - t_login))
         t0 = time.monotonic()
-        r = doveadm_backfill(dc, modules, "run", "-A", json_out=True)
+        r = rb.run(6)       # doveadm backfill run -A -p 4
         run_secs = time.monotonic() - t0
         try:
-            run_added = sum(int(row.get("added", 0)) for row in json.loads(r.stdout))
+            with open(os.path.join(reports, "run.json")) as f:
+                run_added = sum(int(row.get("added", 0)) for row in json.load(f))
         except ValueError:
             run_added = 0
-        if r.returncode != 0:
-            say("doveadm backfill run -A failed (%d): %s%s"
-                % (r.returncode, r.stdout, r.stderr))
         say("   doveadm backfill run -A: %.1f s" % run_secs)
-        v = doveadm_backfill(dc, modules, "verify", "-A")
+        rb.run_step(7)      # watch
+        v = rb.run(8)       # doveadm backfill verify -A
         say("   doveadm backfill verify -A: exit %d" % v.returncode)
         s = doveadm_backfill(dc, modules, "status", "-A", json_out=True)
         status = {row.get("user"): row for row in json.loads(s.stdout or "[]")}
@@ -500,6 +509,19 @@ def run(args):
             problems.append("service gap of %.2f s" % prober.max_gap)
         if r.returncode != 0:
             problems.append("doveadm backfill run exited %d" % r.returncode)
+        # The end of the restore, as the runbook has it: close the window,
+        # purge, remove the private copies, keep the state.
+        for step in (9, 10, 11, 12):
+            for res in rb.run_step(step):
+                if not res.expected:
+                    problems.append("runbook step %d: %s exited %d"
+                                    % (step, res.args[2], res.returncode))
+        if not rb.complete():
+            problems.append("runbook commands not run: %s" % runbook.RUNBOOK[rb.pos:])
+        left = [h for h in (dc.home(u.name) for u in users)
+                if os.path.exists(os.path.join(h, ".backfill"))]
+        if left:
+            problems.append("runbook step 11 left %d private copies" % len(left))
         figures["problems"] = problems
         figures["ok"] = not problems
         dc.assert_log_clean()
