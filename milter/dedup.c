@@ -10,9 +10,11 @@
 #include "dedup.h"
 #include "fingerprint.h"
 #include "log.h"
+#include "peer-list.h"
 #include "session.h"
 #include "state-pool.h"
 #include "state.h"
+#include "tag.h"
 
 enum verdict {
 	VERDICT_NEW = 0,
@@ -38,6 +40,11 @@ struct dedup_run {
 	/* The first copy of a confirmed duplicate, for the log and the
 	   hold reason: where an operator finds the copy that was kept. */
 	const struct bf_dedup_first *example;
+	/* Tags of peer MXs that checked this very message before (valid
+	   MAC for this window and fingerprint, from a PeerList client) */
+	struct bf_tag peer_tags[MILTER_MAX_PEER_TAGS];
+	size_t peer_tag_count, peer_tag_index[MILTER_MAX_PEER_TAGS];
+	unsigned int relayed_count; /* recipients a peer already checked */
 };
 
 static void add_header(struct dedup_run *run, const char *name,
@@ -48,12 +55,38 @@ static void add_header(struct dedup_run *run, const char *name,
 		             run->qid, name, value);
 }
 
-static enum verdict classify(const struct dedup_run *run, size_t i, time_t now)
+/* Whether the record of key i is the one a peer MX made for this very
+   message: then this copy is that delivery relayed between our MXs (the
+   secondary flushing its queue), not a repeat.  A repeat has a record of
+   another queue id or host: the primary's own first copy, or the
+   secondary's for an earlier attempt. */
+static bool made_by_peer(const struct dedup_run *run, size_t i)
+{
+	const struct bf_dedup_first *first = &run->firsts[i];
+
+	if (first->host == NULL || first->queue_id == NULL)
+		return false;
+	for (size_t t = 0; t < run->peer_tag_count; t++) {
+		if (strcmp(first->host, run->peer_tags[t].host) == 0 &&
+		    strcmp(first->queue_id, run->peer_tags[t].qid) == 0)
+			return true;
+	}
+	return false;
+}
+
+static enum verdict classify(struct dedup_run *run, size_t i, time_t now)
 {
 	const struct bf_dedup_first *first = &run->firsts[i];
 
 	if (run->results[i] > 0)
 		return VERDICT_NEW;
+	/* Delivered already means some copy got there first (a sender's
+	   retry straight to this MX while the peer still queued its copy,
+	   or the peer sending its copy twice): this one is a repeat. */
+	if (!first->delivered && made_by_peer(run, i)) {
+		run->relayed_count++;
+		return VERDICT_NEW;
+	}
 	if (first->delivered)
 		return VERDICT_CONFIRMED;
 	/* Without delivery confirmation (no Dovecot plugin on the
@@ -354,6 +387,67 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 	return removed;
 }
 
+/* The peer tags of a message from a PeerList client that hold for this
+   window and fingerprint; the others are ignored (and were removed as
+   forged with every incoming X-Backfill-* field). */
+static void verify_peer_tags(struct dedup_run *run)
+{
+	const struct milter_config *config = run->config;
+	struct milter_session *session = run->session;
+
+	if (session->peer_tag_count == 0 || config->secret == NULL)
+		return;
+	if (!milter_peer_list_match(config->peers, session->client_addr)) {
+		milter_debug("%s: X-Backfill-Tag from %s ignored: not in "
+		             "PeerList",
+		             run->qid,
+		             session->client_addr != NULL
+		                     ? session->client_addr
+		                     : "an unknown client");
+		return;
+	}
+	for (size_t i = 0; i < session->peer_tag_count; i++) {
+		struct bf_tag *tag = &run->peer_tags[run->peer_tag_count];
+
+		if (bf_tag_verify(config->secret, config->secret_len,
+		                  session->window, run->fp_text,
+		                  session->peer_tags[i], tag) > 0)
+			run->peer_tag_index[run->peer_tag_count++] = i;
+		else
+			milter_warning("%s: X-Backfill-Tag from peer %s does "
+			               "not hold for this message (another "
+			               "window or SecretFile, or the message "
+			               "was changed on the way): checked as "
+			               "any other",
+			               run->qid, session->client_addr);
+	}
+}
+
+/* This milter's own tag, and the peers' that held: an MX after this one
+   recognises the records of all of them. */
+static void add_tags(struct dedup_run *run)
+{
+	const struct milter_config *config = run->config;
+	char value[BF_TAG_VALUE_MAX + 1];
+
+	if (config->secret == NULL)
+		return;
+	for (size_t t = 0; t < run->peer_tag_count; t++)
+		add_header(run, BF_TAG_HEADER,
+		           run->session->peer_tags[run->peer_tag_index[t]]);
+	if (run->session->queue_id == NULL)
+		return; /* a record under "?" names no message */
+	if (bf_tag_make(config->secret, config->secret_len,
+	                run->session->window, run->fp_text, config->hostname,
+	                run->session->queue_id, value, sizeof(value)) < 0) {
+		milter_error("%s: could not make X-Backfill-Tag (queue id "
+		             "or host name unusable, or a crypto failure)",
+		             run->qid);
+		return;
+	}
+	add_header(run, BF_TAG_HEADER, value);
+}
+
 static sfsistat decide(struct dedup_run *run)
 {
 	const struct milter_config *config = run->config;
@@ -363,6 +457,13 @@ static sfsistat decide(struct dedup_run *run)
 
 	add_header(run, "X-Backfill-Window", run->session->window);
 	add_header(run, "X-Backfill-Fingerprint", run->fp_text);
+	add_tags(run);
+	if (run->relayed_count > 0)
+		milter_info("%s: %u recipient(s) already checked by peer %s "
+		            "(queue id %s there): the same delivery, relayed "
+		            "between our MXs, not a repeat",
+		            run->qid, run->relayed_count,
+		            run->peer_tags[0].host, run->peer_tags[0].qid);
 
 	if (run->confirmed_count > 0 &&
 	    config->duplicate_action == MILTER_DUPLICATE_REMOVE) {
@@ -431,6 +532,7 @@ sfsistat milter_dedup_eom(SMFICTX *ctx, struct milter_session *session)
 	}
 	memcpy(run.fingerprint, result.fingerprint, BF_FP_SIZE);
 	bf_fp_to_text(result.fingerprint, run.fp_text);
+	verify_peer_tags(&run);
 
 	if (check_and_set(&run, time(NULL), &error_dup) < 0) {
 		/* Store errors name the store already. */

@@ -11,12 +11,16 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "backfill-config.h"
 #include "config-file.h"
 #include "parse.h"
 #include "state.h"
 #include "milter-config.h"
+#include "peer-list.h"
 #include "state-pool.h"
+#include "tag.h"
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct milter_config *current;
@@ -410,6 +414,19 @@ static int config_setting(const char *key, const char *value, void *context,
 	}
 	if (strcasecmp(key, "Hostname") == 0)
 		return set_string(&config->hostname, value, error_r);
+	if (strcasecmp(key, "SecretFile") == 0) {
+		if (config->secret != NULL) {
+			OPENSSL_cleanse(config->secret, config->secret_len);
+			free(config->secret);
+			config->secret = NULL;
+		}
+		return bf_secret_read(value, &config->secret,
+		                      &config->secret_len, error_r);
+	}
+	if (strcasecmp(key, "PeerList") == 0) {
+		milter_peer_list_free(&config->peers);
+		return milter_peer_list_parse(value, &config->peers, error_r);
+	}
 	*error_r = xasprintf("unknown key '%s'", key);
 	return -1;
 }
@@ -426,6 +443,11 @@ static void config_free(struct milter_config *config)
 	free(config->state_uri);
 	free(config->quarantine_rcpt);
 	free(config->hostname);
+	if (config->secret != NULL) {
+		OPENSSL_cleanse(config->secret, config->secret_len);
+		free(config->secret);
+	}
+	milter_peer_list_free(&config->peers);
 	free(config);
 }
 
@@ -472,6 +494,24 @@ int milter_config_read(const char *path, struct milter_config **config_r,
 			*error_r = strdup("out of memory");
 			return -1;
 		}
+	}
+	if (config->peers != NULL && config->secret == NULL) {
+		/* an address alone proves nothing: local webmail or a
+		   relayed sender on a peer could write any tag */
+		*error_r = xasprintf("%s: PeerList needs SecretFile (the "
+		                     "site secret that proves a tag was made "
+		                     "by one of this site's milters)",
+		                     path);
+		config_free(config);
+		return -1;
+	}
+	if (config->secret != NULL &&
+	    strcspn(config->hostname, " \t;=") != strlen(config->hostname)) {
+		*error_r = xasprintf("%s: Hostname '%s' cannot name this host "
+		                     "in X-Backfill-Tag (blanks, ';' or '=')",
+		                     path, config->hostname);
+		config_free(config);
+		return -1;
 	}
 	*config_r = config;
 	return 0;

@@ -5,6 +5,7 @@
    is documented in conf.d/backfill-milter.conf. */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -29,6 +30,7 @@ enum milter_quarantine {
 	MILTER_QUARANTINE_NONE,
 };
 
+struct milter_peer_list;
 struct milter_state_pool;
 
 struct milter_config {
@@ -58,6 +60,12 @@ struct milter_config {
 	unsigned int dedup_ttl_secs;
 	enum milter_log_level log_level;
 	char *hostname;
+	/* SecretFile: the site secret that keys X-Backfill-Tag; NULL: no
+	   tags are made and none is trusted. */
+	unsigned char *secret;
+	size_t secret_len;
+	/* PeerList: this site's other MXs; NULL: none */
+	struct milter_peer_list *peers;
 
 	/* Runtime: the state handles for state_uri, closed with the config. */
 	struct milter_state_pool *pool;

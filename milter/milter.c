@@ -14,6 +14,7 @@
 #include "log.h"
 #include "milter.h"
 #include "session.h"
+#include "tag.h"
 #include "window.h"
 
 #define FORGED_PREFIX     "X-Backfill-"
@@ -92,16 +93,16 @@ static struct milter_session *session_get(SMFICTX *ctx)
 	return session;
 }
 
-static void save_queue_id(SMFICTX *ctx, struct milter_session *session)
+static void save_macro(SMFICTX *ctx, const char *macro, char **dest)
 {
-	const char *qid = smfi_getsymval(ctx, "i");
+	const char *value = smfi_getsymval(ctx, (char *)macro);
 
-	if (qid == NULL || *qid == '\0')
+	if (value == NULL || *value == '\0')
 		return;
-	char *copy = strdup(qid);
+	char *copy = strdup(value);
 	if (copy != NULL) {
-		free(session->queue_id);
-		session->queue_id = copy;
+		free(*dest);
+		*dest = copy;
 	}
 }
 
@@ -150,17 +151,21 @@ static sfsistat milter_negotiate(SMFICTX *ctx, unsigned long f0,
 		session->actions = *pf0;
 		session->actions_known = true;
 	}
-	/* The only macro we read is the queue id: asking for nothing else
+	/* The only macros we read are the queue id and the client address
+	   (a peer MX?), at end of message: asking for nothing else
 	   spares the MTA a macro packet at every other step. */
 	if ((f0 & SMFIF_SETSYMLIST) != 0) {
 		static const struct {
 			int stage;
 			const char *macros;
 		} lists[] = {
-		        {SMFIM_CONNECT, ""}, {SMFIM_HELO, ""},
-		        {SMFIM_ENVFROM, ""}, {SMFIM_ENVRCPT, ""},
-		        {SMFIM_DATA, ""},    {SMFIM_EOH, ""},
-		        {SMFIM_EOM, "i"},
+		        {SMFIM_CONNECT, ""},
+		        {SMFIM_HELO, ""},
+		        {SMFIM_ENVFROM, ""},
+		        {SMFIM_ENVRCPT, ""},
+		        {SMFIM_DATA, ""},
+		        {SMFIM_EOH, ""},
+		        {SMFIM_EOM, "i {client_addr}"},
 		};
 		bool all = true;
 		for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
@@ -240,6 +245,12 @@ static sfsistat milter_header(SMFICTX *ctx, char *name, char *value)
 		   X-Backfill-Fingerprint would make the plugin confirm a
 		   delivery that never happened. */
 		if (milter_session_add_forged(session, name) < 0)
+			milter_session_unchecked(session, "out of memory");
+		/* A peer MX's tag: trusted only if the client turns out to
+		   be in PeerList and the MAC holds (dedup.c). */
+		if (dedup_active(session) && session->config->peers != NULL &&
+		    strcasecmp(name, BF_TAG_HEADER) == 0 &&
+		    milter_session_add_peer_tag(session, value) < 0)
 			milter_session_unchecked(session, "out of memory");
 	}
 	if (dedup_active(session)) {
@@ -327,7 +338,8 @@ static sfsistat milter_eom(SMFICTX *ctx)
 
 	if (session == NULL)
 		return SMFIS_ACCEPT;
-	save_queue_id(ctx, session);
+	save_macro(ctx, "i", &session->queue_id);
+	save_macro(ctx, "{client_addr}", &session->client_addr);
 	if (session->forged_fields > MILTER_MAX_FORGED) {
 		status = reject_forged(ctx, session);
 		milter_session_reset(session);

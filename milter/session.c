@@ -8,6 +8,7 @@
 #include "fingerprint.h"
 #include "session.h"
 #include "state.h"
+#include "tag.h"
 
 static char out_of_memory[] = "out of memory";
 
@@ -35,6 +36,11 @@ void milter_session_reset(struct milter_session *session)
 		free(session->forged[i].name);
 	session->forged_count = 0;
 	session->forged_fields = 0;
+	free(session->client_addr);
+	session->client_addr = NULL;
+	for (size_t i = 0; i < session->peer_tag_count; i++)
+		free(session->peer_tags[i]);
+	session->peer_tag_count = 0;
 	/* gives back what a message with large header fields took */
 	if (session->fp != NULL)
 		bf_fp_reset(session->fp);
@@ -145,5 +151,18 @@ int milter_session_add_forged(struct milter_session *session, const char *name)
 		return -1;
 	forged->count = 1;
 	session->forged_count++;
+	return 0;
+}
+
+int milter_session_add_peer_tag(struct milter_session *session,
+                                const char *value)
+{
+	if (session->peer_tag_count == MILTER_MAX_PEER_TAGS ||
+	    strlen(value) > BF_TAG_VALUE_MAX)
+		return 0;
+	if ((session->peer_tags[session->peer_tag_count] = strdup(value)) ==
+	    NULL)
+		return -1;
+	session->peer_tag_count++;
 	return 0;
 }

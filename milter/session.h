@@ -34,6 +34,9 @@ struct milter_rcpt {
    timeout, after which it passes the message forged headers and all.
    Our milters add at most four; past this the message is rejected. */
 #define MILTER_MAX_FORGED 100
+/* X-Backfill-Tag fields of a peer looked at: one per MX the message
+   crossed, so a handful. */
+#define MILTER_MAX_PEER_TAGS 8
 
 struct milter_forged {
 	char *name;         /* as received, for smfi_chgheader */
@@ -60,6 +63,11 @@ struct milter_session {
 	struct milter_forged *forged; /* distinct names, in arrival order */
 	size_t forged_count, forged_alloc;
 	unsigned int forged_fields; /* all X-Backfill-* fields, counted */
+	char *client_addr;          /* {client_addr}: the SMTP client */
+	/* X-Backfill-Tag values, checked at end of message when the
+	   client is in PeerList */
+	char *peer_tags[MILTER_MAX_PEER_TAGS];
+	size_t peer_tag_count;
 };
 
 struct milter_session *milter_session_new(void);
@@ -72,6 +80,10 @@ void milter_session_reset(struct milter_session *session);
 void milter_session_unchecked(struct milter_session *session,
                               const char *reason);
 
+/* Keeps an X-Backfill-Tag value (beyond MILTER_MAX_PEER_TAGS, or too
+   long to be one, it is ignored).  Returns 0 or -1 (out of memory). */
+int milter_session_add_peer_tag(struct milter_session *session,
+                                const char *value);
 int milter_session_add_rcpt(struct milter_session *session, const char *raw);
 /* Counts one X-Backfill-* field.  Returns 0, 1 when the message has more
    than MILTER_MAX_FORGED of them (their names are no longer kept), or -1

@@ -116,7 +116,8 @@ class MilterClient:
             data += k.encode() + b'\0' + v.encode() + b'\0'
         self._send(b'D', data)
 
-    def message(self, sender, rcpts, headers, body_chunks, queue_id=None):
+    def message(self, sender, rcpts, headers, body_chunks, queue_id=None,
+                client_addr=None):
         """Sends one message; returns (reply, actions) where actions is a
         list of (kind, fields) of what the milter asked at end of
         message, in order: ('addheader', name, value), ('chgheader',
@@ -140,8 +141,13 @@ class MilterClient:
             for i in range(0, len(chunk), 65535):
                 if not skipping and self.body(chunk[i:i + 65535]) == b's':
                     skipping = True
+        eom_macros = {}
         if queue_id is not None:
-            self.macros(b'E', {'i': queue_id})
+            eom_macros['i'] = queue_id
+        if client_addr is not None:
+            eom_macros['{client_addr}'] = client_addr
+        if eom_macros:
+            self.macros(b'E', eom_macros)
         return self.eom()
 
     def eom(self):
