@@ -127,97 +127,128 @@ enum stmt_id {
 	STMT_COUNT
 };
 
-static const char *const stmt_sql[STMT_COUNT] = {
-        [ST_BEGIN] = "BEGIN IMMEDIATE",
-        [ST_COMMIT] = "COMMIT",
-        [ST_ROLLBACK] = "ROLLBACK",
-        [ST_MERGE_GET] = "SELECT " MERGE_COLS " FROM merges WHERE user = ?1",
-        [ST_MERGE_PUT] = "INSERT OR REPLACE INTO merges (user, " MERGE_COLS
-                         ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-                         " ?11, ?12)",
-        [ST_MERGE_DELETE] = "DELETE FROM merges WHERE user = ?1",
-        [ST_MERGE_LIST_FIRST] = "SELECT " MERGE_COLS ", user FROM merges"
-                                " ORDER BY user LIMIT ?1",
-        [ST_MERGE_LIST_AFTER] = "SELECT " MERGE_COLS ", user FROM merges"
-                                " WHERE user > ?2 ORDER BY user LIMIT ?1",
-        [ST_JOURNAL_INSERT] = "INSERT INTO journal (user, mailbox,"
-                              " mailbox_guid, uid, archive_mailbox,"
-                              " archive_uid, fingerprint)"
-                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        [ST_JOURNAL_LIST] = "SELECT seq, mailbox, mailbox_guid, uid,"
-                            " archive_mailbox, archive_uid, fingerprint"
-                            " FROM journal WHERE user = ?1 AND seq > ?2"
-                            " ORDER BY seq LIMIT ?3",
-        [ST_JOURNAL_SET_UID] = "UPDATE journal SET uid = ?4 WHERE seq ="
-                               " (SELECT seq FROM journal WHERE user = ?1"
-                               " AND archive_mailbox = ?2 AND archive_uid = ?3"
-                               " AND uid = 0 ORDER BY seq LIMIT 1)",
-        [ST_JOURNAL_DELETE] = "DELETE FROM journal WHERE user = ?1",
-        [ST_WINDOW_CLOSE] = "UPDATE windows SET closed = ?1 WHERE closed = 0",
-        [ST_WINDOW_INSERT] = "INSERT INTO windows (name, opened, until,"
-                             " closed) VALUES (?1, ?2, ?3, 0)",
-        [ST_WINDOW_SET_UNTIL] = "UPDATE windows SET until = ?2 WHERE id = ?1",
-        [ST_WINDOW_CURRENT] = "SELECT name, opened, until, closed, id"
-                              " FROM windows"
-                              " WHERE closed = 0 AND (until = 0 OR until > ?1)"
-                              " ORDER BY id DESC LIMIT 1",
-        [ST_DEDUP_GET] = "SELECT first_seen, host, queue_id, delivered,"
-                         " delivered_at FROM dedup WHERE window_name = ?1"
-                         " AND recipient = ?2 AND fingerprint = ?3"
-                         " AND expires > ?4",
+/* Every statement, with what it does for error messages ("check-and-set:
+   database is locked"); NULL: the caller says (BEGIN and COMMIT belong
+   to the operation that runs them). */
+static const struct {
+	const char *sql;
+	const char *what;
+} stmts[STMT_COUNT] = {
+        [ST_BEGIN] = {"BEGIN IMMEDIATE", NULL},
+        [ST_COMMIT] = {"COMMIT", NULL},
+        [ST_ROLLBACK] = {"ROLLBACK", NULL},
+        [ST_MERGE_GET] = {"SELECT " MERGE_COLS " FROM merges WHERE user = ?1",
+                          "reading the merge record"},
+        [ST_MERGE_PUT] = {"INSERT OR REPLACE INTO merges (user, " MERGE_COLS
+                          ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+                          " ?11, ?12)",
+                          "writing the merge record"},
+        [ST_MERGE_DELETE] = {"DELETE FROM merges WHERE user = ?1",
+                             "deleting the merge record"},
+        [ST_MERGE_LIST_FIRST] = {"SELECT " MERGE_COLS ", user FROM merges"
+                                 " ORDER BY user LIMIT ?1",
+                                 "listing merge records"},
+        [ST_MERGE_LIST_AFTER] = {"SELECT " MERGE_COLS ", user FROM merges"
+                                 " WHERE user > ?2 ORDER BY user LIMIT ?1",
+                                 "listing merge records"},
+        [ST_JOURNAL_INSERT] = {"INSERT INTO journal (user, mailbox,"
+                               " mailbox_guid, uid, archive_mailbox,"
+                               " archive_uid, fingerprint)"
+                               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                               "appending to the journal"},
+        [ST_JOURNAL_LIST] = {"SELECT seq, mailbox, mailbox_guid, uid,"
+                             " archive_mailbox, archive_uid, fingerprint"
+                             " FROM journal WHERE user = ?1 AND seq > ?2"
+                             " ORDER BY seq LIMIT ?3",
+                             "reading the journal"},
+        [ST_JOURNAL_SET_UID] = {"UPDATE journal SET uid = ?4 WHERE seq ="
+                                " (SELECT seq FROM journal WHERE user = ?1"
+                                " AND archive_mailbox = ?2 AND archive_uid = ?3"
+                                " AND uid = 0 ORDER BY seq LIMIT 1)",
+                                "setting a journal UID"},
+        [ST_JOURNAL_DELETE] = {"DELETE FROM journal WHERE user = ?1",
+                               "deleting the journal"},
+        [ST_WINDOW_CLOSE] = {"UPDATE windows SET closed = ?1 WHERE closed = 0",
+                             "closing the window"},
+        [ST_WINDOW_INSERT] = {"INSERT INTO windows (name, opened, until,"
+                              " closed) VALUES (?1, ?2, ?3, 0)",
+                              "opening a window"},
+        [ST_WINDOW_SET_UNTIL] = {"UPDATE windows SET until = ?2 WHERE id = ?1",
+                                 "opening a window"},
+        [ST_WINDOW_CURRENT] = {"SELECT name, opened, until, closed, id"
+                               " FROM windows"
+                               " WHERE closed = 0 AND (until = 0 OR until > ?1)"
+                               " ORDER BY id DESC LIMIT 1",
+                               "reading the current window"},
+        [ST_DEDUP_GET] = {"SELECT first_seen, host, queue_id, delivered,"
+                          " delivered_at FROM dedup WHERE window_name = ?1"
+                          " AND recipient = ?2 AND fingerprint = ?3"
+                          " AND expires > ?4",
+                          "check-and-set"},
         /* Inserts, or replaces an expired record (so its delivered flag does
-           not carry over); a live record is left alone: changes() says which
-           happened, in one statement. */
-        [ST_DEDUP_PUT] = "INSERT INTO dedup (window_name, recipient,"
-                         " fingerprint, first_seen, expires, host, queue_id,"
-                         " delivered, delivered_at)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)"
-                         " ON CONFLICT (window_name, recipient, fingerprint)"
-                         " DO UPDATE SET first_seen = excluded.first_seen,"
-                         " expires = excluded.expires, host = excluded.host,"
-                         " queue_id = excluded.queue_id, delivered = 0,"
-                         " delivered_at = 0"
-                         " WHERE dedup.expires <= excluded.first_seen",
+           not carry over); a live record is left alone: changes() says
+           which happened, in one statement. */
+        [ST_DEDUP_PUT] = {"INSERT INTO dedup (window_name, recipient,"
+                          " fingerprint, first_seen, expires, host, queue_id,"
+                          " delivered, delivered_at)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0)"
+                          " ON CONFLICT (window_name, recipient, fingerprint)"
+                          " DO UPDATE SET first_seen = excluded.first_seen,"
+                          " expires = excluded.expires, host = excluded.host,"
+                          " queue_id = excluded.queue_id, delivered = 0,"
+                          " delivered_at = 0"
+                          " WHERE dedup.expires <= excluded.first_seen",
+                          "check-and-set"},
         /* The first delivery time stays: later LMTP deliveries of the same
            copy (a retried transaction) do not move it. */
-        [ST_DEDUP_MARK] = "UPDATE dedup SET delivered_at = CASE WHEN delivered"
-                          " THEN delivered_at ELSE ?4 END, delivered = 1"
-                          " WHERE window_name = ?1 AND recipient = ?2"
-                          " AND fingerprint = ?3 AND expires > ?4",
+        [ST_DEDUP_MARK] = {"UPDATE dedup SET delivered_at = CASE WHEN delivered"
+                           " THEN delivered_at ELSE ?4 END, delivered = 1"
+                           " WHERE window_name = ?1 AND recipient = ?2"
+                           " AND fingerprint = ?3 AND expires > ?4",
+                           "marking delivered"},
         /* The dedup table has no index on expires: a second b-tree to update
-           halved check-and-set throughput (the milter's hot path), while a
-           purge (rare, in the background) can as well walk the primary key
-           in chunks, each in its own short transaction. */
-        [ST_DEDUP_PURGE_CHUNK_END] = "SELECT window_name, recipient,"
-                                     " fingerprint FROM dedup"
-                                     " WHERE (window_name, recipient,"
-                                     " fingerprint) > (?1, ?2, ?3)"
-                                     " ORDER BY window_name, recipient,"
-                                     " fingerprint LIMIT 1 OFFSET ?4",
-        [ST_DEDUP_PURGE_RANGE] = "DELETE FROM dedup WHERE (window_name,"
+           halved check-and-set throughput (the milter's hot path),
+           while a purge (rare, in the background) can as well walk the primary
+           key in chunks, each in its own short transaction. */
+        [ST_DEDUP_PURGE_CHUNK_END] = {"SELECT window_name, recipient,"
+                                      " fingerprint FROM dedup"
+                                      " WHERE (window_name, recipient,"
+                                      " fingerprint) > (?1, ?2, ?3)"
+                                      " ORDER BY window_name, recipient,"
+                                      " fingerprint LIMIT 1 OFFSET ?4",
+                                      "purging dedup records"},
+        [ST_DEDUP_PURGE_RANGE] = {"DELETE FROM dedup WHERE (window_name,"
+                                  " recipient, fingerprint) > (?1, ?2, ?3)"
+                                  " AND (window_name, recipient, fingerprint)"
+                                  " <= (?4, ?5, ?6) AND expires <= ?7",
+                                  "purging dedup records"},
+        [ST_DEDUP_PURGE_TAIL] = {"DELETE FROM dedup WHERE (window_name,"
                                  " recipient, fingerprint) > (?1, ?2, ?3)"
-                                 " AND (window_name, recipient, fingerprint)"
-                                 " <= (?4, ?5, ?6) AND expires <= ?7",
-        [ST_DEDUP_PURGE_TAIL] = "DELETE FROM dedup WHERE (window_name,"
-                                " recipient, fingerprint) > (?1, ?2, ?3)"
-                                " AND expires <= ?4",
-        [ST_DEDUP_STATS] = "SELECT coalesce(sum(expires > ?1), 0),"
-                           " coalesce(sum(expires > ?1 AND delivered), 0),"
-                           " coalesce(sum(expires <= ?1), 0) FROM dedup",
-        [ST_LEASE_GET] = "SELECT owner, expires FROM leases WHERE name = ?1",
+                                 " AND expires <= ?4",
+                                 "purging dedup records"},
+        [ST_DEDUP_STATS] = {"SELECT coalesce(sum(expires > ?1), 0),"
+                            " coalesce(sum(expires > ?1 AND delivered), 0),"
+                            " coalesce(sum(expires <= ?1), 0) FROM dedup",
+                            "reading dedup statistics"},
+        [ST_LEASE_GET] = {"SELECT owner, expires FROM leases WHERE name = ?1",
+                          "acquiring a lease"},
         /* Takes the lease if it is free, expired, or (?5) already ours. */
-        [ST_LEASE_PUT] = "INSERT INTO leases (name, owner, expires)"
-                         " VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE"
-                         " SET owner = excluded.owner,"
-                         " expires = excluded.expires"
-                         " WHERE leases.expires <= ?4"
-                         " OR (?5 AND leases.owner = excluded.owner)",
-        [ST_LEASE_SWAP] = "UPDATE leases SET owner = ?3, expires = ?4"
-                          " WHERE name = ?1 AND owner = ?2",
-        [ST_LEASE_RENEW] = "UPDATE leases SET expires = ?3"
+        [ST_LEASE_PUT] = {"INSERT INTO leases (name, owner, expires)"
+                          " VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE"
+                          " SET owner = excluded.owner,"
+                          " expires = excluded.expires"
+                          " WHERE leases.expires <= ?4"
+                          " OR (?5 AND leases.owner = excluded.owner)",
+                          "acquiring a lease"},
+        [ST_LEASE_SWAP] = {"UPDATE leases SET owner = ?3, expires = ?4"
                            " WHERE name = ?1 AND owner = ?2",
-        [ST_LEASE_RELEASE] = "DELETE FROM leases WHERE name = ?1"
-                             " AND owner = ?2",
+                           "taking over a lease"},
+        [ST_LEASE_RENEW] = {"UPDATE leases SET expires = ?3"
+                            " WHERE name = ?1 AND owner = ?2",
+                            "renewing a lease"},
+        [ST_LEASE_RELEASE] = {"DELETE FROM leases WHERE name = ?1"
+                              " AND owner = ?2",
+                              "releasing a lease"},
 };
 
 struct sqlite_state {
@@ -336,10 +367,40 @@ static int oom(struct sqlite_state *s)
 
 /* ---- statements ---- */
 
+/* The operations below are mostly one statement of the table with its
+   arguments: EXEC(s, ST_X, TEXT(user), INT(now)) binds them to ?1, ?2 ...
+   in order, runs the statement and resets it; QUERY() does the same for a
+   statement that returns rows and leaves the first one to read. */
+struct arg {
+	enum { ARG_TEXT, ARG_INT, ARG_BLOB } type;
+	const char *text; /* NULL binds NULL */
+	int64_t i;
+	const void *blob;
+	int blob_size;
+};
+#define TEXT(v) ((struct arg){.type = ARG_TEXT, .text = (v)})
+#define INT(v)  ((struct arg){.type = ARG_INT, .i = (int64_t)(v)})
+#define BLOB(v, n)                                                             \
+	((struct arg){.type = ARG_BLOB, .blob = (v), .blob_size = (n)})
+#define FP(v) BLOB((v), BF_FP_SIZE)
+#define ARGS(...)                                                              \
+	(const struct arg[]){__VA_ARGS__},                                     \
+	        sizeof((const struct arg[]){__VA_ARGS__}) / sizeof(struct arg)
+/* Rows changed, or -1. */
+#define EXEC(s, id, ...) stmt_run((s), (id), NULL, ARGS(__VA_ARGS__))
+/* The same, errors naming the operation what (a transaction's). */
+#define EXEC_AS(s, what, id, ...) stmt_run((s), (id), (what), ARGS(__VA_ARGS__))
+/* 1 the first row is ready in *stmt_r, 0 no row, -1 error; the caller
+   reads it (stmt_row() for the next) and ends with stmt_done(). */
+#define QUERY(s, id, stmt_r, ...)                                              \
+	stmt_query((s), (id), NULL, (stmt_r), ARGS(__VA_ARGS__))
+#define QUERY_AS(s, what, id, stmt_r, ...)                                     \
+	stmt_query((s), (id), (what), (stmt_r), ARGS(__VA_ARGS__))
+
 static sqlite3_stmt *stmt_get(struct sqlite_state *s, enum stmt_id id)
 {
 	if (s->stmts[id] == NULL &&
-	    sqlite3_prepare_v3(s->db, stmt_sql[id], -1,
+	    sqlite3_prepare_v3(s->db, stmts[id].sql, -1,
 	                       SQLITE_PREPARE_PERSISTENT, &s->stmts[id],
 	                       NULL) != SQLITE_OK) {
 		db_error(s, "preparing a statement");
@@ -348,40 +409,61 @@ static sqlite3_stmt *stmt_get(struct sqlite_state *s, enum stmt_id id)
 	return s->stmts[id];
 }
 
-static void bind_text(sqlite3_stmt *stmt, int idx, const char *value)
+/* Statement id, prepared on first use, with args bound to ?1 ... ?n.
+   SQLITE_STATIC: the values outlive the statement's run (stmt_done()
+   clears the bindings). */
+static sqlite3_stmt *stmt_bind(struct sqlite_state *s, enum stmt_id id,
+                               const struct arg *args, size_t n)
 {
-	if (value == NULL)
-		sqlite3_bind_null(stmt, idx);
-	else
-		sqlite3_bind_text(stmt, idx, value, -1, SQLITE_STATIC);
-}
+	sqlite3_stmt *stmt = stmt_get(s, id);
+	size_t i;
 
-static void bind_int(sqlite3_stmt *stmt, int idx, int64_t value)
-{
-	sqlite3_bind_int64(stmt, idx, value);
-}
+	for (i = 0; stmt != NULL && i < n; i++) {
+		int idx = (int)i + 1;
 
-static void bind_fp(sqlite3_stmt *stmt, int idx,
-                    const unsigned char fp[BF_FP_SIZE])
-{
-	sqlite3_bind_blob(stmt, idx, fp, BF_FP_SIZE, SQLITE_STATIC);
-}
-
-/* Steps a statement that returns no rows.  Returns the number of rows it
-   changed, or -1. */
-static int stmt_exec(struct sqlite_state *s, sqlite3_stmt *stmt,
-                     const char *what)
-{
-	int ret = sqlite3_step(stmt);
-
-	if (ret != SQLITE_DONE && ret != SQLITE_ROW) {
-		db_error(s, what);
-		sqlite3_reset(stmt);
-		sqlite3_clear_bindings(stmt);
-		return -1;
+		switch (args[i].type) {
+		case ARG_TEXT:
+			if (args[i].text == NULL)
+				sqlite3_bind_null(stmt, idx);
+			else
+				sqlite3_bind_text(stmt, idx, args[i].text, -1,
+				                  SQLITE_STATIC);
+			break;
+		case ARG_INT:
+			sqlite3_bind_int64(stmt, idx, args[i].i);
+			break;
+		case ARG_BLOB:
+			sqlite3_bind_blob(stmt, idx, args[i].blob,
+			                  args[i].blob_size, SQLITE_STATIC);
+			break;
+		}
 	}
+	return stmt;
+}
+
+static void stmt_done(sqlite3_stmt *stmt)
+{
+	if (stmt == NULL)
+		return;
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
+}
+
+static int stmt_run(struct sqlite_state *s, enum stmt_id id, const char *what,
+                    const struct arg *args, size_t n)
+{
+	sqlite3_stmt *stmt = stmt_bind(s, id, args, n);
+	int ret;
+
+	if (stmt == NULL)
+		return -1;
+	ret = sqlite3_step(stmt);
+	if (ret != SQLITE_DONE && ret != SQLITE_ROW) {
+		db_error(s, what != NULL ? what : stmts[id].what);
+		stmt_done(stmt);
+		return -1;
+	}
+	stmt_done(stmt);
 	return sqlite3_changes(s->db);
 }
 
@@ -399,17 +481,24 @@ static int stmt_row(struct sqlite_state *s, sqlite3_stmt *stmt,
 	return db_error(s, what);
 }
 
-static void stmt_done(sqlite3_stmt *stmt)
+static int stmt_query(struct sqlite_state *s, enum stmt_id id, const char *what,
+                      sqlite3_stmt **stmt_r, const struct arg *args, size_t n)
 {
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
+	*stmt_r = stmt_bind(s, id, args, n);
+	if (*stmt_r == NULL)
+		return -1;
+	return stmt_row(s, *stmt_r, what != NULL ? what : stmts[id].what);
+}
+
+/* 1/0: whether a statement changed a row (-1 stays). */
+static int changed(int ret)
+{
+	return ret < 0 ? -1 : ret > 0;
 }
 
 static int run(struct sqlite_state *s, enum stmt_id id, const char *what)
 {
-	sqlite3_stmt *stmt = stmt_get(s, id);
-
-	return stmt == NULL ? -1 : stmt_exec(s, stmt, what);
+	return stmt_run(s, id, what, NULL, 0);
 }
 
 /* A text column as a malloc()ed string; NULL stays NULL. */
@@ -445,9 +534,9 @@ static void tx_rollback(struct sqlite_state *s)
 	if (sqlite3_get_autocommit(s->db))
 		return;
 	stmt = s->stmts[ST_ROLLBACK];
-	if (stmt == NULL && sqlite3_prepare_v3(s->db, stmt_sql[ST_ROLLBACK], -1,
-	                                       SQLITE_PREPARE_PERSISTENT, &stmt,
-	                                       NULL) != SQLITE_OK) {
+	if (stmt == NULL && sqlite3_prepare_v3(s->db, stmts[ST_ROLLBACK].sql,
+	                                       -1, SQLITE_PREPARE_PERSISTENT,
+	                                       &stmt, NULL) != SQLITE_OK) {
 		sqlite3_finalize(stmt);
 		return;
 	}
@@ -930,13 +1019,10 @@ static int sqlite_merge_get(struct bf_state *state, const char *user,
                             struct bf_merge_record *rec_r)
 {
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_MERGE_GET);
+	sqlite3_stmt *stmt;
 	int ret;
 
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, user);
-	ret = stmt_row(s, stmt, "reading the merge record");
+	ret = QUERY(s, ST_MERGE_GET, &stmt, TEXT(user));
 	if (ret > 0 && merge_from_row(s, stmt, rec_r) < 0)
 		ret = -1;
 	stmt_done(stmt);
@@ -946,23 +1032,14 @@ static int sqlite_merge_get(struct bf_state *state, const char *user,
 static int merge_put(struct sqlite_state *s, const char *user,
                      const struct bf_merge_record *rec)
 {
-	sqlite3_stmt *stmt = stmt_get(s, ST_MERGE_PUT);
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, user);
-	bind_text(stmt, 2, bf_merge_status_name(rec->status));
-	bind_text(stmt, 3, rec->cursor);
-	bind_int(stmt, 4, (int64_t)rec->archived);
-	bind_int(stmt, 5, (int64_t)rec->added);
-	bind_int(stmt, 6, (int64_t)rec->duplicates);
-	bind_int(stmt, 7, (int64_t)rec->skipped);
-	bind_int(stmt, 8, (int64_t)rec->uidl_collisions);
-	bind_int(stmt, 9, rec->started);
-	bind_int(stmt, 10, rec->finished);
-	bind_int(stmt, 11, rec->updated);
-	bind_text(stmt, 12, rec->last_error);
-	return stmt_exec(s, stmt, "writing the merge record") < 0 ? -1 : 0;
+	return EXEC(s, ST_MERGE_PUT, TEXT(user),
+	            TEXT(bf_merge_status_name(rec->status)), TEXT(rec->cursor),
+	            INT(rec->archived), INT(rec->added), INT(rec->duplicates),
+	            INT(rec->skipped), INT(rec->uidl_collisions),
+	            INT(rec->started), INT(rec->finished), INT(rec->updated),
+	            TEXT(rec->last_error)) < 0
+	               ? -1
+	               : 0;
 }
 
 static int sqlite_merge_put(struct bf_state *state, const char *user,
@@ -973,25 +1050,16 @@ static int sqlite_merge_put(struct bf_state *state, const char *user,
 
 static int sqlite_merge_delete(struct bf_state *state, const char *user)
 {
+	static const char *const what = "deleting the merge record";
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt;
 	int ret;
 
-	if (tx_begin(s, "deleting the merge record") < 0)
+	if (tx_begin(s, what) < 0)
 		return -1;
-	ret = -1;
-	stmt = stmt_get(s, ST_MERGE_DELETE);
-	if (stmt != NULL) {
-		bind_text(stmt, 1, user);
-		ret = stmt_exec(s, stmt, "deleting the merge record");
-	}
-	if (ret >= 0 && (stmt = stmt_get(s, ST_JOURNAL_DELETE)) != NULL) {
-		bind_text(stmt, 1, user);
-		ret = stmt_exec(s, stmt, "deleting the journal");
-	} else {
-		ret = -1;
-	}
-	return tx_end(s, ret < 0 ? -1 : 0, "deleting the merge record");
+	ret = EXEC(s, ST_MERGE_DELETE, TEXT(user));
+	if (ret >= 0)
+		ret = EXEC(s, ST_JOURNAL_DELETE, TEXT(user));
+	return tx_end(s, ret < 0 ? -1 : 0, what);
 }
 
 static int sqlite_merge_list(struct bf_state *state, const char *after_user,
@@ -1002,24 +1070,18 @@ static int sqlite_merge_list(struct bf_state *state, const char *after_user,
 	struct bf_merge_row *rows;
 	sqlite3_stmt *stmt;
 	size_t count = 0;
-	int ret = 0;
+	int ret;
 
 	*rows_r = NULL;
 	*count_r = 0;
 	rows = calloc(max, sizeof(*rows));
 	if (rows == NULL)
 		return oom(s);
-	stmt = stmt_get(s, after_user == NULL ? ST_MERGE_LIST_FIRST
-	                                      : ST_MERGE_LIST_AFTER);
-	if (stmt == NULL) {
-		free(rows);
-		return -1;
-	}
-	bind_int(stmt, 1, (int64_t)max);
-	if (after_user != NULL)
-		bind_text(stmt, 2, after_user);
-	while (count < max &&
-	       (ret = stmt_row(s, stmt, "listing merge records")) > 0) {
+	ret = after_user == NULL
+	              ? QUERY(s, ST_MERGE_LIST_FIRST, &stmt, INT(max))
+	              : QUERY(s, ST_MERGE_LIST_AFTER, &stmt, INT(max),
+	                      TEXT(after_user));
+	while (ret > 0 && count < max) {
 		if (merge_from_row(s, stmt, &rows[count].rec) < 0) {
 			ret = -1;
 			break;
@@ -1031,6 +1093,8 @@ static int sqlite_merge_list(struct bf_state *state, const char *after_user,
 			break;
 		}
 		count++;
+		if (count < max)
+			ret = stmt_row(s, stmt, "listing merge records");
 	}
 	stmt_done(stmt);
 	if (ret < 0) {
@@ -1051,24 +1115,18 @@ static int sqlite_journal_append(struct bf_state *state, const char *user,
 {
 	static const char *const what = "appending to the journal";
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt;
+	const struct bf_journal_entry *e;
 	size_t i;
 	int ret = 0;
 
 	if (tx_begin(s, what) < 0)
 		return -1;
-	stmt = count == 0 ? NULL : stmt_get(s, ST_JOURNAL_INSERT);
-	if (count > 0 && stmt == NULL)
-		ret = -1;
 	for (i = 0; i < count && ret == 0; i++) {
-		bind_text(stmt, 1, user);
-		bind_text(stmt, 2, entries[i].mailbox);
-		bind_text(stmt, 3, entries[i].mailbox_guid);
-		bind_int(stmt, 4, entries[i].uid);
-		bind_text(stmt, 5, entries[i].archive_mailbox);
-		bind_int(stmt, 6, entries[i].archive_uid);
-		bind_fp(stmt, 7, entries[i].fingerprint);
-		if (stmt_exec(s, stmt, what) < 0)
+		e = &entries[i];
+		if (EXEC(s, ST_JOURNAL_INSERT, TEXT(user), TEXT(e->mailbox),
+		         TEXT(e->mailbox_guid), INT(e->uid),
+		         TEXT(e->archive_mailbox), INT(e->archive_uid),
+		         FP(e->fingerprint)) < 0)
 			ret = -1;
 	}
 	if (ret == 0 && rec != NULL)
@@ -1084,23 +1142,16 @@ static int sqlite_journal_list(struct bf_state *state, const char *user,
 	struct bf_journal_row *rows, *row;
 	sqlite3_stmt *stmt;
 	size_t count = 0;
-	int ret = 0;
+	int ret;
 
 	*rows_r = NULL;
 	*count_r = 0;
 	rows = calloc(max, sizeof(*rows));
 	if (rows == NULL)
 		return oom(s);
-	stmt = stmt_get(s, ST_JOURNAL_LIST);
-	if (stmt == NULL) {
-		free(rows);
-		return -1;
-	}
-	bind_text(stmt, 1, user);
-	bind_int(stmt, 2, (int64_t)after_seq);
-	bind_int(stmt, 3, (int64_t)max);
-	while (count < max &&
-	       (ret = stmt_row(s, stmt, "reading the journal")) > 0) {
+	ret = QUERY(s, ST_JOURNAL_LIST, &stmt, TEXT(user), INT(after_seq),
+	            INT(max));
+	while (ret > 0 && count < max) {
 		row = &rows[count++];
 		row->seq = (uint64_t)sqlite3_column_int64(stmt, 0);
 		row->uid = (uint32_t)sqlite3_column_int64(stmt, 3);
@@ -1114,6 +1165,8 @@ static int sqlite_journal_list(struct bf_state *state, const char *user,
 			ret = -1;
 			break;
 		}
+		if (count < max)
+			ret = stmt_row(s, stmt, "reading the journal");
 	}
 	stmt_done(stmt);
 	if (ret < 0) {
@@ -1129,29 +1182,13 @@ static int sqlite_journal_set_uid(struct bf_state *state, const char *user,
                                   const char *archive_mailbox,
                                   uint32_t archive_uid, uint32_t uid)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_JOURNAL_SET_UID);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, user);
-	bind_text(stmt, 2, archive_mailbox);
-	bind_int(stmt, 3, archive_uid);
-	bind_int(stmt, 4, uid);
-	ret = stmt_exec(s, stmt, "setting a journal UID");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(SQ(state), ST_JOURNAL_SET_UID, TEXT(user),
+	                    TEXT(archive_mailbox), INT(archive_uid), INT(uid)));
 }
 
 static int sqlite_journal_delete(struct bf_state *state, const char *user)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_JOURNAL_DELETE);
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, user);
-	return stmt_exec(s, stmt, "deleting the journal") < 0 ? -1 : 0;
+	return EXEC(SQ(state), ST_JOURNAL_DELETE, TEXT(user)) < 0 ? -1 : 0;
 }
 
 /* ---- windows ---- */
@@ -1160,13 +1197,10 @@ static int sqlite_journal_delete(struct bf_state *state, const char *user)
 static int window_current(struct sqlite_state *s, time_t now, const char *what,
                           struct bf_window *window_r, int64_t *id_r)
 {
-	sqlite3_stmt *stmt = stmt_get(s, ST_WINDOW_CURRENT);
+	sqlite3_stmt *stmt;
 	int ret;
 
-	if (stmt == NULL)
-		return -1;
-	bind_int(stmt, 1, now);
-	ret = stmt_row(s, stmt, what);
+	ret = QUERY_AS(s, what, ST_WINDOW_CURRENT, &stmt, INT(now));
 	if (ret > 0) {
 		window_r->opened = (time_t)sqlite3_column_int64(stmt, 1);
 		window_r->until = (time_t)sqlite3_column_int64(stmt, 2);
@@ -1187,7 +1221,6 @@ static int sqlite_window_open(struct bf_state *state, const char *name,
 {
 	static const char *const what = "opening a window";
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt;
 	int64_t id = 0;
 	int ret;
 
@@ -1199,46 +1232,22 @@ static int sqlite_window_open(struct bf_state *state, const char *name,
 		/* the same window: it keeps its opened time */
 		if (previous_r->until == until)
 			return tx_end(s, 1, what);
-		ret = -1;
-		if ((stmt = stmt_get(s, ST_WINDOW_SET_UNTIL)) != NULL) {
-			bind_int(stmt, 1, id);
-			bind_int(stmt, 2, until);
-			ret = stmt_exec(s, stmt, what);
-		}
+		ret = EXEC(s, ST_WINDOW_SET_UNTIL, INT(id), INT(until));
 		return tx_end(s, ret < 0 ? -1 : 1, what);
 	}
 	if (ret > 0 && exclusive)
 		return tx_end(s, 0, what);
-	if (ret >= 0) {
-		ret = -1;
-		if ((stmt = stmt_get(s, ST_WINDOW_CLOSE)) != NULL) {
-			bind_int(stmt, 1, now);
-			ret = stmt_exec(s, stmt, what);
-		}
-	}
-	if (ret >= 0) {
-		ret = -1;
-		if ((stmt = stmt_get(s, ST_WINDOW_INSERT)) != NULL) {
-			bind_text(stmt, 1, name);
-			bind_int(stmt, 2, now);
-			bind_int(stmt, 3, until);
-			ret = stmt_exec(s, stmt, what);
-		}
-	}
+	if (ret >= 0)
+		ret = EXEC_AS(s, what, ST_WINDOW_CLOSE, INT(now));
+	if (ret >= 0)
+		ret = EXEC(s, ST_WINDOW_INSERT, TEXT(name), INT(now),
+		           INT(until));
 	return tx_end(s, ret < 0 ? -1 : 1, what);
 }
 
 static int sqlite_window_close(struct bf_state *state, time_t now)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_WINDOW_CLOSE);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_int(stmt, 1, now);
-	ret = stmt_exec(s, stmt, "closing the window");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(SQ(state), ST_WINDOW_CLOSE, INT(now)));
 }
 
 static int sqlite_window_current(struct bf_state *state, time_t now,
@@ -1246,31 +1255,22 @@ static int sqlite_window_current(struct bf_state *state, time_t now,
 {
 	int64_t id;
 
-	return window_current(SQ(state), now, "reading the current window",
-	                      window_r, &id);
+	return window_current(SQ(state), now, NULL, window_r, &id);
 }
 
 /* ---- dedup ---- */
 
-static void bind_dedup_key(sqlite3_stmt *stmt, const struct bf_dedup_key *key)
-{
-	bind_text(stmt, 1, key->window);
-	bind_text(stmt, 2, key->recipient);
-	bind_fp(stmt, 3, key->fingerprint);
-}
+#define KEY(key)                                                               \
+	TEXT((key)->window), TEXT((key)->recipient), FP((key)->fingerprint)
 
 /* 1 a live record exists (first_r, if not NULL, filled), 0 none. */
 static int dedup_get(struct sqlite_state *s, const struct bf_dedup_key *key,
                      time_t now, struct bf_dedup_first *first_r)
 {
-	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_GET);
+	sqlite3_stmt *stmt;
 	int ret;
 
-	if (stmt == NULL)
-		return -1;
-	bind_dedup_key(stmt, key);
-	bind_int(stmt, 4, now);
-	ret = stmt_row(s, stmt, "check-and-set");
+	ret = QUERY(s, ST_DEDUP_GET, &stmt, KEY(key), INT(now));
 	if (ret > 0 && first_r != NULL) {
 		first_r->first_seen = (time_t)sqlite3_column_int64(stmt, 0);
 		first_r->delivered = sqlite3_column_int(stmt, 3) != 0;
@@ -1288,18 +1288,9 @@ static int dedup_put(struct sqlite_state *s, const struct bf_dedup_key *key,
                      time_t now, unsigned int ttl, const char *host,
                      const char *queue_id)
 {
-	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_PUT);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_dedup_key(stmt, key);
-	bind_int(stmt, 4, now);
-	bind_int(stmt, 5, now + (time_t)ttl);
-	bind_text(stmt, 6, host);
-	bind_text(stmt, 7, queue_id);
-	ret = stmt_exec(s, stmt, "check-and-set");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(s, ST_DEDUP_PUT, KEY(key), INT(now),
+	                    INT(now + (time_t)ttl), TEXT(host),
+	                    TEXT(queue_id)));
 }
 
 /* The milter's common case, one recipient, without BEGIN and COMMIT: the
@@ -1359,16 +1350,7 @@ static int sqlite_dedup_mark_delivered(struct bf_state *state,
                                        const struct bf_dedup_key *key,
                                        time_t now)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_MARK);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_dedup_key(stmt, key);
-	bind_int(stmt, 4, now);
-	ret = stmt_exec(s, stmt, "marking delivered");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(SQ(state), ST_DEDUP_MARK, KEY(key), INT(now)));
 }
 
 /* A primary key of the dedup table, owned. */
@@ -1386,16 +1368,12 @@ static void dedup_pk_clear(struct dedup_pk *pk)
 	memset(pk, 0, sizeof(*pk));
 }
 
-static void bind_dedup_pk(sqlite3_stmt *stmt, int idx,
-                          const struct dedup_pk *pk)
-{
-	/* The walk starts before ('', '', x''): keys have a non-empty
-	   window and recipient. */
-	bind_text(stmt, idx, pk->window != NULL ? pk->window : "");
-	bind_text(stmt, idx + 1, pk->recipient != NULL ? pk->recipient : "");
-	sqlite3_bind_blob(stmt, idx + 2, pk->fp != NULL ? pk->fp : "",
-	                  pk->fp_size, SQLITE_STATIC);
-}
+/* The walk starts before ('', '', x''): keys have a non-empty window and
+   recipient. */
+#define PK(pk)                                                                 \
+	TEXT((pk)->window != NULL ? (pk)->window : ""),                        \
+	        TEXT((pk)->recipient != NULL ? (pk)->recipient : ""),          \
+	        BLOB((pk)->fp != NULL ? (pk)->fp : "", (pk)->fp_size)
 
 /* One chunk of the walk: deletes the expired records among the next
    PURGE_CHUNK keys after *start and advances *start.  1 more to do, 0 at
@@ -1411,11 +1389,8 @@ static int purge_chunk(struct sqlite_state *s, struct dedup_pk *start,
 	memset(&end, 0, sizeof(end));
 	if (tx_begin(s, what) < 0)
 		return -1;
-	if ((stmt = stmt_get(s, ST_DEDUP_PURGE_CHUNK_END)) == NULL)
-		return tx_end(s, -1, what);
-	bind_dedup_pk(stmt, 1, start);
-	bind_int(stmt, 4, PURGE_CHUNK - 1);
-	more = stmt_row(s, stmt, what);
+	more = QUERY(s, ST_DEDUP_PURGE_CHUNK_END, &stmt, PK(start),
+	             INT(PURGE_CHUNK - 1));
 	if (more > 0) {
 		const void *blob = sqlite3_column_blob(stmt, 2);
 
@@ -1433,19 +1408,9 @@ static int purge_chunk(struct sqlite_state *s, struct dedup_pk *start,
 		return tx_end(s, -1, what);
 	}
 
-	stmt = stmt_get(s,
-	                more > 0 ? ST_DEDUP_PURGE_RANGE : ST_DEDUP_PURGE_TAIL);
-	ret = -1;
-	if (stmt != NULL) {
-		bind_dedup_pk(stmt, 1, start);
-		if (more > 0) {
-			bind_dedup_pk(stmt, 4, &end);
-			bind_int(stmt, 7, now);
-		} else {
-			bind_int(stmt, 4, now);
-		}
-		ret = stmt_exec(s, stmt, what);
-	}
+	ret = more > 0 ? EXEC(s, ST_DEDUP_PURGE_RANGE, PK(start), PK(&end),
+	                      INT(now))
+	               : EXEC(s, ST_DEDUP_PURGE_TAIL, PK(start), INT(now));
 	if (tx_end(s, ret < 0 ? -1 : 0, what) < 0) {
 		dedup_pk_clear(&end);
 		return -1;
@@ -1475,13 +1440,10 @@ static int sqlite_dedup_stats(struct bf_state *state, time_t now,
                               struct bf_dedup_stats *stats_r)
 {
 	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_DEDUP_STATS);
+	sqlite3_stmt *stmt;
 	int ret;
 
-	if (stmt == NULL)
-		return -1;
-	bind_int(stmt, 1, now);
-	ret = stmt_row(s, stmt, "reading dedup statistics");
+	ret = QUERY(s, ST_DEDUP_STATS, &stmt, INT(now));
 	if (ret > 0) {
 		stats_r->records = (uint64_t)sqlite3_column_int64(stmt, 0);
 		stats_r->delivered = (uint64_t)sqlite3_column_int64(stmt, 1);
@@ -1497,18 +1459,9 @@ static int lease_put(struct sqlite_state *s, const char *name,
                      const char *owner, time_t now, unsigned int ttl,
                      bool reentrant)
 {
-	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_PUT);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, name);
-	bind_text(stmt, 2, owner);
-	bind_int(stmt, 3, now + (time_t)ttl);
-	bind_int(stmt, 4, now);
-	bind_int(stmt, 5, reentrant ? 1 : 0);
-	ret = stmt_exec(s, stmt, "acquiring a lease");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(s, ST_LEASE_PUT, TEXT(name), TEXT(owner),
+	                    INT(now + (time_t)ttl), INT(now),
+	                    INT(reentrant ? 1 : 0)));
 }
 
 static int sqlite_lease_acquire(struct bf_state *state, const char *name,
@@ -1531,10 +1484,7 @@ static int sqlite_lease_acquire(struct bf_state *state, const char *name,
 		return -1;
 	ret = lease_put(s, name, owner, now, ttl, reentrant);
 	if (ret == 0) {
-		if ((stmt = stmt_get(s, ST_LEASE_GET)) == NULL)
-			return tx_end(s, -1, what);
-		bind_text(stmt, 1, name);
-		ret = stmt_row(s, stmt, what);
+		ret = QUERY(s, ST_LEASE_GET, &stmt, TEXT(name));
 		if (ret > 0)
 			ret = col_str(s, stmt, 0, holder_r) < 0 ? -1 : 0;
 		stmt_done(stmt);
@@ -1551,49 +1501,23 @@ static int sqlite_lease_swap(struct bf_state *state, const char *name,
                              const char *expected_holder, const char *owner,
                              time_t now, unsigned int ttl)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_SWAP);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, name);
-	bind_text(stmt, 2, expected_holder);
-	bind_text(stmt, 3, owner);
-	bind_int(stmt, 4, now + (time_t)ttl);
-	ret = stmt_exec(s, stmt, "taking over a lease");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(SQ(state), ST_LEASE_SWAP, TEXT(name),
+	                    TEXT(expected_holder), TEXT(owner),
+	                    INT(now + (time_t)ttl)));
 }
 
 static int sqlite_lease_renew(struct bf_state *state, const char *name,
                               const char *owner, time_t now, unsigned int ttl)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_RENEW);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, name);
-	bind_text(stmt, 2, owner);
-	bind_int(stmt, 3, now + (time_t)ttl);
-	ret = stmt_exec(s, stmt, "renewing a lease");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(EXEC(SQ(state), ST_LEASE_RENEW, TEXT(name), TEXT(owner),
+	                    INT(now + (time_t)ttl)));
 }
 
 static int sqlite_lease_release(struct bf_state *state, const char *name,
                                 const char *owner)
 {
-	struct sqlite_state *s = SQ(state);
-	sqlite3_stmt *stmt = stmt_get(s, ST_LEASE_RELEASE);
-	int ret;
-
-	if (stmt == NULL)
-		return -1;
-	bind_text(stmt, 1, name);
-	bind_text(stmt, 2, owner);
-	ret = stmt_exec(s, stmt, "releasing a lease");
-	return ret < 0 ? -1 : ret > 0;
+	return changed(
+	        EXEC(SQ(state), ST_LEASE_RELEASE, TEXT(name), TEXT(owner)));
 }
 
 const struct bf_state_backend bf_state_backend_sqlite = {
