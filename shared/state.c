@@ -1,8 +1,8 @@
 /* The backend-independent half of the state store: URI dispatch, argument
    checks, error text, and the logic built on top of the backends' atomic
    operations (dead-holder takeover of leases, slots, batched iteration).
-   Backends (state-sqlite.c, later state-redis.c) implement
-   state-private.h and nothing above it. */
+   Backends (state-sqlite.c, state-redis*.c) implement state-private.h
+   and nothing above it. */
 
 #include "state-private.h"
 

@@ -3,7 +3,10 @@
 
 /* The state store: merge progress, the journal of what a merge added,
    restore windows, dedup records and leases.  One API; the backend is
-   chosen by URI ("sqlite:/var/lib/backfill/state.db" today).
+   chosen by URI: "sqlite:/var/lib/backfill/state.db" (the default, one
+   host) or "redis://host:port/db" and "redis+unix:///path.sock" (several
+   hosts sharing one store), see docs/state-store.md.  Both keep the same
+   promises and pass the same tests.
 
    Conventions:
    - Functions return -1 on error with *error_r set, otherwise 0, or 1/0 for

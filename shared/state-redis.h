@@ -1,0 +1,147 @@
+#ifndef BF_STATE_REDIS_H
+#define BF_STATE_REDIS_H
+
+/* The Redis backend's own modules, private to it:
+   - state-redis-uri.c    the URI: redis://... and redis+unix://...
+   - state-redis-conn.c   the connection: command arguments, connecting,
+                          AUTH/SELECT, timeouts, errors, reconnecting
+   - state-redis-values.c the values stored in Redis read back into
+                          records (every one of them may be damaged or
+                          foreign: the parsers are fuzzed)
+   - state-redis.c        the operations: Lua scripts and the keys. */
+
+#include "state-private.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* ---- the URI ---- */
+
+#define BF_REDIS_DEFAULT_PORT       6379
+#define BF_REDIS_DEFAULT_TIMEOUT_MS 2000
+#define BF_REDIS_MAX_TIMEOUT_MS     600000
+#define BF_REDIS_DEFAULT_PREFIX     "backfill:"
+
+struct bf_redis_uri {
+	char *host; /* TCP */
+	int port;
+	char *socket_path; /* unix socket */
+	char *user, *password;
+	unsigned int db;
+	char *prefix;
+	int timeout_ms;
+};
+
+/* Parses location (the URI after "redis:" or "redis+unix:") into uri
+   (all of it freed with bf_redis_uri_clear(), also after an error).  -1
+   with a malloc()ed message in *error_r (never quoting the password). */
+int bf_redis_uri_parse(const char *location, bool unix_socket,
+                       struct bf_redis_uri *uri, char **error_r);
+void bf_redis_uri_clear(struct bf_redis_uri *uri);
+/* What error messages call the store: the server, without credentials
+   (malloc()ed, NULL when out of memory). */
+char *bf_redis_uri_name(const struct bf_redis_uri *uri);
+
+/* ---- the connection ---- */
+
+struct redisContext;
+struct redisReply;
+
+struct redis_state {
+	struct bf_state state;
+
+	struct redisContext *ctx; /* NULL: connect at the next call */
+	pid_t ctx_pid;            /* the process that connected it */
+	struct bf_redis_uri uri;
+	/* The one in force: the URI's, or the caller's wait limit (see
+	   bf_state_set_wait_limit()). */
+	int timeout_ms;
+};
+
+#define RS(state) ((struct redis_state *)(state))
+
+/* argv of one command; strings are borrowed or owned (freed with it). */
+struct bf_rargs {
+	const char **argv;
+	size_t *lens;
+	char **owned;
+	size_t count, alloc;
+	bool failed; /* out of memory: the command is not sent */
+};
+
+void bf_rargs_add(struct bf_rargs *a, const char *s, size_t len);
+void bf_rargs_str(struct bf_rargs *a, const char *s);
+/* Takes s (malloc()ed, NULL = out of memory). */
+void bf_rargs_take(struct bf_rargs *a, char *s, size_t len);
+void bf_rargs_printf(struct bf_rargs *a, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+void bf_rargs_free(struct bf_rargs *a);
+
+/* Opens a handle and connects (a wrong address or password is reported
+   at once); later failures are per call, and reconnect. */
+int bf_redis_open(const char *location, bool unix_socket,
+                  struct bf_state **state_r, char **error_r);
+void bf_redis_close(struct bf_state *state);
+void bf_redis_set_wait_limit(struct bf_state *state, unsigned int ms);
+
+/* Connects unless connected (again after fork() or when the server
+   closed the connection). */
+int bf_redis_connect(struct redis_state *r, const char *what);
+/* Sends one command on the connection and reads its reply, error replies
+   included.  -1 on I/O errors (connection dropped). */
+int bf_redis_send(struct redis_state *r, const struct bf_rargs *a,
+                  const char *what, struct redisReply **reply_r);
+/* One command (connecting first); error replies are errors.  *reply_r to
+   freeReplyObject(). */
+int bf_redis_call(struct redis_state *r, const struct bf_rargs *a,
+                  const char *what, struct redisReply **reply_r);
+void bf_redis_drop(struct redis_state *r);
+/* Drops the connection after an I/O error on it and describes it. */
+int bf_redis_conn_failed(struct redis_state *r, const char *what);
+/* An error reply of the server, with what the operator can do. */
+int bf_redis_reply_error(struct redis_state *r, const char *what,
+                         const struct redisReply *reply);
+/* Frees reply. */
+int bf_redis_bad_reply(struct redis_state *r, const char *what,
+                       struct redisReply *reply);
+int bf_redis_oom(struct redis_state *r);
+
+/* SIGPIPE blocked around a write (pipelined commands). */
+struct bf_redis_sigpipe_guard {
+	sigset_t old;
+	bool was_pending;
+};
+void bf_redis_sigpipe_block(struct bf_redis_sigpipe_guard *g);
+void bf_redis_sigpipe_restore(struct bf_redis_sigpipe_guard *g);
+
+/* ---- stored values ---- */
+
+/* Every parser takes the value as Redis returned it (len bytes, NUL at
+   str[len] as hiredis gives it) and refuses what backfill did not write;
+   none trusts a length or a number inside the value. */
+
+/* The numeric fields of a merge record's hash after status, cursor and
+   last_error: 5 counters then 3 times. */
+extern const char *const bf_redis_merge_num_fields[8];
+void bf_redis_merge_num_ptrs(struct bf_merge_record *rec, uint64_t *u[5],
+                             time_t *t[3]);
+/* One field/value pair of the hash into rec (zeroed by the caller first).
+   1 it was the status, 0 another or an unknown field, -1 out of memory
+   (rec cleared).  A record without status reads as failed: the caller
+   sets it. */
+int bf_redis_merge_field(struct bf_merge_record *rec, const char *field,
+                         const char *value, size_t len);
+/* A journal entry (see state-redis.c); false: damaged (row may hold
+   strings to free with the row). */
+bool bf_redis_journal_parse(const char *str, size_t len,
+                            struct bf_journal_row *row);
+/* "opened:until:closed:name"; false: damaged. */
+bool bf_redis_window_parse(const char *str, size_t len,
+                           struct bf_window *window);
+/* A dedup record; false: damaged (first cleared). */
+bool bf_redis_dedup_first_parse(const char *str, size_t len,
+                                struct bf_dedup_first *first);
+
+#endif
