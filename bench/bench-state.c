@@ -18,11 +18,9 @@
    store will use (e.g. /var/lib/backfill) for figures that mean
    something.  RECORDS defaults to 200000. */
 
+#include "state-fixture.h"
 #include "state.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,11 +30,7 @@
 #include <unistd.h>
 
 #ifdef BF_HAVE_REDIS
-#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
 #endif
 
 #define DEFAULT_OPS     4000
@@ -66,23 +60,6 @@ static const char *const workload_names[] = {
 
 /* The Redis URIs of the private server, "" when there is none. */
 static char redis_unix_uri[600], redis_tcp_uri[64];
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static void fill_fp(unsigned char fp[BF_FP_SIZE], unsigned int proc,
                     unsigned int op)
@@ -194,50 +171,11 @@ static int run_store(enum workload w, const char *uri, unsigned int proc,
 /* ---- the private redis-server ---- */
 
 #ifdef BF_HAVE_REDIS
-static pid_t redis_pid;
-static char redis_sock[560];
-static int redis_port;
-
-static const char *redis_server_path(void)
-{
-	static const char *const paths[] = {
-	        "/usr/bin/redis-server",
-	        "/usr/local/bin/redis-server",
-	        "/usr/sbin/redis-server",
-	};
-	const char *env = getenv("BF_REDIS_SERVER");
-	size_t i;
-
-	if (env != NULL && *env != '\0')
-		return access(env, X_OK) == 0 ? env : NULL;
-	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-		if (access(paths[i], X_OK) == 0)
-			return paths[i];
-	}
-	return NULL;
-}
-
-static int free_port(void)
-{
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
-		port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
+static struct bf_fixture_redis redis;
 
 static redisReply *redis_cmd(const char *cmd)
 {
-	redisContext *c = redisConnectUnix(redis_sock);
+	redisContext *c = redisConnectUnix(redis.sock);
 	redisReply *reply = NULL;
 
 	if (c != NULL && c->err == 0)
@@ -262,62 +200,27 @@ static int redis_flush(void)
    recommends.  0 started, -1 not available (the reason printed). */
 static int redis_start(const char *dir)
 {
-	const char *server = redis_server_path();
-	char port_str[16];
-	redisReply *reply;
-	int i;
+	int port, attempt;
 
-	if (server == NULL) {
+	if (bf_fixture_redis_server() == NULL) {
 		printf("redis: not measured: redis-server not found (set "
 		       "BF_REDIS_SERVER)\n");
 		return -1;
 	}
-	redis_port = free_port();
-	snprintf(port_str, sizeof(port_str), "%d", redis_port);
-	snprintf(redis_sock, sizeof(redis_sock), "%s/redis.sock", dir);
-	redis_pid = fork();
-	if (redis_pid < 0)
-		return -1;
-	if (redis_pid == 0) {
-		int fd = open("/dev/null", O_RDWR);
-
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execl(server, "redis-server", "--port", port_str, "--bind",
-		      "127.0.0.1", "--unixsocket", redis_sock,
-		      "--unixsocketperm", "700", "--dir", dir, "--save", "",
-		      "--appendonly", "yes", "--appendfsync", "everysec",
-		      "--daemonize", "no", (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 500; i++) {
-		reply = redis_cmd("PING");
-		if (reply != NULL) {
-			freeReplyObject(reply);
+	/* The port may be taken between free_port() and the server's bind. */
+	for (attempt = 0; attempt < 3; attempt++) {
+		port = bf_fixture_free_port();
+		if (port > 0 && bf_fixture_redis_start(&redis, dir, port, NULL,
+		                                       "everysec") == 0) {
 			snprintf(redis_unix_uri, sizeof(redis_unix_uri),
-			         "redis+unix://%s", redis_sock);
+			         "redis+unix://%s", redis.sock);
 			snprintf(redis_tcp_uri, sizeof(redis_tcp_uri),
-			         "redis://127.0.0.1:%d/0", redis_port);
+			         "redis://127.0.0.1:%d/0", redis.port);
 			return 0;
 		}
-		usleep(10000);
 	}
 	printf("redis: not measured: redis-server did not start\n");
-	kill(redis_pid, SIGTERM);
-	waitpid(redis_pid, NULL, 0);
-	redis_pid = 0;
 	return -1;
-}
-
-static void redis_stop(void)
-{
-	if (redis_pid > 0) {
-		kill(redis_pid, SIGTERM);
-		waitpid(redis_pid, NULL, 0);
-		redis_pid = 0;
-	}
 }
 
 static long long redis_used_memory(void)
@@ -455,14 +358,14 @@ static double measure(enum workload w, const char *dir, unsigned int procs,
 	close(go[0]);
 	/* Let the children open their handles first. */
 	usleep(200000);
-	start = now_seconds();
+	start = bf_fixture_now();
 	close(go[1]);
 	for (i = 0; i < procs; i++) {
 		if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
 		    WEXITSTATUS(status) != 0)
 			failed = 1;
 	}
-	elapsed = now_seconds() - start;
+	elapsed = bf_fixture_now() - start;
 	return failed ? -1 : (double)procs * ops / elapsed;
 }
 
@@ -491,11 +394,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: bench-state [DIR] [OPS] [RECORDS]\n");
 		return 2;
 	}
-	snprintf(dir, sizeof(dir), "%s/bench-state.XXXXXX", base);
-	if (mkdtemp(dir) == NULL) {
-		fprintf(stderr, "mkdtemp(%s): %s\n", dir, strerror(errno));
+	if (bf_fixture_mkdtemp(base, "bench-state", dir, sizeof(dir)) < 0)
 		return 2;
-	}
 #ifdef BF_HAVE_REDIS
 	if (redis_start(dir) == 0)
 		workloads = W_COUNT;
@@ -523,9 +423,9 @@ int main(int argc, char **argv)
 		if (per_record < 0)
 			ret = 1;
 	}
-	redis_stop();
+	bf_fixture_redis_stop(&redis);
 #endif
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	bf_fixture_rmtree(dir);
 	if (ret != 0)
 		return ret;
 

@@ -1,79 +1,34 @@
-/* The state store on both backends: every operation, concurrency
-   between processes and threads (the real deployment: one handle per
-   IMAP process, one per milter thread), lease takeover after SIGKILL,
-   the slot limit under contention, and the errors operators see.
+/* The contract of the state store, the same on every backend: every
+   operation, concurrency between processes and threads (the real
+   deployment: one handle per IMAP process, one per milter thread), lease
+   takeover after SIGKILL, the slot limit under contention, and the errors
+   operators see.  Each test runs twice, on SQLite and on Redis against a
+   real redis-server that each test starts itself on a unix socket in its
+   temp dir and stops by PID; each in its own temp dir.  The backends' own
+   tests are in test-state-sqlite.c and test-state-redis.c. */
 
-   The generic tests run twice: on SQLite, and on Redis against a real
-   redis-server that each test starts itself on a unix socket in its temp
-   dir and stops by PID.  SQLite-only tests cover files and locks; the
-   Redis-only ones URIs, a password over TCP, a restart and a hung server
-   in the middle of a test, the script cache, key layout and expiry.
-   Each test runs in its own temp dir. */
-
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "test-state.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <grp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#ifdef BF_HAVE_REDIS
-#include <arpa/inet.h>
-#include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#endif
-
-#include "state.h"
-
-#define NOW 1700000000
-
-struct fixture {
-	char dir[64];
-	char path[128];
-	char uri[200];
-	/* Redis: the server this test started (0 = none), its unix socket
-	   and, when started with a TCP port, the port. */
-	pid_t redis_pid;
-	char sock[128];
-	int port;
-};
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int setup(void **statep)
+int setup(void **statep)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test-state.XXXXXX");
-	if (mkdtemp(f->dir) == NULL) {
+	if (bf_fixture_mkdtemp("/tmp", "test-state", f->dir, sizeof(f->dir)) <
+	    0) {
 		free(f);
 		return -1;
 	}
@@ -83,23 +38,19 @@ static int setup(void **statep)
 	return 0;
 }
 
-#ifdef BF_HAVE_REDIS
-static void redis_stop(struct fixture *f);
-#endif
-
-static int teardown(void **statep)
+int teardown(void **statep)
 {
 	struct fixture *f = *statep;
 
 #ifdef BF_HAVE_REDIS
-	redis_stop(f);
+	bf_fixture_redis_stop(&f->redis);
 #endif
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	bf_fixture_rmtree(f->dir);
 	free(f);
 	return 0;
 }
 
-static struct bf_state *open_ok(const char *uri)
+struct bf_state *open_ok(const char *uri)
 {
 	struct bf_state *state = NULL;
 	char *error = NULL;
@@ -114,7 +65,7 @@ static struct bf_state *open_ok(const char *uri)
 }
 
 /* Opens uri expecting failure; returns the malloc()ed error. */
-static char *open_error(const char *uri)
+char *open_error(const char *uri)
 {
 	struct bf_state *state = NULL;
 	char *error = NULL;
@@ -125,7 +76,7 @@ static char *open_error(const char *uri)
 	return error;
 }
 
-static void assert_contains(const char *haystack, const char *needle)
+void assert_contains(const char *haystack, const char *needle)
 {
 	if (strstr(haystack, needle) == NULL) {
 		print_error("\"%s\" does not contain \"%s\"\n", haystack,
@@ -134,77 +85,14 @@ static void assert_contains(const char *haystack, const char *needle)
 	}
 }
 
-static void make_key(struct bf_dedup_key *key, const char *window,
-                     const char *rcpt, unsigned int n)
+void make_key(struct bf_dedup_key *key, const char *window, const char *rcpt,
+              unsigned int n)
 {
 	memset(key, 0, sizeof(*key));
 	key->window = window;
 	key->recipient = rcpt;
 	memcpy(key->fingerprint, &n, sizeof(n));
 	key->fingerprint[BF_FP_SIZE - 1] = 0xa5;
-}
-
-static double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* Waits for every child; returns how many did not exit 0. */
-static unsigned int wait_children(const pid_t *pids, unsigned int count)
-{
-	unsigned int i, failed = 0;
-	int status;
-
-	for (i = 0; i < count; i++) {
-		if (waitpid(pids[i], &status, 0) != pids[i] ||
-		    !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-			failed++;
-	}
-	return failed;
-}
-
-/* ---- open, files, URIs ---- */
-
-static void test_open_creates_group_writable(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state;
-	struct bf_dedup_key key;
-	const char *error;
-	char wal[160];
-	struct stat st;
-	mode_t old_umask = umask(077);
-
-	state = open_ok(f->uri);
-	umask(old_umask);
-	assert_string_equal(bf_state_uri(state), f->uri);
-	make_key(&key, "w", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx1", "Q1", NULL,
-	                                              &error),
-	                 1);
-	assert_int_equal(stat(f->path, &st), 0);
-	assert_int_equal(st.st_mode & 07777, 0660);
-	snprintf(wal, sizeof(wal), "%s-wal", f->path);
-	assert_int_equal(stat(wal, &st), 0);
-	assert_int_equal(st.st_mode & 07777, 0660);
-	snprintf(wal, sizeof(wal), "%s-shm", f->path);
-	assert_int_equal(stat(wal, &st), 0);
-	assert_int_equal(st.st_mode & 07777, 0660);
-	bf_state_close(&state);
-	assert_null(state);
-	bf_state_close(&state);
-
-	/* Reopening an existing store keeps its data. */
-	state = open_ok(f->uri);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx1", "Q1", NULL,
-	                                              &error),
-	                 0);
-	bf_state_close(&state);
 }
 
 /* Processes starting at once on a store nobody created yet (the first
@@ -246,315 +134,7 @@ static void test_open_concurrent_create(void **statep)
 	close(go[0]);
 	close(go[1]);
 	/* All of them, before any assertion can end the test. */
-	assert_int_equal(wait_children(pids, 8), 0);
-}
-
-static void test_open_bad_uris(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state;
-	char uri[256], *error;
-
-	error = open_error("nonsense");
-	assert_contains(error, "not a state store URI");
-	free(error);
-	error = open_error("memcached://localhost");
-	assert_contains(error, "unsupported backend \"memcached\"");
-	free(error);
-	error = open_error("sqlite:");
-	assert_contains(error, "no database path");
-	free(error);
-	snprintf(uri, sizeof(uri), "%s?bogus=1", f->uri);
-	error = open_error(uri);
-	assert_contains(error, "unknown option");
-	free(error);
-	snprintf(uri, sizeof(uri), "%s?busy_timeout=soon", f->uri);
-	error = open_error(uri);
-	assert_contains(error, "busy_timeout");
-	free(error);
-
-	/* The URI forms that work. */
-	snprintf(uri, sizeof(uri), "%s?busy_timeout=500", f->uri);
-	state = open_ok(uri);
-	bf_state_close(&state);
-	snprintf(uri, sizeof(uri), "sqlite://%s", f->path);
-	state = open_ok(uri);
-	bf_state_close(&state);
-}
-
-static void test_open_missing_dir(void **statep)
-{
-	struct fixture *f = *statep;
-	char uri[256], dir[160], *error;
-
-	snprintf(dir, sizeof(dir), "%s/nonexistent", f->dir);
-	snprintf(uri, sizeof(uri), "sqlite:%s/state.db", dir);
-	error = open_error(uri);
-	assert_contains(error, dir);
-	assert_contains(error, "does not exist");
-	free(error);
-}
-
-static void test_open_corrupt(void **statep)
-{
-	struct fixture *f = *statep;
-	char junk[8192], *error;
-	int fd;
-
-	memset(junk, 'x', sizeof(junk));
-	memcpy(junk, "This is not SQLite, it is a mail spool\n", 39);
-	fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC, 0660);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
-	close(fd);
-
-	error = open_error(f->uri);
-	assert_contains(error, f->path);
-	assert_contains(error, "not a usable SQLite database");
-	assert_contains(error, "restore it from a backup");
-	free(error);
-}
-
-static void test_open_newer_schema(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	sqlite3 *db;
-	char *error;
-
-	bf_state_close(&state);
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db,
-	                              "UPDATE schema_version SET version = 99",
-	                              NULL, NULL, NULL),
-	                 SQLITE_OK);
-	sqlite3_close(db);
-	error = open_error(f->uri);
-	assert_contains(error, f->path);
-	assert_contains(error, "newer backfill");
-	free(error);
-}
-
-/* Runs fn(arg) in a child running as an unprivileged user (when we are
-   root, as in CI, root would ignore every permission) and returns the
-   error text the child got, or NULL when the child succeeded. */
-static char *open_as_unprivileged(const char *uri)
-{
-	char buf[1024];
-	int fds[2], status;
-	ssize_t n;
-	pid_t pid;
-
-	assert_int_equal(pipe(fds), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct bf_state *state = NULL;
-		struct bf_dedup_key key;
-		char *error = NULL;
-		const char *cerror = NULL;
-		int ret;
-
-		close(fds[0]);
-		if (geteuid() == 0 &&
-		    (setgroups(0, NULL) < 0 || setgid(8) < 0 || setuid(8) < 0))
-			_exit(3);
-		ret = bf_state_open(uri, &state, &error);
-		if (ret == 0) {
-			/* Opening may succeed read-only; the first write must
-			   then fail. */
-			make_key(&key, "w", "a@example.org", 7);
-			ret = bf_state_dedup_check_and_set(
-			        state, &key, NOW, 60, "mx", "Q", NULL, &cerror);
-			if (ret < 0)
-				error = strdup(cerror);
-			bf_state_close(&state);
-		}
-		if (ret < 0 && error != NULL)
-			(void)write(fds[1], error, strlen(error));
-		free(error);
-		_exit(ret < 0 ? 1 : 0);
-	}
-	close(fds[1]);
-	n = read(fds[0], buf, sizeof(buf) - 1);
-	close(fds[0]);
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_not_equal(WEXITSTATUS(status), 3);
-	if (WEXITSTATUS(status) == 0)
-		return NULL;
-	assert_true(n > 0);
-	buf[n] = '\0';
-	return strdup(buf);
-}
-
-static void test_open_unwritable(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state;
-	char dir[128], path[192], uri[256], *error;
-
-	/* The unprivileged child must be able to reach the directories. */
-	assert_int_equal(chmod(f->dir, 0755), 0);
-	snprintf(dir, sizeof(dir), "%s/ro", f->dir);
-	assert_int_equal(mkdir(dir, 0755), 0);
-	assert_int_equal(chmod(dir, 0755), 0);
-	snprintf(path, sizeof(path), "%s/state.db", dir);
-	snprintf(uri, sizeof(uri), "sqlite:%s", path);
-
-	/* A directory it cannot create the store in. */
-	error = open_as_unprivileged(uri);
-	assert_non_null(error);
-	assert_contains(error, path);
-	assert_contains(error, "cannot create it in directory");
-	assert_contains(error, "fix permissions");
-	free(error);
-
-	/* An existing store file it cannot write. */
-	state = open_ok(uri);
-	bf_state_close(&state);
-	assert_int_equal(chmod(path, 0644), 0);
-	error = open_as_unprivileged(uri);
-	assert_non_null(error);
-	assert_contains(error, path);
-	assert_contains(error, "not writable");
-	assert_contains(error, "fix permissions");
-	free(error);
-
-	/* A writable file in a read-only directory: SQLite cannot create
-	   the -wal and -shm files next to it. */
-	assert_int_equal(chmod(path, 0666), 0);
-	error = open_as_unprivileged(uri);
-	assert_non_null(error);
-	assert_contains(error, path);
-	assert_contains(error, "fix permissions");
-	free(error);
-
-	/* Control: with the permissions the hint asks for, it works. */
-	assert_int_equal(chmod(dir, 0777), 0);
-	error = open_as_unprivileged(uri);
-	assert_null(error);
-}
-
-/* A lock held past the busy timeout is an error naming the store, not a
-   hang. */
-static void test_busy_timeout(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state;
-	struct bf_dedup_key key;
-	const char *error;
-	char uri[256];
-	sqlite3 *db;
-
-	snprintf(uri, sizeof(uri), "%s?busy_timeout=200", f->uri);
-	state = open_ok(uri);
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
-	                 SQLITE_OK);
-	make_key(&key, "w", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
-	assert_contains(error, f->path);
-	assert_contains(error, "locked");
-	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL),
-	                 SQLITE_OK);
-	sqlite3_close(db);
-	/* The handle is usable again once the lock is gone. */
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_close(&state);
-}
-
-/* Another process holds the write lock (BEGIN EXCLUSIVE) until told to let
-   go through done_fd; returns its pid once it holds it. */
-static pid_t lock_in_child(const char *path, int *done_fd_r)
-{
-	int locked[2], done[2];
-	pid_t pid;
-	char c;
-
-	assert_int_equal(pipe(locked), 0);
-	assert_int_equal(pipe(done), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		sqlite3 *db;
-
-		close(locked[0]);
-		close(done[1]);
-		if (sqlite3_open(path, &db) != SQLITE_OK ||
-		    sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) !=
-		            SQLITE_OK)
-			_exit(1);
-		if (write(locked[1], "l", 1) != 1 || read(done[0], &c, 1) < 0)
-			_exit(1);
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		sqlite3_close(db);
-		_exit(0);
-	}
-	close(locked[1]);
-	close(done[0]);
-	assert_int_equal(read(locked[0], &c, 1), 1);
-	close(locked[0]);
-	*done_fd_r = done[1];
-	return pid;
-}
-
-/* A caller with a deadline (a login with a budget) sets a wait limit:
-   with the file locked by another process an operation fails after about
-   the limit, not after the store's 10 s busy timeout; 0 restores the
-   busy timeout of the URI. */
-static void test_wait_limit(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state, *state2;
-	struct bf_dedup_key key;
-	const char *error;
-	char uri[256];
-	double start, took;
-	int done_fd;
-	pid_t pid;
-
-	state = open_ok(f->uri);
-	snprintf(uri, sizeof(uri), "%s?busy_timeout=1000", f->uri);
-	state2 = open_ok(uri);
-	make_key(&key, "w", "a@example.org", 1);
-	pid = lock_in_child(f->path, &done_fd);
-
-	bf_state_set_wait_limit(state, 200);
-	start = now_mono();
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
-	took = now_mono() - start;
-	assert_true(took >= 0.19);
-	assert_true(took < 1.5);
-	assert_contains(error, "locked");
-	assert_contains(error, "after 200 ms");
-	assert_contains(error, f->path);
-
-	/* 0: the URI's busy_timeout again */
-	bf_state_set_wait_limit(state2, 200);
-	bf_state_set_wait_limit(state2, 0);
-	start = now_mono();
-	assert_int_equal(bf_state_window_close(state2, NOW, &error), -1);
-	took = now_mono() - start;
-	assert_true(took >= 0.99);
-	assert_contains(error, "after 1000 ms");
-	assert_contains(error, "busy_timeout=MS");
-
-	assert_int_equal(write(done_fd, "d", 1), 1);
-	close(done_fd);
-	assert_int_equal(wait_children(&pid, 1), 0);
-	/* The limit stays on the handle and does not stop it working. */
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_close(&state);
-	bf_state_close(&state2);
+	assert_int_equal(bf_fixture_wait_children(pids, 8), 0);
 }
 
 /* ---- merge records and journal ---- */
@@ -674,7 +254,7 @@ static void test_merge_records(void **statep)
 	bf_state_close(&state);
 }
 
-static void make_entry(struct bf_journal_entry *e, unsigned int n)
+void make_entry(struct bf_journal_entry *e, unsigned int n)
 {
 	memset(e, 0, sizeof(*e));
 	e->mailbox = n % 2 == 0 ? "INBOX" : "Sent";
@@ -686,12 +266,7 @@ static void make_entry(struct bf_journal_entry *e, unsigned int n)
 	memcpy(e->fingerprint, &n, sizeof(n));
 }
 
-struct journal_iter_ctx {
-	unsigned int count;
-	bool bad;
-};
-
-static int journal_iter_cb(const struct bf_journal_entry *entry, void *context)
+int journal_iter_cb(const struct bf_journal_entry *entry, void *context)
 {
 	struct journal_iter_ctx *ctx = context;
 	struct bf_journal_entry want;
@@ -790,56 +365,6 @@ static void test_journal(void **statep)
 	                                       &ctx, &error),
 	                 0);
 	assert_int_equal(ctx.count, 0);
-	bf_state_close(&state);
-}
-
-/* A checkpoint that fails half-way leaves neither the journal entries nor
-   the record: the failure is injected by a trigger on the merges table,
-   which fires after the journal rows were inserted. */
-static void test_checkpoint_atomic(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	struct bf_journal_entry entries[3];
-	struct journal_iter_ctx ctx;
-	struct bf_merge_record rec, got;
-	const char *error;
-	sqlite3 *db;
-	unsigned int i;
-
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	assert_int_equal(
-	        sqlite3_exec(db,
-	                     "CREATE TRIGGER boom BEFORE INSERT ON merges"
-	                     " WHEN NEW.user = 'erin'"
-	                     " BEGIN SELECT RAISE(ABORT, 'injected'); END",
-	                     NULL, NULL, NULL),
-	        SQLITE_OK);
-	sqlite3_close(db);
-
-	for (i = 0; i < 3; i++)
-		make_entry(&entries[i], i);
-	memset(&rec, 0, sizeof(rec));
-	rec.status = BF_MERGE_RUNNING;
-	assert_int_equal(bf_state_merge_checkpoint(state, "erin", &rec, entries,
-	                                           3, &error),
-	                 -1);
-	assert_contains(error, f->path);
-	assert_contains(error, "injected");
-	memset(&ctx, 0, sizeof(ctx));
-	assert_int_equal(bf_state_journal_iter(state, "erin", journal_iter_cb,
-	                                       &ctx, &error),
-	                 0);
-	assert_int_equal(ctx.count, 0);
-	assert_int_equal(bf_state_merge_get(state, "erin", &got, &error), 0);
-	/* The handle still works after the rollback. */
-	assert_int_equal(bf_state_merge_checkpoint(state, "frank", &rec,
-	                                           entries, 3, &error),
-	                 0);
-	assert_int_equal(bf_state_journal_iter(state, "frank", journal_iter_cb,
-	                                       &ctx, &error),
-	                 0);
-	assert_int_equal(ctx.count, 3);
 	bf_state_close(&state);
 }
 
@@ -1178,7 +703,8 @@ static void test_window_open_concurrent(void **statep)
 		close(go[0]);
 		/* all children start together */
 		close(go[1]);
-		assert_int_equal(wait_children(pids, WINDOW_PROCS), 0);
+		assert_int_equal(bf_fixture_wait_children(pids, WINDOW_PROCS),
+		                 0);
 		assert_int_equal(atomic_load(&shared[1]), 0);
 		assert_int_equal(atomic_load(&shared[0]), 1);
 		assert_int_equal(
@@ -1454,7 +980,7 @@ static void test_dedup_concurrent_processes(void **statep)
 	close(go[0]);
 	close(go[1]);
 	/* All of them, before any assertion can end the test. */
-	assert_int_equal(wait_children(pids, CAS_PROCS), 0);
+	assert_int_equal(bf_fixture_wait_children(pids, CAS_PROCS), 0);
 	assert_int_equal(atomic_load(errors), 0);
 	for (i = 0; i < CAS_KEYS; i++) {
 		assert_int_equal(atomic_load(&news[i]), 1);
@@ -1735,7 +1261,7 @@ static void test_lease_same_hostname_elsewhere(void **statep)
 	assert_true(dead >= 0);
 	if (dead == 0)
 		_exit(0);
-	assert_int_equal(wait_children(&dead, 1), 0);
+	assert_int_equal(bf_fixture_wait_children(&dead, 1), 0);
 	assert_int_equal(gethostname(host, sizeof(host)), 0);
 	bf_lease_owner(owner, sizeof(owner));
 	for (i = 0; i < sizeof(spaces) / sizeof(spaces[0]); i++) {
@@ -1986,7 +1512,7 @@ static void test_slots_contention(void **statep)
 	close(go[0]);
 	close(go[1]);
 	/* All of them, before any assertion can end the test. */
-	assert_int_equal(wait_children(pids, SLOT_PROCS), 0);
+	assert_int_equal(bf_fixture_wait_children(pids, SLOT_PROCS), 0);
 	assert_int_equal(atomic_load(&shared[3]), 0);
 	assert_true(atomic_load(&shared[1]) <= SLOTS);
 	assert_true(atomic_load(&shared[1]) >= 1);
@@ -2040,736 +1566,6 @@ static void test_slot_takeover_after_kill(void **statep)
 	assert_int_equal(slot, 0);
 	bf_state_close(&state);
 }
-
-/* ---- Redis ---- */
-
-#ifdef BF_HAVE_REDIS
-
-/* redis-server: $BF_REDIS_SERVER, or the first one in PATH or the usual
-   places.  NULL: not installed (the Redis group is then skipped). */
-static const char *redis_server_path(void)
-{
-	static char found[512];
-	const char *env = getenv("BF_REDIS_SERVER");
-	const char *path = getenv("PATH");
-	char dirs[2048], *dir, *save = NULL;
-
-	if (env != NULL && *env != '\0')
-		return access(env, X_OK) == 0 ? env : NULL;
-	snprintf(dirs, sizeof(dirs), "%s:/usr/bin:/usr/sbin:/usr/local/bin",
-	         path != NULL ? path : "");
-	for (dir = strtok_r(dirs, ":", &save); dir != NULL;
-	     dir = strtok_r(NULL, ":", &save)) {
-		snprintf(found, sizeof(found), "%s/redis-server", dir);
-		if (access(found, X_OK) == 0)
-			return found;
-	}
-	return NULL;
-}
-
-/* A TCP port free right now on 127.0.0.1 (others run tests on this
-   machine at the same time: never a fixed one). */
-static int free_port(void)
-{
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	assert_true(fd >= 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
-
-/* A connection of the test itself, to look at or tamper with the data. */
-static redisContext *redis_raw(const struct fixture *f, const char *password)
-{
-	redisContext *c = f->port != 0 ? redisConnect("127.0.0.1", f->port)
-	                               : redisConnectUnix(f->sock);
-	redisReply *reply;
-
-	if (c == NULL || c->err != 0) {
-		if (c != NULL)
-			redisFree(c);
-		return NULL;
-	}
-	if (password != NULL) {
-		reply = redisCommand(c, "AUTH %s", password);
-		freeReplyObject(reply);
-	}
-	return c;
-}
-
-static void redis_log_dump(const struct fixture *f)
-{
-	char path[160], buf[4096];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/redis.log", f->dir);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n > 0) {
-		buf[n] = '\0';
-		print_error("redis-server log:\n%s\n", buf);
-	}
-}
-
-/* Starts redis-server in f->dir: always on f->sock, on 127.0.0.1:port
-   when port is not 0, with requirepass when password is not NULL.
-   Append-only with fsync on every write, so that a restart keeps the
-   data.  Returns 0 once it answers PING, -1 when it exited at startup
-   (the port was taken meanwhile). */
-static int redis_try_start(struct fixture *f, int port, const char *password)
-{
-	const char *server = redis_server_path();
-	char port_str[16], log[160];
-	redisContext *c;
-	redisReply *reply;
-	int i, status;
-	bool up = false;
-
-	assert_non_null(server);
-	snprintf(port_str, sizeof(port_str), "%d", port);
-	snprintf(log, sizeof(log), "%s/redis.log", f->dir);
-	f->port = port;
-	f->redis_pid = fork();
-	assert_true(f->redis_pid >= 0);
-	if (f->redis_pid == 0) {
-		const char *argv[40];
-		int n = 0, fd = open("/dev/null", O_RDWR);
-
-		if (fd >= 0) {
-			dup2(fd, 0);
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		argv[n++] = "redis-server";
-		argv[n++] = "--port";
-		argv[n++] = port_str;
-		argv[n++] = "--bind";
-		argv[n++] = "127.0.0.1";
-		argv[n++] = "--unixsocket";
-		argv[n++] = f->sock;
-		argv[n++] = "--unixsocketperm";
-		argv[n++] = "700";
-		argv[n++] = "--dir";
-		argv[n++] = f->dir;
-		argv[n++] = "--logfile";
-		argv[n++] = log;
-		argv[n++] = "--save";
-		argv[n++] = "";
-		argv[n++] = "--appendonly";
-		argv[n++] = "yes";
-		argv[n++] = "--appendfsync";
-		argv[n++] = "always";
-		argv[n++] = "--daemonize";
-		argv[n++] = "no";
-		if (password != NULL) {
-			argv[n++] = "--requirepass";
-			argv[n++] = password;
-		}
-		argv[n] = NULL;
-		execv(server, (char *const *)argv);
-		_exit(127);
-	}
-	for (i = 0; i < 500 && !up; i++) {
-		if (waitpid(f->redis_pid, &status, WNOHANG) == f->redis_pid) {
-			f->redis_pid = 0;
-			redis_log_dump(f);
-			return -1;
-		}
-		c = redis_raw(f, password);
-		if (c != NULL) {
-			reply = redisCommand(c, "PING");
-			up = reply != NULL && reply->type == REDIS_REPLY_STATUS;
-			freeReplyObject(reply);
-			redisFree(c);
-		}
-		if (!up)
-			usleep(10000);
-	}
-	if (!up) {
-		redis_log_dump(f);
-		fail_msg("redis-server did not answer within 5 s");
-	}
-	return 0;
-}
-
-static void redis_start(struct fixture *f, int port, const char *password)
-{
-	if (redis_try_start(f, port, password) < 0)
-		fail_msg("redis-server exited at startup");
-}
-
-static void redis_stop(struct fixture *f)
-{
-	if (f->redis_pid <= 0)
-		return;
-	kill(f->redis_pid, SIGCONT);
-	kill(f->redis_pid, SIGTERM);
-	waitpid(f->redis_pid, NULL, 0);
-	f->redis_pid = 0;
-}
-
-static int setup_redis(void **statep)
-{
-	struct fixture *f;
-
-	if (setup(statep) < 0)
-		return -1;
-	f = *statep;
-	snprintf(f->sock, sizeof(f->sock), "%s/redis.sock", f->dir);
-	snprintf(f->uri, sizeof(f->uri), "redis+unix://%s", f->sock);
-	redis_start(f, 0, NULL);
-	return 0;
-}
-
-static void test_redis_uris(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state, *other;
-	struct bf_dedup_key key;
-	const char *error;
-	char uri[400], *oerror;
-	int port = free_port();
-
-	static const struct {
-		const char *uri, *want;
-	} bad[] = {
-	        {"redis:localhost", "expected redis://"},
-	        {"redis://", "no host"},
-	        {"redis://:6379/0", "no host"},
-	        {"redis://h:0/0", "invalid port"},
-	        {"redis://h:99999/0", "invalid port"},
-	        {"redis://h:63x/0", "invalid port"},
-	        {"redis://h:6379/zero", "invalid database"},
-	        {"redis://h:6379/0?bogus=1", "unknown option \"bogus\""},
-	        {"redis://h:6379/0?db=1", "unknown option \"db\""},
-	        {"redis://h:6379/0?timeout=0", "invalid timeout"},
-	        {"redis://h:6379/0?timeout=soon", "invalid timeout"},
-	        {"redis://h:6379/0?prefix=%zz", "invalid prefix"},
-	        {"redis://h:6379/0?timeout", "option without value"},
-	        {"redis://alice@h:6379/0", "no password"},
-	        {"redis://[::1/0", "invalid IPv6"},
-	        {"redis+unix:relative.sock", "no absolute socket path"},
-	        {"redis+unix://", "no absolute socket path"},
-	        {"redis+unix:///x.sock?db=two", "invalid db"},
-	        {"redis+unix:///x.sock?password=", "invalid password"},
-	        {"redis+unix:///x.sock?user=", "invalid user"},
-	        {"redis://h:6379/0?password=x", "unknown option \"password\""},
-	        {"rediss://h:6380/0", "TLS is not supported"},
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		oerror = open_error(bad[i].uri);
-		assert_contains(oerror, bad[i].want);
-		free(oerror);
-	}
-
-	/* Nothing listens: the error names the server, never the
-	   password, and says what to check. */
-	snprintf(uri, sizeof(uri), "redis://:Sekr1t-pw@127.0.0.1:%d/0", port);
-	oerror = open_error(uri);
-	snprintf(uri, sizeof(uri),
-	         "state store redis://127.0.0.1:%d/0: connecting: connection "
-	         "refused (is redis-server running?)",
-	         port);
-	assert_string_equal(oerror, uri);
-	free(oerror);
-	snprintf(uri, sizeof(uri), "redis+unix://%s/none.sock", f->dir);
-	oerror = open_error(uri);
-	assert_contains(oerror, "none.sock");
-	assert_contains(oerror, "is redis-server running?");
-	free(oerror);
-
-	/* Options; the database and the prefix separate stores. */
-	snprintf(uri, sizeof(uri), "%s?db=2&timeout=500&prefix=x%%3A", f->uri);
-	state = open_ok(uri);
-	assert_string_equal(bf_state_uri(state), uri);
-	other = open_ok(f->uri);
-	make_key(&key, "w", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_close(&other);
-	snprintf(uri, sizeof(uri), "%s?db=2", f->uri);
-	other = open_ok(uri);
-	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_close(&other);
-	snprintf(uri, sizeof(uri), "%s?prefix=x:&db=2", f->uri);
-	other = open_ok(uri);
-	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 0);
-	bf_state_close(&other);
-	bf_state_close(&state);
-
-	/* A database the server does not have. */
-	snprintf(uri, sizeof(uri), "%s?db=999", f->uri);
-	oerror = open_error(uri);
-	assert_contains(oerror, "cannot select database 999");
-	free(oerror);
-}
-
-/* TCP on 127.0.0.1 with requirepass: redis://:password@host:port/db and
-   redis://user:password@..., a wrong or missing password. */
-static void test_redis_tcp_password(void **statep)
-{
-	struct fixture *f = *statep;
-	static const char pw[] = "pw-Zq8x/7";
-	struct bf_state *state, *other;
-	struct bf_dedup_key key;
-	const char *error;
-	char uri[300], *oerror;
-	int attempt;
-
-	redis_stop(f);
-	/* The port may be taken between free_port() and the server's bind:
-	   then it exits at once, and another port is tried. */
-	for (attempt = 0; redis_try_start(f, free_port(), pw) < 0; attempt++)
-		assert_true(attempt < 5);
-	snprintf(uri, sizeof(uri), "redis://:pw-Zq8x%%2F7@127.0.0.1:%d/3",
-	         f->port);
-	state = open_ok(uri);
-	make_key(&key, "w", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 0);
-	/* The ACL form, with the default user. */
-	snprintf(uri, sizeof(uri),
-	         "redis://default:pw-Zq8x%%2F7@localhost:%d/3?timeout=1000",
-	         f->port);
-	other = open_ok(uri);
-	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 0);
-	/* What the milter and the plugin log never shows the password. */
-	assert_null(strstr(bf_state_uri(other), "Zq8x"));
-	assert_contains(bf_state_uri(other), "redis://default:***@localhost:");
-	bf_state_close(&other);
-	/* On the unix socket, user and password are options. */
-	snprintf(uri, sizeof(uri),
-	         "redis+unix://%s?db=3&user=default&password=pw-Zq8x%%2F7",
-	         f->sock);
-	other = open_ok(uri);
-	assert_null(strstr(bf_state_uri(other), "Zq8x"));
-	assert_contains(bf_state_uri(other), "&password=***");
-	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 0);
-	bf_state_close(&other);
-	/* Another database is another store. */
-	snprintf(uri, sizeof(uri), "redis://:pw-Zq8x%%2F7@127.0.0.1:%d/4",
-	         f->port);
-	other = open_ok(uri);
-	assert_int_equal(bf_state_dedup_check_and_set(other, &key, NOW, 60,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_close(&other);
-	bf_state_close(&state);
-
-	snprintf(uri, sizeof(uri), "redis://:not-it@127.0.0.1:%d/3", f->port);
-	oerror = open_error(uri);
-	assert_contains(oerror, "authentication failed");
-	assert_null(strstr(oerror, "not-it"));
-	free(oerror);
-	snprintf(uri, sizeof(uri), "redis://127.0.0.1:%d/3", f->port);
-	oerror = open_error(uri);
-	assert_contains(oerror, "wants a password");
-	free(oerror);
-}
-
-/* redis-server stops in the middle: every call fails with an error that
-   names the server; once it is back the same handle works again by
-   itself, with the data it had. */
-static void test_redis_restart(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	struct bf_dedup_key key, key2;
-	struct bf_merge_record rec;
-	struct bf_window w;
-	const char *error;
-	char want[512], *holder = NULL;
-
-	make_key(&key, "w", "a@example.org", 1);
-	make_key(&key2, "w", "b@example.org", 2);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	assert_int_equal(
-	        bf_state_window_open(state, "restore-1", NOW, 0, &error), 0);
-
-	redis_stop(f);
-	snprintf(want, sizeof(want),
-	         "state store %s: check-and-set: no socket %s (is "
-	         "redis-server running?)",
-	         f->uri, f->sock);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
-	assert_string_equal(error, want);
-	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), -1);
-	assert_contains(error, "is redis-server running?");
-	assert_int_equal(bf_state_lease_acquire(state, "merge/a", "h:1:x", NOW,
-	                                        60, &holder, &error),
-	                 -1);
-	assert_null(holder);
-	assert_int_equal(bf_state_merge_get(state, "a", &rec, &error), -1);
-	assert_contains(error, f->uri);
-
-	/* Back: the next call reconnects, and the data survived. */
-	redis_start(f, 0, NULL);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 0);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), 1);
-	assert_string_equal(w.name, "restore-1");
-	bf_window_clear(&w);
-
-	/* A restart between two calls costs no failed call: the closed
-	   connection is noticed before sending. */
-	redis_stop(f);
-	redis_start(f, 0, NULL);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 0);
-	bf_state_close(&state);
-}
-
-/* A hung redis-server (SIGSTOP): calls fail after the timeout instead of
-   hanging a login, and work again when it continues. */
-static void test_redis_timeout(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state;
-	struct bf_dedup_key key;
-	const char *error;
-	char uri[300];
-	double start;
-
-	snprintf(uri, sizeof(uri), "%s?timeout=300", f->uri);
-	state = open_ok(uri);
-	make_key(&key, "w", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	assert_int_equal(kill(f->redis_pid, SIGSTOP), 0);
-	start = now_mono();
-	make_key(&key, "w", "a@example.org", 2);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
-	assert_true(now_mono() - start < 1.5);
-	assert_contains(error, "no answer within 300 ms");
-	assert_contains(error, f->uri);
-	/* A new connection is accepted by the kernel but not answered
-	   either. */
-	start = now_mono();
-	assert_int_equal(bf_state_window_close(state, NOW, &error), -1);
-	assert_true(now_mono() - start < 1.5);
-	assert_contains(error, "no answer within 300 ms");
-	assert_int_equal(kill(f->redis_pid, SIGCONT), 0);
-	make_key(&key, "w", "a@example.org", 3);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_close(&state);
-}
-
-/* A caller's wait limit on Redis: a hung server (SIGSTOP) on the
-   connection in use, and a server that accepts connections and never
-   answers (a socket nobody reads), each cost about the limit instead of
-   the URI's timeout (2000 ms by default); 0 restores that. */
-static void test_redis_wait_limit(void **statep)
-{
-	struct fixture *f = *statep;
-	struct sockaddr_un sun;
-	struct bf_state *state;
-	struct bf_dedup_key key;
-	const char *error;
-	double start, took;
-	int fd;
-
-	state = open_ok(f->uri);
-	make_key(&key, "w", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	bf_state_set_wait_limit(state, 200);
-	assert_int_equal(kill(f->redis_pid, SIGSTOP), 0);
-	start = now_mono();
-	make_key(&key, "w", "a@example.org", 2);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
-	took = now_mono() - start;
-	assert_true(took >= 0.19);
-	assert_true(took < 1.5);
-	assert_contains(error, "no answer within 200 ms");
-	assert_contains(error, "wait limit");
-
-	bf_state_set_wait_limit(state, 0);
-	start = now_mono();
-	assert_int_equal(bf_state_window_close(state, NOW, &error), -1);
-	took = now_mono() - start;
-	assert_true(took >= 1.99);
-	assert_contains(error, "no answer within 2000 ms");
-	assert_contains(error, "?timeout=MS");
-
-	/* The server goes away and something else listens on its socket,
-	   accepting connections and never answering: the reconnect is
-	   bounded by the limit too. */
-	redis_stop(f);
-	unlink(f->sock);
-	fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	assert_true(strlen(f->sock) < sizeof(sun.sun_path));
-	memcpy(sun.sun_path, f->sock, strlen(f->sock) + 1);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	assert_int_equal(listen(fd, 16), 0);
-	bf_state_set_wait_limit(state, 200);
-	start = now_mono();
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
-	took = now_mono() - start;
-	assert_true(took >= 0.19);
-	assert_true(took < 1.5);
-	assert_contains(error, "no answer within 200 ms");
-	close(fd);
-	bf_state_close(&state);
-}
-
-/* The server forgot the scripts (SCRIPT FLUSH, as after a restart): they
-   are sent whole again. */
-static void test_redis_noscript(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	struct bf_dedup_key key;
-	redisContext *c;
-	redisReply *reply;
-	const char *error;
-	int i;
-
-	make_key(&key, "w", "a@example.org", 1);
-	for (i = 0; i < 3; i++) {
-		c = redis_raw(f, NULL);
-		assert_non_null(c);
-		reply = redisCommand(c, "SCRIPT FLUSH");
-		assert_non_null(reply);
-		freeReplyObject(reply);
-		redisFree(c);
-		assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW,
-		                                              600, "mx", "Q",
-		                                              NULL, &error),
-		                 i == 0 ? 1 : 0);
-		assert_int_equal(bf_state_lease_acquire(state, "l", "h:1:x",
-		                                        NOW, 60, NULL, &error),
-		                 1);
-	}
-	bf_state_close(&state);
-}
-
-/* A checkpoint that cannot store its record stores no journal entry
-   either: the script checks every key before its first write.  The
-   failure is injected by giving the record's key the wrong type. */
-static void test_redis_checkpoint_atomic(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	struct bf_journal_entry entries[3];
-	struct journal_iter_ctx ctx;
-	struct bf_merge_record rec, got;
-	redisContext *c = redis_raw(f, NULL);
-	redisReply *reply;
-	const char *error;
-	unsigned int i;
-
-	assert_non_null(c);
-	reply = redisCommand(c, "SET backfill:merge:erin junk");
-	freeReplyObject(reply);
-	for (i = 0; i < 3; i++)
-		make_entry(&entries[i], i);
-	memset(&rec, 0, sizeof(rec));
-	rec.status = BF_MERGE_RUNNING;
-	assert_int_equal(bf_state_merge_checkpoint(state, "erin", &rec, entries,
-	                                           3, &error),
-	                 -1);
-	assert_contains(error, f->uri);
-	assert_contains(error, "WRONGTYPE");
-	memset(&ctx, 0, sizeof(ctx));
-	assert_int_equal(bf_state_journal_iter(state, "erin", journal_iter_cb,
-	                                       &ctx, &error),
-	                 0);
-	assert_int_equal(ctx.count, 0);
-	reply = redisCommand(c, "EXISTS backfill:journal:erin");
-	assert_int_equal(reply->integer, 0);
-	freeReplyObject(reply);
-	/* The handle still works. */
-	assert_int_equal(bf_state_merge_checkpoint(state, "frank", &rec,
-	                                           entries, 3, &error),
-	                 0);
-	assert_int_equal(bf_state_journal_iter(state, "frank", journal_iter_cb,
-	                                       &ctx, &error),
-	                 0);
-	assert_int_equal(ctx.count, 3);
-	assert_int_equal(bf_state_merge_get(state, "frank", &got, &error), 1);
-	bf_merge_record_clear(&got);
-	redisFree(c);
-	bf_state_close(&state);
-}
-
-/* Key layout: records carry a Redis TTL (they expire by themselves, a
-   little after their expiry by the caller's clock), leases and merge
-   records do not; the window name is escaped so keys stay unambiguous. */
-static void test_redis_keys_and_ttl(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	struct bf_dedup_key key, keys[4];
-	struct bf_merge_record rec;
-	redisContext *c = redis_raw(f, NULL);
-	redisReply *reply;
-	const char *error;
-	char hex[BF_FP_HEX_SIZE], name[256];
-	int results[4];
-
-	assert_non_null(c);
-	make_key(&key, "a:b", "x@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 3600,
-	                                              "mx1", "Q1", NULL,
-	                                              &error),
-	                 1);
-	/* Would be the same key without escaping. */
-	make_key(&key, "a%3Ab", "x@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 3600,
-	                                              "mx1", "Q1", NULL,
-	                                              &error),
-	                 1);
-	bf_fp_to_hex(key.fingerprint, hex);
-	snprintf(name, sizeof(name), "backfill:dedup:a%%3Ab:%s:x@example.org",
-	         hex);
-	reply = redisCommand(c, "PTTL %s", name);
-	assert_non_null(reply);
-	assert_int_equal(reply->type, REDIS_REPLY_INTEGER);
-	assert_true(reply->integer > 3600 * 1000LL);
-	assert_true(reply->integer <= (3600 + 300) * 1000LL);
-	freeReplyObject(reply);
-	reply = redisCommand(c, "GET %s", name);
-	assert_non_null(reply);
-	assert_string_equal(reply->str, "1700000000:1700003600:0:0:3:mx1Q1");
-	freeReplyObject(reply);
-	/* mark_delivered keeps the TTL. */
-	assert_int_equal(
-	        bf_state_dedup_mark_delivered(state, &key, NOW + 5, &error), 1);
-	reply = redisCommand(c, "PTTL %s", name);
-	assert_true(reply->integer > 3600 * 1000LL);
-	freeReplyObject(reply);
-
-	/* All recipients of a message in one round trip: one command. */
-	make_key(&keys[0], "w", "r1@example.org", 7);
-	make_key(&keys[1], "w", "r2@example.org", 7);
-	make_key(&keys[2], "w", "r1@example.org", 7);
-	make_key(&keys[3], "w", "r3@example.org", 7);
-	reply = redisCommand(c, "CONFIG RESETSTAT");
-	freeReplyObject(reply);
-	assert_int_equal(
-	        bf_state_dedup_check_and_set_many(state, keys, 4, NOW, 60, "mx",
-	                                          "Q", results, NULL, &error),
-	        0);
-	assert_int_equal(results[0] + results[1] + results[2] + results[3], 3);
-	reply = redisCommand(c, "INFO commandstats");
-	assert_non_null(strstr(reply->str, "cmdstat_evalsha:calls=1,"));
-	assert_null(strstr(reply->str, "cmdstat_eval:"));
-	/* (commands inside the script are counted too: set, get) */
-	assert_null(strstr(reply->str, "cmdstat_select:"));
-	freeReplyObject(reply);
-
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", "h:1:x",
-	                                        NOW, 60, NULL, &error),
-	                 1);
-	reply = redisCommand(c, "PTTL backfill:lease:merge/alice");
-	assert_int_equal(reply->integer, -1);
-	freeReplyObject(reply);
-	memset(&rec, 0, sizeof(rec));
-	assert_int_equal(bf_state_merge_put(state, "alice", &rec, &error), 0);
-	reply = redisCommand(c, "HGET backfill:merge:alice status");
-	assert_string_equal(reply->str, "pending");
-	freeReplyObject(reply);
-	reply = redisCommand(c, "ZSCORE backfill:merges alice");
-	assert_string_equal(reply->str, "0");
-	freeReplyObject(reply);
-	redisFree(c);
-	bf_state_close(&state);
-}
-
-/* A handle inherited over fork() is not shared with the parent: the
-   child connects anew (two processes reading one socket would take each
-   other's replies). */
-static void test_redis_fork(void **statep)
-{
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	struct bf_dedup_key key;
-	const char *error;
-	unsigned int i;
-	pid_t pid;
-	int status;
-
-	make_key(&key, "w", "a@example.org", 0);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 600,
-	                                              "mx", "Q", NULL, &error),
-	                 1);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		for (i = 1; i <= 200; i++) {
-			make_key(&key, "child", "a@example.org", i);
-			if (bf_state_dedup_check_and_set(state, &key, NOW, 600,
-			                                 "mx", "Q", NULL,
-			                                 &error) != 1)
-				_exit(1);
-		}
-		_exit(0);
-	}
-	for (i = 1; i <= 200; i++) {
-		make_key(&key, "parent", "a@example.org", i);
-		assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW,
-		                                              600, "mx", "Q",
-		                                              NULL, &error),
-		                 1);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	bf_state_close(&state);
-}
-
-#endif /* BF_HAVE_REDIS */
 
 #define T(name)  cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define TR(name) cmocka_unit_test_setup_teardown(name, setup_redis, teardown)
@@ -2873,7 +1669,7 @@ int main(void)
 	        TR(test_redis_fork),
 	};
 
-	if (redis_server_path() == NULL) {
+	if (bf_fixture_redis_server() == NULL) {
 		/* Built with hiredis but the server is missing here:
 		   scripts/install-deps installs it. */
 		fprintf(stderr, "redis-server not found (install redis-server "

@@ -1,0 +1,79 @@
+#ifndef BF_TEST_STATE_H
+#define BF_TEST_STATE_H
+
+/* The state store's tests, in three files of one program: the contract
+   every backend keeps (test-state.c, run on SQLite and on Redis), what is
+   SQLite's own (test-state-sqlite.c: files, modes, locks, the schema) and
+   what is Redis's own (test-state-redis.c: URIs, passwords, restarts, hung
+   servers, the script cache, keys and expiry).  The fixtures below them
+   (temporary directories, a private redis-server) are state-fixture.c,
+   shared with bench/bench-state.c. */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+
+#include "state-fixture.h"
+#include "state.h"
+
+#define NOW 1700000000
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	char uri[200];
+#ifdef BF_HAVE_REDIS
+	/* the server this test started, if any */
+	struct bf_fixture_redis redis;
+#endif
+};
+
+/* cmocka set-up and tear-down: a temp dir with uri "sqlite:<dir>/state.db";
+   setup_redis() also starts a redis-server there, uri on its socket. */
+int setup(void **statep);
+int teardown(void **statep);
+struct bf_state *open_ok(const char *uri);
+/* Opens uri expecting failure; returns the malloc()ed error. */
+char *open_error(const char *uri);
+void assert_contains(const char *haystack, const char *needle);
+void make_key(struct bf_dedup_key *key, const char *window, const char *rcpt,
+              unsigned int n);
+/* Journal entry n of a test journal, and the iterator callback that
+   checks entries come back as made, in order. */
+void make_entry(struct bf_journal_entry *e, unsigned int n);
+struct journal_iter_ctx {
+	unsigned int count;
+	bool bad;
+};
+int journal_iter_cb(const struct bf_journal_entry *entry, void *context);
+
+/* test-state-sqlite.c */
+void test_open_creates_group_writable(void **statep);
+void test_open_bad_uris(void **statep);
+void test_open_missing_dir(void **statep);
+void test_open_corrupt(void **statep);
+void test_open_newer_schema(void **statep);
+void test_open_unwritable(void **statep);
+void test_busy_timeout(void **statep);
+void test_wait_limit(void **statep);
+void test_checkpoint_atomic(void **statep);
+
+#ifdef BF_HAVE_REDIS
+/* test-state-redis.c */
+int setup_redis(void **statep);
+void test_redis_uris(void **statep);
+void test_redis_tcp_password(void **statep);
+void test_redis_restart(void **statep);
+void test_redis_timeout(void **statep);
+void test_redis_wait_limit(void **statep);
+void test_redis_noscript(void **statep);
+void test_redis_checkpoint_atomic(void **statep);
+void test_redis_keys_and_ttl(void **statep);
+void test_redis_fork(void **statep);
+#endif
+
+#endif
