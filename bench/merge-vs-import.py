@@ -117,7 +117,7 @@ class Bench:
             time.sleep(0.02)
 
     def finished(self, user):
-        return self.dc.log_lines(r"backfill\(%s\): merge finished" % re.escape(user))
+        return self.dc.log_lines(r"\(%s\)(?:<[^>]*>)*: \w+: backfill: merge finished" % re.escape(user))
 
     def merge(self, user, poll=0.02, timeout=1800, after=0):
         """Log in and keep the session alive until the merge finishes

@@ -346,7 +346,7 @@ class RunWithSessionTest(unittest.TestCase):
             # let the session finish its merge, if it has it
             deadline = time.time() + 120
             while time.time() < deadline and not self.site.finished_lines("big"):
-                if "merge finished" in r.stderr and "backfill(big)" in r.stderr:
+                if re.search(bftest.bf_log("big") + "merge finished", r.stderr):
                     break
                 time.sleep(0.2)
             stop.set()
@@ -359,7 +359,7 @@ class RunWithSessionTest(unittest.TestCase):
             self.assertIn("another session", row["error"])
         # whoever did it: exactly one finished merge for big
         finished = len(self.site.finished_lines("big")) + \
-            len(re.findall(r"backfill\(big\): merge finished", r.stderr))
+            len(re.findall(bftest.bf_log("big") + "merge finished", r.stderr))
         if row["result"] == "busy":
             self.site.wait_merged("big")
             finished = len(self.site.finished_lines("big"))

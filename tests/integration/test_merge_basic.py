@@ -192,7 +192,7 @@ class MergeBasic(bftest.SiteCase):
             exp, _, _ = self.expected(user)
             n_added = len(exp) - sum(len(ms) for _, (_, ms) in self.pre[user].items())
             self.assertRegex(lines[0], r"\b%d added\b" % n_added)
-            self.assertTrue(self.site.dc.log_lines(r"backfill\(%s\): merge started" % user))
+            self.assertTrue(self.site.dc.log_lines(bftest.bf_log(user) + "merge started"))
         self.site.dc.assert_log_clean()
 
 
@@ -280,7 +280,7 @@ class RepeatsAcrossBatches(bftest.SiteCase):
         cls.post = site.dc.snapshot("rena")
 
     def test_spread_over_sessions(self):
-        starts = self.site.dc.log_lines(r"backfill\(rena\): merge (started|resumed)")
+        starts = self.site.dc.log_lines(bftest.bf_log("rena") + "merge (started|resumed)")
         self.assertGreater(len(starts), 2, "the merge did not span several sessions")
 
     def test_three_copies_in_the_end(self):

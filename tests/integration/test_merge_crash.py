@@ -143,7 +143,7 @@ class MergeCrash(bftest.SiteCase):
                 killed = self._kill_session(user, pid_wait=0.1)
             if killed and not self.site.finished_lines(user):
                 kills_unfinished += 1
-                points.append((mode, len(dc.log_lines(r"backfill\(kim\): merge (started|resumed)"))))
+                points.append((mode, len(dc.log_lines(bftest.bf_log("kim") + "merge (started|resumed)"))))
             # the master may log the killed child; wait until it is gone
             deadline = time.time() + 5
             while dc.session_pids(user) and time.time() < deadline:
@@ -214,7 +214,7 @@ class MergeCrash(bftest.SiteCase):
             elif pid == active and re.search(r"merge paused|merge finished|Disconnected", line):
                 active = None
         self.assertGreaterEqual(starts, 1)
-        self.assertTrue(dc.log_lines(r"backfill\(tess\): merge not started here: another session"),
+        self.assertTrue(dc.log_lines(bftest.bf_log("tess") + "merge not started here: another session"),
                         "no session saw the lease taken: the test did not exercise concurrency")
 
 

@@ -65,7 +65,7 @@ class MergePop3(bftest.SiteCase):
         self.assertTrue(site.finished_lines(user), "not finished after %d POP3 logins" % logins)
         self.assertGreater(logins, 2, "the merge fitted in one budget: the test shows nothing")
         self.assertEqual(shown_counts, sorted(shown_counts), "messages disappeared from POP3")
-        self.assertTrue(site.dc.log_lines(r"backfill\(paul\): merge paused at the login budget"))
+        self.assertTrue(site.dc.log_lines(bftest.bf_log("paul") + "merge paused at the login budget"))
         post = site.dc.snapshot(user)
         exp, _, added = bftest.expected_after(self.pre[user], view)
         got = bftest.multiset(post)
@@ -107,8 +107,8 @@ class MergePop3(bftest.SiteCase):
         # only Drafts' messages may be missing, and the log says why and what to do
         self.assertTrue(all(k[0] == "Drafts" for k in missing.elements()), missing)
         if missing:
-            lines = site.dc.log_lines(r"backfill\(dora\).*Drafts")
-            self.assertTrue(lines, "\n".join(site.dc.log_lines(r"backfill\(dora\)")))
+            lines = site.dc.log_lines(bftest.bf_log("dora") + ".*Drafts")
+            self.assertTrue(lines, "\n".join(site.dc.log_lines(bftest.bf_log("dora"))))
             self.assertRegex(" ".join(lines), r"(new/|tmp/|director)")
         self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
 

@@ -146,7 +146,7 @@ class MergeRobust(bftest.SiteCase):
         return post
 
     def user_log(self, user, level=None):
-        rx = r"backfill\(%s\)" % bftest._re(user)
+        rx = bftest.bf_log(user)
         lines = self.site.dc.log_lines(rx)
         if level:
             lines = [l for l in lines if (" %s: " % level) in l]

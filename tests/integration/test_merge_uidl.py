@@ -75,7 +75,7 @@ class MergeUidl(bftest.SiteCase):
         self.assertEqual(changed, 5)
         line = self.site.finished_lines("uma")[-1]
         self.assertRegex(line, r"\b5 POP3 UIDL collisions\b")
-        self.assertEqual(len(self.site.dc.log_lines(r"backfill\(uma\): INBOX/uid \d+ showed POP3 UIDL")), 5)
+        self.assertEqual(len(self.site.dc.log_lines(bftest.bf_log("uma") + r"INBOX/uid \d+ showed POP3 UIDL")), 5)
 
     def test_live_uids_and_result(self):
         exp, _, _ = bftest.expected_after(self.pre, self.site.views["uma"], keyword="", hide="none")

@@ -529,7 +529,7 @@ class MultiHost(unittest.TestCase):
         return copies, raws
 
     def finished(self, user):
-        pat = r'backfill\(%s\): merge finished' % user
+        pat = r'\(%s\)(?:<[^>]*>)*: \w+: backfill: merge finished' % user
         return (len(self.dc_a.log_lines(pat)), len(self.dc_b.log_lines(pat)))
 
     def session(self, dc, user, until, seconds=30):

@@ -1,0 +1,495 @@
+/* The merge loop: archive folders one after the other, each in UID order,
+   every archived message either a duplicate of a live one (consumed) or
+   copied into the mapped live folder in batches (merge-batch.c). */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "hash.h"
+#include "ioloop.h"
+#include "mail-storage-private.h"
+#include "mail-namespace.h"
+#include "mail-copy.h"
+#include "settings.h"
+#include "archive.h"
+#include "pop3-uidl.h"
+#include "pop3-hide.h"
+#include "merge-private.h"
+
+static int merge_copy(struct backfill_merge *m, struct mail *amail,
+                      const char *uidl, const char **error_r)
+{
+	struct mail_save_context *save;
+	struct mail_keywords *kw;
+	ARRAY_TYPE(const_string) kw_list;
+	const char *const *akw;
+	bool have_kw = FALSE;
+
+	t_array_init(&kw_list, 8);
+	akw = mail_get_keywords(amail);
+	for (; akw != NULL && *akw != NULL; akw++) {
+		if (m->set->keyword != NULL &&
+		    strcasecmp(*akw, m->set->keyword) == 0)
+			have_kw = TRUE;
+		array_push_back(&kw_list, akw);
+	}
+	if (m->set->keyword != NULL && !have_kw)
+		array_push_back(&kw_list, &m->set->keyword);
+	if (backfill_pop3_hide_wanted(m->set, mailbox_get_vname(m->lbox),
+	                              mail_get_flags(amail))) {
+		const char *hide = BACKFILL_POP3_HIDE_KEYWORD;
+		array_push_back(&kw_list, &hide);
+	}
+	array_append_zero(&kw_list);
+	kw = mailbox_keywords_create_valid(m->lbox, array_front(&kw_list));
+
+	save = mailbox_save_alloc(m->ltrans);
+	mailbox_save_set_flags(save, mail_get_flags(amail) & ~MAIL_RECENT, kw);
+	mailbox_keywords_unref(&kw);
+	/* No received date here: mailbox_copy() takes it from amail
+	   (mail_save_copy_default_metadata() when it copies; a hardlink
+	   shares the file whose mtime it is).  Looking it up would cost a
+	   stat() of every archived file that a hardlink copy never needs. */
+	if (uidl[0] != '\0')
+		mailbox_save_set_pop3_uidl(save, uidl);
+	if (mailbox_copy(&save, amail) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* The live side's problem, not the message's (quota, a full disk, a
+   temporary failure): skipping the message would lose it for good. */
+static bool copy_error_is_live(struct backfill_merge *m)
+{
+	enum mail_error mail_error;
+
+	(void)mailbox_get_last_internal_error(m->lbox, &mail_error);
+	return mail_error == MAIL_ERROR_NOQUOTA ||
+	       mail_error == MAIL_ERROR_TEMP || mail_error == MAIL_ERROR_PERM;
+}
+
+/* Copies one archived message into the batch (or takes the copy that
+   landed before a crash).  Returns 0, or -1 if the merge must stop. */
+static int merge_add(struct backfill_merge *m,
+                     const struct backfill_folder *folder, uint32_t uid,
+                     struct mail *amail, const struct backfill_mail_keys *keys,
+                     const char *uidl)
+{
+	const char *error;
+
+	if (m->dry_run) {
+		uoff_t size;
+		if (mail_get_physical_size(amail, &size) == 0)
+			m->dry_bytes += size;
+		m->rec.added++;
+		return 0;
+	}
+	struct batch_item *item = array_append_space(&m->batch);
+	item->entry.mailbox = folder->live_vname;
+	item->entry.mailbox_guid = m->lbox_guid;
+	item->entry.archive_mailbox = folder->archive_vname;
+	item->entry.archive_uid = uid;
+	memcpy(item->entry.fingerprint, keys->fp, BF_FP_SIZE);
+	if (backfill_merge_landed_take(m, amail, keys, uidl, item)) {
+		m->rec.added++;
+		return 0;
+	}
+
+	if (backfill_merge_batch_begin(m, &error) < 0) {
+		backfill_merge_log_error(m, "%s: %s", folder->live_vname,
+		                         error);
+		return -1;
+	}
+	if (merge_copy(m, amail, uidl == NULL ? "" : uidl, &error) < 0) {
+		if (copy_error_is_live(m)) {
+			backfill_merge_log_error(
+			        m,
+			        "merge postponed: saving into %s failed: %s (the next login retries)",
+			        folder->live_vname, error);
+			return -1;
+		}
+		/* A message Dovecot cannot copy is a broken one: skip it,
+		   the rest of the batch goes on. */
+		e_warning(m->event,
+		          "%s/uid %u: skipped, copying to %s failed: %s",
+		          folder->archive_vname, uid, folder->live_vname,
+		          error);
+		array_pop_back(&m->batch);
+		m->rec.skipped++;
+		return 0;
+	}
+	item = array_back_modifiable(&m->batch);
+	item->saved = TRUE;
+	if (uidl != NULL)
+		backfill_live_uidl_merged(m, uidl);
+	m->rec.added++;
+	return 0;
+}
+
+/* One archived message.  Returns 0, or -1 if the merge must stop. */
+static int merge_one(struct backfill_merge *m,
+                     const struct backfill_folder *folder, uint32_t uid)
+{
+	struct backfill_mail_keys keys;
+	struct mail *amail = backfill_merge_walk_mail(m);
+	const char *error, *uidl;
+	int ret;
+
+	if (backfill_merge_merged_already(m, m->idx, uid))
+		return 0;
+	/* folder_open() opened m->lbox (NULL only in a dry run, for a live
+	   folder that would be created) */
+	i_assert(m->lbox != NULL || m->dry_run);
+	if (!mail_set_uid(amail, uid))
+		return 0;
+	ret = backfill_mail_keys_get(amail, NULL, m->fp, TRUE, &keys, &error);
+	if (ret == 0)
+		return 0;
+	m->rec.archived++;
+	backfill_merge_cursor_advance(m, uid);
+	if (ret < 0) {
+		e_warning(m->event, "%s/uid %u: skipped, cannot be read: %s",
+		          folder->archive_vname, uid, error);
+		m->rec.skipped++;
+		return 0;
+	}
+	m->batch_last_uid = uid;
+	if (backfill_live_dedup_consume(m, &keys)) {
+		m->rec.duplicates++;
+		return 0;
+	}
+	if (keys.no_header) {
+		e_info(m->event,
+		       "%s/uid %u: no header section, merged as it is",
+		       folder->archive_vname, uid);
+	}
+
+	if (backfill_pop3_uidl_get(amail, m->walk.uidvalidity,
+	                           m->pop3_uidl_format, &uidl, &error) < 0) {
+		e_warning(m->event, "%s/uid %u: no POP3 UIDL kept: %s",
+		          folder->archive_vname, uid, error);
+		uidl = NULL;
+	}
+	if (backfill_live_uidl_check(m, folder, uid, &uidl) < 0)
+		return -1;
+	return merge_add(m, folder, uid, amail, &keys, uidl);
+}
+
+void backfill_merge_folder_close(struct backfill_merge *m)
+{
+	if (m->ltrans != NULL)
+		mailbox_transaction_rollback(&m->ltrans);
+	backfill_merge_walk_close(m);
+	if (m->lbox != NULL)
+		mailbox_free(&m->lbox);
+	if (hash_table_is_created(m->live_uidls))
+		hash_table_destroy(&m->live_uidls);
+	pool_unref(&m->uidl_pool);
+}
+
+/* A dry run opens the live folder only if it exists and remembers the
+   ones that would be created. */
+static int merge_open_live(struct backfill_merge *m,
+                           const struct backfill_folder *folder,
+                           const char **error_r)
+{
+	struct mail_namespace *ns;
+	struct mailbox *box;
+	enum mailbox_existence existence;
+	const char *const *name;
+
+	if (!m->dry_run) {
+		return backfill_folder_open_live(m->luser, folder, &m->lbox,
+		                                 error_r);
+	}
+	ns = mail_namespace_find(m->luser->namespaces, folder->live_vname);
+	box = mailbox_alloc(ns->list, folder->live_vname,
+	                    MAILBOX_FLAG_READONLY);
+	if (mailbox_exists(box, TRUE, &existence) < 0) {
+		*error_r = t_strdup_printf(
+		        "live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return -1;
+	}
+	if (existence != MAILBOX_EXISTENCE_SELECT) {
+		mailbox_free(&box);
+		array_foreach(&m->dry_new_folders, name)
+		{
+			if (strcmp(*name, folder->live_vname) == 0)
+				return 0;
+		}
+		const char *copy = p_strdup(m->pool, folder->live_vname);
+		array_push_back(&m->dry_new_folders, &copy);
+		return 0;
+	}
+	if (mailbox_sync(box, 0) < 0) {
+		*error_r = t_strdup_printf(
+		        "syncing live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return -1;
+	}
+	m->lbox = box;
+	return 0;
+}
+
+/* A message delivered after the merge gets the next live UID.  When the
+   live folder reuses the archive's UIDVALIDITY (or the format has no %v),
+   its computed UIDL can be one that a merged copy keeps from the old
+   server, if that UID was an archived one: typical after expunges left
+   gaps in the old UIDs, which the merge does not use up.  A POP3 client
+   of the old server would take the new message for one it has and never
+   download it.  Raising the live UIDNEXT to the archive's (which also
+   covers UIDs of messages expunged before the backup, whose UIDLs clients
+   may remember) rules that out; existing UIDs and the UIDVALIDITY stay. */
+static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
+{
+	struct mailbox_status astatus, lstatus;
+	struct mailbox_update update;
+
+	if (!backfill_pop3_uidl_by_uid(m->pop3_uidl_format, m->lbox_uidvalidity,
+	                               m->walk.uidvalidity))
+		return 0;
+	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &astatus);
+	if (mailbox_get_status(m->lbox, STATUS_UIDNEXT, &lstatus) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	if (lstatus.uidnext >= astatus.uidnext)
+		return 0;
+	i_zero(&update);
+	update.min_next_uid = astatus.uidnext;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	e_debug(m->user->event,
+	        "backfill(%s): %s: UIDNEXT raised from %u to %u, past the "
+	        "archive's UIDs (their POP3 UIDLs stay unique)",
+	        m->user->username, mailbox_get_vname(m->lbox), lstatus.uidnext,
+	        astatus.uidnext);
+	return 0;
+}
+
+/* An archive folder that cannot be read: the merge goes on with the other
+   folders and can finish; the record's last_error keeps saying what is
+   missing, for doveadm backfill status (written with the next
+   checkpoint). */
+static void folder_skip(struct backfill_merge *m,
+                        const struct backfill_folder *folder, const char *error)
+{
+	const char *line = t_strdup_printf(
+	        BACKFILL_SKIPPED_NOTE
+	        "%s: %s (check the restored files; a backup that dropped empty cur/ new/ tmp/ directories needs them back, then doveadm backfill reset -u USER merges them)",
+	        folder->archive_vname, error);
+
+	e_error(m->event, "%s", line);
+	if (!m->dry_run) {
+		i_free(m->rec.last_error);
+		m->rec.last_error = i_strdup(backfill_merge_one_line(line));
+		m->cursor_dirty = TRUE;
+	}
+	backfill_merge_walk_close(m);
+}
+
+/* The live folder's side of folder_open(), once it is open. */
+static int folder_open_live_state(struct backfill_merge *m,
+                                  const struct backfill_folder *folder)
+{
+	struct mailbox_status status;
+	const char *error;
+
+	mailbox_get_open_status(m->lbox, STATUS_UIDVALIDITY, &status);
+	m->lbox_uidvalidity = status.uidvalidity;
+	const char *guid = backfill_mailbox_guid_str(m->lbox);
+	m->lbox_guid = p_strdup(m->pool, guid == NULL ? "" : guid);
+	m->lbox_live_idx = backfill_live_box_find(m, folder->live_vname);
+	m->batch_max = mail_storage_copy_can_use_hardlink(m->walk.box, m->lbox)
+	                       ? BACKFILL_BATCH_MAX_LINK
+	                       : BACKFILL_BATCH_MAX;
+	if (!m->dry_run && live_uidnext_raise(m, &error) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: raising UIDNEXT past the archive's UIDs failed: %s (the next login retries)",
+		        folder->live_vname, error);
+		return -1;
+	}
+	if (backfill_live_uidls_load(m, &error) < 0) {
+		backfill_merge_log_error(m, "%s: reading POP3 UIDLs: %s",
+		                         folder->live_vname, error);
+		return -1;
+	}
+	if (m->intent && m->intent_folder == m->idx &&
+	    backfill_merge_landed_load(m, &error) < 0) {
+		backfill_merge_log_error(m, "%s: %s", folder->live_vname,
+		                         error);
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens the archive folder and its live target.  Returns 1 to merge it,
+   0 when it is skipped, -1 on error. */
+static int folder_open(struct backfill_merge *m,
+                       const struct backfill_folder *folder)
+{
+	struct mailbox *abox;
+	const char *error;
+
+	abox = mailbox_alloc(m->archive->ns->list, folder->archive_vname,
+	                     MAILBOX_FLAG_READONLY);
+	if (backfill_merge_walk_open(m, abox, &error) < 0) {
+		folder_skip(m, folder, error);
+		return 0;
+	}
+	if (merge_open_live(m, folder, &error) < 0) {
+		backfill_merge_log_error(m, "%s", error);
+		backfill_merge_walk_close(m);
+		return -1;
+	}
+	if (m->lbox == NULL) {
+		/* dry run: a live folder that would be created, empty */
+		m->lbox_guid = "";
+		m->lbox_live_idx = UINT_MAX;
+		m->uidl_pool = pool_alloconly_create("backfill uidls", 1024);
+		hash_table_create(&m->live_uidls, m->uidl_pool, 0, str_hash,
+		                  strcmp);
+		return 1;
+	}
+	if (folder_open_live_state(m, folder) < 0) {
+		backfill_merge_folder_close(m);
+		return -1;
+	}
+	return 1;
+}
+
+/* One step of merging.  Returns 1 when a folder is finished, 0 after a
+   message, -1 on error. */
+static int merge_step(struct backfill_merge *m)
+{
+	const struct backfill_folder *folder = array_idx(&m->folders, m->idx);
+	int ret;
+
+	if (!m->walk_open) {
+		if (m->have_cursor && m->idx < m->cursor_folder)
+			return 1; /* merged before */
+		if ((ret = folder_open(m, folder)) <= 0)
+			return ret < 0 ? -1 : 1;
+	}
+	if (m->walk.pos < array_count(&m->walk.uids)) {
+		uint32_t uid = *array_idx(&m->walk.uids, m->walk.pos++);
+		if (merge_one(m, folder, uid) < 0)
+			return -1;
+		if (array_count(&m->batch) >= m->batch_max) {
+			backfill_merge_walk_slice_end(m);
+			if (backfill_merge_batch_commit(m) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	/* end of folder: the batch's intent must still name this folder */
+	backfill_merge_walk_slice_end(m);
+	ret = backfill_merge_batch_commit(m);
+	if (!backfill_merge_merged_already(m, m->idx, (uint32_t)-1)) {
+		m->cursor_folder = m->idx + 1;
+		m->cursor_uid = 0;
+		m->have_cursor = TRUE;
+		m->cursor_dirty = TRUE;
+	}
+	backfill_merge_folder_close(m);
+	return ret < 0 ? -1 : 1;
+}
+
+/* Something for backfill_merge_end() to commit. */
+static bool merge_has_progress(const struct backfill_merge *m)
+{
+	return m->phase == PHASE_MERGE &&
+	       (m->ltrans != NULL || m->cursor_dirty);
+}
+
+/* One step of whichever phase the merge is in.  Returns 1 when a folder
+   is finished, 0 to go on, -1 on error; PHASE_FINISHED when done. */
+static int merge_phase_step(struct backfill_merge *m)
+{
+	int ret;
+
+	if (m->phase == PHASE_LIVE_INDEX) {
+		if (m->idx >= array_count(&m->live_boxes)) {
+			backfill_live_index_sort(m);
+			backfill_merge_consumed_apply(m);
+			m->phase = PHASE_MERGE;
+			m->idx = 0;
+			return 0;
+		}
+		T_BEGIN
+		{
+			ret = backfill_live_index_step(m);
+		}
+		T_END;
+		return ret;
+	}
+	if (m->idx >= array_count(&m->folders)) {
+		backfill_merge_finish(m);
+		m->phase = PHASE_FINISHED;
+		return 0;
+	}
+	T_BEGIN
+	{
+		ret = merge_step(m);
+	}
+	T_END;
+	return ret;
+}
+
+static int merge_failed(struct backfill_merge *m)
+{
+	m->failed = TRUE;
+	backfill_merge_record_failure(m);
+	return -1;
+}
+
+int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
+                            bool must_progress)
+{
+	uint64_t deadline = backfill_merge_now_msecs() + budget_ms;
+	bool extended = FALSE;
+	int ret = 0;
+
+	if (backfill_merge_leases_renew(m) < 0)
+		return merge_failed(m);
+	while (ret >= 0 && m->phase != PHASE_FINISHED) {
+		ret = merge_phase_step(m);
+		if (ret > 0) {
+			m->idx++;
+			ret = 0;
+		}
+		if (m->phase == PHASE_FINISHED ||
+		    backfill_merge_now_msecs() < deadline)
+			continue;
+		if (!must_progress || extended)
+			break;
+		if (merge_has_progress(m)) {
+			/* overrun anyway: make it worth it */
+			deadline = backfill_merge_now_msecs() +
+			           BACKFILL_PROGRESS_SLICE_MSECS;
+			extended = TRUE;
+		}
+	}
+	if (ret < 0)
+		return merge_failed(m);
+	if (m->phase == PHASE_FINISHED)
+		return 1;
+	/* The batch stays open between slices (see luser) until it is full
+	   or old enough: each commit costs fsyncs of the mailbox and of the
+	   state store, which would otherwise dominate short slices. */
+	backfill_merge_walk_slice_end(m);
+	if (merge_has_progress(m) &&
+	    backfill_merge_now_msecs() - m->batch_started >=
+	            BACKFILL_BATCH_MAX_MSECS &&
+	    backfill_merge_batch_commit(m) < 0)
+		return merge_failed(m);
+	return 0;
+}

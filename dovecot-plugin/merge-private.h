@@ -1,0 +1,245 @@
+#ifndef BACKFILL_MERGE_PRIVATE_H
+#define BACKFILL_MERGE_PRIVATE_H
+
+/* The merge's own state, shared by the files of the merge (merge.c,
+   merge-loop.c, merge-batch.c, merge-walk.c, live-index.c) and nothing
+   else.  merge.c's top comment explains the algorithm. */
+
+#include "array.h"
+#include "hash.h"
+#include "fingerprint.h"
+#include "state.h"
+#include "folder-map.h"
+#include "mail-keys.h"
+#include "cursor.h"
+#include "merge.h"
+
+/* Copying by save: Maildir walks its list of saved files for each new
+   one, so a transaction of n saves costs n^2; hardlinks do not, and there
+   fewer, larger commits (fsyncs) win. */
+#define BACKFILL_BATCH_MAX       200
+#define BACKFILL_BATCH_MAX_LINK  1000
+#define BACKFILL_BATCH_MAX_MSECS 1000
+/* What a POP3 login that had to overrun its budget merges before it
+   stops (backfill_merge_run_progress). */
+#define BACKFILL_PROGRESS_SLICE_MSECS 100
+#define BACKFILL_LEASE_TTL_SECS       120
+#define BACKFILL_LEASE_RENEW_SECS     30
+/* how a record's last_error names an archive folder the merge skipped */
+#define BACKFILL_SKIPPED_NOTE "archive folder skipped: "
+/* live_uidls owner of a UIDL that a copy backfill added shows */
+#define BACKFILL_UIDL_OWNER_MERGED 0xffffffffU
+
+enum merge_phase {
+	PHASE_LIVE_INDEX = 0,
+	PHASE_MERGE,
+	PHASE_FINISHED,
+};
+
+struct live_box {
+	const char *vname;
+	const char *guid;
+	struct mailbox *box; /* opened when a fingerprint is needed */
+	struct backfill_cache_fields cf;
+	/* for reading candidates, until the slice ends */
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+};
+
+struct live_msg {
+	unsigned char hdr_key[BF_FP_SIZE];
+	unsigned char fp[BF_FP_SIZE];
+	uint32_t uid;
+	unsigned int box_idx;
+	bool fp_set;
+	bool consumed;
+};
+
+/* A live message by folder GUID and UID: what the journal names. */
+struct box_uid {
+	const char *guid;
+	uint32_t uid;
+};
+
+struct consumed {
+	unsigned int box_idx;
+	uint32_t uid;
+};
+
+struct landed {
+	const char *guid;
+	uint32_t uid;
+	unsigned char fp[BF_FP_SIZE];
+	bool fp_set;
+	bool used;
+};
+
+struct batch_item {
+	struct bf_journal_entry entry;
+	/* saved in this batch's transaction: UID known after commit */
+	bool saved;
+};
+
+/* A mailbox walked in UID order across slices. */
+struct box_walk {
+	struct mailbox *box;
+	ARRAY(uint32_t) uids;
+	unsigned int pos;
+	struct backfill_cache_fields cf;
+	uint32_t uidvalidity;
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+};
+
+struct backfill_merge {
+	pool_t pool;
+	struct mail_user *user;
+	/* child of the user's event: "backfill: " once on every line */
+	struct event *event;
+	/* The merge's own instance of the live user: its open mailboxes and
+	   transactions can stay open between IMAP slices, which Dovecot does
+	   not allow on the session's user (it must hold the last reference
+	   when the session ends, before any plugin hook runs). */
+	struct mail_user *luser;
+	const struct backfill_settings *set;
+	struct bf_state *state;
+	char owner[128];
+	unsigned int slot;
+	bool have_lease, have_slot;
+	time_t last_renew;
+	struct backfill_archive *archive;
+	struct bf_fp *fp;
+	struct bf_merge_record rec;
+	struct timeval started;
+	const char *pop3_uidl_format;
+
+	/* Done up to and including (cursor_folder, cursor_uid). */
+	unsigned int cursor_folder;
+	uint32_t cursor_uid;
+	/* ... and as of the last checkpoint */
+	unsigned int committed_folder;
+	uint32_t committed_uid;
+	unsigned int consumed_committed;
+	bool have_cursor;
+	/* the cursor on record when the merge began (consumed copies) */
+	struct bf_cursor cursor_in;
+	/* A batch that may have landed before the crash (see merge.c). */
+	bool intent;
+	unsigned int intent_folder;
+	uint32_t intent_uidnext, intent_last_uid;
+	ARRAY(struct landed) landed;
+
+	ARRAY_TYPE(backfill_folder) folders;
+	ARRAY(struct live_box) live_boxes;
+	ARRAY(struct live_msg) live;
+	ARRAY(struct box_uid) journal;
+	const char *intent_box_guid;
+	/* live copies that archived messages consumed (dedup) */
+	ARRAY(struct consumed) consumed;
+
+	enum merge_phase phase;
+	unsigned int idx;
+	struct box_walk walk;
+	bool walk_open;
+
+	/* live target of the archive folder being merged */
+	struct mailbox *lbox;
+	const char *lbox_guid;
+	unsigned int lbox_live_idx; /* in live_boxes, UINT_MAX: none */
+	uint32_t lbox_uidvalidity;
+	pool_t uidl_pool;
+	HASH_TABLE(char *, void *) live_uidls;
+
+	struct mailbox_transaction_context *ltrans;
+	uint64_t batch_started;
+	unsigned int batch_max;
+	uint32_t batch_uidnext;
+	ARRAY(struct batch_item) batch;
+	uint32_t batch_last_uid;
+	bool cursor_dirty;
+	/* stopped on an error: commit nothing more */
+	bool failed;
+	/* the last error logged, for the record's last_error */
+	const char *last_error;
+	/* another process took the merge over: its record, not ours */
+	bool lease_lost;
+
+	/* BACKFILL_MERGE_FLAG_DRY_RUN (doveadm backfill plan): every
+	   decision, no write.  lbox is NULL for a live folder that does not
+	   exist yet (it would be created). */
+	bool dry_run;
+	uint64_t dry_bytes;
+	ARRAY_TYPE(const_string) dry_new_folders;
+};
+
+/* merge.c */
+uint64_t backfill_merge_now_msecs(void);
+/* A record's last_error is one line: doveadm's -f tab does not escape. */
+const char *backfill_merge_one_line(const char *text);
+/* Logs an error and keeps it for the record's last_error. */
+void backfill_merge_log_error(struct backfill_merge *m, const char *fmt, ...)
+        ATTR_FORMAT(2, 3);
+int backfill_merge_leases_renew(struct backfill_merge *m);
+void backfill_merge_record_failure(struct backfill_merge *m);
+void backfill_merge_finish(struct backfill_merge *m);
+
+/* merge-walk.c: archive and live folders read in UID order */
+int backfill_merge_walk_open(struct backfill_merge *m, struct mailbox *box,
+                             const char **error_r);
+/* Transactions never stay open between slices. */
+void backfill_merge_walk_slice_end(struct backfill_merge *m);
+struct mail *backfill_merge_walk_mail(struct backfill_merge *m);
+void backfill_merge_walk_close(struct backfill_merge *m);
+
+/* merge-batch.c: the cursor on record, batches, checkpoints and the
+   replay of a batch that may have landed before a crash */
+int backfill_merge_cursor_parse(struct backfill_merge *m, const char *cursor,
+                                const char **error_r);
+/* Marks the live copies the cursor says were consumed, once the live index
+   is complete. */
+void backfill_merge_consumed_apply(struct backfill_merge *m);
+bool backfill_merge_merged_already(struct backfill_merge *m,
+                                   unsigned int folder, uint32_t uid);
+void backfill_merge_cursor_advance(struct backfill_merge *m, uint32_t uid);
+int backfill_merge_batch_begin(struct backfill_merge *m, const char **error_r);
+int backfill_merge_batch_commit(struct backfill_merge *m);
+void backfill_merge_record_set_cursor(struct backfill_merge *m,
+                                      bool with_intent);
+int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r);
+/* A copy of the intent's batch that landed before the crash: journals it
+   and returns TRUE. */
+bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
+                                const struct backfill_mail_keys *keys,
+                                const char *uidl, struct batch_item *item);
+
+/* live-index.c: the live messages that count for dedup, and the POP3
+   UIDLs of the live folder being merged into */
+int backfill_live_journal_load(struct backfill_merge *m, const char **error_r);
+bool backfill_live_added_by_backfill(struct backfill_merge *m,
+                                     const char *box_guid, uint32_t uid);
+const char *backfill_mailbox_guid_str(struct mailbox *box);
+int backfill_live_boxes_list(struct backfill_merge *m, const char **error_r);
+unsigned int backfill_live_box_find(struct backfill_merge *m,
+                                    const char *vname);
+/* One step of indexing live messages.  Returns 1 when a mailbox is
+   finished, 0 after a message, -1 on error. */
+int backfill_live_index_step(struct backfill_merge *m);
+void backfill_live_index_sort(struct backfill_merge *m);
+bool backfill_live_dedup_consume(struct backfill_merge *m,
+                                 const struct backfill_mail_keys *keys);
+int backfill_live_uidls_load(struct backfill_merge *m, const char **error_r);
+/* The archived message's UIDL (NULL: none) against the live folder's:
+   sets *uidl to NULL when the archived message must show a new one,
+   fixes a live message that shows it.  Returns -1 if the merge must
+   stop. */
+int backfill_live_uidl_check(struct backfill_merge *m,
+                             const struct backfill_folder *folder,
+                             uint32_t archive_uid, const char **uidl);
+void backfill_live_uidl_merged(struct backfill_merge *m, const char *uidl);
+
+/* merge-loop.c */
+int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
+                            bool must_progress);
+void backfill_merge_folder_close(struct backfill_merge *m);
+
+#endif
