@@ -371,8 +371,8 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 	}
 	if (backfill_merge_cursor_parse(m, m->rec.cursor, &error) < 0) {
 		*reason_r = t_strdup_printf(
-		        "merge record has a damaged cursor (%s): '%s' (reset it with doveadm backfill reset)",
-		        error, m->rec.cursor);
+		        "merge record has an unknown cursor '%s': %s (reset it with doveadm backfill reset)",
+		        m->rec.cursor, error);
 		return merge_begin_failed(merge_r, *reason_r);
 	}
 	m->committed_folder = m->cursor_folder;
