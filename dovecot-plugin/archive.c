@@ -22,7 +22,9 @@
 #include "archive.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -170,25 +172,78 @@ static int copy_folder_control(const char *src_dir, const char *dest_dir,
 	return 0;
 }
 
+/* The UIDVALIDITY in a dovecot-uidlist's header ("3 V1234 N5 G..."), 0
+   when there is none. */
+static uint32_t uidlist_validity(const char *dir)
+{
+	char buf[128];
+	uint32_t uidvalidity = 0;
+	const char *path = t_strconcat(dir, "/dovecot-uidlist", NULL);
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		return 0;
+	if (fgets(buf, sizeof(buf), f) != NULL) {
+		const char *v = strstr(buf, " V");
+		if (v != NULL && str_parse_uint32(v + 2, &uidvalidity, &v) < 0)
+			uidvalidity = 0;
+	}
+	(void)fclose(f);
+	return uidvalidity;
+}
+
+/* A folder's control files are copied once, before Dovecot first opens
+   it, and then kept: UIDs that Dovecot gives files missing from the old
+   uidlist must stay the same from one login to the next.  Each folder has
+   its own marker, so that a folder restored after the first copy (a
+   staged restore) gets its copy too: without one, Dovecot makes up a new
+   UIDVALIDITY for it and every POP3 UIDL of it changes.  copied_before:
+   an older version marked the whole tree copied at once; a folder it
+   copied is kept if its UIDVALIDITY is still the archive's. */
+static int folder_control_once(const char *src_dir, const char *dest_dir,
+                               bool copied_before, const char **error_r)
+{
+	const char *marker =
+	        t_strconcat(dest_dir, "/" BACKFILL_COPIED_MARKER, NULL);
+	struct stat st;
+
+	if (access(marker, F_OK) == 0)
+		return 0;
+	if (!copied_before || stat(dest_dir, &st) < 0 ||
+	    (uidlist_validity(src_dir) != 0 &&
+	     uidlist_validity(src_dir) != uidlist_validity(dest_dir))) {
+		if (copy_folder_control(src_dir, dest_dir, error_r) < 0)
+			return -1;
+	}
+	/* Only now may Dovecot use the copy: a crash above leaves no marker
+	   and the next login copies again. */
+	int fd = creat(marker, 0600);
+	if (fd < 0) {
+		*error_r = t_strdup_printf("creat %s: %m", marker);
+		return -1;
+	}
+	i_close_fd(&fd);
+	return 0;
+}
+
 /* Layout that Dovecot expects with CONTROL= for Maildir++: INBOX's files
    go to CTL/.INBOX/, a folder's to CTL/.Folder/, subscriptions to CTL/. */
 static int copy_control_files(const char *archive, const char *ctl,
                               const char **error_r)
 {
 	const char *marker = t_strconcat(ctl, "/" BACKFILL_COPIED_MARKER, NULL);
+	bool copied_before = access(marker, F_OK) == 0;
 	struct dirent *d;
 	DIR *dir;
 	int ret = 0;
 
-	if (access(marker, F_OK) == 0)
-		return 0;
-
-	if (copy_folder_control(archive, t_strconcat(ctl, "/.INBOX", NULL),
-	                        error_r) < 0)
-		return -1;
-	if (copy_if_exists(t_strconcat(archive, "/subscriptions", NULL),
+	if (!copied_before &&
+	    copy_if_exists(t_strconcat(archive, "/subscriptions", NULL),
 	                   t_strconcat(ctl, "/subscriptions", NULL),
 	                   error_r) < 0)
+		return -1;
+	if (folder_control_once(archive, t_strconcat(ctl, "/.INBOX", NULL),
+	                        copied_before, error_r) < 0)
 		return -1;
 
 	dir = opendir(archive);
@@ -204,15 +259,14 @@ static int copy_control_files(const char *archive, const char *ctl,
 		struct stat st;
 		if (stat(src, &st) < 0 || !S_ISDIR(st.st_mode))
 			continue;
-		ret = copy_folder_control(
-		        src, t_strconcat(ctl, "/", d->d_name, NULL), error_r);
+		ret = folder_control_once(
+		        src, t_strconcat(ctl, "/", d->d_name, NULL),
+		        copied_before, error_r);
 	}
 	(void)closedir(dir);
-	if (ret < 0)
-		return -1;
-
-	/* Only now may Dovecot use the copy: a crash above leaves no marker
-	   and the next login copies again. */
+	if (ret < 0 || copied_before)
+		return ret;
+	/* the subscriptions are copied */
 	int fd = creat(marker, 0600);
 	if (fd < 0) {
 		*error_r = t_strdup_printf("creat %s: %m", marker);
@@ -415,4 +469,122 @@ void backfill_archive_close(struct backfill_archive **_archive)
 	mail_user_deinit(&archive->user);
 	i_free(archive->path);
 	i_free(archive);
+}
+
+/* ---- the archive's signature ---- */
+
+/* Deep enough for any folder hierarchy; a deeper tree is not an archive
+   Dovecot wrote. */
+#define SIGNATURE_MAX_DEPTH 64
+
+struct signature {
+	uint64_t sum, xor;
+	unsigned int entries;
+};
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t size)
+{
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < size; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* One entry: its path and what a restore changes (the inode, size and
+   ctime: cp -a and rsync -a set mtimes back, never ctimes).  Sum and xor
+   make the digest independent of readdir order. */
+static void signature_add(struct signature *sig, const char *relpath,
+                          const struct stat *st)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	uint64_t fields[6] = {
+	        (uint64_t)st->st_ino,         (uint64_t)st->st_mode,
+	        (uint64_t)st->st_size,        (uint64_t)st->st_ctim.tv_sec,
+	        (uint64_t)st->st_ctim.tv_nsec, (uint64_t)st->st_mtim.tv_sec,
+	};
+
+	h = fnv1a(h, relpath, strlen(relpath) + 1);
+	h = fnv1a(h, fields, sizeof(fields));
+	sig->sum += h;
+	sig->xor ^= h * 0x9e3779b97f4a7c15ULL;
+	sig->entries++;
+}
+
+/* Maildir's message directories are not listed: adding or removing a
+   message there changes the directory's own ctime, and listing them would
+   cost a stat() per message at every login. */
+static bool signature_leaf_dir(const char *name)
+{
+	return strcmp(name, "cur") == 0 || strcmp(name, "new") == 0 ||
+	       strcmp(name, "tmp") == 0;
+}
+
+static int signature_dir(struct signature *sig, int dir_fd,
+                         const char *relpath, unsigned int depth,
+                         const char **error_r)
+{
+	struct dirent *d;
+	DIR *dir;
+	int ret = 0;
+
+	if (depth > SIGNATURE_MAX_DEPTH) {
+		*error_r = t_strdup_printf("%s: more than %u levels deep",
+		                           relpath, SIGNATURE_MAX_DEPTH);
+		i_close_fd(&dir_fd);
+		return -1;
+	}
+	dir = fdopendir(dir_fd);
+	if (dir == NULL) {
+		*error_r = t_strdup_printf("fdopendir(%s): %m", relpath);
+		i_close_fd(&dir_fd);
+		return -1;
+	}
+	while (ret == 0 && (d = readdir(dir)) != NULL) {
+		struct stat st;
+		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+			continue;
+		const char *sub = t_strconcat(relpath, "/", d->d_name, NULL);
+		/* never follows a symlink: nothing outside the archive */
+		if (fstatat(dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) <
+		    0)
+			continue;
+		signature_add(sig, sub, &st);
+		if (!S_ISDIR(st.st_mode) || signature_leaf_dir(d->d_name))
+			continue;
+		int fd = openat(dirfd(dir), d->d_name,
+		                O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		ret = signature_dir(sig, fd, sub, depth + 1, error_r);
+	}
+	(void)closedir(dir);
+	return ret;
+}
+
+int backfill_archive_signature(const char *path, const char **sig_r,
+                               const char **error_r)
+{
+	struct signature sig;
+	struct stat st;
+	int fd;
+
+	i_zero(&sig);
+	fd = open(path, O_RDONLY | O_DIRECTORY);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		*error_r = t_strdup_printf("archive %s: %m", path);
+		if (fd >= 0)
+			i_close_fd(&fd);
+		return -1;
+	}
+	signature_add(&sig, "", &st);
+	if (signature_dir(&sig, fd, "", 0, error_r) < 0) {
+		*error_r = t_strdup_printf("archive %s: %s", path, *error_r);
+		return -1;
+	}
+	*sig_r = t_strdup_printf("%016" PRIx64 "%016" PRIx64 "%x", sig.sum,
+	                         sig.xor, sig.entries);
+	return 0;
 }

@@ -31,4 +31,11 @@ int backfill_archive_open(struct mail_user *user,
                           const char **error_r);
 void backfill_archive_close(struct backfill_archive **archive);
 
+/* A digest of the archive's tree as the file system shows it (no message
+   is read): a folder or message restored, removed or renamed changes it.
+   A done merge compares it to the one it finished with.  Returns 0, or -1
+   with the reason. */
+int backfill_archive_signature(const char *path, const char **sig_r,
+                               const char **error_r);
+
 #endif

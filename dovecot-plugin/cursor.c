@@ -64,15 +64,29 @@ static size_t ranges_normalize(struct bf_cursor_range *ranges, size_t count)
 	return out + 1;
 }
 
-/* "GUID:RANGES;GUID:RANGES", tokenized in place. */
-static int consumed_parse(char *text, struct bf_cursor *c, const char **error_r)
+/* A GUID as Dovecot prints one: 32 lowercase hex digits. */
+static bool guid_valid(const char *guid)
+{
+	size_t i;
+
+	for (i = 0; guid[i] != '\0'; i++) {
+		if (!((guid[i] >= '0' && guid[i] <= '9') ||
+		      (guid[i] >= 'a' && guid[i] <= 'f')))
+			return false;
+	}
+	return i == 32;
+}
+
+/* Room for every range text can hold: each takes at least one character
+   and a separator.  This bounds the allocation by the text, never by a
+   range's size. */
+static int consumed_alloc(const char *text, struct bf_cursor *c,
+                          const char **error_r)
 {
 	size_t max = 1;
 
-	/* every range takes at least one character and a separator: this
-	   bounds the allocation by the text, never by a range's size */
 	for (const char *p = text; *p != '\0'; p++) {
-		if (*p == ',' || *p == ';')
+		if (*p == ',' || *p == ';' || *p == ' ')
 			max++;
 	}
 	c->consumed = calloc(max, sizeof(*c->consumed));
@@ -80,50 +94,71 @@ static int consumed_parse(char *text, struct bf_cursor *c, const char **error_r)
 		*error_r = "out of memory";
 		return -1;
 	}
-	for (char *box = text; box != NULL;) {
-		char *next = strchr(box, ';');
-		if (next != NULL)
-			*next++ = '\0';
-		char *colon = strchr(box, ':');
-		if (colon == NULL || colon == box) {
-			*error_r = "consumed list: GUID:RANGES expected";
+	return 0;
+}
+
+/* "GUID:RANGES" of one live folder, tokenized in place. */
+static int box_ranges_parse(char *box, struct bf_cursor *c,
+                            const char **error_r)
+{
+	char *colon = strchr(box, ':');
+
+	if (colon == NULL) {
+		*error_r = "consumed list: GUID:RANGES expected";
+		return -1;
+	}
+	*colon = '\0';
+	if (!guid_valid(box)) {
+		*error_r =
+		        "consumed list: a live folder GUID is not 32 hex digits";
+		return -1;
+	}
+	for (char *range = colon + 1; range != NULL;) {
+		char *comma = strchr(range, ',');
+		if (comma != NULL)
+			*comma++ = '\0';
+		struct bf_cursor_range *r = &c->consumed[c->consumed_count];
+		char *dash = strchr(range, '-');
+		r->guid = box;
+		if (dash == NULL) {
+			if (num_parse(range, strlen(range), &r->first) < 0)
+				goto bad_range;
+			r->last = r->first;
+		} else if (num_parse(range, (size_t)(dash - range), &r->first) <
+		                   0 ||
+		           num_parse(dash + 1, strlen(dash + 1), &r->last) <
+		                   0) {
+			goto bad_range;
+		}
+		if (r->first == 0 || r->last < r->first) {
+			*error_r =
+			        "consumed list: a range is empty or starts at UID 0";
 			return -1;
 		}
-		*colon = '\0';
-		for (char *range = colon + 1; range != NULL;) {
-			char *comma = strchr(range, ',');
-			if (comma != NULL)
-				*comma++ = '\0';
-			struct bf_cursor_range *r =
-			        &c->consumed[c->consumed_count];
-			char *dash = strchr(range, '-');
-			r->guid = box;
-			if (dash == NULL) {
-				if (num_parse(range, strlen(range), &r->first) <
-				    0)
-					goto bad_range;
-				r->last = r->first;
-			} else if (num_parse(range, (size_t)(dash - range),
-			                     &r->first) < 0 ||
-			           num_parse(dash + 1, strlen(dash + 1),
-			                     &r->last) < 0) {
-				goto bad_range;
-			}
-			if (r->first == 0 || r->last < r->first) {
-				*error_r = "consumed list: a range is empty "
-				           "or starts at UID 0";
-				return -1;
-			}
-			c->consumed_count++;
-			range = comma;
-		}
-		box = next;
+		c->consumed_count++;
+		range = comma;
 	}
-	c->consumed_count = ranges_normalize(c->consumed, c->consumed_count);
 	return 0;
 bad_range:
 	*error_r = "consumed list: a UID range is not N or N-M";
 	return -1;
+}
+
+/* Version 1: "GUID:RANGES;GUID:RANGES". */
+static int consumed_parse(char *text, struct bf_cursor *c, const char **error_r)
+{
+	if (consumed_alloc(text, c, error_r) < 0)
+		return -1;
+	for (char *box = text; box != NULL;) {
+		char *next = strchr(box, ';');
+		if (next != NULL)
+			*next++ = '\0';
+		if (box_ranges_parse(box, c, error_r) < 0)
+			return -1;
+		box = next;
+	}
+	c->consumed_count = ranges_normalize(c->consumed, c->consumed_count);
+	return 0;
 }
 
 static int position_parse(char *text, struct bf_cursor *c, const char **error_r)
@@ -153,8 +188,9 @@ static int position_parse(char *text, struct bf_cursor *c, const char **error_r)
 			return -1;
 		}
 	}
-	c->folder = num[1];
-	c->uid = num[2];
+	c->version = 1;
+	c->v1_folder = num[1];
+	c->v1_uid = num[2];
 	if (count == 6) {
 		c->intent = true;
 		c->intent_folder = num[3];
@@ -164,10 +200,184 @@ static int position_parse(char *text, struct bf_cursor *c, const char **error_r)
 	return 0;
 }
 
+/* "%XX" back to the byte, in place; the name must not be empty nor hold
+   a NUL. */
+static int name_decode(char *name)
+{
+	char *out = name;
+
+	if (*name == '\0')
+		return -1;
+	for (const char *p = name; *p != '\0'; p++) {
+		if (*p != '%') {
+			*out++ = *p;
+			continue;
+		}
+		unsigned int byte = 0;
+		for (int i = 1; i <= 2; i++) {
+			char h = p[i];
+			byte <<= 4;
+			if (h >= '0' && h <= '9')
+				byte |= (unsigned int)(h - '0');
+			else if (h >= 'A' && h <= 'F')
+				byte |= (unsigned int)(h - 'A' + 10);
+			else
+				return -1;
+		}
+		if (byte == 0)
+			return -1;
+		*out++ = (char)byte;
+		p += 2;
+	}
+	*out = '\0';
+	return 0;
+}
+
+/* Splits "a:b:c:rest" into n fields, the last one keeping any ':'. */
+static bool fields_split(char *text, char **fields, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		fields[i] = text;
+		if (i == n - 1)
+			break;
+		text = strchr(text, ':');
+		if (text == NULL)
+			return false;
+		*text++ = '\0';
+	}
+	return true;
+}
+
+static int folder_parse(char *item, struct bf_cursor *c, const char **error_r)
+{
+	struct bf_cursor_folder *f = &c->folders[c->folders_count];
+	char *fields[4];
+
+	if (!fields_split(item, fields, 4) ||
+	    num_parse(fields[0], strlen(fields[0]), &f->uidvalidity) < 0 ||
+	    num_parse(fields[1], strlen(fields[1]), &f->high) < 0) {
+		*error_r = "folder item: f:UIDVALIDITY:HIGH:GUID:NAME expected";
+		return -1;
+	}
+	if (strcmp(fields[2], "-") == 0)
+		f->guid = "";
+	else if (guid_valid(fields[2]))
+		f->guid = fields[2];
+	else {
+		*error_r = "folder item: the GUID is not 32 hex digits or -";
+		return -1;
+	}
+	if (name_decode(fields[3]) < 0) {
+		*error_r = "folder item: the name is empty or badly escaped";
+		return -1;
+	}
+	f->name = fields[3];
+	c->folders_count++;
+	return 0;
+}
+
+static int intent_parse(char *item, struct bf_cursor *c, const char **error_r)
+{
+	char *fields[4];
+	uint32_t folder;
+
+	if (c->intent) {
+		*error_r = "more than one intent item";
+		return -1;
+	}
+	if (!fields_split(item, fields, 4) ||
+	    num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
+	    num_parse(fields[2], strlen(fields[2]), &c->intent_uidnext) < 0 ||
+	    num_parse(fields[3], strlen(fields[3]), &c->intent_last_uid) < 0) {
+		*error_r =
+		        "intent item: i:FOLDER:LIVEGUID:UIDNEXT:LASTUID expected";
+		return -1;
+	}
+	if (strcmp(fields[1], "-") == 0)
+		c->intent_live_guid = "";
+	else if (guid_valid(fields[1]))
+		c->intent_live_guid = fields[1];
+	else {
+		*error_r =
+		        "intent item: the live GUID is not 32 hex digits or -";
+		return -1;
+	}
+	c->intent = true;
+	c->intent_folder = folder;
+	return 0;
+}
+
+static int signature_parse(char *item, struct bf_cursor *c,
+                           const char **error_r)
+{
+	size_t len = strlen(item);
+
+	if (c->signature[0] != '\0' || len == 0 || len > 64 ||
+	    strspn(item, "0123456789abcdef") != len) {
+		*error_r = "signature item: one s:HEX expected";
+		return -1;
+	}
+	c->signature = item;
+	return 0;
+}
+
+static int item_parse(char *item, struct bf_cursor *c, const char **error_r)
+{
+	if (item[0] == '\0' || item[1] != ':') {
+		*error_r = "an item is not X:...";
+		return -1;
+	}
+	switch (item[0]) {
+	case 's':
+		return signature_parse(item + 2, c, error_r);
+	case 'f':
+		return folder_parse(item + 2, c, error_r);
+	case 'i':
+		return intent_parse(item + 2, c, error_r);
+	case 'c':
+		return box_ranges_parse(item + 2, c, error_r);
+	}
+	*error_r = "unknown item";
+	return -1;
+}
+
+/* Version 2: items after "2 ", tokenized in place. */
+static int v2_parse(char *items, struct bf_cursor *c, const char **error_r)
+{
+	size_t count = 1;
+
+	c->version = 2;
+	for (const char *p = items; *p != '\0'; p++) {
+		if (*p == ' ')
+			count++;
+	}
+	c->folders = calloc(count, sizeof(*c->folders));
+	if (c->folders == NULL || consumed_alloc(items, c, error_r) < 0) {
+		*error_r = "out of memory";
+		return -1;
+	}
+	for (char *item = items; item != NULL;) {
+		char *next = strchr(item, ' ');
+		if (next != NULL)
+			*next++ = '\0';
+		if (item_parse(item, c, error_r) < 0)
+			return -1;
+		item = next;
+	}
+	if (c->intent && c->intent_folder >= c->folders_count) {
+		*error_r = "intent item: no such folder item";
+		return -1;
+	}
+	c->consumed_count = ranges_normalize(c->consumed, c->consumed_count);
+	return 0;
+}
+
 int bf_cursor_parse(const char *text, struct bf_cursor *cursor_r,
                     const char **error_r)
 {
 	memset(cursor_r, 0, sizeof(*cursor_r));
+	cursor_r->signature = "";
+	cursor_r->intent_live_guid = "";
 	if (text == NULL || text[0] == '\0')
 		return 0;
 	cursor_r->text = strdup(text);
@@ -175,6 +385,12 @@ int bf_cursor_parse(const char *text, struct bf_cursor *cursor_r,
 		*error_r = "out of memory";
 		return -1;
 	}
+	if (strcmp(cursor_r->text, "2") == 0) {
+		cursor_r->version = 2;
+		return 0;
+	}
+	if (strncmp(cursor_r->text, "2 ", 2) == 0)
+		return v2_parse(cursor_r->text + 2, cursor_r, error_r);
 	char *bar = strchr(cursor_r->text, '|');
 	if (bar != NULL)
 		*bar++ = '\0';
@@ -188,6 +404,7 @@ int bf_cursor_parse(const char *text, struct bf_cursor *cursor_r,
 void bf_cursor_free(struct bf_cursor *cursor)
 {
 	free(cursor->consumed);
+	free(cursor->folders);
 	free(cursor->text);
 	memset(cursor, 0, sizeof(*cursor));
 }
@@ -247,11 +464,9 @@ static void consumed_format(struct buf *buf, const struct bf_cursor *c)
 	}
 	memcpy(ranges, c->consumed, c->consumed_count * sizeof(*ranges));
 	count = ranges_normalize(ranges, c->consumed_count);
-	buf_printf(buf, "|");
 	for (size_t i = 0; i < count; i++) {
 		if (prev == NULL || strcmp(prev, ranges[i].guid) != 0) {
-			buf_printf(buf, "%s%s:", prev == NULL ? "" : ";",
-			           ranges[i].guid);
+			buf_printf(buf, " c:%s:", ranges[i].guid);
 			prev = ranges[i].guid;
 		} else {
 			buf_printf(buf, ",");
@@ -265,18 +480,43 @@ static void consumed_format(struct buf *buf, const struct bf_cursor *c)
 	free(ranges);
 }
 
+static void name_format(struct buf *buf, const char *name)
+{
+	for (const unsigned char *p = (const unsigned char *)name; *p != '\0';
+	     p++) {
+		if (*p <= 0x20 || *p == '%' || *p == 0x7f)
+			buf_printf(buf, "%%%02X", *p);
+		else
+			buf_printf(buf, "%c", *p);
+	}
+}
+
+static const char *guid_or_dash(const char *guid)
+{
+	return guid == NULL || guid[0] == '\0' ? "-" : guid;
+}
+
 char *bf_cursor_format(const struct bf_cursor *c)
 {
-	struct buf buf = {.size = 64};
+	struct buf buf = {.size = 256};
 
 	buf.data = malloc(buf.size);
 	if (buf.data == NULL)
 		return NULL;
 	buf.data[0] = '\0';
-	buf_printf(&buf, CURSOR_V1 ":%u:%u", c->folder, c->uid);
+	buf_printf(&buf, "%d", BF_CURSOR_VERSION);
+	if (c->signature != NULL && c->signature[0] != '\0')
+		buf_printf(&buf, " s:%s", c->signature);
+	for (size_t i = 0; i < c->folders_count; i++) {
+		const struct bf_cursor_folder *f = &c->folders[i];
+		buf_printf(&buf, " f:%u:%u:%s:", f->uidvalidity, f->high,
+		           guid_or_dash(f->guid));
+		name_format(&buf, f->name);
+	}
 	if (c->intent) {
-		buf_printf(&buf, ":%u:%u:%u", c->intent_folder,
-		           c->intent_uidnext, c->intent_last_uid);
+		buf_printf(&buf, " i:%u:%s:%u:%u", c->intent_folder,
+		           guid_or_dash(c->intent_live_guid), c->intent_uidnext,
+		           c->intent_last_uid);
 	}
 	consumed_format(&buf, c);
 	if (buf.failed) {

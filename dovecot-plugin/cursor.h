@@ -9,18 +9,41 @@
    record.  Plain C on plain data (no Dovecot), so that it is unit-tested
    and fuzzed on its own.
 
-   Version 1 text:
-     1:FOLDER:UID[:IFOLDER:UIDNEXT:LASTUID][|CONSUMED]
-   FOLDER:UID: done up to and including archive UID UID of the FOLDER-th
-   archive folder in merge order.  IFOLDER:UIDNEXT:LASTUID: a batch of the
-   IFOLDER-th folder, up to archive UID LASTUID, that may have been
-   committed to the live folder from live UID UIDNEXT on before a crash.
-   CONSUMED: the live copies that archived messages consumed as
-   duplicates, "GUID:RANGES;GUID:RANGES", GUID a live folder's GUID and
-   RANGES "UID" or "FIRST-LAST" joined by ','.
+   Version 2 text (written since staged restores: folders appear, go and
+   are renamed in an archive while merges run, issue 15): "2", then items
+   separated by one space:
+     s:SIG     the archive's tree signature when the cursor was written
+               (backfill_archive_signature(); lowercase hex): a done merge
+               whose archive still shows it has nothing new to merge
+     f:UIDVALIDITY:HIGH:GUID:NAME
+               an archive folder, one item each, in the order first met;
+               every archive UID <= HIGH of it is merged (or skipped as
+               broken); GUID is the archive mailbox GUID (32 hex) or "-";
+               NAME its name as the merge last saw it, with '%', bytes
+               <= 0x20 and 0x7f written %XX.  A folder is recognised by
+               GUID, else by name and UIDVALIDITY, else (renamed) by
+               UIDVALIDITY among folders whose name is gone.
+     i:FOLDER:LIVEGUID:UIDNEXT:LASTUID
+               a batch of the FOLDER-th f item (from 0), up to archive UID
+               LASTUID, that may have been committed to the live folder
+               LIVEGUID from live UID UIDNEXT on before a crash
+     c:GUID:RANGES
+               live copies of live folder GUID that archived messages
+               consumed as duplicates; RANGES "UID" or "FIRST-LAST" joined
+               by ','
+   Nothing else: an unknown item is refused, not skipped (a newer writer's
+   meaning cannot be guessed).
+
+   Version 1 text (read only, for merges begun before; the merge converts
+   it against the archive's folders and refuses it when they changed):
+     1:FOLDER:UID[:IFOLDER:UIDNEXT:LASTUID][|GUID:RANGES;GUID:RANGES]
+   FOLDER:UID: done up to archive UID UID of the FOLDER-th archive folder
+   in merge order; then the intent and the consumed copies as above.
 
    A damaged or hostile string is refused with the reason; nothing is
    allocated by the size of a range, only by the length of the text. */
+
+#define BF_CURSOR_VERSION 2
 
 struct bf_cursor_range {
 	/* live folder GUID */
@@ -28,11 +51,31 @@ struct bf_cursor_range {
 	uint32_t first, last;
 };
 
+struct bf_cursor_folder {
+	const char *name;
+	/* "" when unknown */
+	const char *guid;
+	uint32_t uidvalidity;
+	uint32_t high;
+};
+
 struct bf_cursor {
-	unsigned int folder;
-	uint32_t uid;
+	/* as parsed: 1 or 2 (0: empty text); formatting writes 2 */
+	unsigned int version;
+	/* version 1 only */
+	unsigned int v1_folder;
+	uint32_t v1_uid;
+
+	/* "" when none */
+	const char *signature;
+	struct bf_cursor_folder *folders;
+	size_t folders_count;
 	bool intent;
+	/* version 2: index into folders; version 1: position of the folder
+	   in merge order */
 	unsigned int intent_folder;
+	/* version 2: "" when unknown */
+	const char *intent_live_guid;
 	uint32_t intent_uidnext, intent_last_uid;
 	/* parsed: sorted by (guid, first), overlaps joined */
 	struct bf_cursor_range *consumed;
@@ -48,8 +91,9 @@ int bf_cursor_parse(const char *text, struct bf_cursor *cursor_r,
                     const char **error_r);
 void bf_cursor_free(struct bf_cursor *cursor);
 
-/* The text of cursor, malloc()ed (NULL when out of memory).  consumed may
-   be in any order, with repeats: they are sorted and joined. */
+/* The version 2 text of cursor, malloc()ed (NULL when out of memory).
+   consumed may be in any order, with repeats: they are sorted and
+   joined. */
 char *bf_cursor_format(const struct bf_cursor *cursor);
 
 /* Did an archived message consume live message (guid, uid)?  Only for a

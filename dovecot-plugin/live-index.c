@@ -23,6 +23,11 @@ static int journal_load_cb(const struct bf_journal_entry *entry, void *context)
 	struct backfill_merge *m = context;
 	struct box_uid *key;
 
+	if (m->cursor_in.version == 1 && entry->archive_mailbox != NULL) {
+		key = array_append_space(&m->journal_archive);
+		key->guid = p_strdup(m->pool, entry->archive_mailbox);
+		key->uid = entry->archive_uid;
+	}
 	if (entry->uid == 0 || entry->mailbox_guid == NULL)
 		return 0;
 	key = array_append_space(&m->journal);

@@ -1,6 +1,5 @@
 /* Batches and checkpoints: how the merge keeps the live mailbox and the
-   state store in step (merge.c's top comment, "Crash safety"), and the
-   cursor on record that says how far it got. */
+   state store in step (merge.c's top comment, "Crash safety"). */
 
 #include "lib.h"
 #include "array.h"
@@ -9,115 +8,6 @@
 #include "mail-storage-private.h"
 #include "mail-search-build.h"
 #include "merge-private.h"
-
-/* ---- cursor ---- */
-
-int backfill_merge_cursor_parse(struct backfill_merge *m, const char *text,
-                                const char **error_r)
-{
-	struct bf_cursor *c = &m->cursor_in;
-
-	if (bf_cursor_parse(text, c, error_r) < 0)
-		return -1;
-	if (text == NULL || text[0] == '\0')
-		return 0;
-	m->have_cursor = TRUE;
-	m->cursor_folder = c->folder;
-	m->cursor_uid = c->uid;
-	m->intent = c->intent;
-	m->intent_folder = c->intent_folder;
-	m->intent_uidnext = c->intent_uidnext;
-	m->intent_last_uid = c->intent_last_uid;
-	return 0;
-}
-
-void backfill_merge_consumed_apply(struct backfill_merge *m)
-{
-	struct live_msg *lm;
-
-	if (m->cursor_in.consumed_count > 0) {
-		array_foreach_modifiable(&m->live, lm)
-		{
-			const struct live_box *lb =
-			        array_idx(&m->live_boxes, lm->box_idx);
-			if (!bf_cursor_consumed_has(&m->cursor_in, lb->guid,
-			                            lm->uid))
-				continue;
-			struct consumed *c = array_append_space(&m->consumed);
-			lm->consumed = TRUE;
-			c->box_idx = lm->box_idx;
-			c->uid = lm->uid;
-		}
-	}
-	m->consumed_committed = array_count(&m->consumed);
-}
-
-/* Is (folder, uid) at or before the cursor: already merged? */
-bool backfill_merge_merged_already(struct backfill_merge *m,
-                                   unsigned int folder, uint32_t uid)
-{
-	if (!m->have_cursor)
-		return FALSE;
-	return folder < m->cursor_folder ||
-	       (folder == m->cursor_folder && uid <= m->cursor_uid);
-}
-
-/* The current folder is done up to and including uid. */
-void backfill_merge_cursor_advance(struct backfill_merge *m, uint32_t uid)
-{
-	m->cursor_folder = m->idx;
-	m->cursor_uid = uid;
-	m->have_cursor = TRUE;
-	m->cursor_dirty = TRUE;
-}
-
-static const char *cursor_format(struct backfill_merge *m, bool with_intent)
-{
-	struct bf_cursor c;
-	const struct consumed *cons;
-	unsigned int i, n;
-
-	i_zero(&c);
-	if (with_intent) {
-		/* The intent is written before the batch's mailbox commit:
-		   it keeps the position and dedup state of the last
-		   checkpoint, the batch itself is redone from there. */
-		c.folder = m->committed_folder;
-		c.uid = m->committed_uid;
-		c.intent = TRUE;
-		c.intent_folder = m->intent_folder;
-		c.intent_uidnext = m->intent_uidnext;
-		c.intent_last_uid = m->intent_last_uid;
-		n = m->consumed_committed;
-	} else {
-		c.folder = m->cursor_folder;
-		c.uid = m->cursor_uid;
-		n = array_count(&m->consumed);
-	}
-	c.consumed = t_new(struct bf_cursor_range, n + 1);
-	cons = n == 0 ? NULL : array_front(&m->consumed);
-	for (i = 0; i < n; i++) {
-		const struct live_box *lb =
-		        array_idx(&m->live_boxes, cons[i].box_idx);
-		c.consumed[i].guid = lb->guid;
-		c.consumed[i].first = c.consumed[i].last = cons[i].uid;
-	}
-	c.consumed_count = n;
-	char *text = bf_cursor_format(&c);
-	if (text == NULL)
-		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
-	const char *ret = t_strdup(text);
-	free(text);
-	return ret;
-}
-
-void backfill_merge_record_set_cursor(struct backfill_merge *m,
-                                      bool with_intent)
-{
-	i_free(m->rec.cursor);
-	m->rec.cursor = i_strdup(cursor_format(m, with_intent));
-	m->rec.updated = ioloop_time;
-}
 
 /* ---- batches ---- */
 
@@ -148,10 +38,12 @@ int backfill_merge_batch_begin(struct backfill_merge *m, const char **error_r)
    one). */
 static void batch_checkpointed(struct backfill_merge *m)
 {
+	struct cursor_folder *cf;
+
 	array_clear(&m->batch);
 	m->cursor_dirty = FALSE;
-	m->committed_folder = m->cursor_folder;
-	m->committed_uid = m->cursor_uid;
+	array_foreach_modifiable(&m->cfolders, cf) cf->high_committed =
+	        cf->high;
 	m->consumed_committed = array_count(&m->consumed);
 	m->batch_started = backfill_merge_now_msecs();
 }
@@ -167,7 +59,8 @@ static int batch_commit_mailbox(struct backfill_merge *m)
 	unsigned int n = 0;
 
 	m->intent = TRUE;
-	m->intent_folder = m->idx;
+	m->intent_cf = m->cur_cf;
+	m->intent_box_guid = m->lbox_guid;
 	m->intent_uidnext = m->batch_uidnext;
 	m->intent_last_uid = m->batch_last_uid;
 	backfill_merge_record_set_cursor(m, TRUE);
@@ -348,7 +241,7 @@ bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
 {
 	const char *guid;
 
-	if (!m->intent || m->intent_folder != m->idx ||
+	if (!m->intent || m->intent_cf != m->cur_cf ||
 	    item->entry.archive_uid > m->intent_last_uid ||
 	    mail_get_special(amail, MAIL_FETCH_GUID, &guid) < 0)
 		return FALSE;

@@ -137,7 +137,7 @@ static int merge_one(struct backfill_merge *m,
 	const char *error, *uidl;
 	int ret;
 
-	if (backfill_merge_merged_already(m, m->idx, uid))
+	if (backfill_merge_merged_already(m, uid))
 		return 0;
 	/* folder_open() opened m->lbox (NULL only in a dry run, for a live
 	   folder that would be created) */
@@ -182,6 +182,7 @@ void backfill_merge_folder_close(struct backfill_merge *m)
 	if (m->ltrans != NULL)
 		mailbox_transaction_rollback(&m->ltrans);
 	backfill_merge_walk_close(m);
+	m->cur_cf = UINT_MAX;
 	if (m->lbox != NULL)
 		mailbox_free(&m->lbox);
 	if (hash_table_is_created(m->live_uidls))
@@ -279,12 +280,11 @@ static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
    missing, for doveadm backfill status (written with the next
    checkpoint). */
 static void folder_skip(struct backfill_merge *m,
-                        const struct backfill_folder *folder, const char *error)
+                        const struct backfill_folder *folder, const char *error,
+                        const char *hint)
 {
-	const char *line = t_strdup_printf(
-	        BACKFILL_SKIPPED_NOTE
-	        "%s: %s (check the restored files; a backup that dropped empty cur/ new/ tmp/ directories needs them back, then doveadm backfill reset -u USER merges them)",
-	        folder->archive_vname, error);
+	const char *line = t_strdup_printf(BACKFILL_SKIPPED_NOTE "%s: %s (%s)",
+	                                   folder->archive_vname, error, hint);
 
 	e_error(m->event, "%s", line);
 	if (!m->dry_run) {
@@ -322,7 +322,7 @@ static int folder_open_live_state(struct backfill_merge *m,
 		                         folder->live_vname, error);
 		return -1;
 	}
-	if (m->intent && m->intent_folder == m->idx &&
+	if (m->intent && m->intent_cf == m->cur_cf &&
 	    backfill_merge_landed_load(m, &error) < 0) {
 		backfill_merge_log_error(m, "%s: %s", folder->live_vname,
 		                         error);
@@ -342,7 +342,15 @@ static int folder_open(struct backfill_merge *m,
 	abox = mailbox_alloc(m->archive->ns->list, folder->archive_vname,
 	                     MAILBOX_FLAG_READONLY);
 	if (backfill_merge_walk_open(m, abox, &error) < 0) {
-		folder_skip(m, folder, error);
+		folder_skip(
+		        m, folder, error,
+		        "check the restored files; a backup that dropped empty cur/ new/ tmp/ directories needs them back, then doveadm backfill reset -u USER merges them");
+		return 0;
+	}
+	if (backfill_merge_cursor_folder(m, folder, &error) < 0) {
+		folder_skip(
+		        m, folder, error,
+		        "restore it under another name to merge it as a folder of its own");
 		return 0;
 	}
 	if (merge_open_live(m, folder, &error) < 0) {
@@ -374,8 +382,6 @@ static int merge_step(struct backfill_merge *m)
 	int ret;
 
 	if (!m->walk_open) {
-		if (m->have_cursor && m->idx < m->cursor_folder)
-			return 1; /* merged before */
 		if ((ret = folder_open(m, folder)) <= 0)
 			return ret < 0 ? -1 : 1;
 	}
@@ -393,12 +399,6 @@ static int merge_step(struct backfill_merge *m)
 	/* end of folder: the batch's intent must still name this folder */
 	backfill_merge_walk_slice_end(m);
 	ret = backfill_merge_batch_commit(m);
-	if (!backfill_merge_merged_already(m, m->idx, (uint32_t)-1)) {
-		m->cursor_folder = m->idx + 1;
-		m->cursor_uid = 0;
-		m->have_cursor = TRUE;
-		m->cursor_dirty = TRUE;
-	}
 	backfill_merge_folder_close(m);
 	return ret < 0 ? -1 : 1;
 }

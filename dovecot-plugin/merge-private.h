@@ -74,6 +74,23 @@ struct landed {
 	bool used;
 };
 
+/* An archive folder as the cursor knows it (cursor.h's f items). */
+struct cursor_folder {
+	const char *name;
+	/* "" when unknown */
+	const char *guid;
+	/* 0 when unknown (converted from a version 1 cursor) */
+	uint32_t uidvalidity;
+	/* archive UIDs <= high are merged; CURSOR_HIGH_ALL: every UID the
+	   folder has when it is next opened (version 1's finished folders) */
+	uint32_t high;
+	/* ... as of the last checkpoint */
+	uint32_t high_committed;
+	/* an archive folder of this session is this one */
+	bool matched;
+};
+#define CURSOR_HIGH_ALL 0xffffffffU
+
 struct batch_item {
 	struct bf_journal_entry entry;
 	/* saved in this batch's transaction: UID known after commit */
@@ -113,19 +130,25 @@ struct backfill_merge {
 	struct timeval started;
 	const char *pop3_uidl_format;
 
-	/* Done up to and including (cursor_folder, cursor_uid). */
-	unsigned int cursor_folder;
-	uint32_t cursor_uid;
-	/* ... and as of the last checkpoint */
-	unsigned int committed_folder;
-	uint32_t committed_uid;
+	/* The archive folders the cursor knows (also those gone from the
+	   archive: they may come back), and the one being merged (UINT_MAX:
+	   none). */
+	ARRAY(struct cursor_folder) cfolders;
+	unsigned int cur_cf;
 	unsigned int consumed_committed;
+	/* a cursor was on record: the merge resumes */
 	bool have_cursor;
-	/* the cursor on record when the merge began (consumed copies) */
+	/* the cursor on record when the merge began */
 	struct bf_cursor cursor_in;
-	/* A batch that may have landed before the crash (see merge.c). */
+	/* the archive's tree signature when the merge began */
+	const char *archive_sig;
+	/* version 1 cursor: (archive folder, UID) of every journal entry,
+	   to check the conversion */
+	ARRAY(struct box_uid) journal_archive;
+	/* A batch that may have landed before the crash (see merge.c): of
+	   cfolders[intent_cf], into the live folder intent_box_guid. */
 	bool intent;
-	unsigned int intent_folder;
+	unsigned int intent_cf;
 	uint32_t intent_uidnext, intent_last_uid;
 	ARRAY(struct landed) landed;
 
@@ -195,11 +218,24 @@ void backfill_merge_walk_close(struct backfill_merge *m);
    replay of a batch that may have landed before a crash */
 int backfill_merge_cursor_parse(struct backfill_merge *m, const char *cursor,
                                 const char **error_r);
+/* A version 1 cursor names folders by position in the folder list: taken
+   over when the archive's folders still fit it (checked against the
+   journal), else -1 with what to do.  No-op for other versions. */
+int backfill_merge_cursor_convert_v1(struct backfill_merge *m,
+                                     const char **error_r);
+/* Which of the cursor's folders the archive folder being opened is
+   (m->cur_cf), by GUID, else name and UIDVALIDITY, else UIDVALIDITY of a
+   folder whose name is gone (renamed).  Returns -1 when the folder has
+   the name of one merged before but another UIDVALIDITY: its UIDs mean
+   other messages, resuming by UID could merge twice or miss. */
+int backfill_merge_cursor_folder(struct backfill_merge *m,
+                                 const struct backfill_folder *folder,
+                                 const char **error_r);
 /* Marks the live copies the cursor says were consumed, once the live index
    is complete. */
 void backfill_merge_consumed_apply(struct backfill_merge *m);
-bool backfill_merge_merged_already(struct backfill_merge *m,
-                                   unsigned int folder, uint32_t uid);
+bool backfill_merge_merged_already(struct backfill_merge *m, uint32_t uid);
+/* The folder being merged is done up to and including uid. */
 void backfill_merge_cursor_advance(struct backfill_merge *m, uint32_t uid);
 int backfill_merge_batch_begin(struct backfill_merge *m, const char **error_r);
 int backfill_merge_batch_commit(struct backfill_merge *m);

@@ -325,17 +325,51 @@ static struct backfill_merge *merge_alloc(struct mail_user *user,
 	p_array_init(&m->journal, pool, 64);
 	p_array_init(&m->landed, pool, 4);
 	p_array_init(&m->consumed, pool, 16);
+	p_array_init(&m->journal_archive, pool, 16);
+	m->archive_sig = "";
+	m->cur_cf = UINT_MAX;
 	return m;
+}
+
+/* A done merge has nothing to do while the archive's tree is the one it
+   finished with.  A folder or message restored since changes the tree's
+   signature, and the merge runs again for what is new (each folder
+   resumes at its own high-water UID: nothing is merged twice). */
+static bool merge_done_unchanged(struct backfill_merge *m, bool log)
+{
+	struct bf_cursor c;
+	const char *error;
+	bool ret;
+
+	if (m->rec.status != BF_MERGE_DONE)
+		return FALSE;
+	if (m->archive_sig[0] == '\0')
+		return TRUE;
+	if (bf_cursor_parse(m->rec.cursor, &c, &error) < 0) {
+		/* status and the next run report it; a done merge stays */
+		ret = TRUE;
+	} else {
+		ret = strcmp(c.signature, m->archive_sig) == 0;
+	}
+	bf_cursor_free(&c);
+	if (!ret && log) {
+		e_info(m->event,
+		       "the archive changed since the merge finished: merging what was restored since");
+	}
+	return ret;
 }
 
 /* The live folder GUID of a batch that may have landed (the live index
    is filled later, the journal check needs it first). */
 static void intent_box_guid_find(struct backfill_merge *m)
 {
-	if (!m->intent || m->intent_folder >= array_count(&m->folders))
+	unsigned int pos = m->cursor_in.intent_folder;
+
+	/* version 2 names it */
+	if (!m->intent || m->cursor_in.version != 1 ||
+	    pos >= array_count(&m->folders))
 		return;
-	const struct backfill_folder *f =
-	        array_idx(&m->folders, m->intent_folder);
+	const struct backfill_folder *f = array_idx(&m->folders, pos);
 	if (backfill_live_box_find(m, f->live_vname) == UINT_MAX)
 		return;
 	struct mail_namespace *ns =
@@ -365,7 +399,7 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 		backfill_merge_end(merge_r);
 		return BACKFILL_MERGE_STORE_ERROR;
 	}
-	if (m->rec.status == BF_MERGE_DONE) {
+	if (merge_done_unchanged(m, FALSE)) {
 		backfill_merge_end(merge_r);
 		return 0;
 	}
@@ -375,8 +409,6 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 		        m->rec.cursor, error);
 		return merge_begin_failed(merge_r, *reason_r);
 	}
-	m->committed_folder = m->cursor_folder;
-	m->committed_uid = m->cursor_uid;
 
 	if (live_user_dup(m->user, &m->luser, &error) < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
@@ -405,6 +437,10 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 		return BACKFILL_MERGE_STORE_ERROR;
 	}
 	intent_box_guid_find(m);
+	if (backfill_merge_cursor_convert_v1(m, &error) < 0) {
+		*reason_r = t_strdup(error);
+		return merge_begin_failed(merge_r, *reason_r);
+	}
 	return 1;
 }
 
@@ -446,7 +482,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
                                const char **reason_r)
 {
 	struct backfill_merge *m;
-	const char *error, *path;
+	const char *error, *path, *sig;
 	int ret;
 
 	*reason_r = NULL;
@@ -463,13 +499,17 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		backfill_merge_end(merge_r);
 		return ret;
 	}
+	if (backfill_archive_signature(path, &sig, &error) < 0)
+		e_warning(m->event, "%s", error);
+	else
+		m->archive_sig = p_strdup(m->pool, sig);
 	ret = bf_state_merge_get(state, user->username, &m->rec, &error);
 	if (ret < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		backfill_merge_end(merge_r);
 		return BACKFILL_MERGE_STORE_ERROR;
 	}
-	if (ret > 0 && m->rec.status == BF_MERGE_DONE) {
+	if (ret > 0 && merge_done_unchanged(m, TRUE)) {
 		e_debug(m->event, "merge already done");
 		backfill_merge_end(merge_r);
 		return 0;

@@ -21,7 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(text, data, size);
 	text[size] = '\0';
-	if (bf_cursor_parse(text, &c, &error) == 0) {
+	/* version 1 is read, not written: it has no text of its own to come
+	   back to */
+	if (bf_cursor_parse(text, &c, &error) == 0 && c.version == 2) {
 		char *out = bf_cursor_format(&c);
 		if (out != NULL) {
 			if (bf_cursor_parse(out, &c2, &error) != 0)

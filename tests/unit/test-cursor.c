@@ -55,16 +55,53 @@ static void test_empty(void **state)
 	bf_cursor_free(&c);
 }
 
-static void test_v1_roundtrip(void **state)
+static void test_v2_roundtrip(void **state)
 {
 	(void)state;
-	roundtrip("1:0:0");
-	roundtrip("1:3:214");
-	roundtrip("1:3:214:3:1500:400");
-	roundtrip("1:2:7|" G1 ":1-5,9");
-	roundtrip("1:2:7:2:10:9|" G1 ":1-5,9;" G2 ":4294967295");
+	roundtrip("2");
+	roundtrip("2 s:0123abcd");
+	roundtrip("2 f:1400000001:0:-:INBOX");
+	roundtrip("2 s:ff f:1400000001:30:" G1 ":INBOX f:1400000002:214:" G2
+	          ":Work");
+	roundtrip("2 f:1:7:-:Work i:0:" G1 ":1500:400 c:" G1 ":1-5,9 c:" G2
+	          ":4294967295");
+	roundtrip("2 f:1:0:-:Sent%20Messages f:2:0:-:100%25%0A f:3:0:-:a:b/c");
+	roundtrip("2 f:1:0:-:\xc3\x84rger");
 }
 
+static void test_v2_fields(void **state)
+{
+	struct bf_cursor c;
+	const char *error = NULL;
+
+	(void)state;
+	assert_int_equal(
+	        bf_cursor_parse("2 s:abc f:5:214:" G1
+	                        ":Work f:6:4294967295:-:Sent%20Messages i:1:" G2
+	                        ":1500:400 c:" G2 ":1-3",
+	                        &c, &error),
+	        0);
+	assert_int_equal(c.version, 2);
+	assert_string_equal(c.signature, "abc");
+	assert_int_equal(c.folders_count, 2);
+	assert_string_equal(c.folders[0].name, "Work");
+	assert_string_equal(c.folders[0].guid, G1);
+	assert_int_equal(c.folders[0].uidvalidity, 5);
+	assert_int_equal(c.folders[0].high, 214);
+	assert_string_equal(c.folders[1].name, "Sent Messages");
+	assert_string_equal(c.folders[1].guid, "");
+	assert_int_equal(c.folders[1].high, 4294967295U);
+	assert_true(c.intent);
+	assert_int_equal(c.intent_folder, 1);
+	assert_string_equal(c.intent_live_guid, G2);
+	assert_int_equal(c.intent_uidnext, 1500);
+	assert_int_equal(c.intent_last_uid, 400);
+	assert_true(bf_cursor_consumed_has(&c, G2, 2));
+	assert_false(bf_cursor_consumed_has(&c, G1, 2));
+	bf_cursor_free(&c);
+}
+
+/* Version 1 is read (merges begun before), never written. */
 static void test_v1_fields(void **state)
 {
 	struct bf_cursor c;
@@ -74,8 +111,9 @@ static void test_v1_fields(void **state)
 	assert_int_equal(
 	        bf_cursor_parse("1:3:214:3:1500:400|" G1 ":1-3", &c, &error),
 	        0);
-	assert_int_equal(c.folder, 3);
-	assert_int_equal(c.uid, 214);
+	assert_int_equal(c.version, 1);
+	assert_int_equal(c.v1_folder, 3);
+	assert_int_equal(c.v1_uid, 214);
 	assert_true(c.intent);
 	assert_int_equal(c.intent_folder, 3);
 	assert_int_equal(c.intent_uidnext, 1500);
@@ -85,22 +123,26 @@ static void test_v1_fields(void **state)
 	assert_false(bf_cursor_consumed_has(&c, G1, 4));
 	assert_false(bf_cursor_consumed_has(&c, G2, 2));
 	bf_cursor_free(&c);
+	assert_int_equal(bf_cursor_parse("1:0:0", &c, &error), 0);
+	assert_int_equal(c.version, 1);
+	assert_false(c.intent);
+	bf_cursor_free(&c);
 }
 
 /* Ranges come out sorted and joined, whatever order they were added in. */
 static void test_format_joins(void **state)
 {
 	struct bf_cursor_range r[] = {
-	        {G2, 7, 7}, {G1, 3, 3}, {G1, 1, 1}, {G1, 2, 2},
+	        {G2, 7, 7}, {G1, 3, 3}, {G1, 1, 1},  {G1, 2, 2},
 	        {G1, 9, 9}, {G1, 2, 2}, {G2, 8, 10},
 	};
-	struct bf_cursor c = {.folder = 1, .uid = 2};
+	struct bf_cursor c = {.signature = ""};
 
 	(void)state;
 	c.consumed = r;
 	c.consumed_count = sizeof(r) / sizeof(r[0]);
 	char *out = bf_cursor_format(&c);
-	assert_string_equal(out, "1:1:2|" G1 ":1-3,9;" G2 ":7-10");
+	assert_string_equal(out, "2 c:" G1 ":1-3,9 c:" G2 ":7-10");
 	free(out);
 }
 
@@ -118,6 +160,13 @@ static void test_overlap(void **state)
 	assert_false(bf_cursor_consumed_has(&c, G1, 150));
 	assert_int_equal(c.consumed_count, 2);
 	bf_cursor_free(&c);
+	assert_int_equal(bf_cursor_parse("2 c:" G1 ":1-100 c:" G1 ":5-6,200",
+	                                 &c, &error),
+	                 0);
+	assert_true(bf_cursor_consumed_has(&c, G1, 50));
+	assert_false(bf_cursor_consumed_has(&c, G1, 150));
+	assert_int_equal(c.consumed_count, 2);
+	bf_cursor_free(&c);
 }
 
 /* The whole UID space in one range costs one range, not 4 billion. */
@@ -127,11 +176,15 @@ static void test_huge_range(void **state)
 	const char *error = NULL;
 
 	(void)state;
-	assert_int_equal(
-	        bf_cursor_parse("1:0:0|" G1 ":1-4294967295", &c, &error), 0);
+	assert_int_equal(bf_cursor_parse("2 c:" G1 ":1-4294967295", &c, &error),
+	                 0);
 	assert_int_equal(c.consumed_count, 1);
 	assert_true(bf_cursor_consumed_has(&c, G1, 4294967295U));
 	assert_true(bf_cursor_consumed_has(&c, G1, 1));
+	bf_cursor_free(&c);
+	assert_int_equal(
+	        bf_cursor_parse("1:0:0|" G1 ":1-4294967295", &c, &error), 0);
+	assert_int_equal(c.consumed_count, 1);
 	bf_cursor_free(&c);
 }
 
@@ -139,6 +192,7 @@ static void test_refused(void **state)
 {
 	(void)state;
 	refused("x");
+	refused("3");
 	refused("9:0:0");
 	refused("1");
 	refused("1:0");
@@ -154,6 +208,7 @@ static void test_refused(void **state)
 	refused("1:0:0|" G1);
 	refused("1:0:0|" G1 ":");
 	refused("1:0:0|:1");
+	refused("1:0:0|nothex:1");
 	refused("1:0:0|" G1 ":0");
 	refused("1:0:0|" G1 ":5-3");
 	refused("1:0:0|" G1 ":1-");
@@ -162,13 +217,43 @@ static void test_refused(void **state)
 	refused("1:0:0|" G1 ":1,,2");
 	refused("1:0:0|" G1 ":1;");
 	refused("1:0:0|" G1 ":0-4294967295");
+	/* version 2 */
+	refused("2 ");
+	refused("2  f:1:0:-:A");
+	refused("2 f:1:0:-:A ");
+	refused("2 x:1");
+	refused("2 f");
+	refused("2 f:1:0:-");
+	refused("2 f:1:0:-:");
+	refused("2 f:1:0:nothex:A");
+	refused("2 f:1:-1:-:A");
+	refused("2 f:1:4294967296:-:A");
+	refused("2 f:1:0:-:A%");
+	refused("2 f:1:0:-:A%4");
+	refused("2 f:1:0:-:A%zz");
+	refused("2 f:1:0:-:A%00");
+	refused("2 f:1:0:-:A%0a");
+	refused("2 i:0:-:1:1");
+	refused("2 f:1:0:-:A i:1:-:1:1");
+	refused("2 f:1:0:-:A i:0:-:1:1 i:0:-:1:1");
+	refused("2 f:1:0:-:A i:0:xyz:1:1");
+	refused("2 f:1:0:-:A i:0:-:1");
+	refused("2 s:");
+	refused("2 s:XYZ");
+	refused("2 s:ab s:cd");
+	refused("2 c:" G1);
+	refused("2 c:" G1 ":0");
+	refused("2 c:" G1 ":0-4294967295");
+	refused("2 c:" G1 ":5-3");
+	refused("2 c::1");
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_empty),
-	        cmocka_unit_test(test_v1_roundtrip),
+	        cmocka_unit_test(test_v2_roundtrip),
+	        cmocka_unit_test(test_v2_fields),
 	        cmocka_unit_test(test_v1_fields),
 	        cmocka_unit_test(test_format_joins),
 	        cmocka_unit_test(test_overlap),
