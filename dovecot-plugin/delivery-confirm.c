@@ -11,7 +11,16 @@
 
    A confirmation that cannot be written is only logged: the milter then
    treats a later copy as a suspected duplicate and delivers it (tagged),
-   which loses nothing. */
+   which loses nothing.
+
+   Only the milter's own tags confirm anything (issue 16): mail can reach
+   LMTP without passing the milter (local sendmail, a milter timeout with
+   default_action=accept) carrying any X-Backfill-* fields, and a forged
+   fingerprint would "confirm" another message for the recipient, whose
+   real copy would then be held.  So the fingerprint is computed again
+   from the delivered bytes and must equal X-Backfill-Fingerprint, and,
+   with backfill_secret_file (the milters' SecretFile), an
+   X-Backfill-Tag must hold for that window and fingerprint. */
 
 #include "lib.h"
 #include "str.h"
@@ -21,10 +30,13 @@
 #include "mail-deliver.h"
 #include "fingerprint.h"
 #include "state.h"
+#include "tag.h"
 #include "backfill-user.h"
+#include "mail-keys.h"
 #include "delivery-confirm.h"
 
 #include <dlfcn.h>
+#include <openssl/crypto.h>
 
 typedef deliver_mail_func_t *hook_set_func_t(deliver_mail_func_t *new_hook);
 typedef int deliver_save_func_t(struct mail_deliver_context *ctx,
@@ -37,6 +49,87 @@ static hook_set_func_t *backfill_hook_set = NULL;
 static deliver_save_func_t *backfill_deliver_save = NULL;
 static deliver_mail_func_t *backfill_next_deliver_mail = NULL;
 static bool backfill_hooked = FALSE;
+
+/* The site secret, read once per process: an LMTP process delivers many
+   messages with the same setting. */
+static struct {
+	char *path;
+	unsigned char *data;
+	size_t len;
+} backfill_secret;
+
+static void secret_forget(void)
+{
+	if (backfill_secret.data != NULL) {
+		OPENSSL_cleanse(backfill_secret.data, backfill_secret.len);
+		free(backfill_secret.data);
+	}
+	free(backfill_secret.path);
+	i_zero(&backfill_secret);
+}
+
+static int secret_get(const char *path, const char **error_r)
+{
+	unsigned char *data;
+	char *error;
+	size_t len;
+
+	if (backfill_secret.path != NULL &&
+	    strcmp(backfill_secret.path, path) == 0)
+		return 0;
+	if (bf_secret_read(path, &data, &len, &error) < 0) {
+		*error_r = t_strdup(error);
+		free(error);
+		return -1;
+	}
+	secret_forget();
+	backfill_secret.path = i_strdup(path);
+	backfill_secret.data = data;
+	backfill_secret.len = len;
+	return 0;
+}
+
+/* NULL if the message's tags may confirm a delivery, else why not. */
+static const char *tags_refused(struct mail_user *user, struct mail *mail,
+                                const char *window, const char *fp_text)
+{
+	struct backfill_mail_keys keys;
+	struct bf_fp *fp;
+	const char *secret_path, *const *tags, *error;
+	char text[BF_FP_TEXT_SIZE];
+	struct bf_tag tag;
+	int ret;
+
+	if ((fp = bf_fp_new()) == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
+	ret = backfill_mail_keys_get(mail, NULL, fp, TRUE, &keys, &error);
+	bf_fp_free(&fp);
+	if (ret <= 0)
+		return t_strdup_printf("the delivered message could not be "
+		                       "read: %s",
+		                       ret < 0 ? error : "expunged");
+	bf_fp_to_text(keys.fp, text);
+	if (strcmp(text, fp_text) != 0)
+		return t_strdup_printf("X-Backfill-Fingerprint is not the "
+		                       "delivered message's (%s): forged, or "
+		                       "the message changed after the milter",
+		                       text);
+	/* backfill_secret_file: also in the 2.4 settings once declared */
+	secret_path = mail_user_plugin_getenv(user, "backfill_secret_file");
+	if (secret_path == NULL || *secret_path == '\0')
+		return NULL;
+	if (secret_get(secret_path, &error) < 0)
+		return t_strdup_printf("backfill_secret_file: %s", error);
+	if (mail_get_headers(mail, BF_TAG_HEADER, &tags) < 0)
+		return "its X-Backfill-Tag could not be read";
+	for (; tags != NULL && *tags != NULL; tags++) {
+		if (bf_tag_verify(backfill_secret.data, backfill_secret.len,
+		                  window, fp_text, *tags, &tag) > 0)
+			return NULL;
+	}
+	return "no X-Backfill-Tag made by this site's milters (SecretFile) "
+	       "holds for it: the message did not pass the milter";
+}
 
 static void delivery_confirm(struct mail_deliver_context *ctx)
 {
@@ -75,6 +168,14 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 	free(bare);
 	key.window = window;
 	key.recipient = recipient;
+	if ((error = tags_refused(ctx->rcpt_user, ctx->src_mail, window,
+	                          fp_text)) != NULL) {
+		e_warning(buser->event,
+		          "delivery of %s to %s not confirmed for the milter: "
+		          "%s",
+		          fp_text, recipient, error);
+		return;
+	}
 
 	if (backfill_user_state_open(buser, &error) < 0) {
 		e_warning(ctx->rcpt_user->event,
@@ -158,6 +259,7 @@ void backfill_delivery_confirm_init(void)
 
 void backfill_delivery_confirm_deinit(void)
 {
+	secret_forget();
 	if (!backfill_hooked)
 		return;
 	(void)backfill_hook_set(backfill_next_deliver_mail);
