@@ -146,6 +146,12 @@ int backfill_archive_resolve(struct mail_user *user,
 static int copy_if_exists(const char *src, const char *dest,
                           const char **error_r)
 {
+	struct stat st;
+
+	/* a symlink is never followed: nothing outside the archive is read
+	   (the merge skips and logs a symlinked folder) */
+	if (lstat(src, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
 	if (file_copy(src, dest, FALSE) < 0) {
 		*error_r = t_strdup_printf("copy %s to %s: %m", src, dest);
 		return -1;
@@ -257,7 +263,7 @@ static int copy_control_files(const char *archive, const char *ctl,
 			continue;
 		const char *src = t_strconcat(archive, "/", d->d_name, NULL);
 		struct stat st;
-		if (stat(src, &st) < 0 || !S_ISDIR(st.st_mode))
+		if (lstat(src, &st) < 0 || !S_ISDIR(st.st_mode))
 			continue;
 		ret = folder_control_once(
 		        src, t_strconcat(ctl, "/", d->d_name, NULL),
@@ -326,7 +332,7 @@ static int copy_mdbox_mailboxes(const char *src, const char *dest,
 			continue;
 		const char *sub = t_strconcat(src, "/", d->d_name, NULL);
 		struct stat st;
-		if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
+		if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
 			continue;
 		ret = copy_mdbox_mailboxes(
 		        sub, t_strconcat(dest, "/", d->d_name, NULL), error_r);
@@ -587,4 +593,150 @@ int backfill_archive_signature(const char *path, const char **sig_r,
 	*sig_r = t_strdup_printf("%016" PRIx64 "%016" PRIx64 "%x", sig.sum,
 	                         sig.xor, sig.entries);
 	return 0;
+}
+
+/* ---- symlinks ---- */
+
+bool backfill_archive_folder_linked(struct backfill_archive *archive,
+                                    struct mailbox *box, const char **path_r)
+{
+	char real[PATH_MAX];
+	const char *path;
+
+	if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX, &path) <=
+	            0 ||
+	    realpath(path, real) == NULL) {
+		/* no directory: Dovecot reports what it cannot open */
+		return FALSE;
+	}
+	/* The archive's root is a real path (backfill_archive_resolve()) and
+	   Dovecot builds the folder's below it: any difference is a symlink
+	   on the way. */
+	if (strcmp(real, path) == 0)
+		return FALSE;
+	*path_r = t_strdup_printf("%s -> %s", path, real);
+	(void)archive;
+	return TRUE;
+}
+
+struct backfill_archive_files {
+	const char *dir;
+	/* mdbox: a symlinked storage file */
+	const char *storage_link;
+	/* Maildir: the symlinks in cur/ and new/, and (only then) the inodes
+	   of the regular files there */
+	ARRAY_TYPE(const_string) links;
+	ARRAY(ino_t) inodes;
+};
+
+static int ino_cmp(const ino_t *i1, const ino_t *i2)
+{
+	return *i1 < *i2 ? -1 : (*i1 > *i2 ? 1 : 0);
+}
+
+/* d_type from the listing: no stat() per message file. */
+static unsigned char dirent_type(int dir_fd, const struct dirent *d)
+{
+	struct stat st;
+
+	if (d->d_type != DT_UNKNOWN)
+		return d->d_type;
+	if (fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return DT_UNKNOWN;
+	return S_ISLNK(st.st_mode) ? DT_LNK : (S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN);
+}
+
+static int files_scan(struct backfill_archive_files *files, const char *sub,
+                      pool_t pool, bool storage, const char **error_r)
+{
+	const char *dir = t_strconcat(files->dir, "/", sub, NULL);
+	struct dirent *d;
+	DIR *dirp = opendir(dir);
+
+	if (dirp == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = t_strdup_printf("opendir(%s) failed: %m", dir);
+		return -1;
+	}
+	while ((d = readdir(dirp)) != NULL) {
+		unsigned char type = dirent_type(dirfd(dirp), d);
+		const char *path;
+		if (type == DT_REG) {
+			ino_t ino = d->d_ino;
+			array_push_back(&files->inodes, &ino);
+		} else if (type == DT_LNK) {
+			path = p_strconcat(pool, dir, "/", d->d_name, NULL);
+			if (storage && files->storage_link == NULL)
+				files->storage_link = path;
+			array_push_back(&files->links, &path);
+		}
+	}
+	(void)closedir(dirp);
+	return 0;
+}
+
+int backfill_archive_files_load(struct backfill_archive *archive,
+                                struct mailbox *box, pool_t pool,
+                                struct backfill_archive_files **files_r,
+                                const char **error_r)
+{
+	struct backfill_archive_files *files;
+	const char *path;
+
+	files = p_new(pool, struct backfill_archive_files, 1);
+	p_array_init(&files->links, pool, 4);
+	p_array_init(&files->inodes, pool, 64);
+	*files_r = files;
+	if (strcmp(box->storage->name, "mdbox") == 0) {
+		files->dir = p_strconcat(pool, archive->path, NULL);
+		return files_scan(files, "storage", pool, TRUE, error_r);
+	}
+	if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX, &path) <=
+	    0)
+		return 0;
+	files->dir = p_strdup(pool, path);
+	if (files_scan(files, "cur", pool, FALSE, error_r) < 0 ||
+	    files_scan(files, "new", pool, FALSE, error_r) < 0)
+		return -1;
+	if (array_count(&files->links) == 0)
+		array_clear(&files->inodes);
+	else
+		array_sort(&files->inodes, ino_cmp);
+	return 0;
+}
+
+bool backfill_archive_files_storage_linked(
+        const struct backfill_archive_files *files, const char **path_r)
+{
+	*path_r = files->storage_link;
+	return files->storage_link != NULL;
+}
+
+bool backfill_archive_mail_linked(struct backfill_archive_files *files,
+                                  struct mail *mail, const char **path_r)
+{
+	const char *value, *const *link;
+	unsigned long long num;
+	struct stat st;
+
+	if (array_count(&files->links) == 0 || files->storage_link != NULL)
+		return FALSE;
+	/* the inode of the file the message is read from (stat() follows a
+	   symlink to its target, which is not one of the folder's files) */
+	if (mail_get_special(mail, MAIL_FETCH_REFCOUNT_ID, &value) == 0 &&
+	    str_to_ullong(value, &num) == 0) {
+		ino_t ino = (ino_t)num;
+		if (array_bsearch(&files->inodes, &ino, ino_cmp) != NULL)
+			return FALSE;
+		array_foreach(&files->links, link)
+		{
+			if (stat(*link, &st) == 0 && st.st_ino == ino) {
+				*path_r = *link;
+				return TRUE;
+			}
+		}
+	}
+	*path_r = t_strdup_printf("a symlink in %s", files->dir);
+	return TRUE;
 }

@@ -1,6 +1,8 @@
 #ifndef BACKFILL_ARCHIVE_H
 #define BACKFILL_ARCHIVE_H
 
+struct mail;
+struct mailbox;
 struct mail_user;
 struct mail_namespace;
 struct backfill_settings;
@@ -30,6 +32,32 @@ int backfill_archive_open(struct mail_user *user,
                           struct backfill_archive **archive_r,
                           const char **error_r);
 void backfill_archive_close(struct backfill_archive **archive);
+
+/* Symlinks in an archive are never followed: nothing outside the user's
+   archive is read (all virtual users share the mail uid, so the kernel
+   would let one user's archive point into another user's mail).
+
+   Returns TRUE, with the path, when the folder's directory or one between
+   it and the archive's root is a symlink. */
+bool backfill_archive_folder_linked(struct backfill_archive *archive,
+                                    struct mailbox *box, const char **path_r);
+
+/* What an archive folder's message files are, read once per folder from
+   its directory listing (no stat() per file). */
+struct backfill_archive_files;
+int backfill_archive_files_load(struct backfill_archive *archive,
+                                struct mailbox *box, pool_t pool,
+                                struct backfill_archive_files **files_r,
+                                const char **error_r);
+/* mdbox: a storage file is a symlink (path_r): which messages it holds
+   is not known without reading it, so no message of the archive is read.
+   Returns FALSE otherwise. */
+bool backfill_archive_files_storage_linked(
+        const struct backfill_archive_files *files, const char **path_r);
+/* Maildir: TRUE, with the path, when mail's file is a symlink.  Only
+   stat()s the message when the folder has a symlink at all. */
+bool backfill_archive_mail_linked(struct backfill_archive_files *files,
+                                  struct mail *mail, const char **path_r);
 
 /* A digest of the archive's tree as the file system shows it (no message
    is read): a folder or message restored, removed or renamed changes it.

@@ -336,6 +336,14 @@ static int item_parse(char *item, struct bf_cursor *c, const char **error_r)
 		return intent_parse(item + 2, c, error_r);
 	case 'c':
 		return box_ranges_parse(item + 2, c, error_r);
+	case 'l':
+		if (c->symlinks != 0 ||
+		    num_parse(item + 2, strlen(item + 2), &c->symlinks) < 0 ||
+		    c->symlinks == 0) {
+			*error_r = "symlink item: one l:COUNT (> 0) expected";
+			return -1;
+		}
+		return 0;
 	}
 	*error_r = "unknown item";
 	return -1;
@@ -513,6 +521,8 @@ char *bf_cursor_format(const struct bf_cursor *c)
 		           guid_or_dash(f->guid));
 		name_format(&buf, f->name);
 	}
+	if (c->symlinks != 0)
+		buf_printf(&buf, " l:%u", c->symlinks);
 	if (c->intent) {
 		buf_printf(&buf, " i:%u:%s:%u:%u", c->intent_folder,
 		           guid_or_dash(c->intent_live_guid), c->intent_uidnext,

@@ -27,6 +27,7 @@
                a batch of the FOLDER-th f item (from 0), up to archive UID
                LASTUID, that may have been committed to the live folder
                LIVEGUID from live UID UIDNEXT on before a crash
+     l:COUNT   symlinks in the archive skipped so far (never followed)
      c:GUID:RANGES
                live copies of live folder GUID that archived messages
                consumed as duplicates; RANGES "UID" or "FIRST-LAST" joined
@@ -68,6 +69,7 @@ struct bf_cursor {
 
 	/* "" when none */
 	const char *signature;
+	uint32_t symlinks;
 	struct bf_cursor_folder *folders;
 	size_t folders_count;
 	bool intent;

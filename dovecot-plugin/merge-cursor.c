@@ -29,6 +29,7 @@ int backfill_merge_cursor_parse(struct backfill_merge *m, const char *text,
 	if (bf_cursor_parse(text, c, error_r) < 0)
 		return -1;
 	m->have_cursor = c->version != 0;
+	m->symlinks = c->symlinks;
 	m->intent = c->intent;
 	m->intent_uidnext = c->intent_uidnext;
 	m->intent_last_uid = c->intent_last_uid;
@@ -279,6 +280,7 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 
 	i_zero(&c);
 	c.signature = m->archive_sig;
+	c.symlinks = m->symlinks;
 	c.folders_count = array_count(&m->cfolders);
 	c.folders = t_new(struct bf_cursor_folder, c.folders_count + 1);
 	array_foreach(&m->cfolders, cf)

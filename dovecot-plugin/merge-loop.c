@@ -128,6 +128,27 @@ static int merge_add(struct backfill_merge *m,
 	return 0;
 }
 
+/* A symlink in the archive is never followed (archive.h): skipped,
+   logged with its path, counted (status shows the count in last_error,
+   kept when the merge finishes). */
+static void symlink_skipped(struct backfill_merge *m, bool folder,
+                            const char *what, const char *path)
+{
+	if (folder)
+		m->folder_links++;
+	else
+		m->symlinks++;
+	e_warning(m->event, "%s: skipped, a symlink is never followed: %s",
+	          what, path);
+	if (m->dry_run)
+		return;
+	i_free(m->rec.last_error);
+	m->rec.last_error = i_strdup(backfill_merge_one_line(
+	        t_strdup_printf(BACKFILL_SYMLINK_NOTE "%u, the last %s (%s)",
+	                        m->symlinks + m->folder_links, what, path)));
+	m->cursor_dirty = TRUE;
+}
+
 /* One archived message.  Returns 0, or -1 if the merge must stop. */
 static int merge_one(struct backfill_merge *m,
                      const struct backfill_folder *folder, uint32_t uid)
@@ -144,6 +165,16 @@ static int merge_one(struct backfill_merge *m,
 	i_assert(m->lbox != NULL || m->dry_run);
 	if (!mail_set_uid(amail, uid))
 		return 0;
+	if (backfill_archive_mail_linked(m->afiles, amail, &error)) {
+		m->rec.archived++;
+		m->rec.skipped++;
+		backfill_merge_cursor_advance(m, uid);
+		symlink_skipped(m, FALSE,
+		                t_strdup_printf("%s/uid %u",
+		                                folder->archive_vname, uid),
+		                error);
+		return 0;
+	}
 	ret = backfill_mail_keys_get(amail, NULL, m->fp, TRUE, &keys, &error);
 	if (ret == 0)
 		return 0;
@@ -275,6 +306,9 @@ static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
 	return 0;
 }
 
+#define FOLDER_UNREADABLE_HINT                                                 \
+	"check the restored files; a backup that dropped empty cur/ new/ tmp/ directories needs them back, then doveadm backfill reset -u USER merges them"
+
 /* An archive folder that cannot be read: the merge goes on with the other
    folders and can finish; the record's last_error keeps saying what is
    missing, for doveadm backfill status (written with the next
@@ -341,10 +375,31 @@ static int folder_open(struct backfill_merge *m,
 
 	abox = mailbox_alloc(m->archive->ns->list, folder->archive_vname,
 	                     MAILBOX_FLAG_READONLY);
+	if (backfill_archive_folder_linked(m->archive, abox, &error)) {
+		mailbox_free(&abox);
+		symlink_skipped(m, TRUE,
+		                t_strdup_printf("archive folder %s",
+		                                folder->archive_vname),
+		                error);
+		return 0;
+	}
+	if (backfill_archive_files_load(m->archive, abox, m->pool, &m->afiles,
+	                                &error) < 0) {
+		mailbox_free(&abox);
+		folder_skip(m, folder, error, FOLDER_UNREADABLE_HINT);
+		return 0;
+	}
+	if (backfill_archive_files_storage_linked(m->afiles, &error)) {
+		mailbox_free(&abox);
+		symlink_skipped(
+		        m, TRUE,
+		        t_strdup_printf("archive folder %s (mdbox storage)",
+		                        folder->archive_vname),
+		        error);
+		return 0;
+	}
 	if (backfill_merge_walk_open(m, abox, &error) < 0) {
-		folder_skip(
-		        m, folder, error,
-		        "check the restored files; a backup that dropped empty cur/ new/ tmp/ directories needs them back, then doveadm backfill reset -u USER merges them");
+		folder_skip(m, folder, error, FOLDER_UNREADABLE_HINT);
 		return 0;
 	}
 	if (backfill_merge_cursor_folder(m, folder, &error) < 0) {

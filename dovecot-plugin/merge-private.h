@@ -27,6 +27,8 @@
 #define BACKFILL_LEASE_RENEW_SECS     30
 /* how a record's last_error names an archive folder the merge skipped */
 #define BACKFILL_SKIPPED_NOTE "archive folder skipped: "
+/* ... and the symlinks it did not follow */
+#define BACKFILL_SYMLINK_NOTE "archive symlinks skipped (never followed): "
 /* live_uidls owner of a UIDL that a copy backfill added shows */
 #define BACKFILL_UIDL_OWNER_MERGED 0xffffffffU
 
@@ -142,6 +144,12 @@ struct backfill_merge {
 	struct bf_cursor cursor_in;
 	/* the archive's tree signature when the merge began */
 	const char *archive_sig;
+	/* symlinked message files skipped, also by earlier sessions */
+	uint32_t symlinks;
+	/* symlinked folders skipped (all met again in each session) */
+	uint32_t folder_links;
+	/* the message files of the archive folder being merged */
+	struct backfill_archive_files *afiles;
 	/* version 1 cursor: (archive folder, UID) of every journal entry,
 	   to check the conversion */
 	ARRAY(struct box_uid) journal_archive;

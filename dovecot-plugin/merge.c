@@ -166,7 +166,8 @@ void backfill_merge_finish(struct backfill_merge *m)
 	/* an earlier session's failure is history now, a skipped folder
 	   is not */
 	if (m->rec.last_error != NULL &&
-	    !str_begins(m->rec.last_error, BACKFILL_SKIPPED_NOTE))
+	    !str_begins(m->rec.last_error, BACKFILL_SKIPPED_NOTE) &&
+	    !str_begins(m->rec.last_error, BACKFILL_SYMLINK_NOTE))
 		i_free(m->rec.last_error);
 	backfill_merge_record_set_cursor(m, FALSE);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <

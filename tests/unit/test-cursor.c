@@ -67,6 +67,7 @@ static void test_v2_roundtrip(void **state)
 	          ":4294967295");
 	roundtrip("2 f:1:0:-:Sent%20Messages f:2:0:-:100%25%0A f:3:0:-:a:b/c");
 	roundtrip("2 f:1:0:-:\xc3\x84rger");
+	roundtrip("2 s:ab f:1:9:-:INBOX l:2");
 }
 
 static void test_v2_fields(void **state)
@@ -246,6 +247,10 @@ static void test_refused(void **state)
 	refused("2 c:" G1 ":0-4294967295");
 	refused("2 c:" G1 ":5-3");
 	refused("2 c::1");
+	refused("2 l:0");
+	refused("2 l:");
+	refused("2 l:1 l:1");
+	refused("2 l:4294967296");
 }
 
 int main(void)

@@ -1,0 +1,78 @@
+"""Symlinks planted in an archive are never followed (issue 15 item 2).
+
+All virtual users share the mail uid, so the kernel lets one user's
+restored archive point into another user's live mail: a message file of
+sly's archive symlinked to a live message of vic, and a folder of sly's
+archive symlinked to vic's whole live Maildir.  Merging sly must add none
+of vic's mail, skip and log both symlinks with their paths, count them
+(status: last_error; plan: skipped), and merge everything else exactly.
+"""
+import os
+import sqlite3
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+import maildir_gen as mg  # noqa: E402
+
+
+class MergeSymlinks(bftest.SiteCase):
+
+    @classmethod
+    def build(cls, site):
+        site.add_user("sly", mg.standard_scenario(81))
+        site.add_user("vic", mg.standard_scenario(82), record=False)
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("sly")
+        cls.vic = site.dc.snapshot("vic")
+        vic_maildir = os.path.join(site.base, "live", "vic", "Maildir")
+        cur = os.path.join(vic_maildir, "cur")
+        cls.vic_file = os.path.join(cur, sorted(os.listdir(cur))[0])
+        sly = os.path.join(site.archive_root, "sly", "Maildir")
+        cls.file_link = os.path.join(sly, "cur", "1600000000.M1P1.old-mx,S=100:2,S")
+        os.symlink(cls.vic_file, cls.file_link)
+        cls.folder_link = os.path.join(sly, ".Stolen")
+        os.symlink(vic_maildir, cls.folder_link)
+        site.enable_plugin()
+
+    def record(self, user):
+        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        try:
+            return db.execute("SELECT status, skipped, last_error FROM merges WHERE user = ?",
+                              (user,)).fetchone()
+        finally:
+            db.close()
+
+    def test_symlinks_skipped(self):
+        site = self.site
+        rows, _ = bd.doveadm_json(site.dc, "backfill", "plan", "-u", "sly")
+        plan = bd.by_user(rows)["sly"]
+        self.assertGreaterEqual(int(plan["skipped"]), 1, plan)
+
+        site.wait_merged("sly")
+        post = site.dc.snapshot("sly")
+        got = bftest.multiset(post)
+        vic_fps = {m.fingerprint for _, (uv, msgs) in self.vic.items() for m in msgs}
+        leaked = [m for m in got if m[1] in vic_fps]
+        self.assertEqual(leaked, [], "vic's mail merged into sly's mailbox")
+        self.assertNotIn("Stolen", post)
+        exp, _, _ = bftest.expected_after(self.pre, site.views["sly"])
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+
+        log = "\n".join(site.dc.log_lines(bftest.bf_log("sly")))
+        self.assertIn("a symlink is never followed: %s" % self.file_link, log)
+        self.assertIn("archive folder Stolen: skipped, a symlink is never followed: %s"
+                      % self.folder_link, log)
+        status, skipped, last_error = self.record("sly")
+        self.assertEqual(status, "done")
+        self.assertGreaterEqual(skipped, 1)
+        self.assertIn("archive symlinks skipped (never followed): 2", last_error)
+        rows, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "sly")
+        self.assertIn("symlinks skipped", bd.by_user(rows)["sly"]["last_error"])
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
