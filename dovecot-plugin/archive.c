@@ -21,6 +21,7 @@
 #include "settings.h"
 #include "archive.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -368,16 +369,115 @@ static int copy_mdbox_indexes(const char *archive, const char *idx,
 	return 0;
 }
 
-static const char *private_dir(struct mail_user *user)
+/* One level of a private directory: created 0700 if missing, never
+   through a symlink (O_NOFOLLOW), and only used when it is ours and
+   nobody else may write it.  Returns the directory's fd, or -1. */
+static int private_subdir(int parent_fd, const char *parent, const char *name,
+                          const char **error_r)
 {
-	const char *home;
+	const char *path = t_strconcat(parent, "/", name, NULL);
+	struct stat st;
+	int fd;
 
-	if (mail_user_get_home(user, &home) > 0 && home[0] == '/')
-		return t_strconcat(home, "/" BACKFILL_PRIVATE_DIR, NULL);
-	/* No home: the private copy does not survive a reboot, which only
-	   costs re-reading the archive. */
-	return t_strdup_printf("%s/backfill-%s-%ld", user->set->mail_temp_dir,
-	                       user->username, (long)geteuid());
+	if (mkdirat(parent_fd, name, 0700) < 0 && errno != EEXIST) {
+		*error_r = t_strdup_printf("mkdir %s: %m", path);
+		return -1;
+	}
+	fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+	if (fd < 0) {
+		*error_r = t_strdup_printf(
+		        "%s: %m (a symlink or not a directory: refusing it)",
+		        path);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || st.st_uid != geteuid() ||
+	    (st.st_mode & 0077) != 0) {
+		*error_r = t_strdup_printf(
+		        "%s is not a private directory of uid %ld (owner %ld, mode %04o): refusing it (remove it; backfill makes it again)",
+		        path, (long)geteuid(), (long)st.st_uid,
+		        (unsigned int)(st.st_mode & 07777));
+		i_close_fd(&fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Creates base/rel level by level with private_subdir(); base itself is
+   the operator's (a home, the state store's directory) and must exist. */
+static int private_path(const char *base, const char *rel,
+                        const char **path_r, const char **error_r)
+{
+	const char *path = base;
+	int fd = open(base, O_RDONLY | O_DIRECTORY);
+
+	if (fd < 0) {
+		*error_r = t_strdup_printf("%s: %m", base);
+		return -1;
+	}
+	for (const char *const *p = t_strsplit(rel, "/"); *p != NULL; p++) {
+		if (**p == '\0')
+			continue;
+		int sub = private_subdir(fd, path, *p, error_r);
+		i_close_fd(&fd);
+		if (sub < 0)
+			return -1;
+		fd = sub;
+		path = t_strconcat(path, "/", *p, NULL);
+	}
+	i_close_fd(&fd);
+	*path_r = path;
+	return 0;
+}
+
+/* A user name as one safe path component. */
+static const char *username_component(const char *username)
+{
+	string_t *str = t_str_new(64);
+
+	for (const unsigned char *p = (const unsigned char *)username;
+	     *p != '\0'; p++) {
+		if (i_isalnum(*p) || *p == '-' || *p == '_' || *p == '@' ||
+		    (*p == '.' && p != (const unsigned char *)username))
+			str_append_c(str, *p);
+		else
+			str_printfa(str, "%%%02x", *p);
+	}
+	return str_c(str);
+}
+
+/* Where the archive's private control and index copies live: the user's
+   home, else a directory per user next to the SQLite state store, which
+   the operator made and controls.  Never a shared temp directory: a fixed
+   name there lets any local user plant a symlink and have the merge write
+   through it as the mail uid.  Returns 1, 0 when there is no such place
+   (*error_r says what to set: the merge is postponed), -1 on error. */
+static int private_dir(struct mail_user *user,
+                       const struct backfill_settings *set,
+                       const char **dir_r, const char **error_r)
+{
+	const char *home, *state_dir, *slash;
+
+	if (mail_user_get_home(user, &home) > 0 && home[0] == '/') {
+		if (private_path(home, BACKFILL_PRIVATE_DIR, dir_r, error_r) < 0)
+			return -1;
+		return 1;
+	}
+	if (set->state_uri == NULL || !str_begins(set->state_uri, "sqlite:") ||
+	    set->state_uri[7] != '/' ||
+	    (slash = strrchr(set->state_uri + 7, '/')) == NULL) {
+		*error_r =
+		        "merge postponed: the user has no home directory and the state store is not a local SQLite file, so there is no private place for the archive's index copy: give the user a home (userdb home or mail_home)";
+		return 0;
+	}
+	state_dir = t_strdup_until(set->state_uri + 7, slash);
+	if (state_dir[0] == '\0')
+		state_dir = "/";
+	if (private_path(state_dir,
+	                 t_strconcat("archive-cache/",
+	                             username_component(user->username), NULL),
+	                 dir_r, error_r) < 0)
+		return -1;
+	return 1;
 }
 
 static struct mail_user *archive_user_alloc(struct mail_user *user)
@@ -424,13 +524,12 @@ int backfill_archive_open(struct mail_user *user,
 		return ret;
 	archive_location_parse(set->archive, &loc);
 
-	base = private_dir(user);
-	ctl = t_strconcat(base, "/archive-control", NULL);
-	idx = t_strconcat(base, "/archive-index", NULL);
-	if (mkdir_parents(ctl, 0700) < 0 && errno != EEXIST) {
-		*error_r = t_strdup_printf("mkdir %s: %m", ctl);
+	/* no private place (0): postponed, with what to set */
+	if (private_dir(user, set, &base, error_r) <= 0)
 		return -1;
-	}
+	if (private_path(base, "archive-control", &ctl, error_r) < 0 ||
+	    private_path(base, "archive-index", &idx, error_r) < 0)
+		return -1;
 	if (strcmp(loc.driver, "mdbox") == 0) {
 		if (copy_mdbox_indexes(path, idx, error_r) < 0)
 			return -1;

@@ -138,10 +138,15 @@ void backfill_merge_record_failure(struct backfill_merge *m)
 
 	if (m->dry_run || m->lease_lost || m->last_error == NULL)
 		return;
-	if (bf_state_merge_get(m->state, m->user->username, &rec, &error) <=
-	    0) {
+	int ret = bf_state_merge_get(m->state, m->user->username, &rec, &error);
+	if (ret < 0) {
 		/* the store that failed is likely why we are here */
 		return;
+	}
+	if (ret == 0) {
+		/* a merge that could not even start (e.g. no private place
+		   for the archive's index): status says why all the same */
+		i_zero(&rec);
 	}
 	rec.status = BF_MERGE_FAILED;
 	i_free(rec.last_error);
