@@ -21,45 +21,6 @@ static void format_time(time_t t, char *buf, size_t size)
 	strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm);
 }
 
-/* TIME: a duration from now ("6h", "+2d"), "@UNIXTIME", or a UTC date
-   "YYYY-MM-DD[ HH:MM[:SS]]" (also with 'T' and a trailing 'Z'). */
-static int parse_until(const char *text, time_t now, time_t *until_r)
-{
-	static const char *const formats[] = {
-	        "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M",
-	        "%Y-%m-%d %H:%M",    "%Y-%m-%d",
-	};
-	const char *error;
-	uint64_t ms, secs;
-
-	if (text[0] == '@') {
-		if (bf_parse_uint(text + 1, 1, (uint64_t)INT64_MAX / 2, &secs,
-		                  &error) < 0)
-			return -1;
-		*until_r = (time_t)secs;
-		return 0;
-	}
-	if (bf_parse_duration_ms(text[0] == '+' ? text + 1 : text, 1000, &ms,
-	                         &error) == 0) {
-		if (ms < 1000)
-			return -1;
-		*until_r = now + (time_t)(ms / 1000);
-		return 0;
-	}
-	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
-		struct tm tm;
-		const char *end;
-
-		memset(&tm, 0, sizeof(tm));
-		end = strptime(text, formats[i], &tm);
-		if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
-			continue;
-		*until_r = timegm(&tm);
-		return 0;
-	}
-	return -1;
-}
-
 static int open_store(const char *uri, struct bf_state **state_r)
 {
 	char *error = NULL;
@@ -117,12 +78,10 @@ static int window_open(const char *uri, int argc, char **argv)
 		        "expected " BF_WINDOW_NAME_RULE "\n");
 		goto usage;
 	}
-	if (until_text != NULL && parse_until(until_text, now, &until) < 0) {
-		fprintf(stderr,
-		        "backfillctl: --until %s: expected a duration (6h, "
-		        "2d), @UNIXTIME or a UTC date YYYY-MM-DD[ "
-		        "HH:MM[:SS]]\n",
-		        until_text);
+	if (until_text != NULL &&
+	    bf_parse_until(until_text, now, &until, &error) < 0) {
+		fprintf(stderr, "backfillctl: --until %s: %s\n", until_text,
+		        error);
 		return EXIT_USAGE;
 	}
 	if (until != 0 && until <= now) {

@@ -164,6 +164,70 @@ int bf_parse_uint(const char *text, uint64_t min, uint64_t max,
 	return 0;
 }
 
+int bf_parse_until(const char *text, time_t now, time_t *until_r,
+                   const char **error_r)
+{
+	static const char *const formats[] = {
+	        "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M",
+	        "%Y-%m-%d %H:%M",    "%Y-%m-%d",
+	};
+	static const char *const expected =
+	        "expected a duration (6h, 2d), @UNIXTIME or a UTC date "
+	        "YYYY-MM-DD[ HH:MM[:SS]]";
+	/* Past 9999 a time is a typing error, and gmtime() cannot show
+	   every such time_t. */
+	static const char *const too_late = "later than the year 9999";
+	const char *error;
+	uint64_t ms, secs;
+
+	if (text[0] == '@') {
+		if (bf_parse_uint(text + 1, 1, UINT64_MAX, &secs, &error) < 0) {
+			*error_r = expected;
+			return -1;
+		}
+		if (secs > (uint64_t)BF_PARSE_UNTIL_MAX) {
+			*error_r = too_late;
+			return -1;
+		}
+		*until_r = (time_t)secs;
+		return 0;
+	}
+	if (bf_parse_duration_ms(text[0] == '+' ? text + 1 : text, 1000, &ms,
+	                         &error) == 0) {
+		if (ms < 1000) {
+			*error_r = "a duration of at least 1s";
+			return -1;
+		}
+		secs = ms / 1000;
+		if (now > BF_PARSE_UNTIL_MAX ||
+		    secs > (uint64_t)(BF_PARSE_UNTIL_MAX - now)) {
+			*error_r = too_late;
+			return -1;
+		}
+		*until_r = now + (time_t)secs;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+		struct tm tm;
+		const char *end;
+		time_t t;
+
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(text, formats[i], &tm);
+		if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
+			continue;
+		t = timegm(&tm);
+		if (t > BF_PARSE_UNTIL_MAX) {
+			*error_r = too_late;
+			return -1;
+		}
+		*until_r = t;
+		return 0;
+	}
+	*error_r = expected;
+	return -1;
+}
+
 int bf_parse_hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')

@@ -144,6 +144,15 @@ void bf_state_set_error(struct bf_state *state, const char *fmt, ...)
 char *bf_state_error_new(const char *name, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 
+/* The URI as it may appear in logs: passwords replaced by "***"
+   (malloc()ed, NULL when out of memory). */
+char *bf_state_uri_redact(const char *uri);
+/* state-sqlite.c: "/path[?busy_timeout=MS]" (after "sqlite:") into a
+   malloc()ed path (freed by the caller, also after an error) and the busy
+   timeout; -1 with a malloc()ed message in *error_r. */
+int bf_state_sqlite_parse_location(const char *location, char **path_r,
+                                   int *busy_timeout_r, char **error_r);
+
 /* lease-owner.c: true only when owner was made by bf_lease_owner() in
    this pid space (this host or container) and its process is gone. */
 bool bf_lease_owner_is_dead(const char *owner);

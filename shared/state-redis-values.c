@@ -38,10 +38,12 @@ static bool cur_num(struct cursor *c, long long *value_r)
 	return true;
 }
 
-/* len bytes as a new string. */
+/* len bytes as a new string.  A NUL byte among them is refused: backfill
+   never writes one, and strndup() would stop there and hand back a
+   shorter string than the caller indexes (found by fuzz-redis-values). */
 static bool cur_bytes(struct cursor *c, size_t len, char **str_r)
 {
-	if ((size_t)(c->end - c->p) < len)
+	if ((size_t)(c->end - c->p) < len || memchr(c->p, '\0', len) != NULL)
 		return false;
 	*str_r = strndup(c->p, len);
 	c->p += len;

@@ -594,8 +594,8 @@ static int busy_handler(void *context, int count)
 
 /* ---- open ---- */
 
-static int parse_location(const char *location, char **path_r,
-                          int *busy_timeout_r, char **error_r)
+int bf_state_sqlite_parse_location(const char *location, char **path_r,
+                                   int *busy_timeout_r, char **error_r)
 {
 	const char *query, *opt;
 	char *end;
@@ -928,7 +928,8 @@ static int sqlite_open(const char *location, struct bf_state **state_r,
 	int busy_timeout, ret;
 	char *path;
 
-	if (parse_location(location, &path, &busy_timeout, error_r) < 0) {
+	if (bf_state_sqlite_parse_location(location, &path, &busy_timeout,
+	                                   error_r) < 0) {
 		free(path);
 		return -1;
 	}

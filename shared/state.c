@@ -109,13 +109,13 @@ static bool str_ok(const char *s)
 /* The URI as it may appear in logs: a password in the user info
    ("redis://user:secret@host") or in a "password=" option is replaced by
    "***".  Operators paste log lines into tickets. */
-static char *uri_redact(const char *uri)
+char *bf_state_uri_redact(const char *uri)
 {
 	/* each "***" stands for a secret of 0 or more bytes behind at least
 	   one byte of syntax (":" or "password="): twice the input is ample */
 	size_t size = 2 * strlen(uri) + 8;
 	char *out = malloc(size), *o = out;
-	const char *p = uri, *start;
+	const char *p = uri, *start, *secret = NULL, *secret_end = NULL;
 
 	if (out == NULL)
 		return NULL;
@@ -123,24 +123,40 @@ static char *uri_redact(const char *uri)
 	if (start != NULL) {
 		const char *auth = start + 3;
 		const char *end = auth + strcspn(auth, "/?");
-		const char *at = memchr(auth, '@', (size_t)(end - auth));
+		const char *at = memrchr(auth, '@', (size_t)(end - auth));
 		const char *colon =
 		        at == NULL ? NULL
 		                   : memchr(auth, ':', (size_t)(at - auth));
+
+		/* The user info ends at the last '@' before the path, as
+		   state-redis-uri.c reads it: a password with an '@' of its
+		   own ("u:p@ss@host") is hidden whole. */
 		if (colon != NULL) {
-			memcpy(o, uri, (size_t)(colon + 1 - uri));
-			o += colon + 1 - uri;
-			memcpy(o, "***", 3);
-			o += 3;
-			p = at;
+			secret = colon + 1;
+			secret_end = at;
 		}
 	}
 	while (*p != '\0') {
+		if (p == secret) {
+			memcpy(o, "***", 3);
+			o += 3;
+			/* once: an empty secret ends where it starts */
+			p = secret_end;
+			secret = NULL;
+			continue;
+		}
+		/* "password=" anywhere an option can start, also before the
+		   "://" of a mangled URI */
 		if (strncmp(p, "password=", 9) == 0 && p > uri &&
 		    (p[-1] == '?' || p[-1] == '&')) {
 			memcpy(o, "password=***", 12);
 			o += 12;
 			p += 9 + strcspn(p + 9, "&");
+			/* never stop inside the user info's secret */
+			if (secret != NULL && p > secret && p < secret_end) {
+				p = secret_end;
+				secret = NULL;
+			}
 			continue;
 		}
 		*o++ = *p++;
@@ -172,19 +188,27 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 			backend = backends[i];
 	}
 	if (backend == NULL) {
-		char *shown = uri_redact(uri);
+		char *shown = bf_state_uri_redact(uri);
+		/* The scheme is quoted only when it is one (RFC 3986
+		   letters): a mangled URI may hold a secret before its
+		   first ':'. */
+		size_t len = (size_t)(colon - uri);
+		bool scheme = strspn(uri, "abcdefghijklmnopqrstuvwxyz"
+		                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                          "0123456789+-.") == len;
+
 		*error_r =
 		        bf_state_error_new(shown != NULL ? shown : "(uri)",
 		                           "unsupported backend \"%.*s\" "
 		                           "(supported: " SUPPORTED_SCHEMES ")",
-		                           (int)(colon - uri), uri);
+		                           scheme ? (int)len : 0, uri);
 		free(shown);
 		return -1;
 	}
 	if (backend->open(colon + 1, &state, error_r) < 0)
 		return -1;
 	state->backend = backend;
-	state->uri = uri_redact(uri);
+	state->uri = bf_state_uri_redact(uri);
 	if (state->uri == NULL) {
 		bf_state_close(&state);
 		*error_r = bf_state_error_new(uri, "out of memory");

@@ -113,6 +113,46 @@ static char *write_conf(const char *name, const char *text)
 	return path;
 }
 
+/* backfillctl window open --until (fuzzed by fuzz-until). */
+static void test_until(void **state)
+{
+	const time_t now = 1700000000;
+	const char *error;
+	time_t t;
+
+	(void)state;
+	assert_int_equal(bf_parse_until("6h", now, &t, &error), 0);
+	assert_int_equal(t, now + 6 * 3600);
+	assert_int_equal(bf_parse_until("+2d", now, &t, &error), 0);
+	assert_int_equal(t, now + 2 * 86400);
+	assert_int_equal(bf_parse_until("@1700003600", now, &t, &error), 0);
+	assert_int_equal(t, 1700003600);
+	assert_int_equal(bf_parse_until("2099-01-02 03:04", now, &t, &error),
+	                 0);
+	assert_int_equal(t, 4071006240);
+	assert_int_equal(
+	        bf_parse_until("2099-01-02T03:04:05Z", now, &t, &error), 0);
+	assert_int_equal(t, 4071006245);
+	assert_int_equal(bf_parse_until("9999-12-31 23:59:59", now, &t, &error),
+	                 0);
+	assert_int_equal(t, BF_PARSE_UNTIL_MAX);
+	/* gmtime() cannot show every time_t: past 9999 is refused, not
+	   printed as garbage */
+	assert_int_equal(bf_parse_until("@253402300800", now, &t, &error), -1);
+	assert_string_equal(error, "later than the year 9999");
+	assert_int_equal(
+	        bf_parse_until("@4000000000000000000", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("10000-01-01", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("500000000w", now, &t, &error), -1);
+	assert_string_equal(error, "later than the year 9999");
+	assert_int_equal(bf_parse_until("900ms", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("yesterday", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("@", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("@-5", now, &t, &error), -1);
+	assert_int_equal(bf_parse_until("2026-12-06x", now, &t, &error), -1);
+}
+
 static void test_config_file(void **state)
 {
 	struct seen seen = {0};
@@ -157,6 +197,7 @@ int main(int argc, char **argv)
 	        cmocka_unit_test(test_duration),
 	        cmocka_unit_test(test_size),
 	        cmocka_unit_test(test_bool_uint),
+	        cmocka_unit_test(test_until),
 	        cmocka_unit_test(test_config_file),
 	};
 

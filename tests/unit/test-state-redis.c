@@ -467,6 +467,43 @@ void test_redis_checkpoint_atomic(void **statep)
 	bf_state_close(&state);
 }
 
+/* Values damaged in Redis (by hand, or by something else under the same
+   prefix) are refused with an error naming them, never read past: a NUL
+   byte inside a journal entry's fingerprint made the parser index beyond
+   the string strndup() gave it (found by fuzz-redis-values). */
+void test_redis_damaged_values(void **statep)
+{
+	static const char fp[] = "00112233445566778899aabbccddeeff"
+	                         "00112233445566778899aabbccddeeff";
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct journal_iter_ctx ctx;
+	struct bf_window w;
+	redisContext *c = bf_fixture_redis_connect(&f->redis, NULL);
+	redisReply *reply;
+	const char *error;
+	char entry[256];
+	size_t len;
+
+	assert_non_null(c);
+	len = (size_t)snprintf(entry, sizeof(entry),
+	                       "0000000012:7:%s:32:%s:5:INBOX:INBOX", fp, fp);
+	entry[13 + 60] = '\0'; /* inside the fingerprint */
+	reply = redisCommand(c, "RPUSH backfill:journal:gina %b", entry, len);
+	freeReplyObject(reply);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "gina", journal_iter_cb,
+	                                       &ctx, &error),
+	                 -1);
+	assert_contains(error, "unreadable journal entry");
+	reply = redisCommand(c, "RPUSH backfill:windows %b", "1:0:0:w\0x", 9);
+	freeReplyObject(reply);
+	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), -1);
+	assert_contains(error, "unreadable window");
+	redisFree(c);
+	bf_state_close(&state);
+}
+
 /* Key layout: records carry a Redis TTL (they expire by themselves, a
    little after their expiry by the caller's clock), leases and merge
    records do not; the window name is escaped so keys stay unambiguous. */

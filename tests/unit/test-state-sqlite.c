@@ -69,6 +69,22 @@ void test_open_bad_uris(void **statep)
 	error = open_error("memcached://localhost");
 	assert_contains(error, "unsupported backend \"memcached\"");
 	free(error);
+	/* Error messages quote the URI with its secrets hidden, whatever
+	   its shape: a password with an '@' of its own is hidden whole, an
+	   empty one costs nothing, and "password=" before a mangled "://"
+	   is hidden too (found by fuzz-state-uri). */
+	error = open_error("memcached://user:p@ss@host:1/0?password=x&a=b");
+	assert_contains(error,
+	                "memcached://user:***@host:1/0?password=***&a=b");
+	assert_null(strstr(error, "ss@"));
+	free(error);
+	error = open_error("memcached://u:@host");
+	assert_contains(error, "memcached://u:***@host");
+	free(error);
+	error = open_error("mem&password=secret://u:pw@h");
+	assert_null(strstr(error, "secret"));
+	assert_null(strstr(error, "pw"));
+	free(error);
 	error = open_error("sqlite:");
 	assert_contains(error, "no database path");
 	free(error);

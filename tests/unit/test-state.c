@@ -1665,6 +1665,7 @@ int main(void)
 	        TR(test_redis_wait_limit),
 	        TR(test_redis_noscript),
 	        TR(test_redis_checkpoint_atomic),
+	        TR(test_redis_damaged_values),
 	        TR(test_redis_keys_and_ttl),
 	        TR(test_redis_fork),
 	};

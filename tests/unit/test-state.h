@@ -72,6 +72,7 @@ void test_redis_timeout(void **statep);
 void test_redis_wait_limit(void **statep);
 void test_redis_noscript(void **statep);
 void test_redis_checkpoint_atomic(void **statep);
+void test_redis_damaged_values(void **statep);
 void test_redis_keys_and_ttl(void **statep);
 void test_redis_fork(void **statep);
 #endif
