@@ -11,8 +11,7 @@
 
 static void acc_oom(void)
 {
-	fputs("backfillctl accounts: out of memory, nothing was written\n",
-	      stderr);
+	fputs("backfillctl: out of memory, nothing was written\n", stderr);
 	exit(ACC_EXIT_NOMEM);
 }
 
@@ -374,4 +373,54 @@ const void *acc_index_find(const void *v, const size_t *sorted, size_t n,
 			lo = mid + 1;
 	}
 	return NULL;
+}
+
+void acc_html_escape(FILE *out, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		switch (*s) {
+		case '<':
+			fputs("&lt;", out);
+			break;
+		case '>':
+			fputs("&gt;", out);
+			break;
+		case '&':
+			fputs("&amp;", out);
+			break;
+		case '"':
+			fputs("&quot;", out);
+			break;
+		case '\'':
+			fputs("&#39;", out);
+			break;
+		default:
+			fputc(*s, out);
+		}
+	}
+}
+
+/* The look both kinds of report share: they go to the same people. */
+static const char html_base_style[] =
+        "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;"
+        "max-width:60em;padding:0 1em;color:#1b1b1b;background:#fff}"
+        "h1{font-size:1.5em;margin-bottom:.2em}"
+        "h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ccc}"
+        ".meta{color:#555}"
+        ".verdict{padding:.6em .9em;border-radius:4px;margin:1em 0}"
+        ".verdict.ok{background:#e7f5e9;border:1px solid #9ccea4}"
+        ".verdict.todo{background:#fff4e0;border:1px solid #e7b15c}"
+        "code{font-family:ui-monospace,monospace;font-size:.95em}";
+
+void acc_html_begin(FILE *out, const char *title_prefix, const char *title,
+                    const char *style)
+{
+	fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta "
+	      "charset=\"utf-8\">\n<meta name=\"viewport\" "
+	      "content=\"width=device-width\">\n<title>",
+	      out);
+	acc_html_escape(out, title_prefix);
+	acc_html_escape(out, title);
+	fprintf(out, "</title>\n<style>%s%s</style></head>\n<body>\n",
+	        html_base_style, style);
 }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* Memory exhaustion in a one-shot command: say so and exit 2, backfillctl's
    "usage or configuration error" (nothing has been written yet, the
@@ -111,5 +112,13 @@ const char *acc_address_domain(const char *address);
 /* true if s can be used as a report file name: a DNS name (letters,
    digits, '-', '.', '_'), not starting with '.'. */
 bool acc_domain_usable(const char *s);
+
+/* s with <, >, &, " and ' escaped for HTML text and attribute values. */
+void acc_html_escape(FILE *out, const char *s);
+/* The start of a self-contained report page up to <body>: the title
+   (prefix and title, escaped) and one inline style, the reports' common
+   look followed by style (CSS of the page's own parts). */
+void acc_html_begin(FILE *out, const char *title_prefix, const char *title,
+                    const char *style);
 
 #endif

@@ -19,6 +19,7 @@ int cmd_fingerprint(int argc, char **argv);
 int cmd_window(int argc, char **argv);
 int cmd_dedup(int argc, char **argv);
 int cmd_accounts(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 /* The state store URI: --state URI, else $BACKFILL_STATE, else the
    default.  Removes the option from argv. */

@@ -20,6 +20,8 @@ static const struct backfillctl_command commands[] = {
          "accounts --old-passwd F --new-passwd F [--old-aliases F "
          "--new-aliases F] --out DIR [--keep-going]",
          cmd_accounts},
+        {"report", "report --verify FILE --out DIR [--domain-map FILE]",
+         cmd_report},
 };
 
 const char *backfillctl_state_uri(int *argc, char **argv)

@@ -7,7 +7,7 @@ Each entry: (step, host, command[, exit]).  host is the MX whose Postfix
 the command talks to (MAIL_CONFIG), or None; exit is the exit code the
 runbook says the command ends with when all is well (default 0).  The commands run with `sh -c`
 and the runbook's names (WINDOW, STATE_DB, BACKFILL_STATE, BACKUP,
-RESTORE, MAIL_OWNER, REPORTS) set to the demo's private instances;
+RESTORE, MAIL_OWNER, REPORTS, DOMAIN_MAP) set to the demo's private instances;
 `backfillctl` and `doveadm` on PATH reach the build and the private
 Dovecot.
 """
@@ -30,7 +30,8 @@ RUNBOOK = [
     (6, None, 'doveadm -f json backfill run -A -p 2 > "$REPORTS/run.json"'),
     (7, None, 'doveadm backfill status -A -d'),
     (7, "primary", "postqueue -p | grep -c '^[0-9A-F]*!' || true"),
-    (8, None, 'doveadm -f json backfill verify -A > "$REPORTS/verify.json"'),
+    (8, None, 'doveadm -f tab backfill verify -A > "$REPORTS/verify.tsv"'),
+    (8, None, 'backfillctl report --verify "$REPORTS/verify.tsv" --out "$REPORTS/domains" ${DOMAIN_MAP:+--domain-map "$DOMAIN_MAP"}'),
     (9, "secondary", 'postconf -h maximal_queue_lifetime'),
     (9, "secondary", 'postqueue -p | tail -n 1'),
     (9, None, 'backfillctl window close'),

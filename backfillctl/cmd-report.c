@@ -1,0 +1,179 @@
+/* backfillctl report: the per-domain proof for domain administrators.
+   Reads every merge record of the state store and the output of
+   `doveadm -f tab backfill verify -A`, and writes, into --out DIR, one
+   report per domain (DOMAIN.txt and a self-contained DOMAIN.html) and an
+   index of all domains (index.txt, index.html).  Each file is written
+   next to its final name and renamed into place. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "accounts-util.h"
+#include "commands.h"
+#include "proof-report.h"
+#include "proof.h"
+
+#define REPORT_USAGE                                                           \
+	"usage: backfillctl [--state URI] report --verify FILE --out DIR "     \
+	"[--domain-map FILE]\n"                                                \
+	"  FILE: the output of doveadm -f tab backfill verify -A\n"            \
+	"  --domain-map FILE: \"USER DOMAIN\" lines, for logins without @\n"
+
+typedef int report_writer(const struct proof *p, const char *domain,
+                          const struct proof_report_ctx *ctx, FILE *out);
+
+static int write_file(const char *dir, const char *name, const char *ext,
+                      const struct proof *p, const char *domain,
+                      const struct proof_report_ctx *ctx, report_writer *w)
+{
+	char *path = acc_xprintf("%s/%s.%s", dir, name, ext);
+	char *tmp = acc_xprintf("%s/.%s.%s.tmp", dir, name, ext);
+	FILE *out = fopen(tmp, "w");
+	int ret = 0;
+
+	if (out == NULL) {
+		fprintf(stderr, "backfillctl report: %s: %s\n", tmp,
+		        strerror(errno));
+		ret = -1;
+	} else {
+		if (w(p, domain, ctx, out) < 0 || fflush(out) != 0 ||
+		    fsync(fileno(out)) < 0)
+			ret = -1;
+		if (fclose(out) != 0)
+			ret = -1;
+		if (ret < 0)
+			fprintf(stderr, "backfillctl report: writing %s: %s\n",
+			        tmp, strerror(errno));
+		else if (rename(tmp, path) < 0) {
+			fprintf(stderr, "backfillctl report: %s: %s\n", path,
+			        strerror(errno));
+			ret = -1;
+		}
+		if (ret < 0)
+			unlink(tmp);
+	}
+	free(path);
+	free(tmp);
+	return ret;
+}
+
+static int index_text(const struct proof *p, const char *domain,
+                      const struct proof_report_ctx *ctx, FILE *out)
+{
+	(void)domain;
+	return proof_index_text(p, ctx, out);
+}
+
+static int index_html(const struct proof *p, const char *domain,
+                      const struct proof_report_ctx *ctx, FILE *out)
+{
+	(void)domain;
+	return proof_index_html(p, ctx, out);
+}
+
+static int read_input(const char *what, const char *path, struct proof *p,
+                      int (*parse)(struct proof *, const char *, size_t,
+                                   char **))
+{
+	const char *error;
+	char *data, *perror_msg = NULL;
+	size_t size;
+
+	if (acc_read_file(path, &data, &size, &error) < 0) {
+		fprintf(stderr, "backfillctl report: %s: %s\n", path, error);
+		return -1;
+	}
+	if (parse(p, data, size, &perror_msg) < 0) {
+		fprintf(stderr, "backfillctl report: %s %s: %s\n", what, path,
+		        perror_msg);
+		free(perror_msg);
+		free(data);
+		return -1;
+	}
+	free(data);
+	return 0;
+}
+
+int cmd_report(int argc, char **argv)
+{
+	const char *uri = backfillctl_state_uri(&argc, argv);
+	const char *verify = NULL, *out = NULL, *map = NULL;
+	struct proof_report_ctx ctx;
+	struct proof p = {0};
+	struct proof_figures all;
+	char generated[64], *error = NULL;
+	time_t now = time(NULL);
+	int ret = EXIT_DONE;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--verify") == 0 && i + 1 < argc)
+			verify = argv[++i];
+		else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
+			out = argv[++i];
+		else if (strcmp(argv[i], "--domain-map") == 0 && i + 1 < argc)
+			map = argv[++i];
+		else if (strcmp(argv[i], "--help") == 0) {
+			fputs(REPORT_USAGE, stdout);
+			return EXIT_DONE;
+		} else {
+			fputs(REPORT_USAGE, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (verify == NULL || out == NULL) {
+		fputs(REPORT_USAGE, stderr);
+		return EXIT_USAGE;
+	}
+	if (proof_read_store(&p, uri, &error) < 0) {
+		fprintf(stderr, "backfillctl report: %s\n",
+		        error != NULL ? error : "out of memory");
+		free(error);
+		proof_free(&p);
+		return EXIT_LOOK;
+	}
+	if (read_input("verify output", verify, &p, proof_parse_verify) < 0 ||
+	    (map != NULL &&
+	     read_input("domain map", map, &p, proof_parse_domain_map) < 0)) {
+		proof_free(&p);
+		return EXIT_USAGE;
+	}
+	proof_finish(&p);
+	if (mkdir(out, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "backfillctl report: %s: %s\n", out,
+		        strerror(errno));
+		proof_free(&p);
+		return EXIT_USAGE;
+	}
+	strftime(generated, sizeof(generated), "%Y-%m-%d %H:%M UTC",
+	         gmtime(&now));
+	ctx.generated = generated;
+	ctx.state_uri = uri;
+	ctx.verify_path = verify;
+	for (size_t d = 0; d < p.n_domains; d++) {
+		const char *name = proof_report_name(p.domains[d]);
+
+		if (write_file(out, name, "txt", &p, p.domains[d], &ctx,
+		               proof_report_text) < 0 ||
+		    write_file(out, name, "html", &p, p.domains[d], &ctx,
+		               proof_report_html) < 0)
+			ret = EXIT_LOOK;
+	}
+	if (write_file(out, "index", "txt", &p, NULL, &ctx, index_text) < 0 ||
+	    write_file(out, "index", "html", &p, NULL, &ctx, index_html) < 0)
+		ret = EXIT_LOOK;
+	proof_figures(&p, NULL, &all);
+	printf("backfillctl report: %zu domain%s, %" PRIu64 " users, %zu to "
+	       "look at: %s/index.html\n",
+	       p.n_domains, p.n_domains == 1 ? "" : "s", all.users,
+	       all.findings, out);
+	if (all.findings > 0 && ret == EXIT_DONE)
+		ret = EXIT_LOOK;
+	proof_free(&p);
+	return ret;
+}

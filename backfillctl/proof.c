@@ -1,0 +1,325 @@
+/* backfillctl report: reading the state store's merge records, doveadm's
+   verify output and the domain map into one list of users by domain. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accounts-util.h"
+#include "proof.h"
+
+static struct proof_user *user_add(struct proof *p, const char *user)
+{
+	struct proof_user *u;
+
+	acc_grow(&p->v, &p->cap, p->n, sizeof(*p->v));
+	u = &p->v[p->n++];
+	memset(u, 0, sizeof(*u));
+	u->user = acc_xstrdup(user);
+	return u;
+}
+
+static struct proof_user *user_find(struct proof *p, const char *user)
+{
+	/* a few thousand users, each looked up once: a walk is enough */
+	for (size_t i = 0; i < p->n; i++) {
+		if (strcmp(p->v[i].user, user) == 0)
+			return &p->v[i];
+	}
+	return NULL;
+}
+
+static int store_cb(const char *user, const struct bf_merge_record *rec,
+                    void *context)
+{
+	struct proof *p = context;
+	struct proof_user *u = user_add(p, user);
+
+	u->has_record = true;
+	u->status = rec->status;
+	u->archived = rec->archived;
+	u->added = rec->added;
+	u->duplicates = rec->duplicates;
+	u->skipped = rec->skipped;
+	if (rec->last_error != NULL)
+		u->last_error = acc_xstrdup(rec->last_error);
+	return 0;
+}
+
+int proof_read_store(struct proof *p, const char *uri, char **error_r)
+{
+	struct bf_state *state;
+	const char *error;
+	int ret;
+
+	if (bf_state_open(uri, &state, error_r) < 0)
+		return -1;
+	ret = bf_state_merge_iter(state, store_cb, p, &error);
+	if (ret < 0)
+		*error_r = acc_xprintf("%s: %s", uri, error);
+	bf_state_close(&state);
+	return ret < 0 ? -1 : 0;
+}
+
+/* Splits a line at tabs into at most max fields; returns the count. */
+static size_t split_tabs(char *line, char **fields, size_t max)
+{
+	size_t n = 0;
+
+	while (n < max) {
+		char *tab = strchr(line, '\t');
+
+		fields[n++] = line;
+		if (tab == NULL)
+			break;
+		*tab = '\0';
+		line = tab + 1;
+	}
+	return n;
+}
+
+static bool parse_count(const char *s, uint64_t *n_r)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	*n_r = strtoull(s, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+enum verify_col {
+	COL_USER,
+	COL_USERNAME,
+	COL_RESULT,
+	COL_ARCHIVED,
+	COL_PRESENT,
+	COL_MISSING,
+	COL_MISSING_LIST,
+	COL_ERROR,
+	COLS
+};
+static const char *const col_titles[COLS] = {
+        "user",    "username", "result",           "archived",
+        "present", "missing",  "missingfolderuid", "error",
+};
+#define MAX_FIELDS 32
+
+int proof_parse_verify(struct proof *p, const char *data, size_t size,
+                       char **error_r)
+{
+	int col[COLS];
+	char *fields[MAX_FIELDS];
+	const char *line;
+	size_t pos = 0, len, nf = 0;
+	unsigned int lineno = 0;
+	bool header = true;
+
+	for (int c = 0; c < COLS; c++)
+		col[c] = -1;
+	while (acc_next_line(data, size, &pos, &line, &len)) {
+		char *copy = acc_xstrndup(line, len);
+		struct proof_user *u;
+		const char *name;
+
+		lineno++;
+		if (len > 0 && copy[len - 1] == '\r')
+			copy[len - 1] = '\0';
+		if (*copy == '\0') {
+			free(copy);
+			continue;
+		}
+		nf = split_tabs(copy, fields, MAX_FIELDS);
+		if (header) {
+			for (size_t i = 0; i < nf; i++) {
+				acc_lowercase(fields[i]);
+				for (int c = 0; c < COLS; c++) {
+					if (strcmp(fields[i], col_titles[c]) ==
+					    0)
+						col[c] = (int)i;
+				}
+			}
+			free(copy);
+			if ((col[COL_USER] < 0 && col[COL_USERNAME] < 0) ||
+			    col[COL_ARCHIVED] < 0 || col[COL_PRESENT] < 0 ||
+			    col[COL_MISSING] < 0) {
+				*error_r = acc_xstrdup(
+				        "line 1: not the header of doveadm -f "
+				        "tab backfill verify (User, Archived, "
+				        "Present, Missing)");
+				return -1;
+			}
+			header = false;
+			continue;
+		}
+		for (int c = 0; c < COLS; c++) {
+			if (col[c] >= (int)nf) {
+				*error_r =
+				        acc_xprintf("line %u: %zu fields, the "
+				                    "header has more",
+				                    lineno, nf);
+				free(copy);
+				return -1;
+			}
+		}
+		name = fields[col[COL_USER] >= 0 ? col[COL_USER]
+		                                 : col[COL_USERNAME]];
+		if (*name == '\0') {
+			*error_r = acc_xprintf("line %u: no user", lineno);
+			free(copy);
+			return -1;
+		}
+		if ((u = user_find(p, name)) == NULL)
+			u = user_add(p, name);
+		if (u->has_verify) {
+			*error_r = acc_xprintf("line %u: user %s twice", lineno,
+			                       name);
+			free(copy);
+			return -1;
+		}
+		u->has_verify = true;
+		if (!parse_count(fields[col[COL_ARCHIVED]], &u->v_archived) ||
+		    !parse_count(fields[col[COL_PRESENT]], &u->v_present) ||
+		    !parse_count(fields[col[COL_MISSING]], &u->v_missing)) {
+			/* a user verify could not check prints empty counts
+			   with an error: keep the error, counts stay 0 */
+			u->v_archived = u->v_present = u->v_missing = 0;
+		}
+		if (col[COL_RESULT] >= 0)
+			u->verify_result = acc_xstrdup(fields[col[COL_RESULT]]);
+		if (col[COL_MISSING_LIST] >= 0 &&
+		    *fields[col[COL_MISSING_LIST]] != '\0')
+			u->missing_list =
+			        acc_xstrdup(fields[col[COL_MISSING_LIST]]);
+		if (col[COL_ERROR] >= 0 && *fields[col[COL_ERROR]] != '\0')
+			u->verify_error = acc_xstrdup(fields[col[COL_ERROR]]);
+		free(copy);
+	}
+	if (header) {
+		*error_r = acc_xstrdup("empty: no header line");
+		return -1;
+	}
+	return 0;
+}
+
+int proof_parse_domain_map(struct proof *p, const char *data, size_t size,
+                           char **error_r)
+{
+	const char *line;
+	size_t pos = 0, len;
+	unsigned int lineno = 0;
+
+	while (acc_next_line(data, size, &pos, &line, &len)) {
+		size_t i = 0, u0, u1, d0, d1;
+
+		lineno++;
+		while (i < len && (line[i] == ' ' || line[i] == '\t'))
+			i++;
+		if (i == len || line[i] == '#')
+			continue;
+		u0 = i;
+		while (i < len && line[i] != ' ' && line[i] != '\t')
+			i++;
+		u1 = i;
+		while (i < len && (line[i] == ' ' || line[i] == '\t'))
+			i++;
+		d0 = i;
+		while (i < len && line[i] != ' ' && line[i] != '\t' &&
+		       line[i] != '\r')
+			i++;
+		d1 = i;
+		while (i < len &&
+		       (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+			i++;
+		if (d0 == d1 || i != len) {
+			*error_r = acc_xprintf("line %u: expected USER DOMAIN",
+			                       lineno);
+			return -1;
+		}
+		acc_grow(&p->map_user, &p->cap_map, p->n_map,
+		         sizeof(*p->map_user));
+		p->map_domain = acc_xrealloc(
+		        p->map_domain, p->cap_map * sizeof(*p->map_domain));
+		p->map_user[p->n_map] = acc_xstrndup(line + u0, u1 - u0);
+		p->map_domain[p->n_map] = acc_xstrndup(line + d0, d1 - d0);
+		acc_lowercase(p->map_domain[p->n_map]);
+		p->n_map++;
+	}
+	return 0;
+}
+
+static int user_cmp(const void *a, const void *b)
+{
+	const struct proof_user *ua = a, *ub = b;
+	int r = strcmp(ua->domain, ub->domain);
+
+	return r != 0 ? r : strcmp(ua->user, ub->user);
+}
+
+void proof_finish(struct proof *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		struct proof_user *u = &p->v[i];
+		const char *at = strrchr(u->user, '@');
+
+		u->domain = at != NULL ? at + 1 : "";
+		for (size_t j = 0; at == NULL && j < p->n_map; j++) {
+			if (strcmp(p->map_user[j], u->user) == 0) {
+				u->domain = p->map_domain[j];
+				break;
+			}
+		}
+		/* the domain names a report file: anything else than a DNS
+		   name goes to the report of users without a domain */
+		if (!acc_domain_usable(u->domain))
+			u->domain = "";
+	}
+	qsort(p->v, p->n, sizeof(*p->v), user_cmp);
+	for (size_t i = 0; i < p->n; i++) {
+		if (p->n_domains > 0 &&
+		    strcmp(p->domains[p->n_domains - 1], p->v[i].domain) == 0)
+			continue;
+		acc_grow(&p->domains, &p->cap_domains, p->n_domains,
+		         sizeof(*p->domains));
+		p->domains[p->n_domains++] = acc_xstrdup(p->v[i].domain);
+	}
+}
+
+size_t proof_domain_users(const struct proof *p, const char *domain,
+                          size_t *first_r)
+{
+	size_t first = 0, n = 0;
+
+	while (first < p->n && strcmp(p->v[first].domain, domain) != 0)
+		first++;
+	while (first + n < p->n && strcmp(p->v[first + n].domain, domain) == 0)
+		n++;
+	*first_r = first;
+	return n;
+}
+
+void proof_free(struct proof *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		struct proof_user *u = &p->v[i];
+
+		free(u->user);
+		free(u->last_error);
+		free(u->verify_result);
+		free(u->missing_list);
+		free(u->verify_error);
+	}
+	free(p->v);
+	for (size_t i = 0; i < p->n_domains; i++)
+		free(p->domains[i]);
+	free(p->domains);
+	for (size_t i = 0; i < p->n_map; i++) {
+		free(p->map_user[i]);
+		free(p->map_domain[i]);
+	}
+	free(p->map_user);
+	free(p->map_domain);
+	memset(p, 0, sizeof(*p));
+}

@@ -1,0 +1,61 @@
+#ifndef BACKFILLCTL_PROOF_H
+#define BACKFILLCTL_PROOF_H
+
+/* The per-domain proof of backfillctl report: each user's merge record
+   from the state store beside the result of `doveadm -f tab backfill
+   verify -A`, grouped by domain.  Reading the inputs lives here, apart
+   from the reports that show them (proof-report.c). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "state.h"
+
+struct proof_user {
+	char *user;
+	const char *domain; /* after '@', or from the domain map, or "" */
+	bool has_record;
+	enum bf_merge_status status;
+	uint64_t archived, added, duplicates, skipped;
+	char *last_error;
+	bool has_verify;
+	char *verify_result;
+	uint64_t v_archived, v_present, v_missing;
+	char *missing_list, *verify_error;
+};
+
+struct proof {
+	struct proof_user *v; /* sorted by domain, then user */
+	size_t n, cap;
+	char **domains; /* sorted, unique */
+	size_t n_domains, cap_domains;
+	char **map_user, **map_domain; /* the domain map, in file order */
+	size_t n_map, cap_map;
+};
+
+/* Every merge record of the store.  -1 with a malloc()ed *error_r. */
+int proof_read_store(struct proof *p, const char *uri, char **error_r);
+
+/* The output of `doveadm -f tab backfill verify -A`: a header line of
+   column titles (User or Username, Archived, Present, Missing,
+   MissingFolderUID, Error, Result), then one line per user.  Returns -1
+   with a malloc()ed reason (naming the line) for input that is not that. */
+int proof_parse_verify(struct proof *p, const char *data, size_t size,
+                       char **error_r);
+
+/* "USER DOMAIN" lines ('#' comments, blank lines): the domain of users
+   whose login has no '@' (a site whose logins are local parts). */
+int proof_parse_domain_map(struct proof *p, const char *data, size_t size,
+                           char **error_r);
+
+/* Assigns domains and sorts; call once after reading the inputs. */
+void proof_finish(struct proof *p);
+
+/* The users of one domain: *first_r and the count. */
+size_t proof_domain_users(const struct proof *p, const char *domain,
+                          size_t *first_r);
+
+void proof_free(struct proof *p);
+
+#endif

@@ -1,0 +1,165 @@
+"""backfillctl report on a real site: a private Dovecot with the plugin,
+user@domain logins in three domains, merges by doveadm backfill run, the
+state store they wrote (a failed merge and a skipped message written
+into it as the plugin records them), and `doveadm -f tab backfill verify
+-A`.  The
+reports per domain show the store's and verify's figures (thousands
+separators), and list every failed, unfinished, skipped or missing case
+with the next step; the HTML pages are self-contained and render in
+headless Chromium."""
+import os
+import re
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import mg  # noqa: E402
+
+BUILD = os.path.dirname(bftest.plugin_dir())
+BACKFILLCTL = os.environ.get("BACKFILLCTL",
+                             os.path.join(BUILD, "backfillctl", "backfillctl"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def figure(text, label):
+    m = re.search(r"^\s*%s\s+([\d,]+)$" % re.escape(label), text, re.M)
+    return m.group(1) if m else None
+
+
+class ReportTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site()
+        try:
+            bd.use_full_usernames(site)
+            # example.com: one big user, to see thousands separators
+            site.add_user("erin@example.com", mg.bulk_scenario(5, 1200, 10, 5),
+                          record=False)
+            site.add_user("alice@example.org", mg.bulk_scenario(1, 12, 4, 2), record=False)
+            site.add_user("bob@example.org", mg.bulk_scenario(2, 12, 4, 2), record=False)
+            site.add_user("carol@example.net", mg.bulk_scenario(3, 12, 4, 2), record=False)
+            site.add_user("dave@example.net", mg.bulk_scenario(4, 12, 4, 2), record=False)
+            site.start(plugin_on=False)
+            for u in ("erin@example.com", "alice@example.org", "bob@example.org",
+                      "carol@example.net"):
+                bd.doveadm_json(site.dc, "backfill", "run", "-u", u, ok=(0, 1))
+            # bob loses one merged message: verify names it
+            db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+            box, uid = db.execute("SELECT mailbox, uid FROM journal WHERE "
+                                  "user='bob@example.org' ORDER BY seq LIMIT 1").fetchone()
+            # alice's merge failed, as a merge that hit an I/O error records it
+            db.execute("UPDATE merges SET status='failed', last_error=? WHERE "
+                       "user='alice@example.org'",
+                       ("INBOX/uid 7: reading the archive failed: Input/output error",))
+            # one of carol's archived messages could not be read, as the
+            # merge records a broken archive file
+            db.execute("UPDATE merges SET skipped=1 WHERE user='carol@example.net'")
+            db.commit()
+            db.close()
+            site.dc.doveadm("expunge", "-u", "bob@example.org", "mailbox", box, "uid", str(uid))
+            # dave never merged
+            cls.out = tempfile.mkdtemp(prefix="bf-report-")
+            r = bd.doveadm(site.dc, "backfill", "verify", "-A", fmt="tab")
+            cls.verify = os.path.join(cls.out, "verify.tsv")
+            with open(cls.verify, "w") as f:
+                f.write(r.stdout)
+            cls.verify_rc = r.returncode
+            cls.r = subprocess.run(
+                [BACKFILLCTL, "--state", "sqlite:%s/state.db" % site.state_dir, "report",
+                 "--verify", cls.verify, "--out", os.path.join(cls.out, "domains")],
+                capture_output=True, text=True)
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+        shutil.rmtree(cls.out, ignore_errors=True)
+
+    def read(self, name):
+        with open(os.path.join(self.out, "domains", name)) as f:
+            return f.read()
+
+    def test_exit_and_files(self):
+        self.assertEqual(self.verify_rc, 1)      # bob misses one
+        self.assertEqual(self.r.returncode, 1, self.r.stdout + self.r.stderr)
+        self.assertIn("3 domains", self.r.stdout)
+        for name in ("example.com", "example.org", "example.net", "index"):
+            for ext in ("txt", "html"):
+                self.assertTrue(os.path.exists(os.path.join(self.out, "domains",
+                                                            "%s.%s" % (name, ext))))
+
+    def test_figures_from_store_and_verify(self):
+        com = self.read("example.com.txt")
+        self.assertEqual(figure(com, "Archived messages"), "1,200")
+        self.assertEqual(figure(com, "added to the mailboxes"), "1,195")
+        self.assertEqual(figure(com, "already in the mailboxes"), "5")
+        self.assertEqual(figure(com, "archived messages present"), "1,200")
+        self.assertIn("Every archived message is in its mailbox: 1,200 messages", com)
+        org = self.read("example.org.txt")
+        self.assertEqual(figure(org, "Users"), "2")
+        self.assertEqual(figure(org, "failed"), "1")
+        self.assertEqual(figure(org, "archived messages missing"), "1")
+
+    def test_what_to_look_at_with_next_steps(self):
+        org = self.read("example.org.txt")
+        self.assertRegex(org, r"alice@example.org: merge failed: INBOX/uid 7: reading the "
+                              r"archive failed: Input/output error\n\s+Next: fix what the "
+                              r"error names, then doveadm backfill run -u alice@example.org")
+        self.assertRegex(org, r"bob@example.org: 1 archived message missing: \S+/\d+\n"
+                              r"\s+Next: doveadm backfill run -u bob@example.org, then "
+                              r"doveadm backfill verify -u bob@example.org")
+        net = self.read("example.net.txt")
+        self.assertRegex(net, r"carol@example.net: 1 archived message skipped.*\n"
+                              r"\s+Next: .*doveadm backfill revert -u carol@example.net -y")
+        self.assertRegex(net, r"dave@example.net: 12 archived messages, no merge yet\n"
+                              r"\s+Next: doveadm backfill run -u dave@example.net")
+        self.assertNotIn("To look at", self.read("example.com.txt"))
+        index = self.read("index.txt")
+        self.assertRegex(index, r"example.org\s+2\s+24\s+\S+\s+1\s+2")
+
+    def test_html_self_contained_with_charts(self):
+        html = self.read("example.net.html")
+        for bad in ("<script", "<link", "src=", "href=", "url(", "@import",
+                    "http://", "https://"):
+            self.assertNotIn(bad, html.lower())
+        self.assertEqual(html.count('data-chart="'), 2)
+        self.assertIn('data-user="carol@example.net"', html)
+        self.assertIn("Next: <code>doveadm backfill run -u dave@example.net</code>", html)
+
+    def test_renders_in_chromium(self):
+        if not os.path.exists(CHROMIUM):
+            self.skipTest("chromium not installed (scripts/install-deps)")
+        profile = tempfile.mkdtemp(prefix="bf-report-chromium-")
+        png = os.path.join(profile, "report.png")
+        try:
+            subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                            "--no-first-run", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync",
+                            "--disable-dev-shm-usage", "--user-data-dir=" + profile,
+                            "--window-size=1100,1400", "--hide-scrollbars",
+                            "--screenshot=" + png,
+                            "file://" + os.path.join(self.out, "domains", "example.org.html")],
+                           capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+            with open(png, "rb") as f:
+                head = f.read(24)
+            self.assertEqual(head[:8], b"\x89PNG\r\n\x1a\n")
+            self.assertEqual(struct.unpack(">II", head[16:24]), (1100, 1400))
+            self.assertGreater(os.path.getsize(png), 20000)  # not a blank page
+            keep = os.environ.get("BF_REPORT_SCREENSHOT")
+            if keep:
+                shutil.copyfile(png, keep)
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
