@@ -54,7 +54,10 @@ check-dovecot24: deps
 		MESON_SETUP_ARGS='$(MESON_SETUP_ARGS) $(DC24_SETUP_ARGS)' \
 		MESON_TEST_ARGS='$(MESON_TEST_ARGS)'
 
-# Unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Unit tests, and the milter's protocol and daemon tests (the daemon
+# itself built with the sanitizers), again under AddressSanitizer and
+# UndefinedBehaviorSanitizer.
+ASAN_MILTER_TESTS ?= milter-protocol milter-hostile milter-peers milter-daemon
 check-asan: deps
 	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(MESON_SETUP_ARGS) \
 		$(ASAN_BUILD) \
@@ -63,6 +66,9 @@ check-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ASAN_OPTIONS=detect_leaks=1 \
 	meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1 \
+	meson test -C $(ASAN_BUILD) --print-errorlogs $(ASAN_MILTER_TESTS)
 
 # libFuzzer targets, each run for FUZZ_SECONDS.
 fuzz: deps

@@ -129,10 +129,30 @@ int milter_daemon_detach(char **error_r)
 
 int milter_daemon_write_pid(const char *path, char **error_r)
 {
-	FILE *f = fopen(path, "w");
+	struct stat st;
+	FILE *f;
+	int fd;
 
-	if (f == NULL)
+	/* Written as root before the privileges are dropped, often in a
+	   directory others can write to (/run, /tmp, a chroot): a symlink
+	   planted there must not make us truncate the file it points to. */
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == ELOOP)
+		return fail(error_r,
+		            "PidFile %s is a symbolic link: refused (remove "
+		            "it, or point PidFile at the real file)",
+		            path);
+	if (fd < 0)
 		return fail(error_r, "PidFile %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    ftruncate(fd, 0) < 0) {
+		close(fd);
+		return fail(error_r, "PidFile %s: not a regular file", path);
+	}
+	if ((f = fdopen(fd, "w")) == NULL) {
+		close(fd);
+		return fail(error_r, "PidFile %s: %s", path, strerror(errno));
+	}
 	fprintf(f, "%ld\n", (long)getpid());
 	if (fclose(f) != 0)
 		return fail(error_r, "PidFile %s: %s", path, strerror(errno));

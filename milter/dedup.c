@@ -14,6 +14,7 @@
 #include "session.h"
 #include "state-pool.h"
 #include "state.h"
+#include "stats.h"
 #include "tag.h"
 
 enum verdict {
@@ -51,8 +52,8 @@ static void add_header(struct dedup_run *run, const char *name,
                        const char *value)
 {
 	if (smfi_addheader(run->ctx, (char *)name, (char *)value) != MI_SUCCESS)
-		milter_error("queue id %s: could not add header %s: %s",
-		             run->qid, name, value);
+		milter_error("%s: could not add header %s: %s", run->qid, name,
+		             value);
 }
 
 /* Whether the record of key i is the one a peer MX made for this very
@@ -190,24 +191,26 @@ static sfsistat all_duplicates(struct dedup_run *run)
 
 	log_first(run, first, sizeof(first));
 	if (run->config->quarantine == MILTER_QUARANTINE_NONE) {
-		milter_info("queue id %s: discarded: duplicate for all %zu "
+		milter_info("%s: discarded: duplicate for all %zu "
 		            "recipient(s), %s (window %s, fingerprint %s)",
 		            run->qid, run->key_count, first,
 		            run->session->window, run->fp_text);
+		milter_stats_add(MILTER_STAT_DISCARDED, 1);
 		return SMFIS_DISCARD;
 	}
 	snprintf(reason, sizeof(reason),
 	         "backfill: duplicate of a delivered message, %s", first);
 	if (smfi_quarantine(run->ctx, reason) != MI_SUCCESS) {
 		/* Never drop what cannot be held: deliver it, tagged. */
-		milter_error("queue id %s: could not put the duplicate on "
+		milter_error("%s: could not put the duplicate on "
 		             "hold; delivering it tagged instead",
 		             run->qid);
 		add_header(run, "X-Backfill-Duplicate", "confirmed");
 		return SMFIS_ACCEPT;
 	}
 	add_header(run, "X-Backfill-Duplicate", "held");
-	milter_info("queue id %s: held: duplicate for all %zu recipient(s), "
+	milter_stats_add(MILTER_STAT_HELD, 1);
+	milter_info("%s: held: duplicate for all %zu recipient(s), "
 	            "%s (window %s, fingerprint %s); release with postsuper "
 	            "-H %s if it is wanted",
 	            run->qid, run->key_count, first, run->session->window,
@@ -266,7 +269,7 @@ static const char *not_removable(const struct dedup_run *run, size_t i,
 
 static void log_kept(const struct dedup_run *run, size_t i, const char *why)
 {
-	milter_info("queue id %s: kept recipient %s, although already "
+	milter_info("%s: kept recipient %s, although already "
 	            "delivered: %s; it gets the message again, tagged",
 	            run->qid, run->session->rcpts[i].raw, why);
 }
@@ -291,13 +294,14 @@ static unsigned int remove_recipients(struct dedup_run *run,
 			continue;
 		}
 		if (smfi_delrcpt(run->ctx, rcpt->raw) != MI_SUCCESS) {
-			milter_error("queue id %s: could not remove duplicate "
+			milter_error("%s: could not remove duplicate "
 			             "recipient %s; it gets a second copy",
 			             run->qid, rcpt->raw);
 			continue;
 		}
 		removed++;
-		milter_info("queue id %s: removed recipient %s: already "
+		milter_stats_add(MILTER_STAT_REMOVED, 1);
+		milter_info("%s: removed recipient %s: already "
 		            "delivered, first copy queue id %s on %s; %s%s "
 		            "(fingerprint %s)",
 		            run->qid, rcpt->bare,
@@ -341,7 +345,7 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 	    (run->session->actions & SMFIF_DELRCPT) == 0) {
 		/* the quarantine copy would be for nobody */
 		milter_info(
-		        "queue id %s: %u duplicate recipient(s) kept: the "
+		        "%s: %u duplicate recipient(s) kept: the "
 		        "MTA did not grant the milter the right to remove "
 		        "recipients (Postfix does from milter_protocol = 2 "
 		        "on; the default is 6); they get the message again, "
@@ -364,7 +368,7 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 	}
 	if (smfi_addrcpt(run->ctx, config->quarantine_rcpt) != MI_SUCCESS) {
 		/* Never remove what cannot be kept. */
-		milter_error("queue id %s: could not add QuarantineRecipient "
+		milter_error("%s: could not add QuarantineRecipient "
 		             "%s (does the MTA allow the milter to add "
 		             "recipients?); the duplicate recipients get the "
 		             "message again, tagged X-Backfill-Duplicate: "
@@ -375,7 +379,7 @@ static unsigned int partial_duplicates(struct dedup_run *run, bool *not_kept_r)
 	removed = remove_recipients(run, config->quarantine_rcpt);
 	if (removed == 0)
 		milter_error(
-		        "queue id %s: added QuarantineRecipient %s, but "
+		        "%s: added QuarantineRecipient %s, but "
 		        "could not remove any of the %u duplicate "
 		        "recipient(s) (does the MTA allow the milter to "
 		        "remove recipients?): they get the message again, "
@@ -458,6 +462,8 @@ static sfsistat decide(struct dedup_run *run)
 	add_header(run, "X-Backfill-Window", run->session->window);
 	add_header(run, "X-Backfill-Fingerprint", run->fp_text);
 	add_tags(run);
+	milter_stats_add(MILTER_STAT_TAGGED, 1);
+	milter_stats_add(MILTER_STAT_RELAYED, run->relayed_count);
 	if (run->relayed_count > 0)
 		milter_info("%s: %u recipient(s) already checked by peer %s "
 		            "(queue id %s there): the same delivery, relayed "
@@ -495,7 +501,7 @@ static sfsistat decide(struct dedup_run *run)
 	if (run->confirmed_count + run->suspected_count > 0 ||
 	    milter_log_enabled(MILTER_LOG_DEBUG))
 		milter_info(
-		        "queue id %s: window %s fingerprint %s: %zu "
+		        "%s: window %s fingerprint %s: %zu "
 		        "recipient(s): %u new, %u suspected duplicate(s) "
 		        "delivered tagged, %u confirmed duplicate(s), %u "
 		        "removed%s",

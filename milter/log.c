@@ -28,11 +28,34 @@ int milter_log_level_parse(const char *text, enum milter_log_level *level_r)
 	return -1;
 }
 
-void milter_log_open(bool use_syslog)
+int milter_log_facility_parse(const char *text, int *facility_r)
+{
+	static const struct {
+		const char *name;
+		int facility;
+	} names[] = {
+	        {"mail", LOG_MAIL},     {"daemon", LOG_DAEMON},
+	        {"user", LOG_USER},     {"local0", LOG_LOCAL0},
+	        {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+	        {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4},
+	        {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6},
+	        {"local7", LOG_LOCAL7},
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcasecmp(text, names[i].name) == 0) {
+			*facility_r = names[i].facility;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+void milter_log_open(bool use_syslog, int facility)
 {
 	log_syslog = use_syslog;
 	if (use_syslog)
-		openlog("backfill-milter", LOG_PID | LOG_NDELAY, LOG_MAIL);
+		openlog("backfill-milter", LOG_PID | LOG_NDELAY, facility);
 }
 
 void milter_log_set_level(enum milter_log_level level)

@@ -18,7 +18,9 @@ enum milter_log_level {
    number 0-3), else -1. */
 int milter_log_level_parse(const char *text, enum milter_log_level *level_r);
 
-void milter_log_open(bool use_syslog);
+void milter_log_open(bool use_syslog, int facility);
+/* "mail", "daemon", "user", "local0".."local7" into LOG_*.  0 or -1. */
+int milter_log_facility_parse(const char *text, int *facility_r);
 void milter_log_set_level(enum milter_log_level level);
 bool milter_log_enabled(enum milter_log_level level);
 

@@ -11,12 +11,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,9 +29,12 @@
 #include "milter.h"
 #include "state-pool.h"
 #include "state.h"
+#include "stats.h"
 
 /* How long SIGTERM waits for sessions in the middle of a message. */
 #define STOP_GRACE_SECS 30
+/* How often StatsFile is rewritten. */
+#define STATS_INTERVAL_SECS 10
 /* Up to 1 MB per milter packet: a header line may be longer than
    libmilter's 64 KB default (Postfix's header_size_limit is 100 KB). */
 #define MAX_DATA_SIZE (1024 * 1024 - 1)
@@ -51,10 +56,12 @@ static void on_signal(int sig)
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: backfill-milter [-c CONFIG] [-f] [-n]\n"
+	        "usage: backfill-milter [-c CONFIG] [-f] [-n] [-s]\n"
 	        "  -c CONFIG  configuration file (default %s)\n"
 	        "  -f         stay in the foreground\n"
-	        "  -n         check the configuration and exit\n",
+	        "  -n         check the configuration and exit\n"
+	        "  -s         print the running milter's counters "
+	        "(StatsFile)\n",
 	        MILTER_DEFAULT_CONFIG);
 }
 
@@ -110,6 +117,10 @@ static void reload(const char *path)
 		warn_fixed("SocketMode", "old", "new");
 	if (old->syslog != config->syslog)
 		warn_fixed("Syslog", "old", "new");
+	if (old->syslog_facility != config->syslog_facility)
+		warn_fixed("SyslogFacility", "old", "new");
+	if (old->umask != config->umask)
+		warn_fixed("UMask", "old", "new");
 	milter_config_unref(&old);
 	if (config_activate(config, &error) < 0) {
 		milter_error("reload failed: %s", error);
@@ -159,8 +170,30 @@ static void stop_listening(void)
 	smfi_stop();
 }
 
+/* The counters for backfill-milter -s, from the main thread: a failure
+   is logged once per cause, not at every write. */
+static void stats_write(time_t started)
+{
+	static int last_errno;
+	struct milter_config *config = milter_config_get();
+
+	if (config == NULL)
+		return;
+	if (milter_stats_write(config->stats_file, started) < 0) {
+		if (errno != last_errno)
+			milter_warning("StatsFile %s cannot be written: %s "
+			               "(backfill-milter -s shows nothing)",
+			               config->stats_file, strerror(errno));
+		last_errno = errno;
+	} else {
+		last_errno = 0;
+	}
+	milter_config_unref(&config);
+}
+
 static int run(const char *path)
 {
+	time_t started = time(NULL);
 	struct sigaction sa;
 	sigset_t set;
 	pthread_t thread;
@@ -194,7 +227,16 @@ static int run(const char *path)
 	}
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
+	stats_write(started);
 	while (!stopping && !smfi_ended) {
+		struct pollfd pfd = {.fd = signal_pipe[0], .events = POLLIN};
+		int ready = poll(&pfd, 1, STATS_INTERVAL_SECS * 1000);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready == 0) {
+			stats_write(started);
+			continue;
+		}
 		ssize_t ret = read(signal_pipe[0], &sig, 1);
 		if (ret < 0 && errno == EINTR)
 			continue;
@@ -223,6 +265,7 @@ static int run(const char *path)
 		             "exiting so that the service manager restarts "
 		             "backfill-milter",
 		             atomic_load(&smfi_result));
+	stats_write(started);
 	if (milter_active_messages() > 0)
 		milter_warning(
 		        "stopped with %u message(s) in progress; Postfix "
@@ -239,7 +282,9 @@ int main(int argc, char **argv)
 	char *error = NULL;
 	int opt, ret;
 
-	while ((opt = getopt(argc, argv, "c:fnhV")) != -1) {
+	bool stats_only = false;
+
+	while ((opt = getopt(argc, argv, "c:fnshV")) != -1) {
 		switch (opt) {
 		case 'c':
 			path = optarg;
@@ -249,6 +294,9 @@ int main(int argc, char **argv)
 			break;
 		case 'n':
 			check_only = true;
+			break;
+		case 's':
+			stats_only = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -268,24 +316,34 @@ int main(int argc, char **argv)
 	if (milter_config_read(path, &config, &error) < 0) {
 		fprintf(stderr, "backfill-milter: %s\n",
 		        error != NULL ? error : "out of memory");
+		free(error);
 		return 2;
 	}
-	/* SIGHUP re-reads the file after detaching has changed to "/". */
-	char *abs_path = realpath(path, NULL);
-	if (abs_path != NULL)
-		path = abs_path;
 	if (check_only) {
 		milter_config_unref(&config);
 		return 0;
 	}
+	if (stats_only) {
+		ret = milter_stats_print(config->stats_file, time(NULL));
+		milter_config_unref(&config);
+		return ret;
+	}
+	if (config->umask >= 0)
+		umask((mode_t)config->umask);
+	/* SIGHUP re-reads the file after detaching has changed to "/". */
+	char *abs_path = realpath(path, NULL);
+	if (abs_path != NULL)
+		path = abs_path;
 	/* Postfix may close a milter connection at any time; a write to it
 	   must fail with EPIPE, not end the process. */
 	signal(SIGPIPE, SIG_IGN);
-	milter_log_open(config->syslog);
+	milter_log_open(config->syslog, config->syslog_facility);
 	milter_log_set_level(config->log_level);
 
 	if (smfi_register(milter_desc) != MI_SUCCESS) {
 		fprintf(stderr, "backfill-milter: smfi_register failed\n");
+		milter_config_unref(&config);
+		free(abs_path);
 		return 1;
 	}
 	smfi_setmaxdatasize(MAX_DATA_SIZE);
@@ -302,11 +360,15 @@ int main(int argc, char **argv)
 			fprintf(stderr, "backfill-milter: cannot start: %s\n",
 			        error != NULL ? error : "out of memory");
 		free(error);
+		milter_config_unref(&config);
+		free(abs_path);
 		return 2;
 	}
 	if (config_activate(config, &error) < 0) {
 		milter_error("cannot start: %s", error);
 		free(error);
+		milter_config_unref(&config);
+		free(abs_path);
 		return 1;
 	}
 	current = milter_config_get();

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -298,7 +299,42 @@ static int config_setting(const char *key, const char *value, void *context,
 			return -1;
 		}
 		config->socket_mode = (mode_t)mode;
+		config->socket_mode_set = true;
 		return 0;
+	}
+	if (strcasecmp(key, "UMask") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long mask = strtoul(value, &end, 8);
+		if (errno != 0 || *end != '\0' || end == value || mask > 0777) {
+			*error_r = xasprintf("UMask: expected an octal mask "
+			                     "like 007, not '%s'",
+			                     value);
+			return -1;
+		}
+		config->umask = (int)mask;
+		return 0;
+	}
+	if (strcasecmp(key, "SyslogFacility") == 0) {
+		if (milter_log_facility_parse(value, &config->syslog_facility) <
+		    0) {
+			*error_r =
+			        xasprintf("SyslogFacility: expected mail, "
+			                  "daemon, user or local0 to local7, "
+			                  "not '%s'",
+			                  value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcasecmp(key, "StatsFile") == 0) {
+		if (value[0] != '/') {
+			*error_r = xasprintf("StatsFile: expected an absolute "
+			                     "path, not '%s'",
+			                     value);
+			return -1;
+		}
+		return set_string(&config->stats_file, value, error_r);
 	}
 	if (strcasecmp(key, "SocketGroup") == 0)
 		return set_string(&config->socket_group, value, error_r);
@@ -440,6 +476,7 @@ static void config_free(struct milter_config *config)
 	free(config->socket_group);
 	free(config->user_id);
 	free(config->pid_file);
+	free(config->stats_file);
 	free(config->state_uri);
 	free(config->quarantine_rcpt);
 	free(config->hostname);
@@ -463,7 +500,9 @@ int milter_config_read(const char *path, struct milter_config **config_r,
 	}
 	config->refcount = 1;
 	config->socket_mode = 0660;
+	config->umask = -1;
 	config->syslog = true;
+	config->syslog_facility = LOG_MAIL;
 	config->window_mode = MILTER_WINDOW_AUTO;
 	config->window_refresh_secs = 5;
 	config->store_timeout_ms = 2000;
@@ -476,7 +515,8 @@ int milter_config_read(const char *path, struct milter_config **config_r,
 	config->log_level = MILTER_LOG_INFO;
 	if ((config->path = strdup(path)) == NULL ||
 	    (config->socket = strdup(MILTER_DEFAULT_SOCKET)) == NULL ||
-	    (config->state_uri = strdup(BF_STATE_DEFAULT_URI)) == NULL) {
+	    (config->state_uri = strdup(BF_STATE_DEFAULT_URI)) == NULL ||
+	    (config->stats_file = strdup(MILTER_DEFAULT_STATS)) == NULL) {
 		config_free(config);
 		*error_r = strdup("out of memory");
 		return -1;
@@ -495,6 +535,9 @@ int milter_config_read(const char *path, struct milter_config **config_r,
 			return -1;
 		}
 	}
+	/* opendkim: without its own mode the socket follows UMask */
+	if (config->umask >= 0 && !config->socket_mode_set)
+		config->socket_mode = 0777 & ~(mode_t)config->umask;
 	if (config->peers != NULL && config->secret == NULL) {
 		/* an address alone proves nothing: local webmail or a
 		   relayed sender on a peer could write any tag */

@@ -14,6 +14,7 @@
 #define MILTER_DEFAULT_CONFIG                                                  \
 	BACKFILL_SYSCONFDIR "/backfill/backfill-milter.conf"
 #define MILTER_DEFAULT_SOCKET "unix:/run/backfill/backfill-milter.sock"
+#define MILTER_DEFAULT_STATS  "/run/backfill/backfill-milter.stats"
 
 enum milter_window_mode {
 	MILTER_WINDOW_AUTO = 0, /* the window open in the state store */
@@ -39,6 +40,10 @@ struct milter_config {
 	/* Fixed at start (a reload that changes them is logged). */
 	char *socket;
 	mode_t socket_mode;
+	bool socket_mode_set;
+	int umask;           /* UMask; -1: leave the process's as it is */
+	int syslog_facility; /* LOG_MAIL, LOG_LOCAL0, ... */
+	char *stats_file;
 	char *socket_group; /* NULL: leave the group as created */
 	char *user_id;      /* "user[:group]", NULL: keep running as is */
 	char *pid_file;

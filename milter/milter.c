@@ -14,6 +14,7 @@
 #include "log.h"
 #include "milter.h"
 #include "session.h"
+#include "stats.h"
 #include "tag.h"
 #include "window.h"
 
@@ -90,6 +91,7 @@ static struct milter_session *session_get(SMFICTX *ctx)
 		return NULL;
 	}
 	atomic_fetch_add(&active_sessions, 1);
+	milter_stats_connection();
 	return session;
 }
 
@@ -306,6 +308,7 @@ static void remove_forged(SMFICTX *ctx, struct milter_session *session)
 				removed++;
 		}
 	}
+	milter_stats_add(MILTER_STAT_FORGED, removed);
 	if (session->forged_count > 0)
 		milter_info("%s: removed %u forged X-Backfill-* header "
 		            "field(s) (%zu name(s), the first %s) from the "
@@ -338,9 +341,11 @@ static sfsistat milter_eom(SMFICTX *ctx)
 
 	if (session == NULL)
 		return SMFIS_ACCEPT;
+	milter_stats_add(MILTER_STAT_SEEN, 1);
 	save_macro(ctx, "i", &session->queue_id);
 	save_macro(ctx, "{client_addr}", &session->client_addr);
 	if (session->forged_fields > MILTER_MAX_FORGED) {
+		milter_stats_add(MILTER_STAT_REJECTED, 1);
 		status = reject_forged(ctx, session);
 		milter_session_reset(session);
 		message_end(session);
@@ -350,15 +355,16 @@ static sfsistat milter_eom(SMFICTX *ctx)
 	if (session->window != NULL && session->unchecked == NULL)
 		status = milter_dedup_eom(ctx, session);
 	if (session->unchecked != NULL) {
+		milter_stats_add(MILTER_STAT_UNCHECKED, 1);
 		/* info: the cause is logged at error level, once a minute,
 		   where it arose */
-		milter_info("queue id %s: accepted without duplicate check "
+		milter_info("%s: accepted without duplicate check "
 		            "(%s); tagged X-Backfill-Dedup: unchecked",
 		            session->queue_id != NULL ? session->queue_id : "?",
 		            session->unchecked);
 		if (smfi_addheader(ctx, "X-Backfill-Dedup", "unchecked") !=
 		    MI_SUCCESS)
-			milter_error("queue id %s: could not add "
+			milter_error("%s: could not add "
 			             "X-Backfill-Dedup header",
 			             session->queue_id != NULL
 			                     ? session->queue_id

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "state-pool.h"
 #include "state.h"
+#include "stats.h"
 
 /* Enough for the usual smtpd process limit of a Postfix host; more
    concurrent sessions still work, their extra handles are just closed
@@ -83,6 +84,7 @@ static void pool_down(struct milter_state_pool *pool, const char *error,
 {
 	char *copy = strdup(error);
 
+	milter_stats_add(MILTER_STAT_STORE_ERRORS, 1);
 	if (copy != NULL) {
 		free(pool->down_error);
 		pool->down_error = copy;

@@ -58,7 +58,7 @@ t.run("duplicates", function()
 	t.check(mt.eom_check(conn, MT_HDRADD, "X-Backfill-Duplicate", "confirmed"),
 		"partial duplicate delivered, tagged confirmed")
 	no_quarantine(conn)
-	t.check(t.log_has("queue id Q2B:", "2 confirmed duplicate(s), 0 removed",
+	t.check(t.log_has("Q2B:", "2 confirmed duplicate(s), 0 removed",
 		"no QuarantineRecipient is set"), "the log says why nothing was removed")
 
 	-- The same address twice in one message is one key, not a duplicate.

@@ -8,6 +8,10 @@ import tempfile
 import time
 
 
+# Built with ASan (make check-asan): RSS figures are not ours to bound.
+SANITIZED = os.environ.get('BACKFILL_SANITIZED') == '1'
+
+
 class PrivateMilter:
     def __init__(self, milter, backfillctl, config=(), window=None,
                  tmp=None, state=None):
@@ -21,6 +25,7 @@ class PrivateMilter:
         self.state = state or 'sqlite:' + os.path.join(tmp, 'state.db')
         self.log = os.path.join(tmp, 'milter.log')
         self.conf = os.path.join(tmp, 'backfill-milter.conf')
+        self.stats = os.path.join(tmp, 'milter.stats')
         self.extra = list(config)
         self.window = window
         self.proc = None
@@ -28,7 +33,8 @@ class PrivateMilter:
     def write_config(self, extra=None):
         with open(self.conf, 'w') as f:
             f.write(f'Socket unix:{self.sock}\nState {self.state}\n'
-                    f'Syslog no\nLogLevel debug\nWindowRefresh 1s\n')
+                    f'Syslog no\nLogLevel debug\nWindowRefresh 1s\n'
+                    f'StatsFile {self.stats}\n')
             for line in (self.extra if extra is None else extra):
                 f.write(line + '\n')
 

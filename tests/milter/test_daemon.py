@@ -164,7 +164,7 @@ class Daemon(unittest.TestCase):
             os.kill(m.proc.pid, signal.SIGHUP)
             self.assertTrue(wait_for(
                 lambda: 'reload failed' in m.log_text()))
-            self.assertIn(f'{m.conf}:7: unknown key', m.log_text())
+            self.assertIn(f'{m.conf}:8: unknown key', m.log_text())
             reply, actions = self.send(m, 'A4')
             self.assertIn('quarantine', [a[0] for a in actions], actions)
             self.assertIsNone(m.proc.poll())
@@ -244,6 +244,114 @@ class Daemon(unittest.TestCase):
         finally:
             m.stop()
             subprocess.run(['rm', '-rf', tmp])
+
+    def test_pidfile_symlink_refused(self):
+        # A symlink planted where the pid file goes (as root, before the
+        # privileges are dropped) must not truncate what it points to.
+        with tempfile.TemporaryDirectory(prefix='bf-milter-pid-') as tmp:
+            victim = os.path.join(tmp, 'victim')
+            with open(victim, 'w') as f:
+                f.write('precious\n')
+            pid_file = os.path.join(tmp, 'milter.pid')
+            os.symlink(victim, pid_file)
+            m = PrivateMilter(MILTER, BACKFILLCTL, tmp=tmp, config=[
+                f'PidFile {pid_file}', 'Window off'])
+            try:
+                m.start()   # the socket may appear before the refusal
+            except AssertionError:
+                pass
+            self.assertEqual(m.proc.wait(timeout=30), 2)
+            with open(victim) as f:
+                self.assertEqual(f.read(), 'precious\n')
+            self.assertIn('is a symbolic link: refused', m.log_text())
+            m.stop()
+
+
+class OperatorTest(unittest.TestCase):
+    """Issue 18: counters per MX in one command, the time of the last
+    connection from the MTA, UMask and SyslogFacility as in opendkim,
+    log lines that start with the queue id."""
+
+    def test_stats_umask_and_queue_id_lines(self):
+        with tempfile.TemporaryDirectory(prefix='bf-milter-ops-') as tmp:
+            os.chmod(tmp, 0o755)
+            pid_file = os.path.join(tmp, 'milter.pid')
+            m = PrivateMilter(MILTER, BACKFILLCTL, tmp=tmp,
+                              window='restore-1', config=[
+                                  'UMask 007', f'PidFile {pid_file}'])
+            m.start()
+            try:
+                self.assertEqual(stat.S_IMODE(os.stat(m.sock).st_mode),
+                                 0o770)
+                self.assertEqual(stat.S_IMODE(os.stat(pid_file).st_mode),
+                                 0o640)
+                r = subprocess.run([MILTER, '-s', '-c', m.conf],
+                                   capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn('last_connection never', r.stdout)
+                c = MilterClient(m.sock)
+                for qid, extra in (('OPS1', []),
+                                   ('OPS2', [('X-Backfill-Window', 'x')])):
+                    reply, _ = c.message(
+                        '<sender@example.net>', ['<alice@example.org>'],
+                        MESSAGE + extra, [b'body\r\n'], queue_id=qid)
+                    self.assertEqual(reply, b'a')
+                # the same message again: a duplicate, held
+                reply, actions = c.message(
+                    '<sender@example.net>', ['<alice@example.org>'],
+                    MESSAGE, [b'body\r\n'], queue_id='OPS3')
+                c.close()
+                m.ctl('dedup', 'mark-delivered', 'restore-1',
+                      'alice@example.org',
+                      MilterClient.added(actions, 'X-Backfill-Fingerprint'))
+                c = MilterClient(m.sock)
+                reply, actions = c.message(
+                    '<sender@example.net>', ['<alice@example.org>'],
+                    MESSAGE, [b'body\r\n'], queue_id='OPS4')
+                c.close()
+                self.assertIn(('quarantine',), [a[:1] for a in actions])
+                # rewritten every 10 s
+                counters = {}
+                deadline = time.time() + 25
+                while time.time() < deadline and \
+                        counters.get('seen') != '4':
+                    time.sleep(1)
+                    r = subprocess.run([MILTER, '-s', '-c', m.conf],
+                                       capture_output=True, text=True)
+                    counters = dict(line.split(' ', 1)[:2] for line in
+                                    r.stdout.splitlines() if ' ' in line)
+                print(r.stdout, file=sys.stderr)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(counters['seen'], '4')
+                self.assertEqual(counters['tagged'], '4')
+                self.assertEqual(counters['held'], '1')
+                self.assertEqual(counters['forged_removed'], '1')
+                self.assertEqual(counters['connections'], '2')
+                self.assertEqual(counters['store_errors'], '0')
+                self.assertRegex(counters['last_connection'],
+                                 r'^\d{4}-\d\d-\d\dT.*Z \(\d+s ago\)$')
+                log = m.log_text()
+                self.assertIn('info: OPS4: held: duplicate', log)
+                self.assertIn('info: OPS2: removed 1 forged', log)
+            finally:
+                self.assertEqual(m.stop(), 0)
+            # a milter that is not running: -s says so
+            r = subprocess.run([MILTER, '-s', '-c', m.conf + '.none'],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2)
+
+    def test_syslog_facility(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'f.conf')
+            for value, rc in (('local3', 0), ('mail', 0), ('LOCAL7', 0),
+                              ('kern', 2), ('local8', 2)):
+                with open(path, 'w') as f:
+                    f.write(f'SyslogFacility {value}\n')
+                r = subprocess.run([MILTER, '-n', '-c', path],
+                                   capture_output=True, text=True)
+                self.assertEqual(r.returncode, rc, (value, r.stderr))
+                if rc:
+                    self.assertIn(f'{path}:1: SyslogFacility', r.stderr)
 
 
 if __name__ == '__main__':

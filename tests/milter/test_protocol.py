@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 import fingerprint_ref  # noqa: E402
 from milterclient import (ALL_ACTIONS, SMFIF_DELRCPT,  # noqa: E402
                           MilterClient)
-from milterproc import PrivateMilter  # noqa: E402
+from milterproc import SANITIZED, PrivateMilter  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
@@ -101,8 +101,9 @@ class ProtocolTest(unittest.TestCase):
         # Each field arrives in one packet; the selected ones are
         # kept until the end of the headers: a few MB at peak, no more
         # after the next message.
-        self.assertLess(sizes[0] - base, 16 * 1024)
-        self.assertLess(sizes[-1] - sizes[1], 1024)
+        if not SANITIZED:
+            self.assertLess(sizes[0] - base, 16 * 1024)
+            self.assertLess(sizes[-1] - sizes[1], 1024)
 
     def test_nul_and_8bit_body(self):
         body = (b'line with NUL \0 in it\r\n\0\0\0\r\n'
@@ -242,7 +243,7 @@ class QuarantineRecipientTest(unittest.TestCase):
                          '1 duplicate recipient(s) already delivered')
         self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
                          'confirmed', 'the quarantine address is told')
-        self.assertIn('queue id QSELF: kept recipient <quarantine@example.org>, '
+        self.assertIn('QSELF: kept recipient <quarantine@example.org>, '
                       'although already delivered: it is the QuarantineRecipient',
                       self.milter.log_text())
 
@@ -275,7 +276,7 @@ class QuarantineRecipientTest(unittest.TestCase):
                          [self.QUARANTINE], actions)
         self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
                          'confirmed', 'the kept duplicate is tagged')
-        self.assertIn('queue id QQUOTE: kept recipient <"bob"@example.org>, although '
+        self.assertIn('QQUOTE: kept recipient <"bob"@example.org>, although '
                       'already delivered: its address is not plainly spelled',
                       self.milter.log_text())
 
@@ -303,7 +304,7 @@ class QuarantineRecipientTest(unittest.TestCase):
         self.assertIsNone(MilterClient.added(actions, 'X-Backfill-Removed'))
         self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
                          'confirmed')
-        self.assertIn('queue id QONLY: kept recipient quarantine@example.org',
+        self.assertIn('QONLY: kept recipient quarantine@example.org',
                       self.milter.log_text())
 
     def test_mta_that_grants_no_removal(self):
@@ -320,7 +321,7 @@ class QuarantineRecipientTest(unittest.TestCase):
         self.assertIsNone(MilterClient.added(actions, 'X-Backfill-Removed'))
         self.assertEqual(MilterClient.added(actions, 'X-Backfill-Duplicate'),
                          'confirmed')
-        self.assertIn('queue id QNODEL: 2 duplicate recipient(s) kept: the MTA '
+        self.assertIn('QNODEL: 2 duplicate recipient(s) kept: the MTA '
                       'did not grant the milter the right to remove recipients',
                       self.milter.log_text())
 
