@@ -108,8 +108,7 @@ int backfill_archive_resolve(struct mail_user *user,
 	if (strcmp(loc.driver, "maildir") != 0 &&
 	    strcmp(loc.driver, "mdbox") != 0) {
 		*error_r = t_strdup_printf(
-		        "backfill_archive=%s: only maildir and mdbox archives "
-		        "are supported",
+		        "backfill_archive=%s: only maildir and mdbox archives are supported",
 		        set->archive);
 		return -1;
 	}
@@ -134,9 +133,7 @@ int backfill_archive_resolve(struct mail_user *user,
 	    (strncmp(real_path, real_root, len) != 0 ||
 	     (real_root[len - 1] != '/' && real_path[len] != '/'))) {
 		*error_r = t_strdup_printf(
-		        "archive path %s resolves to %s, outside the "
-		        "archive root %s: refusing it (check the user name "
-		        "and backfill_archive)",
+		        "archive path %s resolves to %s, outside the archive root %s: refusing it (check the user name and backfill_archive)",
 		        path, real_path, real_root);
 		return -1;
 	}

@@ -12,6 +12,14 @@
 struct backfill_user_module backfill_user_module =
         MODULE_CONTEXT_INIT(&mail_user_module_register);
 
+struct event *backfill_event_create(struct mail_user *user)
+{
+	struct event *event = event_create(user->event);
+
+	event_set_append_log_prefix(event, "backfill: ");
+	return event;
+}
+
 void backfill_user_merge_stop(struct backfill_user *buser)
 {
 	timeout_remove(&buser->to_slice);
@@ -48,12 +56,11 @@ void backfill_user_created(struct mail_user *user)
 	if (user->creator != NULL || user->autocreated)
 		return;
 
-	event = event_create(user->event);
-	event_set_append_log_prefix(event, "backfill: ");
+	event = backfill_event_create(user);
 	buser = p_new(user->pool, struct backfill_user, 1);
-	if (backfill_settings_get(user, user->event, &buser->set, &error) < 0) {
-		e_error(event, "%s: settings: %s (no backfill for this user)",
-		        user->username, error);
+	if (backfill_settings_get(user, event, &buser->set, &error) < 0) {
+		e_error(event, "settings: %s (no backfill for this user)",
+		        error);
 		event_unref(&event);
 		return;
 	}

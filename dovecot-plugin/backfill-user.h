@@ -38,6 +38,11 @@ extern MODULE_CONTEXT_DEFINE(backfill_user_module, &mail_user_module_register);
    creates on the side (shared-namespace owners, raw users). */
 void backfill_user_created(struct mail_user *user);
 
+/* A new child of the user's event that adds "backfill: " to Dovecot's own
+   log prefix: the one place the prefix is spelt.  buser->event is one; a
+   module may make its own (to carry fields of its own), and unrefs it. */
+struct event *backfill_event_create(struct mail_user *user);
+
 /* Ends a merge still running in background slices (no-op without). */
 void backfill_user_merge_stop(struct backfill_user *buser);
 

@@ -149,10 +149,10 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 	window = t_str_trim(window, " \t");
 	i_zero(&key);
 	if (bf_fp_from_text(fp_text, key.fingerprint) < 0) {
-		e_warning(ctx->rcpt_user->event,
-		          "backfill(%s): X-Backfill-Fingerprint '%s' is not "
-		          "a fingerprint: delivery not confirmed",
-		          ctx->rcpt_user->username, fp_text);
+		e_warning(
+		        buser->event,
+		        "X-Backfill-Fingerprint '%s' is not a fingerprint: delivery not confirmed",
+		        fp_text);
 		return;
 	}
 	if (ctx->rcpt_to != NULL && !smtp_address_isnull(ctx->rcpt_to))
@@ -178,25 +178,23 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 	}
 
 	if (backfill_user_state_open(buser, &error) < 0) {
-		e_warning(ctx->rcpt_user->event,
-		          "backfill(%s): delivery of %s to %s not confirmed "
-		          "for the milter: %s",
-		          ctx->rcpt_user->username, fp_text, recipient, error);
+		e_warning(
+		        buser->event,
+		        "delivery of %s to %s not confirmed for the milter: %s",
+		        fp_text, recipient, error);
 		return;
 	}
 	ret = bf_state_dedup_mark_delivered(buser->state, &key, ioloop_time,
 	                                    &error);
 	if (ret < 0) {
-		e_warning(ctx->rcpt_user->event,
-		          "backfill(%s): delivery of %s to %s not confirmed "
-		          "for the milter: state store %s: %s",
-		          ctx->rcpt_user->username, fp_text, recipient,
-		          bf_state_uri(buser->state), error);
+		e_warning(
+		        buser->event,
+		        "delivery of %s to %s not confirmed for the milter: state store %s: %s",
+		        fp_text, recipient, bf_state_uri(buser->state), error);
 	} else {
-		e_debug(ctx->rcpt_user->event,
-		        "backfill(%s): delivery of %s to %s in window %s "
-		        "confirmed%s",
-		        ctx->rcpt_user->username, fp_text, recipient, window,
+		e_debug(buser->event,
+		        "delivery of %s to %s in window %s confirmed%s",
+		        fp_text, recipient, window,
 		        ret == 0 ? " (no record: window closed or expired)"
 		                 : "");
 	}
@@ -233,12 +231,11 @@ static int backfill_deliver_mail(struct mail_deliver_context *ctx,
 		else
 			ret = -1;
 	}
-	if (ctx->saved_mail)
+	if (ctx->saved_mail) {
 		T_BEGIN
-		{
 			delivery_confirm(ctx);
-		}
-	T_END;
+		T_END;
+	}
 	return ret;
 }
 
@@ -249,8 +246,8 @@ void backfill_delivery_confirm_init(void)
 	backfill_deliver_save =
 	        (deliver_save_func_t *)dlsym(RTLD_DEFAULT, "mail_deliver_save");
 	if (backfill_hook_set == NULL || backfill_deliver_save == NULL) {
-		i_warning("backfill: lib-lda not found in this process: "
-		          "deliveries are not confirmed for backfill-milter");
+		i_warning(
+		        "backfill: lib-lda not found in this process: deliveries are not confirmed for backfill-milter");
 		return;
 	}
 	backfill_next_deliver_mail = backfill_hook_set(backfill_deliver_mail);

@@ -32,8 +32,13 @@ struct backfill_user *doveadm_backfill_user(struct mail_user *user,
 {
 	struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
 
+	struct event *event;
+
 	if (buser == NULL) {
 		*error_r = "backfill settings not loaded for this user";
+		event = backfill_event_create(user);
+		e_error(event, "%s", *error_r);
+		event_unref(&event);
 		return NULL;
 	}
 	return buser;
@@ -205,7 +210,6 @@ int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
 	mail_search_args_unref(&args);
 	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
 		T_BEGIN
-		{
 			if (fp == NULL) {
 				ret = cb(mail, NULL, NULL, context);
 			} else {
@@ -216,7 +220,6 @@ int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
 				else if (kret < 0)
 					ret = cb(mail, NULL, error, context);
 			}
-		}
 		T_END;
 	}
 	if (mailbox_search_deinit(&ctx) < 0 && ret == 0) {

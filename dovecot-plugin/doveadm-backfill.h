@@ -36,7 +36,7 @@ extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_revert;
 extern struct doveadm_cmd_ver2 doveadm_cmd_backfill_reset;
 
 /* The user's backfill settings and state handle (this module's own user
-   context), or NULL with *error_r. */
+   context), or NULL with *error_r (logged). */
 struct backfill_user *doveadm_backfill_user(struct mail_user *user,
                                             const char **error_r);
 

@@ -51,14 +51,13 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		i_error("backfill(%s): %s", user->username, error);
 		plan_print(user->username, "failed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if ((ret = doveadm_backfill_archive(buser, &error)) <= 0) {
 		if (ret < 0) {
-			i_error("backfill(%s): %s", user->username, error);
+			e_error(buser->event, "%s", error);
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		plan_print(user->username, ret < 0 ? "failed" : "no-archive",
@@ -66,9 +65,8 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 		return ret < 0 ? -1 : 0;
 	}
 	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
-		i_error("backfill(%s): %s (plan again once the state store "
-		        "answers)",
-		        user->username, error);
+		e_error(buser->event,
+		        "%s (plan again once the state store answers)", error);
 		plan_print(user->username, "postponed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
@@ -79,7 +77,7 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	                                 &reason);
 	if (ret < 0) {
 		bool store = ret == BACKFILL_MERGE_STORE_ERROR;
-		i_error("backfill(%s): %s", user->username, reason);
+		e_error(buser->event, "%s", reason);
 		plan_print(user->username, store ? "postponed" : "failed",
 		           &counts, reason);
 		doveadm_backfill_outcome(ctx, store ? DOVEADM_BACKFILL_TEMPFAIL
@@ -99,10 +97,10 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	if (ret > 0) {
 		plan_print(user->username, "pending", &counts, NULL);
 	} else {
-		plan_print(user->username, "failed", &counts,
-		           ret < 0 ? "the dry run stopped on an error (see "
-		                     "the log)"
-		                   : "stopped by a signal");
+		plan_print(
+		        user->username, "failed", &counts,
+		        ret < 0 ? "the dry run stopped on an error (see the log)"
+		                : "stopped by a signal");
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	}
 	backfill_merge_end(&merge);

@@ -35,15 +35,14 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	int ret;
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		i_error("backfill(%s): %s", user->username, error);
 		reset_print(user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
-		i_error("backfill(%s): not reset: %s (try again once the "
-		        "state store answers)",
-		        user->username, error);
+		e_error(buser->event,
+		        "not reset: %s (try again once the state store answers)",
+		        error);
 		reset_print(user->username, "postponed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
@@ -55,17 +54,15 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	                             RESET_LEASE_TTL_SECS, &holder, &error);
 	if (ret <= 0) {
 		if (ret < 0) {
-			i_error("backfill(%s): not reset: %s (try again once "
-			        "the state store answers)",
-			        user->username, error);
+			e_error(buser->event,
+			        "not reset: %s (try again once the state store answers)",
+			        error);
 			row_error = error;
 		} else {
 			row_error = t_strdup_printf(
-			        "a merge is running (%s); try again when it "
-			        "is finished",
+			        "a merge is running (%s); try again when it is finished",
 			        holder == NULL ? "?" : holder);
-			i_error("backfill(%s): not reset: %s", user->username,
-			        row_error);
+			e_error(buser->event, "not reset: %s", row_error);
 		}
 		free(holder);
 		reset_print(user->username, ret < 0 ? "postponed" : "busy",
@@ -78,14 +75,14 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		bf_merge_record_clear(&rec);
 	if (ret < 0) {
 		/* read under the lease: nothing changed yet */
-		i_error("backfill(%s): not reset: %s (try again once the "
-		        "state store answers)",
-		        user->username, error);
+		e_error(buser->event,
+		        "not reset: %s (try again once the state store answers)",
+		        error);
 		result = "postponed";
 		row_error = t_strdup(error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (bf_state_merge_delete(state, user->username, &error) < 0) {
-		i_error("backfill(%s): not reset: %s", user->username, error);
+		e_error(buser->event, "not reset: %s", error);
 		result = "failed";
 		row_error = t_strdup(error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);

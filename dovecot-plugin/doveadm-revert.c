@@ -143,8 +143,8 @@ static int revert_lease_renew(struct revert_ctx *rc, bool force,
 		return -1;
 	}
 	if (ret == 0) {
-		*error_r = "lost the merge lease to another process (a merge "
-		           "may be running): stopped";
+		*error_r =
+		        "lost the merge lease to another process (a merge may be running): stopped";
 		return -1;
 	}
 	rc->last_renew = now;
@@ -491,15 +491,14 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		i_error("backfill(%s): %s", user->username, error);
 		revert_print(user->username, "failed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
-		i_error("backfill(%s): not reverted: %s (try again once the "
-		        "state store answers)",
-		        user->username, error);
+		e_error(buser->event,
+		        "not reverted: %s (try again once the state store answers)",
+		        error);
 		revert_print(user->username, "postponed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
@@ -509,19 +508,17 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	ret = bf_state_lease_acquire(state, lease, owner, time(NULL),
 	                             REVERT_LEASE_TTL_SECS, &holder, &error);
 	if (ret < 0) {
-		i_error("backfill(%s): not reverted: %s (try again once the "
-		        "state store answers)",
-		        user->username, error);
+		e_error(buser->event,
+		        "not reverted: %s (try again once the state store answers)",
+		        error);
 		result = "postponed";
 		row_error = error;
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (ret == 0) {
 		row_error = t_strdup_printf(
-		        "a merge is running (%s); try again when it is "
-		        "finished",
+		        "a merge is running (%s); try again when it is finished",
 		        holder == NULL ? "?" : holder);
-		i_error("backfill(%s): not reverted: %s", user->username,
-		        row_error);
+		e_error(buser->event, "not reverted: %s", row_error);
 		free(holder);
 		result = "busy";
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
@@ -529,29 +526,26 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		ret = revert_user(user, buser, state, lease, owner, &counts,
 		                  &postponed, &error);
 		if (ret < 0 && postponed) {
-			i_error("backfill(%s): not reverted: %s (try again "
-			        "once the state store answers)",
-			        user->username, error);
+			e_error(buser->event,
+			        "not reverted: %s (try again once the state store answers)",
+			        error);
 			result = "postponed";
 			row_error = error;
 			doveadm_backfill_outcome(ctx,
 			                         DOVEADM_BACKFILL_TEMPFAIL);
 		} else if (ret < 0) {
-			i_error("backfill(%s): revert failed: %s (run it "
-			        "again: what was removed stays removed)",
-			        user->username, error);
+			e_error(buser->event,
+			        "revert failed: %s (run it again: what was removed stays removed)",
+			        error);
 			result = "failed";
 			row_error = error;
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		} else if (counts.not_found > 0) {
 			row_error = t_strdup_printf(
-			        "%" PRIu64 " added messages were not where the "
-			        "merge put them, and without backfill_keyword "
-			        "a moved one cannot be told from the user's "
-			        "own: they stay (moved or deleted by the user)",
+			        "%" PRIu64
+			        " added messages were not where the merge put them, and without backfill_keyword a moved one cannot be told from the user's own: they stay (moved or deleted by the user)",
 			        counts.not_found);
-			i_warning("backfill(%s): %s", user->username,
-			          row_error);
+			e_warning(buser->event, "%s", row_error);
 			result = "incomplete";
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
@@ -586,9 +580,9 @@ static void cmd_revert_init(struct doveadm_mail_cmd_context *_ctx,
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
 	if (!ctx->yes) {
-		i_fatal_status(EX_USAGE,
-		               "backfill revert removes every message backfill "
-		               "added: run it with --yes (-y)");
+		i_fatal_status(
+		        EX_USAGE,
+		        "backfill revert removes every message backfill added: run it with --yes (-y)");
 	}
 	doveadm_print_header("user", "User", 0);
 	doveadm_print_header("result", "Result", 0);

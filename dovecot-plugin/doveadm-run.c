@@ -115,10 +115,11 @@ static void run_progress_user(struct run_cmd_context *ctx, const char *username,
 }
 
 /* Merges one user in this process. */
-static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
-                     unsigned int rate, bool progress, struct run_result *res)
+static void run_user_merge(struct run_cmd_context *ctx,
+                           struct backfill_user *buser, unsigned int rate,
+                           bool progress, struct run_result *res)
 {
-	struct backfill_user *buser;
+	struct mail_user *user = buser->user;
 	struct backfill_merge *merge;
 	struct backfill_merge_counts counts;
 	struct bf_state *state;
@@ -127,13 +128,7 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 	uint64_t first = 0, last_progress = 0, elapsed, total = 0;
 	int ret;
 
-	i_zero(res);
 	i_gettimeofday(&started);
-	res->result = "failed";
-	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		res->error = error;
-		return;
-	}
 	if ((ret = doveadm_backfill_archive(buser, &error)) <= 0) {
 		res->result = ret < 0 ? "failed" : "no-archive";
 		res->error = ret < 0 ? error : NULL;
@@ -182,8 +177,8 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 			break;
 		if (doveadm_is_killed()) {
 			res->result = "interrupted";
-			res->error = "stopped by a signal; the next run or "
-			             "login resumes it";
+			res->error =
+			        "stopped by a signal; the next run or login resumes it";
 			break;
 		}
 		backfill_merge_get_counts(merge, &counts);
@@ -221,6 +216,39 @@ static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
 		res->error = "merge stopped on an error (see the log)";
 }
 
+/* The user's log line for a result that is not plain success, from the
+   process that merged (a worker's user is gone when its row is printed). */
+static void run_result_log(struct event *event, const struct run_result *res)
+{
+	if (strcmp(res->result, "failed") == 0 ||
+	    strcmp(res->result, "interrupted") == 0) {
+		e_error(event, "%s: %s", res->result,
+		        res->error == NULL ? "" : res->error);
+	} else if (strcmp(res->result, "busy") == 0) {
+		e_info(event, "skipped: %s", res->error);
+	} else if (strcmp(res->result, "postponed") == 0) {
+		e_error(event,
+		        "merge postponed: %s (run again once the state store answers)",
+		        res->error);
+	}
+}
+
+static void run_user(struct run_cmd_context *ctx, struct mail_user *user,
+                     unsigned int rate, bool progress, struct run_result *res)
+{
+	struct backfill_user *buser;
+	const char *error;
+
+	i_zero(res);
+	res->result = "failed";
+	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
+		res->error = error;
+		return;
+	}
+	run_user_merge(ctx, buser, rate, progress, res);
+	run_result_log(buser->event, res);
+}
+
 static void run_print(struct run_cmd_context *ctx, const char *username,
                       const struct run_result *res)
 {
@@ -243,18 +271,12 @@ static void run_print(struct run_cmd_context *ctx, const char *username,
 	if (strcmp(res->result, "failed") == 0 ||
 	    strcmp(res->result, "interrupted") == 0) {
 		ctx->failed++;
-		i_error("backfill(%s): %s: %s", username, res->result,
-		        res->error == NULL ? "" : res->error);
 		doveadm_backfill_outcome(&ctx->ctx, DOVEADM_BACKFILL_FAILED);
 	} else if (strcmp(res->result, "busy") == 0) {
 		ctx->busy++;
-		i_info("backfill(%s): skipped: %s", username, res->error);
 		doveadm_backfill_outcome(&ctx->ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else if (strcmp(res->result, "postponed") == 0) {
 		ctx->busy++;
-		i_error("backfill(%s): merge postponed: %s (run again once "
-		        "the state store answers)",
-		        username, res->error);
 		doveadm_backfill_outcome(&ctx->ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else {
 		ctx->done++;
@@ -370,9 +392,7 @@ static void workers_wait_one(struct run_cmd_context *ctx)
 		for (i = 0; i < count; i++) {
 			if (w[i].pid == pid) {
 				T_BEGIN
-				{
 					worker_collect(ctx, i, status);
-				}
 				T_END;
 				return;
 			}
@@ -460,8 +480,7 @@ static bool cmd_run_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
 		if (str_to_uint64(optarg, &num) < 0) {
 			ctx->usage_error = p_strdup_printf(
 			        _ctx->pool,
-			        "backfill run: --rate %s: expected messages "
-			        "per second (0 = no limit)",
+			        "backfill run: --rate %s: expected messages per second (0 = no limit)",
 			        optarg);
 		} else {
 			ctx->rate = num;

@@ -101,20 +101,19 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 
 	i_zero(&rec);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		i_error("backfill(%s): %s", user->username, error);
 		status_print(ctx, user->username, "failed", &rec, error);
 		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	have_archive = doveadm_backfill_archive(buser, &error);
 	if (have_archive < 0) {
-		i_error("backfill(%s): %s", user->username, error);
+		e_error(buser->event, "%s", error);
 		archive_error = error;
 		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_FAILED);
 	}
 	ret = doveadm_backfill_state(buser, &state, &rec, &error);
 	if (ret < 0) {
-		i_error("backfill(%s): %s", user->username, error);
+		e_error(buser->event, "%s", error);
 		status_print(ctx, user->username, "postponed", &rec, error);
 		doveadm_backfill_outcome(_ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;

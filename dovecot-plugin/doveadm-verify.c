@@ -30,7 +30,7 @@ struct verify_walk {
 	pool_t pool;
 	ARRAY_TYPE(verify_msg) * msgs;
 	unsigned int folder;
-	const char *username;
+	struct event *event;
 };
 
 static int verify_cb(struct mail *mail, const struct backfill_mail_keys *keys,
@@ -43,9 +43,8 @@ static int verify_cb(struct mail *mail, const struct backfill_mail_keys *keys,
 	vm->uid = mail->uid;
 	if (keys == NULL) {
 		vm->unreadable = TRUE;
-		i_warning("backfill(%s): %s/uid %u cannot be read: %s",
-		          w->username, mailbox_get_vname(mail->box), mail->uid,
-		          read_error);
+		e_warning(w->event, "%s/uid %u cannot be read: %s",
+		          mailbox_get_vname(mail->box), mail->uid, read_error);
 	} else {
 		memcpy(vm->fp, keys->fp, BF_FP_SIZE);
 	}
@@ -123,7 +122,6 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	int ret;
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		i_error("backfill(%s): %s", user->username, error);
 		verify_print_none(user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
@@ -132,7 +130,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	if (ret <= 0) {
 		if (ret < 0) {
 			error = t_strdup_printf("opening archive: %s", error);
-			i_error("backfill(%s): %s", user->username, error);
+			e_error(buser->event, "%s", error);
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
 		verify_print_none(user->username,
@@ -146,7 +144,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		i_fatal_status(FATAL_OUTOFMEM, "backfill: out of memory");
 	i_zero(&w);
 	w.pool = pool;
-	w.username = user->username;
+	w.event = buser->event;
 	p_array_init(&amsgs, pool, 256);
 	p_array_init(&lmsgs, pool, 256);
 
@@ -164,8 +162,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	}
 	bf_fp_free(&fp);
 	if (ret < 0) {
-		i_error("backfill(%s): verify failed: %s", user->username,
-		        error);
+		e_error(buser->event, "verify failed: %s", error);
 		verify_print_none(user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		backfill_archive_close(&archive);
@@ -203,9 +200,10 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 			if (str_len(missing) > 0)
 				str_append(missing, "; ");
 			str_printfa(missing, "%s/%u", folder, a[ai].uid);
-			i_warning("backfill(%s): %s: archive %s/uid %u has no "
-			          "identical message in the live mailbox",
-			          user->username, why, folder, a[ai].uid);
+			e_warning(
+			        buser->event,
+			        "%s: archive %s/uid %u has no identical message in the live mailbox",
+			        why, folder, a[ai].uid);
 		}
 		ai++;
 	}

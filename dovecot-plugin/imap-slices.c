@@ -86,9 +86,7 @@ static void backfill_slice(struct backfill_user *buser)
 	if (buser->merge == NULL)
 		return;
 	T_BEGIN
-	{
 		ret = backfill_merge_run(buser->merge, BACKFILL_SLICE_MS);
-	}
 	T_END;
 	if (ret != 0)
 		backfill_user_merge_stop(buser);

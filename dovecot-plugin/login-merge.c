@@ -35,12 +35,11 @@ void backfill_login_merge(struct backfill_user *buser)
 	   debug: the state store is not even opened for them. */
 	ret = backfill_archive_resolve(user, &buser->set, &path, &error);
 	if (ret < 0) {
-		e_error(user->event, "backfill(%s): %s", user->username, error);
+		e_error(buser->event, "%s", error);
 		return;
 	}
 	if (ret == 0) {
-		e_debug(user->event, "backfill(%s): no archive to merge (%s)",
-		        user->username,
+		e_debug(buser->event, "no archive to merge (%s)",
 		        buser->set.archive == NULL ? "backfill_archive unset"
 		                                   : buser->set.archive);
 		return;
@@ -48,24 +47,20 @@ void backfill_login_merge(struct backfill_user *buser)
 	if (strcmp(user->service, "pop3") == 0)
 		backfill_pop3_hide_check(buser);
 	if (backfill_user_state_open(buser, &error) < 0) {
-		e_error(user->event,
-		        "backfill(%s): merge postponed: %s (the mail user "
-		        "must be able to create and write the state store "
-		        "and its directory)",
-		        user->username, error);
+		e_error(buser->event,
+		        "merge postponed: %s (the mail user must be able to create and write the state store and its directory)",
+		        error);
 		return;
 	}
 	ret = backfill_merge_begin(user, &buser->set, buser->state,
 	                           &buser->merge, &reason);
 	if (ret < 0) {
-		e_error(user->event, "backfill(%s): %s", user->username,
-		        reason);
+		e_error(buser->event, "%s", reason);
 		return;
 	}
 	if (ret == 0) {
 		if (reason != NULL) {
-			e_info(user->event, "backfill(%s): %s", user->username,
-			       reason);
+			e_info(buser->event, "%s", reason);
 		}
 		return;
 	}
@@ -84,10 +79,8 @@ void backfill_login_merge(struct backfill_user *buser)
 		/* the rest between client commands */
 		backfill_imap_slices_start(buser);
 	} else {
-		e_info(user->event,
-		       "backfill(%s): merge paused at the login budget "
-		       "(backfill_login_budget); the next login continues",
-		       user->username);
+		e_info(buser->event,
+		       "merge paused at the login budget (backfill_login_budget); the next login continues");
 		backfill_merge_end(&buser->merge);
 	}
 }

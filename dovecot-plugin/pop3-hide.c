@@ -49,12 +49,9 @@ void backfill_pop3_hide_check(struct backfill_user *buser)
 	    strcmp(pop3_set->pop3_deleted_flag, BACKFILL_POP3_HIDE_KEYWORD) ==
 	            0)
 		return;
-	e_warning(user->event,
-	          "backfill(%s): backfill_pop3_hide=%s cannot hide restored "
-	          "messages from POP3: add  pop3_deleted_flag = \"%s\"  to "
-	          "dovecot.conf (quoted), then reload Dovecot",
-	          user->username,
-	          buser->set.pop3_hide == BACKFILL_POP3_HIDE_ALL ? "all"
-	                                                         : "seen",
-	          BACKFILL_POP3_HIDE_KEYWORD);
+	e_warning(
+	        buser->event,
+	        "backfill_pop3_hide=%s cannot hide restored messages from POP3: add  pop3_deleted_flag = \"%s\"  to dovecot.conf (quoted), then reload Dovecot",
+	        buser->set.pop3_hide == BACKFILL_POP3_HIDE_ALL ? "all" : "seen",
+	        BACKFILL_POP3_HIDE_KEYWORD);
 }

@@ -86,10 +86,8 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 	if (value != NULL && value[0] != '\0') {
 		if (bf_parse_duration_ms(value, 1, &num, &error) < 0) {
 			e_error(event,
-			        "backfill(%s): backfill_login_budget=%s: %s "
-			        "(using %ums)",
-			        user->username, value, error,
-			        BACKFILL_DEFAULT_BUDGET_MS);
+			        "backfill_login_budget=%s: %s (using %ums)",
+			        value, error, BACKFILL_DEFAULT_BUDGET_MS);
 		} else {
 			set->login_budget_ms = num;
 		}
@@ -100,10 +98,8 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 	if (value != NULL && value[0] != '\0') {
 		if (bf_parse_uint(value, 1, 100000, &num, &error) < 0) {
 			e_error(event,
-			        "backfill(%s): backfill_max_parallel=%s: %s "
-			        "(using %u)",
-			        user->username, value, error,
-			        BACKFILL_DEFAULT_MAX_PARALLEL);
+			        "backfill_max_parallel=%s: %s (using %u)",
+			        value, error, BACKFILL_DEFAULT_MAX_PARALLEL);
 		} else {
 			set->max_parallel = (unsigned int)num;
 		}
@@ -124,9 +120,8 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		set->dedup = BACKFILL_DEDUP_OFF;
 	else {
 		e_error(event,
-		        "backfill(%s): backfill_dedup=%s: expected user, "
-		        "mailbox or off (using user)",
-		        user->username, value);
+		        "backfill_dedup=%s: expected user, mailbox or off (using user)",
+		        value);
 	}
 
 	value = mail_user_plugin_getenv(user, "backfill_pop3_hide");
@@ -138,9 +133,8 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		set->pop3_hide = BACKFILL_POP3_HIDE_NONE;
 	else {
 		e_error(event,
-		        "backfill(%s): backfill_pop3_hide=%s: expected seen, "
-		        "all or none (using seen)",
-		        user->username, value);
+		        "backfill_pop3_hide=%s: expected seen, all or none (using seen)",
+		        value);
 	}
 	return 0;
 }
