@@ -46,12 +46,6 @@ def cases():
     ]
 
 
-def cpu_seconds(pid):
-    with open('/proc/%d/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--rounds', type=int, default=3)
@@ -69,13 +63,13 @@ def main():
             print('|---|---|---|---|---|')
             for name, headers in cases():
                 client = MilterClient(m.sock)
-                cpu0, t0 = cpu_seconds(m.proc.pid), time.monotonic()
+                cpu0, t0 = m.cpu_seconds(), time.monotonic()
                 for r in range(args.rounds):
                     reply, _ = client.message(
                         '<sender@example.net>', ['<alice@example.org>'],
                         headers, [body], queue_id=f'{name}{r}')
                 wall = (time.monotonic() - t0) / args.rounds
-                cpu = (cpu_seconds(m.proc.pid) - cpu0) / args.rounds
+                cpu = (m.cpu_seconds() - cpu0) / args.rounds
                 client.close()
                 print(f'| {name} | {reply.decode()} | {cpu * 1000:.1f} ms '
                       f'| {wall * 1000:.0f} ms | {m.rss_kb()} kB |',

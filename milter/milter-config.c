@@ -71,6 +71,24 @@ static int parse_secs(const char *key, const char *value, unsigned int *secs_r,
 	return 0;
 }
 
+/* An octal permission value (SocketMode, UMask). */
+static int parse_mode(const char *key, const char *value, const char *example,
+                      mode_t *mode_r, char **error_r)
+{
+	char *end;
+	unsigned long mode;
+
+	errno = 0;
+	mode = strtoul(value, &end, 8);
+	if (errno != 0 || *end != '\0' || end == value || mode > 0777) {
+		*error_r = xasprintf("%s: expected an octal %s, not '%s'", key,
+		                     example, value);
+		return -1;
+	}
+	*mode_r = (mode_t)mode;
+	return 0;
+}
+
 static int parse_choice(const char *key, const char *value,
                         const char *const *names, int *choice_r, char **error_r)
 {
@@ -282,6 +300,7 @@ static int config_setting(const char *key, const char *value, void *context,
 	static const char *const quarantine_names[] = {"hold", "none", NULL};
 	struct milter_config *config = context;
 	int choice;
+	mode_t mode;
 
 	if (strcasecmp(key, "Socket") == 0) {
 		if (parse_socket(value, error_r) < 0)
@@ -289,30 +308,17 @@ static int config_setting(const char *key, const char *value, void *context,
 		return set_string(&config->socket, value, error_r);
 	}
 	if (strcasecmp(key, "SocketMode") == 0) {
-		char *end;
-		errno = 0;
-		unsigned long mode = strtoul(value, &end, 8);
-		if (errno != 0 || *end != '\0' || end == value || mode > 0777) {
-			*error_r = xasprintf("SocketMode: expected an octal "
-			                     "mode like 0660, not '%s'",
-			                     value);
+		if (parse_mode(key, value, "mode like 0660", &mode, error_r) <
+		    0)
 			return -1;
-		}
-		config->socket_mode = (mode_t)mode;
+		config->socket_mode = mode;
 		config->socket_mode_set = true;
 		return 0;
 	}
 	if (strcasecmp(key, "UMask") == 0) {
-		char *end;
-		errno = 0;
-		unsigned long mask = strtoul(value, &end, 8);
-		if (errno != 0 || *end != '\0' || end == value || mask > 0777) {
-			*error_r = xasprintf("UMask: expected an octal mask "
-			                     "like 007, not '%s'",
-			                     value);
+		if (parse_mode(key, value, "mask like 007", &mode, error_r) < 0)
 			return -1;
-		}
-		config->umask = (int)mask;
+		config->umask = (int)mode;
 		return 0;
 	}
 	if (strcasecmp(key, "SyslogFacility") == 0) {

@@ -33,6 +33,15 @@ ALL_ACTIONS = 0x1ff
 ALL_STEPS = 0x1fffff
 
 
+def raw_message(headers, body):
+    """The message whose header fields and body a client sends, as the MTA
+    received it (what a mailbox stores): for reference fingerprints."""
+    def b(x):
+        return x.encode() if isinstance(x, str) else x
+    return b''.join(b(name) + b': ' + b(value) + b'\r\n'
+                    for name, value in headers) + b'\r\n' + body
+
+
 class MilterError(Exception):
     pass
 

@@ -69,6 +69,12 @@ class PrivateMilter:
                     return int(line.split()[1])
         raise AssertionError('no VmRSS')
 
+    def cpu_seconds(self):
+        """utime + stime of the milter process so far."""
+        with open(f'/proc/{self.proc.pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
     def log_text(self):
         with open(self.log, errors='replace') as f:
             return f.read()

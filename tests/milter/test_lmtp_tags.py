@@ -28,18 +28,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 from dovecot import MAIL_GID, Dovecot  # noqa: E402
-from milterclient import MilterClient  # noqa: E402
+from milterclient import MilterClient, raw_message  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
 from postfix import make_traversable  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
 PLUGIN_DIR = os.environ.get('BACKFILL_PLUGIN_DIR', '')
-
-
-def raw(headers, body):
-    return b''.join(f'{n}: {v}\r\n'.encode() for n, v in headers) + \
-        b'\r\n' + body
 
 
 M_HEADERS = [('Message-ID', '<real@example.net>'),
@@ -109,7 +104,7 @@ class LmtpTagTest(unittest.TestCase):
 
     def deliver(self, headers, body):
         before = len(self.dovecot.log_text())
-        self.dovecot.lmtp_deliver('alice@example.org', raw(headers, body))
+        self.dovecot.lmtp_deliver('alice@example.org', raw_message(headers, body))
         time.sleep(0.2)
         return self.dovecot.log_text()[before:]
 

@@ -23,21 +23,11 @@ sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 import fingerprint_ref  # noqa: E402
 from milterclient import (ALL_ACTIONS, SMFIF_DELRCPT,  # noqa: E402
-                          MilterClient)
+                          MilterClient, raw_message)
 from milterproc import SANITIZED, PrivateMilter  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
-
-
-def raw_message(headers, body):
-    """The message as the MTA received it (what a mailbox stores)."""
-    out = b''
-    for name, value in headers:
-        name = name.encode() if isinstance(name, str) else name
-        value = value.encode() if isinstance(value, str) else value
-        out += name + b': ' + value + b'\r\n'
-    return out + b'\r\n' + body
 
 
 def ref_fp(raw):

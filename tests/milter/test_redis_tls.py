@@ -32,11 +32,10 @@ sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 from milterclient import MilterClient  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
 from postfix import free_port  # noqa: E402
+from redis_server import REDIS_SERVER, PrivateRedis  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
-REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
-REDIS_CLI = shutil.which('redis-cli') or '/usr/bin/redis-cli'
 STUNNEL = shutil.which('stunnel4') or '/usr/bin/stunnel4'
 PASSWORD = 'tls-test-password'
 MESSAGE = [('Message-ID', '<tls@example.net>'), ('From', 'a@example.net'),
@@ -73,22 +72,20 @@ class RedisTlsTest(unittest.TestCase):
                 self.skipTest(f'{prog} not installed')
         self.tmp = tempfile.mkdtemp(prefix='bf-redis-tls-')
         self.procs = []
+        # cleanups run also when setUp fails half-way
+        self.addCleanup(self.stop_all)
         key, self.cert = make_cert(self.tmp, 'server')
         _, self.other_cert = make_cert(self.tmp, 'other')
-        self.redis_port, self.tls_port = free_port(), free_port()
-        conf = os.path.join(self.tmp, 'redis.conf')
-        with open(conf, 'w') as f:
-            f.write(f'bind 127.0.0.1\nport {self.redis_port}\n'
-                    f'requirepass {PASSWORD}\ndaemonize no\n'
-                    f'dir {self.tmp}\nsave ""\nappendonly no\n')
-        self.start([REDIS_SERVER, conf], self.redis_port)
+        self.redis = PrivateRedis(self.tmp, password=PASSWORD)
+        self.addCleanup(self.redis.stop)
+        self.redis_port, self.tls_port = self.redis.port, free_port()
         # The Redis host's side: TLS in, plain Redis on its own loopback.
         self.stunnel('server', [
             f'accept = 127.0.0.1:{self.tls_port}',
             f'connect = 127.0.0.1:{self.redis_port}',
             f'cert = {self.cert}', f'key = {key}'], self.tls_port)
 
-    def tearDown(self):
+    def stop_all(self):
         for p in reversed(self.procs):
             p.terminate()
             try:

@@ -42,13 +42,12 @@ sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 from dovecot import MAIL_GID, Dovecot  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
-from postfix import POSTSUPER, Postfix, free_port, make_traversable  # noqa
+from postfix import POSTSUPER, Postfix, make_traversable  # noqa: E402
+from redis_server import REDIS_SERVER, PrivateRedis  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
 PLUGIN_DIR = os.environ.get('BACKFILL_PLUGIN_DIR', '')
-REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
-REDIS_CLI = shutil.which('redis-cli') or '/usr/bin/redis-cli'
 USERS = ['alice', 'bob', 'carol', 'dave', 'erin']
 MIN_AGE = 2
 SECONDARY_ADDR = '127.0.0.2'
@@ -62,35 +61,6 @@ def make_message(n, rcpts):
             f'Subject: relay message {n}\r\n'
             f'\r\n'
             f'Body of message {n}.\r\n').encode()
-
-
-class PrivateRedis:
-    def __init__(self, tmp):
-        self.dir = os.path.join(tmp, 'redis')
-        os.mkdir(self.dir)
-        self.port = free_port()
-        self.uri = 'redis://127.0.0.1:%d/0' % self.port
-        self.conf = os.path.join(self.dir, 'redis.conf')
-        with open(self.conf, 'w') as f:
-            f.write('bind 127.0.0.1\nport %d\nprotected-mode yes\n'
-                    'daemonize no\ndir %s\nsave ""\nappendonly no\n'
-                    'logfile %s\n' % (self.port, self.dir,
-                                      os.path.join(self.dir, 'redis.log')))
-        self.proc = subprocess.Popen([REDIS_SERVER, self.conf],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            r = subprocess.run([REDIS_CLI, '-p', str(self.port), 'ping'],
-                               capture_output=True, text=True)
-            if r.stdout.strip() == 'PONG':
-                return
-            time.sleep(0.05)
-        raise AssertionError('redis-server did not start')
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 class RelayE2E(unittest.TestCase):
