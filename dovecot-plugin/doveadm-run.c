@@ -11,7 +11,15 @@
    forked child of that process, at most N at once: the child inherits the
    mail user doveadm has just set up, opens its own state-store handle,
    merges, reports one line through a pipe and exits.  The parent prints
-   every row itself, so -f json stays one document. */
+   every row itself, so -f json stays one document.
+
+   Progress (stderr): the users done of the total doveadm will walk, the
+   messages merged, the rate and the ETA, rewritten in place twice a second
+   on a terminal, a line every RUN_PROGRESS_LOG_SECS otherwise (cron, a
+   log).  The total is known because the user list is read in full before
+   the first user (get_next_user below).  With -p the workers report the
+   messages they merged so far through their pipe, and the parent waits
+   for them with poll() so that it can write the line meanwhile. */
 
 #include "lib.h"
 #include "array.h"
@@ -26,6 +34,9 @@
 #include "merge.h"
 #include "doveadm-backfill.h"
 
+#include "wildcard-match.h"
+
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -50,6 +61,9 @@ struct run_worker {
 	pid_t pid;
 	int fd;
 	const char *user;
+	string_t *buf;      /* what the worker wrote, lines not yet used */
+	uint64_t processed; /* messages it merged so far */
+	bool eof;
 };
 
 struct run_cmd_context {
@@ -58,11 +72,19 @@ struct run_cmd_context {
 	uint64_t rate;
 	bool tty;
 	const char *usage_error;
+	int progress_fd; /* a worker's pipe to the parent, else -1 */
 
 	ARRAY(struct run_worker) workers;
 	struct timeval started;
 	uint64_t users, done, busy, failed, processed;
 	uint64_t last_log;
+
+	/* the users doveadm walks, read in full at the first one */
+	int (*next_user)(struct doveadm_mail_cmd_context *ctx,
+	                 const char **username_r);
+	ARRAY_TYPE(const_string) user_list;
+	unsigned int user_idx;
+	bool user_list_read;
 };
 
 static uint64_t msecs_since(const struct timeval *tv)
@@ -190,6 +212,15 @@ static void run_user_merge(struct run_cmd_context *ctx,
 			if (due_ms > elapsed)
 				usleep((due_ms - elapsed) * 1000);
 		}
+		if (ctx->progress_fd != -1 &&
+		    elapsed - last_progress >= RUN_PROGRESS_TTY_MSECS) {
+			/* the parent shows it; a full pipe only delays it */
+			const char *line = t_strdup_printf(
+			        "p\t%" PRIu64 "\n", counts.archived - first);
+			last_progress = elapsed;
+			if (write(ctx->progress_fd, line, strlen(line)) < 0)
+				i_error("write(progress pipe) failed: %m");
+		}
 		if (progress &&
 		    elapsed - last_progress >=
 		            (ctx->tty ? RUN_PROGRESS_TTY_MSECS
@@ -283,23 +314,89 @@ static void run_print(struct run_cmd_context *ctx, const char *username,
 	}
 }
 
+static uint64_t run_in_flight(struct run_cmd_context *ctx)
+{
+	const struct run_worker *w;
+	uint64_t n = 0;
+
+	if (!array_is_created(&ctx->workers))
+		return 0;
+	array_foreach(&ctx->workers, w) n += w->processed;
+	return n;
+}
+
 static void run_progress_total(struct run_cmd_context *ctx, bool final)
 {
 	uint64_t ms = msecs_since(&ctx->started);
-	double rate = ms == 0 ? 0 : ctx->processed * 1000.0 / ms;
+	uint64_t msgs = ctx->processed + (final ? 0 : run_in_flight(ctx));
+	uint64_t total = array_is_created(&ctx->user_list)
+	                         ? array_count(&ctx->user_list)
+	                         : 0;
+	double rate = ms == 0 ? 0 : msgs * 1000.0 / ms;
+	const char *users, *eta = "", *running = "";
 
-	if (!final && !ctx->tty &&
-	    ms - ctx->last_log < RUN_PROGRESS_LOG_SECS * 1000)
+	if (!final &&
+	    ms - ctx->last_log < (ctx->tty ? RUN_PROGRESS_TTY_MSECS
+	                                   : RUN_PROGRESS_LOG_SECS * 1000))
 		return;
 	ctx->last_log = ms;
+	if (final || total == 0)
+		users = t_strdup_printf("%" PRIu64 " users", ctx->users);
+	else
+		users = t_strdup_printf("%" PRIu64 " of %" PRIu64 " users",
+		                        ctx->users, total);
+	if (!final && array_is_created(&ctx->workers) &&
+	    array_count(&ctx->workers) > 0)
+		running = t_strdup_printf(", %u running",
+		                          array_count(&ctx->workers));
+	/* by users: merges differ in size, but over thousands of users the
+	   pace of the users done so far is the best guess there is */
+	if (!final && total > ctx->users && ctx->users > 0) {
+		eta = t_strdup_printf(", ETA %.0f s",
+		                      ms / 1000.0 / ctx->users *
+		                              (total - ctx->users));
+	}
 	fprintf(stderr,
-	        "%sbackfill run: %" PRIu64 " users (%" PRIu64 " done, %" PRIu64
-	        " busy, %" PRIu64 " failed), %" PRIu64
-	        " messages, %.0f msg/s, %.1f s%s",
-	        ctx->tty ? "\r" : "", ctx->users, ctx->done, ctx->busy,
-	        ctx->failed, ctx->processed, rate, ms / 1000.0,
+	        "%sbackfill run: %s (%" PRIu64 " done, %" PRIu64
+	        " busy, %" PRIu64 " failed)%s, %" PRIu64
+	        " messages, %.0f msg/s, %.1f s%s%s",
+	        ctx->tty ? "\r" : "", users, ctx->done, ctx->busy, ctx->failed,
+	        running, msgs, rate, ms / 1000.0, eta,
 	        ctx->tty && !final ? "   " : "\n");
 	fflush(stderr);
+}
+
+/* doveadm's own get_next_user, drained into a list at the first call:
+   the progress line can then say how many users there are in all.  A
+   wildcard (-u 'pattern*') is counted as doveadm will filter it. */
+static int cmd_run_get_next_user(struct doveadm_mail_cmd_context *_ctx,
+                                 const char **username_r)
+{
+	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
+	const char *const *users, *user, *mask = NULL;
+	unsigned int count;
+	int ret;
+
+	if (!ctx->user_list_read) {
+		ctx->user_list_read = TRUE;
+		if (_ctx->cctx != NULL && _ctx->cctx->username != NULL &&
+		    strpbrk(_ctx->cctx->username, "*?") != NULL)
+			mask = t_strdup(_ctx->cctx->username);
+		p_array_init(&ctx->user_list, _ctx->pool, 128);
+		while ((ret = ctx->next_user(_ctx, &user)) > 0) {
+			if (mask != NULL && !wildcard_match_icase(user, mask))
+				continue;
+			user = p_strdup(_ctx->pool, user);
+			array_push_back(&ctx->user_list, &user);
+		}
+		if (ret < 0)
+			return ret;
+	}
+	users = array_get(&ctx->user_list, &count);
+	if (ctx->user_idx >= count)
+		return 0;
+	*username_r = users[ctx->user_idx++];
+	return 1;
 }
 
 /* ---- parallel workers ---- */
@@ -342,19 +439,37 @@ static bool result_parse(const char *line, struct run_result *res)
 	return TRUE;
 }
 
+/* A worker writes "p\tN" lines (N: messages merged so far) while it
+   merges, then its result line: use the first kind, keep the rest. */
+static void worker_progress_lines(struct run_worker *w)
+{
+	const char *data, *nl;
+	uint64_t n;
+
+	while (str_len(w->buf) >= 2 && str_data(w->buf)[0] == 'p' &&
+	       str_data(w->buf)[1] == '\t' &&
+	       (nl = memchr(str_data(w->buf), '\n', str_len(w->buf))) != NULL) {
+		data = t_strdup_until(str_c(w->buf) + 2, nl);
+		if (str_to_uint64(data, &n) == 0)
+			w->processed = n;
+		str_delete(w->buf, 0, nl - str_c(w->buf) + 1);
+	}
+}
+
 static void worker_collect(struct run_cmd_context *ctx, unsigned int idx,
                            int status)
 {
 	struct run_worker *w = array_idx_modifiable(&ctx->workers, idx);
 	struct run_result res;
-	string_t *buf = t_str_new(256);
+	const char *user;
 	char tmp[512];
 	ssize_t n;
 
 	while ((n = read(w->fd, tmp, sizeof(tmp))) > 0)
-		str_append_data(buf, tmp, n);
+		str_append_data(w->buf, tmp, n);
 	i_close_fd(&w->fd);
-	if (!result_parse(str_c(buf), &res)) {
+	worker_progress_lines(w);
+	if (!result_parse(t_strdup(str_c(w->buf)), &res)) {
 		i_zero(&res);
 		res.result = "failed";
 		res.error = t_strdup_printf(
@@ -364,39 +479,72 @@ static void worker_collect(struct run_cmd_context *ctx, unsigned int idx,
 		                : t_strdup_printf("exit %d",
 		                                  WEXITSTATUS(status)));
 	}
-	run_print(ctx, w->user, &res);
-	run_progress_total(ctx, FALSE);
+	user = w->user;
+	str_free(&w->buf);
 	array_delete(&ctx->workers, idx, 1);
+	run_print(ctx, user, &res);
+	run_progress_total(ctx, FALSE);
 }
 
-/* Waits for one worker to finish. */
+static void worker_reap(struct run_cmd_context *ctx, unsigned int idx)
+{
+	const struct run_worker *w = array_idx(&ctx->workers, idx);
+	pid_t pid = w->pid;
+	int status = 0;
+
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			i_error("waitpid(%ld) failed: %m", (long)pid);
+			break;
+		}
+	}
+	T_BEGIN
+		worker_collect(ctx, idx, status);
+	T_END;
+}
+
+/* Waits for one worker to finish, writing the progress line meanwhile.  A
+   worker is done when its pipe reaches EOF (it exits right after). */
 static void workers_wait_one(struct run_cmd_context *ctx)
 {
-	const struct run_worker *w;
+	struct pollfd pfd[1024]; /* --parallel is at most 1024 */
+	struct run_worker *w;
 	unsigned int i, count;
-	int status;
-	pid_t pid;
+	char tmp[512];
+	ssize_t n;
 
 	for (;;) {
-		pid = waitpid(-1, &status, 0);
-		if (pid < 0) {
+		w = array_get_modifiable(&ctx->workers, &count);
+		i_assert(count <= N_ELEMENTS(pfd));
+		for (i = 0; i < count; i++) {
+			pfd[i].fd = w[i].fd;
+			pfd[i].events = POLLIN;
+		}
+		if (poll(pfd, count, ctx->tty ? RUN_PROGRESS_TTY_MSECS : 1000) <
+		    0) {
 			if (errno == EINTR)
 				continue;
-			i_error("waitpid() failed: %m");
-			/* collect them all as failed */
-			while (array_count(&ctx->workers) > 0)
-				worker_collect(ctx, 0, 0);
+			i_error("poll() failed: %m");
+			worker_reap(ctx, 0);
 			return;
 		}
-		w = array_get(&ctx->workers, &count);
 		for (i = 0; i < count; i++) {
-			if (w[i].pid == pid) {
+			if (pfd[i].revents == 0)
+				continue;
+			n = read(w[i].fd, tmp, sizeof(tmp));
+			if (n > 0) {
+				str_append_data(w[i].buf, tmp, n);
 				T_BEGIN
-					worker_collect(ctx, i, status);
+					worker_progress_lines(&w[i]);
 				T_END;
+			} else if (n == 0 || errno != EINTR) {
+				worker_reap(ctx, i);
 				return;
 			}
 		}
+		T_BEGIN
+			run_progress_total(ctx, FALSE);
+		T_END;
 	}
 }
 
@@ -422,6 +570,7 @@ static int run_fork(struct run_cmd_context *ctx, struct mail_user *user)
 		i_fatal("fork() failed: %m");
 	if (pid == 0) {
 		i_close_fd(&fds[0]);
+		ctx->progress_fd = fds[1];
 		run_user(ctx, user,
 		         ctx->rate == 0 ? 0
 		                        : (unsigned int)I_MAX(
@@ -441,6 +590,7 @@ static int run_fork(struct run_cmd_context *ctx, struct mail_user *user)
 	w->pid = pid;
 	w->fd = fds[0];
 	w->user = p_strdup(ctx->ctx.pool, user->username);
+	w->buf = str_new(default_pool, 256);
 	return 0;
 }
 
@@ -501,6 +651,10 @@ static void cmd_run_init(struct doveadm_mail_cmd_context *_ctx,
 		i_fatal_status(EX_USAGE, "%s", ctx->usage_error);
 	ctx->tty = isatty(STDERR_FILENO) != 0;
 	i_gettimeofday(&ctx->started);
+	if (!_ctx->iterate_single_user && _ctx->v.get_next_user != NULL) {
+		ctx->next_user = _ctx->v.get_next_user;
+		_ctx->v.get_next_user = cmd_run_get_next_user;
+	}
 	p_array_init(&ctx->workers, _ctx->pool, 8);
 	doveadm_print_header("user", "User", 0);
 	doveadm_print_header("result", "Result", 0);
@@ -531,6 +685,7 @@ static struct doveadm_mail_cmd_context *cmd_run_alloc(void)
 
 	ctx = doveadm_mail_cmd_alloc(struct run_cmd_context);
 	ctx->parallel = 1;
+	ctx->progress_fd = -1;
 	ctx->ctx.getopt_args = "p:r:";
 	ctx->ctx.v.parse_arg = cmd_run_parse_arg;
 	ctx->ctx.v.init = cmd_run_init;
