@@ -12,11 +12,11 @@
 #include "mail-storage.h"
 #include "mail-storage-hooks.h"
 #include "mail-search-build.h"
-#include "mailbox-list-iter.h"
 #include "state.h"
 #include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
+#include "private-mailboxes.h"
 #include "merge.h"
 #include "doveadm-backfill.h"
 
@@ -154,35 +154,6 @@ void doveadm_backfill_plugin_deinit(void)
 
 /* ---- walking mailboxes ---- */
 
-int doveadm_backfill_mailboxes(struct mail_user *user, pool_t pool,
-                               ARRAY_TYPE(const_string) * names_r,
-                               const char **error_r)
-{
-	static const char *const patterns[] = {"*", NULL};
-	struct mailbox_list_iterate_context *iter;
-	const struct mailbox_info *info;
-
-	p_array_init(names_r, pool, 16);
-	iter = mailbox_list_iter_init_namespaces(
-	        user->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
-	        MAILBOX_LIST_ITER_RETURN_NO_FLAGS |
-	                MAILBOX_LIST_ITER_SKIP_ALIASES |
-	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
-	while ((info = mailbox_list_iter_next(iter)) != NULL) {
-		if ((info->flags & (MAILBOX_NOSELECT | MAILBOX_NONEXISTENT)) !=
-		    0)
-			continue;
-		const char *name = p_strdup(pool, info->vname);
-		array_push_back(names_r, &name);
-	}
-	if (mailbox_list_iter_deinit(&iter) < 0) {
-		*error_r = t_strdup_printf("listing the folders of %s failed",
-		                           user->username);
-		return -1;
-	}
-	return 0;
-}
-
 int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
                           doveadm_backfill_walk_cb *cb, void *context,
                           const char **error_r)
@@ -240,9 +211,10 @@ int doveadm_backfill_archive_count(struct backfill_user *buser,
                                    uint64_t *count_r, const char **error_r)
 {
 	struct backfill_archive *archive;
-	ARRAY_TYPE(const_string) names;
-	const char *const *name;
+	ARRAY_TYPE(backfill_mailbox_entry) boxes;
+	const struct backfill_mailbox_entry *entry;
 	struct mailbox_status status;
+	const char *error;
 	pool_t pool;
 	int ret;
 
@@ -251,12 +223,17 @@ int doveadm_backfill_archive_count(struct backfill_user *buser,
 	                                 error_r)) <= 0)
 		return ret;
 	pool = pool_alloconly_create("backfill archive count", 1024);
-	ret = doveadm_backfill_mailboxes(archive->user, pool, &names, error_r);
-	if (ret == 0) {
-		array_foreach(&names, name)
+	ret = backfill_private_mailboxes(archive->user,
+	                                 BACKFILL_MAILBOXES_SELECTABLE, pool,
+	                                 &boxes, &error);
+	if (ret < 0) {
+		*error_r =
+		        t_strdup_printf("listing archive folders: %s", error);
+	} else {
+		array_foreach(&boxes, entry)
 		{
 			struct mailbox *box =
-			        mailbox_alloc(archive->ns->list, *name,
+			        mailbox_alloc(archive->ns->list, entry->vname,
 			                      MAILBOX_FLAG_READONLY);
 			if (mailbox_get_status(box, STATUS_MESSAGES, &status) ==
 			    0)

@@ -75,11 +75,6 @@ struct mailbox;
 struct bf_fp;
 struct backfill_mail_keys;
 
-/* The user's selectable mailboxes (private namespaces), names in pool. */
-int doveadm_backfill_mailboxes(struct mail_user *user, pool_t pool,
-                               ARRAY_TYPE(const_string) * names_r,
-                               const char **error_r);
-
 /* Calls cb for every message of box in UID order.  With fp non-NULL the
    message's fingerprint is in *keys (from Dovecot's cache when the merge
    or an earlier walk put it there), else keys is NULL.  A message that

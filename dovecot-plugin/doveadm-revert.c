@@ -21,6 +21,7 @@
 #include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
+#include "private-mailboxes.h"
 #include "doveadm-backfill.h"
 
 #include <stdlib.h>
@@ -321,8 +322,9 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
                        bool *postponed_r, const char **error_r)
 {
 	struct mail_user *user = rc->user;
-	ARRAY_TYPE(const_string) names;
-	const char *const *name;
+	ARRAY_TYPE(backfill_mailbox_entry) boxes;
+	const struct backfill_mailbox_entry *entry;
+	const char *error;
 	struct revert_entry *e;
 	struct revert_box *rb;
 	struct bf_fp *fp = NULL;
@@ -337,19 +339,22 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 	}
 	array_sort(&rc->entries, revert_entry_cmp);
 
-	if (doveadm_backfill_mailboxes(user, rc->pool, &names, error_r) < 0)
+	if (backfill_private_mailboxes(user, BACKFILL_MAILBOXES_SELECTABLE,
+	                               rc->pool, &boxes, &error) < 0) {
+		*error_r = t_strdup_printf("listing live folders: %s", error);
 		return -1;
-	array_foreach(&names, name)
+	}
+	array_foreach(&boxes, entry)
 	{
 		struct mail_namespace *ns =
-		        mail_namespace_find(user->namespaces, *name);
-		struct mailbox *box =
-		        mailbox_alloc(ns->list, *name, MAILBOX_FLAG_READONLY);
+		        mail_namespace_find(user->namespaces, entry->vname);
+		struct mailbox *box = mailbox_alloc(ns->list, entry->vname,
+		                                    MAILBOX_FLAG_READONLY);
 		struct mailbox_metadata md;
 
 		rc->box_idx = array_count(&rc->boxes);
 		rb = array_append_space(&rc->boxes);
-		rb->vname = *name;
+		rb->vname = entry->vname;
 		p_array_init(&rb->expunge, rc->pool, 16);
 		if (mailbox_get_metadata(box, MAILBOX_METADATA_GUID, &md) == 0)
 			rb->guid =

@@ -16,6 +16,7 @@
 #include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
+#include "private-mailboxes.h"
 #include "doveadm-backfill.h"
 
 struct verify_msg {
@@ -67,22 +68,23 @@ static int verify_msg_cmp(const struct verify_msg *m1,
 }
 
 static int verify_collect(struct mail_user *user, struct mailbox_list *list,
-                          const ARRAY_TYPE(const_string) * names,
+                          const ARRAY_TYPE(backfill_mailbox_entry) * boxes,
                           struct bf_fp *fp, struct verify_walk *w,
                           const char **error_r)
 {
-	const char *const *name;
+	const struct backfill_mailbox_entry *entry;
 	unsigned int i = 0;
 	int ret = 0;
 
-	array_foreach(names, name)
+	array_foreach(boxes, entry)
 	{
+		const char *name = entry->vname;
 		struct mail_namespace *ns =
 		        list != NULL
 		                ? NULL
-		                : mail_namespace_find(user->namespaces, *name);
+		                : mail_namespace_find(user->namespaces, name);
 		struct mailbox *box =
-		        mailbox_alloc(list != NULL ? list : ns->list, *name,
+		        mailbox_alloc(list != NULL ? list : ns->list, name,
 		                      MAILBOX_FLAG_READONLY);
 		w->folder = i++;
 		if (doveadm_backfill_walk(box, fp, verify_cb, w, error_r) < 0)
@@ -112,7 +114,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 {
 	struct backfill_user *buser;
 	struct backfill_archive *archive;
-	ARRAY_TYPE(const_string) anames, lnames;
+	ARRAY_TYPE(backfill_mailbox_entry) anames, lnames;
 	ARRAY_TYPE(verify_msg) amsgs, lmsgs;
 	struct verify_walk w;
 	struct bf_fp *fp;
@@ -148,14 +150,25 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	p_array_init(&amsgs, pool, 256);
 	p_array_init(&lmsgs, pool, 256);
 
-	ret = doveadm_backfill_mailboxes(archive->user, pool, &anames, &error);
-	if (ret == 0) {
+	ret = backfill_private_mailboxes(archive->user,
+	                                 BACKFILL_MAILBOXES_SELECTABLE, pool,
+	                                 &anames, &error);
+	if (ret < 0) {
+		error = t_strdup_printf("listing archive folders: %s", error);
+	} else {
 		w.msgs = &amsgs;
 		ret = verify_collect(user, archive->ns->list, &anames, fp, &w,
 		                     &error);
 	}
-	if (ret == 0)
-		ret = doveadm_backfill_mailboxes(user, pool, &lnames, &error);
+	if (ret == 0) {
+		ret = backfill_private_mailboxes(user,
+		                                 BACKFILL_MAILBOXES_SELECTABLE,
+		                                 pool, &lnames, &error);
+		if (ret < 0) {
+			error = t_strdup_printf("listing live folders: %s",
+			                        error);
+		}
+	}
 	if (ret == 0) {
 		w.msgs = &lmsgs;
 		ret = verify_collect(user, NULL, &lnames, fp, &w, &error);
@@ -195,7 +208,8 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 				why = "missing";
 		}
 		if (why != NULL) {
-			const char *folder = *array_idx(&anames, a[ai].folder);
+			const char *folder =
+			        (array_idx(&anames, a[ai].folder))->vname;
 			n_missing++;
 			if (str_len(missing) > 0)
 				str_append(missing, "; ");

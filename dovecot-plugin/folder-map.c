@@ -10,15 +10,9 @@
 #include "str.h"
 #include "mail-storage.h"
 #include "mail-namespace.h"
-#include "mailbox-list-iter.h"
+#include "private-mailboxes.h"
 #include "archive.h"
 #include "folder-map.h"
-
-struct live_folder {
-	const char *vname;
-	const char *special_use;
-};
-ARRAY_DEFINE_TYPE(live_folder, struct live_folder);
 
 static const struct {
 	const char *name;
@@ -108,39 +102,10 @@ static int folder_cmp(const struct backfill_folder *f1,
 	return strcmp(f1->archive_vname, f2->archive_vname);
 }
 
-static int live_folders_list(struct mail_user *user, pool_t pool,
-                             ARRAY_TYPE(live_folder) * folders,
-                             const char **error_r)
-{
-	static const char *const patterns[] = {"*", NULL};
-	struct mailbox_list_iterate_context *iter;
-	const struct mailbox_info *info;
-
-	iter = mailbox_list_iter_init_namespaces(
-	        user->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
-	        MAILBOX_LIST_ITER_RETURN_SPECIALUSE |
-	                MAILBOX_LIST_ITER_SKIP_ALIASES);
-	while ((info = mailbox_list_iter_next(iter)) != NULL) {
-		struct live_folder *f = array_append_space(folders);
-		f->vname = p_strdup(pool, info->vname);
-		f->special_use = p_strdup_empty(pool, info->special_use);
-	}
-	if (mailbox_list_iter_deinit(&iter) < 0) {
-		*error_r = t_strdup_printf(
-		        "listing live folders: %s",
-		        mailbox_list_get_last_internal_error(
-		                mail_namespace_find_inbox(user->namespaces)
-		                        ->list,
-		                NULL));
-		return -1;
-	}
-	return 0;
-}
-
-static const char *live_map(const ARRAY_TYPE(live_folder) * live,
+static const char *live_map(const ARRAY_TYPE(backfill_mailbox_entry) * live,
                             const char *name, const char *use)
 {
-	const struct live_folder *f;
+	const struct backfill_mailbox_entry *f;
 
 	array_foreach(live, f)
 	{
@@ -169,43 +134,44 @@ int backfill_folder_map_build(struct mail_user *live_user,
 	        mail_namespace_find_inbox(live_user->namespaces);
 	char asep = mail_namespace_get_sep(archive->ns);
 	char lsep = mail_namespace_get_sep(live_ns);
-	struct mailbox_list_iterate_context *iter;
-	const struct mailbox_info *info;
-	ARRAY_TYPE(live_folder) live;
+	ARRAY_TYPE(backfill_mailbox_entry) live, archived;
+	const struct backfill_mailbox_entry *entry;
 	struct backfill_folder *folder;
+	const char *error;
 
-	t_array_init(&live, 32);
-	if (live_folders_list(live_user, pool_datastack_create(), &live,
-	                      error_r) < 0)
+	/* live: every folder, autocreated ones too, so that the archive's
+	   "Sent Items" goes to the Sent folder Dovecot creates on demand */
+	if (backfill_private_mailboxes(
+	            live_user, BACKFILL_MAILBOXES_SPECIAL_USE,
+	            pool_datastack_create(), &live, &error) < 0) {
+		*error_r = t_strdup_printf("listing live folders: %s", error);
 		return -1;
+	}
+	if (backfill_private_mailboxes(archive->user,
+	                               BACKFILL_MAILBOXES_SELECTABLE |
+	                                       BACKFILL_MAILBOXES_SPECIAL_USE |
+	                                       BACKFILL_MAILBOXES_SUBSCRIBED,
+	                               pool_datastack_create(), &archived,
+	                               &error) < 0) {
+		*error_r =
+		        t_strdup_printf("listing archive folders: %s", error);
+		return -1;
+	}
 
 	p_array_init(folders_r, pool, 16);
-	iter = mailbox_list_iter_init(
-	        archive->ns->list, "*",
-	        MAILBOX_LIST_ITER_RETURN_SUBSCRIBED |
-	                MAILBOX_LIST_ITER_RETURN_SPECIALUSE |
-	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
-	while ((info = mailbox_list_iter_next(iter)) != NULL) {
-		if ((info->flags & (MAILBOX_NOSELECT | MAILBOX_NONEXISTENT)) !=
-		    0)
-			continue;
-		const char *use = special_use_pick(info->special_use);
+	array_foreach(&archived, entry)
+	{
+		const char *use = special_use_pick(entry->special_use);
 		if (use == NULL)
-			use = special_use_guess(info->vname, asep);
-		const char *name = vname_translate(info->vname, asep, lsep);
+			use = special_use_guess(entry->vname, asep);
+		const char *name = vname_translate(entry->vname, asep, lsep);
 
 		folder = array_append_space(folders_r);
-		folder->archive_vname = p_strdup(pool, info->vname);
+		folder->archive_vname = p_strdup(pool, entry->vname);
 		folder->live_vname = p_strdup(pool, live_map(&live, name, use));
 		folder->special_use = use;
-		folder->subscribed = (info->flags & MAILBOX_SUBSCRIBED) != 0 ||
-		                     strcmp(info->vname, "INBOX") == 0;
-	}
-	if (mailbox_list_iter_deinit(&iter) < 0) {
-		*error_r = t_strdup_printf("listing archive folders: %s",
-		                           mailbox_list_get_last_internal_error(
-		                                   archive->ns->list, NULL));
-		return -1;
+		folder->subscribed =
+		        entry->subscribed || strcmp(entry->vname, "INBOX") == 0;
 	}
 	array_sort(folders_r, folder_cmp);
 	return 0;

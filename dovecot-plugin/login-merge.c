@@ -2,6 +2,7 @@
 
 #include "lib.h"
 #include "mail-user.h"
+#include "clock.h"
 #include "state.h"
 #include "backfill-user.h"
 #include "archive.h"
@@ -10,25 +11,15 @@
 #include "imap-slices.h"
 #include "login-merge.h"
 
-#include <time.h>
-
 /* Kept from a POP3 login's budget for the commit that ends its share. */
 #define BACKFILL_COMMIT_RESERVE_MS 30
-
-static uint64_t backfill_now_msecs(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 void backfill_login_merge(struct backfill_user *buser)
 {
 	struct mail_user *user = buser->user;
 	const char *error, *reason, *path;
 	bool imap = strcmp(user->service, "imap") == 0;
-	uint64_t start = backfill_now_msecs();
+	uint64_t start = bf_clock_msecs();
 	int ret;
 
 	/* Users without an archive cost one stat() and log nothing above
@@ -66,7 +57,7 @@ void backfill_login_merge(struct backfill_user *buser)
 	}
 	/* The budget covers opening the archive and the live index too, and
 	   keeps a reserve for the commit that ends a POP3 login's share. */
-	uint64_t spent = backfill_now_msecs() - start;
+	uint64_t spent = bf_clock_msecs() - start;
 	uint64_t budget = buser->set.login_budget_ms;
 	uint64_t reserve = imap ? 0 : BACKFILL_COMMIT_RESERVE_MS;
 	budget = budget > spent + reserve ? budget - spent - reserve : 1;
