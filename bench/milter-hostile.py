@@ -11,7 +11,8 @@ directly (no Postfix: Postfix's own limits would cut some cases short):
   - forged: 100,000 distinct X-Backfill-* fields (refused, 550 5.7.1);
   - fields: 100,000 distinct other fields (streamed, fingerprinted);
   - big-to: 5,000 To: fields of 2 kB (accepted unchecked, not kept);
-  - plain: an ordinary 2 kB message, for scale.
+  - plain: --plain ordinary 2 kB messages, each new (one store insert
+    each), for the CPU per message of the usual path.
 Per case: the milter's CPU per message (utime+stime from /proc), the
 client's wall time from MAIL to the end-of-message reply, and the
 milter's RSS after the rounds.  The wall time includes the client
@@ -40,15 +41,21 @@ def cases():
         ('fields', [('Subject', 'fields')] +
          [(f'X-Flood-{i}', 'value') for i in range(N)]),
         ('big-to', [('Subject', 'big to')] + [('To', to)] * 5000),
-        ('plain', [('Message-ID', '<plain@example.net>'),
-                   ('From', 'sender@example.net'),
-                   ('To', 'alice@example.org'), ('Subject', 'plain')]),
     ]
+
+
+def plain(n):
+    return [('Message-ID', f'<plain{n}@example.net>'),
+            ('From', 'sender@example.net'), ('To', 'alice@example.org'),
+            ('Subject', f'plain {n}')]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--plain', type=int, default=2000,
+                    help='ordinary messages, each new, for the CPU per '
+                    'message of the usual path')
     ap.add_argument('milter')
     ap.add_argument('backfillctl')
     args = ap.parse_args()
@@ -74,6 +81,18 @@ def main():
                 print(f'| {name} | {reply.decode()} | {cpu * 1000:.1f} ms '
                       f'| {wall * 1000:.0f} ms | {m.rss_kb()} kB |',
                       flush=True)
+            client = MilterClient(m.sock)
+            cpu0, t0 = m.cpu_seconds(), time.monotonic()
+            for n in range(args.plain):
+                reply, _ = client.message(
+                    '<sender@example.net>', ['<alice@example.org>'],
+                    plain(n), [body], queue_id=f'P{n}')
+            wall = (time.monotonic() - t0) / args.plain
+            cpu = (m.cpu_seconds() - cpu0) / args.plain
+            client.close()
+            print(f'| plain x {args.plain} | {reply.decode()} | '
+                  f'{cpu * 1000:.3f} ms | {wall * 1000:.2f} ms | '
+                  f'{m.rss_kb()} kB |', flush=True)
         finally:
             m.stop()
             m.__exit__(None, None, None)
