@@ -630,7 +630,8 @@ int bf_state_sqlite_parse_location(const char *location, char **path_r,
 		}
 		errno = 0;
 		value = strtoul(opt + 14, &end, 10);
-		if (errno != 0 || end == opt + 14 ||
+		/* strtoul() alone would take " 5", "+5" and "-1" */
+		if (errno != 0 || opt[14] < '0' || opt[14] > '9' ||
 		    (*end != '\0' && *end != '&') ||
 		    value > MAX_BUSY_TIMEOUT_MS) {
 			*error_r = bf_state_error_new(

@@ -92,10 +92,14 @@ void test_open_bad_uris(void **statep)
 	error = open_error(uri);
 	assert_contains(error, "unknown option");
 	free(error);
-	snprintf(uri, sizeof(uri), "%s?busy_timeout=soon", f->uri);
-	error = open_error(uri);
-	assert_contains(error, "busy_timeout");
-	free(error);
+	for (const char *const *v = (const char *const[]){"soon", " 5", "+5",
+	                                                  "-1", "", "5x", NULL};
+	     *v != NULL; v++) {
+		snprintf(uri, sizeof(uri), "%s?busy_timeout=%s", f->uri, *v);
+		error = open_error(uri);
+		assert_contains(error, "invalid busy_timeout");
+		free(error);
+	}
 
 	/* The URI forms that work. */
 	snprintf(uri, sizeof(uri), "%s?busy_timeout=500", f->uri);
