@@ -64,6 +64,7 @@ static int batch_commit_mailbox(struct backfill_merge *m)
 	m->intent_uidnext = m->batch_uidnext;
 	m->intent_last_uid = m->batch_last_uid;
 	backfill_merge_record_set_cursor(m, TRUE);
+	backfill_merge_store_wait(m);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {
 		mailbox_transaction_rollback(&m->ltrans);
@@ -129,6 +130,7 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 	backfill_merge_record_set_cursor(m, FALSE);
 	t_array_init(&entries, array_count(&m->batch) + 1);
 	array_foreach(&m->batch, item) array_push_back(&entries, &item->entry);
+	backfill_merge_store_wait(m);
 	if (bf_state_merge_checkpoint(
 	            m->state, m->user->username, &m->rec,
 	            array_count(&entries) == 0 ? NULL : array_front(&entries),

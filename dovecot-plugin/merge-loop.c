@@ -513,6 +513,9 @@ int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
 	bool extended = FALSE;
 	int ret = 0;
 
+	/* the first run is the login's, the next ones are IMAP slices */
+	if (m->runs++ > 0)
+		backfill_merge_login_over(m);
 	if (backfill_merge_leases_renew(m) < 0)
 		return merge_failed(m);
 	while (ret >= 0 && m->phase != PHASE_FINISHED) {

@@ -188,6 +188,11 @@ struct backfill_merge {
 	ARRAY(struct batch_item) batch;
 	uint32_t batch_last_uid;
 	bool cursor_dirty;
+	/* the login this merge began in: every state-store wait until then
+	   is bounded by what is left of its budget (0: not a login, or
+	   over) */
+	uint64_t login_deadline;
+	unsigned int runs;
 	/* stopped on an error: commit nothing more */
 	bool failed;
 	/* the last error logged, for the record's last_error */
@@ -211,6 +216,11 @@ const char *backfill_merge_one_line(const char *text);
 void backfill_merge_log_error(struct backfill_merge *m, const char *fmt, ...)
         ATTR_FORMAT(2, 3);
 int backfill_merge_leases_renew(struct backfill_merge *m);
+/* Bounds the next state-store operation by what is left of the login's
+   budget (no-op outside a login). */
+void backfill_merge_store_wait(struct backfill_merge *m);
+/* The login is over: the store's own wait limit again. */
+void backfill_merge_login_over(struct backfill_merge *m);
 void backfill_merge_record_failure(struct backfill_merge *m);
 void backfill_merge_finish(struct backfill_merge *m);
 

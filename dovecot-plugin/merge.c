@@ -85,6 +85,31 @@ uint64_t backfill_merge_now_msecs(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* A login never waits for the state store beyond its budget (issue 15
+   item 5): a store locked by another process, or a stalled one, would
+   otherwise hold the login for the store's whole busy timeout (10 s for
+   SQLite).  The merge is then postponed with the store's error. */
+void backfill_merge_store_wait(struct backfill_merge *m)
+{
+	uint64_t now;
+
+	if (m->login_deadline == 0)
+		return;
+	now = backfill_merge_now_msecs();
+	bf_state_set_wait_limit(
+	        m->state, now >= m->login_deadline
+	                          ? 1
+	                          : (unsigned int)(m->login_deadline - now));
+}
+
+void backfill_merge_login_over(struct backfill_merge *m)
+{
+	if (m->login_deadline == 0)
+		return;
+	m->login_deadline = 0;
+	bf_state_set_wait_limit(m->state, 0);
+}
+
 int backfill_merge_leases_renew(struct backfill_merge *m)
 {
 	const char *error;
@@ -93,6 +118,7 @@ int backfill_merge_leases_renew(struct backfill_merge *m)
 	if (m->dry_run ||
 	    ioloop_time - m->last_renew < BACKFILL_LEASE_RENEW_SECS)
 		return 0;
+	backfill_merge_store_wait(m);
 	ret = bf_state_lease_renew(
 	        m->state, backfill_merge_lease_name(m->user->username),
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &error);
@@ -138,6 +164,7 @@ void backfill_merge_record_failure(struct backfill_merge *m)
 
 	if (m->dry_run || m->lease_lost || m->last_error == NULL)
 		return;
+	backfill_merge_store_wait(m);
 	int ret = bf_state_merge_get(m->state, m->user->username, &rec, &error);
 	if (ret < 0) {
 		/* the store that failed is likely why we are here */
@@ -175,6 +202,7 @@ void backfill_merge_finish(struct backfill_merge *m)
 	    !str_begins(m->rec.last_error, BACKFILL_SYMLINK_NOTE))
 		i_free(m->rec.last_error);
 	backfill_merge_record_set_cursor(m, FALSE);
+	backfill_merge_store_wait(m);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {
 		backfill_merge_log_error(
@@ -248,6 +276,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	int ret;
 
 	bf_lease_owner(m->owner, sizeof(m->owner));
+	backfill_merge_store_wait(m);
 	ret = bf_state_lease_acquire(
 	        m->state, backfill_merge_lease_name(m->user->username),
 	        m->owner, ioloop_time, BACKFILL_LEASE_TTL_SECS, &holder,
@@ -265,6 +294,7 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 	}
 	m->have_lease = TRUE;
 	unsigned int max = m->set->max_parallel == 0 ? 1 : m->set->max_parallel;
+	backfill_merge_store_wait(m);
 	ret = bf_state_slot_acquire(m->state, my_hostname, max, m->owner,
 	                            ioloop_time, BACKFILL_LEASE_TTL_SECS,
 	                            &m->slot, &error);
@@ -399,6 +429,7 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 	/* Read the record again under the lease: another session may have
 	   finished the merge between our first look and the lease. */
 	bf_merge_record_clear(&m->rec);
+	backfill_merge_store_wait(m);
 	if (bf_state_merge_get(m->state, m->user->username, &m->rec, &error) <
 	    0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
@@ -437,6 +468,7 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 		*reason_r = t_strdup(error);
 		return merge_begin_failed(merge_r, *reason_r);
 	}
+	backfill_merge_store_wait(m);
 	if (backfill_live_journal_load(m, &error) < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		backfill_merge_end(merge_r);
@@ -466,6 +498,7 @@ static int merge_mark_running(struct backfill_merge **merge_r,
 	m->rec.updated = ioloop_time;
 	if (m->dry_run)
 		return 1;
+	backfill_merge_store_wait(m);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
 	    0) {
 		*reason_r = t_strdup_printf(
@@ -494,6 +527,13 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	*reason_r = NULL;
 	m = merge_alloc(user, set, state, flags);
 	*merge_r = m;
+	if (!m->dry_run && (strcmp(user->service, "imap") == 0 ||
+	                    strcmp(user->service, "pop3") == 0)) {
+		/* a POP3 login may merge for one progress slice more */
+		m->login_deadline = backfill_merge_now_msecs() +
+		                    set->login_budget_ms +
+		                    BACKFILL_PROGRESS_SLICE_MSECS;
+	}
 	if ((ret = backfill_archive_resolve(user, set, &path, &error)) <= 0) {
 		if (ret < 0)
 			*reason_r = error;
@@ -509,6 +549,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		e_warning(m->event, "%s", error);
 	else
 		m->archive_sig = p_strdup(m->pool, sig);
+	backfill_merge_store_wait(m);
 	ret = bf_state_merge_get(state, user->username, &m->rec, &error);
 	if (ret < 0) {
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
@@ -570,6 +611,7 @@ void backfill_merge_end(struct backfill_merge **_m)
 		mail_user_deinit(&m->luser);
 	if (m->fp != NULL)
 		bf_fp_free(&m->fp);
+	backfill_merge_store_wait(m);
 	if (m->have_slot) {
 		(void)bf_state_slot_release(m->state, my_hostname, m->slot,
 		                            m->owner, &error);
@@ -579,6 +621,7 @@ void backfill_merge_end(struct backfill_merge **_m)
 		        m->state, backfill_merge_lease_name(m->user->username),
 		        m->owner, &error);
 	}
+	backfill_merge_login_over(m);
 	bf_merge_record_clear(&m->rec);
 	bf_cursor_free(&m->cursor_in);
 	event_unref(&m->event);
