@@ -148,7 +148,13 @@ static int copy_if_exists(const char *src, const char *dest,
 
 	/* a symlink is never followed: nothing outside the archive is read
 	   (the merge skips and logs a symlinked folder) */
-	if (lstat(src, &st) < 0 || !S_ISREG(st.st_mode))
+	if (lstat(src, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		*error_r = t_strdup_printf("lstat %s: %m", src);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode))
 		return 0;
 	if (file_copy(src, dest, FALSE) < 0) {
 		*error_r = t_strdup_printf("copy %s to %s: %m", src, dest);
