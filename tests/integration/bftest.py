@@ -10,6 +10,7 @@ import imaplib
 import os
 import poplib
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,11 +160,35 @@ class SiteCase(unittest.TestCase):
             cls.build(cls.site)
         except BaseException:
             cls.site.close()
+            cls._unmount()
             raise
 
     @classmethod
     def tearDownClass(cls):
-        cls.site.close()
+        try:
+            cls.site.close()
+        finally:
+            cls._unmount()
+
+    @classmethod
+    def _unmount(cls):
+        mounts = cls.__dict__.get("_mounts", [])
+        for path in reversed(mounts):
+            subprocess.run(["umount", "-l", path], check=False)
+        if mounts and not os.environ.get("BF_KEEP_TMP"):
+            # the mount points themselves, left by Site.close()
+            shutil.rmtree(cls.site.base, ignore_errors=True)
+
+    @classmethod
+    def mount_tmpfs(cls, path, size):
+        """A tmpfs of size (e.g. "3m") at path (created), unmounted after
+        the class's site is closed."""
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "bftest", path],
+                       check=True)
+        if "_mounts" not in cls.__dict__:
+            cls._mounts = []
+        cls._mounts.append(path)
 
 def _re(s):
     import re

@@ -23,23 +23,13 @@ class MergeFullDisk(bftest.SiteCase):
     @classmethod
     def build(cls, site):
         cls.live = os.path.join(site.base, "live", "zoe")
-        os.makedirs(cls.live)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "bftest-zoe", cls.live],
-                       check=True)
-        cls.mounted = cls.live
+        cls.mount_tmpfs(cls.live, "3m")
         site.add_user("zoe", mg.bulk_scenario(95, 400, 20, 5, lines=300,
                                               multipart_share=0.0,
                                               folders=("INBOX", "Work")))
         site.start(plugin_on=False)
         cls.pre = site.dc.snapshot("zoe")
         site.enable_plugin()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            subprocess.run(["umount", "-l", cls.mounted], check=False)
 
     def record(self):
         db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))

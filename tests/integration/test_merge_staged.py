@@ -54,10 +54,7 @@ class MergeStaged(bftest.SiteCase):
 
     @classmethod
     def build(cls, site):
-        os.makedirs(site.archive_root, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "bftest-archive",
-                        site.archive_root], check=True)
-        cls.mounted = site.archive_root
+        cls.mount_tmpfs(site.archive_root, "256m")
         cls.staged = os.path.join(site.base, "staged")
         os.makedirs(cls.staged)
         for seed, (user, folders) in enumerate(sorted(cls.USERS.items()), 71):
@@ -68,13 +65,6 @@ class MergeStaged(bftest.SiteCase):
         for user in ("drew", "ella", "hugo"):
             shutil.move(cls.folder(site, user, "Drafts"), os.path.join(cls.staged, user))
         site.enable_plugin()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            subprocess.run(["umount", "-l", cls.mounted], check=False)
 
     @staticmethod
     def folder(site, user, name):
