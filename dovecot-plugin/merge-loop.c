@@ -298,11 +298,9 @@ static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
-	e_debug(m->user->event,
-	        "backfill(%s): %s: UIDNEXT raised from %u to %u, past the "
-	        "archive's UIDs (their POP3 UIDLs stay unique)",
-	        m->user->username, mailbox_get_vname(m->lbox), lstatus.uidnext,
-	        astatus.uidnext);
+	e_debug(m->event,
+	        "%s: UIDNEXT raised from %u to %u, past the archive's UIDs (their POP3 UIDLs stay unique)",
+	        mailbox_get_vname(m->lbox), lstatus.uidnext, astatus.uidnext);
 	return 0;
 }
 
@@ -480,9 +478,9 @@ static int merge_phase_step(struct backfill_merge *m)
 			return 0;
 		}
 		T_BEGIN
-		{
-			ret = backfill_live_index_step(m);
-		}
+			{
+				ret = backfill_live_index_step(m);
+			}
 		T_END;
 		return ret;
 	}
@@ -492,9 +490,9 @@ static int merge_phase_step(struct backfill_merge *m)
 		return 0;
 	}
 	T_BEGIN
-	{
-		ret = merge_step(m);
-	}
+		{
+			ret = merge_step(m);
+		}
 	T_END;
 	return ret;
 }

@@ -43,6 +43,7 @@
 #include "mail-namespace.h"
 #include "mail-storage-service.h"
 #include "settings.h"
+#include "backfill-user.h"
 #include "archive.h"
 #include "merge-private.h"
 
@@ -346,8 +347,7 @@ static struct backfill_merge *merge_alloc(struct mail_user *user,
 
 	m->pool = pool;
 	m->user = user;
-	m->event = event_create(user->event);
-	event_set_append_log_prefix(m->event, "backfill: ");
+	m->event = backfill_event_create(user);
 	m->set = set;
 	m->state = state;
 	m->dry_run = (flags & BACKFILL_MERGE_FLAG_DRY_RUN) != 0;
