@@ -13,9 +13,9 @@
 #include "mail-storage-private.h"
 #include "mail-namespace.h"
 #include "mail-search-build.h"
-#include "mailbox-list-iter.h"
 #include "settings.h"
 #include "pop3-uidl.h"
+#include "private-mailboxes.h"
 #include "merge-private.h"
 
 static int journal_load_cb(const struct bf_journal_entry *entry, void *context)
@@ -78,26 +78,21 @@ const char *backfill_mailbox_guid_str(struct mailbox *box)
 
 int backfill_live_boxes_list(struct backfill_merge *m, const char **error_r)
 {
-	static const char *const patterns[] = {"*", NULL};
-	struct mailbox_list_iterate_context *iter;
-	const struct mailbox_info *info;
+	ARRAY_TYPE(backfill_mailbox_entry) boxes;
+	const struct backfill_mailbox_entry *box;
+	const char *error;
 
 	p_array_init(&m->live_boxes, m->pool, 16);
-	iter = mailbox_list_iter_init_namespaces(
-	        m->luser->namespaces, patterns, MAIL_NAMESPACE_TYPE_PRIVATE,
-	        MAILBOX_LIST_ITER_RETURN_NO_FLAGS |
-	                MAILBOX_LIST_ITER_SKIP_ALIASES |
-	                MAILBOX_LIST_ITER_NO_AUTO_BOXES);
-	while ((info = mailbox_list_iter_next(iter)) != NULL) {
-		if ((info->flags & (MAILBOX_NOSELECT | MAILBOX_NONEXISTENT)) !=
-		    0)
-			continue;
-		struct live_box *lb = array_append_space(&m->live_boxes);
-		lb->vname = p_strdup(m->pool, info->vname);
-	}
-	if (mailbox_list_iter_deinit(&iter) < 0) {
-		*error_r = "listing live folders failed";
+	t_array_init(&boxes, 16);
+	if (backfill_private_mailboxes(m->luser, BACKFILL_MAILBOXES_SELECTABLE,
+	                               m->pool, &boxes, &error) < 0) {
+		*error_r = t_strdup_printf("listing live folders: %s", error);
 		return -1;
+	}
+	array_foreach(&boxes, box)
+	{
+		struct live_box *lb = array_append_space(&m->live_boxes);
+		lb->vname = box->vname;
 	}
 	return 0;
 }

@@ -45,7 +45,7 @@ static void batch_checkpointed(struct backfill_merge *m)
 	array_foreach_modifiable(&m->cfolders, cf) cf->high_committed =
 	        cf->high;
 	m->consumed_committed = array_count(&m->consumed);
-	m->batch_started = backfill_merge_now_msecs();
+	m->batch_started = bf_clock_msecs();
 }
 
 /* Steps 1 and 2 of a batch: the intent on record, then the mailbox

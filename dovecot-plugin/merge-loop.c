@@ -507,7 +507,7 @@ static int merge_failed(struct backfill_merge *m)
 int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
                             bool must_progress)
 {
-	uint64_t deadline = backfill_merge_now_msecs() + budget_ms;
+	uint64_t deadline = bf_clock_msecs() + budget_ms;
 	bool extended = FALSE;
 	int ret = 0;
 
@@ -522,14 +522,13 @@ int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
 			m->idx++;
 			ret = 0;
 		}
-		if (m->phase == PHASE_FINISHED ||
-		    backfill_merge_now_msecs() < deadline)
+		if (m->phase == PHASE_FINISHED || bf_clock_msecs() < deadline)
 			continue;
 		if (!must_progress || extended)
 			break;
 		if (merge_has_progress(m)) {
 			/* overrun anyway: make it worth it */
-			deadline = backfill_merge_now_msecs() +
+			deadline = bf_clock_msecs() +
 			           BACKFILL_PROGRESS_SLICE_MSECS;
 			extended = TRUE;
 		}
@@ -543,8 +542,7 @@ int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
 	   state store, which would otherwise dominate short slices. */
 	backfill_merge_walk_slice_end(m);
 	if (merge_has_progress(m) &&
-	    backfill_merge_now_msecs() - m->batch_started >=
-	            BACKFILL_BATCH_MAX_MSECS &&
+	    bf_clock_msecs() - m->batch_started >= BACKFILL_BATCH_MAX_MSECS &&
 	    backfill_merge_batch_commit(m) < 0)
 		return merge_failed(m);
 	return 0;

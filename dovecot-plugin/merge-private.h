@@ -8,6 +8,7 @@
 #include "array.h"
 #include "hash.h"
 #include "fingerprint.h"
+#include "clock.h"
 #include "state.h"
 #include "folder-map.h"
 #include "mail-keys.h"
@@ -209,7 +210,6 @@ struct backfill_merge {
 };
 
 /* merge.c */
-uint64_t backfill_merge_now_msecs(void);
 /* A record's last_error is one line: doveadm's -f tab does not escape. */
 const char *backfill_merge_one_line(const char *text);
 /* Logs an error and keeps it for the record's last_error. */

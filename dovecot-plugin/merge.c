@@ -78,14 +78,6 @@ void backfill_merge_log_error(struct backfill_merge *m, const char *fmt, ...)
 	m->last_error = p_strdup(m->pool, backfill_merge_one_line(msg));
 }
 
-uint64_t backfill_merge_now_msecs(void)
-{
-	struct timespec ts;
-
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* A login never waits for the state store beyond its budget (issue 15
    item 5): a store locked by another process, or a stalled one, would
    otherwise hold the login for the store's whole busy timeout (10 s for
@@ -96,7 +88,7 @@ void backfill_merge_store_wait(struct backfill_merge *m)
 
 	if (m->login_deadline == 0)
 		return;
-	now = backfill_merge_now_msecs();
+	now = bf_clock_msecs();
 	bf_state_set_wait_limit(
 	        m->state, now >= m->login_deadline
 	                          ? 1
@@ -451,7 +443,7 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 		*reason_r = t_strdup_printf("merge postponed: %s", error);
 		return merge_begin_failed(merge_r, *reason_r);
 	}
-	m->batch_started = backfill_merge_now_msecs();
+	m->batch_started = bf_clock_msecs();
 	ret = backfill_archive_open(m->user, m->set, &m->archive, &error);
 	if (ret <= 0) {
 		if (ret == 0) {
@@ -530,8 +522,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	if (!m->dry_run && (strcmp(user->service, "imap") == 0 ||
 	                    strcmp(user->service, "pop3") == 0)) {
 		/* a POP3 login may merge for one progress slice more */
-		m->login_deadline = backfill_merge_now_msecs() +
-		                    set->login_budget_ms +
+		m->login_deadline = bf_clock_msecs() + set->login_budget_ms +
 		                    BACKFILL_PROGRESS_SLICE_MSECS;
 	}
 	if ((ret = backfill_archive_resolve(user, set, &path, &error)) <= 0) {
