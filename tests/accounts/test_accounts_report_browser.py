@@ -6,17 +6,14 @@ BF_REPORT_SCREENSHOT=PATH keeps a copy of the screenshot to look at.
 """
 import os
 import re
-import shutil
-import struct
-import subprocess
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import acctest as at  # noqa: E402
+import chromium  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # data-figure -> the text report's title, and the expected value for the
 # scenario of acctest.py (plus one alias added below)
@@ -33,27 +30,12 @@ FIGURES = {
 }
 
 
-def chromium(*args, timeout=120):
-    profile = tempfile.mkdtemp(prefix="bf-accounts-chromium-")
-    try:
-        r = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--user-data-dir=" + profile] + list(args),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-            stdin=subprocess.DEVNULL)
-        return r
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 class BrowserReportTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         at.require_root()
         at.backfillctl()
-        if not os.path.exists(CHROMIUM):
+        if not chromium.available():
             raise unittest.SkipTest("chromium not installed (scripts/install-deps)")
         cls.sc = at.Scenario()
         with open(cls.sc.new_aliases, "a") as f:
@@ -62,7 +44,7 @@ class BrowserReportTest(unittest.TestCase):
         assert rc == 1, err
         cls.page = os.path.join(cls.sc.out, "reports", "example.com.html")
         cls.text = at.read(os.path.join(cls.sc.out, "reports", "example.com.txt"))
-        r = chromium("--dump-dom", "file://" + cls.page)
+        r = chromium.run("--dump-dom", "file://" + cls.page)
         cls.dom = r.stdout.decode("utf-8", "replace")
         cls.chromium_err = r.stderr.decode("utf-8", "replace")
 
@@ -104,23 +86,10 @@ class BrowserReportTest(unittest.TestCase):
             self.assertNotIn(secret, self.dom)
 
     def test_screenshot_renders(self):
-        shot_dir = tempfile.mkdtemp(prefix="bf-accounts-shot-")
-        try:
-            png = os.path.join(shot_dir, "report.png")
-            r = chromium("--window-size=1100,1800", "--hide-scrollbars",
-                         "--screenshot=" + png, "file://" + self.page)
-            self.assertTrue(os.path.exists(png), r.stderr.decode(errors="replace")[-2000:])
-            with open(png, "rb") as f:
-                head = f.read(24)
-            self.assertEqual(head[:8], b"\x89PNG\r\n\x1a\n")
-            width, height = struct.unpack(">II", head[16:24])
-            self.assertEqual((width, height), (1100, 1800))
-            self.assertGreater(os.path.getsize(png), 20000)  # not a blank page
-            keep = os.environ.get("BF_REPORT_SCREENSHOT")
-            if keep:
-                shutil.copyfile(png, keep)
-        finally:
-            shutil.rmtree(shot_dir, ignore_errors=True)
+        w, h, size, err = chromium.screenshot(self.page, 1100, 1800,
+                                              keep=os.environ.get("BF_REPORT_SCREENSHOT"))
+        self.assertEqual((w, h), (1100, 1800), err)
+        self.assertGreater(size, 20000)  # not a blank page
 
 
 if __name__ == "__main__":
