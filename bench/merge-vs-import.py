@@ -163,7 +163,7 @@ class Bench:
         """`doveadm backfill run -u USER`; doveadm loads modules only from
         its compiled-in directory, so the build's doveadm-modules is
         bind-mounted over it in a nested mount namespace."""
-        modules = os.path.join(self.args.plugin_dir, "doveadm-modules")
+        modules = dv.doveadm_modules_dir(self.args.plugin_dir)
         cmd = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" %s && exec "$@"' % MODULE_DIR,
                modules, dv.DOVEADM, "-c", self.dc.conf_path, "-f", "tab", "backfill", "run",
                "-u", user]
@@ -237,7 +237,7 @@ def throughput(b, scale, mode, seed, repeat):
     b.dc.add_user(ui, home=imp_home)
     merges, imports, failed, links, live_after, imp_after = [], [], None, 0, 0, 0
     runs = []
-    has_run = os.path.exists(os.path.join(b.args.plugin_dir, "doveadm-modules",
+    has_run = os.path.exists(os.path.join(dv.doveadm_modules_dir(b.args.plugin_dir),
                                           "lib95_doveadm_backfill_plugin.so"))
 
     def run_merge():

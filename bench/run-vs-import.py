@@ -74,7 +74,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("run as root: starts a private Dovecot with mail uid 8")
     plugin_dir = os.path.abspath(args.plugin_dir)
-    modules = os.path.join(plugin_dir, "doveadm-modules")
+    modules = dv.doveadm_modules_dir(plugin_dir)
     if not os.path.exists(os.path.join(modules, "lib95_doveadm_backfill_plugin.so")):
         sys.exit("%s: lib95_doveadm_backfill_plugin.so not built" % modules)
 

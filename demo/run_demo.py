@@ -391,7 +391,7 @@ def check_domain_reports(outdir, per_domain):
 # ------------------------------------------------------------------ main
 def run(args):
     build = os.path.abspath(args.build)
-    modules = args.doveadm_modules or os.path.join(build, "dovecot-plugin",
+    modules = args.doveadm_modules or os.path.join(build, "doveadm-plugin",
                                                    "doveadm-modules")
     for p in (os.path.join(build, "milter", "backfill-milter"),
               os.path.join(build, "dovecot-plugin", "lib95_backfill_plugin.so"),
@@ -477,7 +477,7 @@ def run(args):
         say("   doveadm backfill verify -A: exit %d" % v.returncode)
         rep = rb.run(8)     # backfillctl report
         s = doveadm_backfill(dc, modules, "status", "-A", json_out=True)
-        status = {row.get("user"): row for row in json.loads(s.stdout or "[]")}
+        status = {row.get("username"): row for row in json.loads(s.stdout or "[]")}
         for u in users:
             if u.pop3:
                 u.client.poll(dc)

@@ -94,7 +94,7 @@ def main():
             subprocess.run(["cp", "-a", live_home, pristine], check=True)
             imp_home = os.path.join(b.base, "live", "floorimp")
             b.dc.add_user("floorimp", home=imp_home)
-            modules = os.path.join(plugin_dir, "doveadm-modules")
+            modules = mvi.dv.doveadm_modules_dir(plugin_dir)
             for rnd in range(a.rounds):
                 mvi._reset_live(pristine, imp_home)
                 mvi._drop_indexes(arch)

@@ -2,8 +2,9 @@
 
 doveadm loads plugins only from its compiled-in directory
 (/usr/lib/dovecot/modules/doveadm), so each call runs in a private mount
-namespace (`unshare -m`) where the build dir's doveadm-modules directory
-(holding only lib95_doveadm_backfill_plugin.so) is bind-mounted over it.
+namespace (`unshare -m`) where the build's doveadm-plugin/doveadm-modules
+directory (holding only lib95_doveadm_backfill_plugin.so) is bind-mounted
+over it.
 Nothing outside that namespace sees the mount.
 """
 import json
@@ -17,7 +18,7 @@ DOVEADM_MODULE_DIR = "/usr/lib/dovecot/modules/doveadm"
 
 
 def module_dir():
-    d = os.path.join(bftest.plugin_dir(), "doveadm-modules")
+    d = bftest.dv.doveadm_modules_dir(bftest.plugin_dir())
     if not os.path.exists(os.path.join(d, "lib95_doveadm_backfill_plugin.so")):
         raise unittest.SkipTest("lib95_doveadm_backfill_plugin.so not built")
     if not os.path.isdir(DOVEADM_MODULE_DIR):
@@ -49,7 +50,7 @@ def doveadm_json(dc, *args, ok=(0,), **kw):
 
 
 def by_user(rows):
-    return {row["user"]: row for row in rows}
+    return {row["username"]: row for row in rows}
 
 
 def use_full_usernames(site):

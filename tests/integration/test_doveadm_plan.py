@@ -101,7 +101,7 @@ class PlanTest(unittest.TestCase):
         r = bd.doveadm(self.site.dc, "backfill", "plan", "-u", "alice", fmt="tab")
         self.assertEqual(r.returncode, 0, r.stderr)
         head, row = r.stdout.splitlines()[:2]
-        self.assertEqual(head.split("\t")[:4], ["User", "State", "Archived", "WouldAdd"])
+        self.assertEqual(head.split("\t")[:4], ["Username", "State", "Archived", "WouldAdd"])
         self.assertEqual(row.split("\t")[0], "alice")
         r = bd.doveadm(self.site.dc, "backfill", "plan", "-u", "alice", fmt="table")
         self.assertEqual(r.returncode, 0, r.stderr)

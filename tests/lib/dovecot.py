@@ -44,6 +44,15 @@ DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 
 
+def doveadm_modules_dir(plugin_dir):
+    """The build's doveadm-modules directory (only our doveadm plugin in
+    it, to bind-mount over doveadm's own module directory) beside the mail
+    plugin's build directory: BUILD/dovecot-plugin gives
+    BUILD/doveadm-plugin/doveadm-modules."""
+    build = os.path.dirname(os.path.abspath(plugin_dir))
+    return os.path.join(build, "doveadm-plugin", "doveadm-modules")
+
+
 def _installed_version():
     """The installed Dovecot's version as a tuple: (2, 3, 19, 1), (2, 4, 1)."""
     try:

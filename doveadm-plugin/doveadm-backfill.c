@@ -104,6 +104,26 @@ const char *doveadm_backfill_lease_name(struct mail_user *user)
 	return backfill_merge_lease_name(user->username);
 }
 
+static bool doveadm_prints_username(struct doveadm_mail_cmd_context *ctx)
+{
+	return !ctx->iterate_single_user || ctx->add_username_header;
+}
+
+void doveadm_backfill_header_user(struct doveadm_mail_cmd_context *ctx)
+{
+	if (!doveadm_prints_username(ctx))
+		doveadm_print_header("username", "Username", 0);
+}
+
+void doveadm_backfill_print_user(struct doveadm_mail_cmd_context *ctx,
+                                 const char *username)
+{
+	if (doveadm_prints_username(ctx))
+		doveadm_print_sticky("username", username);
+	else
+		doveadm_print(username);
+}
+
 void doveadm_backfill_print_num(uint64_t value)
 {
 	doveadm_print(dec2str(value));

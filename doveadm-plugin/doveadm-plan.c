@@ -17,7 +17,8 @@
 
 #define PLAN_SLICE_MS 1000
 
-static void plan_print(const char *username, const char *state,
+static void plan_print(struct doveadm_mail_cmd_context *ctx,
+                       const char *username, const char *state,
                        const struct backfill_merge_counts *c, const char *error)
 {
 	string_t *folders = t_str_new(64);
@@ -27,7 +28,7 @@ static void plan_print(const char *username, const char *state,
 			str_append(folders, ", ");
 		str_append(folders, c->new_folders[i]);
 	}
-	doveadm_print(username);
+	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(state);
 	doveadm_backfill_print_num(c->archived);
 	doveadm_backfill_print_num(c->added);
@@ -51,7 +52,7 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		plan_print(user->username, "failed", &counts, error);
+		plan_print(ctx, user->username, "failed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -60,14 +61,15 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 			e_error(buser->event, "%s", error);
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
-		plan_print(user->username, ret < 0 ? "failed" : "no-archive",
-		           &counts, ret < 0 ? error : NULL);
+		plan_print(ctx, user->username,
+		           ret < 0 ? "failed" : "no-archive", &counts,
+		           ret < 0 ? error : NULL);
 		return ret < 0 ? -1 : 0;
 	}
 	if (doveadm_backfill_state(buser, &state, NULL, &error) < 0) {
 		e_error(buser->event,
 		        "%s (plan again once the state store answers)", error);
-		plan_print(user->username, "postponed", &counts, error);
+		plan_print(ctx, user->username, "postponed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -78,14 +80,14 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	if (ret < 0) {
 		bool store = ret == BACKFILL_MERGE_STORE_ERROR;
 		e_error(buser->event, "%s", reason);
-		plan_print(user->username, store ? "postponed" : "failed",
+		plan_print(ctx, user->username, store ? "postponed" : "failed",
 		           &counts, reason);
 		doveadm_backfill_outcome(ctx, store ? DOVEADM_BACKFILL_TEMPFAIL
 		                                    : DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
 	if (ret == 0) {
-		plan_print(user->username, "done", &counts, NULL);
+		plan_print(ctx, user->username, "done", &counts, NULL);
 		return 0;
 	}
 	while ((ret = backfill_merge_run(merge, PLAN_SLICE_MS)) == 0) {
@@ -95,10 +97,10 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	}
 	backfill_merge_get_counts(merge, &counts);
 	if (ret > 0) {
-		plan_print(user->username, "pending", &counts, NULL);
+		plan_print(ctx, user->username, "pending", &counts, NULL);
 	} else {
 		plan_print(
-		        user->username, "failed", &counts,
+		        ctx, user->username, "failed", &counts,
 		        ret < 0 ? "the dry run stopped on an error (see the log)"
 		                : "stopped by a signal");
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
@@ -107,13 +109,13 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	return ret > 0 ? 0 : -1;
 }
 
-static void cmd_plan_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+static void cmd_plan_init(struct doveadm_mail_cmd_context *ctx,
                           const char *const args[] ATTR_UNUSED)
 {
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
-	doveadm_print_header("user", "User", 0);
+	doveadm_backfill_header_user(ctx);
 	doveadm_print_header("state", "State", 0);
 	doveadm_print_header("archived", "Archived", num);
 	doveadm_print_header("would_add", "WouldAdd", num);
@@ -138,7 +140,7 @@ static struct doveadm_mail_cmd_context *cmd_plan_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_plan = {
         .name = "backfill plan",
-        .usage = "",
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX,
         .mail_cmd = cmd_plan_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
                 DOVEADM_CMD_PARAMS_END};

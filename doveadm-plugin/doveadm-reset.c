@@ -16,10 +16,11 @@
 
 #define RESET_LEASE_TTL_SECS 60
 
-static void reset_print(const char *username, const char *result,
+static void reset_print(struct doveadm_mail_cmd_context *ctx,
+                        const char *username, const char *result,
                         const char *error)
 {
-	doveadm_print(username);
+	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(result);
 	doveadm_print(error == NULL ? "" : error);
 }
@@ -35,7 +36,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	int ret;
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		reset_print(user->username, "failed", error);
+		reset_print(ctx, user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -43,7 +44,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		e_error(buser->event,
 		        "not reset: %s (try again once the state store answers)",
 		        error);
-		reset_print(user->username, "postponed", error);
+		reset_print(ctx, user->username, "postponed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -65,7 +66,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 			e_error(buser->event, "not reset: %s", row_error);
 		}
 		free(holder);
-		reset_print(user->username, ret < 0 ? "postponed" : "busy",
+		reset_print(ctx, user->username, ret < 0 ? "postponed" : "busy",
 		            row_error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
@@ -91,14 +92,14 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		result = ret > 0 ? "forgotten" : "none";
 	}
 	(void)bf_state_lease_release(state, lease, owner, &error);
-	reset_print(user->username, result, row_error);
+	reset_print(ctx, user->username, result, row_error);
 	return ret < 0 ? -1 : 0;
 }
 
-static void cmd_reset_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+static void cmd_reset_init(struct doveadm_mail_cmd_context *ctx,
                            const char *const args[] ATTR_UNUSED)
 {
-	doveadm_print_header("user", "User", 0);
+	doveadm_backfill_header_user(ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("error", "Error", 0);
 }
@@ -116,7 +117,7 @@ static struct doveadm_mail_cmd_context *cmd_reset_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_reset = {
         .name = "backfill reset",
-        .usage = "",
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX,
         .mail_cmd = cmd_reset_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
                 DOVEADM_CMD_PARAMS_END};

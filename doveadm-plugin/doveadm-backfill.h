@@ -60,6 +60,15 @@ void doveadm_backfill_outcome(struct doveadm_mail_cmd_context *ctx,
    that they never run under a merge. */
 const char *doveadm_backfill_lease_name(struct mail_user *user);
 
+/* The row's user.  doveadm prints a Username column of its own when it
+   iterates users (-A, -F, a wildcard -u); a command adds one only when
+   doveadm does not, so that no row names its user twice: header_user
+   where the command's headers start, print_user at the start of each row
+   (with -p, also when doveadm has moved on to another user). */
+void doveadm_backfill_header_user(struct doveadm_mail_cmd_context *ctx);
+void doveadm_backfill_print_user(struct doveadm_mail_cmd_context *ctx,
+                                 const char *username);
+
 /* Prints a number / a time (ISO 8601 UTC, "" for never). */
 void doveadm_backfill_print_num(uint64_t value);
 void doveadm_backfill_print_time(time_t t);

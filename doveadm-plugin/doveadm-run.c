@@ -285,9 +285,7 @@ static void run_print(struct run_cmd_context *ctx, const char *username,
 {
 	/* With -p a row is printed when its worker finishes, while doveadm
 	   has moved on: its own username column must name this row's user. */
-	if (!ctx->ctx.iterate_single_user || ctx->ctx.add_username_header)
-		doveadm_print_sticky("username", username);
-	doveadm_print(username);
+	doveadm_backfill_print_user(&ctx->ctx, username);
 	doveadm_print(res->result);
 	doveadm_backfill_print_num(res->archived);
 	doveadm_backfill_print_num(res->added);
@@ -656,7 +654,7 @@ static void cmd_run_init(struct doveadm_mail_cmd_context *_ctx,
 		_ctx->v.get_next_user = cmd_run_get_next_user;
 	}
 	p_array_init(&ctx->workers, _ctx->pool, 8);
-	doveadm_print_header("user", "User", 0);
+	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("archived", "Archived", num);
 	doveadm_print_header("added", "Added", num);
@@ -697,7 +695,8 @@ static struct doveadm_mail_cmd_context *cmd_run_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_run = {
         .name = "backfill run",
-        .usage = "[-p|--parallel <n>] [-r|--rate <msgs_per_s>]",
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX
+        "[-p|--parallel <n>] [-r|--rate <msgs_per_s>]",
         .mail_cmd = cmd_run_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
                 'p', "parallel", CMD_PARAM_INT64, 0)

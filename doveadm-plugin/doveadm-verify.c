@@ -97,10 +97,11 @@ static int verify_collect(struct mail_user *user, struct mailbox_list *list,
 }
 
 /* A row without figures: no archive, or the error that stopped us. */
-static void verify_print_none(const char *username, const char *result,
+static void verify_print_none(struct doveadm_mail_cmd_context *ctx,
+                              const char *username, const char *result,
                               const char *error)
 {
-	doveadm_print(username);
+	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(result);
 	doveadm_print("0");
 	doveadm_print("0");
@@ -124,7 +125,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	int ret;
 
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		verify_print_none(user->username, "failed", error);
+		verify_print_none(ctx, user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -135,7 +136,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 			e_error(buser->event, "%s", error);
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		}
-		verify_print_none(user->username,
+		verify_print_none(ctx, user->username,
 		                  ret < 0 ? "failed" : "no-archive",
 		                  ret < 0 ? error : NULL);
 		return ret < 0 ? -1 : 0;
@@ -176,7 +177,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	bf_fp_free(&fp);
 	if (ret < 0) {
 		e_error(buser->event, "verify failed: %s", error);
-		verify_print_none(user->username, "failed", error);
+		verify_print_none(ctx, user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		backfill_archive_close(&archive);
 		pool_unref(&pool);
@@ -221,7 +222,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		}
 		ai++;
 	}
-	doveadm_print(user->username);
+	doveadm_backfill_print_user(ctx, user->username);
 	doveadm_print(n_missing > 0 ? "missing" : "ok");
 	doveadm_backfill_print_num(acount);
 	doveadm_backfill_print_num(acount - n_missing);
@@ -235,13 +236,13 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void cmd_verify_init(struct doveadm_mail_cmd_context *ctx ATTR_UNUSED,
+static void cmd_verify_init(struct doveadm_mail_cmd_context *ctx,
                             const char *const args[] ATTR_UNUSED)
 {
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
-	doveadm_print_header("user", "User", 0);
+	doveadm_backfill_header_user(ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("archived", "Archived", num);
 	doveadm_print_header("present", "Present", num);
@@ -263,7 +264,7 @@ static struct doveadm_mail_cmd_context *cmd_verify_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_verify = {
         .name = "backfill verify",
-        .usage = "",
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX,
         .mail_cmd = cmd_verify_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
                 DOVEADM_CMD_PARAMS_END};

@@ -471,10 +471,11 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	return 0;
 }
 
-static void revert_print(const char *username, const char *result,
+static void revert_print(struct doveadm_mail_cmd_context *ctx,
+                         const char *username, const char *result,
                          const struct revert_counts *counts, const char *error)
 {
-	doveadm_print(username);
+	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(result);
 	doveadm_backfill_print_num(counts->removed);
 	doveadm_backfill_print_num(counts->moved);
@@ -496,7 +497,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 
 	i_zero(&counts);
 	if ((buser = doveadm_backfill_user(user, &error)) == NULL) {
-		revert_print(user->username, "failed", &counts, error);
+		revert_print(ctx, user->username, "failed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		return -1;
 	}
@@ -504,7 +505,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		e_error(buser->event,
 		        "not reverted: %s (try again once the state store answers)",
 		        error);
-		revert_print(user->username, "postponed", &counts, error);
+		revert_print(ctx, user->username, "postponed", &counts, error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 		return -1;
 	}
@@ -558,7 +559,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		row_error = t_strdup(row_error);
 		(void)bf_state_lease_release(state, lease, owner, &error);
 	}
-	revert_print(user->username, result, &counts, row_error);
+	revert_print(ctx, user->username, result, &counts, row_error);
 	return 0;
 }
 
@@ -589,7 +590,7 @@ static void cmd_revert_init(struct doveadm_mail_cmd_context *_ctx,
 		        EX_USAGE,
 		        "backfill revert removes every message backfill added: run it with --yes (-y)");
 	}
-	doveadm_print_header("user", "User", 0);
+	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("removed", "Removed", num);
 	doveadm_print_header("removed_moved", "RemovedMoved", num);
@@ -613,7 +614,7 @@ static struct doveadm_mail_cmd_context *cmd_revert_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_revert = {
         .name = "backfill revert",
-        .usage = "-y|--yes",
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX "-y|--yes",
         .mail_cmd = cmd_revert_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
                 'y', "yes", CMD_PARAM_BOOL, 0) DOVEADM_CMD_PARAMS_END};

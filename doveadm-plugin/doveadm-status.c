@@ -76,7 +76,7 @@ static void status_print(struct status_cmd_context *ctx, const char *username,
 		status_sum(status_domain(ctx, username), state, rec);
 		return;
 	}
-	doveadm_print(username);
+	doveadm_backfill_print_user(&ctx->ctx, username);
 	doveadm_print(state);
 	doveadm_backfill_print_num(rec->archived);
 	doveadm_backfill_print_num(rec->added);
@@ -159,7 +159,7 @@ static void cmd_status_init(struct doveadm_mail_cmd_context *_ctx,
 		doveadm_print_header("failed", "Failed", num);
 		doveadm_print_header("postponed", "Postponed", num);
 	} else {
-		doveadm_print_header("user", "User", 0);
+		doveadm_backfill_header_user(_ctx);
 		doveadm_print_header("state", "State", 0);
 	}
 	doveadm_print_header("archived", "Archived", num);
@@ -233,7 +233,7 @@ static struct doveadm_mail_cmd_context *cmd_status_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_status = {
         .name = "backfill status",
-        .usage = "[-d|--by-domain]",
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX "[-d|--by-domain]",
         .mail_cmd = cmd_status_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
                 'd', "by-domain", CMD_PARAM_BOOL, 0) DOVEADM_CMD_PARAMS_END};
