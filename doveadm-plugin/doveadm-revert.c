@@ -2,11 +2,15 @@
    marks the user pending again; the user's own messages stay.
 
    What was added is the journal: live mailbox GUID + UID, which Dovecot
-   never gives to another message.  A message the user moved since has a
-   new UID in another folder; moves keep keywords, so it is found by the
-   backfill keyword (backfill_keyword) and its fingerprint, one per
-   journal entry that was not found where it was put.  A message the user
-   deleted is simply gone. */
+   never gives to another message, and the message's fingerprint.  The
+   GUID + UID only say where to look: an index rebuilt under the same
+   mailbox GUID or an altered store can make them name a message of the
+   user's, so a message is removed only when its fingerprint is the
+   journal's too; one that differs is kept and counted (mismatched).  A message
+   the user moved since has a new UID in another folder; moves keep keywords, so
+   it is found by the backfill keyword (backfill_keyword) and its fingerprint,
+   one per journal entry that was not found where it was put.  A message the
+   user deleted is simply gone. */
 
 #include "lib.h"
 #include "array.h"
@@ -64,16 +68,26 @@ struct revert_candidate {
 /* What was really expunged (counted after the commit). */
 struct revert_counts {
 	uint64_t removed, moved, gone, not_found;
+	/* journal places holding a message with another fingerprint, or
+	   one that could not be read: kept */
+	uint64_t mismatched;
 };
 
 struct revert_ctx {
 	pool_t pool;
 	struct mail_user *user;
+	struct event *event;
 	const char *keyword;
 	ARRAY(struct revert_entry) entries;
 	ARRAY(struct revert_box) boxes;
 	ARRAY(struct revert_candidate) candidates;
 	unsigned int box_idx;
+
+	/* fingerprints of the messages at the journal's places */
+	struct bf_fp *fp;
+	struct backfill_cache_fields cf;
+	struct mailbox *cf_box;
+	uint64_t mismatched;
 
 	struct bf_state *state;
 	const char *lease, *owner;
@@ -152,6 +166,42 @@ static int revert_lease_renew(struct revert_ctx *rc, bool force,
 	return 0;
 }
 
+/* 1 if the message at an entry's place has the entry's fingerprint; 0 if
+   it has another one (counted, logged); -1 if it vanished meanwhile. */
+static int revert_place_matches(struct revert_ctx *rc, struct mail *mail,
+                                const struct revert_entry *e)
+{
+	struct backfill_mail_keys keys;
+	const char *error;
+	int ret;
+
+	if (rc->cf_box != mail->box) {
+		backfill_cache_fields_register(mail->box, &rc->cf);
+		rc->cf_box = mail->box;
+	}
+	ret = backfill_mail_keys_get(mail, &rc->cf, rc->fp, TRUE, &keys,
+	                             &error);
+	if (ret == 0)
+		return -1;
+	if (ret > 0 && memcmp(keys.fp, e->fp, BF_FP_SIZE) == 0)
+		return 1;
+	rc->mismatched++;
+	if (ret < 0) {
+		e_warning(rc->event,
+		          "revert keeps %s/uid %u: it cannot be read "
+		          "to prove it is the merge's copy: %s",
+		          mailbox_get_vname(mail->box), mail->uid, error);
+	} else {
+		e_warning(
+		        rc->event,
+		        "revert keeps %s/uid %u: the journal names "
+		        "it but its fingerprint differs (not the merge's copy: "
+		        "the index was rebuilt or the state store altered)",
+		        mailbox_get_vname(mail->box), mail->uid);
+	}
+	return 0;
+}
+
 static int revert_walk_cb(struct mail *mail,
                           const struct backfill_mail_keys *keys ATTR_UNUSED,
                           const char *read_error ATTR_UNUSED, void *context)
@@ -170,10 +220,19 @@ static int revert_walk_cb(struct mail *mail,
 	if (mail->uid != 0 && rb->guid != NULL &&
 	    (e = revert_entry_find(rc, rb->guid, mail->uid)) != NULL &&
 	    !e->found) {
-		struct revert_uid *ru = array_append_space(&rb->expunge);
-		e->found = TRUE;
-		ru->uid = mail->uid;
-		return 0;
+		int ret = revert_place_matches(rc, mail, e);
+
+		if (ret > 0) {
+			struct revert_uid *ru =
+			        array_append_space(&rb->expunge);
+			e->found = TRUE;
+			ru->uid = mail->uid;
+			return 0;
+		}
+		/* not the merge's message: it stays; the entry may still be
+		   found elsewhere by keyword and fingerprint below */
+		if (ret < 0)
+			return 0;
 	}
 	if (rc->keyword != NULL && has_keyword(mail, rc->keyword)) {
 		struct revert_candidate *c =
@@ -327,7 +386,6 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 	const char *error;
 	struct revert_entry *e;
 	struct revert_box *rb;
-	struct bf_fp *fp = NULL;
 	int ret = 0;
 
 	if (bf_state_journal_iter(rc->state, user->username, revert_journal_cb,
@@ -374,6 +432,7 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 
 	/* entries not where they were put: moved (keyword + fingerprint)
 	   or deleted by the user */
+	counts->mismatched = rc->mismatched;
 	unsigned int not_found = 0;
 	array_foreach_modifiable(&rc->entries, e)
 	{
@@ -381,11 +440,7 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 			not_found++;
 	}
 	if (not_found > 0 && array_count(&rc->candidates) > 0) {
-		fp = bf_fp_new();
-		if (fp == NULL)
-			i_fatal_status(FATAL_OUTOFMEM, "out of memory");
-		ret = revert_candidate_fp(rc, fp, error_r);
-		bf_fp_free(&fp);
+		ret = revert_candidate_fp(rc, rc->fp, error_r);
 		if (ret < 0)
 			return -1;
 		struct revert_candidate *c;
@@ -436,6 +491,7 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	i_zero(&rc);
 	rc.pool = pool_alloconly_create("backfill revert", 4096);
 	rc.user = user;
+	rc.event = buser->event;
 	rc.keyword = buser->set.keyword;
 	rc.state = state;
 	rc.lease = lease;
@@ -444,7 +500,11 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	p_array_init(&rc.entries, rc.pool, 256);
 	p_array_init(&rc.boxes, rc.pool, 16);
 	p_array_init(&rc.candidates, rc.pool, 16);
+	rc.fp = bf_fp_new();
+	if (rc.fp == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "out of memory");
 	ret = revert_mail(&rc, counts, postponed_r, error_r);
+	bf_fp_free(&rc.fp);
 	pool_unref(&rc.pool);
 	if (ret < 0)
 		return -1;
@@ -481,6 +541,7 @@ static void revert_print(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(counts->moved);
 	doveadm_backfill_print_num(counts->gone);
 	doveadm_backfill_print_num(counts->not_found);
+	doveadm_backfill_print_num(counts->mismatched);
 	doveadm_print(error == NULL ? "" : error);
 }
 
@@ -546,6 +607,14 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 			result = "failed";
 			row_error = error;
 			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		} else if (counts.mismatched > 0) {
+			row_error = t_strdup_printf(
+			        "%" PRIu64
+			        " journal entries named a message whose fingerprint differs or that could not be read (the index was rebuilt or the state store altered): those messages are kept",
+			        counts.mismatched);
+			e_warning(buser->event, "%s", row_error);
+			result = "mismatched";
+			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		} else if (counts.not_found > 0) {
 			row_error = t_strdup_printf(
 			        "%" PRIu64
@@ -596,6 +665,7 @@ static void cmd_revert_init(struct doveadm_mail_cmd_context *_ctx,
 	doveadm_print_header("removed_moved", "RemovedMoved", num);
 	doveadm_print_header("gone", "GoneAlready", num);
 	doveadm_print_header("not_found", "NotFound", num);
+	doveadm_print_header("mismatched", "Mismatched", num);
 	doveadm_print_header("error", "Error", 0);
 }
 
