@@ -129,7 +129,10 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 	array_clear(&m->landed);
 	backfill_merge_record_set_cursor(m, FALSE);
 	t_array_init(&entries, array_count(&m->batch) + 1);
-	array_foreach(&m->batch, item) array_push_back(&entries, &item->entry);
+	array_foreach(&m->batch, item)
+	{
+		array_push_back(&entries, &item->entry);
+	}
 	backfill_merge_store_wait(m);
 	if (bf_state_merge_checkpoint(
 	            m->state, m->user->username, &m->rec,

@@ -478,9 +478,7 @@ static int merge_phase_step(struct backfill_merge *m)
 			return 0;
 		}
 		T_BEGIN
-			{
-				ret = backfill_live_index_step(m);
-			}
+			ret = backfill_live_index_step(m);
 		T_END;
 		return ret;
 	}
@@ -490,9 +488,7 @@ static int merge_phase_step(struct backfill_merge *m)
 		return 0;
 	}
 	T_BEGIN
-		{
-			ret = merge_step(m);
-		}
+		ret = merge_step(m);
 	T_END;
 	return ret;
 }
