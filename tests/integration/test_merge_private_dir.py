@@ -10,6 +10,7 @@ plugin used stays untouched.
 """
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -53,8 +54,8 @@ class MergePrivateDir(bftest.SiteCase):
         cls.old_tmp = "/tmp/backfill-ivan-%d" % bftest.dv.MAIL_UID
         cls.old_target = tempfile.mkdtemp(prefix="bf-planted-tmp-")
         bftest.dv.chown_tree(cls.old_target)
-        if os.path.lexists(cls.old_tmp):
-            os.unlink(cls.old_tmp) if os.path.islink(cls.old_tmp) else None
+        if os.path.islink(cls.old_tmp):
+            os.unlink(cls.old_tmp)
         os.symlink(cls.old_target, cls.old_tmp)
         site.enable_plugin()
 
@@ -63,9 +64,10 @@ class MergePrivateDir(bftest.SiteCase):
         try:
             super().tearDownClass()
         finally:
-            for p in (cls.old_tmp,):
-                if os.path.islink(p):
-                    os.unlink(p)
+            if os.path.islink(cls.old_tmp):
+                os.unlink(cls.old_tmp)
+            for d in (cls.planted, cls.old_target):
+                shutil.rmtree(d, ignore_errors=True)
 
     def record(self, user):
         db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
