@@ -1,10 +1,8 @@
-/* backfill's context of a mail user: settings, log event, state store,
-   and a merge that outlives the login (IMAP background slices). */
+/* backfill's context of a mail user: settings, log event, state store;
+   whatever runs past the login is ended through background_stop. */
 
 #include "lib.h"
-#include "ioloop.h"
 #include "state.h"
-#include "merge.h"
 #include "backfill-user.h"
 
 #include <stdlib.h>
@@ -20,18 +18,13 @@ struct event *backfill_event_create(struct mail_user *user)
 	return event;
 }
 
-void backfill_user_merge_stop(struct backfill_user *buser)
-{
-	timeout_remove(&buser->to_slice);
-	backfill_merge_end(&buser->merge);
-}
-
 static void backfill_mail_user_deinit_pre(struct mail_user *user)
 {
 	struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
 
 	/* before the namespaces go away: the merge has mailboxes open */
-	backfill_user_merge_stop(buser);
+	if (buser->background_stop != NULL)
+		buser->background_stop(buser);
 	buser->module_ctx.super.deinit_pre(user);
 }
 

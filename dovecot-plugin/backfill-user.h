@@ -23,6 +23,10 @@ struct backfill_user {
 	/* A merge still running in background IMAP slices. */
 	struct backfill_merge *merge;
 	struct timeout *to_slice;
+	/* Set by whoever keeps a merge running past the login (imap
+	   slices): ends it, before the user's namespaces go away.  A call,
+	   not a dependency: this file knows nothing of the merge. */
+	void (*background_stop)(struct backfill_user *buser);
 	/* imap: the session's client (struct client), to see whether it
 	   is busy; NULL elsewhere */
 	struct client *imap_client;
@@ -42,9 +46,6 @@ void backfill_user_created(struct mail_user *user);
    log prefix: the one place the prefix is spelt.  buser->event is one; a
    module may make its own (to carry fields of its own), and unrefs it. */
 struct event *backfill_event_create(struct mail_user *user);
-
-/* Ends a merge still running in background slices (no-op without). */
-void backfill_user_merge_stop(struct backfill_user *buser);
 
 /* Opens the user's state store if not open yet.  Returns 0, or -1 with a
    message for the log in *error_r. */

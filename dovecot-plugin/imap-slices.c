@@ -62,6 +62,13 @@ static bool backfill_imap_client_busy(struct backfill_user *buser)
 
 static void backfill_slice(struct backfill_user *buser);
 
+static void backfill_slices_stop(struct backfill_user *buser)
+{
+	timeout_remove(&buser->to_slice);
+	backfill_merge_end(&buser->merge);
+	buser->background_stop = NULL;
+}
+
 static void backfill_slice_arm(struct backfill_user *buser, unsigned int msecs)
 {
 	timeout_remove(&buser->to_slice);
@@ -89,11 +96,12 @@ static void backfill_slice(struct backfill_user *buser)
 		ret = backfill_merge_run(buser->merge, BACKFILL_SLICE_MS);
 	T_END;
 	if (ret != 0)
-		backfill_user_merge_stop(buser);
+		backfill_slices_stop(buser);
 }
 
 void backfill_imap_slices_start(struct backfill_user *buser)
 {
+	buser->background_stop = backfill_slices_stop;
 	backfill_slice_arm(buser, BACKFILL_FIRST_SLICE_DELAY_MS);
 }
 

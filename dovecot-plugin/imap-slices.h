@@ -11,7 +11,7 @@ void backfill_imap_slices_deinit(void);
 /* Continues buser->merge in slices of about 20 ms between the client's
    commands, the first one after a short delay (the commands a client
    sends right after LOGIN go first).  The merge is ended when it finishes
-   or stops, or with the user (backfill_user_merge_stop()). */
+   or stops, or with the user (buser->background_stop). */
 void backfill_imap_slices_start(struct backfill_user *buser);
 
 #endif
