@@ -106,7 +106,7 @@ const char *doveadm_backfill_lease_name(struct mail_user *user)
 
 static bool doveadm_prints_username(struct doveadm_mail_cmd_context *ctx)
 {
-	return !ctx->iterate_single_user || ctx->add_username_header;
+	return doveadm_backfill_username_column(ctx);
 }
 
 void doveadm_backfill_header_user(struct doveadm_mail_cmd_context *ctx)

@@ -2,6 +2,7 @@
 #define DOVEADM_BACKFILL_H
 
 #include "doveadm-mail.h"
+#include "doveadm-compat.h"
 
 struct mail_user;
 struct bf_state;

@@ -109,13 +109,12 @@ static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
 	return ret > 0 ? 0 : -1;
 }
 
-static void cmd_plan_init(struct doveadm_mail_cmd_context *ctx,
-                          const char *const args[] ATTR_UNUSED)
+static void cmd_plan_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
-	doveadm_backfill_header_user(ctx);
+	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("state", "State", 0);
 	doveadm_print_header("archived", "Archived", num);
 	doveadm_print_header("would_add", "WouldAdd", num);

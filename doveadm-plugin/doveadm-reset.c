@@ -96,10 +96,9 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	return ret < 0 ? -1 : 0;
 }
 
-static void cmd_reset_init(struct doveadm_mail_cmd_context *ctx,
-                           const char *const args[] ATTR_UNUSED)
+static void cmd_reset_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
-	doveadm_backfill_header_user(ctx);
+	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("error", "Error", 0);
 }

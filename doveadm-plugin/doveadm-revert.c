@@ -637,24 +637,14 @@ struct revert_cmd_context {
 	bool yes;
 };
 
-static bool cmd_revert_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
-{
-	struct revert_cmd_context *ctx = (struct revert_cmd_context *)_ctx;
-
-	if (c != 'y')
-		return FALSE;
-	ctx->yes = TRUE;
-	return TRUE;
-}
-
-static void cmd_revert_init(struct doveadm_mail_cmd_context *_ctx,
-                            const char *const args[] ATTR_UNUSED)
+static void cmd_revert_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
 	struct revert_cmd_context *ctx = (struct revert_cmd_context *)_ctx;
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
-	if (!ctx->yes) {
+	if (!doveadm_cmd_param_bool(_ctx->cctx, "yes", &ctx->yes) ||
+	    !ctx->yes) {
 		i_fatal_status(
 		        EX_USAGE,
 		        "backfill revert removes every message backfill added: run it with --yes (-y)");
@@ -674,8 +664,7 @@ static struct doveadm_mail_cmd_context *cmd_revert_alloc(void)
 	struct revert_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct revert_cmd_context);
-	ctx->ctx.getopt_args = "y";
-	ctx->ctx.v.parse_arg = cmd_revert_parse_arg;
+	doveadm_backfill_options(&ctx->ctx, "y");
 	ctx->ctx.v.init = cmd_revert_init;
 	ctx->ctx.v.run = cmd_revert_run;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);

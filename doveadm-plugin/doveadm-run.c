@@ -32,6 +32,7 @@
 #include "state.h"
 #include "backfill-user.h"
 #include "merge.h"
+#include "dovecot-compat.h"
 #include "doveadm-backfill.h"
 
 #include "wildcard-match.h"
@@ -71,7 +72,6 @@ struct run_cmd_context {
 	unsigned int parallel;
 	uint64_t rate;
 	bool tty;
-	const char *usage_error;
 	int progress_fd; /* a worker's pipe to the parent, else -1 */
 
 	ARRAY(struct run_worker) workers;
@@ -171,7 +171,7 @@ static void run_user_merge(struct run_cmd_context *ctx,
 	ret = backfill_merge_begin(user, &buser->set, state, &merge, &reason);
 	if (ret == BACKFILL_MERGE_STORE_ERROR) {
 		/* the summary line says "merge postponed" itself */
-		if (str_begins(reason, "merge postponed: "))
+		if (backfill_str_begins(reason, "merge postponed: "))
 			reason += strlen("merge postponed: ");
 		res->result = "postponed";
 		res->error = reason;
@@ -606,47 +606,32 @@ static int cmd_run_run(struct doveadm_mail_cmd_context *_ctx,
 	return 0;
 }
 
-static bool cmd_run_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
-{
-	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
-	uint64_t num;
-
-	/* A bad value is reported from init(): doveadm 2.3 goes on using
-	   the freed command context after parse_arg() returns FALSE. */
-	switch (c) {
-	case 'p':
-		if (str_to_uint64(optarg, &num) < 0 || num == 0 || num > 1024) {
-			ctx->usage_error = p_strdup_printf(
-			        _ctx->pool,
-			        "backfill run: --parallel %s: expected 1..1024",
-			        optarg);
-		} else {
-			ctx->parallel = (unsigned int)num;
-		}
-		return TRUE;
-	case 'r':
-		if (str_to_uint64(optarg, &num) < 0) {
-			ctx->usage_error = p_strdup_printf(
-			        _ctx->pool,
-			        "backfill run: --rate %s: expected messages per second (0 = no limit)",
-			        optarg);
-		} else {
-			ctx->rate = num;
-		}
-		return TRUE;
-	}
-	return FALSE;
-}
-
-static void cmd_run_init(struct doveadm_mail_cmd_context *_ctx,
-                         const char *const args[] ATTR_UNUSED)
+static void cmd_run_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
 	struct run_cmd_context *ctx = (struct run_cmd_context *)_ctx;
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
+	int64_t value;
 
-	if (ctx->usage_error != NULL)
-		i_fatal_status(EX_USAGE, "%s", ctx->usage_error);
+	if (doveadm_cmd_param_int64(_ctx->cctx, "parallel", &value)) {
+		if (value <= 0 || value > 1024) {
+			i_fatal_status(EX_USAGE,
+			               "backfill run: --parallel %" PRId64
+			               ": expected 1..1024",
+			               value);
+		}
+		ctx->parallel = (unsigned int)value;
+	}
+	if (doveadm_cmd_param_int64(_ctx->cctx, "rate", &value)) {
+		if (value < 0) {
+			i_fatal_status(EX_USAGE,
+			               "backfill run: --rate %" PRId64
+			               ": expected messages per second "
+			               "(0 = no limit)",
+			               value);
+		}
+		ctx->rate = (uint64_t)value;
+	}
 	ctx->tty = isatty(STDERR_FILENO) != 0;
 	i_gettimeofday(&ctx->started);
 	if (!_ctx->iterate_single_user && _ctx->v.get_next_user != NULL) {
@@ -683,9 +668,7 @@ static struct doveadm_mail_cmd_context *cmd_run_alloc(void)
 
 	ctx = doveadm_mail_cmd_alloc(struct run_cmd_context);
 	ctx->parallel = 1;
-	ctx->progress_fd = -1;
-	ctx->ctx.getopt_args = "p:r:";
-	ctx->ctx.v.parse_arg = cmd_run_parse_arg;
+	doveadm_backfill_options(&ctx->ctx, "p:r:");
 	ctx->ctx.v.init = cmd_run_init;
 	ctx->ctx.v.run = cmd_run_run;
 	ctx->ctx.v.deinit = cmd_run_deinit;

@@ -130,23 +130,14 @@ static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
 	return 0;
 }
 
-static bool cmd_status_parse_arg(struct doveadm_mail_cmd_context *_ctx, int c)
-{
-	struct status_cmd_context *ctx = (struct status_cmd_context *)_ctx;
-
-	if (c != 'd')
-		return FALSE;
-	ctx->by_domain = TRUE;
-	return TRUE;
-}
-
-static void cmd_status_init(struct doveadm_mail_cmd_context *_ctx,
-                            const char *const args[] ATTR_UNUSED)
+static void cmd_status_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
 	struct status_cmd_context *ctx = (struct status_cmd_context *)_ctx;
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
+	if (!doveadm_cmd_param_bool(_ctx->cctx, "by-domain", &ctx->by_domain))
+		ctx->by_domain = FALSE;
 	if (ctx->by_domain) {
 		hash_table_create(&ctx->domains, _ctx->pool, 0, str_hash,
 		                  strcmp);
@@ -222,8 +213,7 @@ static struct doveadm_mail_cmd_context *cmd_status_alloc(void)
 	struct status_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct status_cmd_context);
-	ctx->ctx.getopt_args = "d";
-	ctx->ctx.v.parse_arg = cmd_status_parse_arg;
+	doveadm_backfill_options(&ctx->ctx, "d");
 	ctx->ctx.v.init = cmd_status_init;
 	ctx->ctx.v.run = cmd_status_run;
 	ctx->ctx.v.deinit = cmd_status_deinit;

@@ -236,13 +236,12 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-static void cmd_verify_init(struct doveadm_mail_cmd_context *ctx,
-                            const char *const args[] ATTR_UNUSED)
+static void cmd_verify_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
 	enum doveadm_print_header_flags num =
 	        DOVEADM_PRINT_HEADER_FLAG_RIGHT_JUSTIFY;
 
-	doveadm_backfill_header_user(ctx);
+	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("archived", "Archived", num);
 	doveadm_print_header("present", "Present", num);

@@ -18,7 +18,8 @@
 #include "mail-storage-private.h"
 #include "mail-storage-service.h"
 #include "mail-namespace.h"
-#include "settings.h"
+#include "dovecot-compat.h"
+#include "backfill-settings.h"
 #include "archive.h"
 
 #include <ctype.h>
@@ -72,10 +73,10 @@ static const char *archive_params_filter(const char *params)
 	const char *const *args = t_strsplit(params, ":");
 
 	for (; *args != NULL; args++) {
-		if (**args == '\0' || str_begins(*args, "CONTROL=") ||
-		    str_begins(*args, "INDEX=") ||
-		    str_begins(*args, "INDEXPVT=") ||
-		    str_begins(*args, "VOLATILEDIR="))
+		if (**args == '\0' || backfill_str_begins(*args, "CONTROL=") ||
+		    backfill_str_begins(*args, "INDEX=") ||
+		    backfill_str_begins(*args, "INDEXPVT=") ||
+		    backfill_str_begins(*args, "VOLATILEDIR="))
 			continue;
 		str_printfa(str, ":%s", *args);
 	}
@@ -306,7 +307,7 @@ static int copy_prefixed(const char *src_dir, const char *dest_dir,
 		return -1;
 	}
 	while (ret == 0 && (d = readdir(dir)) != NULL) {
-		if (!str_begins(d->d_name, prefix))
+		if (!backfill_str_begins(d->d_name, prefix))
 			continue;
 		ret = copy_if_exists(
 		        t_strconcat(src_dir, "/", d->d_name, NULL),
@@ -465,7 +466,8 @@ static int private_dir(struct mail_user *user,
 			return -1;
 		return 1;
 	}
-	if (set->state_uri == NULL || !str_begins(set->state_uri, "sqlite:") ||
+	if (set->state_uri == NULL ||
+	    !backfill_str_begins(set->state_uri, "sqlite:") ||
 	    set->state_uri[7] != '/' ||
 	    (slash = strrchr(set->state_uri + 7, '/')) == NULL) {
 		*error_r =
@@ -483,44 +485,17 @@ static int private_dir(struct mail_user *user,
 	return 1;
 }
 
-static struct mail_user *archive_user_alloc(struct mail_user *user)
-{
-	struct mail_user *auser;
-	struct mail_storage_settings *mail_set;
-
-	auser = mail_user_alloc(user->event, user->username, user->set_info,
-	                        user->unexpanded_set);
-	if (user->_service_user != NULL) {
-		auser->_service_user = user->_service_user;
-		mail_storage_service_user_ref(auser->_service_user);
-	}
-	auser->creator = user;
-	auser->autocreated = TRUE;
-	auser->uid = user->uid;
-	auser->gid = user->gid;
-	auser->session_id = p_strdup(auser->pool, user->session_id);
-	if (user->_home != NULL)
-		mail_user_set_home(auser, user->_home);
-	mail_user_set_vars(auser, user->service, &user->conn);
-
-	/* Dovecot would otherwise try to clean old files out of the
-	   archive's tmp/ directories: nothing may be written there. */
-	mail_set =
-	        (struct mail_storage_settings *)mail_user_set_get_storage_set(
-	                auser);
-	mail_set->mail_temp_scan_interval = 0;
-	return auser;
-}
-
 int backfill_archive_open(struct mail_user *user,
                           const struct backfill_settings *set,
                           struct backfill_archive **archive_r,
                           const char **error_r)
 {
 	struct archive_location loc;
+	struct backfill_location bloc;
+	struct backfill_location_user *luser;
 	struct backfill_archive *archive;
 	struct mail_user *auser;
-	const char *path, *base, *ctl, *idx, *location, *error;
+	const char *path, *base, *ctl, *idx, *error;
 	int ret;
 
 	if ((ret = backfill_archive_resolve(user, set, &path, error_r)) <= 0)
@@ -533,33 +508,28 @@ int backfill_archive_open(struct mail_user *user,
 	if (private_path(base, "archive-control", &ctl, error_r) < 0 ||
 	    private_path(base, "archive-index", &idx, error_r) < 0)
 		return -1;
+	i_zero(&bloc);
+	bloc.driver = loc.driver;
+	bloc.path = path;
+	bloc.params = archive_params_filter(loc.params);
+	bloc.index_dir = idx;
 	if (strcmp(loc.driver, "mdbox") == 0) {
 		if (copy_mdbox_indexes(path, idx, error_r) < 0)
 			return -1;
-		location =
-		        t_strdup_printf("mdbox:%s%s:INDEX=%s", path,
-		                        archive_params_filter(loc.params), idx);
 	} else {
 		if (copy_control_files(path, ctl, error_r) < 0)
 			return -1;
-		location = t_strdup_printf(
-		        "maildir:%s%s:CONTROL=%s:INDEX=%s", path,
-		        archive_params_filter(loc.params), ctl, idx);
+		bloc.control_dir = ctl;
 	}
 
-	auser = archive_user_alloc(user);
-	if (mail_user_init(auser, &error) < 0) {
-		*error_r = t_strdup_printf("archive user init: %s", error);
-		mail_user_deinit(&auser);
-		return -1;
-	}
-	if (mail_namespaces_init_location(auser, location, &error) < 0) {
-		*error_r = t_strdup_printf("opening archive %s: %s", location,
-		                           error);
-		mail_user_deinit(&auser);
+	if (backfill_location_user_open(user, &bloc, &luser, &auser, &error) <
+	    0) {
+		*error_r =
+		        t_strdup_printf("opening archive %s: %s", path, error);
 		return -1;
 	}
 	archive = i_new(struct backfill_archive, 1);
+	archive->luser = luser;
 	archive->user = auser;
 	archive->ns = mail_namespace_find_inbox(auser->namespaces);
 	archive->path = i_strdup(path);
@@ -574,7 +544,8 @@ void backfill_archive_close(struct backfill_archive **_archive)
 	if (archive == NULL)
 		return;
 	*_archive = NULL;
-	mail_user_deinit(&archive->user);
+	archive->user = NULL;
+	backfill_location_user_free(&archive->luser);
 	i_free(archive->path);
 	i_free(archive);
 }

@@ -10,6 +10,8 @@ struct backfill_settings;
 /* A user's restored archive, opened read-only as a mail user of its own
    whose inbox namespace is the archive. */
 struct backfill_archive {
+	struct backfill_location_user *luser;
+	/* the archive's own mail user (owned by luser) */
 	struct mail_user *user;
 	struct mail_namespace *ns;
 	/* The archive's root directory, after realpath(). */

@@ -3,7 +3,7 @@
 
 #include "module-context.h"
 #include "mail-user.h"
-#include "settings.h"
+#include "backfill-settings.h"
 
 struct bf_state;
 struct backfill_merge;

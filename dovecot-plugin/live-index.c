@@ -13,7 +13,7 @@
 #include "mail-storage-private.h"
 #include "mail-namespace.h"
 #include "mail-search-build.h"
-#include "settings.h"
+#include "backfill-settings.h"
 #include "pop3-uidl.h"
 #include "private-mailboxes.h"
 #include "merge-private.h"

@@ -8,6 +8,7 @@
 #include "mail-storage-private.h"
 #include "index-mail.h"
 #include "fingerprint.h"
+#include "dovecot-compat.h"
 #include "mail-keys.h"
 
 /* The hdr_key of a message with no selected header: SHA-256 of the
@@ -27,7 +28,7 @@ void backfill_cache_fields_register(struct mailbox *box,
 	fields[0].decision = MAIL_CACHE_DECISION_YES;
 	fields[1] = fields[0];
 	fields[1].name = "backfill.fp";
-	mail_cache_register_fields(box->cache, fields, N_ELEMENTS(fields));
+	backfill_cache_register_fields(box->cache, fields, N_ELEMENTS(fields));
 	fields_r->hdr_key_idx = fields[0].idx;
 	fields_r->fp_idx = fields[1].idx;
 }

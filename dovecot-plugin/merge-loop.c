@@ -10,7 +10,7 @@
 #include "mail-storage-private.h"
 #include "mail-namespace.h"
 #include "mail-copy.h"
-#include "settings.h"
+#include "backfill-settings.h"
 #include "archive.h"
 #include "pop3-uidl.h"
 #include "pop3-hide.h"

@@ -42,7 +42,8 @@
 #include "mail-storage-private.h"
 #include "mail-namespace.h"
 #include "mail-storage-service.h"
-#include "settings.h"
+#include "dovecot-compat.h"
+#include "backfill-settings.h"
 #include "backfill-user.h"
 #include "archive.h"
 #include "merge-private.h"
@@ -191,8 +192,8 @@ void backfill_merge_finish(struct backfill_merge *m)
 	/* an earlier session's failure is history now, a skipped folder
 	   is not */
 	if (m->rec.last_error != NULL &&
-	    !str_begins(m->rec.last_error, BACKFILL_SKIPPED_NOTE) &&
-	    !str_begins(m->rec.last_error, BACKFILL_SYMLINK_NOTE))
+	    !backfill_str_begins(m->rec.last_error, BACKFILL_SKIPPED_NOTE) &&
+	    !backfill_str_begins(m->rec.last_error, BACKFILL_SYMLINK_NOTE))
 		i_free(m->rec.last_error);
 	backfill_merge_record_set_cursor(m, FALSE);
 	backfill_merge_store_wait(m);
@@ -243,11 +244,7 @@ static int live_user_dup(struct mail_user *user, struct mail_user **luser_r,
 	struct mail_user *luser;
 	const char *error;
 
-	luser = mail_user_dup(user);
-	if (user->_service_user != NULL) {
-		luser->_service_user = user->_service_user;
-		mail_storage_service_user_ref(luser->_service_user);
-	}
+	luser = backfill_user_dup(user);
 	/* keeps our own hooks away from it */
 	luser->creator = user;
 	luser->autocreated = TRUE;
@@ -333,7 +330,6 @@ static struct backfill_merge *merge_alloc(struct mail_user *user,
                                           struct bf_state *state,
                                           enum backfill_merge_flags flags)
 {
-	const struct mail_storage_settings *mail_set;
 	pool_t pool = pool_alloconly_create("backfill merge", 4096);
 	struct backfill_merge *m = p_new(pool, struct backfill_merge, 1);
 
@@ -346,8 +342,8 @@ static struct backfill_merge *merge_alloc(struct mail_user *user,
 	p_array_init(&m->dry_new_folders, pool, 4);
 	m->lbox_live_idx = UINT_MAX;
 	i_gettimeofday(&m->started);
-	mail_set = mail_user_set_get_storage_set(user);
-	m->pop3_uidl_format = p_strdup(pool, mail_set->pop3_uidl_format);
+	m->pop3_uidl_format =
+	        p_strdup(pool, backfill_user_pop3_uidl_format(user));
 	p_array_init(&m->batch, pool, BACKFILL_BATCH_MAX);
 	p_array_init(&m->live, pool, 256);
 	p_array_init(&m->journal, pool, 64);

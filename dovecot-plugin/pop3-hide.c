@@ -11,8 +11,7 @@
 
 #include "lib.h"
 #include "mail-storage.h"
-#include "mail-storage-service.h"
-#include "pop3-settings.h"
+#include "dovecot-compat.h"
 #include "backfill-user.h"
 #include "pop3-hide.h"
 
@@ -35,19 +34,13 @@ bool backfill_pop3_hide_wanted(const struct backfill_settings *set,
 void backfill_pop3_hide_check(struct backfill_user *buser)
 {
 	struct mail_user *user = buser->user;
-	const struct pop3_settings *pop3_set;
-	void **sets;
+	const char *flag;
 
 	if (buser->set.pop3_hide == BACKFILL_POP3_HIDE_NONE ||
-	    buser->set.archive == NULL || user->_service_user == NULL)
+	    buser->set.archive == NULL)
 		return;
-	sets = mail_storage_service_user_get_set(user->_service_user);
-	if (sets == NULL || sets[0] == NULL || sets[1] == NULL)
-		return;
-	pop3_set = sets[1];
-	if (pop3_set->pop3_deleted_flag != NULL &&
-	    strcmp(pop3_set->pop3_deleted_flag, BACKFILL_POP3_HIDE_KEYWORD) ==
-	            0)
+	flag = backfill_user_pop3_deleted_flag(user);
+	if (flag != NULL && strcmp(flag, BACKFILL_POP3_HIDE_KEYWORD) == 0)
 		return;
 	e_warning(
 	        buser->event,

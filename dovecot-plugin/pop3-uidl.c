@@ -10,8 +10,8 @@
 #include "lib.h"
 #include "str.h"
 #include "strescape.h"
-#include "var-expand.h"
 #include "mail-storage.h"
+#include "dovecot-compat.h"
 #include "pop3-uidl.h"
 
 int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
@@ -27,21 +27,21 @@ int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
 	}
 
 	/* Look up only what the format uses: %m reads the header. */
-	if (var_has_key(format, 'm', "md5") &&
+	if (backfill_var_used(format, 'm', "md5") &&
 	    mail_get_special(mail, MAIL_FETCH_HEADER_MD5, &hdr_md5) < 0) {
 		*error_r = t_strdup_printf(
 		        "header MD5 for pop3_uidl_format: %s",
 		        mailbox_get_last_internal_error(mail->box, NULL));
 		return -1;
 	}
-	if (var_has_key(format, 'f', "filename") &&
+	if (backfill_var_used(format, 'f', "filename") &&
 	    mail_get_special(mail, MAIL_FETCH_STORAGE_ID, &filename) < 0) {
 		*error_r = t_strdup_printf(
 		        "file name for pop3_uidl_format: %s",
 		        mailbox_get_last_internal_error(mail->box, NULL));
 		return -1;
 	}
-	if (var_has_key(format, 'g', "guid") &&
+	if (backfill_var_used(format, 'g', "guid") &&
 	    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
 		*error_r = t_strdup_printf(
 		        "GUID for pop3_uidl_format: %s",
@@ -49,15 +49,15 @@ int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
 		return -1;
 	}
 
-	const struct var_expand_table tab[] = {
-	        {'v', dec2str(uidvalidity), "uidvalidity"},
-	        {'u', t_strdup(dec2str(mail->uid)), "uid"},
-	        {'m', hdr_md5, "md5"},
-	        {'f', filename, "filename"},
-	        {'g', guid, "guid"},
+	const struct backfill_var vars[] = {
+	        {'v', "uidvalidity", dec2str(uidvalidity)},
+	        {'u', "uid", t_strdup(dec2str(mail->uid))},
+	        {'m', "md5", hdr_md5},
+	        {'f', "filename", filename},
+	        {'g', "guid", guid},
 	        {'\0', NULL, NULL}};
 	string_t *str = t_str_new(64);
-	if (var_expand(str, format, tab, &error) <= 0) {
+	if (backfill_var_expand(str, format, vars, &error) < 0) {
 		*error_r = t_strdup_printf("expanding pop3_uidl_format=%s: %s",
 		                           format, error);
 		return -1;
@@ -69,8 +69,8 @@ int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
 bool backfill_pop3_uidl_by_uid(const char *format, uint32_t live_uidvalidity,
                                uint32_t archive_uidvalidity)
 {
-	if (!var_has_key(format, 'u', "uid"))
+	if (!backfill_var_used(format, 'u', "uid"))
 		return FALSE;
-	return !var_has_key(format, 'v', "uidvalidity") ||
+	return !backfill_var_used(format, 'v', "uidvalidity") ||
 	       live_uidvalidity == archive_uidvalidity;
 }

@@ -6,11 +6,8 @@
 #include "mail-user.h"
 #include "parse.h"
 #include "state.h"
-#include "settings.h"
-
-#define BACKFILL_DEFAULT_BUDGET_MS    300
-#define BACKFILL_DEFAULT_MAX_PARALLEL 4
-#define BACKFILL_DEFAULT_KEYWORD      "$Backfilled"
+#include "backfill-settings.h"
+#include "settings-common.h"
 
 static const char *plugin_unexpanded_get(struct mail_user *user,
                                          const char *name)
@@ -28,35 +25,6 @@ static const char *plugin_unexpanded_get(struct mail_user *user,
 	return NULL;
 }
 
-/* The fixed part of backfill_archive's path: everything before the first
-   %-variable, up to the last '/'.  "maildir:/srv/restore/%d/%n/Maildir"
-   gives "/srv/restore/". */
-static const char *archive_root_get(const char *raw)
-{
-	const char *path = raw, *p, *pct, *slash;
-
-	p = strchr(raw, ':');
-	if (p != NULL && (strchr(raw, '/') == NULL || p < strchr(raw, '/')))
-		path = p + 1;
-	p = strchr(path, ':');
-	if (p != NULL)
-		path = t_strdup_until(path, p);
-	pct = strchr(path, '%');
-	if (pct == NULL)
-		return path;
-	if (pct == path &&
-	    (str_begins(path, "%h") || str_begins(path, "%{home}")))
-		return "~";
-	slash = NULL;
-	for (p = path; p < pct; p++) {
-		if (*p == '/')
-			slash = p;
-	}
-	if (slash == NULL)
-		return "/";
-	return t_strdup_until(path, slash + 1);
-}
-
 int backfill_settings_get(struct mail_user *user, struct event *event,
                           struct backfill_settings *set_r,
                           const char **error_r ATTR_UNUSED)
@@ -71,9 +39,9 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		set->archive = value;
 		const char *raw =
 		        plugin_unexpanded_get(user, "backfill_archive");
-		set->archive_root =
-		        p_strdup(user->pool,
-		                 archive_root_get(raw != NULL ? raw : value));
+		set->archive_root = p_strdup(
+		        user->pool, backfill_settings_archive_root(
+		                            raw != NULL ? raw : value));
 	}
 
 	value = mail_user_plugin_getenv(user, "backfill_state");
@@ -112,26 +80,16 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		set->keyword = value;
 
 	value = mail_user_plugin_getenv(user, "backfill_dedup");
-	if (value == NULL || value[0] == '\0' || strcmp(value, "user") == 0)
-		set->dedup = BACKFILL_DEDUP_USER;
-	else if (strcmp(value, "mailbox") == 0)
-		set->dedup = BACKFILL_DEDUP_MAILBOX;
-	else if (strcmp(value, "off") == 0)
-		set->dedup = BACKFILL_DEDUP_OFF;
-	else {
+	if (value != NULL && value[0] != '\0' &&
+	    !backfill_settings_dedup_parse(value, &set->dedup)) {
 		e_error(event,
 		        "backfill_dedup=%s: expected user, mailbox or off (using user)",
 		        value);
 	}
 
 	value = mail_user_plugin_getenv(user, "backfill_pop3_hide");
-	if (value == NULL || value[0] == '\0' || strcmp(value, "seen") == 0)
-		set->pop3_hide = BACKFILL_POP3_HIDE_SEEN;
-	else if (strcmp(value, "all") == 0)
-		set->pop3_hide = BACKFILL_POP3_HIDE_ALL;
-	else if (strcmp(value, "none") == 0)
-		set->pop3_hide = BACKFILL_POP3_HIDE_NONE;
-	else {
+	if (value != NULL && value[0] != '\0' &&
+	    !backfill_settings_pop3_hide_parse(value, &set->pop3_hide)) {
 		e_error(event,
 		        "backfill_pop3_hide=%s: expected seen, all or none (using seen)",
 		        value);

@@ -1,0 +1,65 @@
+/* What backfill's settings mean, whichever Dovecot release read them
+   (settings.c: 2.3's plugin {} environment, settings-24.c: 2.4's declared
+   settings). */
+
+#include "lib.h"
+#include "dovecot-compat.h"
+#include "backfill-settings.h"
+#include "settings-common.h"
+
+/* "maildir:/srv/restore/%d/%n/Maildir" (2.3) and
+   "maildir:/srv/restore/%{user | domain}/%{user | username}/Maildir" (2.4)
+   both give "/srv/restore/". */
+const char *backfill_settings_archive_root(const char *raw)
+{
+	const char *path = raw, *p, *pct, *slash;
+
+	p = strchr(raw, ':');
+	if (p != NULL && (strchr(raw, '/') == NULL || p < strchr(raw, '/')))
+		path = p + 1;
+	p = strchr(path, ':');
+	if (p != NULL)
+		path = t_strdup_until(path, p);
+	pct = strchr(path, '%');
+	if (pct == NULL)
+		return path;
+	if (pct == path && (backfill_str_begins(path, "%h") ||
+	                    backfill_str_begins(path, "%{home}")))
+		return "~";
+	slash = NULL;
+	for (p = path; p < pct; p++) {
+		if (*p == '/')
+			slash = p;
+	}
+	if (slash == NULL)
+		return "/";
+	return t_strdup_until(path, slash + 1);
+}
+
+bool backfill_settings_dedup_parse(const char *value,
+                                   enum backfill_dedup *dedup_r)
+{
+	if (strcmp(value, "user") == 0)
+		*dedup_r = BACKFILL_DEDUP_USER;
+	else if (strcmp(value, "mailbox") == 0)
+		*dedup_r = BACKFILL_DEDUP_MAILBOX;
+	else if (strcmp(value, "off") == 0)
+		*dedup_r = BACKFILL_DEDUP_OFF;
+	else
+		return FALSE;
+	return TRUE;
+}
+
+bool backfill_settings_pop3_hide_parse(const char *value,
+                                       enum backfill_pop3_hide *hide_r)
+{
+	if (strcmp(value, "seen") == 0)
+		*hide_r = BACKFILL_POP3_HIDE_SEEN;
+	else if (strcmp(value, "all") == 0)
+		*hide_r = BACKFILL_POP3_HIDE_ALL;
+	else if (strcmp(value, "none") == 0)
+		*hide_r = BACKFILL_POP3_HIDE_NONE;
+	else
+		return FALSE;
+	return TRUE;
+}

@@ -1,0 +1,23 @@
+#ifndef BACKFILL_SETTINGS_COMMON_H
+#define BACKFILL_SETTINGS_COMMON_H
+
+/* Shared by the two readers of struct backfill_settings (settings.c on
+   Dovecot 2.3, settings-24.c on 2.4): the defaults and what a value
+   means. */
+
+#define BACKFILL_DEFAULT_BUDGET_MS    300
+#define BACKFILL_DEFAULT_MAX_PARALLEL 4
+#define BACKFILL_DEFAULT_KEYWORD      "$Backfilled"
+
+/* The fixed part of an unexpanded backfill_archive's path: everything
+   before the first %-variable, up to the last '/' ("~" when it starts at
+   the home directory).  The expanded path must stay below it. */
+const char *backfill_settings_archive_root(const char *raw);
+
+/* backfill_dedup and backfill_pop3_hide: FALSE for an unknown value. */
+bool backfill_settings_dedup_parse(const char *value,
+                                   enum backfill_dedup *dedup_r);
+bool backfill_settings_pop3_hide_parse(const char *value,
+                                       enum backfill_pop3_hide *hide_r);
+
+#endif
