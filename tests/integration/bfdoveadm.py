@@ -32,8 +32,9 @@ def doveadm(dc, *args, fmt=None, timeout=600, env=None):
     if fmt:
         cmd += ["-f", fmt]
     cmd += list(args)
-    script = 'mount --bind "$0" %s && exec "$@"' % DOVEADM_MODULE_DIR
-    return subprocess.run(["unshare", "-m", "sh", "-c", script, module_dir()] + cmd,
+    mounts = [(module_dir(), DOVEADM_MODULE_DIR)]
+    mounts += bftest.dv.settings_module_mounts(bftest.plugin_dir())
+    return subprocess.run(bftest.dv.in_mount_ns(cmd, mounts),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout, env=env)
 
@@ -58,12 +59,4 @@ def use_full_usernames(site):
     passwd-file lookups and the archive path use the whole name instead of
     its local part."""
     site.dc.plugin["backfill_archive"] = "maildir:%s/%%Lu/Maildir" % site.archive_root
-    orig = site.dc._write_conf
-
-    def write_conf():
-        orig()
-        with open(site.dc.conf_path) as f:
-            text = f.read()
-        with open(site.dc.conf_path, "w") as f:
-            f.write(text.replace("%Ln", "%Lu"))
-    site.dc._write_conf = write_conf
+    site.dc.full_usernames = True

@@ -123,6 +123,88 @@ userdb {{
 """.format(fmt=fmt, path=path, scheme="scheme=PLAIN " if plain else "")
 
 
+# 2.3's %-variables and the 2.4 spelling of each (users, homes).
+_VARS_24 = {"n": "user | username", "d": "user | domain", "u": "user",
+            "h": "home"}
+
+
+def vars_24(text):
+    """2.3 variables (%n %d %u %h, %L for lower case) in 2.4 syntax:
+    %Ln -> %{user | username | lower}.  Unchanged on 2.3."""
+    if not IS_24:
+        return text
+
+    def one(m):
+        v = _VARS_24[m.group(2)]
+        return "%{" + v + (" | lower" if m.group(1) else "") + "}"
+    return re.sub(r"%(L?)([nduh])", one, text)
+
+
+def _passwd_extra(extra):
+    """userdb extra fields of a passwd-file line in the installed release's
+    variable syntax: the fields are separated by spaces, so 2.4's
+    %{user | username} is written without them."""
+    return vars_24(extra).replace(" | ", "|") if IS_24 else extra
+
+
+def _mail_plugins_24(m):
+    indent, names = m.group(1), m.group(2).split()
+    if not names:
+        return ""
+    return "%smail_plugins {\n%s%s}\n" % (
+        indent, "".join("%s  %s = yes\n" % (indent, n) for n in names), indent)
+
+
+def conf_24(text):
+    """A dovecot.conf written in 2.3 syntax, as 2.4 wants it: the version
+    header, no plugin {} section (its settings are declared at top level),
+    mail_driver/mail_path for mail_location, mail_plugins as a boolean
+    list, listen instead of address, 2.4 variables.  The tests and the
+    demo write one config; this keeps them release-neutral."""
+    text = re.sub(r"(?ms)^plugin \{\n(.*?)^\}\n",
+                  lambda m: re.sub(r"(?m)^\s+", "", m.group(1)), text)
+    text = re.sub(r"(?m)^disable_plaintext_auth = no$",
+                  "auth_allow_cleartext = yes", text)
+    text = re.sub(r"(?m)^mail_location = (\w+):(.*)$",
+                  r"mail_driver = \1\nmail_path = \2", text)
+    # the same lowercase hex UIDLs on both releases
+    text = text.replace("%08Xu%08Xv", "%{uid | hex(8)}%{uidvalidity | hex(8)}")
+    text = re.sub(r"(?m)^(\s+)address = ", r"\1listen = ", text)
+    text = re.sub(r"(?m)^(\s*)mail_plugins = \$mail_plugins *(.*)\n",
+                  _mail_plugins_24, text)
+    return conf_head() + vars_24(text)
+
+
+SETTINGS_MODULE_DIR = "/usr/lib/dovecot/modules/settings"
+
+
+def settings_module_mounts(plugin_dir):
+    """[(build dir, Dovecot dir)] to bind-mount so that Dovecot 2.4's config
+    reader (dovecot, doveconf, doveadm) knows backfill's settings: it loads
+    libbackfill_settings.so only from its compiled-in modules/settings.
+    Empty on 2.3 (the plugin {} section needs no declaration)."""
+    if not IS_24 or not plugin_dir:
+        return []
+    d = os.path.join(plugin_dir, "settings-modules")
+    if not os.path.isdir(d) or not os.path.isdir(SETTINGS_MODULE_DIR):
+        return []
+    return [(d, SETTINGS_MODULE_DIR)]
+
+
+def in_mount_ns(cmd, mounts):
+    """cmd run in a private mount namespace (unshare -m) with each
+    (source, target) of mounts bind-mounted; cmd itself if none.  Nothing
+    outside that namespace sees the mounts; a daemon keeps its own."""
+    if not mounts:
+        return list(cmd)
+    script = " && ".join('mount --bind "$%d" "$%d"' % (2 * i + 1, 2 * i + 2)
+                         for i in range(len(mounts)))
+    args = [x for m in mounts for x in m]
+    return (["unshare", "-m", "sh", "-c",
+             script + ' && shift %d && exec "$@"' % (2 * len(mounts)), "sh"]
+            + args + list(cmd))
+
+
 class DovecotError(Exception):
     pass
 
@@ -286,6 +368,8 @@ class Dovecot:
         os.chmod(self.passwd_path, 0o644)
         self._log_offset = 0
         self._passwd_changed = 0
+        # users looked up by their whole name (user@domain), lower case
+        self.full_usernames = False
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self):
@@ -327,7 +411,6 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-auth_username_format = %Ln
 {chars}first_valid_uid = {uid}
 first_valid_gid = {gid}
 default_internal_user = dovecot
@@ -337,15 +420,7 @@ mail_max_userip_connections = 200
 mail_location = {mail_location}
 mail_temp_scan_interval = 0
 {plugin_dir}{debug}pop3_uidl_format = %08Xu%08Xv
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%Ln {passwd}
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%Ln {passwd}
-}}
-service imap-login {{
+{passwd_file}service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
     port = {imap}
@@ -422,11 +497,16 @@ plugin {{
 """.format(base=self.base_dir, state=self.state_dir, log=self.log_path,
            instance="bf-" + os.path.basename(self.workdir),
            chars=chars, uid=MAIL_UID, gid=MAIL_GID, plugin_dir=plugin_dir,
-           debug=debug, passwd=self.passwd_path, imap=p["imap"],
+           debug=debug, imap=p["imap"],
+           passwd_file=conf_passwd_file(
+               self.passwd_path, plain=True,
+               lower="user" if self.full_usernames else "username"),
            pop3=p["pop3"], lmtp=p["lmtp"], plugins=self.mail_plugins,
            lmtp_plugins=self.lmtp_plugins, plugin_lines=plugin_lines,
            extra=self.extra_conf, auto=self.auto_mailboxes,
            mail_location=self.mail_location)
+        if IS_24:
+            conf = conf_24(conf)
         with open(self.conf_path, "w") as f:
             f.write(conf)
 
@@ -446,7 +526,9 @@ plugin {{
             # pipe here would never reach EOF, so its output goes to a file.
             out_path = os.path.join(self.log_dir, "startup.out")
             with open(out_path, "wb") as out:
-                r = subprocess.run([DOVECOT, "-c", self.conf_path],
+                r = subprocess.run(in_mount_ns(
+                    [DOVECOT, "-c", self.conf_path],
+                    settings_module_mounts(self.plugin_dir)),
                                    stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.STDOUT, timeout=60)
             if r.returncode != 0:
@@ -569,7 +651,7 @@ plugin {{
         home = home or self.home(user)
         self.users[user.lower()] = (password, home)
         line = "%s:{PLAIN}%s:%d:%d::%s::%s\n" % (user.lower(), password, MAIL_UID,
-                                                MAIL_GID, home, extra)
+                                                MAIL_GID, home, _passwd_extra(extra))
         # Replace the file and step its mtime: Dovecot re-reads a
         # passwd-file when its stamp changes, and two additions within one
         # second could otherwise go unnoticed by a cached copy.
@@ -750,7 +832,9 @@ plugin {{
     # ------------------------------------------------------------ doveadm
     def doveadm(self, *args, check=True, input=None, env=None):
         self._passwd_settle()
-        r = subprocess.run([DOVEADM, "-c", self.conf_path] + list(args),
+        r = subprocess.run(in_mount_ns(
+            [DOVEADM, "-c", self.conf_path] + list(args),
+            settings_module_mounts(self.plugin_dir)),
                            input=input, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env)
         if check and r.returncode != 0:
