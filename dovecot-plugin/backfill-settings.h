@@ -33,6 +33,9 @@ struct backfill_settings {
 	const char *keyword;
 	enum backfill_dedup dedup;
 	enum backfill_pop3_hide pop3_hide;
+	/* backfill_secret_file: the milters' SecretFile, for checking their
+	   tags at delivery; NULL when unset. */
+	const char *secret_file;
 };
 
 /* Reads the user's backfill settings into *set_r.  A value that cannot be

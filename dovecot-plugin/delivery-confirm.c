@@ -114,8 +114,9 @@ static const char *tags_refused(struct mail_user *user, struct mail *mail,
 		                       "delivered message's (%s): forged, or "
 		                       "the message changed after the milter",
 		                       text);
-	/* backfill_secret_file: also in the 2.4 settings once declared */
-	secret_path = mail_user_plugin_getenv(user, "backfill_secret_file");
+	/* delivery_confirm() runs only for users with the context */
+	const struct backfill_user *buser = BACKFILL_USER_CONTEXT(user);
+	secret_path = buser->set.secret_file;
 	if (secret_path == NULL || *secret_path == '\0')
 		return NULL;
 	if (secret_get(secret_path, &error) < 0)

@@ -43,6 +43,10 @@ int backfill_settings_get(struct mail_user *user,
 	set_r->max_parallel = set->backfill_max_parallel;
 	if (set->backfill_keyword[0] != '\0')
 		set_r->keyword = p_strdup(user->pool, set->backfill_keyword);
+	if (set->backfill_secret_file[0] != '\0') {
+		set_r->secret_file =
+		        p_strdup(user->pool, set->backfill_secret_file);
+	}
 	/* Dovecot accepted only the values the enums list */
 	(void)backfill_settings_dedup_parse(set->backfill_dedup, &set_r->dedup);
 	(void)backfill_settings_pop3_hide_parse(set->backfill_pop3_hide,

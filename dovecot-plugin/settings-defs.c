@@ -23,6 +23,7 @@ static const struct setting_define backfill_setting_defines[] = {
 	DEF(STR, backfill_keyword),
 	DEF(ENUM, backfill_dedup),
 	DEF(ENUM, backfill_pop3_hide),
+	DEF(STR, backfill_secret_file),
 
 	SETTING_DEFINE_LIST_END
 };
@@ -38,6 +39,7 @@ static const struct backfill_declared_settings backfill_default_settings = {
         .backfill_keyword = "$Backfilled",
         .backfill_dedup = "user:mailbox:off",
         .backfill_pop3_hide = "seen:all:none",
+        .backfill_secret_file = "",
 };
 
 /* Run by doveconf and by every process that reads the config: a value that

@@ -20,6 +20,7 @@ struct backfill_declared_settings {
 	const char *backfill_keyword;
 	const char *backfill_dedup;
 	const char *backfill_pop3_hide;
+	const char *backfill_secret_file;
 };
 
 extern const struct setting_parser_info backfill_setting_parser_info;

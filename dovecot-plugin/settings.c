@@ -87,6 +87,10 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		        value);
 	}
 
+	value = mail_user_plugin_getenv(user, "backfill_secret_file");
+	if (value != NULL && value[0] != '\0')
+		set->secret_file = value;
+
 	value = mail_user_plugin_getenv(user, "backfill_pop3_hide");
 	if (value != NULL && value[0] != '\0' &&
 	    !backfill_settings_pop3_hide_parse(value, &set->pop3_hide)) {

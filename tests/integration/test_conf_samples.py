@@ -22,7 +22,7 @@ CONF_D = os.path.join(bftest.SRC, "conf.d")
 PLUGINS_PATH = "/usr/share/dovecot-backfill/backfill-plugins.conf"
 SETTINGS = ("backfill_archive", "backfill_state", "backfill_login_budget",
             "backfill_max_parallel", "backfill_keyword", "backfill_dedup",
-            "backfill_pop3_hide")
+            "backfill_pop3_hide", "backfill_secret_file")
 
 
 def enable(text):
