@@ -460,11 +460,20 @@ static int private_dir(struct mail_user *user,
                        const char **dir_r, const char **error_r)
 {
 	const char *home, *state_dir, *slash;
+	int ret;
 
 	if (mail_user_get_home(user, &home) > 0 && home[0] == '/') {
-		if (private_path(home, BACKFILL_PRIVATE_DIR, dir_r, error_r) < 0)
+		/* A first login may come before Dovecot has made the home
+		   (it makes it lazily, with the first mailbox): make it the
+		   way Dovecot would rather than fail the user's first merge. */
+		if (mail_user_home_mkdir(user) < 0) {
+			*error_r = t_strdup_printf(
+			        "%s: cannot create the home directory (see the error before)",
+			        home);
 			return -1;
-		return 1;
+		}
+		ret = private_path(home, BACKFILL_PRIVATE_DIR, dir_r, error_r);
+		return ret < 0 ? -1 : 1;
 	}
 	if (set->state_uri == NULL ||
 	    !backfill_str_begins(set->state_uri, "sqlite:") ||
