@@ -36,7 +36,7 @@ def doveadm(dc, *args, fmt=None, timeout=600, env=None):
     mounts += bftest.dv.settings_module_mounts(bftest.plugin_dir())
     return subprocess.run(bftest.dv.in_mount_ns(cmd, mounts),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=timeout, env=dc.sanitizer_env(env))
 
 
 def doveadm_json(dc, *args, ok=(0,), **kw):

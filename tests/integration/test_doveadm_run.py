@@ -394,7 +394,8 @@ class ResumeTest(unittest.TestCase):
                'mount --bind "$0" %s && exec "$@"' % bd.DOVEADM_MODULE_DIR, bd.module_dir(),
                dv.DOVEADM, "-c", site.dc.conf_path, "-f", "json",
                "backfill", "run", "-u", "big", "--rate", "400"]
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=site.dc.sanitizer_env())
         time.sleep(1.5)
         # unshare and sh exec: p.pid is doveadm by now
         os.kill(p.pid, signal.SIGTERM)

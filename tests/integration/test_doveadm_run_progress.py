@@ -38,7 +38,8 @@ class RunProgressTest(unittest.TestCase):
                 bftest.dv.DOVEADM, "-c", self.site.dc.conf_path] + ARGS
 
     def test_log_lines_without_a_terminal(self):
-        r = subprocess.run(self.cmd(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(self.cmd(), capture_output=True, text=True, timeout=300,
+                           env=self.site.dc.sanitizer_env())
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = [l for l in r.stderr.splitlines() if l.startswith("backfill run: ")]
         # a line every 10 s while it runs, before the final one
@@ -53,7 +54,8 @@ class RunProgressTest(unittest.TestCase):
     def test_terminal_line_while_workers_merge(self):
         # script(1) gives doveadm a terminal on stdout and stderr
         r = subprocess.run(["script", "-qfec", shlex.join(self.cmd()), "/dev/null"],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300,
+                           env=self.site.dc.sanitizer_env())
         self.assertEqual(r.returncode, 0, r.stdout[-3000:])
         updates = [u for u in re.split(r"[\r\n]+", r.stdout) if u.startswith("backfill run: ")]
         # before any user is done, the workers' messages so far already count

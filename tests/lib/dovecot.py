@@ -505,10 +505,64 @@ plugin {{
            lmtp_plugins=self.lmtp_plugins, plugin_lines=plugin_lines,
            extra=self.extra_conf, auto=self.auto_mailboxes,
            mail_location=self.mail_location)
+        conf += self._sanitizer_conf()
         if IS_24:
             conf = conf_24(conf)
         with open(self.conf_path, "w") as f:
             f.write(conf)
+
+    # ----------------------------------------------------------- sanitizers
+    # make check-asan sets BACKFILL_SANITIZE_PRELOAD (the sanitizer runtimes
+    # of the ASan+UBSan build, ':'-separated): Dovecot's own binaries are not
+    # instrumented, so the runtimes are preloaded into every Dovecot process
+    # (import_environment) and every doveadm the tests run (sanitizer_env).
+    # Leak checks are off (Dovecot's own allocations at exit), any report
+    # halts the process and goes to sanitizer_dir, checked at stop().
+    @property
+    def sanitizer_dir(self):
+        return os.path.join(self.log_dir, "sanitizer")
+
+    def _sanitizer_vars(self):
+        preload = os.environ.get("BACKFILL_SANITIZE_PRELOAD")
+        if not preload:
+            return {}
+        os.makedirs(self.sanitizer_dir, exist_ok=True)
+        os.chmod(self.sanitizer_dir, 0o1777)
+        d = self.sanitizer_dir
+        return {
+            "LD_PRELOAD": preload,
+            "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:log_path=%s/asan" % d,
+            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:log_path=%s/ubsan" % d,
+        }
+
+    def _sanitizer_conf(self):
+        v = self._sanitizer_vars()
+        if not v:
+            return ""
+        # ASan reserves terabytes of address space: no vsz limit
+        return "import_environment = $import_environment %s\ndefault_vsz_limit = 0\n" % (
+            " ".join("%s=%s" % kv for kv in sorted(v.items())))
+
+    def sanitizer_env(self, env=None):
+        """env (default: this process's) plus the sanitizer runtime for a
+        doveadm run by a test; env itself when sanitizers are off."""
+        v = self._sanitizer_vars()
+        if not v:
+            return env
+        out = dict(os.environ if env is None else env)
+        out.update(v)
+        return out
+
+    def sanitizer_reports(self):
+        try:
+            names = sorted(os.listdir(self.sanitizer_dir))
+        except FileNotFoundError:
+            return ""
+        out = []
+        for n in names:
+            with open(os.path.join(self.sanitizer_dir, n), errors="replace") as f:
+                out.append("== %s\n%s" % (n, f.read()))
+        return "\n".join(out)
 
     def start(self, timeout=30):
         last = ""
@@ -606,6 +660,9 @@ plugin {{
                 except ProcessLookupError:
                     pass
         self.master_pid = None
+        reports = self.sanitizer_reports()
+        if reports:
+            raise DovecotError("sanitizer reports in %s:\n%s" % (self.sanitizer_dir, reports))
 
     def restart(self, **changes):
         """Stop, change attributes (mail_plugins, plugin, extra_conf, ...),
@@ -836,7 +893,7 @@ plugin {{
             [DOVEADM, "-c", self.conf_path] + list(args),
             settings_module_mounts(self.plugin_dir)),
                            input=input, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=env)
+                           stderr=subprocess.PIPE, env=self.sanitizer_env(env))
         if check and r.returncode != 0:
             raise DovecotError("doveadm %s: exit %d: %s %s" % (
                 " ".join(args), r.returncode, r.stdout.decode(errors="replace"),
