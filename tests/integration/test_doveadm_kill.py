@@ -1,0 +1,205 @@
+"""Issue 15 item 7: `doveadm backfill run` and `doveadm backfill revert`
+killed with SIGKILL at many points, each followed by a rerun that gives
+exactly the result of an uninterrupted one.
+
+Three users get the same archive and live mailbox (one seed):
+  ref   merged by one uninterrupted run: the reference result
+  kim   its run is SIGKILLed at 10 points (after a delay, and once the
+        store's journal holds some more entries than before the run),
+        rerun after each kill; the final run must leave exactly ref's
+        mailbox (folder, fingerprint, flags, received date) and POP3 UIDLs
+  rex   merged, reverted once without interruption (the revert reference:
+        the mailbox before the merge), merged again; then for 5 points a
+        revert is SIGKILLed (after a delay, or once a given number of the
+        merged messages' files are gone: during the expunge), and rerun:
+        the user's own messages are all there after every kill, the rerun
+        leaves exactly the mailbox before the merge, and a run after it
+        exactly ref's again.
+"""
+import collections
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import dv, mg  # noqa: E402
+
+N_ARCHIVE = int(os.environ.get("BF_KILL_ARCHIVE", "1500"))
+RUN_KILLS = 10
+REVERT_KILLS = 5
+
+
+def count_files(home):
+    n = 0
+    for root, dirs, files in os.walk(home):
+        if os.path.basename(root) in ("cur", "new"):
+            n += len(files)
+    return n
+
+
+class DoveadmKill(bftest.SiteCase):
+    @classmethod
+    def build(cls, site):
+        scen = mg.bulk_scenario(15, N_ARCHIVE, 200, 100, lines=6, multipart_share=0.02)
+        view = site.add_user("ref", scen)
+        for user in ("kim", "rex"):
+            site.add_user(user, scen, record=False)
+            site.views[user] = view
+        site.start(plugin_on=False)
+        cls.pre = {u: site.dc.snapshot(u) for u in ("ref", "kim", "rex")}
+        t0 = time.time()
+        rows, _ = bd.doveadm_json(site.dc, "backfill", "run", "-u", "ref")
+        cls.run_seconds = time.time() - t0
+        assert rows[0]["result"] == "done", rows
+        cls.added = int(rows[0]["added"])
+        cls.ref = site.dc.snapshot("ref")
+        cls.ref_uidls = site.dc.pop3_uidls("ref")
+        cls.db = os.path.join(site.state_dir, "state.db")
+
+    # ------------------------------------------------------------ helpers
+    def journal_count(self, user):
+        try:
+            db = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=0.05)
+            try:
+                return db.execute("SELECT count(*) FROM journal WHERE user = ?",
+                                  (user,)).fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.OperationalError:
+            return -1
+
+    def start(self, *args):
+        cmd = [dv.DOVEADM, "-c", self.site.dc.conf_path, "-f", "json"] + list(args)
+        script = 'mount --bind "$0" %s && exec "$@"' % bd.DOVEADM_MODULE_DIR
+        return subprocess.Popen(["unshare", "-m", "sh", "-c", script, bd.module_dir()] + cmd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=self.site.dc.sanitizer_env())
+
+    def kill_when(self, p, cond, limit=60):
+        """SIGKILLs p's process group once cond() holds; True if p was
+        still running then (the kill interrupted it)."""
+        deadline = time.time() + limit
+        while p.poll() is None and time.time() < deadline and not cond():
+            time.sleep(0.002)
+        running = p.poll() is None
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        return running
+
+    def drop_stale_locks(self, user):
+        """As in test_merge_crash: a SIGKILL can leave Dovecot's own empty
+        dovecot-uidlist.lock, which it overrides only after its 2-minute
+        stale timeout; nothing of the user runs now, so every lock is
+        stale."""
+        for root, dirs, files in os.walk(self.site.dc.home(user)):
+            for f in files:
+                if f.endswith(".lock"):
+                    try:
+                        os.unlink(os.path.join(root, f))
+                    except FileNotFoundError:
+                        pass
+
+    def same_as_ref(self, user):
+        got = bftest.multiset(self.site.dc.snapshot(user))
+        exp = bftest.multiset(self.ref)
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+        self.assertEqual(collections.Counter(self.site.dc.pop3_uidls(user)),
+                         collections.Counter(self.ref_uidls))
+
+    def same_as_pre(self, user):
+        got = bftest.multiset(self.site.dc.snapshot(user))
+        exp = bftest.multiset(self.pre[user])
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+
+    def own_all_there(self, user):
+        got = collections.Counter(bftest.multiset(self.site.dc.snapshot(user)))
+        exp = collections.Counter(bftest.multiset(self.pre[user]))
+        self.assertEqual(exp - got, collections.Counter(), "own messages lost")
+
+    # -------------------------------------------------------------- tests
+    def test_run_killed(self):
+        user = "kim"
+        hits = 0
+        step = max(1, self.added // (RUN_KILLS + 2))
+        for i in range(RUN_KILLS):
+            done = max(0, self.journal_count(user))
+            if i % 2 == 0:
+                # after a delay within what is left of the reference run
+                left = 1 - done / self.added
+                delay = 0.05 + self.run_seconds * left * (0.2 + 0.6 * i / RUN_KILLS)
+                t0 = time.time()
+                cond = (lambda d=delay, t=t0: time.time() - t >= d)
+            else:
+                # once this run has journalled some more
+                cond = (lambda n=done + step: self.journal_count(user) >= n)
+            p = self.start("backfill", "run", "-u", user)
+            if self.kill_when(p, cond):
+                hits += 1
+            self.drop_stale_locks(user)
+            # every kill leaves the user's own messages untouched
+            self.own_all_there(user)
+        print("\n%d of %d run kills interrupted a run (reference %.2fs)"
+              % (hits, RUN_KILLS, self.run_seconds), file=sys.stderr)
+        self.assertGreaterEqual(hits, 7)
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        self.same_as_ref(user)
+        v, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", user)
+        self.assertEqual(v[0]["result"], "ok", r.stderr)
+
+    def test_revert_killed(self):
+        user = "rex"
+        dc = self.site.dc
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        full = count_files(dc.home(user))
+        t0 = time.time()
+        rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+        revert_seconds = time.time() - t0
+        self.assertEqual((rows[0]["result"], int(rows[0]["removed"])),
+                         ("reverted", self.added), r.stderr)
+        self.same_as_pre(user)
+        empty = count_files(dc.home(user))
+        hits = 0
+        for i in range(REVERT_KILLS):
+            rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+            self.assertEqual(rows[0]["result"], "done", r.stderr)
+            got = bftest.multiset(dc.snapshot(user))
+            self.assertEqual(got, bftest.multiset(self.ref))
+            if i % 2 == 0:
+                delay = 0.05 + revert_seconds * 0.9 * (i / REVERT_KILLS)
+                t = time.time()
+                cond = (lambda d=delay, t=t: time.time() - t >= d)
+            else:
+                # during the expunge: that many merged files are gone
+                gone = max(1, int((full - empty) * (i / (REVERT_KILLS + 1))))
+                cond = (lambda g=gone: count_files(dc.home(user)) <= full - g)
+            p = self.start("backfill", "revert", "--yes", "-u", user)
+            if self.kill_when(p, cond):
+                hits += 1
+            self.drop_stale_locks(user)
+            self.own_all_there(user)
+            rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+            self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+            self.same_as_pre(user)
+            st, _ = bd.doveadm_json(dc, "backfill", "status", "-u", user)
+            self.assertEqual(st[0]["state"], "pending")
+        print("\n%d of %d revert kills interrupted a revert (reference %.2fs)"
+              % (hits, REVERT_KILLS, revert_seconds), file=sys.stderr)
+        self.assertGreaterEqual(hits, 4)
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        self.same_as_ref(user)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
