@@ -175,6 +175,8 @@ void doveadm_backfill_plugin_deinit(void)
 /* ---- walking mailboxes ---- */
 
 int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
+                          struct backfill_archive_files *afiles,
+                          unsigned int *linked_r, struct event *event,
                           doveadm_backfill_walk_cb *cb, void *context,
                           const char **error_r)
 {
@@ -201,7 +203,18 @@ int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
 	mail_search_args_unref(&args);
 	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
 		T_BEGIN
-			if (fp == NULL) {
+			const char *path;
+
+			if (afiles != NULL &&
+			    backfill_archive_mail_linked(afiles, mail, &path)) {
+				/* Never read: it may be another user's mail. */
+				(*linked_r)++;
+				e_warning(
+				        event,
+				        "%s/uid %u: %s is a symlink: not read, not verified (nothing outside the archive is ever read)",
+				        mailbox_get_vname(box), mail->uid,
+				        path);
+			} else if (fp == NULL) {
 				ret = cb(mail, NULL, NULL, context);
 			} else {
 				kret = backfill_mail_keys_get(

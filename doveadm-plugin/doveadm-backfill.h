@@ -92,7 +92,13 @@ struct backfill_mail_keys;
 typedef int doveadm_backfill_walk_cb(struct mail *mail,
                                      const struct backfill_mail_keys *keys,
                                      const char *read_error, void *context);
+struct backfill_archive_files;
+/* afiles (NULL for live folders): the archive folder's files; a message
+   whose file is a symlink is never read nor given to cb, only counted in
+   *linked_r and logged on event. */
 int doveadm_backfill_walk(struct mailbox *box, struct bf_fp *fp,
+                          struct backfill_archive_files *afiles,
+                          unsigned int *linked_r, struct event *event,
                           doveadm_backfill_walk_cb *cb, void *context,
                           const char **error_r);
 

@@ -417,8 +417,8 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 		if (mailbox_get_metadata(box, MAILBOX_METADATA_GUID, &md) == 0)
 			rb->guid =
 			        p_strdup(rc->pool, guid_128_to_string(md.guid));
-		if (doveadm_backfill_walk(box, NULL, revert_walk_cb, rc,
-		                          error_r) < 0) {
+		if (doveadm_backfill_walk(box, NULL, NULL, NULL, NULL,
+		                          revert_walk_cb, rc, error_r) < 0) {
 			if (rc->error != NULL) {
 				/* rc->pool goes before the caller prints it */
 				*error_r = t_strdup(rc->error);

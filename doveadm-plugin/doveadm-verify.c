@@ -32,6 +32,10 @@ struct verify_walk {
 	ARRAY_TYPE(verify_msg) * msgs;
 	unsigned int folder;
 	struct event *event;
+	/* archive folders and messages that are symlinks: never read, as
+	   the merge never reads them (issue: a planted link to another
+	   user's mail) */
+	unsigned int symlinks;
 };
 
 static int verify_cb(struct mail *mail, const struct backfill_mail_keys *keys,
@@ -67,7 +71,34 @@ static int verify_msg_cmp(const struct verify_msg *m1,
 	return m1->uid < m2->uid ? -1 : (m1->uid > m2->uid ? 1 : 0);
 }
 
-static int verify_collect(struct mail_user *user, struct mailbox_list *list,
+/* An archive folder the merge would not read (a symlinked folder, or
+   mdbox storage with a symlinked file): logged and counted, not read.
+   Else *afiles_r holds its files for the per-message symlink check.
+   Returns 1 to walk it, 0 to skip it, -1 on error. */
+static int verify_archive_folder(struct backfill_archive *archive,
+                                 struct mailbox *box, struct verify_walk *w,
+                                 struct backfill_archive_files **afiles_r,
+                                 const char **error_r)
+{
+	const char *path;
+
+	if (backfill_archive_folder_linked(archive, box, &path) ||
+	    (backfill_archive_files_load(archive, box, w->pool, afiles_r,
+	                                 error_r) == 0 &&
+	     backfill_archive_files_storage_linked(*afiles_r, &path))) {
+		w->symlinks++;
+		e_warning(
+		        w->event,
+		        "archive folder %s: %s is a symlink: not read, not verified (nothing outside the archive is ever read)",
+		        mailbox_get_vname(box), path);
+		return 0;
+	}
+	return *afiles_r == NULL ? -1 : 1;
+}
+
+/* archive NULL: the live folders. */
+static int verify_collect(struct mail_user *user,
+                          struct backfill_archive *archive,
                           const ARRAY_TYPE(backfill_mailbox_entry) * boxes,
                           struct bf_fp *fp, struct verify_walk *w,
                           const char **error_r)
@@ -79,21 +110,30 @@ static int verify_collect(struct mail_user *user, struct mailbox_list *list,
 	array_foreach(boxes, entry)
 	{
 		const char *name = entry->vname;
+		struct backfill_archive_files *afiles = NULL;
 		struct mail_namespace *ns =
-		        list != NULL
-		                ? NULL
+		        archive != NULL
+		                ? archive->ns
 		                : mail_namespace_find(user->namespaces, name);
 		struct mailbox *box =
-		        mailbox_alloc(list != NULL ? list : ns->list, name,
-		                      MAILBOX_FLAG_READONLY);
+		        mailbox_alloc(ns->list, name, MAILBOX_FLAG_READONLY);
 		w->folder = i++;
-		if (doveadm_backfill_walk(box, fp, verify_cb, w, error_r) < 0)
-			ret = -1;
+		if (archive != NULL) {
+			ret = verify_archive_folder(archive, box, w, &afiles,
+			                            error_r);
+		} else {
+			ret = 1;
+		}
+		if (ret > 0) {
+			ret = doveadm_backfill_walk(box, fp, afiles,
+			                            &w->symlinks, w->event,
+			                            verify_cb, w, error_r);
+		}
 		mailbox_free(&box);
 		if (ret < 0)
 			break;
 	}
-	return ret;
+	return ret < 0 ? -1 : 0;
 }
 
 /* A row without figures: no archive, or the error that stopped us. */
@@ -103,6 +143,7 @@ static void verify_print_none(struct doveadm_mail_cmd_context *ctx,
 {
 	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(result);
+	doveadm_print("0");
 	doveadm_print("0");
 	doveadm_print("0");
 	doveadm_print("0");
@@ -158,8 +199,7 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		error = t_strdup_printf("listing archive folders: %s", error);
 	} else {
 		w.msgs = &amsgs;
-		ret = verify_collect(user, archive->ns->list, &anames, fp, &w,
-		                     &error);
+		ret = verify_collect(user, archive, &anames, fp, &w, &error);
 	}
 	if (ret == 0) {
 		ret = backfill_private_mailboxes(user,
@@ -223,13 +263,19 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		ai++;
 	}
 	doveadm_backfill_print_user(ctx, user->username);
-	doveadm_print(n_missing > 0 ? "missing" : "ok");
+	/* A symlink in an archive is something to look at (exit 1): it was
+	   planted, or restored from a server that used them, and its mail
+	   is in neither the merge nor this proof. */
+	doveadm_print(n_missing > 0    ? "missing"
+	              : w.symlinks > 0 ? "symlinks"
+	                               : "ok");
 	doveadm_backfill_print_num(acount);
 	doveadm_backfill_print_num(acount - n_missing);
 	doveadm_backfill_print_num(n_missing);
+	doveadm_backfill_print_num(w.symlinks);
 	doveadm_print(str_c(missing));
 	doveadm_print("");
-	if (n_missing > 0)
+	if (n_missing > 0 || w.symlinks > 0)
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_archive_close(&archive);
 	pool_unref(&pool);
@@ -246,6 +292,7 @@ static void cmd_verify_init(DOVEADM_BACKFILL_INIT_ARGS)
 	doveadm_print_header("archived", "Archived", num);
 	doveadm_print_header("present", "Present", num);
 	doveadm_print_header("missing", "Missing", num);
+	doveadm_print_header("symlinks", "Symlinks", num);
 	doveadm_print_header("missing_list", "MissingFolderUID", 0);
 	doveadm_print_header("error", "Error", 0);
 }

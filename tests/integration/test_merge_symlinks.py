@@ -73,6 +73,22 @@ class MergeSymlinks(bftest.SiteCase):
         self.assertIn("symlinks skipped", bd.by_user(rows)["sly"]["last_error"])
         self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
 
+    def test_verify_reads_no_symlink(self):
+        # verify reads the archive too: it must not follow the links
+        # either (vic's message would count as archived and "missing"),
+        # and the operator learns of them: result symlinks, exit 1
+        site = self.site
+        site.wait_merged("sly")
+        rows, r = bd.doveadm_json(site.dc, "backfill", "verify", "-u", "sly", ok=(1,))
+        row = bd.by_user(rows)["sly"]
+        self.assertEqual((row["result"], row["missing"], row["symlinks"]),
+                         ("symlinks", "0", "2"), (row, r.stderr))
+        # the old server's view was recorded before the links were made
+        self.assertEqual(int(row["archived"]), len(site.views["sly"].messages()), row)
+        # doveadm logs to its stderr
+        self.assertIn("%s is a symlink: not read, not verified" % self.file_link, r.stderr)
+        self.assertIn("archive folder Stolen: %s" % self.folder_link, r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
