@@ -26,6 +26,7 @@
 #include "archive.h"
 #include "mail-keys.h"
 #include "private-mailboxes.h"
+#include "cursor.h"
 #include "doveadm-backfill.h"
 
 #include <stdlib.h>
@@ -374,6 +375,46 @@ static int revert_expunge(struct revert_ctx *rc, struct revert_box *rb,
 	return ret;
 }
 
+/* A merge batch committed to the mailbox whose checkpoint a crash or a
+   store error cut is in no journal yet, only in the intent of the merge
+   record's cursor (merge.c, "Crash safety"): a revert now would leave its
+   copies and say reverted.  The merge's next run journals them, so the
+   revert waits for it.  0 no such batch; -1 with *error_r, and
+   *postponed_r when the store could not be read. */
+static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
+                               const char **error_r)
+{
+	struct bf_merge_record rec;
+	struct bf_cursor cursor;
+	const char *error;
+	int ret;
+
+	ret = bf_state_merge_get(rc->state, rc->user->username, &rec, error_r);
+	if (ret <= 0) {
+		*error_r = t_strdup(*error_r);
+		*postponed_r = ret < 0;
+		return ret;
+	}
+	ret = 0;
+	if (bf_cursor_parse(rec.cursor, &cursor, &error) < 0) {
+		*error_r = t_strdup_printf(
+		        "the merge record's cursor cannot be read (%s): nothing removed",
+		        error);
+		ret = -1;
+	} else if (cursor.intent) {
+		*error_r =
+		        "a merge batch was committed to the mailbox but a "
+		        "crash or a store error cut its checkpoint, so its "
+		        "copies are in no journal yet: nothing removed; run "
+		        "doveadm backfill run for the user first (it journals "
+		        "them), then revert";
+		ret = -1;
+	}
+	bf_cursor_free(&cursor);
+	bf_merge_record_clear(&rec);
+	return ret;
+}
+
 /* Finds and expunges what the journal names.  Returns 0, or -1 with
    *error_r (*postponed_r: the journal could not be read, nothing was
    removed). */
@@ -388,6 +429,8 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 	struct revert_box *rb;
 	int ret = 0;
 
+	if (revert_check_intent(rc, postponed_r, error_r) < 0)
+		return -1;
 	if (bf_state_journal_iter(rc->state, user->username, revert_journal_cb,
 	                          rc, error_r) < 0) {
 		/* nothing removed yet: a retry may succeed */

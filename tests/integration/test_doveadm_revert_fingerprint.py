@@ -158,5 +158,52 @@ class RevertFingerprintTest(unittest.TestCase):
         self.assertEqual(own_multiset(dc.snapshot("alice")), exp)
 
 
+class RevertCutCheckpointTest(unittest.TestCase):
+    """A merge batch committed to the mailbox whose checkpoint was cut (the
+    store refused the journal entries, as after a crash between the commit
+    and the checkpoint) is in no journal: revert removes nothing and says
+    to run the merge first; after that run, revert removes everything the
+    merge added."""
+
+    def test_cut_checkpoint(self):
+        site = bftest.Site()
+        self.addCleanup(site.close)
+        site.add_user("alice", mg.standard_scenario(3), record=False)
+        site.start(plugin_on=False)
+        dc = site.dc
+        pre = own_multiset(dc.snapshot("alice"))
+        bd.doveadm_json(dc, "backfill", "status", "-u", "alice")
+        db_path = os.path.join(site.state_dir, "state.db")
+
+        def sql(q):
+            db = sqlite3.connect(db_path)
+            try:
+                db.execute(q)
+                db.commit()
+            finally:
+                db.close()
+            dv.chown_tree(site.state_dir)
+        sql("CREATE TRIGGER cut BEFORE INSERT ON journal"
+            " BEGIN SELECT RAISE(ABORT, 'cut'); END")
+        r = bd.doveadm(dc, "backfill", "run", "-u", "alice", fmt="json")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        landed = own_multiset(dc.snapshot("alice"))
+        self.assertGreater(len(landed), len(pre))
+        sql("DROP TRIGGER cut")
+
+        r = bd.doveadm(dc, "backfill", "revert", "--yes", "-u", "alice", fmt="json")
+        row = json.loads(r.stdout)[0]
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(row["result"], "failed", r.stderr)
+        self.assertIn("run doveadm backfill run for the user first", row["error"])
+        self.assertEqual(own_multiset(dc.snapshot("alice")), landed)
+
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", "alice")
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", "alice")
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        self.assertEqual(own_multiset(dc.snapshot("alice")), pre)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
