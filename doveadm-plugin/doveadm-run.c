@@ -249,16 +249,31 @@ static void run_user_merge(struct run_cmd_context *ctx,
 
 /* The user's log line for a result that is not plain success, from the
    process that merged (a worker's user is gone when its row is printed). */
+static struct event *run_outcome_event(struct event *event, const char *name,
+                                       const char *reason)
+{
+	return event_create_passthrough(event)
+	        ->set_name(name)
+	        ->add_str("reason", reason == NULL ? "" : reason)
+	        ->add_str("service", "doveadm")
+	        ->event();
+}
+
 static void run_result_log(struct event *event, const struct run_result *res)
 {
 	if (strcmp(res->result, "failed") == 0 ||
 	    strcmp(res->result, "interrupted") == 0) {
-		e_error(event, "%s: %s", res->result,
+		e_error(run_outcome_event(event, "backfill_merge_failed",
+		                          res->error),
+		        "%s: %s", res->result,
 		        res->error == NULL ? "" : res->error);
 	} else if (strcmp(res->result, "busy") == 0) {
-		e_info(event, "skipped: %s", res->error);
+		e_info(run_outcome_event(event, "backfill_merge_skipped",
+		                         res->error),
+		       "skipped: %s", res->error);
 	} else if (strcmp(res->result, "postponed") == 0) {
-		e_error(event,
+		e_error(run_outcome_event(event, "backfill_merge_postponed",
+		                          res->error),
 		        "merge postponed: %s (run again once the state store answers)",
 		        res->error);
 	}

@@ -193,7 +193,14 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 		        "delivery of %s to %s not confirmed for the milter: state store %s: %s",
 		        fp_text, recipient, bf_state_uri(buser->state), error);
 	} else {
-		e_debug(buser->event,
+		/* for stats: metric { filter =
+		 * event=backfill_delivery_confirmed } */
+		e_debug(event_create_passthrough(buser->event)
+		                ->set_name("backfill_delivery_confirmed")
+		                ->add_str("window", window)
+		                ->add_str("recipient", recipient)
+		                ->add_int("recorded", ret > 0 ? 1 : 0)
+		                ->event(),
 		        "delivery of %s to %s in window %s confirmed%s",
 		        fp_text, recipient, window,
 		        ret == 0 ? " (no record: window closed or expired)"

@@ -14,6 +14,19 @@
 /* Kept from a POP3 login's budget for the commit that ends its share. */
 #define BACKFILL_COMMIT_RESERVE_MS 30
 
+/* The login's outcome as a named event with the reason in a field, for
+   Dovecot's statistics (metric { filter = event=backfill_merge_failed }):
+   docs/events.md.  The log line is the event's own. */
+static struct event *outcome_event(struct backfill_user *buser,
+                                   const char *name, const char *reason)
+{
+	return event_create_passthrough(buser->event)
+	        ->set_name(name)
+	        ->add_str("reason", reason)
+	        ->add_str("service", buser->user->service)
+	        ->event();
+}
+
 void backfill_login_merge(struct backfill_user *buser)
 {
 	struct mail_user *user = buser->user;
@@ -26,7 +39,8 @@ void backfill_login_merge(struct backfill_user *buser)
 	   debug: the state store is not even opened for them. */
 	ret = backfill_archive_resolve(user, &buser->set, &path, &error);
 	if (ret < 0) {
-		e_error(buser->event, "%s", error);
+		e_error(outcome_event(buser, "backfill_merge_failed", error),
+		        "%s", error);
 		return;
 	}
 	if (ret == 0) {
@@ -38,7 +52,7 @@ void backfill_login_merge(struct backfill_user *buser)
 	if (strcmp(user->service, "pop3") == 0)
 		backfill_pop3_hide_check(buser);
 	if (backfill_user_state_open(buser, &error) < 0) {
-		e_error(buser->event,
+		e_error(outcome_event(buser, "backfill_merge_postponed", error),
 		        "merge postponed: %s (the mail user must be able to create and write the state store and its directory)",
 		        error);
 		return;
@@ -46,15 +60,26 @@ void backfill_login_merge(struct backfill_user *buser)
 	ret = backfill_merge_begin(user, &buser->set, buser->state,
 	                           &buser->merge, &reason);
 	if (ret < 0) {
-		e_error(buser->event, "%s", reason);
+		e_error(outcome_event(buser,
+		                      ret == BACKFILL_MERGE_STORE_ERROR
+		                              ? "backfill_merge_postponed"
+		                              : "backfill_merge_failed",
+		                      reason),
+		        "%s", reason);
 		return;
 	}
 	if (ret == 0) {
+		/* NULL: done already, nothing to say */
 		if (reason != NULL) {
-			e_info(buser->event, "%s", reason);
+			e_info(outcome_event(buser, "backfill_merge_skipped",
+			                     reason),
+			       "%s", reason);
 		}
 		return;
 	}
+	/* merge.c has logged "merge started|resumed"; this is for stats */
+	e_debug(outcome_event(buser, "backfill_merge_started", ""),
+	        "merge begun at %s login", user->service);
 	/* The budget covers opening the archive and the live index too, and
 	   keeps a reserve for the commit that ends a POP3 login's share. */
 	uint64_t spent = bf_clock_msecs() - start;
