@@ -66,14 +66,13 @@ ASAN_MILTER_TESTS ?= milter-protocol milter-hostile milter-peers milter-daemon
 # both plugins loaded by the real Dovecot: its binaries are not
 # instrumented, so tests/lib/dovecot.py preloads the sanitizer runtimes
 # (BACKFILL_SANITIZE_PRELOAD) into every Dovecot and doveadm process and
-# fails a test on any report.  A subset, for the CI budget: the slow kill
-# and benchmark-sized tests are left to `make check`.
-ASAN_INTEGRATION_TESTS ?= test_merge_basic test_merge_pop3 test_merge_robust \
-	test_merge_uidl test_merge_staged test_merge_symlinks \
-	test_merge_private_dir test_merge_locked_store test_merge_full_disk \
-	test_merge_mdbox test_doveadm_plan test_doveadm_revert \
-	test_doveadm_revert_fingerprint test_doveadm_run test_doveadm_verify \
-	test_report
+# fails a test on any report.  A subset, for the CI budget: the slow POP3,
+# kill, crash and parallel-run tests are left to `make check`.
+ASAN_INTEGRATION_TESTS ?= test_merge_basic test_merge_robust test_merge_uidl \
+	test_merge_staged test_merge_symlinks test_merge_private_dir \
+	test_merge_locked_store test_merge_full_disk test_merge_mdbox \
+	test_doveadm_plan test_doveadm_revert test_doveadm_revert_fingerprint \
+	test_doveadm_verify test_report
 check-asan: deps
 	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(MESON_SETUP_ARGS) \
 		$(ASAN_BUILD) \
