@@ -116,7 +116,19 @@ static bool errstr_is(const char *errstr, int errnum)
 static int io_error(struct redis_state *r, const char *what, int err,
                     const char *errstr)
 {
-	if (err == REDIS_ERR_EOF) {
+	if ((err == REDIS_ERR_EOF || errstr_is(errstr, ECONNRESET)) &&
+	    r->uri.transport == BF_REDIS_TLS) {
+		/* TLS 1.3: a server that refuses our client certificate says
+		   so after the handshake, by hanging up (a reset when our
+		   first command was still on its way). */
+		bf_state_set_error(
+		        &r->state,
+		        "%s: redis-server closed the connection "
+		        "(restarting? or it wants a client "
+		        "certificate signed by its tls-ca-cert-file: "
+		        "cert=FILE and key=FILE in the URI)",
+		        what);
+	} else if (err == REDIS_ERR_EOF) {
 		bf_state_set_error(&r->state,
 		                   "%s: redis-server closed the connection "
 		                   "(restarting? the next call connects again)",
@@ -371,9 +383,17 @@ int bf_redis_connect(struct redis_state *r, const char *what)
 	r->ctx = c;
 	r->ctx_pid = getpid();
 	/* The connect timeout above covers connecting only; this one every
-	   read and write, so that a hung server never hangs a login. */
+	   read and write (the TLS handshake too), so that a hung server
+	   never hangs a login. */
 	if (redisSetTimeout(c, tv) != REDIS_OK)
 		return bf_redis_conn_failed(r, what);
+#ifdef BF_HAVE_REDIS_TLS
+	/* Before AUTH: the password only ever travels encrypted. */
+	if (r->tls != NULL && bf_redis_tls_connect(r, what) < 0) {
+		bf_redis_drop(r);
+		return -1;
+	}
+#endif
 	return conn_setup(r, what);
 }
 
@@ -425,25 +445,52 @@ void bf_redis_close(struct bf_state *state)
 	struct redis_state *r = RS(state);
 
 	bf_redis_drop(r);
+#ifdef BF_HAVE_REDIS_TLS
+	bf_redis_tls_deinit(r);
+#endif
 	bf_redis_uri_clear(&r->uri);
 	free(r);
 }
 
-int bf_redis_open(const char *location, bool unix_socket,
+int bf_redis_open(const char *location, enum bf_redis_transport transport,
                   struct bf_state **state_r, char **error_r)
 {
 	struct redis_state *r;
 	int ret;
 
+#ifndef BF_HAVE_REDIS_TLS
+	/* Debian 12's hiredis (0.14) has no TLS (hiredis_ssl came with
+	   1.0): a clear refusal, naming what to do instead. */
+	if (transport == BF_REDIS_TLS) {
+		*state_r = NULL;
+		*error_r = bf_state_error_new(
+		        "rediss:",
+		        "TLS is not supported: this build's hiredis has no "
+		        "TLS (hiredis_ssl, hiredis 1.0 or later: Debian 13); "
+		        "use redis:// to a local stunnel that carries the "
+		        "link over TLS (docs/redis-tls.md), or redis+unix:// "
+		        "on the Redis host");
+		return -1;
+	}
+#endif
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		*error_r = bf_state_error_new("redis", "out of memory");
 		return -1;
 	}
-	ret = bf_redis_uri_parse(location, unix_socket, &r->uri, error_r);
+	ret = bf_redis_uri_parse(location, transport, &r->uri, error_r);
 	r->timeout_ms = r->uri.timeout_ms;
 	if (ret == 0 && (r->state.name = bf_redis_uri_name(&r->uri)) == NULL)
 		ret = -1;
+#ifdef BF_HAVE_REDIS_TLS
+	/* A missing or unreadable certificate file is the configuration's
+	   error: reported at open, not at every call. */
+	if (ret == 0 && transport == BF_REDIS_TLS && bf_redis_tls_init(r) < 0) {
+		*error_r = r->state.error;
+		r->state.error = NULL;
+		ret = -1;
+	}
+#endif
 	/* Connecting at once reports a wrong address or password when the
 	   store is opened; later failures are per call, and reconnect. */
 	if (ret == 0 && bf_redis_connect(r, "connecting") < 0) {

@@ -1,11 +1,16 @@
 /* The Redis backend's URIs:
 
      redis://[user:password@]host[:port][/db][?options]
+     rediss://[user:password@]host[:port][/db][?options]   (TLS)
      redis+unix:///path/redis.sock[?db=N&options]
 
    options: timeout=MS (connect and command timeout, default 2000),
    prefix=STR (key prefix, default "backfill:"); on a unix socket also
-   user=NAME and password=PW (AUTH), db=N.  Values are %-decoded.
+   user=NAME and password=PW (AUTH), db=N; over TLS also cacert=FILE (the
+   CAs that sign the server's certificate, default the system's),
+   cert=FILE and key=FILE (a client certificate, both or neither),
+   sni=NAME (the name sent and checked in the server's certificate,
+   default the host).  Values are %-decoded.
 
    The URI comes from configuration files, but it holds a password: error
    messages never quote it. */
@@ -19,8 +24,15 @@
 #include <string.h>
 
 #define USAGE                                                                  \
-	"expected redis://[user:password@]host[:port][/db] or "                \
+	"expected redis://[user:password@]host[:port][/db], "                  \
+	"rediss://[user:password@]host[:port][/db] or "                        \
 	"redis+unix:///path/redis.sock[?db=N]"
+
+static const char *const scheme_names[] = {
+        [BF_REDIS_TCP] = "redis:",
+        [BF_REDIS_UNIX] = "redis+unix:",
+        [BF_REDIS_TLS] = "rediss:",
+};
 
 /* %-decodes s[0..len).  NULL: a bad escape, a NUL byte or out of memory. */
 static char *pct_decode(const char *s, size_t len)
@@ -50,6 +62,43 @@ static char *pct_decode(const char *s, size_t len)
 	return out;
 }
 
+static bool opt_is(const char *opt, const char *eq, const char *name)
+{
+	return (size_t)(eq - opt) == strlen(name) &&
+	       strncmp(opt, name, (size_t)(eq - opt)) == 0;
+}
+
+/* A TLS option's value into *value_r: a file must be an absolute path
+   (Dovecot's processes run in other directories than where the
+   configuration was written), a name printable without spaces. */
+static int parse_tls_value(const char *opt, const char *eq, const char *end,
+                           bool file, char **value_r, const char *name,
+                           char **error_r)
+{
+	const char *p;
+
+	free(*value_r);
+	*value_r = pct_decode(eq + 1, (size_t)(end - eq - 1));
+	if (*value_r == NULL || **value_r == '\0' ||
+	    (file && **value_r != '/')) {
+		*error_r = bf_state_error_new(
+		        name, "invalid %.*s in URI (%s)", (int)(eq - opt), opt,
+		        file ? "an absolute file name" : "a host name");
+		return -1;
+	}
+	for (p = *value_r; *p != '\0'; p++) {
+		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+			*error_r = bf_state_error_new(
+			        name,
+			        "invalid %.*s in URI (a space or "
+			        "control character)",
+			        (int)(eq - opt), opt);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static bool parse_uint(const char *s, size_t len, unsigned long max,
                        unsigned long *value_r)
 {
@@ -69,10 +118,13 @@ static bool parse_uint(const char *s, size_t len, unsigned long max,
 }
 
 /* "?timeout=MS&prefix=STR" and, on a unix socket (whose URI has no other
-   place for them), "&db=N&user=NAME&password=PW". */
+   place for them), "&db=N&user=NAME&password=PW"; over TLS
+   "&cacert=FILE&cert=FILE&key=FILE&sni=NAME". */
 static int parse_options(struct bf_redis_uri *r, const char *query,
-                         bool unix_socket, const char *name, char **error_r)
+                         const char *name, char **error_r)
 {
+	bool unix_socket = r->transport == BF_REDIS_UNIX;
+	bool tls = r->transport == BF_REDIS_TLS;
 	const char *opt, *end, *eq;
 	unsigned long value;
 
@@ -139,6 +191,22 @@ static int parse_options(struct bf_redis_uri *r, const char *query,
 				return -1;
 			}
 			r->db = (unsigned int)value;
+		} else if (tls && opt_is(opt, eq, "cacert")) {
+			if (parse_tls_value(opt, eq, end, true, &r->cacert,
+			                    name, error_r) < 0)
+				return -1;
+		} else if (tls && opt_is(opt, eq, "cert")) {
+			if (parse_tls_value(opt, eq, end, true, &r->cert, name,
+			                    error_r) < 0)
+				return -1;
+		} else if (tls && opt_is(opt, eq, "key")) {
+			if (parse_tls_value(opt, eq, end, true, &r->key, name,
+			                    error_r) < 0)
+				return -1;
+		} else if (tls && opt_is(opt, eq, "sni")) {
+			if (parse_tls_value(opt, eq, end, false, &r->sni, name,
+			                    error_r) < 0)
+				return -1;
 		} else {
 			*error_r = bf_state_error_new(
 			        name,
@@ -146,9 +214,17 @@ static int parse_options(struct bf_redis_uri *r, const char *query,
 			        "timeout=MS, prefix=STR%s)",
 			        (int)(eq - opt), opt,
 			        unix_socket ? ", db=N, user=NAME, password=PW"
-			                    : "");
+			        : tls ? ", cacert=FILE, cert=FILE, key=FILE, "
+			                "sni=NAME"
+			              : "");
 			return -1;
 		}
+	}
+	if ((r->cert == NULL) != (r->key == NULL)) {
+		*error_r = bf_state_error_new(
+		        name, "a client certificate needs both cert=FILE and "
+		              "key=FILE in the URI");
+		return -1;
 	}
 	return 0;
 }
@@ -158,7 +234,7 @@ static int parse_options(struct bf_redis_uri *r, const char *query,
 static int parse_tcp(struct bf_redis_uri *r, const char *location,
                      char **error_r)
 {
-	static const char *const name = "redis:";
+	const char *name = scheme_names[r->transport];
 	const char *p, *auth_end, *at = NULL, *colon, *host, *host_end;
 	const char *port_str = NULL, *q;
 	unsigned long value;
@@ -249,7 +325,7 @@ static int parse_tcp(struct bf_redis_uri *r, const char *location,
 	}
 	if (r->host == NULL)
 		return -1;
-	return parse_options(r, *p == '?' ? p + 1 : NULL, false, name, error_r);
+	return parse_options(r, *p == '?' ? p + 1 : NULL, name, error_r);
 }
 
 /* "///path/redis.sock[?db=N&options]" (or "/path/...") */
@@ -275,7 +351,7 @@ static int parse_unix(struct bf_redis_uri *r, const char *location,
 		        name, "invalid socket path in URI (bad %%-escape)");
 		return -1;
 	}
-	return parse_options(r, query != NULL ? query + 1 : NULL, true, name,
+	return parse_options(r, query != NULL ? query + 1 : NULL, name,
 	                     error_r);
 }
 
@@ -292,10 +368,10 @@ char *bf_redis_uri_name(const struct bf_redis_uri *r)
 		                            r->socket_path);
 	} else {
 		ret = asprintf(&name,
-		               strchr(r->host, ':') != NULL
-		                       ? "redis://[%s]:%d/%u"
-		                       : "redis://%s:%d/%u",
-		               r->host, r->port, r->db);
+		               strchr(r->host, ':') != NULL ? "%s//[%s]:%d/%u"
+		                                            : "%s//%s:%d/%u",
+		               scheme_names[r->transport], r->host, r->port,
+		               r->db);
 	}
 	return ret < 0 ? NULL : name;
 }
@@ -311,19 +387,24 @@ void bf_redis_uri_clear(struct bf_redis_uri *uri)
 		free(uri->password);
 	}
 	free(uri->prefix);
+	free(uri->cacert);
+	free(uri->cert);
+	free(uri->key);
+	free(uri->sni);
 	memset(uri, 0, sizeof(*uri));
 }
 
-int bf_redis_uri_parse(const char *location, bool unix_socket,
+int bf_redis_uri_parse(const char *location, enum bf_redis_transport transport,
                        struct bf_redis_uri *uri, char **error_r)
 {
 	int ret;
 
 	memset(uri, 0, sizeof(*uri));
+	uri->transport = transport;
 	uri->timeout_ms = BF_REDIS_DEFAULT_TIMEOUT_MS;
 	*error_r = NULL;
-	ret = unix_socket ? parse_unix(uri, location, error_r)
-	                  : parse_tcp(uri, location, error_r);
+	ret = transport == BF_REDIS_UNIX ? parse_unix(uri, location, error_r)
+	                                 : parse_tcp(uri, location, error_r);
 	if (ret == 0 && uri->prefix == NULL &&
 	    (uri->prefix = strdup(BF_REDIS_DEFAULT_PREFIX)) == NULL)
 		ret = -1;

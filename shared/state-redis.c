@@ -1103,28 +1103,20 @@ static int redis_lease_release(struct bf_state *state, const char *name,
 static int redis_open_tcp(const char *location, struct bf_state **state_r,
                           char **error_r)
 {
-	return bf_redis_open(location, false, state_r, error_r);
+	return bf_redis_open(location, BF_REDIS_TCP, state_r, error_r);
 }
 
 static int redis_open_unix(const char *location, struct bf_state **state_r,
                            char **error_r)
 {
-	return bf_redis_open(location, true, state_r, error_r);
+	return bf_redis_open(location, BF_REDIS_UNIX, state_r, error_r);
 }
 
-/* Debian 12's hiredis (0.14) has no TLS (hiredis_ssl came with 1.0): a
-   clear refusal instead of "unsupported backend". */
+/* Refused with the reason in a build whose hiredis has no TLS. */
 static int redis_open_tls(const char *location, struct bf_state **state_r,
                           char **error_r)
 {
-	(void)location;
-	*state_r = NULL;
-	*error_r = bf_state_error_new(
-	        "rediss:", "TLS is not supported: this build's hiredis has no "
-	                   "TLS; use redis+unix:// on the Redis host, or a "
-	                   "TLS tunnel (stunnel, spiped) to redis:// on "
-	                   "127.0.0.1 (see docs/state-store.md)");
-	return -1;
+	return bf_redis_open(location, BF_REDIS_TLS, state_r, error_r);
 }
 
 #define REDIS_OPS                                                              \

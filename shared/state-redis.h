@@ -2,9 +2,12 @@
 #define BF_STATE_REDIS_H
 
 /* The Redis backend's own modules, private to it:
-   - state-redis-uri.c    the URI: redis://... and redis+unix://...
+   - state-redis-uri.c    the URI: redis://..., rediss://... and
+                          redis+unix://...
    - state-redis-conn.c   the connection: command arguments, connecting,
                           AUTH/SELECT, timeouts, errors, reconnecting
+   - state-redis-tls.c    TLS (rediss://), where hiredis has hiredis_ssl
+                          (BF_HAVE_REDIS_TLS): the certificate checks
    - state-redis-values.c the values stored in Redis read back into
                           records (every one of them may be damaged or
                           foreign: the parsers are fuzzed)
@@ -24,20 +27,33 @@
 #define BF_REDIS_MAX_TIMEOUT_MS     600000
 #define BF_REDIS_DEFAULT_PREFIX     "backfill:"
 
+enum bf_redis_transport {
+	BF_REDIS_TCP,  /* redis:// */
+	BF_REDIS_UNIX, /* redis+unix:// */
+	BF_REDIS_TLS,  /* rediss:// */
+};
+
 struct bf_redis_uri {
-	char *host; /* TCP */
+	enum bf_redis_transport transport;
+	char *host; /* TCP and TLS */
 	int port;
 	char *socket_path; /* unix socket */
 	char *user, *password;
 	unsigned int db;
 	char *prefix;
 	int timeout_ms;
+	/* TLS: absolute paths (NULL: the system's CAs; no client
+	   certificate), and the name the server's certificate must carry
+	   (NULL: host). */
+	char *cacert, *cert, *key, *sni;
 };
 
-/* Parses location (the URI after "redis:" or "redis+unix:") into uri
-   (all of it freed with bf_redis_uri_clear(), also after an error).  -1
-   with a malloc()ed message in *error_r (never quoting the password). */
-int bf_redis_uri_parse(const char *location, bool unix_socket,
+/* Parses location (the URI after "redis:", "rediss:" or "redis+unix:")
+   into uri (all of it freed with bf_redis_uri_clear(), also after an
+   error).  -1 with a malloc()ed message in *error_r (never quoting the
+   password).  The TLS options are parsed also where this build has no
+   TLS (bf_redis_open() refuses rediss:// there). */
+int bf_redis_uri_parse(const char *location, enum bf_redis_transport transport,
                        struct bf_redis_uri *uri, char **error_r);
 void bf_redis_uri_clear(struct bf_redis_uri *uri);
 /* What error messages call the store: the server, without credentials
@@ -48,10 +64,12 @@ char *bf_redis_uri_name(const struct bf_redis_uri *uri);
 
 struct redisContext;
 struct redisReply;
+struct ssl_ctx_st;
 
 struct redis_state {
 	struct bf_state state;
 
+	struct ssl_ctx_st *tls;   /* rediss://: made once per handle */
 	struct redisContext *ctx; /* NULL: connect at the next call */
 	pid_t ctx_pid;            /* the process that connected it */
 	struct bf_redis_uri uri;
@@ -81,7 +99,7 @@ void bf_rargs_free(struct bf_rargs *a);
 
 /* Opens a handle and connects (a wrong address or password is reported
    at once); later failures are per call, and reconnect. */
-int bf_redis_open(const char *location, bool unix_socket,
+int bf_redis_open(const char *location, enum bf_redis_transport transport,
                   struct bf_state **state_r, char **error_r);
 void bf_redis_close(struct bf_state *state);
 void bf_redis_set_wait_limit(struct bf_state *state, unsigned int ms);
@@ -107,6 +125,17 @@ int bf_redis_reply_error(struct redis_state *r, const char *what,
 int bf_redis_bad_reply(struct redis_state *r, const char *what,
                        struct redisReply *reply);
 int bf_redis_oom(struct redis_state *r);
+
+#ifdef BF_HAVE_REDIS_TLS
+/* state-redis-tls.c: the handle's TLS context from the URI's files (a
+   missing or unreadable file is reported at open), and the handshake on a
+   connected context, checking the server's certificate against the CAs
+   and its name against sni= or the host.  Both -1 with the handle's
+   error set. */
+int bf_redis_tls_init(struct redis_state *r);
+int bf_redis_tls_connect(struct redis_state *r, const char *what);
+void bf_redis_tls_deinit(struct redis_state *r);
+#endif
 
 /* SIGPIPE blocked around a write (pipelined commands). */
 struct bf_redis_sigpipe_guard {

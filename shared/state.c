@@ -24,11 +24,15 @@
 
 #ifdef BF_HAVE_REDIS
 /* state-redis.c: redis://, redis+unix:// and rediss:// (refused with the
-   reason: no TLS in this hiredis). */
+   reason where this hiredis has no TLS). */
 extern const struct bf_state_backend bf_state_backend_redis;
 extern const struct bf_state_backend bf_state_backend_redis_unix;
 extern const struct bf_state_backend bf_state_backend_rediss;
+#ifdef BF_HAVE_REDIS_TLS
+#define SUPPORTED_SCHEMES "sqlite, redis, rediss, redis+unix"
+#else
 #define SUPPORTED_SCHEMES "sqlite, redis, redis+unix"
+#endif
 #else
 #define SUPPORTED_SCHEMES "sqlite"
 #endif

@@ -1,10 +1,10 @@
 /* libFuzzer: the state store URIs, as they come from backfill_state,
    State in backfill-milter.conf or backfillctl --state.  The first byte
-   picks the parser: the SQLite location, a redis:// or a redis+unix://
-   URI (options included), or the redaction every URI goes through before
-   it reaches a log line.  Nothing is opened or connected.  Properties:
-   no crash, leak or overflow; an error always has a message; a parsed
-   redis URI has a server (host or socket), a prefix and a timeout, and
+   picks the parser: the SQLite location, a redis://, rediss:// (TLS
+   options included) or redis+unix:// URI, or the redaction every URI goes
+   through before it reaches a log line.  Nothing is opened or connected.
+   Properties: no crash, leak or overflow; an error always has a message; a
+   parsed redis URI has a server (host or socket), a prefix and a timeout, and
    its password does not show once redacted; a redacted URI never shows a
    password given as "password=". */
 
@@ -96,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(text, data + 1, size - 1);
 	text[size - 1] = '\0';
-	switch (data[0] % 4) {
+	switch (data[0] % 5) {
 	case 0:
 		if (bf_state_sqlite_parse_location(text, &path, &busy_timeout,
 		                                   &error) < 0 &&
@@ -106,11 +106,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 #ifdef BF_HAVE_REDIS
 	case 1:
-	case 2: {
+	case 2:
+	case 4: {
+		static const enum bf_redis_transport transports[] = {
+		        [1] = BF_REDIS_TCP,
+		        [2] = BF_REDIS_UNIX,
+		        [4] = BF_REDIS_TLS,
+		};
+		enum bf_redis_transport transport = transports[data[0] % 5];
 		struct bf_redis_uri uri;
 
-		if (bf_redis_uri_parse(text, data[0] % 4 == 2, &uri, &error) <
-		    0) {
+		if (bf_redis_uri_parse(text, transport, &uri, &error) < 0) {
 			if (error == NULL)
 				abort();
 		} else {
@@ -118,10 +124,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 			if (name == NULL || uri.prefix == NULL ||
 			    (uri.host == NULL) == (uri.socket_path == NULL) ||
-			    uri.timeout_ms <= 0)
+			    uri.timeout_ms <= 0 ||
+			    /* TLS options only over TLS, files absolute,
+			       a client certificate whole */
+			    (transport != BF_REDIS_TLS &&
+			     (uri.cacert != NULL || uri.cert != NULL ||
+			      uri.key != NULL || uri.sni != NULL)) ||
+			    (uri.cacert != NULL && uri.cacert[0] != '/') ||
+			    (uri.cert != NULL && uri.cert[0] != '/') ||
+			    (uri.key != NULL && uri.key[0] != '/') ||
+			    (uri.cert == NULL) != (uri.key == NULL) ||
+			    (uri.sni != NULL && uri.sni[0] == '\0'))
 				abort();
 			free(name);
-			if (data[0] % 4 == 1)
+			if (transport != BF_REDIS_UNIX)
 				check_password_hidden(text, &uri);
 		}
 		bf_redis_uri_clear(&uri);

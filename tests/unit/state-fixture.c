@@ -116,7 +116,7 @@ int bf_fixture_free_port(void)
 redisContext *bf_fixture_redis_connect(const struct bf_fixture_redis *redis,
                                        const char *password)
 {
-	redisContext *c = redis->port != 0
+	redisContext *c = redis->port != 0 && !redis->tls
 	                          ? redisConnect("127.0.0.1", redis->port)
 	                          : redisConnectUnix(redis->sock);
 	redisReply *reply;
@@ -151,12 +151,60 @@ void bf_fixture_redis_log_dump(const struct bf_fixture_redis *redis)
 	}
 }
 
-int bf_fixture_redis_start(struct bf_fixture_redis *redis, const char *dir,
-                           int port, const char *password,
-                           const char *appendfsync)
+/* A throwaway CA and the certificates of a TLS test in dir (EC keys:
+   quick to make on a loaded machine). */
+static int make_test_ca(const char *dir)
+{
+	static const char script[] =
+	        "set -e; cd \"$1\"; exec 2>openssl.log\n"
+	        "key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+	        "-nodes'\n"
+	        "for ca in ca other-ca; do\n"
+	        "  openssl req -x509 $key -days 2 -subj /CN=backfill-test-$ca "
+	        "-keyout $ca.key -out $ca.pem\n"
+	        "done\n"
+	        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' "
+	        ">server.ext\n"
+	        "printf 'extendedKeyUsage=clientAuth\\n' >client.ext\n"
+	        "for c in server client; do\n"
+	        "  openssl req -new $key -subj /CN=$c -keyout $c.key "
+	        "-out $c.csr\n"
+	        "  openssl x509 -req -in $c.csr -CA ca.pem -CAkey ca.key "
+	        "-CAcreateserial -days 2 -extfile $c.ext -out $c.pem\n"
+	        "done\n";
+	pid_t pid = fork();
+	int status, fd;
+
+	if (pid < 0) {
+		perror("fixture: fork");
+		return -1;
+	}
+	if (pid == 0) {
+		fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+		}
+		execl("/bin/sh", "sh", "-c", script, "sh", dir, (char *)NULL);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		fprintf(stderr,
+		        "fixture: openssl could not make the test CA "
+		        "(see %s/openssl.log)\n",
+		        dir);
+		return -1;
+	}
+	return 0;
+}
+
+static int redis_start(struct bf_fixture_redis *redis, const char *dir,
+                       int port, const char *password, const char *appendfsync,
+                       bool tls)
 {
 	const char *server = bf_fixture_redis_server();
-	char port_str[16], log[160];
+	char port_str[16], log[160], files[3][160];
 	redisContext *c;
 	redisReply *reply;
 	int i, status, len;
@@ -178,6 +226,12 @@ int bf_fixture_redis_start(struct bf_fixture_redis *redis, const char *dir,
 	snprintf(port_str, sizeof(port_str), "%d", port);
 	snprintf(log, sizeof(log), "%s/redis.log", dir);
 	redis->port = port;
+	redis->tls = tls;
+	if (tls && make_test_ca(dir) < 0)
+		return -1;
+	snprintf(files[0], sizeof(files[0]), "%s/server.pem", dir);
+	snprintf(files[1], sizeof(files[1]), "%s/server.key", dir);
+	snprintf(files[2], sizeof(files[2]), "%s/ca.pem", dir);
 	redis->pid = fork();
 	if (redis->pid < 0) {
 		redis->pid = 0;
@@ -195,7 +249,17 @@ int bf_fixture_redis_start(struct bf_fixture_redis *redis, const char *dir,
 		}
 		argv[n++] = "redis-server";
 		argv[n++] = "--port";
-		argv[n++] = port_str;
+		argv[n++] = tls ? "0" : port_str;
+		if (tls) {
+			argv[n++] = "--tls-port";
+			argv[n++] = port_str;
+			argv[n++] = "--tls-cert-file";
+			argv[n++] = files[0];
+			argv[n++] = "--tls-key-file";
+			argv[n++] = files[1];
+			argv[n++] = "--tls-ca-cert-file";
+			argv[n++] = files[2];
+		}
 		argv[n++] = "--bind";
 		argv[n++] = "127.0.0.1";
 		argv[n++] = "--unixsocket";
@@ -246,6 +310,19 @@ int bf_fixture_redis_start(struct bf_fixture_redis *redis, const char *dir,
 		return -1;
 	}
 	return 0;
+}
+
+int bf_fixture_redis_start(struct bf_fixture_redis *redis, const char *dir,
+                           int port, const char *password,
+                           const char *appendfsync)
+{
+	return redis_start(redis, dir, port, password, appendfsync, false);
+}
+
+int bf_fixture_redis_start_tls(struct bf_fixture_redis *redis, const char *dir,
+                               int port)
+{
+	return redis_start(redis, dir, port, NULL, "always", true);
 }
 
 void bf_fixture_redis_stop(struct bf_fixture_redis *redis)

@@ -26,6 +26,7 @@ struct redisContext;
 struct bf_fixture_redis {
 	pid_t pid; /* 0 = not running */
 	int port;  /* 0 = unix socket only */
+	bool tls;  /* port speaks TLS only (the socket stays plain) */
 	char dir[96];
 	char sock[108]; /* sun_path's size */
 };
@@ -46,9 +47,17 @@ int bf_fixture_free_port(void);
 int bf_fixture_redis_start(struct bf_fixture_redis *redis, const char *dir,
                            int port, const char *password,
                            const char *appendfsync);
+/* The same on 127.0.0.1:port over TLS only (--port 0 --tls-port port,
+   client certificates required, appendfsync always), with a throwaway
+   CA made by openssl in dir: ca.pem signs server.pem (for localhost and
+   127.0.0.1) and client.pem/client.key; other-ca.pem is a CA that signed
+   nothing of this server's. */
+int bf_fixture_redis_start_tls(struct bf_fixture_redis *redis, const char *dir,
+                               int port);
 /* Stops it (also when stopped with SIGSTOP) and waits for it. */
 void bf_fixture_redis_stop(struct bf_fixture_redis *redis);
-/* A connection of the test itself (TCP when it has a port), to look at or
+/* A connection of the test itself (TCP when it has a plain port, else
+   the unix socket), to look at or
    tamper with the data; NULL when it cannot connect. */
 struct redisContext *
 bf_fixture_redis_connect(const struct bf_fixture_redis *redis,

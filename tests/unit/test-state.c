@@ -1569,6 +1569,7 @@ static void test_slot_takeover_after_kill(void **statep)
 
 #define T(name)  cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define TR(name) cmocka_unit_test_setup_teardown(name, setup_redis, teardown)
+#define TS(name) cmocka_unit_test_setup_teardown(name, setup_rediss, teardown)
 
 /* One key for the milter's RCPT TO, the plugin's LMTP recipient and
    backfillctl: a copy confirmed under another spelling would never
@@ -1679,6 +1680,27 @@ int main(void)
 		return failed != 0 ? 1 : 77;
 	}
 	failed += cmocka_run_group_tests_name("redis", redis_tests, NULL, NULL);
+#ifdef BF_HAVE_REDIS_TLS
+	/* The contract again, over rediss:// (Debian 13's hiredis). */
+	const struct CMUnitTest rediss_tests[] = {
+	        TS(test_merge_records),
+	        TS(test_journal),
+	        TS(test_windows),
+	        TS(test_window_open_exclusive),
+	        TS(test_window_open_concurrent),
+	        TS(test_dedup),
+	        TS(test_dedup_concurrent_processes),
+	        TS(test_dedup_concurrent_threads),
+	        TS(test_lease_basic),
+	        TS(test_lease_takeover_after_kill),
+	        TS(test_slots_basic),
+	        TS(test_slots_contention),
+	        TS(test_rediss_refused),
+	};
+
+	failed +=
+	        cmocka_run_group_tests_name("rediss", rediss_tests, NULL, NULL);
+#endif
 #endif
 	return failed != 0 ? 1 : 0;
 }

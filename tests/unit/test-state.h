@@ -75,6 +75,10 @@ void test_redis_checkpoint_atomic(void **statep);
 void test_redis_damaged_values(void **statep);
 void test_redis_keys_and_ttl(void **statep);
 void test_redis_fork(void **statep);
+#ifdef BF_HAVE_REDIS_TLS
+int setup_rediss(void **statep);
+void test_rediss_refused(void **statep);
+#endif
 #endif
 
 #endif
