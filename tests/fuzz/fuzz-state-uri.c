@@ -75,7 +75,10 @@ static void check_password_hidden(const char *location,
 	if (shown == NULL)
 		abort();
 	for (int i = 0; i < 2; i++) {
-		if (occurrences(location, part[i], 6) == 1 &&
+		/* A part with a '*' may be the redaction's own "***" and
+		   what follows it ("u:*@ssw0r@h" shows "u:***@h"). */
+		if (strchr(part[i], '*') == NULL &&
+		    occurrences(location, part[i], 6) == 1 &&
 		    strstr(shown, part[i]) != NULL)
 			abort();
 	}
