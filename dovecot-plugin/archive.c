@@ -408,8 +408,8 @@ static int private_subdir(int parent_fd, const char *parent, const char *name,
 
 /* Creates base/rel level by level with private_subdir(); base itself is
    the operator's (a home, the state store's directory) and must exist. */
-static int private_path(const char *base, const char *rel,
-                        const char **path_r, const char **error_r)
+static int private_path(const char *base, const char *rel, const char **path_r,
+                        const char **error_r)
 {
 	const char *path = base;
 	int fd = open(base, O_RDONLY | O_DIRECTORY);
@@ -456,8 +456,8 @@ static const char *username_component(const char *username)
    through it as the mail uid.  Returns 1, 0 when there is no such place
    (*error_r says what to set: the merge is postponed), -1 on error. */
 static int private_dir(struct mail_user *user,
-                       const struct backfill_settings *set,
-                       const char **dir_r, const char **error_r)
+                       const struct backfill_settings *set, const char **dir_r,
+                       const char **error_r)
 {
 	const char *home, *state_dir, *slash;
 	int ret;
@@ -589,8 +589,8 @@ static void signature_add(struct signature *sig, const char *relpath,
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
 	uint64_t fields[6] = {
-	        (uint64_t)st->st_ino,         (uint64_t)st->st_mode,
-	        (uint64_t)st->st_size,        (uint64_t)st->st_ctim.tv_sec,
+	        (uint64_t)st->st_ino,          (uint64_t)st->st_mode,
+	        (uint64_t)st->st_size,         (uint64_t)st->st_ctim.tv_sec,
 	        (uint64_t)st->st_ctim.tv_nsec, (uint64_t)st->st_mtim.tv_sec,
 	};
 
@@ -610,9 +610,8 @@ static bool signature_leaf_dir(const char *name)
 	       strcmp(name, "tmp") == 0;
 }
 
-static int signature_dir(struct signature *sig, int dir_fd,
-                         const char *relpath, unsigned int depth,
-                         const char **error_r)
+static int signature_dir(struct signature *sig, int dir_fd, const char *relpath,
+                         unsigned int depth, const char **error_r)
 {
 	struct dirent *d;
 	DIR *dir;
@@ -725,7 +724,9 @@ static unsigned char dirent_type(int dir_fd, const struct dirent *d)
 		return d->d_type;
 	if (fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return DT_UNKNOWN;
-	return S_ISLNK(st.st_mode) ? DT_LNK : (S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN);
+	return S_ISLNK(st.st_mode)
+	               ? DT_LNK
+	               : (S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN);
 }
 
 static int files_scan(struct backfill_archive_files *files, const char *sub,
