@@ -31,7 +31,9 @@ def doveadm(dc, *args, fmt=None, timeout=600, env=None):
     cmd = [bftest.dv.DOVEADM, "-c", dc.conf_path]
     if fmt:
         cmd += ["-f", fmt]
-    cmd += list(args)
+    # -o plugin/NAME=VALUE: 2.4 has no plugin {} section, NAME is top level
+    cmd += [a[len("plugin/"):] if bftest.dv.IS_24 and a.startswith("plugin/")
+            else a for a in args]
     mounts = [(module_dir(), DOVEADM_MODULE_DIR)]
     mounts += bftest.dv.settings_module_mounts(bftest.plugin_dir())
     return subprocess.run(bftest.dv.in_mount_ns(cmd, mounts),
