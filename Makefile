@@ -43,9 +43,8 @@ check: build
 # and built in DC24_DIR/build.  Root only (chroot, mounts in a private
 # namespace: nothing stays mounted).
 DC24_DIR ?= build-dovecot24
-# Until the plugin is ported to 2.4 the root builds and tests everything
-# else.
-DC24_SETUP_ARGS ?= -Ddovecot_plugin=disabled
+# Extra `meson setup` options for the root's build dir only.
+DC24_SETUP_ARGS ?=
 check-dovecot24: deps
 	scripts/debian13-root $(DC24_DIR)/root
 	@# a build dir configured with other options is made again
