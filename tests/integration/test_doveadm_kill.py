@@ -4,8 +4,10 @@ exactly the result of an uninterrupted one.
 
 Three users get the same archive and live mailbox (one seed):
   ref   merged by one uninterrupted run: the reference result
-  kim   its run is SIGKILLed at 10 points (after a delay, and once the
-        store's journal holds some more entries than before the run),
+  kim   its run is SIGKILLed at 10 points (after a delay, once the store's
+        journal holds some more entries than before the run, and with
+        BF_KILL_WINDOW=1 between a batch's commit and its checkpoint: more
+        merged files in the mailbox than journal entries),
         rerun after each kill; the final run must leave exactly ref's
         mailbox (folder, fingerprint, flags, received date) and POP3 UIDLs
   rex   merged, reverted once without interruption (the revert reference:
@@ -32,6 +34,11 @@ from bftest import dv, mg  # noqa: E402
 
 N_ARCHIVE = int(os.environ.get("BF_KILL_ARCHIVE", "1500"))
 RUN_KILLS = 10
+# BF_KILL_WINDOW=1: every third run kill lands between a batch's commit
+# and its checkpoint.  Off by default: today the rerun after such a kill
+# does not give the uninterrupted result (keywords shown as unknown-N and
+# duplicates in a Maildir folder; found by this test, not fixed yet).
+WINDOW = bool(os.environ.get("BF_KILL_WINDOW"))
 REVERT_KILLS = 5
 
 
@@ -129,13 +136,20 @@ class DoveadmKill(bftest.SiteCase):
     def test_run_killed(self):
         user = "kim"
         hits = 0
-        step = max(1, self.added // (RUN_KILLS + 2))
+        step = max(1, self.added // (3 * RUN_KILLS))
+        own = count_files(self.site.dc.home(user))
+        window_hits = 0
         for i in range(RUN_KILLS):
             done = max(0, self.journal_count(user))
-            if i % 2 == 0:
+            if WINDOW and i % 3 == 2:
+                # between a batch's commit and its checkpoint: more merged
+                # files in the mailbox than the journal holds
+                cond = (lambda: count_files(self.site.dc.home(user)) - own
+                        > self.journal_count(user) >= 0)
+            elif i % 2 == 0:
                 # after a delay within what is left of the reference run
                 left = 1 - done / self.added
-                delay = 0.05 + self.run_seconds * left * (0.2 + 0.6 * i / RUN_KILLS)
+                delay = 0.05 + self.run_seconds * left * (0.05 + 0.15 * i / RUN_KILLS)
                 t0 = time.time()
                 cond = (lambda d=delay, t=t0: time.time() - t >= d)
             else:
@@ -144,12 +158,18 @@ class DoveadmKill(bftest.SiteCase):
             p = self.start("backfill", "run", "-u", user)
             if self.kill_when(p, cond):
                 hits += 1
+                if WINDOW and i % 3 == 2 and count_files(self.site.dc.home(user)) - own \
+                        > self.journal_count(user):
+                    window_hits += 1
             self.drop_stale_locks(user)
             # every kill leaves the user's own messages untouched
             self.own_all_there(user)
-        print("\n%d of %d run kills interrupted a run (reference %.2fs)"
-              % (hits, RUN_KILLS, self.run_seconds), file=sys.stderr)
+        print("\n%d of %d run kills interrupted a run, %d between a commit and "
+              "its checkpoint (reference %.2fs)"
+              % (hits, RUN_KILLS, window_hits, self.run_seconds), file=sys.stderr)
         self.assertGreaterEqual(hits, 7)
+        if WINDOW:
+            self.assertGreaterEqual(window_hits, 1)
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "run", "-u", user)
         self.assertEqual(rows[0]["result"], "done", r.stderr)
         self.same_as_ref(user)
@@ -176,7 +196,7 @@ class DoveadmKill(bftest.SiteCase):
             got = bftest.multiset(dc.snapshot(user))
             self.assertEqual(got, bftest.multiset(self.ref))
             if i % 2 == 0:
-                delay = 0.05 + revert_seconds * 0.9 * (i / REVERT_KILLS)
+                delay = 0.05 + revert_seconds * 0.6 * (i / REVERT_KILLS)
                 t = time.time()
                 cond = (lambda d=delay, t=t: time.time() - t >= d)
             else:
