@@ -26,8 +26,9 @@ def module_dir():
     return d
 
 
-def doveadm(dc, *args, fmt=None, timeout=600, env=None):
-    """Runs doveadm with our module; returns CompletedProcess (text)."""
+def doveadm_argv(dc, *args, fmt=None):
+    """The command line that runs doveadm with our module (and, on 2.4,
+    our settings module) against dc's config."""
     cmd = [bftest.dv.DOVEADM, "-c", dc.conf_path]
     if fmt:
         cmd += ["-f", fmt]
@@ -36,7 +37,12 @@ def doveadm(dc, *args, fmt=None, timeout=600, env=None):
             else a for a in args]
     mounts = [(module_dir(), DOVEADM_MODULE_DIR)]
     mounts += bftest.dv.settings_module_mounts(bftest.plugin_dir())
-    return subprocess.run(bftest.dv.in_mount_ns(cmd, mounts),
+    return bftest.dv.in_mount_ns(cmd, mounts)
+
+
+def doveadm(dc, *args, fmt=None, timeout=600, env=None):
+    """Runs doveadm with our module; returns CompletedProcess (text)."""
+    return subprocess.run(doveadm_argv(dc, *args, fmt=fmt),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout, env=dc.sanitizer_env(env))
 

@@ -33,9 +33,7 @@ class RunProgressTest(unittest.TestCase):
         self.site.start(plugin_on=False)
 
     def cmd(self):
-        script = 'mount --bind "$0" %s && exec "$@"' % bd.DOVEADM_MODULE_DIR
-        return ["unshare", "-m", "sh", "-c", script, bd.module_dir(),
-                bftest.dv.DOVEADM, "-c", self.site.dc.conf_path] + ARGS
+        return bd.doveadm_argv(self.site.dc, *ARGS)
 
     def test_log_lines_without_a_terminal(self):
         r = subprocess.run(self.cmd(), capture_output=True, text=True, timeout=300,
