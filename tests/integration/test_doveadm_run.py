@@ -390,10 +390,8 @@ class ResumeTest(unittest.TestCase):
         site.add_user("big", mg.bulk_scenario(11, 1500, 50, 30), record=False)
         site.start(plugin_on=False)
         pre = sum(len(m) for _, m in site.dc.snapshot("big").values())
-        cmd = ["unshare", "-m", "sh", "-c",
-               'mount --bind "$0" %s && exec "$@"' % bd.DOVEADM_MODULE_DIR, bd.module_dir(),
-               dv.DOVEADM, "-c", site.dc.conf_path, "-f", "json",
-               "backfill", "run", "-u", "big", "--rate", "400"]
+        cmd = bd.doveadm_argv(site.dc, "backfill", "run", "-u", "big",
+                              "--rate", "400", fmt="json")
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=site.dc.sanitizer_env())
         time.sleep(1.5)
