@@ -30,7 +30,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
 N_ARCHIVE = int(os.environ.get("BF_KILL_ARCHIVE", "1500"))
 RUN_KILLS = 10
@@ -82,9 +82,7 @@ class DoveadmKill(bftest.SiteCase):
             return -1
 
     def start(self, *args):
-        cmd = [dv.DOVEADM, "-c", self.site.dc.conf_path, "-f", "json"] + list(args)
-        script = 'mount --bind "$0" %s && exec "$@"' % bd.DOVEADM_MODULE_DIR
-        return subprocess.Popen(["unshare", "-m", "sh", "-c", script, bd.module_dir()] + cmd,
+        return subprocess.Popen(bd.doveadm_argv(self.site.dc, *args, fmt="json"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env=self.site.dc.sanitizer_env())
 
