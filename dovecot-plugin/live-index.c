@@ -293,6 +293,13 @@ int backfill_live_uidls_load(struct backfill_merge *m, const char **error_r)
 	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
 	mail_search_args_unref(&args);
 	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
+		/* A copy of the batch a crash cut before its checkpoint is
+		   not the user's mail: backfill_merge_landed_take() gives it
+		   its UIDL again.  Counted here, it would make the archived
+		   message it is a copy of collide with itself. */
+		if (m->intent && m->intent_cf == m->cur_cf &&
+		    mail->uid >= m->intent_uidnext)
+			continue;
 		if (backfill_pop3_uidl_get(mail, m->lbox_uidvalidity,
 		                           m->pop3_uidl_format, &uidl,
 		                           error_r) < 0) {

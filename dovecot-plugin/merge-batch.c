@@ -220,11 +220,15 @@ static struct landed *landed_find(struct backfill_merge *m, const char *guid,
 	return NULL;
 }
 
-/* Makes sure a landed copy shows the UIDL it should: Maildir may have
-   died after moving the file into cur/ and before writing the UIDL into
-   dovecot-uidlist. */
-static void landed_fix_uidl(struct backfill_merge *m, uint32_t uid,
-                            const char *uidl)
+/* Makes sure a landed copy shows what a fresh copy shows: Maildir may
+   have died after moving the file into cur/ and before writing its UIDL
+   into dovecot-uidlist, or the names of its keywords (their letters are
+   in the file name) into dovecot-keywords: the copy then shows unknown-N
+   keywords, and a client or POP3 would see another message than the
+   uninterrupted merge gives (found by SIGKILL between commit and
+   checkpoint in test_doveadm_kill). */
+static void landed_fix(struct backfill_merge *m, uint32_t uid, const char *uidl,
+                       enum mail_flags flags, struct mail_keywords *kw)
 {
 	struct mailbox_transaction_context *t;
 	struct mail *mail;
@@ -232,17 +236,24 @@ static void landed_fix_uidl(struct backfill_merge *m, uint32_t uid,
 
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
 	mail = mail_alloc(t, 0, NULL);
-	if (mail_set_uid(mail, uid) &&
-	    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &cur) == 0 &&
-	    strcmp(cur, uidl) != 0)
-		mail_update_pop3_uidl(mail, uidl);
+	if (mail_set_uid(mail, uid)) {
+		if (uidl != NULL &&
+		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &cur) ==
+		            0 &&
+		    strcmp(cur, uidl) != 0)
+			mail_update_pop3_uidl(mail, uidl);
+		mail_update_flags(mail, MODIFY_REPLACE, flags);
+		mail_update_keywords(mail, MODIFY_REPLACE, kw);
+	}
 	mail_free(&mail);
 	(void)mailbox_transaction_commit(&t);
 }
 
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
                                 const struct backfill_mail_keys *keys,
-                                const char *uidl, struct batch_item *item)
+                                const char *uidl, enum mail_flags flags,
+                                struct mail_keywords *kw,
+                                struct batch_item *item)
 {
 	const char *guid;
 
@@ -255,7 +266,6 @@ bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
 		return FALSE;
 	l->used = TRUE;
 	item->entry.uid = l->uid;
-	if (uidl != NULL)
-		landed_fix_uidl(m, l->uid, uidl);
+	landed_fix(m, l->uid, uidl, flags, kw);
 	return TRUE;
 }

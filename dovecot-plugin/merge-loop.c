@@ -16,11 +16,14 @@
 #include "pop3-hide.h"
 #include "merge-private.h"
 
-static int merge_copy(struct backfill_merge *m, struct mail *amail,
-                      const char *uidl, const char **error_r)
+/* The flags and keywords a merged copy shows: the archived message's,
+   backfill_keyword, and the POP3 hide keyword where it applies.  The same
+   for a fresh copy and for one that landed before a crash, whose keywords
+   Dovecot may not have recorded (Maildir keeps their letters in the file
+   name and their names in dovecot-keywords, written later). */
+static struct mail_keywords *merge_keywords(struct backfill_merge *m,
+                                            struct mail *amail)
 {
-	struct mail_save_context *save;
-	struct mail_keywords *kw;
 	ARRAY_TYPE(const_string) kw_list;
 	const char *const *akw;
 	bool have_kw = FALSE;
@@ -41,11 +44,17 @@ static int merge_copy(struct backfill_merge *m, struct mail *amail,
 		array_push_back(&kw_list, &hide);
 	}
 	array_append_zero(&kw_list);
-	kw = mailbox_keywords_create_valid(m->lbox, array_front(&kw_list));
+	return mailbox_keywords_create_valid(m->lbox, array_front(&kw_list));
+}
+
+static int merge_copy(struct backfill_merge *m, struct mail *amail,
+                      enum mail_flags flags, struct mail_keywords *kw,
+                      const char *uidl, const char **error_r)
+{
+	struct mail_save_context *save;
 
 	save = mailbox_save_alloc(m->ltrans);
-	mailbox_save_set_flags(save, mail_get_flags(amail) & ~MAIL_RECENT, kw);
-	mailbox_keywords_unref(&kw);
+	mailbox_save_set_flags(save, flags, kw);
 	/* No received date here: mailbox_copy() takes it from amail
 	   (mail_save_copy_default_metadata() when it copies; a hardlink
 	   shares the file whose mtime it is).  Looking it up would cost a
@@ -92,17 +101,24 @@ static int merge_add(struct backfill_merge *m,
 	item->entry.archive_mailbox = folder->archive_vname;
 	item->entry.archive_uid = uid;
 	memcpy(item->entry.fingerprint, keys->fp, BF_FP_SIZE);
-	if (backfill_merge_landed_take(m, amail, keys, uidl, item)) {
+	enum mail_flags flags = mail_get_flags(amail) & ~MAIL_RECENT;
+	struct mail_keywords *kw = merge_keywords(m, amail);
+	if (backfill_merge_landed_take(m, amail, keys, uidl, flags, kw, item)) {
+		mailbox_keywords_unref(&kw);
 		m->rec.added++;
 		return 0;
 	}
 
 	if (backfill_merge_batch_begin(m, &error) < 0) {
+		mailbox_keywords_unref(&kw);
 		backfill_merge_log_error(m, "%s: %s", folder->live_vname,
 		                         error);
 		return -1;
 	}
-	if (merge_copy(m, amail, uidl == NULL ? "" : uidl, &error) < 0) {
+	int ret = merge_copy(m, amail, flags, kw, uidl == NULL ? "" : uidl,
+	                     &error);
+	mailbox_keywords_unref(&kw);
+	if (ret < 0) {
 		if (copy_error_is_live(m)) {
 			backfill_merge_log_error(
 			        m,

@@ -260,11 +260,14 @@ int backfill_merge_batch_commit(struct backfill_merge *m);
 void backfill_merge_record_set_cursor(struct backfill_merge *m,
                                       bool with_intent);
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r);
-/* A copy of the intent's batch that landed before the crash: journals it
-   and returns TRUE. */
+/* A copy of the intent's batch that landed before the crash: gives it
+   the UIDL, flags and keywords a fresh copy gets, journals it and returns
+   TRUE. */
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
                                 const struct backfill_mail_keys *keys,
-                                const char *uidl, struct batch_item *item);
+                                const char *uidl, enum mail_flags flags,
+                                struct mail_keywords *kw,
+                                struct batch_item *item);
 
 /* live-index.c: the live messages that count for dedup, and the POP3
    UIDLs of the live folder being merged into */
