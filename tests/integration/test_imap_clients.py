@@ -18,9 +18,12 @@ The story, with real parts:
   3. The incident: 4 mails arrive in INBOX (LMTP); 3 sent mails are
      filed into Sent by LMTP (user+Sent, a BCC-to-self rule), so Sent
      exists live with mail although no IMAP client ever opened it; the
-     phone syncs INBOX only (its app opens INBOX) from the new server;
-     2 more mails arrive; a new-era POP3 client polls (6 UIDLs).
-  4. The merge: the plugin is enabled and the user logs in.
+     phone syncs INBOX only (its app opens INBOX) from the new server,
+     the user reads one mail there and flags another ($Label2); 2 more
+     mails arrive; a new-era POP3 client polls (6 UIDLs).
+  4. The merge: the plugin is enabled; ada's merge runs at her IMAP
+     login, arc's by `doveadm backfill run -u arc`, liv's at her POP3
+     logins (one budget each).
   5. Every client syncs again from the new server (same credentials).
 
 Three users live the same story, one per backfill_imap_uids value
@@ -134,8 +137,11 @@ class ImapClients(bftest.SiteCase):
         cls.incident(site)
         site.enable_plugin()
         cls.plan = cls.doveadm_rows(site, "plan")
-        for u in cls.users.values():
-            site.wait_merged(u.name)
+        import bfdoveadm as bd
+        rows = bd.doveadm_json(site.dc, "backfill", "run", "-u", "arc")[0]
+        assert rows[0]["result"] == "done", rows
+        site.wait_merged("ada", service="imap")
+        site.wait_merged("liv", service="pop3")
         cls.after(site)
 
     # ------------------------------------------------------------ old server
@@ -204,6 +210,11 @@ class ImapClients(bftest.SiteCase):
             for c in (u.laptop, u.tb, u.phone):
                 c.port = port
             u.incident_phone = u.phone.sync(list(PHONE_OPENED))
+            # the user reads one mail on the phone and flags another
+            uids = sorted(u.phone.folders["INBOX"].msgs)
+            u.phone.store_flags("INBOX", uids[0], ["\\Seen"])
+            u.phone.store_flags("INBOX", uids[1], ["\\Flagged", "$Label2"])
+            u.phone_live_meta = u.phone.cached_meta("INBOX")
             for i in range(LIVE_LATE):
                 raw = u.gen.message(t + 1200 + i * 60, kind="plain")
                 site.dc.lmtp_deliver(u.name, raw)
@@ -384,6 +395,18 @@ class ImapClients(bftest.SiteCase):
                     "dropped" if r.invalidated else "kept")
             return None
         self.check_users(check)
+
+    def test_live_mail_keeps_flags_and_dates(self):
+        """The live INBOX mail the phone had (and flagged) shows the same
+        flags, keywords and INTERNALDATE after the merge, renumbered or
+        not."""
+        for u in self.users.values():
+            after = u.phone.cached_meta("INBOX")
+            for fp, meta in u.phone_live_meta.items():
+                self.assertEqual(after.get(fp), meta, "%s: live message %s" % (u.name, fp[:12]))
+            flagged = [m for ms in u.phone_live_meta.values() for m in ms
+                       if "$Label2" in m[0]]
+            self.assertEqual(len(flagged), 1, u.name)
 
     def test_pop3_old_era(self):
         for u in self.users.values():

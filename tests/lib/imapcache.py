@@ -10,6 +10,8 @@ A sync of a folder:
     mean anything) and downloads the folder again;
   - else downloads only the UIDs it lacks and forgets the ones the server
     no longer has (expunged).
+It keeps each message's flags, keywords and INTERNALDATE too (flags
+refreshed at every sync, as those clients do).
 It counts, per folder and per sync, what it downloaded, so a test can say
 "the laptop downloaded 170 messages of INBOX again".
 
@@ -30,6 +32,8 @@ import fingerprint_ref  # noqa: E402
 
 _LIST_RE = re.compile(r'^\((?P<flags>[^)]*)\) (?P<delim>"[^"]*"|NIL) (?P<name>.*)$')
 _UID_RE = re.compile(rb"\bUID (\d+)")
+_FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)")
+_DATE_RE = re.compile(rb'\bINTERNALDATE "([^"]*)"')
 
 
 def _quote(name):
@@ -49,6 +53,8 @@ class FolderCache:
     def __init__(self, uidvalidity):
         self.uidvalidity = uidvalidity
         self.msgs = {}  # uid -> raw bytes
+        self.flags = {}  # uid -> frozenset of flags and keywords (no \\Recent)
+        self.dates = {}  # uid -> INTERNALDATE as the server wrote it
 
     def fingerprints(self):
         return {uid: fingerprint_ref.fingerprint(raw)[0] for uid, raw in self.msgs.items()}
@@ -126,21 +132,28 @@ class CacheClient:
             raise imaplib.IMAP4.error("UID SEARCH failed: %r" % data)
         return {int(x) for x in b" ".join(d for d in data if d).split()}
 
-    def _fetch(self, conn, uids):
-        """{uid: raw} of uids, a chunk at a time."""
+    def _fetch(self, conn, uids, items="(UID FLAGS INTERNALDATE BODY.PEEK[])"):
+        """{uid: (raw or None, flags, internaldate or None)} of uids, a
+        chunk at a time."""
         out = {}
         uids = sorted(uids)
         for i in range(0, len(uids), 200):
             chunk = ",".join(str(u) for u in uids[i:i + 200])
-            typ, data = conn.uid("FETCH", chunk, "(UID BODY.PEEK[])")
+            typ, data = conn.uid("FETCH", chunk, items)
             if typ != "OK":
                 raise imaplib.IMAP4.error("UID FETCH failed: %r" % data)
             for item in data:
-                if not isinstance(item, tuple):
+                head, raw = (item[0], item[1]) if isinstance(item, tuple) else (item, None)
+                if not isinstance(head, bytes):
                     continue
-                m = _UID_RE.search(item[0])
-                if m:
-                    out[int(m.group(1))] = item[1]
+                m = _UID_RE.search(head)
+                if not m:
+                    continue
+                f = _FLAGS_RE.search(head)
+                d = _DATE_RE.search(head)
+                flags = frozenset(x for x in (f.group(1).decode().split() if f else ())
+                                  if x != "\\Recent")
+                out[int(m.group(1))] = (raw, flags, d.group(1).decode() if d else None)
         return out
 
     # ------------------------------------------------------------ sync
@@ -163,13 +176,40 @@ class CacheClient:
         for uid in set(cache.msgs) - on_server:
             del cache.msgs[uid]
             res.forgotten += 1
+        # flag changes of what it has (cheap: no bodies), then the new mail
+        if cache.msgs:
+            for uid, (_, flags, _) in self._fetch(conn, cache.msgs, "(UID FLAGS)").items():
+                cache.flags[uid] = flags
+        for uid in set(cache.flags) - set(cache.msgs):
+            cache.flags.pop(uid, None)
+            cache.dates.pop(uid, None)
         got = self._fetch(conn, on_server - set(cache.msgs))
-        for uid, raw in sorted(got.items()):
+        for uid, (raw, flags, date) in sorted(got.items()):
             cache.msgs[uid] = raw
+            cache.flags[uid] = flags
+            cache.dates[uid] = date
             res.new_fingerprints.append(fingerprint_ref.fingerprint(raw)[0])
         res.downloaded = len(got)
         conn.close()
         return res
+
+    def store_flags(self, folder, uid, flags):
+        """What the user does on the device: add flags (and keywords) to
+        a cached message; the server and the cache both get them."""
+        conn = self._connect()
+        try:
+            conn.select(_quote(folder))
+            typ, data = conn.uid("STORE", str(uid), "+FLAGS.SILENT", "(%s)" % " ".join(flags))
+            if typ != "OK":
+                raise imaplib.IMAP4.error("UID STORE failed: %r" % data)
+            cache = self.folders[folder]
+            cache.flags[uid] = cache.flags.get(uid, frozenset()) | frozenset(flags)
+            conn.close()
+        finally:
+            try:
+                conn.logout()
+            except (OSError, imaplib.IMAP4.error):
+                pass
 
     def sync(self, folders=None):
         """Sync folders (default: every selectable folder the server
@@ -198,6 +238,14 @@ class CacheClient:
         """(uidvalidity, {uid: fingerprint}) the client holds of folder."""
         c = self.folders[folder]
         return c.uidvalidity, c.fingerprints()
+
+    def cached_meta(self, folder):
+        """{fingerprint: [(flags, internaldate)]} of what it holds of folder."""
+        c = self.folders[folder]
+        out = {}
+        for uid, fp in c.fingerprints().items():
+            out.setdefault(fp, []).append((c.flags.get(uid), c.dates.get(uid)))
+        return out
 
     def total(self):
         return sum(len(c.msgs) for c in self.folders.values())
