@@ -236,6 +236,16 @@ class ImapClients(bftest.SiteCase):
             u.lap_reset = u.laptop.sync() if u.lap_after.refused else None
             u.post_uidls = site.dc.pop3_uidls(u.name)
             cls.report(u)
+        # a day later: one new mail in INBOX and one filed into the folder
+        # the merge created; every client gets exactly those
+        for u in cls.users.values():
+            t = 1700100000 + u.seed * 3600
+            u.later = {"INBOX": u.gen.message(t, kind="plain"),
+                       "Projects.Work": u.gen.message(t + 60, kind="plain")}
+            site.dc.lmtp_deliver(u.name, u.later["INBOX"])
+            site.dc.lmtp_deliver("%s+Projects.Work" % u.name, u.later["Projects.Work"])
+            u.later_syncs = {"laptop": u.laptop.sync(), "thunderbird": u.tb.sync(),
+                             "phone": u.phone.sync()}
 
     @classmethod
     def doveadm_rows(cls, site, cmd):
@@ -394,6 +404,31 @@ class ImapClients(bftest.SiteCase):
                     r.downloaded, want, len(r.redownloaded()),
                     "dropped" if r.invalidated else "kept")
             return None
+        self.check_users(check)
+
+    def test_next_day_only_new_mail(self):
+        """After the merge the folders are stable: the next sync of every
+        client downloads the one new mail of INBOX and of Projects.Work,
+        nothing else, and a mail delivered into a folder the merge made
+        gets a UID above the old server's."""
+        want = {"INBOX": 1, "Projects.Work": 1, "Sent": 0}
+        def check(u, f):
+            errs = []
+            for name, r in sorted(u.later_syncs.items()):
+                if name == "laptop":
+                    got = r.pulled.get(f)
+                    if f in r.refused:
+                        errs.append("laptop refused it: %s" % r.refused[f])
+                else:
+                    got = r[f].downloaded
+                if got != want[f]:
+                    errs.append("%s downloaded %s, expected %d" % (name, got, want[f]))
+            if u.ways[f] in ("archive", "renumber"):
+                uid = max(u.tb.folders[f].msgs)
+                old_max = max(m.uid for m in u.old_snapshot[f][1])
+                if uid <= old_max:
+                    errs.append("new mail at UID %d, old server's UIDs up to %d" % (uid, old_max))
+            return "; ".join(errs) or None
         self.check_users(check)
 
     def test_live_mail_keeps_flags_and_dates(self):
