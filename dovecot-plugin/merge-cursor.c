@@ -128,6 +128,29 @@ int backfill_merge_cursor_convert_v1(struct backfill_merge *m,
 	return 0;
 }
 
+/* Only one intent fits in the cursor: a batch of another folder walked
+   first (one restored since, in front of it) would replace it with its
+   own, and the copies that landed before the crash would be copied a
+   second time.  Walking the intent's folder first changes nothing else:
+   the folders before it were merged to their end before the crash, and a
+   folder restored since is new to the merge either way. */
+void backfill_merge_cursor_intent_first(struct backfill_merge *m)
+{
+	struct backfill_folder first;
+	unsigned int pos;
+
+	if (!m->intent || m->cursor_in.version != 2 ||
+	    m->intent_cf >= array_count(&m->cfolders))
+		return;
+	const struct cursor_folder *cf = array_idx(&m->cfolders, m->intent_cf);
+	pos = folder_pos(m, cf->name);
+	if (pos == UINT_MAX || pos == 0)
+		return;
+	first = *array_idx(&m->folders, pos);
+	array_delete(&m->folders, pos, 1);
+	array_insert(&m->folders, 0, &first, 1);
+}
+
 static bool name_in_archive(struct backfill_merge *m, const char *name)
 {
 	return folder_pos(m, name) != UINT_MAX;
@@ -295,7 +318,9 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 		   checkpoint, the batch itself is redone from there. */
 		f->high = with_intent ? cf->high_committed : cf->high;
 	}
-	if (with_intent) {
+	/* A pending intent of a folder not reached yet outlives the
+	   checkpoints of the folders before it (merge-batch.c) */
+	if (with_intent || m->intent) {
 		c.intent = TRUE;
 		c.intent_folder = m->intent_cf;
 		c.intent_live_guid = m->intent_box_guid;

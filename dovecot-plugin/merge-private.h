@@ -160,6 +160,11 @@ struct backfill_merge {
 	unsigned int intent_cf;
 	uint32_t intent_uidnext, intent_last_uid;
 	ARRAY(struct landed) landed;
+	/* the batch changed messages already in the live folder (a landed
+	   copy repaired, a live UIDL replaced): made durable before the
+	   checkpoint (merge-batch.c) */
+	bool batch_fixed;
+	uint32_t uidl_collisions_flushed;
 
 	ARRAY_TYPE(backfill_folder) folders;
 	ARRAY(struct live_box) live_boxes;
@@ -241,6 +246,9 @@ int backfill_merge_cursor_parse(struct backfill_merge *m, const char *cursor,
    journal), else -1 with what to do.  No-op for other versions. */
 int backfill_merge_cursor_convert_v1(struct backfill_merge *m,
                                      const char **error_r);
+/* A batch that may have landed before a crash is settled first: its
+   archive folder moves to the front of the walk. */
+void backfill_merge_cursor_intent_first(struct backfill_merge *m);
 /* Which of the cursor's folders the archive folder being opened is
    (m->cur_cf), by GUID, else name and UIDVALIDITY, else UIDVALIDITY of a
    folder whose name is gone (renamed).  Returns -1 when the folder has

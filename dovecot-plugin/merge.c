@@ -467,6 +467,7 @@ static int merge_prepare(struct backfill_merge **merge_r, const char **reason_r)
 		*reason_r = t_strdup(error);
 		return merge_begin_failed(merge_r, *reason_r);
 	}
+	backfill_merge_cursor_intent_first(m);
 	return 1;
 }
 
