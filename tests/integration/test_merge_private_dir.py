@@ -9,12 +9,10 @@ the temp directory, where a symlink planted at the fixed name the previous
 plugin used stays untouched.
 """
 import os
-import re
 import shutil
 import sqlite3
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,19 +35,7 @@ class MergePrivateDir(bftest.SiteCase):
         os.symlink(cls.planted, os.path.join(cls.hana_home, ".backfill"))
         # ivan: no home, an absolute mail location instead
         live = os.path.join(site.base, "live", "ivan", "Maildir")
-        with open(site.dc.passwd_path) as f:
-            text = f.read()
-        text = re.sub(r"^(ivan:[^:]*:\d+:\d+::)[^:]*::.*$",
-                      lambda m: m.group(1) + "::userdb_mail=maildir:" + live,
-                      text, flags=re.M)
-        tmp = site.dc.passwd_path + ".new"
-        with open(tmp, "w") as f:
-            f.write(text)
-        st = os.stat(site.dc.passwd_path)
-        stamp = max(int(time.time()), int(st.st_mtime) + 1)
-        os.utime(tmp, (stamp, stamp))
-        os.rename(tmp, site.dc.passwd_path)
-        site.dc._passwd_changed = time.time()
+        site.dc.set_user("ivan", home="", extra="userdb_mail=maildir:" + live)
         # where the previous plugin put a homeless user's copy
         cls.old_tmp = "/tmp/backfill-ivan-%d" % bftest.dv.MAIL_UID
         cls.old_target = tempfile.mkdtemp(prefix="bf-planted-tmp-")

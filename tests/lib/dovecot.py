@@ -140,11 +140,23 @@ def vars_24(text):
     return re.sub(r"%(L?)([nduh])", one, text)
 
 
+def _userdb_mail_24(m):
+    driver, path = m.group(1), m.group(2)
+    if ":" in path:
+        raise ValueError("userdb_mail options (%s) have no 2.4 spelling here"
+                         % path)
+    return "userdb_mail_driver=%s userdb_mail_path=%s" % (driver, path)
+
+
 def _passwd_extra(extra):
     """userdb extra fields of a passwd-file line in the installed release's
-    variable syntax: the fields are separated by spaces, so 2.4's
+    syntax: 2.4 has no mail (location) field, a userdb sets mail_driver and
+    mail_path instead; the fields are separated by spaces, so 2.4's
     %{user | username} is written without them."""
-    return vars_24(extra).replace(" | ", "|") if IS_24 else extra
+    if not IS_24:
+        return extra
+    extra = re.sub(r"\buserdb_mail=(\w+):(\S*)", _userdb_mail_24, extra)
+    return vars_24(extra).replace(" | ", "|")
 
 
 def _mail_plugins_24(m):
@@ -704,26 +716,51 @@ plugin {{
     # ------------------------------------------------------------ users
     def add_user(self, user, password=PASSWORD, home=None, extra=""):
         """Add a passwd-file entry (uid/gid mail); the home is created by
-        Dovecot at first use unless it exists."""
+        Dovecot at first use unless it exists.  extra: userdb fields in
+        2.3 syntax (userdb_mail=maildir:/path, %n), written as the
+        installed release wants them."""
         home = home or self.home(user)
         self.users[user.lower()] = (password, home)
-        line = "%s:{PLAIN}%s:%d:%d::%s::%s\n" % (user.lower(), password, MAIL_UID,
-                                                MAIL_GID, home, _passwd_extra(extra))
-        # Replace the file and step its mtime: Dovecot re-reads a
-        # passwd-file when its stamp changes, and two additions within one
-        # second could otherwise go unnoticed by a cached copy.
         with open(self.passwd_path) as f:
             old = f.read()
+        self._write_passwd(old + self._passwd_line(user, password, home, extra))
+        return home
+
+    def set_user(self, user, home=None, extra=""):
+        """Replace an existing user's passwd-file entry: home="" leaves
+        the user without a home (then extra must say where the mail is,
+        e.g. userdb_mail=maildir:/abs/path); None keeps the usual one."""
+        password = self.password(user)
+        if home is None:
+            home = self.home(user)
+        self.users[user.lower()] = (password, home)
+        with open(self.passwd_path) as f:
+            old = f.read()
+        new, n = re.subn(r"(?m)^%s:.*\n" % re.escape(user.lower()),
+                         lambda m: self._passwd_line(user, password, home, extra),
+                         old)
+        if n != 1:
+            raise DovecotError("set_user: %s has %d passwd-file entries" % (user, n))
+        self._write_passwd(new)
+
+    @staticmethod
+    def _passwd_line(user, password, home, extra):
+        return "%s:{PLAIN}%s:%d:%d::%s::%s\n" % (user.lower(), password, MAIL_UID,
+                                                MAIL_GID, home, _passwd_extra(extra))
+
+    def _write_passwd(self, text):
+        # Replace the file and step its mtime: Dovecot re-reads a
+        # passwd-file when its stamp changes, and two changes within one
+        # second could otherwise go unnoticed by a cached copy.
         st = os.stat(self.passwd_path)
         tmp = self.passwd_path + ".new"
         with open(tmp, "w") as f:
-            f.write(old + line)
+            f.write(text)
         os.chmod(tmp, 0o644)
         stamp = max(int(time.time()), int(st.st_mtime) + 1)
         os.utime(tmp, (stamp, stamp))
         os.rename(tmp, self.passwd_path)
         self._passwd_changed = time.time()
-        return home
 
     def _passwd_settle(self):
         """Dovecot's auth looks at a passwd-file's stamp at most once per
