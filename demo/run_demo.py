@@ -58,7 +58,7 @@ import fingerprint_ref  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 import report  # noqa: E402
 import runbook  # noqa: E402
-from dovecot import MAIL_GID, Dovecot, DOVEADM  # noqa: E402
+from dovecot import MAIL_GID, Dovecot, doveadm_argv  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
 from postfix import Postfix, make_traversable  # noqa: E402
 
@@ -192,15 +192,12 @@ def maildir_fingerprints(root):
 
 # ------------------------------------------------------------------ doveadm
 def doveadm_backfill(dc, modules, *args, json_out=False):
-    """Run `doveadm backfill ...` against the private instance. doveadm
-    loads plugins only from its compiled-in directory, so the build's
-    module directory is bind-mounted over it in a private mount namespace
-    (an installed package needs none of this)."""
+    """Run `doveadm backfill ...` against the private instance, with the
+    build's doveadm module (and on 2.4 its settings module) mounted
+    (dovecot.doveadm_argv)."""
     fmt = ["-f", "json"] if json_out else []
-    target = "/usr/lib/dovecot/modules/doveadm"
-    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-    cmd = ["unshare", "-m", "sh", "-c", script, "sh", modules, target,
-           DOVEADM, "-c", dc.conf_path] + fmt + ["backfill"] + list(args)
+    cmd = doveadm_argv(dc.conf_path, dc.plugin_dir, fmt + ["backfill"] + list(args),
+                       modules=modules)
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -258,7 +255,7 @@ def incident_phase(work, users, args, build, rb, modules):
                             'pop3_delete_type = expunge\n')
     runbook.Runner.make_bin(rb.env["PATH"].split(":")[0],
                             os.path.join(build, "backfillctl", "backfillctl"),
-                            DOVEADM, modules, dc.conf_path)
+                            doveadm_argv(dc.conf_path, dc.plugin_dir, modules=modules))
     rb.run_step(3)          # open the window
     milter.start()
     for u in users + [PROBE]:

@@ -12,6 +12,7 @@ RESTORE, MAIL_OWNER, REPORTS, DOMAIN_MAP) set to the demo's private instances;
 Dovecot.
 """
 import os
+import shlex
 import subprocess
 
 RUNBOOK = [
@@ -44,11 +45,10 @@ RUNBOOK = [
 
 DOVEADM_WRAPPER = """#!/bin/sh
 # doveadm of the demo's private Dovecot: doveadm loads plugins only from
-# its compiled-in directory, so the build's doveadm module directory is
-# bind-mounted over it in a private mount namespace (an installed package
-# needs none of this).
-exec unshare -m sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' sh \\
-    '{modules}' /usr/lib/dovecot/modules/doveadm '{doveadm}' -c '{conf}' "$@"
+# its compiled-in directory, so the build's doveadm module directory (and
+# on Dovecot 2.4 the settings module) is bind-mounted over it in a private
+# mount namespace (an installed package needs none of this).
+exec {argv} "$@"
 """
 
 
@@ -63,12 +63,14 @@ class Runner:
         self.failed = []
 
     @staticmethod
-    def make_bin(bindir, backfillctl, doveadm, modules, conf):
+    def make_bin(bindir, backfillctl, doveadm_argv):
+        """bindir with backfillctl and a doveadm wrapper running
+        doveadm_argv (dovecot.doveadm_argv) with the runbook's arguments."""
         os.makedirs(bindir, exist_ok=True)
         os.symlink(backfillctl, os.path.join(bindir, "backfillctl"))
         path = os.path.join(bindir, "doveadm")
         with open(path, "w") as f:
-            f.write(DOVEADM_WRAPPER.format(modules=modules, doveadm=doveadm, conf=conf))
+            f.write(DOVEADM_WRAPPER.format(argv=shlex.join(doveadm_argv)))
         os.chmod(path, 0o755)
 
     def run(self, step):

@@ -14,7 +14,7 @@ import unittest
 
 import bftest
 
-DOVEADM_MODULE_DIR = "/usr/lib/dovecot/modules/doveadm"
+DOVEADM_MODULE_DIR = bftest.dv.DOVEADM_MODULE_DIR
 
 
 def module_dir():
@@ -29,15 +29,12 @@ def module_dir():
 def doveadm_argv(dc, *args, fmt=None):
     """The command line that runs doveadm with our module (and, on 2.4,
     our settings module) against dc's config."""
-    cmd = [bftest.dv.DOVEADM, "-c", dc.conf_path]
-    if fmt:
-        cmd += ["-f", fmt]
+    cmd = ["-f", fmt] if fmt else []
     # -o plugin/NAME=VALUE: 2.4 has no plugin {} section, NAME is top level
     cmd += [a[len("plugin/"):] if bftest.dv.IS_24 and a.startswith("plugin/")
             else a for a in args]
-    mounts = [(module_dir(), DOVEADM_MODULE_DIR)]
-    mounts += bftest.dv.settings_module_mounts(bftest.plugin_dir())
-    return bftest.dv.in_mount_ns(cmd, mounts)
+    return bftest.dv.doveadm_argv(dc.conf_path, bftest.plugin_dir(), cmd,
+                                  modules=module_dir())
 
 
 def doveadm(dc, *args, fmt=None, timeout=600, env=None):

@@ -217,6 +217,23 @@ def in_mount_ns(cmd, mounts):
             + args + list(cmd))
 
 
+DOVEADM_MODULE_DIR = "/usr/lib/dovecot/modules/doveadm"
+
+
+def doveadm_argv(conf_path, plugin_dir, args=(), modules=None):
+    """The one command line that runs doveadm with the build's backfill
+    doveadm module against a private instance's config: doveadm loads
+    plugins only from its compiled-in directory, so the build's module
+    directory (modules, default beside plugin_dir) is bind-mounted over it,
+    and on 2.4 the settings module too (its config reader refuses the
+    backfill_* settings otherwise), in a private mount namespace.  An
+    installed package needs none of this.  The tests (bfdoveadm) and the
+    demo (its own calls and the runbook's doveadm wrapper) all use it."""
+    modules = modules or doveadm_modules_dir(plugin_dir)
+    mounts = [(modules, DOVEADM_MODULE_DIR)] + settings_module_mounts(plugin_dir)
+    return in_mount_ns([DOVEADM, "-c", conf_path] + list(args), mounts)
+
+
 class DovecotError(Exception):
     pass
 
