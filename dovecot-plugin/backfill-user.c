@@ -68,11 +68,18 @@ void backfill_user_created(struct mail_user *user)
 
 int backfill_user_state_open(struct backfill_user *buser, const char **error_r)
 {
+	return backfill_user_state_open_within(buser, 0, error_r);
+}
+
+int backfill_user_state_open_within(struct backfill_user *buser,
+                                    unsigned int wait_ms, const char **error_r)
+{
 	char *error;
 
 	if (buser->state != NULL)
 		return 0;
-	if (bf_state_open(buser->set.state_uri, &buser->state, &error) < 0) {
+	if (bf_state_open_within(buser->set.state_uri, wait_ms, &buser->state,
+	                         &error) < 0) {
 		*error_r = t_strdup(error);
 		free(error);
 		return -1;

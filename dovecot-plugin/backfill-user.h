@@ -50,5 +50,10 @@ struct event *backfill_event_create(struct mail_user *user);
 /* Opens the user's state store if not open yet.  Returns 0, or -1 with a
    message for the log in *error_r. */
 int backfill_user_state_open(struct backfill_user *buser, const char **error_r);
+/* The same, waiting at most wait_ms for a lock or a reply while opening
+   (bf_state_open_within()); the handle keeps that wait limit until its
+   user sets another. */
+int backfill_user_state_open_within(struct backfill_user *buser,
+                                    unsigned int wait_ms, const char **error_r);
 
 #endif

@@ -51,9 +51,18 @@ void backfill_login_merge(struct backfill_user *buser)
 	}
 	if (strcmp(user->service, "pop3") == 0)
 		backfill_pop3_hide_check(buser);
-	if (backfill_user_state_open(buser, &error) < 0) {
+	/* Opening waits no longer than the budget either: a store file
+	   locked by another process, or a Redis that accepts and never
+	   replies, held the login for the store's own timeout (10 s). */
+	uint64_t open_spent = bf_clock_msecs() - start;
+	unsigned int open_wait =
+	        buser->set.login_budget_ms > open_spent
+	                ? (unsigned int)(buser->set.login_budget_ms -
+	                                 open_spent)
+	                : 1;
+	if (backfill_user_state_open_within(buser, open_wait, &error) < 0) {
 		e_error(outcome_event(buser, "backfill_merge_postponed", error),
-		        "merge postponed: %s (the mail user must be able to create and write the state store and its directory)",
+		        "merge postponed: %s (the next login retries; the mail user must be able to create and write the state store and its directory)",
 		        error);
 		return;
 	}

@@ -38,9 +38,10 @@ struct bf_state_backend {
 
 	/* location is the URI after "scheme:".  Allocates the backend's
 	   struct (which starts with struct bf_state) and returns it; on error
-	   a malloc()ed message naming the store. */
-	int (*open)(const char *location, struct bf_state **state_r,
-	            char **error_r);
+	   a malloc()ed message naming the store.  wait_ms: as for
+	   set_wait_limit, from the start (0: the URI's). */
+	int (*open)(const char *location, unsigned int wait_ms,
+	            struct bf_state **state_r, char **error_r);
 	void (*close)(struct bf_state *state);
 	/* bf_state_set_wait_limit(): ms > 0 (capped by state.c), or 0 for
 	   the default of the URI. */

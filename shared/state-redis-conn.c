@@ -453,7 +453,8 @@ void bf_redis_close(struct bf_state *state)
 }
 
 int bf_redis_open(const char *location, enum bf_redis_transport transport,
-                  struct bf_state **state_r, char **error_r)
+                  unsigned int wait_ms, struct bf_state **state_r,
+                  char **error_r)
 {
 	struct redis_state *r;
 	int ret;
@@ -479,7 +480,7 @@ int bf_redis_open(const char *location, enum bf_redis_transport transport,
 		return -1;
 	}
 	ret = bf_redis_uri_parse(location, transport, &r->uri, error_r);
-	r->timeout_ms = r->uri.timeout_ms;
+	r->timeout_ms = wait_ms != 0 ? (int)wait_ms : r->uri.timeout_ms;
 	if (ret == 0 && (r->state.name = bf_redis_uri_name(&r->uri)) == NULL)
 		ret = -1;
 #ifdef BF_HAVE_REDIS_TLS

@@ -1100,23 +1100,24 @@ static int redis_lease_release(struct bf_state *state, const char *name,
 	                    NULL, NULL, "releasing a lease");
 }
 
-static int redis_open_tcp(const char *location, struct bf_state **state_r,
-                          char **error_r)
+static int redis_open_tcp(const char *location, unsigned int wait_ms,
+                          struct bf_state **state_r, char **error_r)
 {
-	return bf_redis_open(location, BF_REDIS_TCP, state_r, error_r);
+	return bf_redis_open(location, BF_REDIS_TCP, wait_ms, state_r, error_r);
 }
 
-static int redis_open_unix(const char *location, struct bf_state **state_r,
-                           char **error_r)
+static int redis_open_unix(const char *location, unsigned int wait_ms,
+                           struct bf_state **state_r, char **error_r)
 {
-	return bf_redis_open(location, BF_REDIS_UNIX, state_r, error_r);
+	return bf_redis_open(location, BF_REDIS_UNIX, wait_ms, state_r,
+	                     error_r);
 }
 
 /* Refused with the reason in a build whose hiredis has no TLS. */
-static int redis_open_tls(const char *location, struct bf_state **state_r,
-                          char **error_r)
+static int redis_open_tls(const char *location, unsigned int wait_ms,
+                          struct bf_state **state_r, char **error_r)
 {
-	return bf_redis_open(location, BF_REDIS_TLS, state_r, error_r);
+	return bf_redis_open(location, BF_REDIS_TLS, wait_ms, state_r, error_r);
 }
 
 #define REDIS_OPS                                                              \

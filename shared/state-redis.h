@@ -98,9 +98,12 @@ void bf_rargs_printf(struct bf_rargs *a, const char *fmt, ...)
 void bf_rargs_free(struct bf_rargs *a);
 
 /* Opens a handle and connects (a wrong address or password is reported
-   at once); later failures are per call, and reconnect. */
+   at once); later failures are per call, and reconnect.  wait_ms bounds
+   connecting and every reply from the start, as bf_redis_set_wait_limit()
+   (0: the URI's timeout=). */
 int bf_redis_open(const char *location, enum bf_redis_transport transport,
-                  struct bf_state **state_r, char **error_r);
+                  unsigned int wait_ms, struct bf_state **state_r,
+                  char **error_r);
 void bf_redis_close(struct bf_state *state);
 void bf_redis_set_wait_limit(struct bf_state *state, unsigned int ms);
 

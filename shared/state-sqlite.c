@@ -922,8 +922,8 @@ static void sqlite_set_wait_limit(struct bf_state *state, unsigned int ms)
 
 static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int sqlite_open(const char *location, struct bf_state **state_r,
-                       char **error_r)
+static int sqlite_open(const char *location, unsigned int wait_ms,
+                       struct bf_state **state_r, char **error_r)
 {
 	struct sqlite_state *s;
 	int busy_timeout, ret;
@@ -953,8 +953,10 @@ static int sqlite_open(const char *location, struct bf_state **state_r,
 	}
 	s->path = path;
 	s->default_busy_timeout_ms = busy_timeout;
-	s->busy_timeout_ms = busy_timeout;
-	s->busy_wait_ms = busy_timeout;
+	/* Opening reads the schema (and switches a new file to WAL), which a
+	   process holding the file locked stops like any other read. */
+	s->busy_timeout_ms = wait_ms != 0 ? (int)wait_ms : busy_timeout;
+	s->busy_wait_ms = s->busy_timeout_ms;
 	s->busy_seed = (unsigned int)getpid() ^ (unsigned int)(uintptr_t)s;
 	s->state.name = strdup(path);
 	if (s->state.name == NULL) {

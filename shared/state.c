@@ -171,6 +171,12 @@ char *bf_state_uri_redact(const char *uri)
 
 int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 {
+	return bf_state_open_within(uri, 0, state_r, error_r);
+}
+
+int bf_state_open_within(const char *uri, unsigned int wait_ms,
+                         struct bf_state **state_r, char **error_r)
+{
 	const struct bf_state_backend *backend = NULL;
 	struct bf_state *state = NULL;
 	const char *colon;
@@ -209,7 +215,9 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 		free(shown);
 		return -1;
 	}
-	if (backend->open(colon + 1, &state, error_r) < 0)
+	if (wait_ms > BF_STATE_MAX_WAIT_MS)
+		wait_ms = BF_STATE_MAX_WAIT_MS;
+	if (backend->open(colon + 1, wait_ms, &state, error_r) < 0)
 		return -1;
 	state->backend = backend;
 	state->uri = bf_state_uri_redact(uri);

@@ -34,6 +34,15 @@ struct bf_state;
 /* Opens (and creates, group-writable, or migrates) the store.  On failure
    returns -1 and a malloc()ed message in *error_r that names the store. */
 int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r);
+/* bf_state_open() that waits at most wait_ms for a lock or a reply while
+   opening (SQLite's busy handler, Redis's connect and its AUTH/SELECT
+   replies) instead of the URI's busy_timeout= or timeout=, and leaves the
+   handle with that wait limit (bf_state_set_wait_limit()); 0 is
+   bf_state_open().  For a login within its budget: a store locked by
+   another process, or a Redis that accepts and never replies, would
+   otherwise hold it for the store's own 10 s. */
+int bf_state_open_within(const char *uri, unsigned int wait_ms,
+                         struct bf_state **state_r, char **error_r);
 void bf_state_close(struct bf_state **state);
 /* The URI as given, for log lines. */
 const char *bf_state_uri(const struct bf_state *state);
