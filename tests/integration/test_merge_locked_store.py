@@ -149,6 +149,7 @@ class MergeLockedStore(bftest.SiteCase):
     def locked_store_case(self, locker_src):
         site = self.site
         self.make_pending()
+        finished = len(site.finished_lines("lou"))
         db = os.path.join(site.state_dir, "state.db")
         mark = len(site.dc.log_lines(bftest.bf_log("lou") + "merge postponed: .*lock"))
         locker = subprocess.Popen(["/usr/bin/python3", "-c", locker_src, db],
@@ -163,7 +164,7 @@ class MergeLockedStore(bftest.SiteCase):
             locker.stdout.close()
         rows, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "lou")
         self.assertEqual(bd.by_user(rows)["lou"]["state"], "pending")
-        site.wait_merged("lou")
+        site.wait_merged("lou", count=finished + 1)
         got = bftest.multiset(site.dc.snapshot("lou"))
         exp, _, _ = bftest.expected_after(self.pre, site.views["lou"])
         self.assertEqual(got, exp, bftest.diff(exp, got))
