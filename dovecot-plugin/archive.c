@@ -94,6 +94,36 @@ static const char *home_expand(struct mail_user *user, const char *path)
 	return t_strconcat(home, path + 1, NULL);
 }
 
+/* Whether the archive path, below the fixed part of backfill_archive
+   (root), goes through a symlink: real_path is not where the path's own
+   components lead from real_root.  The fixed part is the operator's
+   layout and may hold symlinks; what the variables made, and the
+   archive directory itself, come with the restore: a home restored as a
+   relative symlink to another user's (../vic/Maildir) stays inside the
+   archive root and would merge that user's mail. */
+static bool archive_path_linked(const char *root, const char *real_root,
+                                const char *path, const char *real_path)
+{
+	size_t len = strlen(root);
+	const char *const *parts;
+	string_t *want;
+
+	if (strncmp(path, root, len) != 0)
+		return FALSE;
+	want = t_str_new(256);
+	str_append(want, real_root);
+	for (parts = t_strsplit(path + len, "/"); *parts != NULL; parts++) {
+		if (**parts == '\0' || strcmp(*parts, ".") == 0)
+			continue;
+		if (strcmp(*parts, "..") == 0)
+			return TRUE;
+		if (str_len(want) == 0 || str_c(want)[str_len(want) - 1] != '/')
+			str_append_c(want, '/');
+		str_append(want, *parts);
+	}
+	return strcmp(str_c(want), real_path) != 0;
+}
+
 int backfill_archive_resolve(struct mail_user *user,
                              const struct backfill_settings *set,
                              const char **path_r, const char **error_r)
@@ -135,6 +165,12 @@ int backfill_archive_resolve(struct mail_user *user,
 	     (real_root[len - 1] != '/' && real_path[len] != '/'))) {
 		*error_r = t_strdup_printf(
 		        "archive path %s resolves to %s, outside the archive root %s: refusing it (check the user name and backfill_archive)",
+		        path, real_path, real_root);
+		return -1;
+	}
+	if (archive_path_linked(root, real_root, path, real_path)) {
+		*error_r = t_strdup_printf(
+		        "archive path %s resolves to %s: refusing it, a symlink is never followed below the archive root %s (restore the archive as a directory; for an alias domain, point its users' backfill_archive at the real path)",
 		        path, real_path, real_root);
 		return -1;
 	}
@@ -287,6 +323,15 @@ static int copy_control_files(const char *archive, const char *ctl,
 	return 0;
 }
 
+/* A symlinked directory is not read (its folder is skipped and logged by
+   the merge): copying another user's indexes would already read them. */
+static bool dir_is_link(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
 static int copy_prefixed(const char *src_dir, const char *dest_dir,
                          const char *prefix, const char **error_r)
 {
@@ -294,6 +339,8 @@ static int copy_prefixed(const char *src_dir, const char *dest_dir,
 	DIR *dir;
 	int ret = 0;
 
+	if (dir_is_link(src_dir))
+		return 0;
 	dir = opendir(src_dir);
 	if (dir == NULL) {
 		if (errno == ENOENT)
@@ -326,6 +373,8 @@ static int copy_mdbox_mailboxes(const char *src, const char *dest,
 	DIR *dir;
 	int ret = 0;
 
+	if (dir_is_link(src))
+		return 0;
 	if (copy_prefixed(t_strconcat(src, "/dbox-Mails", NULL), dest,
 	                  "dovecot.index", error_r) < 0)
 		return -1;
@@ -693,11 +742,27 @@ bool backfill_archive_folder_linked(struct backfill_archive *archive,
 	/* The archive's root is a real path (backfill_archive_resolve()) and
 	   Dovecot builds the folder's below it: any difference is a symlink
 	   on the way. */
-	if (strcmp(real, path) == 0)
-		return FALSE;
-	*path_r = t_strdup_printf("%s -> %s", path, real);
+	if (strcmp(real, path) != 0) {
+		*path_r = t_strdup_printf("%s -> %s", path, real);
+		return TRUE;
+	}
+	/* A real folder directory whose cur/ (or new/, tmp/) is a symlink
+	   to another user's: Dovecot reads the messages there (found by
+	   test_merge_symlinks: vic's live mail merged into cy's Work). */
+	if (strcmp(box->storage->name, "maildir") == 0) {
+		static const char *const subs[] = {"cur", "new", "tmp"};
+		for (unsigned int i = 0; i < N_ELEMENTS(subs); i++) {
+			const char *sub = t_strconcat(path, "/", subs[i], NULL);
+			if (realpath(sub, real) != NULL &&
+			    strcmp(real, sub) != 0) {
+				*path_r =
+				        t_strdup_printf("%s -> %s", sub, real);
+				return TRUE;
+			}
+		}
+	}
 	(void)archive;
-	return TRUE;
+	return FALSE;
 }
 
 struct backfill_archive_files {
@@ -734,6 +799,14 @@ static int files_scan(struct backfill_archive_files *files, const char *sub,
 {
 	const char *dir = t_strconcat(files->dir, "/", sub, NULL);
 	struct dirent *d;
+	struct stat st;
+
+	/* mdbox's storage/ itself a symlink to another user's: the copied
+	   map index and the m.* files would both be that user's */
+	if (storage && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) {
+		files->storage_link = p_strdup(pool, dir);
+		return 0;
+	}
 	DIR *dirp = opendir(dir);
 
 	if (dirp == NULL) {

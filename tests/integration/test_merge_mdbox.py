@@ -7,6 +7,7 @@ dates), what its users saw is recorded (IMAP and POP3 UIDL), then the tree
 is frozen (root-owned, read-only) and merged into a Maildir live mailbox.
 """
 import os
+import shutil
 import sys
 import unittest
 
@@ -93,6 +94,48 @@ class MergeMdbox(bftest.SiteCase):
 
     def test_archive_not_modified(self):
         self.assertEqual(dv.tree_checksum(os.path.join(self.site.base, "archive", "mona")), self.sum)
+
+
+class MergeMdboxStorageLink(bftest.SiteCase):
+    """Issue 15 item 2 for mdbox ("whatever the mail format"): max's
+    restored mdbox has its storage/ directory replaced by a relative
+    symlink to mo's (another user's archive, inside the archive root).
+    Its folders are real, so the folder check lets them through; the
+    map index copied from storage/ and the m.* files it names would be
+    mo's.  Merging max must add none of mo's mail, skip and log the
+    symlink with its path, and leave max's live mailbox as it was."""
+
+    @classmethod
+    def build(cls, site):
+        base = site.base
+        cls.mo = build_mdbox_archive(os.path.join(base, "archive", "mo"), "mo",
+                                     mg.standard_scenario(62))
+        scen = mg.standard_scenario(63)
+        build_mdbox_archive(os.path.join(base, "archive", "max"), "max", scen)
+        storage = os.path.join(base, "archive", "max", "mdbox", "storage")
+        shutil.rmtree(storage)
+        os.symlink("../../mo/mdbox/storage", storage)
+        cls.link = storage
+        live_home = os.path.join(base, "live", "max")
+        mg.write_maildir(os.path.join(live_home, "Maildir"), scen.live, host="new-mx")
+        dv.chown_tree(live_home)
+        site.dc.add_user("max", home=live_home,
+                         extra="userdb_backfill_archive=mdbox:%s/archive/%%Ln/mdbox" % base)
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("max")
+        site.enable_plugin(backfill_pop3_hide="none")
+
+    def test_symlinked_storage_not_read(self):
+        site = self.site
+        site.wait_merged("max", timeout=60)
+        got = bftest.multiset(site.dc.snapshot("max"))
+        mo = {m.fingerprint for m in self.mo.messages()}
+        self.assertEqual([m for m in got if m[1] in mo], [],
+                         "mo's mail merged into max's mailbox")
+        self.assertEqual(got, bftest.multiset(self.pre))
+        log = "\n".join(site.dc.log_lines(bftest.bf_log("max")))
+        self.assertIn("a symlink is never followed: %s" % self.link, log)
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
 
 
 if __name__ == "__main__":

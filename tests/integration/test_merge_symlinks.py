@@ -8,6 +8,7 @@ of vic's mail, skip and log both symlinks with their paths, count them
 (status: last_error; plan: skipped), and merge everything else exactly.
 """
 import os
+import shutil
 import sqlite3
 import sys
 import unittest
@@ -88,6 +89,66 @@ class MergeSymlinks(bftest.SiteCase):
         # doveadm logs to its stderr
         self.assertIn("%s is a symlink: not read, not verified" % self.file_link, r.stderr)
         self.assertIn("archive folder Stolen: %s" % self.folder_link, r.stderr)
+
+
+class MergeSymlinkedDirs(bftest.SiteCase):
+    """The same two forms one level further: a folder whose cur/ is a
+    symlink to vic's live cur/ (its folder directory is real, so the
+    folder check let it through), and a user whose whole archive
+    directory is a relative symlink to vic's archive, inside the archive
+    root (the root check let it through).  Neither may read vic's mail."""
+
+    @classmethod
+    def build(cls, site):
+        site.add_user("cy", mg.standard_scenario(83))
+        site.add_user("sue", mg.standard_scenario(84), record=False)
+        site.add_user("vic", mg.standard_scenario(82))
+        site.start(plugin_on=False)
+        cls.pre = {u: site.dc.snapshot(u) for u in ("cy", "sue")}
+        cls.vic = site.dc.snapshot("vic")
+        cls.vic_archive = {m.fingerprint for m in site.views["vic"].messages()}
+        live_cur = os.path.join(site.base, "live", "vic", "Maildir", "cur")
+        cy = os.path.join(site.archive_root, "cy", "Maildir")
+        cls.cur_link = os.path.join(cy, ".Work", "cur")
+        shutil.rmtree(cls.cur_link)
+        os.symlink(live_cur, cls.cur_link)
+        sue = os.path.join(site.archive_root, "sue", "Maildir")
+        shutil.rmtree(sue)
+        cls.sue_link = sue
+        os.symlink("../vic/Maildir", sue)
+        site.enable_plugin()
+
+    def fingerprints(self, user):
+        return {m[1] for m in bftest.multiset(self.site.dc.snapshot(user))}
+
+    def test_folder_with_symlinked_cur_skipped(self):
+        site = self.site
+        site.wait_merged("cy")
+        vic_live = {m.fingerprint for _, (uv, msgs) in self.vic.items() for m in msgs}
+        self.assertEqual(self.fingerprints("cy") & vic_live, set(),
+                         "vic's mail merged into cy's mailbox")
+        log = "\n".join(site.dc.log_lines(bftest.bf_log("cy")))
+        self.assertIn("archive folder Work: skipped, a symlink is never followed: %s"
+                      % self.cur_link, log)
+        # the other folders are merged
+        inbox = {m.fingerprint for m in site.views["cy"].snapshot["INBOX"][1]}
+        self.assertTrue(inbox and inbox <= self.fingerprints("cy"))
+        rows, r = bd.doveadm_json(site.dc, "backfill", "verify", "-u", "cy", ok=(1,))
+        self.assertEqual(bd.by_user(rows)["cy"]["result"], "symlinks", r.stderr)
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+    def test_symlinked_archive_dir_refused(self):
+        site = self.site
+        site.dc.imap("sue").logout()
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "sue", ok=(0, 1, 2))
+        self.assertEqual(self.fingerprints("sue") & self.vic_archive, set(),
+                         "vic's archive merged into sue's mailbox")
+        got = bftest.multiset(site.dc.snapshot("sue"))
+        self.assertEqual(got, bftest.multiset(self.pre["sue"]))
+        log = "\n".join(site.dc.log_lines(bftest.bf_log("sue")))
+        self.assertIn(self.sue_link, log)
+        self.assertIn("symlink", log)
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
 
 
 if __name__ == "__main__":
