@@ -38,6 +38,8 @@ static void plan_print(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(c->bytes);
 	doveadm_print(str_c(folders));
 	doveadm_print(error == NULL ? "" : error);
+	doveadm_print(c->uid_ways == NULL ? "" : c->uid_ways);
+	doveadm_print(c->uid_way_reasons == NULL ? "" : c->uid_way_reasons);
 }
 
 static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,
@@ -124,6 +126,10 @@ static void cmd_plan_init(DOVEADM_BACKFILL_INIT_ARGS)
 	doveadm_print_header("bytes", "Bytes", num);
 	doveadm_print_header("folders_to_create", "FoldersToCreate", 0);
 	doveadm_print_header("error", "Error", 0);
+	/* how each archive folder's copies would get their IMAP UIDs
+	   (docs/imap-caches.md) */
+	doveadm_print_header("uid_ways", "UIDWays", 0);
+	doveadm_print_header("uid_way_reasons", "UIDWayReasons", 0);
 }
 
 static struct doveadm_mail_cmd_context *cmd_plan_alloc(void)

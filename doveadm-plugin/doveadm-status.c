@@ -9,6 +9,7 @@
 #include "mail-user.h"
 #include "state.h"
 #include "backfill-user.h"
+#include "imap-uids.h"
 #include "doveadm-backfill.h"
 
 #include <stdlib.h>
@@ -87,6 +88,12 @@ static void status_print(struct status_cmd_context *ctx, const char *username,
 	doveadm_backfill_print_time(rec->finished);
 	doveadm_print(rec->last_error == NULL ? "" : rec->last_error);
 	doveadm_print(error == NULL ? "" : error);
+	doveadm_print(rec->cursor == NULL ? ""
+	                                  : backfill_imap_uids_cursor_text(
+	                                            rec->cursor, FALSE));
+	doveadm_print(rec->cursor == NULL ? ""
+	                                  : backfill_imap_uids_cursor_text(
+	                                            rec->cursor, TRUE));
 }
 
 static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,
@@ -163,6 +170,10 @@ static void cmd_status_init(DOVEADM_BACKFILL_INIT_ARGS)
 		doveadm_print_header("finished", "Finished", 0);
 		doveadm_print_header("last_error", "LastError", 0);
 		doveadm_print_header("error", "Error", 0);
+		/* how each archive folder's copies got their IMAP UIDs,
+		   from the cursor (docs/imap-caches.md) */
+		doveadm_print_header("uid_ways", "UIDWays", 0);
+		doveadm_print_header("uid_way_reasons", "UIDWayReasons", 0);
 	}
 }
 

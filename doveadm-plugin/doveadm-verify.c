@@ -18,6 +18,7 @@
 #include "mail-keys.h"
 #include "private-mailboxes.h"
 #include "doveadm-backfill.h"
+#include "doveadm-verify-uids.h"
 
 struct verify_msg {
 	unsigned char fp[BF_FP_SIZE];
@@ -149,6 +150,8 @@ static void verify_print_none(struct doveadm_mail_cmd_context *ctx,
 	doveadm_print("0");
 	doveadm_print("");
 	doveadm_print(error == NULL ? "" : error);
+	doveadm_print("0");
+	doveadm_print("");
 }
 
 static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
@@ -215,6 +218,11 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		ret = verify_collect(user, NULL, &lnames, fp, &w, &error);
 	}
 	bf_fp_free(&fp);
+	struct doveadm_verify_uids uids;
+	if (ret == 0 && doveadm_verify_uids(user, buser, &uids, &error) < 0) {
+		error = t_strdup_printf("state store: %s", error);
+		ret = -1;
+	}
 	if (ret < 0) {
 		e_error(buser->event, "verify failed: %s", error);
 		verify_print_none(ctx, user->username, "failed", error);
@@ -266,16 +274,19 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	/* A symlink in an archive is something to look at (exit 1): it was
 	   planted, or restored from a server that used them, and its mail
 	   is in neither the merge nor this proof. */
-	doveadm_print(n_missing > 0    ? "missing"
-	              : w.symlinks > 0 ? "symlinks"
-	                               : "ok");
+	doveadm_print(n_missing > 0         ? "missing"
+	              : w.symlinks > 0      ? "symlinks"
+	              : uids.mismatches > 0 ? "uids"
+	                                    : "ok");
 	doveadm_backfill_print_num(acount);
 	doveadm_backfill_print_num(acount - n_missing);
 	doveadm_backfill_print_num(n_missing);
 	doveadm_backfill_print_num(w.symlinks);
 	doveadm_print(str_c(missing));
 	doveadm_print("");
-	if (n_missing > 0 || w.symlinks > 0)
+	doveadm_backfill_print_num(uids.mismatches);
+	doveadm_print(str_c(uids.list));
+	if (n_missing > 0 || w.symlinks > 0 || uids.mismatches > 0)
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_archive_close(&archive);
 	pool_unref(&pool);
@@ -295,6 +306,9 @@ static void cmd_verify_init(DOVEADM_BACKFILL_INIT_ARGS)
 	doveadm_print_header("symlinks", "Symlinks", num);
 	doveadm_print_header("missing_list", "MissingFolderUID", 0);
 	doveadm_print_header("error", "Error", 0);
+	/* the IMAP UIDVALIDITY and UIDs the merge promised (issue 19) */
+	doveadm_print_header("uid_mismatches", "UIDMismatches", num);
+	doveadm_print_header("uid_mismatch_list", "UIDMismatchList", 0);
 }
 
 static struct doveadm_mail_cmd_context *cmd_verify_alloc(void)

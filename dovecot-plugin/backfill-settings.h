@@ -16,6 +16,17 @@ enum backfill_pop3_hide {
 	BACKFILL_POP3_HIDE_NONE,
 };
 
+/* backfill_imap_uids: which IMAP UIDs merged folders show (imap-uids.c,
+   docs/imap-caches.md). */
+enum backfill_imap_uids {
+	/* per folder, from Dovecot's own evidence */
+	BACKFILL_IMAP_UIDS_AUTO = 0,
+	/* the old server's UIDVALIDITY and UIDs wherever possible */
+	BACKFILL_IMAP_UIDS_ARCHIVE,
+	/* the live UIDVALIDITY and UIDs everywhere (before issue 19) */
+	BACKFILL_IMAP_UIDS_LIVE,
+};
+
 /* The user's plugin settings, read once when the user is created.  Strings
    live in the user's pool.  How they are read depends on the Dovecot
    version (plugin {} environment in 2.3); what they mean does not. */
@@ -36,6 +47,13 @@ struct backfill_settings {
 	/* backfill_secret_file: the milters' SecretFile, for checking their
 	   tags at delivery; NULL when unset. */
 	const char *secret_file;
+	enum backfill_imap_uids imap_uids;
+	/* Dovecot 2.3 only: backfill_imap_uids had a value that means
+	   nothing (NULL: fine).  Unlike the other settings no default is
+	   taken for it: guessing wrong either way cannot be undone for the
+	   user's IMAP clients, so the merge is postponed until it is
+	   fixed. */
+	const char *imap_uids_invalid;
 };
 
 /* Reads the user's backfill settings into *set_r.  A value that cannot be

@@ -272,6 +272,8 @@ static int folder_parse(char *item, struct bf_cursor *c, const char **error_r)
 		return -1;
 	}
 	f->name = fields[3];
+	f->way_live_guid = "";
+	f->way_reason = "";
 	c->folders_count++;
 	return 0;
 }
@@ -307,6 +309,70 @@ static int intent_parse(char *item, struct bf_cursor *c, const char **error_r)
 	return 0;
 }
 
+static const char *const uid_way_names[] = {
+        [BF_UID_WAY_UNDECIDED] = "",
+        [BF_UID_WAY_ARCHIVE] = "archive",
+        [BF_UID_WAY_RENUMBER] = "renumber",
+        [BF_UID_WAY_LIVE] = "live",
+};
+
+const char *bf_uid_way_name(enum bf_uid_way way)
+{
+	if ((size_t)way >= sizeof(uid_way_names) / sizeof(uid_way_names[0]))
+		return "";
+	return uid_way_names[way];
+}
+
+bool bf_uid_way_parse(const char *name, enum bf_uid_way *way_r)
+{
+	for (size_t i = 1; i < sizeof(uid_way_names) / sizeof(uid_way_names[0]);
+	     i++) {
+		if (strcmp(name, uid_way_names[i]) == 0) {
+			*way_r = (enum bf_uid_way)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A reason is one short word: it is shown as it is by doveadm. */
+static bool reason_valid(const char *reason)
+{
+	size_t len = strlen(reason);
+
+	return len > 0 && len <= 64 &&
+	       strspn(reason, "abcdefghijklmnopqrstuvwxyz0123456789-") == len;
+}
+
+/* Comes after the f items it names: checked in v2_parse(). */
+static int way_parse(char *item, struct bf_cursor *c, const char **error_r)
+{
+	char *fields[4];
+	uint32_t folder;
+	enum bf_uid_way way;
+
+	if (!fields_split(item, fields, 4) ||
+	    num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
+	    !bf_uid_way_parse(fields[1], &way) ||
+	    (strcmp(fields[2], "-") != 0 && !guid_valid(fields[2])) ||
+	    (strcmp(fields[3], "-") != 0 && !reason_valid(fields[3]))) {
+		*error_r = "way item: w:FOLDER:archive|renumber|live:LIVEGUID:"
+		           "REASON expected";
+		return -1;
+	}
+	if (folder >= c->folders_count ||
+	    c->folders[folder].way != BF_UID_WAY_UNDECIDED) {
+		*error_r = "way item: no such folder item, or a second way";
+		return -1;
+	}
+	c->folders[folder].way = way;
+	c->folders[folder].way_live_guid =
+	        strcmp(fields[2], "-") == 0 ? "" : fields[2];
+	c->folders[folder].way_reason =
+	        strcmp(fields[3], "-") == 0 ? "" : fields[3];
+	return 0;
+}
+
 static int signature_parse(char *item, struct bf_cursor *c,
                            const char **error_r)
 {
@@ -334,6 +400,8 @@ static int item_parse(char *item, struct bf_cursor *c, const char **error_r)
 		return folder_parse(item + 2, c, error_r);
 	case 'i':
 		return intent_parse(item + 2, c, error_r);
+	case 'w':
+		return way_parse(item + 2, c, error_r);
 	case 'c':
 		return box_ranges_parse(item + 2, c, error_r);
 	case 'l':
@@ -520,6 +588,16 @@ char *bf_cursor_format(const struct bf_cursor *c)
 		buf_printf(&buf, " f:%u:%u:%s:", f->uidvalidity, f->high,
 		           guid_or_dash(f->guid));
 		name_format(&buf, f->name);
+	}
+	for (size_t i = 0; i < c->folders_count; i++) {
+		const struct bf_cursor_folder *f = &c->folders[i];
+		if (f->way == BF_UID_WAY_UNDECIDED)
+			continue;
+		buf_printf(&buf, " w:%zu:%s:%s:%s", i, bf_uid_way_name(f->way),
+		           guid_or_dash(f->way_live_guid),
+		           f->way_reason == NULL || f->way_reason[0] == '\0'
+		                   ? "-"
+		                   : f->way_reason);
 	}
 	if (c->symlinks != 0)
 		buf_printf(&buf, " l:%u", c->symlinks);

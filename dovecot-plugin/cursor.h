@@ -27,6 +27,15 @@
                a batch of the FOLDER-th f item (from 0), up to archive UID
                LASTUID, that may have been committed to the live folder
                LIVEGUID from live UID UIDNEXT on before a crash
+     w:FOLDER:WAY:LIVEGUID:REASON
+               how the FOLDER-th f item's messages got their IMAP UIDs
+               (issue 19, imap-uids.c): WAY "archive" (live folder made
+               with the archive's UIDVALIDITY, copies at their archive
+               UIDs), "renumber" (an existing live folder took them) or
+               "live" (live UIDVALIDITY and UIDs kept, copies above);
+               LIVEGUID the live folder (32 hex) or "-"; REASON a word
+               of [a-z0-9-] saying why, or "-".  Written once the way is
+               decided, before anything depends on it.
      l:COUNT   symlinks in the archive skipped so far (never followed)
      c:GUID:RANGES
                live copies of live folder GUID that archived messages
@@ -52,12 +61,24 @@ struct bf_cursor_range {
 	uint32_t first, last;
 };
 
+/* How an archive folder's messages got their IMAP UIDs (the w item). */
+enum bf_uid_way {
+	BF_UID_WAY_UNDECIDED = 0,
+	BF_UID_WAY_ARCHIVE,
+	BF_UID_WAY_RENUMBER,
+	BF_UID_WAY_LIVE,
+};
+
 struct bf_cursor_folder {
 	const char *name;
 	/* "" when unknown */
 	const char *guid;
 	uint32_t uidvalidity;
 	uint32_t high;
+	enum bf_uid_way way;
+	/* "" when unknown or none */
+	const char *way_live_guid;
+	const char *way_reason;
 };
 
 struct bf_cursor {
@@ -97,6 +118,11 @@ void bf_cursor_free(struct bf_cursor *cursor);
    consumed may be in any order, with repeats: they are sorted and
    joined. */
 char *bf_cursor_format(const struct bf_cursor *cursor);
+
+/* "archive", "renumber", "live", or "" when undecided. */
+const char *bf_uid_way_name(enum bf_uid_way way);
+/* FALSE for anything else than the three names. */
+bool bf_uid_way_parse(const char *name, enum bf_uid_way *way_r);
 
 /* Did an archived message consume live message (guid, uid)?  Only for a
    parsed cursor. */

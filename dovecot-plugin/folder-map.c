@@ -177,8 +177,35 @@ int backfill_folder_map_build(struct mail_user *live_user,
 	return 0;
 }
 
+/* Creates the live folder with update, unless it exists. */
+static int live_create(struct mailbox *box,
+                       const struct backfill_folder *folder,
+                       const struct mailbox_update *update,
+                       const char **error_r)
+{
+	enum mail_error error;
+
+	if (mailbox_create(box, update, FALSE) < 0) {
+		(void)mailbox_get_last_internal_error(box, &error);
+		if (error == MAIL_ERROR_EXISTS)
+			return 0;
+		*error_r = t_strdup_printf(
+		        "creating live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		return -1;
+	}
+	if (folder->subscribed && mailbox_set_subscribed(box, TRUE) < 0) {
+		*error_r = t_strdup_printf(
+		        "subscribing live folder %s: %s", folder->live_vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		return -1;
+	}
+	return 0;
+}
+
 int backfill_folder_open_live(struct mail_user *live_user,
                               const struct backfill_folder *folder,
+                              const struct mailbox_update *create_update,
                               struct mailbox **box_r, const char **error_r)
 {
 	struct mail_namespace *ns;
@@ -187,6 +214,13 @@ int backfill_folder_open_live(struct mail_user *live_user,
 
 	ns = mail_namespace_find(live_user->namespaces, folder->live_vname);
 	box = mailbox_alloc(ns->list, folder->live_vname, 0);
+	/* Opening first would let Dovecot create a folder it autocreates
+	   (auto = subscribe) with a UIDVALIDITY of its own. */
+	if (create_update != NULL &&
+	    live_create(box, folder, create_update, error_r) < 0) {
+		mailbox_free(&box);
+		return -1;
+	}
 	if (mailbox_open(box) < 0) {
 		(void)mailbox_get_last_internal_error(box, &error);
 		if (error != MAIL_ERROR_NOTFOUND) {
@@ -197,7 +231,7 @@ int backfill_folder_open_live(struct mail_user *live_user,
 			mailbox_free(&box);
 			return -1;
 		}
-		if (mailbox_create(box, NULL, FALSE) < 0) {
+		if (mailbox_create(box, create_update, FALSE) < 0) {
 			(void)mailbox_get_last_internal_error(box, &error);
 			if (error != MAIL_ERROR_EXISTS) {
 				*error_r = t_strdup_printf(

@@ -5,6 +5,7 @@
 
 struct mail_user;
 struct mailbox;
+struct mailbox_update;
 struct backfill_archive;
 
 struct backfill_folder {
@@ -26,9 +27,11 @@ int backfill_folder_map_build(struct mail_user *live_user,
                               const char **error_r);
 
 /* Opens the live mailbox of folder for saving, creating it (and
-   subscribing it when it was subscribed in the archive) if missing. */
+   subscribing it when it was subscribed in the archive) if missing, with
+   create_update when not NULL (the archive's UIDVALIDITY, imap-uids.c). */
 int backfill_folder_open_live(struct mail_user *live_user,
                               const struct backfill_folder *folder,
+                              const struct mailbox_update *create_update,
                               struct mailbox **box_r, const char **error_r);
 
 #endif

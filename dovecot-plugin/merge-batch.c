@@ -8,6 +8,7 @@
 #include "mail-storage-private.h"
 #include "mail-search-build.h"
 #include "merge-private.h"
+#include "imap-uids.h"
 
 /* ---- batches ---- */
 
@@ -89,6 +90,7 @@ static int batch_commit_mailbox(struct backfill_merge *m)
 		if (!seq_range_array_iter_nth(&iter, n++, &uid))
 			uid = 0;
 		item->entry.uid = uid;
+		backfill_imap_uids_saved(m, item);
 	}
 	pool_unref(&changes.pool);
 	return 0;
@@ -201,7 +203,7 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 		return -1;
 	}
 	batch_checkpointed(m);
-	return 0;
+	return backfill_imap_uids_checkpointed(m);
 }
 
 /* ---- a batch that may have landed before a crash ---- */
@@ -324,6 +326,7 @@ bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
 		return FALSE;
 	l->used = TRUE;
 	item->entry.uid = l->uid;
+	backfill_imap_uids_saved(m, item);
 	landed_fix(m, l->uid, uidl, flags, kw);
 	return TRUE;
 }

@@ -18,6 +18,7 @@
 #include "ioloop.h"
 #include "mail-storage-private.h"
 #include "merge-private.h"
+#include "imap-uids.h"
 
 int backfill_merge_cursor_parse(struct backfill_merge *m, const char *text,
                                 const char **error_r)
@@ -41,6 +42,7 @@ int backfill_merge_cursor_parse(struct backfill_merge *m, const char *text,
 		cf->guid = p_strdup(m->pool, c->folders[i].guid);
 		cf->uidvalidity = c->folders[i].uidvalidity;
 		cf->high = cf->high_committed = c->folders[i].high;
+		backfill_imap_uids_cursor_in(cf, &c->folders[i]);
 	}
 	m->intent_cf = c->intent_folder;
 	if (c->intent && c->intent_live_guid[0] != '\0')
@@ -317,6 +319,7 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 		   it keeps the position and dedup state of the last
 		   checkpoint, the batch itself is redone from there. */
 		f->high = with_intent ? cf->high_committed : cf->high;
+		backfill_imap_uids_cursor_out(f, cf);
 	}
 	/* A pending intent of a folder not reached yet outlives the
 	   checkpoints of the folders before it (merge-batch.c) */

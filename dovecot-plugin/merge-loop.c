@@ -14,6 +14,7 @@
 #include "archive.h"
 #include "pop3-uidl.h"
 #include "pop3-hide.h"
+#include "imap-uids.h"
 #include "merge-private.h"
 
 /* The flags and keywords a merged copy shows: the archived message's,
@@ -48,18 +49,22 @@ static struct mail_keywords *merge_keywords(struct backfill_merge *m,
 }
 
 static int merge_copy(struct backfill_merge *m, struct mail *amail,
-                      enum mail_flags flags, struct mail_keywords *kw,
-                      const char *uidl, const char **error_r)
+                      uint32_t uid, enum mail_flags flags,
+                      struct mail_keywords *kw, const char *uidl,
+                      const char **error_r)
 {
 	struct mail_save_context *save;
 
 	save = mailbox_save_alloc(m->ltrans);
 	mailbox_save_set_flags(save, flags, kw);
+	backfill_imap_uids_save(m, save, uid);
 	/* No received date here: mailbox_copy() takes it from amail
 	   (mail_save_copy_default_metadata() when it copies; a hardlink
 	   shares the file whose mtime it is).  Looking it up would cost a
 	   stat() of every archived file that a hardlink copy never needs. */
-	if (uidl[0] != '\0')
+	/* a copy at its archive UID in a folder with the archive's
+	   UIDVALIDITY shows the old UIDL by itself: nothing to store */
+	if (uidl[0] != '\0' && backfill_imap_uids_uidl_needed(m, amail))
 		mailbox_save_set_pop3_uidl(save, uidl);
 	if (mailbox_copy(&save, amail) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
@@ -103,7 +108,11 @@ static int merge_add(struct backfill_merge *m,
 	memcpy(item->entry.fingerprint, keys->fp, BF_FP_SIZE);
 	enum mail_flags flags = mail_get_flags(amail) & ~MAIL_RECENT;
 	struct mail_keywords *kw = merge_keywords(m, amail);
-	if (backfill_merge_landed_take(m, amail, keys, uidl, flags, kw, item)) {
+	const char *landed_uidl =
+	        uidl != NULL && backfill_imap_uids_uidl_needed(m, amail) ? uidl
+	                                                                 : NULL;
+	if (backfill_merge_landed_take(m, amail, keys, landed_uidl, flags, kw,
+	                               item)) {
 		mailbox_keywords_unref(&kw);
 		m->rec.added++;
 		return 0;
@@ -115,7 +124,7 @@ static int merge_add(struct backfill_merge *m,
 		                         error);
 		return -1;
 	}
-	int ret = merge_copy(m, amail, flags, kw, uidl == NULL ? "" : uidl,
+	int ret = merge_copy(m, amail, uid, flags, kw, uidl == NULL ? "" : uidl,
 	                     &error);
 	mailbox_keywords_unref(&kw);
 	if (ret < 0) {
@@ -249,8 +258,11 @@ static int merge_open_live(struct backfill_merge *m,
 	const char *const *name;
 
 	if (!m->dry_run) {
-		return backfill_folder_open_live(m->luser, folder, &m->lbox,
-		                                 error_r);
+		struct mailbox_update update;
+		return backfill_folder_open_live(
+		        m->luser, folder,
+		        backfill_imap_uids_create_update(m, &update), &m->lbox,
+		        error_r);
 	}
 	ns = mail_namespace_find(m->luser->namespaces, folder->live_vname);
 	box = mailbox_alloc(ns->list, folder->live_vname,
@@ -271,6 +283,14 @@ static int merge_open_live(struct backfill_merge *m,
 		}
 		const char *copy = p_strdup(m->pool, folder->live_vname);
 		array_push_back(&m->dry_new_folders, &copy);
+		return 0;
+	}
+	/* A folder Dovecot autocreates but never made is empty; opening it
+	   would make it, and a plan writes nothing (the merge would then
+	   find it made, by someone else as far as it can tell). */
+	if (mailbox_exists(box, FALSE, &existence) == 0 &&
+	    existence != MAILBOX_EXISTENCE_SELECT) {
+		mailbox_free(&box);
 		return 0;
 	}
 	if (mailbox_sync(box, 0) < 0) {
@@ -358,7 +378,12 @@ static int folder_open_live_state(struct backfill_merge *m,
 	m->batch_max = mail_storage_copy_can_use_hardlink(m->walk.box, m->lbox)
 	                       ? BACKFILL_BATCH_MAX_LINK
 	                       : BACKFILL_BATCH_MAX;
-	if (!m->dry_run && live_uidnext_raise(m, &error) < 0) {
+	if (backfill_imap_uids_live_opened(m, folder) < 0)
+		return -1;
+	/* a folder that takes the archive's UIDs gets its UIDNEXT when it is
+	   done (backfill_imap_uids_folder_done()) */
+	if (!m->dry_run && !backfill_imap_uids_taken(m) &&
+	    live_uidnext_raise(m, &error) < 0) {
 		backfill_merge_log_error(
 		        m,
 		        "merge postponed: %s: raising UIDNEXT past the archive's UIDs failed: %s (the next login retries)",
@@ -422,6 +447,10 @@ static int folder_open(struct backfill_merge *m,
 		        "restore it under another name to merge it as a folder of its own");
 		return 0;
 	}
+	if (backfill_imap_uids_decide(m, folder) < 0) {
+		backfill_merge_walk_close(m);
+		return -1;
+	}
 	if (merge_open_live(m, folder, &error) < 0) {
 		backfill_merge_log_error(m, "%s", error);
 		backfill_merge_walk_close(m);
@@ -468,6 +497,8 @@ static int merge_step(struct backfill_merge *m)
 	/* end of folder: the batch's intent must still name this folder */
 	backfill_merge_walk_slice_end(m);
 	ret = backfill_merge_batch_commit(m);
+	if (ret == 0)
+		ret = backfill_imap_uids_folder_done(m);
 	backfill_merge_folder_close(m);
 	return ret < 0 ? -1 : 1;
 }

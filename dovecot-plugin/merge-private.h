@@ -14,6 +14,7 @@
 #include "mail-keys.h"
 #include "cursor.h"
 #include "merge.h"
+#include "seq-range-array.h"
 
 /* Copying by save: Maildir walks its list of saved files for each new
    one, so a transaction of n saves costs n^2; hardlinks do not, and there
@@ -91,6 +92,11 @@ struct cursor_folder {
 	uint32_t high_committed;
 	/* an archive folder of this session is this one */
 	bool matched;
+	/* how its copies get their IMAP UIDs (imap-uids.c); way_live_guid
+	   and way_reason "" when none */
+	enum bf_uid_way way;
+	const char *way_live_guid;
+	const char *way_reason;
 };
 #define CURSOR_HIGH_ALL 0xffffffffU
 
@@ -178,6 +184,13 @@ struct backfill_merge {
 	unsigned int idx;
 	struct box_walk walk;
 	bool walk_open;
+
+	/* imap-uids.c: the archive folder's UIDNEXT; live UIDs the merge
+	   gave copies in the live folder in this session; a way given up
+	   whose live folder still shows the archive's UIDVALIDITY */
+	uint32_t uid_archive_next;
+	ARRAY_TYPE(seq_range) uid_ours;
+	bool uid_fresh_pending;
 
 	/* live target of the archive folder being merged */
 	struct mailbox *lbox;

@@ -47,6 +47,7 @@
 #include "backfill-user.h"
 #include "archive.h"
 #include "merge-private.h"
+#include "imap-uids.h"
 
 #include <time.h>
 #include <sys/resource.h>
@@ -630,4 +631,6 @@ void backfill_merge_get_counts(const struct backfill_merge *m,
 	                                ? NULL
 	                                : array_front(&m->dry_new_folders);
 	counts_r->new_folders_count = array_count(&m->dry_new_folders);
+	counts_r->uid_ways = backfill_imap_uids_text(m, FALSE);
+	counts_r->uid_way_reasons = backfill_imap_uids_text(m, TRUE);
 }

@@ -49,6 +49,11 @@ struct backfill_merge_counts {
 	/* dry run: live folders that would be created; valid until end() */
 	const char *const *new_folders;
 	unsigned int new_folders_count;
+	/* "FOLDER=WAY,..." how each archive folder's copies get their IMAP
+	   UIDs (imap-uids.h); data stack */
+	const char *uid_ways;
+	/* "FOLDER=REASON,..." why each went that way */
+	const char *uid_way_reasons;
 };
 void backfill_merge_get_counts(const struct backfill_merge *merge,
                                struct backfill_merge_counts *counts_r);

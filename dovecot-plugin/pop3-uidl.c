@@ -74,3 +74,11 @@ bool backfill_pop3_uidl_by_uid(const char *format, uint32_t live_uidvalidity,
 	return !backfill_var_used(format, 'v', "uidvalidity") ||
 	       live_uidvalidity == archive_uidvalidity;
 }
+
+bool backfill_pop3_uidl_from_uid_only(const char *format)
+{
+	return backfill_var_used(format, 'u', "uid") &&
+	       !backfill_var_used(format, 'm', "md5") &&
+	       !backfill_var_used(format, 'f', "filename") &&
+	       !backfill_var_used(format, 'g', "guid");
+}

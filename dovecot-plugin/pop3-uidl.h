@@ -17,4 +17,10 @@ int backfill_pop3_uidl_get(struct mail *mail, uint32_t uidvalidity,
 bool backfill_pop3_uidl_by_uid(const char *format, uint32_t live_uidvalidity,
                                uint32_t archive_uidvalidity);
 
+/* TRUE when format makes a UIDL from nothing but the UID and the
+   UIDVALIDITY (%u, optionally %v): a copy with the archive's UID in a
+   folder with the archive's UIDVALIDITY then shows the old server's UIDL
+   by itself, without a stored one. */
+bool backfill_pop3_uidl_from_uid_only(const char *format);
+
 #endif

@@ -51,6 +51,8 @@ int backfill_settings_get(struct mail_user *user,
 	(void)backfill_settings_dedup_parse(set->backfill_dedup, &set_r->dedup);
 	(void)backfill_settings_pop3_hide_parse(set->backfill_pop3_hide,
 	                                        &set_r->pop3_hide);
+	(void)backfill_settings_imap_uids_parse(set->backfill_imap_uids,
+	                                        &set_r->imap_uids);
 	settings_free(set);
 	return 0;
 }

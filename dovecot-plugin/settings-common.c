@@ -63,3 +63,17 @@ bool backfill_settings_pop3_hide_parse(const char *value,
 		return FALSE;
 	return TRUE;
 }
+
+bool backfill_settings_imap_uids_parse(const char *value,
+                                       enum backfill_imap_uids *uids_r)
+{
+	if (strcmp(value, "auto") == 0)
+		*uids_r = BACKFILL_IMAP_UIDS_AUTO;
+	else if (strcmp(value, "archive") == 0)
+		*uids_r = BACKFILL_IMAP_UIDS_ARCHIVE;
+	else if (strcmp(value, "live") == 0)
+		*uids_r = BACKFILL_IMAP_UIDS_LIVE;
+	else
+		return FALSE;
+	return TRUE;
+}

@@ -20,4 +20,8 @@ bool backfill_settings_dedup_parse(const char *value,
 bool backfill_settings_pop3_hide_parse(const char *value,
                                        enum backfill_pop3_hide *hide_r);
 
+/* backfill_imap_uids: FALSE for an unknown value. */
+bool backfill_settings_imap_uids_parse(const char *value,
+                                       enum backfill_imap_uids *uids_r);
+
 #endif

@@ -24,6 +24,7 @@ static const struct setting_define backfill_setting_defines[] = {
 	DEF(ENUM, backfill_dedup),
 	DEF(ENUM, backfill_pop3_hide),
 	DEF(STR, backfill_secret_file),
+	DEF(ENUM, backfill_imap_uids),
 
 	SETTING_DEFINE_LIST_END
 };
@@ -40,6 +41,7 @@ static const struct backfill_declared_settings backfill_default_settings = {
         .backfill_dedup = "user:mailbox:off",
         .backfill_pop3_hide = "seen:all:none",
         .backfill_secret_file = "",
+        .backfill_imap_uids = "auto:archive:live",
 };
 
 /* Run by doveconf and by every process that reads the config: a value that

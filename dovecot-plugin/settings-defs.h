@@ -21,6 +21,7 @@ struct backfill_declared_settings {
 	const char *backfill_dedup;
 	const char *backfill_pop3_hide;
 	const char *backfill_secret_file;
+	const char *backfill_imap_uids;
 };
 
 extern const struct setting_parser_info backfill_setting_parser_info;

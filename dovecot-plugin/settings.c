@@ -98,5 +98,13 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		        "backfill_pop3_hide=%s: expected seen, all or none (using seen)",
 		        value);
 	}
+	value = mail_user_plugin_getenv(user, "backfill_imap_uids");
+	if (value != NULL && value[0] != '\0' &&
+	    !backfill_settings_imap_uids_parse(value, &set->imap_uids)) {
+		set->imap_uids_invalid = value;
+		e_error(event,
+		        "backfill_imap_uids=%s: expected auto, archive or live (merge postponed until it is fixed: IMAP UIDs cannot be changed back once clients saw them)",
+		        value);
+	}
 	return 0;
 }

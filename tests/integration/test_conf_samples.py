@@ -22,7 +22,7 @@ CONF_D = os.path.join(bftest.SRC, "conf.d")
 PLUGINS_PATH = "/usr/share/dovecot-backfill/backfill-plugins.conf"
 SETTINGS = ("backfill_archive", "backfill_state", "backfill_login_budget",
             "backfill_max_parallel", "backfill_keyword", "backfill_dedup",
-            "backfill_pop3_hide", "backfill_secret_file")
+            "backfill_pop3_hide", "backfill_secret_file", "backfill_imap_uids")
 
 
 def enable(text):
@@ -109,6 +109,7 @@ class ConfSamples(unittest.TestCase):
         self.assertEqual(got["backfill_keyword"], "$Backfilled")
         self.assertEqual(got["backfill_dedup"], "user")
         self.assertEqual(got["backfill_pop3_hide"], "seen")
+        self.assertEqual(got["backfill_imap_uids"], "auto")
         self.assertEqual(got["backfill_state"], "sqlite:/var/lib/backfill/state.db")
         # -n shows only what the operator set
         r = self.doveconf("backfill_dedup = mailbox\n", "-n")
@@ -123,7 +124,8 @@ class ConfSamples(unittest.TestCase):
                           ("backfill_login_budget = 300", "missing units"),
                           ("backfill_max_parallel = 0", "1..100000"),
                           ("backfill_dedup = sometimes", "Invalid value"),
-                          ("backfill_pop3_hide = maybe", "Invalid value")):
+                          ("backfill_pop3_hide = maybe", "Invalid value"),
+                          ("backfill_imap_uids = sometimes", "Invalid value")):
             r = self.doveconf(line + "\n", "-n")
             self.assertNotEqual(r.returncode, 0, line)
             name = line.split()[0]

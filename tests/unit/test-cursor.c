@@ -68,6 +68,34 @@ static void test_v2_roundtrip(void **state)
 	roundtrip("2 f:1:0:-:Sent%20Messages f:2:0:-:100%25%0A f:3:0:-:a:b/c");
 	roundtrip("2 f:1:0:-:\xc3\x84rger");
 	roundtrip("2 s:ab f:1:9:-:INBOX l:2");
+	roundtrip("2 f:1:9:-:INBOX f:2:0:-:Sent w:0:live:-:- w:1:archive:" G1
+	          ":created l:2 i:1:" G1 ":3:4");
+	roundtrip("2 f:1:9:-:INBOX w:0:renumber:" G2 ":no-imap-select");
+}
+
+/* The way each archive folder's messages got their IMAP UIDs (issue 19). */
+static void test_v2_ways(void **state)
+{
+	struct bf_cursor c;
+	const char *error = NULL;
+
+	(void)state;
+	assert_int_equal(bf_cursor_parse("2 f:5:9:-:INBOX f:6:0:-:Sent "
+	                                 "f:7:0:-:Work w:1:archive:" G1
+	                                 ":created w:0:live:-:imap-selected",
+	                                 &c, &error),
+	                 0);
+	assert_int_equal(c.folders[0].way, BF_UID_WAY_LIVE);
+	assert_string_equal(c.folders[0].way_live_guid, "");
+	assert_string_equal(c.folders[0].way_reason, "imap-selected");
+	assert_int_equal(c.folders[1].way, BF_UID_WAY_ARCHIVE);
+	assert_string_equal(c.folders[1].way_live_guid, G1);
+	assert_string_equal(c.folders[1].way_reason, "created");
+	assert_int_equal(c.folders[2].way, BF_UID_WAY_UNDECIDED);
+	assert_string_equal(c.folders[2].way_reason, "");
+	bf_cursor_free(&c);
+	assert_string_equal(bf_uid_way_name(BF_UID_WAY_RENUMBER), "renumber");
+	assert_string_equal(bf_uid_way_name(BF_UID_WAY_UNDECIDED), "");
 }
 
 static void test_v2_fields(void **state)
@@ -251,6 +279,14 @@ static void test_refused(void **state)
 	refused("2 l:");
 	refused("2 l:1 l:1");
 	refused("2 l:4294967296");
+	refused("2 w:0:live:-:-");
+	refused("2 f:1:0:-:A w:1:live:-:-");
+	refused("2 f:1:0:-:A w:0:old:-:-");
+	refused("2 f:1:0:-:A w:0:live:xyz:-");
+	refused("2 f:1:0:-:A w:0:live:-:Bad");
+	refused("2 f:1:0:-:A w:0:live:-:");
+	refused("2 f:1:0:-:A w:0:live:-");
+	refused("2 f:1:0:-:A w:0:live:-:- w:0:archive:-:-");
 }
 
 int main(void)
@@ -259,6 +295,7 @@ int main(void)
 	        cmocka_unit_test(test_empty),
 	        cmocka_unit_test(test_v2_roundtrip),
 	        cmocka_unit_test(test_v2_fields),
+	        cmocka_unit_test(test_v2_ways),
 	        cmocka_unit_test(test_v1_fields),
 	        cmocka_unit_test(test_format_joins),
 	        cmocka_unit_test(test_overlap),

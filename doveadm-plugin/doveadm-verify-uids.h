@@ -1,0 +1,24 @@
+#ifndef DOVEADM_VERIFY_UIDS_H
+#define DOVEADM_VERIFY_UIDS_H
+
+#include "str.h"
+
+struct mail_user;
+struct backfill_user;
+
+struct doveadm_verify_uids {
+	/* folders without the archive's UIDVALIDITY, and copies not at
+	   their archive UID */
+	unsigned int mismatches;
+	/* "what; what" for the command's row (data stack) */
+	string_t *list;
+};
+
+/* Checks the UIDVALIDITY and UIDs the merge promised (doveadm-verify-
+   uids.c).  Returns 1 checked (the merge record said which folders), 0
+   no merge record, -1 with *error_r when the state store failed. */
+int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
+                        struct doveadm_verify_uids *result,
+                        const char **error_r);
+
+#endif

@@ -1,0 +1,503 @@
+/* The IMAP UIDs merged folders show (imap-uids.h, docs/imap-caches.md).
+
+   An IMAP client that keeps mail offline (Thunderbird, Outlook, phones,
+   mbsync) knows a folder by its UIDVALIDITY and each message by its UID.
+   When a folder shows another UIDVALIDITY, the client throws its cache
+   away and downloads the folder again (mbsync even refuses the folder:
+   "UIDVALIDITY genuinely changed").  So a merged folder keeps the old
+   server's UIDVALIDITY and UIDs wherever no client of the new server can
+   have cached it: Dovecot lets a new mailbox take a UIDVALIDITY
+   (mailbox_update.uid_validity at creation) and a save ask for its UID
+   (mailbox_save_set_uid(), which Dovecot honours when the UID is not
+   below the folder's next UID: dsync keeps UIDs that way).
+
+   Each archive folder goes one of three ways (bf_uid_way, in the cursor):
+   - archive: the merge creates the live folder with the archive folder's
+     UIDVALIDITY, saves every copy at its archive UID (gaps stay gaps) and
+     gives the live folder the archive's UIDNEXT at the end, so later
+     deliveries get UIDs above;
+   - renumber: an existing live folder no IMAP client can have cached
+     since the incident takes the archive's UIDVALIDITY and UIDs (not done
+     yet: falls back to live, saying so);
+   - live: the live UIDVALIDITY and UIDs are kept, copies get UIDs above.
+   The way is on record in the state store before the live folder is
+   created, so a crash can never leave a folder with the archive's
+   UIDVALIDITY that a rerun would fill with other UIDs.
+
+   The archive way is given up (live way, reason uid-taken) when anything
+   else puts a message into the live folder below the archive's UIDNEXT
+   while the merge fills it (a client's APPEND, a sieve fileinto): a
+   client of the old server would take that UID for a message it cached,
+   and never see the new one.  The live folder then gets a fresh
+   UIDVALIDITY: its clients download it again, which beats a silent
+   miss. */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "ioloop.h"
+#include "mail-storage-private.h"
+#include "mail-namespace.h"
+#include "mail-search-build.h"
+#include "backfill-settings.h"
+#include "pop3-uidl.h"
+#include "imap-uids.h"
+#include "imap-uids-evidence.h"
+#include "merge-private.h"
+
+static struct cursor_folder *cur_folder(const struct backfill_merge *m)
+{
+	if (m->cur_cf == UINT_MAX)
+		return NULL;
+	return array_idx_modifiable(&m->cfolders, m->cur_cf);
+}
+
+static enum bf_uid_way cur_way(const struct backfill_merge *m)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+
+	return cf == NULL ? BF_UID_WAY_UNDECIDED : cf->way;
+}
+
+/* The cursor with the ways decided so far, in the state store: the same
+   record a batch's intent writes, keeping a pending intent. */
+static int ways_record(struct backfill_merge *m)
+{
+	const char *error;
+
+	if (m->dry_run)
+		return 0;
+	backfill_merge_record_set_cursor(m, m->intent);
+	backfill_merge_store_wait(m);
+	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
+	    0) {
+		backfill_merge_log_error(
+		        m, "merge postponed: %s (the next login retries)",
+		        error);
+		return -1;
+	}
+	return 0;
+}
+
+/* A dry run creates nothing: the second archive folder of one new live
+   folder finds it "missing" too. */
+static bool dry_created(struct backfill_merge *m, const char *vname)
+{
+	const char *const *name;
+
+	if (!m->dry_run)
+		return FALSE;
+	array_foreach(&m->dry_new_folders, name)
+	{
+		if (strcmp(*name, vname) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+/* A live folder that exists already (imap-uids-evidence.c says what
+   the evidence is).  Renumbering its live messages above the archive's
+   UIDs is not done yet: such a folder keeps its UIDs, and the reason says
+   it would have been renumbered. */
+static enum bf_uid_way
+decide_existing(struct backfill_merge *m,
+                const struct backfill_live_evidence *live,
+                const char **reason_r)
+{
+	bool force = m->set->imap_uids == BACKFILL_IMAP_UIDS_ARCHIVE;
+
+	if (backfill_live_never_used(&live->status)) {
+		*reason_r = force ? "live-folder-empty" : "live-folder-opened";
+		return force ? BF_UID_WAY_ARCHIVE : BF_UID_WAY_LIVE;
+	}
+	if (live->seen && !force) {
+		*reason_r = "imap-selected";
+		return BF_UID_WAY_LIVE;
+	}
+	*reason_r = "renumber-not-supported";
+	return BF_UID_WAY_LIVE;
+}
+
+static enum bf_uid_way decide(struct backfill_merge *m,
+                              const struct backfill_folder *folder,
+                              const struct cursor_folder *cf,
+                              const struct backfill_live_evidence *live,
+                              const char **reason_r)
+{
+	if (m->set->imap_uids == BACKFILL_IMAP_UIDS_LIVE) {
+		*reason_r = "setting";
+		return BF_UID_WAY_LIVE;
+	}
+	/* merged in part before the ways existed: its copies have live
+	   UIDs already */
+	if (cf->high_committed > 0) {
+		*reason_r = "merged-before";
+		return BF_UID_WAY_LIVE;
+	}
+	if (dry_created(m, folder->live_vname)) {
+		*reason_r = "shared-live-folder";
+		return BF_UID_WAY_LIVE;
+	}
+	if (!live->exists) {
+		*reason_r = "created";
+		return BF_UID_WAY_ARCHIVE;
+	}
+	return decide_existing(m, live, reason_r);
+}
+
+int backfill_imap_uids_decide(struct backfill_merge *m,
+                              const struct backfill_folder *folder)
+{
+	struct cursor_folder *cf = cur_folder(m);
+	const char *error, *reason;
+	struct backfill_live_evidence live;
+
+	if (cf->way != BF_UID_WAY_UNDECIDED)
+		return 0;
+	if (m->set->imap_uids_invalid != NULL) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: backfill_imap_uids=%s: expected auto, archive or live (fix the setting; nothing of %s was merged)",
+		        m->set->imap_uids_invalid, folder->archive_vname);
+		return -1;
+	}
+	if (backfill_live_evidence_get(m->luser, folder->live_vname, &live,
+	                               &error) < 0) {
+		backfill_merge_log_error(m, "%s", error);
+		return -1;
+	}
+	cf->way = decide(m, folder, cf, &live, &reason);
+	cf->way_reason = reason;
+	cf->way_live_guid = "";
+	e_debug(m->event, "%s -> %s: IMAP UIDs go the %s way (%s)",
+	        folder->archive_vname, folder->live_vname,
+	        bf_uid_way_name(cf->way), reason);
+	return ways_record(m);
+}
+
+const struct mailbox_update *
+backfill_imap_uids_create_update(struct backfill_merge *m,
+                                 struct mailbox_update *update)
+{
+	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
+		return NULL;
+	i_zero(update);
+	update->uid_validity = m->walk.uidvalidity;
+	return update;
+}
+
+/* Dovecot's own choice for a new folder, never the archive's. */
+static int fresh_uidvalidity(struct backfill_merge *m)
+{
+	struct mailbox_update update;
+	uint32_t old = m->lbox_uidvalidity;
+
+	i_zero(&update);
+	update.uid_validity = (uint32_t)ioloop_time;
+	if (update.uid_validity == m->walk.uidvalidity)
+		update.uid_validity++;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: giving it a new UIDVALIDITY failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox),
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
+	}
+	m->lbox_uidvalidity = update.uid_validity;
+	m->uid_fresh_pending = FALSE;
+	e_warning(
+	        m->event,
+	        "%s: UIDVALIDITY changed from %u to %u: IMAP clients of the old server download this folder again",
+	        mailbox_get_vname(m->lbox), old, update.uid_validity);
+	return 0;
+}
+
+static void give_up(struct backfill_merge *m, uint32_t uid, const char *why);
+
+/* An existing live folder that never held a message takes the archive's
+   UIDVALIDITY (recorded before, so a crash before or after this gives
+   the same).  Anything else (a message came since the decision, or a
+   folder made again by someone else) gives the way up. */
+static int adopt_uidvalidity(struct backfill_merge *m)
+{
+	struct mailbox_status status;
+	struct mailbox_update update;
+
+	if (mailbox_get_status(m->lbox, STATUS_MESSAGES | STATUS_UIDNEXT,
+	                       &status) < 0) {
+		backfill_merge_log_error(
+		        m, "%s: %s", mailbox_get_vname(m->lbox),
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
+	}
+	if (!backfill_live_never_used(&status)) {
+		give_up(m, 0,
+		        "the live folder has another UIDVALIDITY and mail");
+		return ways_record(m);
+	}
+	i_zero(&update);
+	update.uid_validity = m->walk.uidvalidity;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: giving it the archive's UIDVALIDITY %u failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), update.uid_validity,
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
+	}
+	e_info(m->event,
+	       "%s: empty live folder takes the archive's UIDVALIDITY %u (was %u)",
+	       mailbox_get_vname(m->lbox), update.uid_validity,
+	       m->lbox_uidvalidity);
+	m->lbox_uidvalidity = update.uid_validity;
+	return 0;
+}
+
+static void give_up(struct backfill_merge *m, uint32_t uid, const char *why)
+{
+	struct cursor_folder *cf = cur_folder(m);
+
+	if (cf->way != BF_UID_WAY_ARCHIVE)
+		return;
+	cf->way = BF_UID_WAY_LIVE;
+	cf->way_reason = "uid-taken";
+	m->cursor_dirty = TRUE;
+	m->uid_fresh_pending = m->lbox_uidvalidity == m->walk.uidvalidity;
+	e_warning(
+	        m->event,
+	        "%s/uid %u: %s: the archive's UIDs cannot be kept in %s, its copies get live UIDs",
+	        cf->name, uid, why, mailbox_get_vname(m->lbox));
+}
+
+int backfill_imap_uids_live_opened(struct backfill_merge *m,
+                                   const struct backfill_folder *folder)
+{
+	struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_status status;
+
+	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &status);
+	m->uid_archive_next = status.uidnext;
+	m->uid_fresh_pending = FALSE;
+	if (array_is_created(&m->uid_ours))
+		array_clear(&m->uid_ours);
+	else
+		p_array_init(&m->uid_ours, m->pool, 16);
+	if (m->dry_run)
+		return 0;
+	if (cf->way == BF_UID_WAY_ARCHIVE || cf->way == BF_UID_WAY_RENUMBER) {
+		if (cf->way_live_guid[0] == '\0')
+			cf->way_live_guid = m->lbox_guid;
+		if (m->lbox_uidvalidity == m->walk.uidvalidity)
+			return 0;
+		return adopt_uidvalidity(m);
+	}
+	/* a way given up before a crash cut the UIDVALIDITY change */
+	if (cf->way == BF_UID_WAY_LIVE &&
+	    strcmp(cf->way_reason, "uid-taken") == 0 &&
+	    m->lbox_uidvalidity == m->walk.uidvalidity && !m->dry_run) {
+		e_info(m->event, "%s: finishing the UIDVALIDITY change",
+		       folder->live_vname);
+		return fresh_uidvalidity(m);
+	}
+	return 0;
+}
+
+bool backfill_imap_uids_taken(const struct backfill_merge *m)
+{
+	return cur_way(m) == BF_UID_WAY_ARCHIVE;
+}
+
+void backfill_imap_uids_save(struct backfill_merge *m,
+                             struct mail_save_context *save, uint32_t uid)
+{
+	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
+		return;
+	/* The batch's UIDs ascend, so only its first save can meet a UID
+	   that another process took since the last one. */
+	if (uid < m->batch_uidnext) {
+		give_up(m, uid,
+		        t_strdup_printf("live UID %u was taken since",
+		                        m->batch_uidnext - 1));
+		return;
+	}
+	mailbox_save_set_uid(save, uid);
+}
+
+bool backfill_imap_uids_uidl_needed(struct backfill_merge *m,
+                                    struct mail *amail)
+{
+	const char *stored;
+
+	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
+		return TRUE;
+	if (mail_get_special(amail, MAIL_FETCH_UIDL_BACKEND, &stored) == 0 &&
+	    stored[0] != '\0')
+		return TRUE;
+	return !backfill_pop3_uidl_from_uid_only(m->pop3_uidl_format);
+}
+
+void backfill_imap_uids_saved(struct backfill_merge *m,
+                              const struct batch_item *item)
+{
+	uint32_t uid = item->entry.uid;
+
+	if (uid == 0 || cur_folder(m) == NULL)
+		return;
+	if (array_is_created(&m->uid_ours))
+		seq_range_array_add(&m->uid_ours, uid);
+	if (cur_way(m) == BF_UID_WAY_ARCHIVE &&
+	    uid != item->entry.archive_uid) {
+		give_up(m, item->entry.archive_uid,
+		        t_strdup_printf("Dovecot gave its copy live UID %u",
+		                        uid));
+	}
+}
+
+int backfill_imap_uids_checkpointed(struct backfill_merge *m)
+{
+	if (!m->uid_fresh_pending || m->lbox == NULL || m->dry_run)
+		return 0;
+	return fresh_uidvalidity(m);
+}
+
+/* A message below the archive's UIDNEXT that the merge did not put
+   there (this session's copies, or journalled ones of earlier
+   sessions).  Returns 1 and its UID, 0 none, -1 error. */
+static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
+                         const char **error_r)
+{
+	struct mailbox_transaction_context *t;
+	struct mail_search_args *args;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	int ret = 0;
+
+	if (m->uid_archive_next <= 1)
+		return 0;
+	if (mailbox_sync(m->lbox, 0) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	args = mail_search_build_init();
+	struct mail_search_arg *arg =
+	        mail_search_build_add(args, SEARCH_UIDSET);
+	p_array_init(&arg->value.seqset, args->pool, 1);
+	seq_range_array_add_range(&arg->value.seqset, 1,
+	                          m->uid_archive_next - 1);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
+		if (mail->uid >= m->uid_archive_next ||
+		    seq_range_exists(&m->uid_ours, mail->uid) ||
+		    backfill_live_added_by_backfill(m, m->lbox_guid, mail->uid))
+			continue;
+		*uid_r = mail->uid;
+		ret = 1;
+	}
+	if (mailbox_search_deinit(&ctx) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		ret = -1;
+	}
+	(void)mailbox_transaction_commit(&t);
+	return ret;
+}
+
+int backfill_imap_uids_folder_done(struct backfill_merge *m)
+{
+	struct mailbox_update update;
+	const char *error;
+	uint32_t uid;
+	int ret;
+
+	if (m->dry_run || m->lbox == NULL || !backfill_imap_uids_taken(m))
+		return 0;
+	ret = foreign_below(m, &uid, &error);
+	if (ret < 0) {
+		backfill_merge_log_error(
+		        m, "merge postponed: %s: reading its UIDs failed: %s",
+		        mailbox_get_vname(m->lbox), error);
+		return -1;
+	}
+	if (ret > 0) {
+		give_up(m, uid,
+		        t_strdup_printf("live UID %u is not the merge's copy",
+		                        uid));
+		if (ways_record(m) < 0)
+			return -1;
+		return fresh_uidvalidity(m);
+	}
+	i_zero(&update);
+	update.min_next_uid = m->uid_archive_next;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: setting UIDNEXT %u (the archive's) failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), m->uid_archive_next,
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
+	}
+	return 0;
+}
+
+void backfill_imap_uids_cursor_in(struct cursor_folder *cf,
+                                  const struct bf_cursor_folder *f)
+{
+	cf->way = f->way;
+	cf->way_live_guid = f->way_live_guid == NULL ? "" : f->way_live_guid;
+	cf->way_reason = f->way_reason == NULL ? "" : f->way_reason;
+}
+
+void backfill_imap_uids_cursor_out(struct bf_cursor_folder *f,
+                                   const struct cursor_folder *cf)
+{
+	f->way = cf->way;
+	f->way_live_guid = cf->way_live_guid;
+	f->way_reason = cf->way_reason;
+}
+
+/* "NAME=WAY" (or "NAME=REASON") appended, for a decided folder. */
+static void way_append(string_t *str, const char *name, enum bf_uid_way way,
+                       const char *reason, bool reasons)
+{
+	if (way == BF_UID_WAY_UNDECIDED)
+		return;
+	if (str_len(str) > 0)
+		str_append_c(str, ',');
+	str_printfa(str, "%s=%s", name,
+	            !reasons                            ? bf_uid_way_name(way)
+	            : reason == NULL || *reason == '\0' ? "-"
+	                                                : reason);
+}
+
+const char *backfill_imap_uids_text(const struct backfill_merge *m,
+                                    bool reasons)
+{
+	const struct cursor_folder *cf;
+	string_t *str = t_str_new(128);
+
+	array_foreach(&m->cfolders, cf)
+	{
+		if (cf->matched)
+			way_append(str, cf->name, cf->way, cf->way_reason,
+			           reasons);
+	}
+	return str_c(str);
+}
+
+const char *backfill_imap_uids_cursor_text(const char *cursor, bool reasons)
+{
+	struct bf_cursor c;
+	const char *error;
+	string_t *str = t_str_new(128);
+
+	if (bf_cursor_parse(cursor, &c, &error) == 0) {
+		for (size_t i = 0; i < c.folders_count; i++) {
+			way_append(str, c.folders[i].name, c.folders[i].way,
+			           c.folders[i].way_reason, reasons);
+		}
+	}
+	bf_cursor_free(&c);
+	return str_c(str);
+}
