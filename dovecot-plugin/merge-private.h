@@ -249,6 +249,10 @@ int backfill_merge_walk_open(struct backfill_merge *m, struct mailbox *box,
 void backfill_merge_walk_slice_end(struct backfill_merge *m);
 struct mail *backfill_merge_walk_mail(struct backfill_merge *m);
 void backfill_merge_walk_close(struct backfill_merge *m);
+/* The messages of UIDs first..last in t's mailbox, in UID order. */
+struct mail_search_context *
+backfill_merge_search_uids(struct mailbox_transaction_context *t,
+                           uint32_t first, uint32_t last);
 
 /* merge-batch.c: the cursor on record, batches, checkpoints and the
    replay of a batch that may have landed before a crash */

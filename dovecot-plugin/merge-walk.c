@@ -88,3 +88,19 @@ void backfill_merge_walk_close(struct backfill_merge *m)
 }
 
 /* ---- live index ---- */
+
+struct mail_search_context *
+backfill_merge_search_uids(struct mailbox_transaction_context *t,
+                           uint32_t first, uint32_t last)
+{
+	struct mail_search_args *args = mail_search_build_init();
+	struct mail_search_arg *arg =
+	        mail_search_build_add(args, SEARCH_UIDSET);
+	struct mail_search_context *ctx;
+
+	p_array_init(&arg->value.seqset, args->pool, 1);
+	seq_range_array_add_range(&arg->value.seqset, first, last);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	return ctx;
+}
