@@ -57,6 +57,7 @@ int backfill_live_evidence_get(struct mail_user *user, const char *vname,
 	int ret = 0;
 
 	i_zero(ev_r);
+	ev_r->guid = "";
 	/* auto_boxes FALSE: a folder Dovecot would autocreate but never
 	   made holds nothing anyone cached */
 	if (mailbox_exists(box, FALSE, &existence) < 0)
@@ -69,8 +70,13 @@ int backfill_live_evidence_get(struct mail_user *user, const char *vname,
 		                               STATUS_UIDVALIDITY,
 		                       &ev_r->status) < 0)
 			ret = -1;
-		else
+		else {
+			struct mailbox_metadata md;
 			ev_r->seen = evidence_seen(box);
+			if (mailbox_get_metadata(box, MAILBOX_METADATA_GUID,
+			                         &md) == 0)
+				ev_r->guid = guid_128_to_string(md.guid);
+		}
 	}
 	if (ret < 0) {
 		*error_r = t_strdup_printf(

@@ -14,6 +14,8 @@ struct backfill_live_evidence {
 	/* a session that drops \Recent (an IMAP SELECT) has seen at least
 	   one of its messages */
 	bool seen;
+	/* its mailbox GUID (32 hex, data stack), "" when unknown */
+	const char *guid;
 };
 
 /* Reads the evidence without changing anything (read-only, \Recent

@@ -118,6 +118,26 @@ decide_existing(struct backfill_merge *m,
 	return BF_UID_WAY_LIVE;
 }
 
+/* Another archive folder of this merge took the live folder's UIDs
+   already ("Sent Items" and "Sent" both go to the live Sent): its copies
+   are the merge's own, not evidence of a client. */
+static bool live_taken_by_merge(struct backfill_merge *m, const char *guid)
+{
+	const struct cursor_folder *cf;
+
+	if (guid[0] == '\0')
+		return FALSE;
+	array_foreach(&m->cfolders, cf)
+	{
+		if ((cf->way == BF_UID_WAY_ARCHIVE ||
+		     cf->way == BF_UID_WAY_RENUMBER) &&
+		    cf->way_live_guid != NULL &&
+		    strcmp(cf->way_live_guid, guid) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
 static enum bf_uid_way decide(struct backfill_merge *m,
                               const struct backfill_folder *folder,
                               const struct cursor_folder *cf,
@@ -141,6 +161,10 @@ static enum bf_uid_way decide(struct backfill_merge *m,
 	if (!live->exists) {
 		*reason_r = "created";
 		return BF_UID_WAY_ARCHIVE;
+	}
+	if (live_taken_by_merge(m, live->guid)) {
+		*reason_r = "shared-live-folder";
+		return BF_UID_WAY_LIVE;
 	}
 	return decide_existing(m, live, reason_r);
 }
@@ -368,7 +392,6 @@ static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
                          const char **error_r)
 {
 	struct mailbox_transaction_context *t;
-	struct mail_search_args *args;
 	struct mail_search_context *ctx;
 	struct mail *mail;
 	int ret = 0;
@@ -380,14 +403,7 @@ static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
 		return -1;
 	}
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
-	args = mail_search_build_init();
-	struct mail_search_arg *arg =
-	        mail_search_build_add(args, SEARCH_UIDSET);
-	p_array_init(&arg->value.seqset, args->pool, 1);
-	seq_range_array_add_range(&arg->value.seqset, 1,
-	                          m->uid_archive_next - 1);
-	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
-	mail_search_args_unref(&args);
+	ctx = backfill_merge_search_uids(t, 1, m->uid_archive_next - 1);
 	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
 		if (mail->uid >= m->uid_archive_next ||
 		    seq_range_exists(&m->uid_ours, mail->uid) ||

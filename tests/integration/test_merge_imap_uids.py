@@ -118,8 +118,8 @@ class CreatedFolders(bftest.SiteCase):
         cls.pre_uidls = site.dc.pop3_uidls("ann")
         cls.pre = {"INBOX": site.dc.mailbox("ann", "INBOX"),
                    "Drafts": site.dc.mailbox("ann", "Drafts")}
-        phone_select(site.dc, "ann", "INBOX")
         cls.plan, _ = bd.doveadm_json(site.dc, "backfill", "plan", "-u", "ann")
+        phone_select(site.dc, "ann", "INBOX")
         site.enable_plugin()
         site.wait_merged("ann")
         cls.post = site.dc.snapshot("ann")
@@ -308,6 +308,46 @@ class BadSetting(bftest.SiteCase):
         self.assertEqual(rows[0]["added"], "0")
 
 
+class SharedLiveFolder(bftest.SiteCase):
+    """Two archive folders of one live folder ("Sent" and "Sent Messages"
+    both go to the live Sent): the first takes its UIDs, the second's
+    copies get UIDs above them (its own would collide)."""
+
+    @classmethod
+    def build(cls, site):
+        g = mg.Generator(24)
+        s = mg.Scenario()
+        s.archive.append(mg.Folder("INBOX", 1300000010))
+        for name, uv, n in (("Sent", 1300000011, 3), ("Sent Messages", 1300000012, 2)):
+            f = mg.Folder(name, uv)
+            for i in range(n):
+                t = 1500000000 + uv % 100 * 86400 + i * 60
+                f.msgs.append(mg.Msg(g.message(t), set(), t))
+            s.archive.append(f)
+        s.archive_uid_gap = GAP
+        s.live = [mg.Folder("INBOX", 1700000001)]
+        cls.scen = s
+        site.add_user("sam", s, record=False)
+        site.start()
+        site.wait_merged("sam")
+
+    def test_first_takes_uids_second_goes_above(self):
+        uv, msgs = self.site.dc.mailbox("sam", "Sent")
+        self.assertEqual(uv, 1300000011)
+        uids = [m.uid for m in msgs]
+        self.assertEqual(uids[:3], archive_uids(3))
+        self.assertEqual(len(uids), 5)
+        self.assertGreaterEqual(min(uids[3:]), archive_uids(3)[-1] + 1)
+        rows, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", "sam")
+        self.assertEqual(rows[0]["uid_ways"],
+                         "INBOX=live,Sent=archive,Sent Messages=live")
+        self.assertEqual(rows[0]["uid_way_reasons"],
+                         "INBOX=live-folder-opened,Sent=created,"
+                         "Sent Messages=shared-live-folder")
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "sam")
+        self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
+
+
 class KilledRuns(bftest.SiteCase):
     """SIGKILL during a merge into a folder the merge creates: the rerun
     gives every archived message its archive UID, once."""
@@ -428,8 +468,13 @@ class KilledRuns(bftest.SiteCase):
         self.assertGreaterEqual(window, 2, "too few kills between a commit and its checkpoint")
         rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", "kai")
         self.assertEqual(rows[0]["result"], "done", r.stderr)
+        logs = r.stderr
+        for i in range(8):
+            with open(os.path.join(self.site.base, "run%d.err" % i)) as f:
+                logs += "".join("run %d: %s" % (i, line) for line in f
+                                if "Info: backfill: merge" not in line)
         uv, msgs = dc.mailbox("kai", "Archive2019")
-        self.assertEqual(uv, 1300000099, r.stderr)
+        self.assertEqual(uv, 1300000099, logs)
         want = [(uid, m.fingerprint) for uid, m in
                 zip(archive_uids(KILL_MESSAGES), self.scen.archive[0].msgs)]
         got = [(m.uid, m.fingerprint) for m in msgs]
