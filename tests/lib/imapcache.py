@@ -29,22 +29,12 @@ import imaplib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fingerprint_ref  # noqa: E402
+# the IMAP quoting and LIST parsing of the tests' own Dovecot client
+from dovecot import _LIST_RE, _imap_quote as _quote, _imap_unquote as _unquote  # noqa: E402
 
-_LIST_RE = re.compile(r'^\((?P<flags>[^)]*)\) (?P<delim>"[^"]*"|NIL) (?P<name>.*)$')
 _UID_RE = re.compile(rb"\bUID (\d+)")
 _FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _DATE_RE = re.compile(rb'\bINTERNALDATE "([^"]*)"')
-
-
-def _quote(name):
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _unquote(s):
-    s = s.strip()
-    if s.startswith('"') and s.endswith('"'):
-        return re.sub(r'\\(.)', r'\1', s[1:-1])
-    return s
 
 
 class FolderCache:
