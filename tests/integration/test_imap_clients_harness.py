@@ -8,6 +8,8 @@ issue's tests rely on them to see, so that test_imap_clients.py can fail:
     (a restore that wrote a new UIDVALIDITY): the cache client throws the
     folder away and downloads it again; mbsync recognises the messages
     and recovers without pulling anything;
+  - an empty folder whose UIDVALIDITY changed, then got mail: both
+    download only that mail (mbsync recovers: it knew no UID);
   - a folder whose UIDVALIDITY and UIDs changed (a folder rebuilt, its
     messages renumbered): the cache client downloads it again; mbsync
     refuses it ("UIDVALIDITY genuinely changed"), and once its state is
@@ -32,8 +34,11 @@ import imapcache  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 import mbsync  # noqa: E402
 
-SIZES = {"INBOX": 14, "Sent": 6, "Projects.Work": 5}
-UVS = {"INBOX": 1234500001, "Sent": 1234500002, "Projects.Work": 1234500003}
+SIZES = {"INBOX": 14, "Sent": 6, "Projects.Work": 5, "Trash": 0}
+UVS = {"INBOX": 1234500001, "Sent": 1234500002, "Projects.Work": 1234500003,
+       "Trash": 1234500004}
+# mail that appears in the empty Trash when its UIDVALIDITY changes
+TRASH_NEW = 2
 
 
 class ClientHarness(unittest.TestCase):
@@ -86,7 +91,13 @@ class ClientHarness(unittest.TestCase):
         # Projects.Work: rebuilt, UIDs 1..n and a new UIDVALIDITY
         work = os.path.join(cls.maildir, ".Projects.Work")
         cls._rewrite_uidlist(work, None)
+        # Trash, empty so far: a new UIDVALIDITY, then mail in it (a
+        # restore filling a folder the clients knew empty)
+        trash = os.path.join(cls.maildir, ".Trash")
+        cls._rewrite_uidlist(trash, lambda t: t.replace("V%d " % UVS["Trash"], "V%d " % (UVS["Trash"] + 777), 1))
         dc.start()
+        for i in range(TRASH_NEW):
+            dc.append("hana", "Trash", cls.later[0].replace(b"Subject: ", b"Subject: %d " % i, 1))
         cls.third = (cls.tb.sync(), cls.lap.sync())
         cls.lap.reset_state("Projects.Work")
         cls.fourth = cls.lap.sync()
@@ -145,6 +156,16 @@ class ClientHarness(unittest.TestCase):
         self.assertIn("Sent", lap.recovered, lap.output)
         self.assertNotIn("Sent", lap.refused)
         self.assertEqual(lap.pulled["Sent"], 0)
+
+    def test_new_uidvalidity_of_an_empty_folder_costs_nothing(self):
+        """A client that knew a folder empty loses nothing when it shows
+        another UIDVALIDITY: the cache has nothing to drop, mbsync has no
+        UID to mistrust and recovers."""
+        tb, lap = self.third
+        self.assertEqual(tb["Trash"].invalidated, UVS["Trash"])
+        self.assertEqual(tb["Trash"].downloaded, TRASH_NEW)
+        self.assertEqual(lap.pulled["Trash"], TRASH_NEW, lap.output)
+        self.assertIn("Trash", lap.recovered, lap.output)
 
     def test_renumbered_folder_refused_then_pulled_again(self):
         tb, lap = self.third

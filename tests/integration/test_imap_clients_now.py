@@ -9,7 +9,9 @@ before all of issue 19 has landed: the same story and site, checking
     measured, not assumed;
   - auto and archive: Projects.Work, which the merge creates, keeps the
     old server's UIDVALIDITY and UIDs (no client downloads it again);
-    auto: INBOX, which the phone opened, keeps the live ones;
+    so does Trash, listed by Dovecot but not made before the merge;
+    auto: INBOX, which the phone opened, keeps the live ones; Drafts,
+    which the phone opened empty: live under auto, archive under archive;
   - plan's and status' uid_ways for those folders, doveadm backfill verify.
 Not yet: the renumber way (Sent under auto and archive, INBOX under
 archive).
@@ -28,7 +30,8 @@ class ImapClientsNow(tic.ImapClients):
     # issue 19 part 1: folders the merge creates go the archive way; an
     # INBOX the phone opened keeps its live UIDs under auto
     CHECK = {("live", f) for f in tic.FOLDERS} | {
-        ("auto", "INBOX"), ("auto", "Projects.Work"), ("archive", "Projects.Work")}
+        ("auto", "INBOX"), ("auto", "Projects.Work"), ("archive", "Projects.Work"),
+        ("auto", "Trash"), ("archive", "Trash"), ("auto", "Drafts"), ("archive", "Drafts")}
 
 
 if __name__ == "__main__":
