@@ -4,7 +4,8 @@ and phone mail apps do, for the IMAP-cache tests (issue 19).
 Stdlib only (imaplib), run by /usr/bin/python3.  Per folder it keeps the
 UIDVALIDITY it last saw and the messages it holds by UID (their bodies).
 A sync of a folder:
-  - SELECTs it (as those clients do; BODY.PEEK keeps \\Seen unchanged);
+  - SELECTs it (as those clients do; BODY.PEEK keeps \\Seen unchanged),
+    or EXAMINEs it (examine=True: K-9 Mail, Thunderbird for Android);
   - if the folder's UIDVALIDITY differs from the cached one, throws the
     folder's cache away (RFC 3501 2.3.1.1: the UIDs it holds no longer
     mean anything) and downloads the folder again;
@@ -75,8 +76,11 @@ class FolderSync:
 
 
 class CacheClient:
-    def __init__(self, name, host, port, user, password, timeout=60):
+    def __init__(self, name, host, port, user, password, timeout=60, examine=False):
         self.name = name
+        # open folders read-only (EXAMINE), as K-9 Mail / Thunderbird for
+        # Android do when they sync; SELECT otherwise (Thunderbird, mbsync)
+        self.examine = examine
         self.host = host
         self.port = port
         self.user = user
@@ -148,7 +152,7 @@ class CacheClient:
 
     # ------------------------------------------------------------ sync
     def sync_folder(self, conn, folder):
-        typ, data = conn.select(_quote(folder))
+        typ, data = conn.select(_quote(folder), readonly=self.examine)
         if typ != "OK":
             raise imaplib.IMAP4.error("SELECT %s failed: %r" % (folder, data))
         uv = int(conn.untagged_responses.get("UIDVALIDITY", [b"0"])[-1])

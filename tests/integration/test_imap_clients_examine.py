@@ -1,0 +1,40 @@
+"""test_imap_clients.py's story (backfill_imap_uids=auto) with a phone
+that opens folders the way K-9 Mail and Thunderbird for Android sync
+them: EXAMINE (read-only), which caches UIDVALIDITY and UIDs like SELECT
+but, by RFC 3501, leaves every message \\Recent.  The user only looks at
+the list (reading a mail makes K-9 open the folder read-write, which a
+SELECT-phone covers).
+
+The phone cached INBOX (4 live mails) and Drafts during the incident, so
+auto must keep both live, exactly as with the SELECT-phone: the phone then
+downloads only their restored mail.  Dovecot's \\Recent evidence
+(docs/imap-caches.md) does not see an EXAMINE: for INBOX, which holds mail
+nobody SELECTed, auto decides `renumber` (falling back to live today,
+reason renumber-not-supported).  test_auto_saw_the_phone says so; the
+client checks pass only as long as renumbering is not implemented.
+"""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_imap_clients as tic  # noqa: E402
+
+
+class ImapClientsExamine(tic.ImapClients):
+    USERS = {"kim": ("auto", 4)}
+    PHONE_EXAMINE = True
+    CHECK = {("auto", f) for f in tic.FOLDERS if f != "Sent"}
+
+    def test_auto_saw_the_phone(self):
+        """INBOX, which only an EXAMINE-phone opened, is not taken for a
+        folder no IMAP client saw."""
+        row = self.status["kim"]
+        reasons = dict(x.split("=", 1) for x in row.get("uid_way_reasons", "").split(",") if x)
+        self.assertEqual(self.uid_ways(self.status, self.users["kim"]).get("INBOX"), "live")
+        self.assertNotIn(reasons.get("INBOX"), ("renumber-not-supported", None),
+                         "auto would renumber INBOX, which the phone cached: %s" % row)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
