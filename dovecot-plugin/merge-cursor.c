@@ -153,6 +153,26 @@ void backfill_merge_cursor_intent_first(struct backfill_merge *m)
 	array_insert(&m->folders, 0, &first, 1);
 }
 
+/* The intent stays in the cursor (the next run with the folder back
+   settles it; revert refuses meanwhile, its copies being in no journal):
+   the operator must learn which folder to restore.  Those copies cannot
+   be journalled without their archived messages: the same UIDs may hold
+   mail delivered since. */
+void backfill_merge_cursor_intent_waiting(struct backfill_merge *m)
+{
+	if (!m->intent || m->intent_cf >= array_count(&m->cfolders))
+		return;
+	const struct cursor_folder *cf = array_idx(&m->cfolders, m->intent_cf);
+	const char *line = t_strdup_printf(
+	        BACKFILL_SKIPPED_NOTE
+	        "%s: a batch of it that a crash cut before its checkpoint waits for this folder, which is no longer in the archive: its copies in the live mailbox (folder GUID %s, from UID %u on) are in no journal and revert keeps them (restore the folder again, then doveadm backfill run -u %s)",
+	        cf->name, m->intent_box_guid == NULL ? "-" : m->intent_box_guid,
+	        m->intent_uidnext, m->user->username);
+	e_warning(m->event, "%s", line);
+	i_free(m->rec.last_error);
+	m->rec.last_error = i_strdup(backfill_merge_one_line(line));
+}
+
 static bool name_in_archive(struct backfill_merge *m, const char *name)
 {
 	return folder_pos(m, name) != UINT_MAX;

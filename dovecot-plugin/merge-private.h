@@ -266,6 +266,9 @@ int backfill_merge_cursor_convert_v1(struct backfill_merge *m,
 /* A batch that may have landed before a crash is settled first: its
    archive folder moves to the front of the walk. */
 void backfill_merge_cursor_intent_first(struct backfill_merge *m);
+/* At the end of the walk: a batch still unsettled means its archive
+   folder is gone; says so in the log and the record's last_error. */
+void backfill_merge_cursor_intent_waiting(struct backfill_merge *m);
 /* Which of the cursor's folders the archive folder being opened is
    (m->cur_cf), by GUID, else name and UIDVALIDITY, else UIDVALIDITY of a
    folder whose name is gone (renamed).  Returns -1 when the folder has

@@ -196,6 +196,7 @@ void backfill_merge_finish(struct backfill_merge *m)
 	    !backfill_str_begins(m->rec.last_error, BACKFILL_SKIPPED_NOTE) &&
 	    !backfill_str_begins(m->rec.last_error, BACKFILL_SYMLINK_NOTE))
 		i_free(m->rec.last_error);
+	backfill_merge_cursor_intent_waiting(m);
 	backfill_merge_record_set_cursor(m, FALSE);
 	backfill_merge_store_wait(m);
 	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <

@@ -17,6 +17,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+import dovecot as dv  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 
 WORK = 1500
@@ -194,6 +196,95 @@ class MergeStaged(bftest.SiteCase):
         self.assertEqual(self.live_count(user, "Omega"), 0)
         self.exact(user)
 
+
+class CutBatchStaged(bftest.SiteCase):
+    """Item 1 meets item 7: a batch of Work committed to the mailbox whose
+    checkpoint was cut (the store refused its journal entries, as a crash
+    between the two would leave it), and then the archive changes before
+    the merge runs again.
+      ivan  Drafts (sorted before Work) is restored after the cut: its
+            batch must not replace Work's pending one (whose landed copies
+            would then be copied a second time)
+      jill  Work itself is moved away after the cut: the merge can finish
+            the rest, says which folder a cut batch waits for, revert
+            removes nothing; Work restored again, the next run settles the
+            batch: the exact result, and revert removes all of it."""
+
+    @classmethod
+    def build(cls, site):
+        cls.staged = os.path.join(site.base, "staged")
+        os.makedirs(cls.staged)
+        for seed, user in enumerate(("ivan", "jill"), 91):
+            site.add_user(user, scenario(seed, ("Drafts",)))
+        site.start(plugin_on=False)
+        cls.pre = {u: site.dc.snapshot(u) for u in ("ivan", "jill")}
+        shutil.move(MergeStaged.folder(site, "ivan", "Drafts"),
+                    os.path.join(cls.staged, "ivan"))
+        # the plugin stays off for logins: only doveadm merges here, so
+        # that looking at a mailbox merges nothing
+        for user in ("ivan", "jill"):
+            bd.doveadm_json(site.dc, "backfill", "status", "-u", user)
+
+    def sql(self, q):
+        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        try:
+            db.execute(q)
+            db.commit()
+        finally:
+            db.close()
+        dv.chown_tree(self.site.state_dir)
+
+    def cut_work_batch(self, user):
+        self.sql("CREATE TRIGGER cut_%s BEFORE INSERT ON journal"
+                 " WHEN NEW.user = '%s' AND NEW.mailbox = 'Work'"
+                 " BEGIN SELECT RAISE(ABORT, 'cut'); END" % (user, user))
+        r = bd.doveadm(self.site.dc, "backfill", "run", "-u", user, fmt="json")
+        self.sql("DROP TRIGGER cut_%s" % user)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertGreater(MergeStaged.live_count(self, user, "Work"), 0,
+                           "no batch of Work landed: the test shows nothing")
+
+    def exact(self, user):
+        MergeStaged.exact(self, user)
+
+    def test_folder_restored_before_cut_folder(self):
+        user = "ivan"
+        self.cut_work_batch(user)
+        subprocess.run(["cp", "-a", os.path.join(self.staged, user),
+                        MergeStaged.folder(self.site, user, "Drafts")], check=True)
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        self.exact(user)
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", user)
+        self.assertEqual(rows[0]["result"], "ok", r.stderr)
+
+    def test_cut_folder_removed_then_restored(self):
+        user = "jill"
+        dc = self.site.dc
+        self.cut_work_batch(user)
+        # Work goes away
+        work = MergeStaged.folder(self.site, user, "Work")
+        shutil.move(work, os.path.join(self.staged, user))
+        landed = bftest.multiset(dc.snapshot(user))
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        rows, _ = bd.doveadm_json(dc, "backfill", "status", "-u", user)
+        error = bd.by_user(rows)[user]["last_error"]
+        self.assertIn("Work", error)
+        self.assertIn("restore the folder again", error)
+        # doveadm logs to its stderr
+        self.assertIn("Work: a batch of it that a crash cut", r.stderr)
+        # the landed copies are in no journal: revert keeps everything
+        r = bd.doveadm(dc, "backfill", "revert", "--yes", "-u", user, fmt="json")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(bftest.multiset(dc.snapshot(user)), landed)
+        subprocess.run(["cp", "-a", os.path.join(self.staged, user), work], check=True)
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        self.exact(user)
+        rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        self.assertEqual(bftest.multiset(dc.snapshot(user)), bftest.multiset(self.pre[user]))
 
 if __name__ == "__main__":
     unittest.main()
