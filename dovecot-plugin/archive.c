@@ -769,9 +769,11 @@ struct backfill_archive_files {
 	const char *dir;
 	/* mdbox: a symlinked storage file */
 	const char *storage_link;
-	/* Maildir: the symlinks in cur/ and new/, and (only then) the inodes
+	/* Maildir: the symlinks in cur/ and new/, the foreign files there
+	   (FIFOs, devices, sockets), and (only when there are any) the inodes
 	   of the regular files there */
 	ARRAY_TYPE(const_string) links;
+	ARRAY_TYPE(const_string) foreign;
 	ARRAY(ino_t) inodes;
 };
 
@@ -789,9 +791,14 @@ static unsigned char dirent_type(int dir_fd, const struct dirent *d)
 		return d->d_type;
 	if (fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return DT_UNKNOWN;
-	return S_ISLNK(st.st_mode)
-	               ? DT_LNK
-	               : (S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN);
+	if (S_ISLNK(st.st_mode))
+		return DT_LNK;
+	if (S_ISREG(st.st_mode))
+		return DT_REG;
+	if (S_ISDIR(st.st_mode))
+		return DT_DIR;
+	/* a FIFO, a device or a socket: foreign all the same */
+	return DT_FIFO;
 }
 
 static int files_scan(struct backfill_archive_files *files, const char *sub,
@@ -826,6 +833,14 @@ static int files_scan(struct backfill_archive_files *files, const char *sub,
 			if (storage && files->storage_link == NULL)
 				files->storage_link = path;
 			array_push_back(&files->links, &path);
+		} else if (type != DT_DIR && type != DT_UNKNOWN) {
+			/* Opening a FIFO blocks until someone writes to it,
+			   reading /dev/zero never ends: a restored one (tar
+			   restores them) hung the merge for good. */
+			path = p_strconcat(pool, dir, "/", d->d_name, NULL);
+			if (storage && files->storage_link == NULL)
+				files->storage_link = path;
+			array_push_back(&files->foreign, &path);
 		}
 	}
 	(void)closedir(dirp);
@@ -842,6 +857,7 @@ int backfill_archive_files_load(struct backfill_archive *archive,
 
 	files = p_new(pool, struct backfill_archive_files, 1);
 	p_array_init(&files->links, pool, 4);
+	p_array_init(&files->foreign, pool, 4);
 	p_array_init(&files->inodes, pool, 64);
 	*files_r = files;
 	if (strcmp(box->storage->name, "mdbox") == 0) {
@@ -855,7 +871,8 @@ int backfill_archive_files_load(struct backfill_archive *archive,
 	if (files_scan(files, "cur", pool, FALSE, error_r) < 0 ||
 	    files_scan(files, "new", pool, FALSE, error_r) < 0)
 		return -1;
-	if (array_count(&files->links) == 0)
+	if (array_count(&files->links) == 0 &&
+	    array_count(&files->foreign) == 0)
 		array_clear(&files->inodes);
 	else
 		array_sort(&files->inodes, ino_cmp);
@@ -876,10 +893,13 @@ bool backfill_archive_mail_linked(struct backfill_archive_files *files,
 	unsigned long long num;
 	struct stat st;
 
-	if (array_count(&files->links) == 0 || files->storage_link != NULL)
+	if ((array_count(&files->links) == 0 &&
+	     array_count(&files->foreign) == 0) ||
+	    files->storage_link != NULL)
 		return FALSE;
 	/* the inode of the file the message is read from (stat() follows a
-	   symlink to its target, which is not one of the folder's files) */
+	   symlink to its target, which is not one of the folder's files;
+	   it does not open a FIFO) */
 	if (mail_get_special(mail, MAIL_FETCH_REFCOUNT_ID, &value) == 0 &&
 	    str_to_ullong(value, &num) == 0) {
 		ino_t ino = (ino_t)num;
@@ -889,6 +909,14 @@ bool backfill_archive_mail_linked(struct backfill_archive_files *files,
 		{
 			if (stat(*link, &st) == 0 && st.st_ino == ino) {
 				*path_r = *link;
+				return TRUE;
+			}
+		}
+		array_foreach(&files->foreign, link)
+		{
+			if (lstat(*link, &st) == 0 && st.st_ino == ino) {
+				*path_r = t_strdup_printf(
+				        "%s (not a regular file)", *link);
 				return TRUE;
 			}
 		}

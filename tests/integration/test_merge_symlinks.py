@@ -7,9 +7,12 @@ archive symlinked to vic's whole live Maildir.  Merging sly must add none
 of vic's mail, skip and log both symlinks with their paths, count them
 (status: last_error; plan: skipped), and merge everything else exactly.
 """
+import json
 import os
 import shutil
 import sqlite3
+import stat
+import subprocess
 import sys
 import unittest
 
@@ -149,6 +152,49 @@ class MergeSymlinkedDirs(bftest.SiteCase):
         self.assertIn(self.sue_link, log)
         self.assertIn("symlink", log)
         self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+class MergeForeignFiles(bftest.SiteCase):
+    """Foreign files in a restored Maildir (tar restores them): a FIFO
+    and a character device (/dev/zero's numbers) named like message files
+    in cur/.  Opening the FIFO blocks until someone writes to it, reading
+    the device never ends: either would hang the merge (a login, doveadm
+    run) for good.  They are skipped, logged with their paths and
+    counted like symlinks; the rest is merged exactly."""
+
+    @classmethod
+    def build(cls, site):
+        site.add_user("fay", mg.standard_scenario(85))
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("fay")
+        cur = os.path.join(site.archive_root, "fay", "Maildir", "cur")
+        cls.fifo = os.path.join(cur, "1600000001.M1P1.old-mx,S=100:2,S")
+        os.mkfifo(cls.fifo)
+        cls.dev = os.path.join(cur, "1600000002.M2P2.old-mx,S=100:2,S")
+        os.mknod(cls.dev, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+
+    def test_foreign_files_skipped(self):
+        site = self.site
+        try:
+            r = bd.doveadm(site.dc, "backfill", "run", "-u", "fay", fmt="json", timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("doveadm backfill run hung on a FIFO or device in the archive")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)[0]["result"], "done", r.stderr)
+        got = bftest.multiset(site.dc.snapshot("fay"))
+        exp, _, _ = bftest.expected_after(self.pre, site.views["fay"])
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+        self.assertIn(self.fifo, r.stderr)
+        self.assertIn(self.dev, r.stderr)
+        # verify reads the archive too
+        try:
+            r = bd.doveadm(site.dc, "backfill", "verify", "-u", "fay", fmt="json", timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("doveadm backfill verify hung on a FIFO or device")
+        self.assertIn(self.fifo, r.stderr)
+        row = json.loads(r.stdout)[0]
+        self.assertEqual((row["result"], row["missing"], row["symlinks"]),
+                         ("symlinks", "0", "2"), (row, r.stderr))
 
 
 if __name__ == "__main__":
