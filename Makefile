@@ -13,7 +13,7 @@ MESON_TEST_ARGS ?=
 MESON_SETUP_ARGS ?=
 
 .PHONY: all deps build demo check check-asan fuzz clean format
-.PHONY: deb rpm check-packages check-dovecot24
+.PHONY: deb rpm check-packages check-dovecot24 check-packages-dovecot24
 
 all: build
 
@@ -106,6 +106,15 @@ rpm: deps
 # builds the .rpms and lists them.  Root only.
 check-packages: deps
 	tests/packaging/check-packages
+
+# The same package check against Dovecot 2.4, in the Debian 13 root of
+# check-dovecot24: the .debs built there (depending on dovecot-abi-2.4.abiv1),
+# installed, enabled as 90-backfill.conf says, merging, removed, purged.
+# The RPM part is left to check-packages (RHEL's Dovecot is 2.3).
+check-packages-dovecot24: deps
+	scripts/debian13-root $(DC24_DIR)/root
+	scripts/in-root --bind $(CURDIR):/backfill $(DC24_DIR)/root \
+		/backfill/tests/packaging/check-packages --deb-only
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i
