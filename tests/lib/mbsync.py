@@ -32,13 +32,14 @@ MBSYNC = shutil.which("mbsync") or "/usr/bin/mbsync"
 
 # "Error: channel laptop, far side box INBOX: UIDVALIDITY genuinely changed
 # (at 1234, got 5678)" (1.4 spells it "far side box", older releases
-# "master box"); every refusal of a box names it this way.  A change it
+# "master box", 1.5 (Debian 13) adds "(at UID 3)" after the name); every
+# refusal of a box names it this way.  A change it
 # recognised as harmless (same messages at the same UIDs) is a Notice:
 # "Notice: channel laptop, far side box Sent: Recovered from change of
 # UIDVALIDITY."
 _BOX_LINE_RE = re.compile(
     r"^(?P<level>Error|Warning|Notice): channel [^,]+, "
-    r"(?:far side|near side|far|near|master|slave) box (?P<box>.*?): (?P<why>.*)$")
+    r"(?:far side|near side|far|near|master|slave) box (?P<box>.*?)(?: \(at UID \d+\))?: (?P<why>.*)$")
 
 
 def available():
