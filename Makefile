@@ -61,9 +61,10 @@ check-dovecot24: deps
 # itself built with the sanitizers), again under AddressSanitizer and
 # UndefinedBehaviorSanitizer.
 ASAN_MILTER_TESTS ?= milter-protocol milter-hostile milter-peers milter-daemon
-# Integration tests of the plugin and doveadm with the ASan+UBSan build of
-# both plugins loaded by the real Dovecot: its binaries are not
-# instrumented, so tests/lib/dovecot.py preloads the sanitizer runtimes
+# Integration tests of the plugin, doveadm and backfillctl (accounts,
+# report) with the ASan+UBSan build of both plugins loaded by the real
+# Dovecot: its binaries are not instrumented, so tests/lib/dovecot.py
+# preloads the sanitizer runtimes
 # (BACKFILL_SANITIZE_PRELOAD) into every Dovecot and doveadm process and
 # fails a test on any report.  A subset, for the CI budget: the slow POP3,
 # kill, crash and parallel-run tests are left to `make check`.
@@ -71,7 +72,7 @@ ASAN_INTEGRATION_TESTS ?= test_merge_basic test_merge_robust test_merge_uidl \
 	test_merge_staged test_merge_symlinks test_merge_private_dir \
 	test_merge_locked_store test_merge_full_disk test_merge_mdbox \
 	test_doveadm_plan test_doveadm_revert test_doveadm_revert_fingerprint \
-	test_doveadm_verify test_report
+	test_doveadm_verify test_report test_accounts
 check-asan: deps
 	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(MESON_SETUP_ARGS) \
 		$(ASAN_BUILD) \
