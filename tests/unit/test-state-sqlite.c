@@ -296,9 +296,10 @@ void test_busy_timeout(void **statep)
 	bf_state_close(&state);
 }
 
-/* Another process holds the write lock (BEGIN EXCLUSIVE) until told to let
+/* Another process runs sql (takes a lock) and holds it until told to let
    go through done_fd; returns its pid once it holds it. */
-static pid_t lock_in_child(const char *path, int *done_fd_r)
+static pid_t lock_in_child_sql(const char *path, const char *sql,
+                               int *done_fd_r)
 {
 	int locked[2], done[2];
 	pid_t pid;
@@ -314,8 +315,7 @@ static pid_t lock_in_child(const char *path, int *done_fd_r)
 		close(locked[0]);
 		close(done[1]);
 		if (sqlite3_open(path, &db) != SQLITE_OK ||
-		    sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL) !=
-		            SQLITE_OK)
+		    sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
 			_exit(1);
 		if (write(locked[1], "l", 1) != 1 || read(done[0], &c, 1) < 0)
 			_exit(1);
@@ -329,6 +329,51 @@ static pid_t lock_in_child(const char *path, int *done_fd_r)
 	close(locked[0]);
 	*done_fd_r = done[1];
 	return pid;
+}
+
+/* The write lock (BEGIN EXCLUSIVE): a WAL store's readers go on. */
+static pid_t lock_in_child(const char *path, int *done_fd_r)
+{
+	return lock_in_child_sql(path, "BEGIN EXCLUSIVE", done_fd_r);
+}
+
+/* Opening with a wait limit (bf_state_open_within(), a login with a
+   budget): a file another process holds locked for readers too
+   (exclusive locking mode) fails the open after about the limit, not
+   after the URI's busy_timeout; the schema check of opening is a read. */
+void test_open_wait_limit(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state;
+	char *error = NULL;
+	char uri[256];
+	double start, took;
+	int done_fd;
+	pid_t pid;
+
+	state = open_ok(f->uri);
+	bf_state_close(&state);
+	snprintf(uri, sizeof(uri), "%s?busy_timeout=5000", f->uri);
+	pid = lock_in_child_sql(f->path,
+	                        "PRAGMA locking_mode = EXCLUSIVE; "
+	                        "BEGIN EXCLUSIVE",
+	                        &done_fd);
+	start = bf_fixture_now();
+	assert_int_equal(bf_state_open_within(uri, 200, &state, &error), -1);
+	took = bf_fixture_now() - start;
+	assert_true(took >= 0.19);
+	assert_true(took < 1.5);
+	assert_non_null(error);
+	assert_contains(error, "locked");
+	assert_contains(error, "after 200 ms");
+	free(error);
+	error = NULL;
+
+	assert_int_equal(write(done_fd, "d", 1), 1);
+	close(done_fd);
+	assert_int_equal(bf_fixture_wait_children(&pid, 1), 0);
+	assert_int_equal(bf_state_open_within(uri, 200, &state, &error), 0);
+	bf_state_close(&state);
 }
 
 /* A caller with a deadline (a login with a budget) sets a wait limit:

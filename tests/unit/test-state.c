@@ -1613,6 +1613,7 @@ int main(void)
 	        T(test_open_unwritable),
 	        T(test_busy_timeout),
 	        T(test_wait_limit),
+	        T(test_open_wait_limit),
 	        T(test_merge_status_names),
 	        T(test_merge_records),
 	        T(test_journal),

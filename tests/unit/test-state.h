@@ -60,6 +60,7 @@ void test_open_newer_schema(void **statep);
 void test_open_unwritable(void **statep);
 void test_busy_timeout(void **statep);
 void test_wait_limit(void **statep);
+void test_open_wait_limit(void **statep);
 void test_checkpoint_atomic(void **statep);
 
 #ifdef BF_HAVE_REDIS
