@@ -165,7 +165,7 @@ void backfill_merge_cursor_intent_waiting(struct backfill_merge *m)
 	const struct cursor_folder *cf = array_idx(&m->cfolders, m->intent_cf);
 	const char *line = t_strdup_printf(
 	        BACKFILL_SKIPPED_NOTE
-	        "%s: a batch of it that a crash cut before its checkpoint waits for this folder, which is no longer in the archive: its copies in the live mailbox (folder GUID %s, from UID %u on) are in no journal and revert keeps them (restore the folder again, then doveadm backfill run -u %s)",
+	        "%s: a batch of it that a crash cut before its checkpoint waits for this folder, which this run did not merge (no longer in the archive, or skipped): its copies in the live mailbox (folder GUID %s, from UID %u on) are in no journal and revert keeps them (restore the folder again, then doveadm backfill run -u %s)",
 	        cf->name, m->intent_box_guid == NULL ? "-" : m->intent_box_guid,
 	        m->intent_uidnext, m->user->username);
 	e_warning(m->event, "%s", line);
