@@ -21,6 +21,7 @@
 #include "dovecot-compat.h"
 #include "backfill-settings.h"
 #include "archive.h"
+#include "maildir-storage.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -769,18 +770,11 @@ struct backfill_archive_files {
 	const char *dir;
 	/* mdbox: a symlinked storage file */
 	const char *storage_link;
-	/* Maildir: the symlinks in cur/ and new/, the foreign files there
-	   (FIFOs, devices, sockets), and (only when there are any) the inodes
-	   of the regular files there */
+	/* Maildir: the symlinks in cur/ and new/, and the foreign files there
+	   (FIFOs, devices, sockets) */
 	ARRAY_TYPE(const_string) links;
 	ARRAY_TYPE(const_string) foreign;
-	ARRAY(ino_t) inodes;
 };
-
-static int ino_cmp(const ino_t *i1, const ino_t *i2)
-{
-	return *i1 < *i2 ? -1 : (*i1 > *i2 ? 1 : 0);
-}
 
 /* d_type from the listing: no stat() per message file. */
 static unsigned char dirent_type(int dir_fd, const struct dirent *d)
@@ -825,15 +819,13 @@ static int files_scan(struct backfill_archive_files *files, const char *sub,
 	while ((d = readdir(dirp)) != NULL) {
 		unsigned char type = dirent_type(dirfd(dirp), d);
 		const char *path;
-		if (type == DT_REG) {
-			ino_t ino = d->d_ino;
-			array_push_back(&files->inodes, &ino);
-		} else if (type == DT_LNK) {
+		if (type == DT_LNK) {
 			path = p_strconcat(pool, dir, "/", d->d_name, NULL);
 			if (storage && files->storage_link == NULL)
 				files->storage_link = path;
 			array_push_back(&files->links, &path);
-		} else if (type != DT_DIR && type != DT_UNKNOWN) {
+		} else if (type != DT_REG && type != DT_DIR &&
+		           type != DT_UNKNOWN) {
 			/* Opening a FIFO blocks until someone writes to it,
 			   reading /dev/zero never ends: a restored one (tar
 			   restores them) hung the merge for good. */
@@ -858,7 +850,6 @@ int backfill_archive_files_load(struct backfill_archive *archive,
 	files = p_new(pool, struct backfill_archive_files, 1);
 	p_array_init(&files->links, pool, 4);
 	p_array_init(&files->foreign, pool, 4);
-	p_array_init(&files->inodes, pool, 64);
 	*files_r = files;
 	if (strcmp(box->storage->name, "mdbox") == 0) {
 		files->dir = p_strconcat(pool, archive->path, NULL);
@@ -871,11 +862,6 @@ int backfill_archive_files_load(struct backfill_archive *archive,
 	if (files_scan(files, "cur", pool, FALSE, error_r) < 0 ||
 	    files_scan(files, "new", pool, FALSE, error_r) < 0)
 		return -1;
-	if (array_count(&files->links) == 0 &&
-	    array_count(&files->foreign) == 0)
-		array_clear(&files->inodes);
-	else
-		array_sort(&files->inodes, ino_cmp);
 	return 0;
 }
 
@@ -886,41 +872,57 @@ bool backfill_archive_files_storage_linked(
 	return files->storage_link != NULL;
 }
 
+struct mail_file_lstat {
+	bool found;
+	mode_t mode;
+	char path[PATH_MAX];
+};
+
+static int mail_file_lstat(struct maildir_mailbox *mbox ATTR_UNUSED,
+                           const char *path, struct mail_file_lstat *ctx)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -1;
+	ctx->found = TRUE;
+	ctx->mode = st.st_mode;
+	/* path is on Dovecot's data stack frame of this call */
+	i_strocpy(ctx->path, path, sizeof(ctx->path));
+	return 1;
+}
+
 bool backfill_archive_mail_linked(struct backfill_archive_files *files,
                                   struct mail *mail, const char **path_r)
 {
-	const char *value, *const *link;
-	unsigned long long num;
-	struct stat st;
+	struct mail_file_lstat ctx;
 
 	if ((array_count(&files->links) == 0 &&
 	     array_count(&files->foreign) == 0) ||
 	    files->storage_link != NULL)
 		return FALSE;
-	/* the inode of the file the message is read from (stat() follows a
-	   symlink to its target, which is not one of the folder's files;
-	   it does not open a FIFO) */
-	if (mail_get_special(mail, MAIL_FETCH_REFCOUNT_ID, &value) == 0 &&
-	    str_to_ullong(value, &num) == 0) {
-		ino_t ino = (ino_t)num;
-		if (array_bsearch(&files->inodes, &ino, ino_cmp) != NULL)
+	/* The file Dovecot reads the message from, as Dovecot finds it (new/
+	   or cur/, renamed since), looked at without following it.  Matching
+	   the inode the message is read from against those of the folder's
+	   own files was not enough: a symlink to a file on another file system
+	   (the live mail volume) whose inode number one of the folder's files
+	   also has counted as ours and another user's mail was merged
+	   (found in review: two tmpfs, archive and live volumes are separate
+	   file systems in production and their inode ranges overlap). */
+	i_zero(&ctx);
+	if (strcmp(mail->box->storage->name, "maildir") == 0 &&
+	    maildir_file_do(MAILDIR_MAILBOX(mail->box), mail->uid,
+	                    mail_file_lstat, &ctx) > 0 &&
+	    ctx.found) {
+		if (S_ISREG(ctx.mode))
 			return FALSE;
-		array_foreach(&files->links, link)
-		{
-			if (stat(*link, &st) == 0 && st.st_ino == ino) {
-				*path_r = *link;
-				return TRUE;
-			}
-		}
-		array_foreach(&files->foreign, link)
-		{
-			if (lstat(*link, &st) == 0 && st.st_ino == ino) {
-				*path_r = t_strdup_printf(
-				        "%s (not a regular file)", *link);
-				return TRUE;
-			}
-		}
+		*path_r = S_ISLNK(ctx.mode)
+		                  ? t_strdup(ctx.path)
+		                  : t_strdup_printf("%s (not a regular file)",
+		                                    ctx.path);
+		return TRUE;
 	}
+	/* not found, or not Maildir: cannot tell, so it is not read */
 	*path_r = t_strdup_printf("a symlink in %s", files->dir);
 	return TRUE;
 }

@@ -56,8 +56,10 @@ int backfill_archive_files_load(struct backfill_archive *archive,
    Returns FALSE otherwise. */
 bool backfill_archive_files_storage_linked(
         const struct backfill_archive_files *files, const char **path_r);
-/* Maildir: TRUE, with the path, when mail's file is a symlink.  Only
-   stat()s the message when the folder has a symlink at all. */
+/* Maildir: TRUE, with the path, when mail's file is a symlink or not a
+   regular file (also when it cannot be found: not read either).  Only
+   lstat()s the message's own file when the folder has a symlink or a
+   foreign file at all. */
 bool backfill_archive_mail_linked(struct backfill_archive_files *files,
                                   struct mail *mail, const char **path_r);
 

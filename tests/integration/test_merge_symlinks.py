@@ -197,5 +197,76 @@ class MergeForeignFiles(bftest.SiteCase):
                          ("symlinks", "0", "2"), (row, r.stderr))
 
 
+class MergeSymlinkInodeCollision(bftest.SiteCase):
+    """A symlink in cur/ to a file on another file system (the live mail
+    volume: archive and live mail are separate file systems in
+    production) whose inode number one of the folder's own message files
+    also has.  A check that compared only inode numbers took it for one of
+    the folder's files and merged vic's message into eve's INBOX, and
+    verify said ok.  Two tmpfs here, whose inode numbers overlap."""
+
+    SECRET = (b"From: vic@example.com\r\nTo: vic@example.com\r\n"
+              b"Subject: VIC-SECRET-4711\r\nMessage-ID: <secret@example.com>\r\n"
+              b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nvic's private mail\r\n")
+
+    @classmethod
+    def build(cls, site):
+        cls.mount_tmpfs(site.archive_root, "64m")
+        other = os.path.join(site.base, "otherfs")
+        cls.mount_tmpfs(other, "64m")
+        os.chmod(other, 0o755)
+        g = mg.Generator(86)
+        s = mg.Scenario()
+        inbox = mg.Folder("INBOX", 1300000001)
+        for i in range(20):
+            t = 1500000000 + i * 60
+            inbox.msgs.append(mg.Msg(g.message(t), set(), t))
+        s.archive = [inbox]
+        s.live = [mg.Folder("INBOX", 1700000001)]
+        site.add_user("eve", s)
+        site.start(plugin_on=False)
+        cls.pre = site.dc.snapshot("eve")
+        cur = os.path.join(site.archive_root, "eve", "Maildir", "cur")
+        inodes = {os.stat(os.path.join(cur, n)).st_ino for n in os.listdir(cur)}
+        target = None
+        for i in range(100000):
+            p = os.path.join(other, "f%d" % i)
+            with open(p, "wb") as f:
+                f.write(cls.SECRET)
+            if os.stat(p).st_ino in inodes:
+                target = p
+                break
+        assert target, "no inode number shared across the two file systems"
+        os.chmod(target, 0o644)
+        cls.link = os.path.join(cur, "1600000000.M1P1.old-mx,S=%d:2,S" % len(cls.SECRET))
+        os.symlink(target, cls.link)
+
+    def leaked(self):
+        live = os.path.join(self.site.base, "live", "eve", "Maildir")
+        found = []
+        for root, _, names in os.walk(live):
+            for n in names:
+                with open(os.path.join(root, n), "rb") as f:
+                    if b"VIC-SECRET-4711" in f.read():
+                        found.append(n)
+        return found
+
+    def test_symlink_with_a_shared_inode_number_skipped(self):
+        site = self.site
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "eve")
+        self.assertEqual(bd.by_user(rows)["eve"]["result"], "done", r.stderr)
+        self.assertEqual(self.leaked(), [], "vic's message merged into eve's mailbox")
+        got = bftest.multiset(site.dc.snapshot("eve"))
+        exp, _, _ = bftest.expected_after(self.pre, site.views["eve"])
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+        self.assertIn("a symlink is never followed: %s" % self.link, r.stderr)
+        # verify does not read it either, and counts it
+        rows, r = bd.doveadm_json(site.dc, "backfill", "verify", "-u", "eve", ok=(1,))
+        row = bd.by_user(rows)["eve"]
+        self.assertEqual((row["result"], row["missing"], row["symlinks"]),
+                         ("symlinks", "0", "1"), (row, r.stderr))
+        self.assertIn("%s is a symlink: not read, not verified" % self.link, r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
