@@ -124,7 +124,10 @@ static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 	if (f->way_live_guid[0] == '\0')
 		return; /* decided, but its live folder never opened */
 	struct mailbox *box = live_box(ctx, f->way_live_guid);
-	if (box == NULL ||
+	/* opened first: mailbox_get_status() can answer from the mailbox
+	   list index without opening it, and the transaction below needs it
+	   open (a Dovecot 2.4 assert) */
+	if (box == NULL || mailbox_open(box) < 0 ||
 	    mailbox_get_status(box, STATUS_UIDVALIDITY, &status) < 0) {
 		mismatch(ctx, "%s: its live folder %s is gone", f->name,
 		         f->way_live_guid);
