@@ -24,6 +24,9 @@
    created, so a crash can never leave a folder with the archive's
    UIDVALIDITY that a rerun would fill with other UIDs.
 
+   A folder whose archive UIDs reach 2^31 goes the live way (uid-range,
+   BF_ARCHIVE_UID_LIMIT says why).
+
    The archive way is given up (live way, reason uid-taken) when anything
    else puts a message into the live folder below the archive's UIDNEXT
    while the merge fills it (a client's APPEND, a sieve fileinto): a
@@ -138,6 +141,60 @@ static bool live_taken_by_merge(struct backfill_merge *m, const char *guid)
 	return FALSE;
 }
 
+/* The archive way keeps UIDs below this only.  IMAP allows UIDs up to
+   2^32-1, but Dovecot asserts that a folder's next UID stays below it: a
+   save at UID 2^32-2 (or a UIDNEXT raised to 2^32-1) panics the process
+   at its commit, and as every later login resumes the merge, every
+   session of the user, and doveadm backfill run -A at that user.  A
+   folder near the top would also have no room left for the mail
+   delivered after the merge, and many clients keep UIDs in signed 32-bit
+   integers.  No real folder comes near 2^31 (two billion deliveries):
+   an archive beyond it has a damaged or forged dovecot-uidlist, and its
+   folder goes the live way (reason uid-range). */
+#define BF_ARCHIVE_UID_LIMIT 0x80000000U
+
+/* The archive folder's highest UID or UIDNEXT when it is at or above
+   BF_ARCHIVE_UID_LIMIT ((uint32_t)-1 for a UIDNEXT that wrapped to 0),
+   else 0. */
+static uint32_t archive_uid_out_of_range(const struct backfill_merge *m,
+                                         const char **what_r)
+{
+	struct mailbox_status status;
+	unsigned int count = array_count(&m->walk.uids);
+	uint32_t high = count == 0 ? 0 : *array_idx(&m->walk.uids, count - 1);
+
+	*what_r = "UID";
+	if (high >= BF_ARCHIVE_UID_LIMIT)
+		return high;
+	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &status);
+	*what_r = "UIDNEXT";
+	if (status.uidnext >= BF_ARCHIVE_UID_LIMIT)
+		return status.uidnext;
+	if (status.uidnext == 0)
+		return (uint32_t)-1;
+	return 0;
+}
+
+/* The UIDNEXT a live folder may be raised to for the archive folder: its
+   UIDNEXT, or past its highest UID below BF_ARCHIVE_UID_LIMIT when the
+   UIDNEXT is not (a raise to the top would make Dovecot panic at the
+   next delivery). */
+static uint32_t archive_next_bounded(const struct backfill_merge *m,
+                                     uint32_t uidnext)
+{
+	const uint32_t *uid;
+	uint32_t next = 1;
+
+	if (uidnext != 0 && uidnext < BF_ARCHIVE_UID_LIMIT)
+		return uidnext;
+	array_foreach(&m->walk.uids, uid)
+	{
+		if (*uid < BF_ARCHIVE_UID_LIMIT && *uid >= next)
+			next = *uid + 1;
+	}
+	return next;
+}
+
 static enum bf_uid_way decide(struct backfill_merge *m,
                               const struct backfill_folder *folder,
                               const struct cursor_folder *cf,
@@ -146,6 +203,17 @@ static enum bf_uid_way decide(struct backfill_merge *m,
 {
 	if (m->set->imap_uids == BACKFILL_IMAP_UIDS_LIVE) {
 		*reason_r = "setting";
+		return BF_UID_WAY_LIVE;
+	}
+	const char *what;
+	uint32_t uid = archive_uid_out_of_range(m, &what);
+	if (uid != 0) {
+		e_warning(
+		        m->event,
+		        "%s: archive %s %u is not below %u: %s keeps live UIDs (a damaged or forged dovecot-uidlist?)",
+		        folder->archive_vname, what, uid, BF_ARCHIVE_UID_LIMIT,
+		        folder->live_vname);
+		*reason_r = "uid-range";
 		return BF_UID_WAY_LIVE;
 	}
 	/* merged in part before the ways existed: its copies have live
@@ -301,7 +369,7 @@ int backfill_imap_uids_live_opened(struct backfill_merge *m,
 	struct mailbox_status status;
 
 	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &status);
-	m->uid_archive_next = status.uidnext;
+	m->uid_archive_next = archive_next_bounded(m, status.uidnext);
 	m->uid_fresh_pending = FALSE;
 	if (array_is_created(&m->uid_ours))
 		array_clear(&m->uid_ours);
@@ -337,6 +405,11 @@ void backfill_imap_uids_save(struct backfill_merge *m,
 {
 	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
 		return;
+	/* decided before uid-range existed: never ask Dovecot for it */
+	if (uid >= BF_ARCHIVE_UID_LIMIT) {
+		give_up(m, uid, "the UID is beyond the archive way's range");
+		return;
+	}
 	/* The batch's UIDs ascend, so only its first save can meet a UID
 	   that another process took since the last one. */
 	if (uid < m->batch_uidnext) {

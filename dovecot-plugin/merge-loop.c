@@ -315,28 +315,29 @@ static int merge_open_live(struct backfill_merge *m,
    may remember) rules that out; existing UIDs and the UIDVALIDITY stay. */
 static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
 {
-	struct mailbox_status astatus, lstatus;
+	struct mailbox_status lstatus;
 	struct mailbox_update update;
 
 	if (!backfill_pop3_uidl_by_uid(m->pop3_uidl_format, m->lbox_uidvalidity,
 	                               m->walk.uidvalidity))
 		return 0;
-	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &astatus);
 	if (mailbox_get_status(m->lbox, STATUS_UIDNEXT, &lstatus) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
-	if (lstatus.uidnext >= astatus.uidnext)
+	/* the archive's UIDNEXT, kept below the top (imap-uids.c) */
+	if (lstatus.uidnext >= m->uid_archive_next)
 		return 0;
 	i_zero(&update);
-	update.min_next_uid = astatus.uidnext;
+	update.min_next_uid = m->uid_archive_next;
 	if (mailbox_update(m->lbox, &update) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
 	e_debug(m->event,
 	        "%s: UIDNEXT raised from %u to %u, past the archive's UIDs (their POP3 UIDLs stay unique)",
-	        mailbox_get_vname(m->lbox), lstatus.uidnext, astatus.uidnext);
+	        mailbox_get_vname(m->lbox), lstatus.uidnext,
+	        m->uid_archive_next);
 	return 0;
 }
 

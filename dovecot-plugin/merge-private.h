@@ -185,9 +185,10 @@ struct backfill_merge {
 	struct box_walk walk;
 	bool walk_open;
 
-	/* imap-uids.c: the archive folder's UIDNEXT; live UIDs the merge
-	   gave copies in the live folder in this session; a way given up
-	   whose live folder still shows the archive's UIDVALIDITY */
+	/* imap-uids.c: the archive folder's UIDNEXT (kept below 2^31); live
+	   UIDs the merge gave copies in the live folder in this session; a
+	   way given up whose live folder still shows the archive's
+	   UIDVALIDITY */
 	uint32_t uid_archive_next;
 	ARRAY_TYPE(seq_range) uid_ours;
 	bool uid_fresh_pending;

@@ -1,0 +1,144 @@
+"""Issue 19's archive way against damaged or hostile archives and races
+(review findings on part 1).
+
+- HugeUids: an archive dovecot-uidlist with a UID near 2^32 (4294967294),
+  or a UIDNEXT there (4294967295), made Dovecot panic when the merge asked
+  for that UID (mail_index_append_finish_uids_full), in every session of
+  the user, and `doveadm backfill run -A` died at that user.  Now such a
+  folder goes the live way (reason uid-range, logged with the folder and
+  the UID), every user is merged, and mail appended to the folder later
+  gets a UID without a panic, also where pop3_uidl_format has no %v and
+  the live UIDNEXT is raised past the archive's UIDs.
+"""
+import os
+import re
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import mg  # noqa: E402
+
+TOP = 4294967294  # the highest UID Dovecot's assertion would still pass
+
+
+def uidlist_path(site, user, folder):
+    return os.path.join(site.base, "archive", user, "Maildir", "." + folder,
+                        "dovecot-uidlist")
+
+
+def forge_uidlist(site, user, folder, last_uid=None, uidnext=None):
+    """Rewrite an archive folder's dovecot-uidlist as a damaged or forged
+    one: its last message at last_uid, its header's next UID uidnext."""
+    path = uidlist_path(site, user, folder)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if last_uid is not None:
+        _, rest = lines[-1].split(" ", 1)
+        lines[-1] = "%d %s" % (last_uid, rest)
+        if uidnext is None:
+            uidnext = last_uid + 1
+    lines[0] = re.sub(r" N\d+", " N%d" % uidnext, lines[0])
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def hostile_scenario(seed):
+    g = mg.Generator(seed)
+    s = mg.Scenario()
+    s.archive.append(mg.Folder("INBOX", 1300000010))
+    f = mg.Folder("Old", 1300000011)
+    for i in range(3):
+        t = 1500000000 + i * 60
+        f.msgs.append(mg.Msg(g.message(t), set(), t))
+    s.archive.append(f)
+    s.live = [mg.Folder("INBOX", 1700000001)]
+    return s
+
+
+class HugeUids(bftest.SiteCase):
+    """amy: Old's last UID is 4294967294; bob: a sane archive; cal: Old's
+    UIDs are 1-3 but its UIDNEXT is 4294967295.  `doveadm backfill run
+    -A` merges the three."""
+
+    USERS = ("amy", "bob", "cal")
+
+    @classmethod
+    def build(cls, site):
+        for i, user in enumerate(cls.USERS):
+            site.add_user(user, hostile_scenario(40 + i), record=False)
+        forge_uidlist(site, "amy", "Old", last_uid=TOP)
+        forge_uidlist(site, "cal", "Old", uidnext=TOP + 1)
+        site.start(plugin_on=False)
+        cls.plan, _ = bd.doveadm_json(site.dc, "backfill", "plan", "-u", "amy")
+        cls.ran = bd.doveadm(site.dc, "backfill", "run", "-A", fmt="json")
+        cls.rows, _ = bd.doveadm_json(site.dc, "backfill", "status", "-A")
+
+    def test_no_panic_and_every_user_merged(self):
+        self.assertEqual(self.site.dc.log_lines("Panic"), [])
+        self.assertNotIn("Panic", self.ran.stderr)
+        self.assertEqual(self.ran.returncode, 0, self.ran.stderr[-2000:])
+        states = {r["username"]: r["state"] for r in self.rows}
+        self.assertEqual(states, {u: "done" for u in self.USERS})
+
+    def test_out_of_range_folder_goes_live_saying_why(self):
+        rows = bd.by_user(self.rows)
+        for user in ("amy", "cal"):
+            self.assertEqual(rows[user]["uid_ways"], "INBOX=live,Old=live")
+            self.assertEqual(rows[user]["uid_way_reasons"],
+                             "INBOX=live-folder-opened,Old=uid-range")
+        self.assertEqual(rows["bob"]["uid_way_reasons"],
+                         "INBOX=live-folder-opened,Old=created")
+        self.assertEqual(self.plan[0]["uid_way_reasons"],
+                         "INBOX=live-folder-opened,Old=uid-range")
+        self.assertIn("backfill: Old: archive UID %d is not below 2147483648" % TOP,
+                      self.ran.stderr)
+        self.assertIn("backfill: Old: archive UIDNEXT %d is not below 2147483648"
+                      % (TOP + 1), self.ran.stderr)
+
+    def test_every_message_merged_and_later_mail_gets_a_uid(self):
+        dc = self.site.dc
+        g = mg.Generator(77)
+        for user in self.USERS:
+            uv, msgs = dc.mailbox(user, "Old")
+            self.assertEqual(len(msgs), 3, user)
+            dc.append(user, "Old", g.message(1710000000))
+            uv2, msgs2 = dc.mailbox(user, "Old")
+            self.assertEqual(uv2, uv, user)
+            self.assertEqual(len(msgs2), 4, user)
+            self.assertLess(msgs2[-1].uid, 2 ** 31, user)
+        self.assertEqual(dc.log_lines("Panic"), [])
+
+
+class HugeUidsUidOnlyFormat(bftest.SiteCase):
+    """pop3_uidl_format without %v: the merge raises the live UIDNEXT past
+    the archive's UIDs (their UIDLs stay unique).  Raised to 4294967295,
+    the next delivery into the folder would panic; it stops past the
+    highest archive UID below 2^31."""
+
+    SITE = dict(extra_conf="pop3_uidl_format = %08Xu\n")
+
+    @classmethod
+    def build(cls, site):
+        site.add_user("dan", hostile_scenario(50), record=False)
+        forge_uidlist(site, "dan", "Old", last_uid=TOP)
+        site.start(plugin_on=False)
+        cls.ran = bd.doveadm(site.dc, "backfill", "run", "-u", "dan", fmt="json")
+
+    def test_later_mail_gets_a_uid_past_the_archive_below_the_top(self):
+        dc = self.site.dc
+        self.assertEqual(self.ran.returncode, 0, self.ran.stderr[-2000:])
+        uv, msgs = dc.mailbox("dan", "Old")
+        self.assertEqual(len(msgs), 3)
+        dc.append("dan", "Old", mg.Generator(78).message(1710000000))
+        _, msgs = dc.mailbox("dan", "Old")
+        self.assertEqual(len(msgs), 4)
+        # archive UIDs 1 and 2 are below the top: the new one is past them
+        self.assertGreaterEqual(msgs[-1].uid, 3)
+        self.assertLess(msgs[-1].uid, 2 ** 31)
+        self.assertEqual(dc.log_lines("Panic"), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
