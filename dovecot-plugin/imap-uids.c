@@ -428,6 +428,13 @@ bool backfill_imap_uids_uidl_needed(struct backfill_merge *m,
 
 	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
 		return TRUE;
+	/* POP3 sees the INBOX only, and there the way can still be given
+	   up after the copy landed: the fresh UIDVALIDITY would then change
+	   the UIDL of every copy without a stored one, and every POP3 client
+	   of the old server would download them all again.  Elsewhere the
+	   UIDL is never shown. */
+	if (strcasecmp(mailbox_get_vname(m->lbox), "INBOX") == 0)
+		return TRUE;
 	if (mail_get_special(amail, MAIL_FETCH_UIDL_BACKEND, &stored) == 0 &&
 	    stored[0] != '\0')
 		return TRUE;

@@ -40,8 +40,9 @@ bool backfill_imap_uids_taken(const struct backfill_merge *m);
 void backfill_imap_uids_save(struct backfill_merge *m,
                              struct mail_save_context *save, uint32_t uid);
 /* FALSE when the copy shows the old server's POP3 UIDL without a stored
-   one: it has the archive's UID and UIDVALIDITY and no stored UIDL, and
-   pop3_uidl_format uses nothing else. */
+   one: it has the archive's UID and UIDVALIDITY and no stored UIDL,
+   pop3_uidl_format uses nothing else, and its live folder is not the
+   INBOX (POP3's, where the way can still be given up). */
 bool backfill_imap_uids_uidl_needed(struct backfill_merge *m,
                                     struct mail *amail);
 /* A copy of the batch has its live UID (committed, or landed before a

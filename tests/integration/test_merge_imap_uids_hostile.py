@@ -9,10 +9,19 @@
   the UID), every user is merged, and mail appended to the folder later
   gets a UID without a panic, also where pop3_uidl_format has no %v and
   the live UIDNEXT is raised past the archive's UIDs.
+- InboxGivenUp: under backfill_imap_uids = archive an empty live INBOX
+  takes the archive way; a delivery while the merge fills it gives the
+  way up and the INBOX a fresh UIDVALIDITY.  Its copies were saved
+  without a stored POP3 UIDL (%08Xu%08Xv gave the old one by itself), so
+  all 600 old UIDLs changed: every POP3 client of the old server would
+  download the INBOX again.  Now INBOX copies keep a stored UIDL.
 """
 import os
 import re
+import sqlite3
+import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -138,6 +147,104 @@ class HugeUidsUidOnlyFormat(bftest.SiteCase):
         self.assertGreaterEqual(msgs[-1].uid, 3)
         self.assertLess(msgs[-1].uid, 2 ** 31)
         self.assertEqual(dc.log_lines("Panic"), [])
+
+
+class RunWithHeldCheckpoint:
+    """`doveadm backfill run -u user` in the background; act() is called
+    once, while the merge's first batch is committed to the live folder
+    and its checkpoint waits for the state store (held by us)."""
+
+    def __init__(self, site, user, listed):
+        self.site, self.user, self.listed = site, user, listed
+
+    def run(self, act):
+        dc = self.site.dc
+        p = subprocess.Popen(bd.doveadm_argv(dc, "backfill", "run", "-u", self.user,
+                                             fmt="json"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True,
+                             env=dc.sanitizer_env())
+        uri = "file:%s/state.db?mode=rw" % self.site.state_dir
+        deadline = time.time() + 60
+        db = None
+        while db is None and time.time() < deadline:
+            try:
+                db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+                db.execute("SELECT 1 FROM merges").fetchall()
+            except sqlite3.OperationalError:
+                db = None
+                time.sleep(0.002)
+        acted = False
+        while p.poll() is None and not acted:
+            try:
+                row = db.execute("SELECT cursor FROM merges WHERE user = ?",
+                                 (self.user,)).fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if not row or " i:" not in (row[0] or ""):
+                time.sleep(0.001)
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            n = db.execute("SELECT count(*) FROM journal WHERE user = ?",
+                           (self.user,)).fetchone()[0]
+            t_end = time.time() + 10
+            while time.time() < t_end and self.listed() <= n:
+                time.sleep(0.002)
+            act()
+            acted = True
+            db.execute("ROLLBACK")
+        out, err = p.communicate(timeout=300)
+        db.close()
+        return acted, p.returncode, out, err
+
+
+def listed_in(path):
+    """How many messages a live folder's dovecot-uidlist lists."""
+    try:
+        with open(path) as f:
+            return max(0, len(f.readlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+class InboxGivenUp(bftest.SiteCase):
+    N = 600
+    SITE = dict(plugin={"backfill_imap_uids": "archive",
+                        "backfill_pop3_hide": "none"})
+
+    @classmethod
+    def build(cls, site):
+        g = mg.Generator(33)
+        s = mg.Scenario()
+        f = mg.Folder("INBOX", 1300000088)
+        for i in range(cls.N):
+            t = 1500000000 + i * 60
+            f.msgs.append(mg.Msg(g.message(t, lines=3), set(), t))
+        s.archive = [f]
+        s.archive_uid_gap = 2
+        s.live = [mg.Folder("INBOX", 1700000001)]
+        site.add_user("ned", s, record=True)
+        site.start(plugin_on=False)
+        uidlist = os.path.join(site.dc.maildir("ned"), "dovecot-uidlist")
+        held = RunWithHeldCheckpoint(site, "ned", lambda: listed_in(uidlist))
+        cls.acted, cls.rc, _, cls.err = held.run(
+            lambda: site.dc.lmtp_deliver("ned", g.message(1710000000)))
+        cls.rows, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "ned")
+
+    def test_the_way_was_given_up(self):
+        self.assertTrue(self.acted)
+        self.assertEqual(self.rc, 0, self.err[-2000:])
+        self.assertEqual(self.rows[0]["state"], "done")
+        self.assertEqual(self.rows[0]["uid_way_reasons"], "INBOX=uid-taken")
+        uv, msgs = self.site.dc.mailbox("ned", "INBOX")
+        self.assertNotEqual(uv, 1300000088)
+        self.assertEqual(len(msgs), self.N + 1)
+
+    def test_pop3_clients_of_the_old_server_see_their_uidls(self):
+        old = self.site.views["ned"].uidls
+        self.assertEqual(len(old), self.N)
+        shown = set(self.site.dc.pop3_uidls("ned"))
+        self.assertEqual([pair for pair in old if pair not in shown], [])
 
 
 if __name__ == "__main__":
