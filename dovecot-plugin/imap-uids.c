@@ -509,6 +509,22 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 
 	if (m->dry_run || m->lbox == NULL || !backfill_imap_uids_taken(m))
 		return 0;
+	/* UIDNEXT first, then the search: a message saved after the raise
+	   gets a UID above the archive's, and one saved before it (Maildir
+	   gives the UID under the uidlist lock the raise takes too) is in
+	   the search.  The other way round, a client's APPEND between the
+	   two got a UID below, unseen, and an old client that cached the
+	   archive's UIDNEXT would never fetch it. */
+	i_zero(&update);
+	update.min_next_uid = m->uid_archive_next;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: setting UIDNEXT %u (the archive's) failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), m->uid_archive_next,
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
+	}
 	ret = foreign_below(m, &uid, &error);
 	if (ret < 0) {
 		backfill_merge_log_error(
@@ -523,16 +539,6 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 		if (ways_record(m) < 0)
 			return -1;
 		return fresh_uidvalidity(m);
-	}
-	i_zero(&update);
-	update.min_next_uid = m->uid_archive_next;
-	if (mailbox_update(m->lbox, &update) < 0) {
-		backfill_merge_log_error(
-		        m,
-		        "merge postponed: %s: setting UIDNEXT %u (the archive's) failed: %s (the next login retries)",
-		        mailbox_get_vname(m->lbox), m->uid_archive_next,
-		        mailbox_get_last_internal_error(m->lbox, NULL));
-		return -1;
 	}
 	return 0;
 }

@@ -51,10 +51,10 @@ void backfill_imap_uids_saved(struct backfill_merge *m,
                               const struct batch_item *item);
 /* After a checkpoint: carries out a way given up in the batch. */
 int backfill_imap_uids_checkpointed(struct backfill_merge *m);
-/* The archive folder is merged: for the archive way, any message in the
-   live folder below the archive's UIDNEXT that the merge did not put
-   there gives the way up; else the live UIDNEXT becomes the archive's.
-   Returns 0, or -1 (logged). */
+/* The archive folder is merged: for the archive way, the live UIDNEXT
+   becomes the archive's, then any message in the live folder below it
+   that the merge did not put there gives the way up.  Returns 0, or -1
+   (logged). */
 int backfill_imap_uids_folder_done(struct backfill_merge *m);
 
 /* The cursor's way of a folder, both directions (merge-cursor.c). */
