@@ -5,7 +5,12 @@
    own content.  An IMAP client of the old server trusts exactly that: a
    copy at another UID under the old UIDVALIDITY would show it a message
    it cached in place of the one there.  A copy the user deleted since is
-   not checked here (the fingerprint proof counts it). */
+   not checked here (the fingerprint proof counts it).  Once the merge is
+   done, the live folder's UIDNEXT must be at least the archive folder's:
+   such a client fetches only UIDs from the UIDNEXT it cached on, and
+   would never see a live message below it.  A copy the journal puts in
+   another live folder than the one the way was decided for cannot be
+   checked, and says so. */
 
 #include "lib.h"
 #include "array.h"
@@ -17,6 +22,7 @@
 #include "state.h"
 #include "cursor.h"
 #include "backfill-user.h"
+#include "archive.h"
 #include "mail-keys.h"
 #include "doveadm-backfill.h"
 #include "doveadm-verify-uids.h"
@@ -34,6 +40,9 @@ struct uids_ctx {
 	struct event *event;
 	struct bf_fp *fp;
 	const struct bf_cursor *cursor;
+	struct backfill_archive *archive;
+	/* the merge is done: every folder got its UIDNEXT */
+	bool done;
 	ARRAY(struct uids_entry) entries;
 	struct doveadm_verify_uids *result;
 };
@@ -115,12 +124,78 @@ static void check_entry(struct uids_ctx *ctx, struct mail *mail,
 	}
 }
 
+/* The live folder's UIDNEXT against the archive folder's (none to
+   compare with when the archive folder is gone since). */
+static void check_uidnext(struct uids_ctx *ctx,
+                          const struct bf_cursor_folder *f,
+                          struct mailbox *lbox)
+{
+	struct mailbox_status astatus, lstatus;
+	enum mail_error error;
+
+	if (!ctx->done)
+		return;
+	struct mailbox *abox = mailbox_alloc(ctx->archive->ns->list, f->name,
+	                                     MAILBOX_FLAG_READONLY);
+	if (mailbox_sync(abox, 0) < 0) {
+		const char *errstr =
+		        mailbox_get_last_internal_error(abox, &error);
+		if (error != MAIL_ERROR_NOTFOUND) {
+			mismatch(ctx, "%s: its UIDNEXT cannot be read: %s",
+			         f->name, errstr);
+		}
+		mailbox_free(&abox);
+		return;
+	}
+	mailbox_get_open_status(abox, STATUS_UIDNEXT, &astatus);
+	mailbox_free(&abox);
+	if (mailbox_get_status(lbox, STATUS_UIDNEXT, &lstatus) < 0) {
+		mismatch(ctx, "%s: live folder %s: %s", f->name,
+		         mailbox_get_vname(lbox),
+		         mailbox_get_last_internal_error(lbox, NULL));
+	} else if (lstatus.uidnext < astatus.uidnext) {
+		mismatch(
+		        ctx,
+		        "%s: live folder %s has UIDNEXT %u, below the archive's %u",
+		        f->name, mailbox_get_vname(lbox), lstatus.uidnext,
+		        astatus.uidnext);
+	}
+}
+
+/* Copies of the folder that the journal puts into another live folder
+   than f->way_live_guid: their UIDs cannot be checked. */
+static void check_unmatched(struct uids_ctx *ctx,
+                            const struct bf_cursor_folder *f)
+{
+	const struct uids_entry *e;
+	const char *other = NULL;
+	unsigned int count = 0;
+
+	array_foreach(&ctx->entries, e)
+	{
+		if (strcmp(e->archive_mailbox, f->name) == 0 &&
+		    strcmp(e->live_guid, f->way_live_guid) != 0) {
+			other = e->live_guid;
+			count++;
+		}
+	}
+	if (count > 0) {
+		mismatch(
+		        ctx,
+		        "%s: %u copies are in live folder %s, not in %s, which took the archive's UIDs: not checked",
+		        f->name, count, other,
+		        f->way_live_guid[0] == '\0' ? "(none)"
+		                                    : f->way_live_guid);
+	}
+}
+
 /* The folder's copies (entries[first..last)) and its UIDVALIDITY. */
 static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 {
 	const struct uids_entry *e;
 	struct mailbox_status status;
 
+	check_unmatched(ctx, f);
 	if (f->way_live_guid[0] == '\0')
 		return; /* decided, but its live folder never opened */
 	struct mailbox *box = live_box(ctx, f->way_live_guid);
@@ -142,6 +217,7 @@ static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 		        f->name, mailbox_get_vname(box), status.uidvalidity,
 		        f->uidvalidity);
 	}
+	check_uidnext(ctx, f, box);
 	struct mailbox_transaction_context *t =
 	        mailbox_transaction_begin(box, 0, __func__);
 	struct mail *mail = mail_alloc(t, 0, NULL);
@@ -157,6 +233,7 @@ static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 }
 
 int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
+                        struct backfill_archive *archive,
                         struct doveadm_verify_uids *result,
                         const char **error_r)
 {
@@ -183,6 +260,8 @@ int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
 	ctx.user = user;
 	ctx.event = buser->event;
 	ctx.cursor = &cursor;
+	ctx.archive = archive;
+	ctx.done = rec.status == BF_MERGE_DONE;
 	ctx.result = result;
 	p_array_init(&ctx.entries, ctx.pool, 64);
 	ret = bf_state_journal_iter(state, user->username, journal_cb, &ctx,

@@ -5,10 +5,12 @@
 
 struct mail_user;
 struct backfill_user;
+struct backfill_archive;
 
 struct doveadm_verify_uids {
-	/* folders without the archive's UIDVALIDITY, and copies not at
-	   their archive UID */
+	/* folders without the archive's UIDVALIDITY or below its UIDNEXT,
+	   copies not at their archive UID, folders whose copies cannot be
+	   checked */
 	unsigned int mismatches;
 	/* "what; what" for the command's row (data stack) */
 	string_t *list;
@@ -18,6 +20,7 @@ struct doveadm_verify_uids {
    uids.c).  Returns 1 checked (the merge record said which folders), 0
    no merge record, -1 with *error_r when the state store failed. */
 int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
+                        struct backfill_archive *archive,
                         struct doveadm_verify_uids *result,
                         const char **error_r);
 

@@ -219,7 +219,8 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	}
 	bf_fp_free(&fp);
 	struct doveadm_verify_uids uids;
-	if (ret == 0 && doveadm_verify_uids(user, buser, &uids, &error) < 0) {
+	if (ret == 0 &&
+	    doveadm_verify_uids(user, buser, archive, &uids, &error) < 0) {
 		error = t_strdup_printf("state store: %s", error);
 		ret = -1;
 	}

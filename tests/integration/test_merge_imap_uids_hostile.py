@@ -15,6 +15,13 @@
   without a stored POP3 UIDL (%08Xu%08Xv gave the old one by itself), so
   all 600 old UIDLs changed: every POP3 client of the old server would
   download the INBOX again.  Now INBOX copies keep a stored UIDL.
+- VerifyTampered: verify checks that a folder that took the archive's
+  UIDs has at least the archive's UIDNEXT (the old server's clients fetch
+  from there on), and fails where the journal's copies are in another
+  live folder than the one that took the UIDs, instead of checking
+  nothing: a folder deleted and made again with its GUID, UIDVALIDITY
+  and messages at their UIDs (UIDNEXT 4, not 9), and journal entries
+  pointing elsewhere.
 """
 import os
 import re
@@ -245,6 +252,68 @@ class InboxGivenUp(bftest.SiteCase):
         self.assertEqual(len(old), self.N)
         shown = set(self.site.dc.pop3_uidls("ned"))
         self.assertEqual([pair for pair in old if pair not in shown], [])
+
+
+class VerifyTampered(bftest.SiteCase):
+    """Old's archive UIDNEXT is 5 above its last UID (mail expunged before
+    the backup): the merge gives the live Old that UIDNEXT."""
+
+    @classmethod
+    def build(cls, site):
+        cls.scen = {}
+        for i, user in enumerate(("vic", "val")):
+            cls.scen[user] = hostile_scenario(60 + i)
+            site.add_user(user, cls.scen[user], record=False)
+        with open(uidlist_path(site, "vic", "Old")) as f:
+            cls.last = int(f.read().splitlines()[-1].split(" ", 1)[0])
+        for user in ("vic", "val"):
+            forge_uidlist(site, user, "Old", uidnext=cls.last + 6)
+        site.start(plugin_on=False)
+        bd.doveadm_json(site.dc, "backfill", "run", "-A")
+
+    def verify(self, user, ok=(0,)):
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", user,
+                                  ok=ok)
+        return rows[0]
+
+    def folder_guid(self, user, folder):
+        out = self.site.dc.doveadm("mailbox", "status", "-u", user, "guid",
+                                   folder).stdout.decode()
+        return re.search(r"guid=(\S+)", out).group(1)
+
+    def test_recreated_folder_below_the_archive_uidnext(self):
+        dc = self.site.dc
+        row = self.verify("vic")
+        self.assertEqual((row["result"], row["uid_mismatches"]), ("ok", "0"))
+        uv, _ = dc.mailbox("vic", "Old")
+        self.assertEqual(uv, 1300000011)
+        guid = self.folder_guid("vic", "Old")
+        dc.doveadm("mailbox", "delete", "-u", "vic", "Old")
+        dc.doveadm("mailbox", "create", "-u", "vic", "-g", guid, "Old")
+        dc.doveadm("mailbox", "update", "-u", "vic", "--uid-validity",
+                   str(uv), "Old")
+        # the same messages at the same UIDs (1-3): only UIDNEXT differs
+        for msg in self.scen["vic"].archive[1].msgs:
+            dc.doveadm("save", "-u", "vic", "-m", "Old", input=msg.raw)
+        _, msgs = dc.mailbox("vic", "Old")
+        self.assertEqual([m.uid for m in msgs], [1, 2, 3])
+        row = self.verify("vic", ok=(1,))
+        self.assertEqual(row["result"], "uids")
+        self.assertEqual(row["uid_mismatches"], "1")
+        self.assertIn("Old: live folder Old has UIDNEXT 4, below the archive's %d"
+                      % (self.last + 6), row["uid_mismatch_list"])
+
+    def test_copies_in_another_live_folder_are_not_ignored(self):
+        self.assertEqual(self.verify("val")["result"], "ok")
+        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        with db:
+            db.execute("UPDATE journal SET mailbox_guid = ? WHERE user = 'val'"
+                       " AND archive_mailbox = 'Old'", ("0" * 32,))
+        db.close()
+        row = self.verify("val", ok=(1,))
+        self.assertEqual(row["result"], "uids")
+        self.assertIn("Old: 3 copies are in live folder %s" % ("0" * 32),
+                      row["uid_mismatch_list"])
 
 
 if __name__ == "__main__":
