@@ -298,6 +298,7 @@ int backfill_live_uidls_load(struct backfill_merge *m, const char **error_r)
 		   its UIDL again.  Counted here, it would make the archived
 		   message it is a copy of collide with itself. */
 		if (m->intent && m->intent_cf == m->cur_cf &&
+		    backfill_merge_landed_in_lbox(m) &&
 		    mail->uid >= m->intent_uidnext)
 			continue;
 		if (backfill_pop3_uidl_get(mail, m->lbox_uidvalidity,

@@ -7,6 +7,7 @@
 #include "ioloop.h"
 #include "mail-storage-private.h"
 #include "mail-search-build.h"
+#include "mail-namespace.h"
 #include "merge-private.h"
 #include "imap-uids.h"
 
@@ -116,6 +117,7 @@ static void batch_intent_settle(struct backfill_merge *m, bool any_saved)
 		return;
 	m->intent = FALSE;
 	array_clear(&m->landed);
+	backfill_merge_landed_close(m);
 }
 
 /* Makes what the batch changed in messages already in the live folder
@@ -128,22 +130,32 @@ static void batch_intent_settle(struct backfill_merge *m, bool any_saved)
    rerun kept no UIDL and showed Dovecot's own, and a live message whose
    UIDL a merged one took kept it too (test_doveadm_kill).  Only after a
    crash or a UIDL collision: nothing to do in a plain batch. */
-static int batch_fixes_flush(struct backfill_merge *m)
+static int box_fixes_flush(struct mailbox *box)
 {
 	struct mailbox_status status;
 	struct mailbox_update update;
 
-	if (!m->batch_fixed &&
-	    m->rec.uidl_collisions == m->uidl_collisions_flushed)
-		return 0;
-	if (mailbox_sync(m->lbox, 0) < 0)
+	if (mailbox_sync(box, 0) < 0)
 		return -1;
 	/* rewrites dovecot-uidlist when it has changes pending
 	   (maildir_uidlist_update()); UIDNEXT stays what it is */
-	mailbox_get_open_status(m->lbox, STATUS_UIDNEXT, &status);
+	mailbox_get_open_status(box, STATUS_UIDNEXT, &status);
 	i_zero(&update);
 	update.min_next_uid = status.uidnext;
-	if (mailbox_update(m->lbox, &update) < 0)
+	return mailbox_update(box, &update);
+}
+
+static int batch_fixes_flush(struct backfill_merge *m, struct mailbox **box_r)
+{
+	if (!m->batch_fixed &&
+	    m->rec.uidl_collisions == m->uidl_collisions_flushed)
+		return 0;
+	*box_r = m->lbox;
+	if (box_fixes_flush(m->lbox) < 0)
+		return -1;
+	/* landed copies repaired in the live folder they landed in */
+	*box_r = m->landed_box;
+	if (m->landed_box != NULL && box_fixes_flush(m->landed_box) < 0)
 		return -1;
 	m->batch_fixed = FALSE;
 	m->uidl_collisions_flushed = m->rec.uidl_collisions;
@@ -180,12 +192,13 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 		mailbox_transaction_rollback(&m->ltrans);
 	}
 
-	if (m->lbox != NULL && batch_fixes_flush(m) < 0) {
+	struct mailbox *fixed_box;
+	if (m->lbox != NULL && batch_fixes_flush(m, &fixed_box) < 0) {
 		backfill_merge_log_error(
 		        m,
 		        "merge postponed: %s: writing repaired messages failed: %s (the next login retries)",
-		        mailbox_get_vname(m->lbox),
-		        mailbox_get_last_internal_error(m->lbox, NULL));
+		        mailbox_get_vname(fixed_box),
+		        mailbox_get_last_internal_error(fixed_box, NULL));
 		return -1;
 	}
 
@@ -213,30 +226,95 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 
 /* ---- a batch that may have landed before a crash ---- */
 
+/* The live folder the intent's batch was committed to, by its GUID: the
+   archive folder may have been renamed since (the cursor matches it by
+   GUID or UIDVALIDITY, issue 15 item 1), and then it maps to another live
+   folder than the one its copies landed in.  Looking for them in lbox
+   found none: they stayed in the old live folder, in no journal, and the
+   batch was copied a second time (a batch of Work cut before its
+   checkpoint, Work renamed Zwork: 200 duplicates that revert could not
+   remove).  The copies stay where they landed and are journalled there;
+   the rest of the folder goes where the folder map says.  Returns 1 with
+   the folder (lbox, or landed_box opened here), 0 when it is gone (the
+   user deleted it, and the copies with it), -1 on error. */
+bool backfill_merge_landed_in_lbox(const struct backfill_merge *m)
+{
+	return m->intent_box_guid == NULL || m->intent_box_guid[0] == '\0' ||
+	       strcmp(m->intent_box_guid, m->lbox_guid) == 0;
+}
+
+static int landed_box_get(struct backfill_merge *m, struct mailbox **box_r,
+                          const char **error_r)
+{
+	const struct live_box *lb;
+	const char *vname = NULL;
+
+	if (backfill_merge_landed_in_lbox(m)) {
+		*box_r = m->lbox;
+		return 1;
+	}
+	array_foreach(&m->live_boxes, lb)
+	{
+		if (lb->guid != NULL &&
+		    strcmp(lb->guid, m->intent_box_guid) == 0)
+			vname = lb->vname;
+	}
+	if (vname == NULL)
+		return 0;
+	struct mail_namespace *ns =
+	        mail_namespace_find(m->luser->namespaces, vname);
+	m->landed_box = mailbox_alloc(ns->list, vname,
+	                              m->dry_run ? MAILBOX_FLAG_READONLY : 0);
+	m->landed_vname = p_strdup(m->pool, vname);
+	if (mailbox_open(m->landed_box) < 0) {
+		*error_r = t_strdup_printf(
+		        "%s: %s", vname,
+		        mailbox_get_last_internal_error(m->landed_box, NULL));
+		backfill_merge_landed_close(m);
+		return -1;
+	}
+	e_info(m->event,
+	       "a batch that a crash cut before its checkpoint landed in live folder %s, which its archive folder (renamed since) no longer maps to: its copies stay there and are journalled there, the rest goes to %s",
+	       vname, mailbox_get_vname(m->lbox));
+	*box_r = m->landed_box;
+	return 1;
+}
+
+void backfill_merge_landed_close(struct backfill_merge *m)
+{
+	if (m->landed_box != NULL)
+		mailbox_free(&m->landed_box);
+	m->landed_vname = NULL;
+}
+
 /* For a batch that may have landed: the live copies with UID >= the
    recorded UIDNEXT, by GUID. */
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 {
 	struct mailbox_transaction_context *t;
 	struct mail_search_context *ctx;
+	struct mailbox *box;
 	struct mail *mail;
 	const char *guid;
-	int ret = 0;
+	int ret;
 
 	p_array_init(&m->landed, m->pool, 16);
+	if ((ret = landed_box_get(m, &box, error_r)) <= 0)
+		return ret;
+	ret = 0;
 	/* A kill after Maildir wrote dovecot-uidlist and before it committed
 	   the index leaves the batch's copies in the uidlist only, and a plain
 	   sync did not read them back: they were copied again
 	   (test_merge_imap_uids, KilledRuns: 2 runs of 5).  Only on a resume
 	   with an intent, so the full resync is rare. */
-	if (mailbox_sync(m->lbox, MAILBOX_SYNC_FLAG_FORCE_RESYNC) < 0) {
-		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+	if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FORCE_RESYNC) < 0) {
+		*error_r = mailbox_get_last_internal_error(box, NULL);
 		return -1;
 	}
-	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	t = mailbox_transaction_begin(box, 0, __func__);
 	ctx = backfill_merge_search_uids(t, m->intent_uidnext, (uint32_t)-1);
 	struct backfill_cache_fields cf;
-	backfill_cache_fields_register(m->lbox, &cf);
+	backfill_cache_fields_register(box, &cf);
 	while (mailbox_search_next(ctx, &mail)) {
 		if (mail->uid < m->intent_uidnext ||
 		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
@@ -256,7 +334,7 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 		}
 	}
 	if (mailbox_search_deinit(&ctx) < 0) {
-		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		*error_r = mailbox_get_last_internal_error(box, NULL);
 		ret = -1;
 	}
 	(void)mailbox_transaction_commit(&t);
@@ -288,14 +366,36 @@ static struct landed *landed_find(struct backfill_merge *m, const char *guid,
    keywords, and a client or POP3 would see another message than the
    uninterrupted merge gives (found by SIGKILL between commit and
    checkpoint in test_doveadm_kill). */
+/* kw (made for lbox, whose index numbers its keywords) for box. */
+static struct mail_keywords *keywords_for(struct mailbox *lbox,
+                                          const struct mail_keywords *kw,
+                                          struct mailbox *box)
+{
+	const ARRAY_TYPE(keywords) *names =
+	        mail_index_get_keywords(lbox->index);
+	ARRAY_TYPE(const_string) list;
+
+	t_array_init(&list, kw->count + 1);
+	for (unsigned int i = 0; i < kw->count; i++)
+		array_push_back(&list, array_idx(names, kw->idx[i]));
+	array_append_zero(&list);
+	return mailbox_keywords_create_valid(box, array_front(&list));
+}
+
 static void landed_fix(struct backfill_merge *m, uint32_t uid, const char *uidl,
                        enum mail_flags flags, struct mail_keywords *kw)
 {
 	struct mailbox_transaction_context *t;
+	struct mail_keywords *box_kw = NULL;
 	struct mail *mail;
 	const char *cur;
 
-	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	if (m->landed_box != NULL) {
+		box_kw = keywords_for(m->lbox, kw, m->landed_box);
+		kw = box_kw;
+	}
+	t = mailbox_transaction_begin(
+	        m->landed_box != NULL ? m->landed_box : m->lbox, 0, __func__);
 	mail = mail_alloc(t, 0, NULL);
 	if (mail_set_uid(mail, uid)) {
 		if (uidl != NULL &&
@@ -309,6 +409,8 @@ static void landed_fix(struct backfill_merge *m, uint32_t uid, const char *uidl,
 	}
 	mail_free(&mail);
 	(void)mailbox_transaction_commit(&t);
+	if (box_kw != NULL)
+		mailbox_keywords_unref(&box_kw);
 }
 
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
@@ -328,7 +430,13 @@ bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
 		return FALSE;
 	l->used = TRUE;
 	item->entry.uid = l->uid;
-	backfill_imap_uids_saved(m, item);
+	if (m->landed_box != NULL) {
+		/* journalled where it is; its UID is not one of lbox's */
+		item->entry.mailbox = m->landed_vname;
+		item->entry.mailbox_guid = m->intent_box_guid;
+	} else {
+		backfill_imap_uids_saved(m, item);
+	}
 	landed_fix(m, l->uid, uidl, flags, kw);
 	return TRUE;
 }

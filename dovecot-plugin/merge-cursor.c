@@ -17,6 +17,7 @@
 #include "str.h"
 #include "ioloop.h"
 #include "mail-storage-private.h"
+#include "archive.h"
 #include "merge-private.h"
 #include "imap-uids.h"
 
@@ -130,6 +131,57 @@ int backfill_merge_cursor_convert_v1(struct backfill_merge *m,
 	return 0;
 }
 
+static unsigned int cursor_folder_find(struct backfill_merge *m,
+                                       const char *name, const char *guid,
+                                       uint32_t uidvalidity,
+                                       unsigned int *conflict_r);
+
+/* Whether the archive folder at pos is the cursor's folder cf_idx, as
+   backfill_merge_cursor_folder() will match it when the walk opens it
+   (GUID, else name and UIDVALIDITY, else UIDVALIDITY of a folder whose
+   name is gone).  A symlinked folder is never opened (archive.h). */
+static bool folder_is_cursor_folder(struct backfill_merge *m, unsigned int pos,
+                                    unsigned int cf_idx)
+{
+	const struct backfill_folder *f = array_idx(&m->folders, pos);
+	struct mailbox *box = mailbox_alloc(
+	        m->archive->ns->list, f->archive_vname, MAILBOX_FLAG_READONLY);
+	struct mailbox_status status;
+	const char *guid, *path;
+	unsigned int conflict;
+	bool ret = FALSE;
+
+	if (!backfill_archive_folder_linked(m->archive, box, &path) &&
+	    mailbox_get_status(box, STATUS_UIDVALIDITY, &status) == 0) {
+		guid = backfill_mailbox_guid_str(box);
+		ret = cursor_folder_find(
+		              m, f->archive_vname, guid == NULL ? "" : guid,
+		              status.uidvalidity, &conflict) == cf_idx;
+	}
+	mailbox_free(&box);
+	return ret;
+}
+
+/* Where the intent's archive folder is in today's folder list, or
+   UINT_MAX.  By its name first (one folder opened); renamed since, it is
+   looked for among all folders (each opened once, only after a crash cut
+   a batch): found by name only, a renamed folder was not walked first and
+   a folder restored since in front of it replaced the intent. */
+static unsigned int intent_folder_pos(struct backfill_merge *m)
+{
+	const struct cursor_folder *cf = array_idx(&m->cfolders, m->intent_cf);
+	unsigned int pos = folder_pos(m, cf->name), count;
+
+	if (pos != UINT_MAX && folder_is_cursor_folder(m, pos, m->intent_cf))
+		return pos;
+	count = array_count(&m->folders);
+	for (unsigned int i = 0; i < count; i++) {
+		if (i != pos && folder_is_cursor_folder(m, i, m->intent_cf))
+			return i;
+	}
+	return pos;
+}
+
 /* Only one intent fits in the cursor: a batch of another folder walked
    first (one restored since, in front of it) would replace it with its
    own, and the copies that landed before the crash would be copied a
@@ -144,8 +196,7 @@ void backfill_merge_cursor_intent_first(struct backfill_merge *m)
 	if (!m->intent || m->cursor_in.version != 2 ||
 	    m->intent_cf >= array_count(&m->cfolders))
 		return;
-	const struct cursor_folder *cf = array_idx(&m->cfolders, m->intent_cf);
-	pos = folder_pos(m, cf->name);
+	pos = intent_folder_pos(m);
 	if (pos == UINT_MAX || pos == 0)
 		return;
 	first = *array_idx(&m->folders, pos);

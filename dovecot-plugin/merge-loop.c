@@ -239,6 +239,7 @@ void backfill_merge_folder_close(struct backfill_merge *m)
 		mailbox_transaction_rollback(&m->ltrans);
 	backfill_merge_walk_close(m);
 	m->cur_cf = UINT_MAX;
+	backfill_merge_landed_close(m);
 	if (m->lbox != NULL)
 		mailbox_free(&m->lbox);
 	if (hash_table_is_created(m->live_uidls))

@@ -166,6 +166,11 @@ struct backfill_merge {
 	unsigned int intent_cf;
 	uint32_t intent_uidnext, intent_last_uid;
 	ARRAY(struct landed) landed;
+	/* The live folder the landed copies are in, when it is not lbox: the
+	   archive folder was renamed since and maps to another live folder
+	   (merge-batch.c); its vname for their journal entries. */
+	struct mailbox *landed_box;
+	const char *landed_vname;
 	/* the batch changed messages already in the live folder (a landed
 	   copy repaired, a live UIDL replaced): made durable before the
 	   checkpoint (merge-batch.c) */
@@ -289,6 +294,10 @@ int backfill_merge_batch_commit(struct backfill_merge *m);
 void backfill_merge_record_set_cursor(struct backfill_merge *m,
                                       bool with_intent);
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r);
+void backfill_merge_landed_close(struct backfill_merge *m);
+/* The intent's batch was committed to lbox (not to another live folder
+   its archive folder mapped to before a rename). */
+bool backfill_merge_landed_in_lbox(const struct backfill_merge *m);
 /* A copy of the intent's batch that landed before the crash: gives it
    the UIDL, flags and keywords a fresh copy gets, journals it and returns
    TRUE. */

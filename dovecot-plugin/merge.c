@@ -584,6 +584,7 @@ void backfill_merge_end(struct backfill_merge **_m)
 	if (m->ltrans != NULL)
 		mailbox_transaction_rollback(&m->ltrans);
 	backfill_merge_walk_close(m);
+	backfill_merge_landed_close(m);
 	if (m->lbox != NULL)
 		mailbox_free(&m->lbox);
 	if (hash_table_is_created(m->live_uidls))

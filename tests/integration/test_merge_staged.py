@@ -208,21 +208,28 @@ class CutBatchStaged(bftest.SiteCase):
       jill  Work itself is moved away after the cut: the merge can finish
             the rest, says which folder a cut batch waits for, revert
             removes nothing; Work restored again, the next run settles the
-            batch: the exact result, and revert removes all of it."""
+            batch: the exact result, and revert removes all of it.
+      kim   Work is renamed Zwork after the cut (same GUID and
+            UIDVALIDITY: the cursor goes on there) and Drafts is restored
+            in front of it: the copies that landed stay in live Work and
+            are journalled there, the rest goes to live Zwork, nothing
+            twice, and revert removes all of it."""
 
     @classmethod
     def build(cls, site):
         cls.staged = os.path.join(site.base, "staged")
         os.makedirs(cls.staged)
-        for seed, user in enumerate(("ivan", "jill"), 91):
+        users = ("ivan", "jill", "kim")
+        for seed, user in enumerate(users, 91):
             site.add_user(user, scenario(seed, ("Drafts",)))
         site.start(plugin_on=False)
-        cls.pre = {u: site.dc.snapshot(u) for u in ("ivan", "jill")}
-        shutil.move(MergeStaged.folder(site, "ivan", "Drafts"),
-                    os.path.join(cls.staged, "ivan"))
+        cls.pre = {u: site.dc.snapshot(u) for u in users}
+        for user in ("ivan", "kim"):
+            shutil.move(MergeStaged.folder(site, user, "Drafts"),
+                        os.path.join(cls.staged, user))
         # the plugin stays off for logins: only doveadm merges here, so
         # that looking at a mailbox merges nothing
-        for user in ("ivan", "jill"):
+        for user in users:
             bd.doveadm_json(site.dc, "backfill", "status", "-u", user)
 
     def sql(self, q):
@@ -285,6 +292,35 @@ class CutBatchStaged(bftest.SiteCase):
         rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
         self.assertEqual(rows[0]["result"], "reverted", r.stderr)
         self.assertEqual(bftest.multiset(dc.snapshot(user)), bftest.multiset(self.pre[user]))
+    def test_cut_folder_renamed(self):
+        user = "kim"
+        dc = self.site.dc
+        self.cut_work_batch(user)
+        landed = MergeStaged.live_count(self, user, "Work")
+        os.rename(MergeStaged.folder(self.site, user, "Work"),
+                  MergeStaged.folder(self.site, user, "Zwork"))
+        subprocess.run(["cp", "-a", os.path.join(self.staged, user),
+                        MergeStaged.folder(self.site, user, "Drafts")], check=True)
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        post = dc.snapshot(user)
+        self.assertEqual(len(post["Work"][1]), landed, "the landed copies moved or were added to")
+        work = [m.fingerprint for name in ("Work", "Zwork") for m in post[name][1]]
+        self.assertEqual(len(work), len(set(work)), "Work copied twice")
+        self.assertEqual(len(work), WORK)
+        # exact, Work and Zwork together being the archive's Work
+        exp, _, _ = bftest.expected_after(self.pre[user], self.site.views[user])
+        got = [("Work" if m[0] == "Zwork" else m[0],) + tuple(m[1:])
+               for m in bftest.multiset(post)]
+        self.assertEqual(sorted(got), sorted(exp), bftest.diff(exp, got))
+        self.assertIn("landed in live folder Work", r.stderr)
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", user)
+        self.assertEqual(rows[0]["result"], "ok", r.stderr)
+        # every copy is journalled, the landed ones in Work too
+        rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        self.assertEqual(bftest.multiset(dc.snapshot(user)), bftest.multiset(self.pre[user]))
+
 
 if __name__ == "__main__":
     unittest.main()
