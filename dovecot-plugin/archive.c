@@ -101,7 +101,12 @@ static const char *home_expand(struct mail_user *user, const char *path)
    layout and may hold symlinks; what the variables made, and the
    archive directory itself, come with the restore: a home restored as a
    relative symlink to another user's (../vic/Maildir) stays inside the
-   archive root and would merge that user's mail. */
+   archive root and would merge that user's mail.  This also refuses every
+   user of a domain whose directory (/srv/restore/%d/...) an operator made
+   a symlink to another disk: telling that from a planted link would need
+   trusting the link's owner, and all users share the mail uid, so the
+   log line and the docs say to bind-mount such a directory instead (a
+   mount point is no symlink; test_merge_symlinks). */
 static bool archive_path_linked(const char *root, const char *real_root,
                                 const char *path, const char *real_path)
 {
@@ -165,13 +170,13 @@ int backfill_archive_resolve(struct mail_user *user,
 	    (strncmp(real_path, real_root, len) != 0 ||
 	     (real_root[len - 1] != '/' && real_path[len] != '/'))) {
 		*error_r = t_strdup_printf(
-		        "archive path %s resolves to %s, outside the archive root %s: refusing it (check the user name and backfill_archive)",
+		        "archive path %s resolves to %s, outside the archive root %s: refusing it (check the user name and backfill_archive; a directory restored to another disk must be bind-mounted there, a symlink is never followed)",
 		        path, real_path, real_root);
 		return -1;
 	}
 	if (archive_path_linked(root, real_root, path, real_path)) {
 		*error_r = t_strdup_printf(
-		        "archive path %s resolves to %s: refusing it, a symlink is never followed below the archive root %s (restore the archive as a directory; for an alias domain, point its users' backfill_archive at the real path)",
+		        "archive path %s resolves to %s: refusing it, a symlink is never followed below the archive root %s (restore the archive as a directory, or bind-mount one restored to another disk there; for an alias domain, point its users' backfill_archive at the real path)",
 		        path, real_path, real_root);
 		return -1;
 	}

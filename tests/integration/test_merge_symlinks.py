@@ -268,5 +268,46 @@ class MergeSymlinkInodeCollision(bftest.SiteCase):
         self.assertIn("%s is a symlink: not read, not verified" % self.link, r.stderr)
 
 
+class MergeRestoredElsewhere(bftest.SiteCase):
+    """An operator restored users' (or a domain's: backfill_archive =
+    maildir:/srv/restore/%d/%n/Maildir) directories to another disk.
+    Linked in below the fixed part of backfill_archive, each is refused
+    like a planted link (it cannot be told from one), and the log line
+    says to bind-mount it instead; bind-mounted, it is merged exactly."""
+
+    @classmethod
+    def build(cls, site):
+        site.add_user("dan", mg.standard_scenario(87))
+        site.add_user("deb", mg.standard_scenario(88))
+        site.start(plugin_on=False)
+        cls.pre = {u: site.dc.snapshot(u) for u in ("dan", "deb")}
+        disk2 = os.path.join(site.base, "disk2")
+        os.makedirs(disk2)
+        for user in ("dan", "deb"):
+            shutil.move(os.path.join(site.archive_root, user), os.path.join(disk2, user))
+        cls.dan_link = os.path.join(site.archive_root, "dan")
+        os.symlink(os.path.join(disk2, "dan"), cls.dan_link)
+        deb = os.path.join(site.archive_root, "deb")
+        os.makedirs(deb)
+        subprocess.run(["mount", "--bind", os.path.join(disk2, "deb"), deb], check=True)
+        cls._mounts = [deb]
+
+    def test_linked_refused_with_the_remedy(self):
+        site = self.site
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "dan", ok=(1,))
+        self.assertEqual(bftest.multiset(site.dc.snapshot("dan")),
+                         bftest.multiset(self.pre["dan"]))
+        self.assertIn("archive path %s/Maildir resolves to" % self.dan_link, r.stderr)
+        self.assertIn("must be bind-mounted there, a symlink is never followed", r.stderr)
+
+    def test_bind_mounted_merged(self):
+        site = self.site
+        rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "deb")
+        self.assertEqual(bd.by_user(rows)["deb"]["result"], "done", r.stderr)
+        got = bftest.multiset(site.dc.snapshot("deb"))
+        exp, _, _ = bftest.expected_after(self.pre["deb"], site.views["deb"])
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+
+
 if __name__ == "__main__":
     unittest.main()
