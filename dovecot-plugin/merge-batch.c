@@ -246,36 +246,47 @@ bool backfill_merge_landed_in_lbox(const struct backfill_merge *m)
 static int landed_box_get(struct backfill_merge *m, struct mailbox **box_r,
                           const char **error_r)
 {
+	enum mailbox_flags flags = m->dry_run ? MAILBOX_FLAG_READONLY : 0;
 	const struct live_box *lb;
-	const char *vname = NULL;
+	enum mail_error error;
+	guid_128_t guid;
 
 	if (backfill_merge_landed_in_lbox(m)) {
 		*box_r = m->lbox;
 		return 1;
 	}
+	/* by the GUIDs the live index read; without one (backfill_dedup=off
+	   reads none) Dovecot looks it up in the inbox namespace */
 	array_foreach(&m->live_boxes, lb)
 	{
 		if (lb->guid != NULL &&
-		    strcmp(lb->guid, m->intent_box_guid) == 0)
-			vname = lb->vname;
+		    strcmp(lb->guid, m->intent_box_guid) == 0) {
+			struct mail_namespace *ns = mail_namespace_find(
+			        m->luser->namespaces, lb->vname);
+			m->landed_box =
+			        mailbox_alloc(ns->list, lb->vname, flags);
+		}
 	}
-	if (vname == NULL)
-		return 0;
-	struct mail_namespace *ns =
-	        mail_namespace_find(m->luser->namespaces, vname);
-	m->landed_box = mailbox_alloc(ns->list, vname,
-	                              m->dry_run ? MAILBOX_FLAG_READONLY : 0);
-	m->landed_vname = p_strdup(m->pool, vname);
+	if (m->landed_box == NULL) {
+		if (guid_128_from_string(m->intent_box_guid, guid) < 0)
+			return 0;
+		struct mail_namespace *ns =
+		        mail_namespace_find_inbox(m->luser->namespaces);
+		m->landed_box = mailbox_alloc_guid(ns->list, guid, flags);
+	}
 	if (mailbox_open(m->landed_box) < 0) {
-		*error_r = t_strdup_printf(
-		        "%s: %s", vname,
-		        mailbox_get_last_internal_error(m->landed_box, NULL));
+		const char *errstr =
+		        mailbox_get_last_internal_error(m->landed_box, &error);
+		*error_r = t_strdup_printf("live folder %s: %s",
+		                           m->intent_box_guid, errstr);
 		backfill_merge_landed_close(m);
-		return -1;
+		/* deleted by the user since, and the copies with it */
+		return error == MAIL_ERROR_NOTFOUND ? 0 : -1;
 	}
+	m->landed_vname = p_strdup(m->pool, mailbox_get_vname(m->landed_box));
 	e_info(m->event,
 	       "a batch that a crash cut before its checkpoint landed in live folder %s, which its archive folder (renamed since) no longer maps to: its copies stay there and are journalled there, the rest goes to %s",
-	       vname, mailbox_get_vname(m->lbox));
+	       m->landed_vname, mailbox_get_vname(m->lbox));
 	*box_r = m->landed_box;
 	return 1;
 }

@@ -209,22 +209,26 @@ class CutBatchStaged(bftest.SiteCase):
             the rest, says which folder a cut batch waits for, revert
             removes nothing; Work restored again, the next run settles the
             batch: the exact result, and revert removes all of it.
-      kim   Work is renamed Zwork after the cut (same GUID and
+      kim   (also with backfill_dedup = off, which reads no live folder's
+            GUID before the merge) Work is renamed Zwork after the cut (same GUID and
             UIDVALIDITY: the cursor goes on there) and Drafts is restored
             in front of it: the copies that landed stay in live Work and
             are journalled there, the rest goes to live Zwork, nothing
             twice, and revert removes all of it."""
 
+    USERS = ("ivan", "jill", "kim")
+    DEDUP = "user"
+
     @classmethod
     def build(cls, site):
         cls.staged = os.path.join(site.base, "staged")
         os.makedirs(cls.staged)
-        users = ("ivan", "jill", "kim")
+        users = cls.USERS
         for seed, user in enumerate(users, 91):
             site.add_user(user, scenario(seed, ("Drafts",)))
         site.start(plugin_on=False)
         cls.pre = {u: site.dc.snapshot(u) for u in users}
-        for user in ("ivan", "kim"):
+        for user in set(users) & {"ivan", "kim"}:
             shutil.move(MergeStaged.folder(site, user, "Drafts"),
                         os.path.join(cls.staged, user))
         # the plugin stays off for logins: only doveadm merges here, so
@@ -309,7 +313,8 @@ class CutBatchStaged(bftest.SiteCase):
         self.assertEqual(len(work), len(set(work)), "Work copied twice")
         self.assertEqual(len(work), WORK)
         # exact, Work and Zwork together being the archive's Work
-        exp, _, _ = bftest.expected_after(self.pre[user], self.site.views[user])
+        exp, _, _ = bftest.expected_after(self.pre[user], self.site.views[user],
+                                          dedup=self.DEDUP)
         got = [("Work" if m[0] == "Zwork" else m[0],) + tuple(m[1:])
                for m in bftest.multiset(post)]
         self.assertEqual(sorted(got), sorted(exp), bftest.diff(exp, got))
@@ -325,6 +330,14 @@ class CutBatchStaged(bftest.SiteCase):
         rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
         self.assertEqual(rows[0]["result"], "reverted", r.stderr)
         self.assertEqual(bftest.multiset(dc.snapshot(user)), bftest.multiset(self.pre[user]))
+
+
+class CutBatchRenamedDedupOff(CutBatchStaged):
+    SITE = dict(plugin={"backfill_dedup": "off"})
+    USERS = ("kim",)
+    DEDUP = "off"
+    test_folder_restored_before_cut_folder = None
+    test_cut_folder_removed_then_restored = None
 
 
 if __name__ == "__main__":
