@@ -10,20 +10,31 @@
    such a client fetches only UIDs from the UIDNEXT it cached on, and
    would never see a live message below it.  A copy the journal puts in
    another live folder than the one the way was decided for cannot be
-   checked, and says so. */
+   checked, and says so.
+
+   POP3 shows the INBOX, whichever way it went: every merged copy still
+   there must show the UIDL the old server showed for it (or another
+   message must show that UIDL: the second of two archived messages with
+   one UIDL gets Dovecot's own).  A UIDVALIDITY changed under copies
+   without a stored UIDL would change their UIDLs, and every POP3 client
+   of the old server would download them again. */
 
 #include "lib.h"
 #include "array.h"
 #include "str.h"
+#include "hash.h"
 #include "mail-user.h"
 #include "mail-namespace.h"
 #include "mail-storage.h"
+#include "mail-search-build.h"
 #include "fingerprint.h"
 #include "state.h"
 #include "cursor.h"
 #include "backfill-user.h"
 #include "archive.h"
 #include "mail-keys.h"
+#include "dovecot-compat.h"
+#include "pop3-uidl.h"
 #include "doveadm-backfill.h"
 #include "doveadm-verify-uids.h"
 
@@ -32,6 +43,8 @@ struct uids_entry {
 	const char *live_guid;
 	uint32_t uid, archive_uid;
 	unsigned char fp[BF_FP_SIZE];
+	/* its live folder is the INBOX: its POP3 UIDL is checked */
+	bool inbox;
 };
 
 struct uids_ctx {
@@ -61,10 +74,12 @@ static bool folder_keeps_uids(const struct bf_cursor *c, const char *name)
 static int journal_cb(const struct bf_journal_entry *entry, void *context)
 {
 	struct uids_ctx *ctx = context;
+	bool inbox = strcasecmp(entry->mailbox, "INBOX") == 0;
 
-	if (!folder_keeps_uids(ctx->cursor, entry->archive_mailbox))
+	if (!inbox && !folder_keeps_uids(ctx->cursor, entry->archive_mailbox))
 		return 0;
 	struct uids_entry *e = array_append_space(&ctx->entries);
+	e->inbox = inbox;
 	e->archive_mailbox = p_strdup(ctx->pool, entry->archive_mailbox);
 	e->live_guid = p_strdup(ctx->pool, entry->mailbox_guid);
 	e->uid = entry->uid;
@@ -232,6 +247,149 @@ static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 	mailbox_free(&box);
 }
 
+HASH_TABLE_DEFINE_TYPE(uidl_set, char *, char *);
+
+/* An archive folder read in journal order, one at a time. */
+struct uidl_archive {
+	const char *name;
+	struct mailbox *box;
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+	uint32_t uidvalidity;
+};
+
+static void uidl_archive_close(struct uidl_archive *a)
+{
+	if (a->mail != NULL)
+		mail_free(&a->mail);
+	if (a->t != NULL)
+		(void)mailbox_transaction_commit(&a->t);
+	if (a->box != NULL)
+		mailbox_free(&a->box);
+}
+
+/* The archived message's UIDL as the old server showed it, or NULL. */
+static const char *uidl_archived(struct uids_ctx *ctx, struct uidl_archive *a,
+                                 const struct uids_entry *e, const char *format)
+{
+	struct mailbox_status status;
+	const char *uidl, *error;
+
+	if (a->name == NULL || strcmp(a->name, e->archive_mailbox) != 0) {
+		uidl_archive_close(a);
+		a->name = e->archive_mailbox;
+		a->box = mailbox_alloc(ctx->archive->ns->list, a->name,
+		                       MAILBOX_FLAG_READONLY);
+		if (mailbox_sync(a->box, 0) < 0) {
+			mailbox_free(&a->box);
+			return NULL; /* gone from the archive since */
+		}
+		mailbox_get_open_status(a->box, STATUS_UIDVALIDITY, &status);
+		a->uidvalidity = status.uidvalidity;
+		a->t = mailbox_transaction_begin(a->box, 0, __func__);
+		a->mail = mail_alloc(a->t, 0, NULL);
+	}
+	if (a->box == NULL || !mail_set_uid(a->mail, e->archive_uid) ||
+	    backfill_pop3_uidl_get(a->mail, a->uidvalidity, format, &uidl,
+	                           &error) < 0)
+		return NULL;
+	return uidl;
+}
+
+/* The UIDLs the live INBOX shows now, into *shown. */
+static int uidls_shown(struct uids_ctx *ctx,
+                       struct mailbox_transaction_context *t,
+                       uint32_t uidvalidity, const char *format,
+                       HASH_TABLE_TYPE(uidl_set) * shown)
+{
+	struct mail_search_args *args = mail_search_build_init();
+	struct mail_search_context *search;
+	struct mail *mail;
+	const char *uidl, *error;
+
+	mail_search_build_add_all(args);
+	search = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (mailbox_search_next(search, &mail)) {
+		if (backfill_pop3_uidl_get(mail, uidvalidity, format, &uidl,
+		                           &error) == 0) {
+			char *key = p_strdup(ctx->pool, uidl);
+			hash_table_update(*shown, key, key);
+		}
+	}
+	return mailbox_search_deinit(&search);
+}
+
+static void check_uidls(struct uids_ctx *ctx)
+{
+	const char *format = backfill_user_pop3_uidl_format(ctx->user);
+	struct mail_namespace *ns =
+	        mail_namespace_find_inbox(ctx->user->namespaces);
+	struct mailbox_metadata md;
+	struct mailbox_status status;
+	struct uidl_archive a;
+	const struct uids_entry *e;
+	const char *guid, *uidl, *example = NULL, *error;
+	HASH_TABLE_TYPE(uidl_set) shown;
+	unsigned int changed = 0;
+
+	if (format == NULL || format[0] == '\0')
+		return;
+	struct mailbox *box =
+	        mailbox_alloc(ns->list, "INBOX", MAILBOX_FLAG_READONLY);
+	if (mailbox_sync(box, 0) < 0 ||
+	    mailbox_get_metadata(box, MAILBOX_METADATA_GUID, &md) < 0) {
+		mismatch(ctx, "INBOX: its POP3 UIDLs cannot be read: %s",
+		         mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return;
+	}
+	guid = guid_128_to_string(md.guid);
+	mailbox_get_open_status(box, STATUS_UIDVALIDITY, &status);
+	hash_table_create(&shown, ctx->pool, 0, str_hash, strcmp);
+	struct mailbox_transaction_context *t =
+	        mailbox_transaction_begin(box, 0, __func__);
+	if (uidls_shown(ctx, t, status.uidvalidity, format, &shown) < 0) {
+		mismatch(ctx, "INBOX: its POP3 UIDLs cannot be read: %s",
+		         mailbox_get_last_internal_error(box, NULL));
+	} else {
+		struct mail *mail = mail_alloc(t, 0, NULL);
+		i_zero(&a);
+		array_foreach(&ctx->entries, e)
+		{
+			if (!e->inbox || e->uid == 0 ||
+			    strcmp(e->live_guid, guid) != 0 ||
+			    !mail_set_uid(mail, e->uid))
+				continue; /* deleted since (a POP3 DELE) */
+			uidl = uidl_archived(ctx, &a, e, format);
+			if (uidl == NULL ||
+			    hash_table_lookup(shown, uidl) != NULL)
+				continue;
+			if (changed++ == 0 &&
+			    backfill_pop3_uidl_get(mail, status.uidvalidity,
+			                           format, &example,
+			                           &error) == 0) {
+				example = t_strdup_printf(
+				        "archive %s/uid %u showed %s, its copy INBOX/uid %u shows %s",
+				        e->archive_mailbox, e->archive_uid,
+				        uidl, e->uid, example);
+			}
+		}
+		uidl_archive_close(&a);
+		mail_free(&mail);
+	}
+	if (changed > 0) {
+		mismatch(
+		        ctx,
+		        "INBOX: %u merged messages no longer show the POP3 UIDL the old server showed (its POP3 clients download them again)%s%s",
+		        changed, example == NULL ? "" : ", e.g. ",
+		        example == NULL ? "" : example);
+	}
+	(void)mailbox_transaction_commit(&t);
+	hash_table_destroy(&shown);
+	mailbox_free(&box);
+}
+
 int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
                         struct backfill_archive *archive,
                         struct doveadm_verify_uids *result,
@@ -277,6 +435,7 @@ int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
 			    f->way == BF_UID_WAY_RENUMBER)
 				check_folder(&ctx, f);
 		}
+		check_uidls(&ctx);
 		bf_fp_free(&ctx.fp);
 		ret = 1;
 	}

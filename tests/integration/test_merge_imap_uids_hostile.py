@@ -14,7 +14,10 @@
   way up and the INBOX a fresh UIDVALIDITY.  Its copies were saved
   without a stored POP3 UIDL (%08Xu%08Xv gave the old one by itself), so
   all 600 old UIDLs changed: every POP3 client of the old server would
-  download the INBOX again.  Now INBOX copies keep a stored UIDL.
+  download the INBOX again, and verify said ok.  Now INBOX copies keep a
+  stored UIDL, and verify checks that every merged copy in the INBOX
+  shows the old server's UIDL (with the INBOX fix undone, it fails with
+  "INBOX: 600 merged messages no longer show the POP3 UIDL ...").
 - VerifyTampered: verify checks that a folder that took the archive's
   UIDs has at least the archive's UIDNEXT (the old server's clients fetch
   from there on), and fails where the journal's copies are in another
@@ -174,13 +177,19 @@ class RunWithHeldCheckpoint:
         uri = "file:%s/state.db?mode=rw" % self.site.state_dir
         deadline = time.time() + 60
         db = None
-        while db is None and time.time() < deadline:
+        while db is None and time.time() < deadline and p.poll() is None:
             try:
                 db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
                 db.execute("SELECT 1 FROM merges").fetchall()
             except sqlite3.OperationalError:
+                if db is not None:
+                    db.close()
                 db = None
                 time.sleep(0.002)
+        if db is None:
+            out, err = p.communicate(timeout=300)
+            raise AssertionError("the state store never showed the merge: exit %s\n%s"
+                                 % (p.returncode, err[-3000:]))
         acted = False
         while p.poll() is None and not acted:
             try:
@@ -252,6 +261,10 @@ class InboxGivenUp(bftest.SiteCase):
         self.assertEqual(len(old), self.N)
         shown = set(self.site.dc.pop3_uidls("ned"))
         self.assertEqual([pair for pair in old if pair not in shown], [])
+
+    def test_verify_checks_the_inbox_uidls(self):
+        row = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "ned")[0][0]
+        self.assertEqual((row["result"], row["uid_mismatches"]), ("ok", "0"))
 
 
 class VerifyTampered(bftest.SiteCase):
