@@ -36,6 +36,15 @@ int backfill_merge_batch_begin(struct backfill_merge *m, const char **error_r)
 	        __func__);
 	return 0;
 }
+
+void backfill_merge_counts_committed(struct backfill_merge *m)
+{
+	m->rec_committed.archived = m->rec.archived;
+	m->rec_committed.added = m->rec.added;
+	m->rec_committed.duplicates = m->rec.duplicates;
+	m->rec_committed.skipped = m->rec.skipped;
+}
+
 /* The batch's state after a checkpoint (or, in a dry run, instead of
    one). */
 static void batch_checkpointed(struct backfill_merge *m)
@@ -43,11 +52,31 @@ static void batch_checkpointed(struct backfill_merge *m)
 	struct cursor_folder *cf;
 
 	array_clear(&m->batch);
+	backfill_merge_counts_committed(m);
 	m->cursor_dirty = FALSE;
 	array_foreach_modifiable(&m->cfolders, cf) cf->high_committed =
 	        cf->high;
 	m->consumed_committed = array_count(&m->consumed);
 	m->batch_started = bf_clock_msecs();
+}
+
+/* The record the intent writes: like its cursor (the last checkpoint's
+   position, merge-cursor.c), its counters are the last checkpoint's.  The
+   run that resumes after a crash walks the batch again from there and
+   counts each of its messages once more, the landed copies it takes too:
+   with this batch's counts in the intent's record, a batch cut before its
+   checkpoint was counted twice (after 10 kills test_doveadm_kill's status
+   said 1926 added, 123 duplicates, 2049 archived for an archive of 1500
+   messages: 1400, 100, 1500 uninterrupted). */
+static struct bf_merge_record batch_intent_record(struct backfill_merge *m)
+{
+	struct bf_merge_record rec = m->rec;
+
+	rec.archived = m->rec_committed.archived;
+	rec.added = m->rec_committed.added;
+	rec.duplicates = m->rec_committed.duplicates;
+	rec.skipped = m->rec_committed.skipped;
+	return rec;
 }
 
 /* Steps 1 and 2 of a batch: the intent on record, then the mailbox
@@ -66,9 +95,10 @@ static int batch_commit_mailbox(struct backfill_merge *m)
 	m->intent_uidnext = m->batch_uidnext;
 	m->intent_last_uid = m->batch_last_uid;
 	backfill_merge_record_set_cursor(m, TRUE);
+	struct bf_merge_record intent_rec = batch_intent_record(m);
 	backfill_merge_store_wait(m);
-	if (bf_state_merge_put(m->state, m->user->username, &m->rec, &error) <
-	    0) {
+	if (bf_state_merge_put(m->state, m->user->username, &intent_rec,
+	                       &error) < 0) {
 		mailbox_transaction_rollback(&m->ltrans);
 		backfill_merge_log_error(
 		        m, "merge postponed: %s (the next login retries)",

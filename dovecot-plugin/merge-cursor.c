@@ -35,6 +35,7 @@ int backfill_merge_cursor_parse(struct backfill_merge *m, const char *text,
 	m->intent = c->intent;
 	m->intent_uidnext = c->intent_uidnext;
 	m->intent_last_uid = c->intent_last_uid;
+	backfill_merge_counts_committed(m);
 	if (c->version != 2)
 		return 0;
 	for (size_t i = 0; i < c->folders_count; i++) {

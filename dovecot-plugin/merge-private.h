@@ -136,6 +136,11 @@ struct backfill_merge {
 	struct backfill_archive *archive;
 	struct bf_fp *fp;
 	struct bf_merge_record rec;
+	/* rec's counters as of the last checkpoint: the record a batch's
+	   intent writes keeps them (merge-batch.c) */
+	struct {
+		uint64_t archived, added, duplicates, skipped;
+	} rec_committed;
 	struct timeval started;
 	const char *pop3_uidl_format;
 
@@ -291,6 +296,9 @@ bool backfill_merge_merged_already(struct backfill_merge *m, uint32_t uid);
 void backfill_merge_cursor_advance(struct backfill_merge *m, uint32_t uid);
 int backfill_merge_batch_begin(struct backfill_merge *m, const char **error_r);
 int backfill_merge_batch_commit(struct backfill_merge *m);
+/* rec's counters are those of a checkpoint (the record as loaded, or
+   just stored). */
+void backfill_merge_counts_committed(struct backfill_merge *m);
 void backfill_merge_record_set_cursor(struct backfill_merge *m,
                                       bool with_intent);
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r);
