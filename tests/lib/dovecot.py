@@ -179,8 +179,9 @@ def conf_24(text):
                   "auth_allow_cleartext = yes", text)
     text = re.sub(r"(?m)^mail_location = (\w+):(.*)$",
                   r"mail_driver = \1\nmail_path = \2", text)
-    # the same lowercase hex UIDLs on both releases
-    text = text.replace("%08Xu%08Xv", "%{uid | hex(8)}%{uidvalidity | hex(8)}")
+    # the same lowercase hex UIDLs on both releases (%08Xu alone too)
+    text = re.sub(r"%08X([uv])", lambda m: "%%{%s | hex(8)}" % (
+        "uid" if m.group(1) == "u" else "uidvalidity"), text)
     text = re.sub(r"(?m)^(\s+)address = ", r"\1listen = ", text)
     text = re.sub(r"(?m)^(\s*)mail_plugins = \$mail_plugins *(.*)\n",
                   _mail_plugins_24, text)
