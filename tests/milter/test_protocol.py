@@ -78,7 +78,7 @@ class ProtocolTest(unittest.TestCase):
         self.send([('Subject', 'warm-up')], b'hi\r\n', client=client)
         base = self.milter.rss_kb()
         sizes = []
-        for n in range(5):
+        for n in range(8):
             headers = [('Message-ID', f'<h{n}@example.net>'),
                        ('Subject', half + str(n)), ('X-Junk', big),
                        ('References', half)]
@@ -93,7 +93,9 @@ class ProtocolTest(unittest.TestCase):
         # after the next message.
         if not SANITIZED:
             self.assertLess(sizes[0] - base, 16 * 1024)
-            self.assertLess(sizes[-1] - sizes[1], 1024)
+            # A leak of the kept fields would be 0.8 MB a message, 4.8 MB
+            # over these six; malloc's own slack can reach 1 MB.
+            self.assertLess(sizes[-1] - sizes[1], 2 * 1024)
 
     def test_nul_and_8bit_body(self):
         body = (b'line with NUL \0 in it\r\n\0\0\0\r\n'
