@@ -6,7 +6,11 @@ with the plugin-loading file it includes: commented out they change
 nothing; enabled with the sed command their header documents, doveconf
 accepts them and shows the plugin loaded and backfill_archive set.  On 2.4,
 doveconf (through libbackfill_settings.so) lists every backfill setting
-with its default and refuses a value the plugin could not use.
+with its default and refuses a value the plugin could not use; the
+backfill_* settings are in backfill-2.4.conf (/etc/dovecot/backfill.conf),
+read only through the plugin-loading file, so that an enabled
+90-backfill.conf left by "apt remove" (the plugin-loading file and the
+settings module gone with the package) is still a valid configuration.
 """
 import os
 import re
@@ -20,6 +24,9 @@ import bftest
 dv = bftest.dv
 CONF_D = os.path.join(bftest.SRC, "conf.d")
 PLUGINS_PATH = "/usr/share/dovecot-backfill/backfill-plugins.conf"
+# Where the 2.4 plugin-loading file reads the backfill_* settings from
+# (meson substitutes the option dovecot_confdir).
+SETTINGS_INCLUDE = "@DOVECOT_CONFDIR@/backfill.conf"
 SETTINGS = ("backfill_archive", "backfill_state", "backfill_login_budget",
             "backfill_max_parallel", "backfill_keyword", "backfill_dedup",
             "backfill_pop3_hide", "backfill_secret_file", "backfill_imap_uids")
@@ -49,6 +56,17 @@ class ConfSamples(unittest.TestCase):
         cls.plugins = os.path.join(CONF_D, "backfill-plugins%s.conf" % suffix)
         cls.dir = tempfile.mkdtemp(prefix="bf-conf-")
         os.chmod(cls.dir, 0o755)
+        if dv.IS_24:
+            # The plugin-loading file as meson configures it, reading the
+            # tree's backfill-2.4.conf instead of /etc/dovecot/backfill.conf.
+            with open(cls.plugins) as f:
+                text = f.read()
+            if SETTINGS_INCLUDE not in text:
+                raise AssertionError("%s does not include %s" % (cls.plugins, SETTINGS_INCLUDE))
+            cls.plugins = os.path.join(cls.dir, "backfill-plugins.conf")
+            with open(cls.plugins, "w") as f:
+                f.write(text.replace(SETTINGS_INCLUDE,
+                                     os.path.join(CONF_D, "backfill-2.4.conf")))
 
     @classmethod
     def tearDownClass(cls):
@@ -67,13 +85,23 @@ class ConfSamples(unittest.TestCase):
         return subprocess.run(cmd, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=60)
 
-    def sample_text(self, enabled):
+    def doveconf_without_module(self, body, *args):
+        """doveconf as after "apt remove": no libbackfill_settings.so."""
+        conf = os.path.join(self.dir, "removed.conf")
+        with open(conf, "w") as f:
+            f.write(dv.conf_head())
+            f.write("base_dir = %s/run\nstate_dir = %s/state\n" % (self.dir, self.dir))
+            f.write(body)
+        return subprocess.run(["doveconf", "-c", conf] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=60)
+
+    def sample_text(self, enabled, plugins=None):
         with open(self.sample) as f:
             text = f.read()
         if enabled:
             text = enable(text)
         # the package's path of the plugin-loading file: the tree's copy
-        return text.replace(PLUGINS_PATH, self.plugins)
+        return text.replace(PLUGINS_PATH, plugins or self.plugins)
 
     def test_as_installed_changes_nothing(self):
         bare = self.doveconf("", "-n")
@@ -96,6 +124,23 @@ class ConfSamples(unittest.TestCase):
         if dv.IS_24:
             self.assertIn("%{user | domain}/%{user | username}", r.stdout)
             self.assertNotRegex(r.stdout, r"(?m)^plugin \{")
+
+    def test_enabled_then_package_removed_still_valid(self):
+        """apt remove keeps the enabled 90-backfill.conf (and backfill.conf)
+        but removes the plugin-loading file and the settings module: the
+        configuration must stay valid, without the plugin and without any
+        backfill_* setting, the POP3 settings kept."""
+        if dv.IS_24 and os.path.exists(os.path.join(dv.SETTINGS_MODULE_DIR,
+                                                    "libbackfill_settings.so")):
+            self.skipTest("a libbackfill_settings.so is installed in Dovecot's "
+                          "settings module dir: removal cannot be simulated")
+        gone = os.path.join(self.dir, "removed-with-the-package.conf")
+        r = self.doveconf_without_module(self.sample_text(True, plugins=gone), "-n")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertNotRegex(r.stdout, r"(?m)^\s*(backfill_\w+ =|backfill = yes|"
+                                      r"mail_plugins = .*backfill)")
+        self.assertRegex(r.stdout, r"(?m)^mail_access_groups = backfill$")
+        self.assertIn("pop3_deleted_flag = $POP3Deleted", r.stdout)
 
     def test_declared_settings_listed_with_defaults(self):
         if not dv.IS_24:
