@@ -79,6 +79,40 @@ static struct bf_merge_record batch_intent_record(struct backfill_merge *m)
 	return rec;
 }
 
+/* The UID range a new intent names in the live folder.  A batch of a
+   rerun takes the copies that landed before the crash (landed_fix()
+   repairs them) and may save more: its intent replaced the one naming the
+   landed copies, and a SIGKILL between its mailbox commit and its
+   checkpoint left them in no journal and under no intent; the next run
+   took them for the user's own mail (revert kept them) or, with
+   backfill_dedup=mailbox or off, copied their messages a second time
+   (test_merge_cut_twice).  So a pending intent of this folder and live
+   folder keeps its range: the new one names both batches' copies.  Copies
+   that landed in another live folder (the archive folder renamed since)
+   do not fit in one intent: their batch ends at the intent's last UID
+   (backfill_merge_landed_batch_end()). */
+static void batch_intent_range(struct backfill_merge *m)
+{
+	if (m->intent && m->intent_cf == m->cur_cf &&
+	    backfill_merge_landed_in_lbox(m)) {
+		m->intent_uidnext = I_MIN(m->intent_uidnext, m->batch_uidnext);
+		m->intent_last_uid =
+		        I_MAX(m->intent_last_uid, m->batch_last_uid);
+		return;
+	}
+	m->intent_uidnext = m->batch_uidnext;
+	m->intent_last_uid = m->batch_last_uid;
+}
+
+bool backfill_merge_landed_batch_end(const struct backfill_merge *m)
+{
+	if (!m->intent || m->landed_box == NULL || m->intent_cf != m->cur_cf ||
+	    array_count(&m->batch) == 0)
+		return FALSE;
+	const struct cursor_folder *cf = array_idx(&m->cfolders, m->cur_cf);
+	return cf->high >= m->intent_last_uid;
+}
+
 /* Steps 1 and 2 of a batch: the intent on record, then the mailbox
    commit; the items saved learn their live UIDs. */
 static int batch_commit_mailbox(struct backfill_merge *m)
@@ -89,11 +123,10 @@ static int batch_commit_mailbox(struct backfill_merge *m)
 	const char *error;
 	unsigned int n = 0;
 
+	batch_intent_range(m);
 	m->intent = TRUE;
 	m->intent_cf = m->cur_cf;
 	m->intent_box_guid = m->lbox_guid;
-	m->intent_uidnext = m->batch_uidnext;
-	m->intent_last_uid = m->batch_last_uid;
 	backfill_merge_record_set_cursor(m, TRUE);
 	struct bf_merge_record intent_rec = batch_intent_record(m);
 	backfill_merge_store_wait(m);

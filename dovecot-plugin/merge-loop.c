@@ -489,7 +489,8 @@ static int merge_step(struct backfill_merge *m)
 		uint32_t uid = *array_idx(&m->walk.uids, m->walk.pos++);
 		if (merge_one(m, folder, uid) < 0)
 			return -1;
-		if (array_count(&m->batch) >= m->batch_max) {
+		if (array_count(&m->batch) >= m->batch_max ||
+		    backfill_merge_landed_batch_end(m)) {
 			backfill_merge_walk_slice_end(m);
 			if (backfill_merge_batch_commit(m) < 0)
 				return -1;

@@ -306,6 +306,9 @@ void backfill_merge_landed_close(struct backfill_merge *m);
 /* The intent's batch was committed to lbox (not to another live folder
    its archive folder mapped to before a rename). */
 bool backfill_merge_landed_in_lbox(const struct backfill_merge *m);
+/* The batch taking the copies that landed in another live folder than
+   lbox ends with the intent's batch (merge-batch.c). */
+bool backfill_merge_landed_batch_end(const struct backfill_merge *m);
 /* A copy of the intent's batch that landed before the crash: gives it
    the UIDL, flags and keywords a fresh copy gets, journals it and returns
    TRUE. */
