@@ -1,0 +1,199 @@
+"""A batch cut by a crash between its mailbox commit and its checkpoint,
+then the rerun cut in the same window in its first batch, which both takes
+the first batch's landed copies (landed_fix(): flags, keywords, UIDL) and
+saves new ones: that batch writes an intent of its own before its mailbox
+commit.  The landed copies it took must still be named by an intent (or
+journalled) when the rerun dies before its checkpoint; otherwise the final
+run took them for the user's own mail (revert kept them) or, without dedup,
+copied their messages a second time.
+
+For backfill_dedup = user (default), mailbox and off, a user merged without
+interruption gives the reference; another user's run is
+  1. cut in its second batch: SIGSTOPped once the first batch is
+     checkpointed, for longer than a batch may stay open, so that the batch
+     commits by age with fewer messages than a full batch, and SIGKILLed
+     between that commit and its checkpoint (the state store's write lock
+     held from the moment its intent is on record);
+  2. rerun and SIGKILLed the same way once its first batch (the landed
+     copies and more, up to a full batch) is committed;
+  3. rerun to the end.
+The mailbox must then equal the reference's (folder, fingerprint, flags:
+every archived message exactly once), verify must say ok, and a revert must
+leave exactly the mailbox before the merge.
+"""
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import mg  # noqa: E402
+
+N_ARCHIVE = 700
+N_LIVE = 40
+BATCH = 200  # BACKFILL_BATCH_MAX: the archive is not hardlinkable
+MODES = {"user": "", "mailbox": "userdb_backfill_dedup=mailbox",
+         "off": "userdb_backfill_dedup=off"}
+
+
+class CutTwice(bftest.SiteCase):
+    @classmethod
+    def build(cls, site):
+        scen = mg.bulk_scenario(31, N_ARCHIVE, N_LIVE, 10, folders=("INBOX",),
+                                lines=4, multipart_share=0.02)
+        for mode, extra in MODES.items():
+            site.add_user("ref" + mode, scen, extra=extra, record=False)
+            site.add_user("cut" + mode, scen, extra=extra, record=False)
+        site.start(plugin_on=False)
+        cls.pre = {m: site.dc.snapshot("cut" + m) for m in MODES}
+        cls.ref = {}
+        for mode in MODES:
+            rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "ref" + mode)
+            assert rows[0]["result"] == "done", r.stderr
+            cls.ref[mode] = site.dc.snapshot("ref" + mode)
+
+    # ------------------------------------------------------------ helpers
+    def db_path(self):
+        return os.path.join(self.site.state_dir, "state.db")
+
+    def store(self, user):
+        """(journal entries, intent item of the cursor or None)."""
+        try:
+            db = sqlite3.connect("file:%s?mode=ro" % self.db_path(), uri=True, timeout=0.05)
+            try:
+                n = db.execute("SELECT count(*) FROM journal WHERE user = ?",
+                               (user,)).fetchone()[0]
+                row = db.execute("SELECT cursor FROM merges WHERE user = ?",
+                                 (user,)).fetchone()
+            finally:
+                db.close()
+        except sqlite3.OperationalError:
+            return -1, None
+        m = re.search(r" i:(\S+)", (row[0] or "") if row else "")
+        return n, m.group(1) if m else None
+
+    def merged_listed(self, user):
+        """Messages in INBOX's dovecot-uidlist beyond the user's own:
+        Maildir writes it last in a commit, so more of them than journal
+        entries means a batch is committed and not checkpointed."""
+        path = os.path.join(self.site.dc.maildir(user), "dovecot-uidlist")
+        try:
+            with open(path) as f:
+                return max(0, len(f.readlines()) - 1 - N_LIVE)
+        except FileNotFoundError:
+            return 0
+
+    def start(self, user):
+        return subprocess.Popen(bd.doveadm_argv(self.site.dc, "backfill", "run", "-u", user,
+                                                fmt="json"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=self.site.dc.sanitizer_env())
+
+    def kill_in_window(self, p, user, old_intent, landed=0):
+        """Holds the store's write lock from the moment an intent other
+        than old_intent is on record, so that its checkpoint waits; kills
+        p once the batch's mailbox commit is done (dovecot-uidlist lists
+        more merged messages than the journal and the landed copies of an
+        earlier cut batch).  Returns the merged messages listed then, or
+        None if that moment was missed."""
+        db = sqlite3.connect("file:%s?mode=rw" % self.db_path(), uri=True,
+                             isolation_level=None, timeout=10)
+        try:
+            deadline = time.time() + 60
+            while p.poll() is None and time.time() < deadline:
+                n, intent = self.store(user)
+                if n < 0 or intent is None or intent == old_intent:
+                    time.sleep(0.001)
+                    continue
+                db.execute("BEGIN IMMEDIATE")
+                n, intent = self.store_locked(db, user)
+                if intent is None or intent == old_intent:
+                    db.execute("ROLLBACK")
+                    continue
+                before = n + landed
+                t_end = time.time() + 10
+                while time.time() < t_end and self.merged_listed(user) <= before:
+                    time.sleep(0.002)
+                listed = self.merged_listed(user)
+                os.killpg(p.pid, signal.SIGKILL)
+                db.execute("ROLLBACK")
+                p.wait()
+                return listed if listed > before else None
+            return None
+        finally:
+            db.close()
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            for root, _, names in os.walk(self.site.dc.home(user)):
+                for name in names:
+                    if name.endswith(".lock"):
+                        os.unlink(os.path.join(root, name))
+
+    @staticmethod
+    def store_locked(db, user):
+        n = db.execute("SELECT count(*) FROM journal WHERE user = ?", (user,)).fetchone()[0]
+        row = db.execute("SELECT cursor FROM merges WHERE user = ?", (user,)).fetchone()
+        m = re.search(r" i:(\S+)", (row[0] or "") if row else "")
+        return n, m.group(1) if m else None
+
+    def cut_twice(self, mode):
+        user = "cut" + mode
+        dc = self.site.dc
+        # 1. the second batch commits by age, small, and is cut
+        p = self.start(user)
+        deadline = time.time() + 60
+        while p.poll() is None and time.time() < deadline and self.store(user)[0] <= 0:
+            time.sleep(0.001)
+        os.killpg(p.pid, signal.SIGSTOP)
+        first_intent = self.store(user)[1]
+        time.sleep(1.5)  # > BACKFILL_BATCH_MAX_MSECS
+        os.killpg(p.pid, signal.SIGCONT)
+        listed = self.kill_in_window(p, user, first_intent)
+        journal, intent1 = self.store(user)
+        self.assertIsNotNone(listed, "run 1 not killed between commit and checkpoint")
+        landed = listed - journal
+        self.assertTrue(0 < landed < BATCH, "run 1's cut batch: %d landed" % landed)
+        # 2. the rerun's first batch takes the landed copies and saves more
+        p = self.start(user)
+        listed = self.kill_in_window(p, user, intent1, landed)
+        journal2, intent2 = self.store(user)
+        self.assertIsNotNone(listed, "run 2 not killed between commit and checkpoint")
+        self.assertEqual(journal2, journal, "run 2 checkpointed")
+        self.assertGreater(listed - journal, landed, "run 2 saved nothing new")
+        print("\n%s: run 1 cut a batch of %d landed copies, run 2 one of %d"
+              % (user, landed, listed - journal), file=sys.stderr)
+        # 3. to the end
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+        self.assertEqual(rows[0]["result"], "done", r.stderr)
+        got = bftest.multiset(dc.snapshot(user))
+        exp = bftest.multiset(self.ref[mode])
+        self.assertEqual(got, exp, "cut %d landed, then %d; %s"
+                         % (landed, listed - journal, bftest.diff(exp, got)))
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", user)
+        self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
+        rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        got = bftest.multiset(dc.snapshot(user))
+        exp = bftest.multiset(self.pre[mode])
+        self.assertEqual(got, exp, "after revert: " + bftest.diff(exp, got))
+
+    # -------------------------------------------------------------- tests
+    def test_dedup_user(self):
+        self.cut_twice("user")
+
+    def test_dedup_mailbox(self):
+        self.cut_twice("mailbox")
+
+    def test_dedup_off(self):
+        self.cut_twice("off")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
