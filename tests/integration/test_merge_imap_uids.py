@@ -474,14 +474,26 @@ class KilledRuns(bftest.SiteCase):
                 logs += "".join("run %d: %s" % (i, line) for line in f
                                 if "Info: backfill: merge" not in line)
         uv, msgs = dc.mailbox("kai", "Archive2019")
-        self.assertEqual(uv, 1300000099, logs)
         want = [(uid, m.fingerprint) for uid, m in
                 zip(archive_uids(KILL_MESSAGES), self.scen.archive[0].msgs)]
         got = [(m.uid, m.fingerprint) for m in msgs]
-        self.assertEqual(len(got), len(want))
-        self.assertEqual(got, want)
         rows, r = bd.doveadm_json(dc, "backfill", "status", "-u", "kai")
-        self.assertEqual(rows[0]["uid_ways"], "Archive2019=archive")
+        if rows[0]["uid_ways"] != "Archive2019=archive":
+            # A kill inside Dovecot's Maildir save commit (files in cur/,
+            # dovecot-uidlist not yet written: the "between batches" kills
+            # can land there) lets Dovecot give those files the next live
+            # UIDs at its next sync.  docs/imap-caches.md promises only
+            # that the way is then given up visibly, with a fresh
+            # UIDVALIDITY, and that nothing is lost or copied twice.
+            self.assertEqual(rows[0]["uid_ways"], "Archive2019=live", logs)
+            self.assertEqual(rows[0]["uid_way_reasons"], "Archive2019=uid-taken", logs)
+            self.assertIn("the archive's UIDs cannot be kept", logs)
+            self.assertNotEqual(uv, 1300000099, logs)
+            self.assertEqual(sorted(fp for _, fp in got), sorted(fp for _, fp in want))
+        else:
+            self.assertEqual(uv, 1300000099, logs)
+            self.assertEqual(len(got), len(want))
+            self.assertEqual(got, want)
         rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "kai")
         self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
 
