@@ -73,6 +73,8 @@ int backfill_live_evidence_get(struct mail_user *user, const char *vname,
 		else {
 			struct mailbox_metadata md;
 			ev_r->seen = evidence_seen(box);
+			if (ev_r->seen)
+				ev_r->seen_reason = "imap-selected";
 			if (mailbox_get_metadata(box, MAILBOX_METADATA_GUID,
 			                         &md) == 0)
 				ev_r->guid = guid_128_to_string(md.guid);

@@ -14,6 +14,9 @@ struct backfill_live_evidence {
 	/* a session that drops \Recent (an IMAP SELECT) has seen at least
 	   one of its messages */
 	bool seen;
+	/* what showed it (a reason for status' uid_way_reasons), set when
+	   seen: "imap-selected" */
+	const char *seen_reason;
 	/* its mailbox GUID (32 hex, data stack), "" when unknown */
 	const char *guid;
 };

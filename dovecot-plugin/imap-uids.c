@@ -114,7 +114,7 @@ decide_existing(struct backfill_merge *m,
 		return force ? BF_UID_WAY_ARCHIVE : BF_UID_WAY_LIVE;
 	}
 	if (live->seen && !force) {
-		*reason_r = "imap-selected";
+		*reason_r = live->seen_reason;
 		return BF_UID_WAY_LIVE;
 	}
 	*reason_r = "renumber-not-supported";
