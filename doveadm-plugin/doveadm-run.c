@@ -72,7 +72,9 @@ struct run_cmd_context {
 	unsigned int parallel;
 	uint64_t rate;
 	bool tty;
-	int progress_fd; /* a worker's pipe to the parent, else -1 */
+	/* a -p worker's pipe to the parent; -1 in the process doveadm
+	   started (cmd_run_alloc), which shows progress itself */
+	int progress_fd;
 
 	ARRAY(struct run_worker) workers;
 	struct timeval started;
@@ -683,6 +685,11 @@ static struct doveadm_mail_cmd_context *cmd_run_alloc(void)
 
 	ctx = doveadm_mail_cmd_alloc(struct run_cmd_context);
 	ctx->parallel = 1;
+	/* the allocation is zeroed, and 0 is stdin: without -p every merge
+	   longer than RUN_PROGRESS_TTY_MSECS wrote the workers' "p\tN"
+	   lines there (a terminal showed them, a read-only or closed stdin
+	   logged "write(progress pipe) failed: Bad file descriptor") */
+	ctx->progress_fd = -1;
 	doveadm_backfill_options(&ctx->ctx, "p:r:");
 	ctx->ctx.v.init = cmd_run_init;
 	ctx->ctx.v.run = cmd_run_run;

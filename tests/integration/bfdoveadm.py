@@ -9,6 +9,7 @@ Nothing outside that namespace sees the mount.
 """
 import json
 import os
+import re
 import subprocess
 import unittest
 
@@ -37,11 +38,43 @@ def doveadm_argv(dc, *args, fmt=None):
                                   modules=module_dir())
 
 
+# doveadm backfill run -p's workers report through a pipe to the parent: a
+# write of that kind that fails went to a descriptor that is not the pipe
+# (before the fix: stdin, in every run without -p)
+STRAY_PIPE_WRITE = re.compile(r"write\((?:progress|result) pipe\) failed")
+
+
+def stdin_readonly():
+    """A stdin doveadm cannot write to, as cron or `< /dev/null` give it
+    (subprocess.DEVNULL opens /dev/null read-write, where a stray write to
+    fd 0 succeeds unseen)."""
+    return open(os.devnull, "rb")
+
+
+def check_no_stray_write(text, what="doveadm"):
+    m = STRAY_PIPE_WRITE.search(text or "")
+    if m:
+        line = text[text.rfind("\n", 0, m.start()) + 1:].split("\n", 1)[0]
+        raise AssertionError("%s wrote to a descriptor that is not its pipe: %s"
+                             % (what, line))
+
+
+def check_log_no_stray_write(dc):
+    """The instance's log (doveadm logs there as well as to stderr)."""
+    if os.path.exists(dc.log_path):
+        with open(dc.log_path, errors="replace") as f:
+            check_no_stray_write(f.read(), dc.log_path)
+
+
 def doveadm(dc, *args, fmt=None, timeout=600, env=None):
-    """Runs doveadm with our module; returns CompletedProcess (text)."""
-    return subprocess.run(doveadm_argv(dc, *args, fmt=fmt),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout, env=dc.sanitizer_env(env))
+    """Runs doveadm with our module; returns CompletedProcess (text).
+    Fails the test if doveadm logged a write to a pipe that is not one."""
+    with stdin_readonly() as stdin:
+        r = subprocess.run(doveadm_argv(dc, *args, fmt=fmt), stdin=stdin,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=timeout, env=dc.sanitizer_env(env))
+    check_no_stray_write(r.stderr)
+    return r
 
 
 def doveadm_json(dc, *args, ok=(0,), **kw):

@@ -25,6 +25,7 @@ class RunManyTest(unittest.TestCase):
     def setUp(self):
         self.site = bftest.Site()
         self.addCleanup(self.site.close)
+        self.addCleanup(bd.check_log_no_stray_write, self.site.dc)
         bd.use_full_usernames(self.site)
         self.users = []
         for i in range(N_USERS):
@@ -87,6 +88,7 @@ class UsageTest(unittest.TestCase):
     def test_usage_errors(self):
         site = bftest.Site()
         self.addCleanup(site.close)
+        self.addCleanup(bd.check_log_no_stray_write, site.dc)
         site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
         site.start(plugin_on=True)
         for args in (("run", "--parallel", "0"), ("run", "--parallel", "5000"), ("revert",)):
@@ -104,6 +106,7 @@ class UsageTest(unittest.TestCase):
         and run exits 75, which scripts retry; nothing is merged."""
         site = bftest.Site()
         self.addCleanup(site.close)
+        self.addCleanup(bd.check_log_no_stray_write, site.dc)
         site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
         site.start(plugin_on=True)
         gone = "sqlite:/nonexistent-backfill-dir/state.db"
@@ -122,6 +125,7 @@ class UsageTest(unittest.TestCase):
         not `failed` and 1."""
         site = bftest.Site()
         self.addCleanup(site.close)
+        self.addCleanup(bd.check_log_no_stray_write, site.dc)
         site.add_user("alice", mg.bulk_scenario(1, 5, 1, 0), record=False)
         site.add_user("bob", mg.bulk_scenario(2, 5, 1, 0), record=False)
         site.start(plugin_on=True)
@@ -152,6 +156,7 @@ class ExitCodeTest(unittest.TestCase):
     def setUp(self):
         self.site = bftest.Site()
         self.addCleanup(self.site.close)
+        self.addCleanup(bd.check_log_no_stray_write, self.site.dc)
         base = self.site.base
         self.site.add_user("ok", mg.bulk_scenario(1, 12, 4, 2), record=False)
         # a folder of the archive the mail user cannot read
@@ -240,6 +245,7 @@ class StatusFailedTest(unittest.TestCase):
         import sqlite3
         site = bftest.Site()
         self.addCleanup(site.close)
+        self.addCleanup(bd.check_log_no_stray_write, site.dc)
         bd.use_full_usernames(site)
         site.add_user("alice@a.example", mg.bulk_scenario(1, 12, 4, 2), record=False)
         site.add_user("bob@a.example", mg.bulk_scenario(2, 12, 4, 2), record=False)
@@ -287,6 +293,7 @@ class StatusFailedTest(unittest.TestCase):
         import sqlite3
         site = bftest.Site()
         self.addCleanup(site.close)
+        self.addCleanup(bd.check_log_no_stray_write, site.dc)
         site.add_user("carl", mg.bulk_scenario(3, 12, 4, 2), record=False)
         site.start(plugin_on=False)
         bd.doveadm_json(site.dc, "backfill", "status", "-u", "carl")  # creates the store
@@ -317,6 +324,7 @@ class RunWithSessionTest(unittest.TestCase):
     def setUp(self):
         self.site = bftest.Site(plugin={"backfill_login_budget": "50ms"})
         self.addCleanup(self.site.close)
+        self.addCleanup(bd.check_log_no_stray_write, self.site.dc)
         self.site.add_user("big", mg.bulk_scenario(3, 3000, 100, 60), record=False)
         for i in range(20):
             self.site.add_user("small%02d" % i, mg.bulk_scenario(100 + i, 10, 3, 1), record=False)
@@ -387,18 +395,24 @@ class ResumeTest(unittest.TestCase):
     def test_sigterm_then_resume(self):
         site = bftest.Site()
         self.addCleanup(site.close)
+        self.addCleanup(bd.check_log_no_stray_write, site.dc)
         site.add_user("big", mg.bulk_scenario(11, 1500, 50, 30), record=False)
         site.start(plugin_on=False)
         pre = sum(len(m) for _, m in site.dc.snapshot("big").values())
         cmd = bd.doveadm_argv(site.dc, "backfill", "run", "-u", "big",
                               "--rate", "400", fmt="json")
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=site.dc.sanitizer_env())
+        with bd.stdin_readonly() as stdin:
+            p = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True,
+                                 env=site.dc.sanitizer_env())
         time.sleep(1.5)
         # unshare and sh exec: p.pid is doveadm by now
         os.kill(p.pid, signal.SIGTERM)
         out, err = p.communicate(timeout=60)
         self.assertNotEqual(p.returncode, 0, err)
+        # a merge of more than 0.5 s without -p: no worker report lines
+        # sent to stdin (read-only here, as from cron)
+        bd.check_no_stray_write(err)
         row = json.loads(out)[0]
         self.assertEqual(row["result"], "interrupted", err)
         done_before = int(row["archived"])
