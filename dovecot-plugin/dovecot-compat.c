@@ -298,6 +298,34 @@ const char *backfill_user_pop3_deleted_flag(struct mail_user *user)
 }
 
 #if DOVECOT_PREREQ(2, 4, 0)
+static bool field_listed(const ARRAY_TYPE(const_string) * list,
+                         const char *name)
+{
+	return str_array_icase_find(settings_boollist_get(list), name);
+}
+#else
+static bool field_listed(const char *list, const char *name)
+{
+	return list != NULL &&
+	       str_array_icase_find(t_strsplit_spaces(list, " ,"), name);
+}
+#endif
+
+bool backfill_cache_field_configured(struct mailbox *box, const char *name)
+{
+	/* what index-storage.c registers the mailbox's fields from */
+	const struct mail_storage_settings *set = box->storage->set;
+
+#if DOVECOT_PREREQ(2, 4, 0)
+	return field_listed(&set->mail_cache_fields, name) ||
+	       field_listed(&set->mail_always_cache_fields, name);
+#else
+	return field_listed(set->mail_cache_fields, name) ||
+	       field_listed(set->mail_always_cache_fields, name);
+#endif
+}
+
+#if DOVECOT_PREREQ(2, 4, 0)
 bool backfill_var_used(const char *format, char key ATTR_UNUSED,
                        const char *name)
 {

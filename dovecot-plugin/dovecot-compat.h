@@ -13,6 +13,7 @@
 struct mail_cache;
 struct mail_cache_field;
 struct mail_user;
+struct mailbox;
 
 #if DOVECOT_PREREQ(2, 4, 0)
 /* 2.4's str_begins() takes a third argument (the rest of the string). */
@@ -60,6 +61,11 @@ const char *backfill_user_pop3_uidl_format(struct mail_user *user);
 /* The user's pop3_deleted_flag, or NULL when it is unset or cannot be
    known in this process (only a pop3 process knows it). */
 const char *backfill_user_pop3_deleted_flag(struct mail_user *user);
+
+/* Whether the mailbox's settings name a cache field in mail_cache_fields
+   or mail_always_cache_fields (2.3: a space or comma separated string,
+   2.4: a list), in any case. */
+bool backfill_cache_field_configured(struct mailbox *box, const char *name);
 
 /* One variable of a format such as pop3_uidl_format: 2.3 knows it by its
    letter (%u) or long name (%{uid}), 2.4 by its name (%{uid | hex(8)}). */

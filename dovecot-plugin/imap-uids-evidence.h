@@ -11,11 +11,12 @@ struct backfill_live_evidence {
 	   is opened does not) */
 	bool exists;
 	struct mailbox_status status;
-	/* a session that drops \Recent (an IMAP SELECT) has seen at least
-	   one of its messages */
+	/* an IMAP session has seen at least one of its messages: one that
+	   drops \Recent (SELECT), or one that fetched what only a client
+	   asks for (EXAMINE-phones) */
 	bool seen;
 	/* what showed it (a reason for status' uid_way_reasons), set when
-	   seen: "imap-selected" */
+	   seen: "imap-selected" or "imap-examined" */
 	const char *seen_reason;
 	/* its mailbox GUID (32 hex, data stack), "" when unknown */
 	const char *guid;

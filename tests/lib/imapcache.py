@@ -5,7 +5,8 @@ Stdlib only (imaplib), run by /usr/bin/python3.  Per folder it keeps the
 UIDVALIDITY it last saw and the messages it holds by UID (their bodies).
 A sync of a folder:
   - SELECTs it (as those clients do; BODY.PEEK keeps \\Seen unchanged),
-    or EXAMINEs it (examine=True: K-9 Mail, Thunderbird for Android);
+    or EXAMINEs it (examine=True: K-9 Mail, Thunderbird for Android, which
+    then fetch the message list first, K9_LIST_ITEMS, and the bodies after);
   - if the folder's UIDVALIDITY differs from the cached one, throws the
     folder's cache away (RFC 3501 2.3.1.1: the UIDs it holds no longer
     mean anything) and downloads the folder again;
@@ -32,6 +33,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fingerprint_ref  # noqa: E402
 # the IMAP quoting and LIST parsing of the tests' own Dovecot client
 from dovecot import _LIST_RE, _imap_quote as _quote, _imap_unquote as _unquote  # noqa: E402
+
+# What K-9 Mail (and Thunderbird for Android, its successor) fetches for
+# its message list: RealImapFolder's FetchProfile ENVELOPE item.
+K9_HEADER_FIELDS = ("date subject from content-type to cc reply-to message-id "
+                    "references in-reply-to")
+K9_LIST_ITEMS = ("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (%s)])"
+                 % K9_HEADER_FIELDS)
 
 _UID_RE = re.compile(rb"\bUID (\d+)")
 _FLAGS_RE = re.compile(rb"\bFLAGS \(([^)]*)\)")
@@ -177,7 +185,11 @@ class CacheClient:
         for uid in set(cache.flags) - set(cache.msgs):
             cache.flags.pop(uid, None)
             cache.dates.pop(uid, None)
-        got = self._fetch(conn, on_server - set(cache.msgs))
+        new = on_server - set(cache.msgs)
+        if self.examine and new:
+            # the list first (what the app shows), as K-9 does
+            self._fetch(conn, new, K9_LIST_ITEMS)
+        got = self._fetch(conn, new)
         for uid, (raw, flags, date) in sorted(got.items()):
             cache.msgs[uid] = raw
             cache.flags[uid] = flags
