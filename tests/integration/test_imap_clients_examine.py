@@ -1,17 +1,19 @@
 """test_imap_clients.py's story (backfill_imap_uids=auto) with a phone
 that opens folders the way K-9 Mail and Thunderbird for Android sync
 them: EXAMINE (read-only), which caches UIDVALIDITY and UIDs like SELECT
-but, by RFC 3501, leaves every message \\Recent.  The user only looks at
-the list (reading a mail makes K-9 open the folder read-write, which a
-SELECT-phone covers).
+but, by RFC 3501, leaves every message \\Recent, then the message list
+(tests/lib/imapcache.py K9_LIST_ITEMS) and the bodies.  The user only
+looks at the list (reading a mail makes K-9 open the folder read-write,
+which a SELECT-phone covers).
 
 The phone cached INBOX (4 live mails) and Drafts during the incident, so
 auto must keep both live, exactly as with the SELECT-phone: the phone then
-downloads only their restored mail.  Dovecot's \\Recent evidence
-(docs/imap-caches.md) does not see an EXAMINE: for INBOX, which holds mail
-nobody SELECTed, auto decides `renumber` (falling back to live today,
-reason renumber-not-supported).  test_auto_saw_the_phone says so; the
-client checks pass only as long as renumbering is not implemented.
+downloads only their restored mail.  Dovecot's \\Recent evidence does not
+see an EXAMINE; the caching decisions its list fetch leaves in INBOX's
+dovecot.index.cache do (docs/imap-caches.md, "The evidence"): INBOX's
+reason is imap-examined.  Before that evidence INBOX went as a folder no
+client saw (renumber-not-supported, renumbered once renumbering lands)
+and test_auto_saw_the_phone failed.
 """
 import os
 import sys
@@ -28,13 +30,13 @@ class ImapClientsExamine(tic.ImapClients):
 
     def test_auto_saw_the_phone(self):
         """INBOX, which only an EXAMINE-phone opened, is not taken for a
-        folder no IMAP client saw."""
+        folder no IMAP client saw; Sent, which only LMTP filled, is."""
         row = self.status["kim"]
         reasons = dict(x.split("=", 1) for x in row.get("uid_way_reasons", "").split(",") if x)
         self.assertEqual(self.uid_ways(self.status, self.users["kim"]).get("INBOX"), "live")
-        self.assertNotIn(reasons.get("INBOX"), ("renumber-not-supported", None),
+        self.assertEqual(reasons.get("INBOX"), "imap-examined",
                          "auto would renumber INBOX, which the phone cached: %s" % row)
-
+        self.assertNotIn(reasons.get("Sent"), ("imap-selected", "imap-examined", None), row)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
