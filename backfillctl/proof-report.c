@@ -6,13 +6,14 @@
    are computed once and shown by both formats. */
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "accounts-util.h"
 #include "proof-report.h"
 
-#define MAX_FINDINGS 4
+#define MAX_FINDINGS 8
 
 struct finding {
 	char *what, *next;
@@ -59,6 +60,79 @@ static void add(struct finding *f, size_t *n, char *what, char *next)
 	(*n)++;
 }
 
+/* A verify Result that proves the user's mail is all there.  Without a
+   Result column (an older verify) the counts alone decide. */
+static bool verify_result_fine(const char *result)
+{
+	return result == NULL || strcmp(result, "ok") == 0 ||
+	       strcmp(result, "no-archive") == 0;
+}
+
+/* What verify found for this user.  Every Result but ok and no-archive
+   ends in a finding, one this backfillctl does not know too: a check
+   added to verify later must not pass as "merged and verified". */
+static void verify_findings(const struct proof_user *u,
+                            struct finding f[MAX_FINDINGS], size_t *n)
+{
+	const char *user = u->user, *result = u->verify_result;
+	size_t n0 = *n;
+
+	if (u->verify_error != NULL)
+		add(f, n, acc_xprintf("verify failed: %s", u->verify_error),
+		    acc_xprintf("fix what the error names, then doveadm "
+		                "backfill verify -u %s",
+		                user));
+	else if (u->v_missing > 0)
+		add(f, n,
+		    acc_xprintf("%s archived message%s missing: %s",
+		                N(u->v_missing), u->v_missing == 1 ? "" : "s",
+		                u->missing_list != NULL ? u->missing_list
+		                                        : "?"),
+		    acc_xprintf("doveadm backfill run -u %s, then doveadm "
+		                "backfill verify -u %s",
+		                user, user));
+	if (u->v_symlinks > 0)
+		add(f, n,
+		    acc_xprintf("%s archived item%s %s a symlink: never read, "
+		                "in neither the merge nor this proof",
+		                N(u->v_symlinks), u->v_symlinks == 1 ? "" : "s",
+		                u->v_symlinks == 1 ? "is" : "are"),
+		    acc_xprintf("doveadm backfill verify -u %s names each on "
+		                "stderr; put the real file or folder in the "
+		                "archive in its place, then doveadm backfill "
+		                "run -u %s and doveadm backfill verify -u %s",
+		                user, user, user));
+	if (u->v_uid_mismatches > 0 ||
+	    (result != NULL && strcmp(result, "uids") == 0))
+		add(f, n,
+		    acc_xprintf("%s folder%s without the archive's UIDs (the "
+		                "old server's IMAP/POP3 clients will download "
+		                "them again): %s",
+		                N(u->v_uid_mismatches),
+		                u->v_uid_mismatches == 1 ? "" : "s",
+		                u->uid_mismatch_list != NULL
+		                        ? u->uid_mismatch_list
+		                        : "?"),
+		    acc_xprintf("see docs/imap-caches.md (\"What the commands "
+		                "show\"); doveadm backfill status -u %s shows "
+		                "each folder's uid_ways",
+		                user));
+	if (*n == n0 && !verify_result_fine(result))
+		add(f, n,
+		    acc_xprintf("verify result %s%s",
+		                *result != '\0' ? result : "(empty)",
+		                strcmp(result, "failed") == 0 ||
+		                                strcmp(result, "missing") ==
+		                                        0 ||
+		                                strcmp(result, "symlinks") == 0
+		                        ? ""
+		                        : " (a result this backfillctl does "
+		                          "not know)"),
+		    acc_xprintf("doveadm backfill verify -u %s and read what "
+		                "it names on stderr",
+		                user));
+}
+
 /* What needs a look for this user, each with the next step. */
 static size_t user_findings(const struct proof_user *u,
                             struct finding f[MAX_FINDINGS])
@@ -98,21 +172,9 @@ static size_t user_findings(const struct proof_user *u,
 		                "backfill revert -u %s -y and doveadm backfill "
 		                "run -u %s",
 		                user, user, user));
-	if (u->has_verify && u->verify_error != NULL)
-		add(f, &n, acc_xprintf("verify failed: %s", u->verify_error),
-		    acc_xprintf("fix what the error names, then doveadm "
-		                "backfill verify -u %s",
-		                user));
-	else if (u->has_verify && u->v_missing > 0)
-		add(f, &n,
-		    acc_xprintf("%s archived message%s missing: %s",
-		                N(u->v_missing), u->v_missing == 1 ? "" : "s",
-		                u->missing_list != NULL ? u->missing_list
-		                                        : "?"),
-		    acc_xprintf("doveadm backfill run -u %s, then doveadm "
-		                "backfill verify -u %s",
-		                user, user));
-	else if (!u->has_verify)
+	if (u->has_verify)
+		verify_findings(u, f, &n);
+	else
 		add(f, &n, acc_xstrdup("not verified"),
 		    acc_xprintf("doveadm -f tab backfill verify -u %s", user));
 	return n;
@@ -154,6 +216,8 @@ void proof_figures(const struct proof *p, const char *domain,
 			f->verified++;
 			f->present += u->v_present;
 			f->missing += u->v_missing;
+			f->symlinks += u->v_symlinks;
+			f->uid_mismatches += u->v_uid_mismatches;
 		}
 		nf = user_findings(u, fs);
 		if (nf > 0)
@@ -253,6 +317,10 @@ static void text_begin(FILE *out, const char *domain,
 	        N(f->present));
 	fprintf(out, "  archived messages missing            %12s\n",
 	        N(f->missing));
+	fprintf(out, "  archived symlinks, never read        %12s\n",
+	        N(f->symlinks));
+	fprintf(out, "  folders without the archive's UIDs   %12s\n",
+	        N(f->uid_mismatches));
 	if (f->findings > 0)
 		fprintf(out, "\nTo look at\n");
 }
@@ -429,6 +497,7 @@ static void html_begin(FILE *out, const char *domain,
 	        {"skipped (unreadable)", f->skipped, "#d9a13b"},
 	        {"present (verify)", f->present, "#2e6f8e"},
 	        {"missing (verify)", f->missing, "#c0392b"},
+	        {"symlinks, never read (verify)", f->symlinks, "#8e44ad"},
 	};
 	const char *t = domain_title(domain);
 
@@ -444,6 +513,11 @@ static void html_begin(FILE *out, const char *domain,
 	html_chart(out, "messages", "Archived messages", msgs,
 	           sizeof(msgs) / sizeof(*msgs));
 	fputs("</div>\n", out);
+	fprintf(out,
+	        "<p id=\"uid-mismatches\">Folders without the archive's "
+	        "UIDs (verify): <span data-value=\"%" PRIu64
+	        "\">%s</span></p>\n",
+	        f->uid_mismatches, N(f->uid_mismatches));
 	if (f->findings > 0)
 		fputs("<h2 id=\"look\">To look at</h2>\n", out);
 	fputs("<ol class=\"look\">\n", out);

@@ -20,7 +20,8 @@ struct proof_figures {
 	uint64_t users, done, not_finished, failed, no_record;
 	uint64_t archived, added, duplicates, skipped;
 	uint64_t verified, present, missing;
-	size_t findings; /* users on the "to look at" list */
+	uint64_t symlinks, uid_mismatches; /* verify: items not read, folders */
+	size_t findings;                   /* users on the "to look at" list */
 };
 void proof_figures(const struct proof *p, const char *domain,
                    struct proof_figures *f);

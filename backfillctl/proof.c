@@ -99,11 +99,15 @@ enum verify_col {
 	COL_MISSING,
 	COL_MISSING_LIST,
 	COL_ERROR,
+	COL_SYMLINKS,
+	COL_UID_MISMATCHES,
+	COL_UID_MISMATCH_LIST,
 	COLS
 };
 static const char *const col_titles[COLS] = {
-        "user",    "username", "result",           "archived",
-        "present", "missing",  "missingfolderuid", "error",
+        "user",     "username",      "result",           "archived",
+        "present",  "missing",       "missingfolderuid", "error",
+        "symlinks", "uidmismatches", "uidmismatchlist",
 };
 #define MAX_FIELDS 32
 
@@ -187,6 +191,19 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 			   with an error: keep the error, counts stay 0 */
 			u->v_archived = u->v_present = u->v_missing = 0;
 		}
+		/* counts verify prints only when it checked them: empty or
+		   unreadable stays 0, the Result still says what failed */
+		if (col[COL_SYMLINKS] >= 0 &&
+		    !parse_count(fields[col[COL_SYMLINKS]], &u->v_symlinks))
+			u->v_symlinks = 0;
+		if (col[COL_UID_MISMATCHES] >= 0 &&
+		    !parse_count(fields[col[COL_UID_MISMATCHES]],
+		                 &u->v_uid_mismatches))
+			u->v_uid_mismatches = 0;
+		if (col[COL_UID_MISMATCH_LIST] >= 0 &&
+		    *fields[col[COL_UID_MISMATCH_LIST]] != '\0')
+			u->uid_mismatch_list =
+			        acc_xstrdup(fields[col[COL_UID_MISMATCH_LIST]]);
 		if (col[COL_RESULT] >= 0)
 			u->verify_result = acc_xstrdup(fields[col[COL_RESULT]]);
 		if (col[COL_MISSING_LIST] >= 0 &&
@@ -310,6 +327,7 @@ void proof_free(struct proof *p)
 		free(u->verify_result);
 		free(u->missing_list);
 		free(u->verify_error);
+		free(u->uid_mismatch_list);
 	}
 	free(p->v);
 	for (size_t i = 0; i < p->n_domains; i++)

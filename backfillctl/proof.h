@@ -21,8 +21,8 @@ struct proof_user {
 	char *last_error;
 	bool has_verify;
 	char *verify_result;
-	uint64_t v_archived, v_present, v_missing;
-	char *missing_list, *verify_error;
+	uint64_t v_archived, v_present, v_missing, v_symlinks, v_uid_mismatches;
+	char *missing_list, *verify_error, *uid_mismatch_list;
 };
 
 struct proof {
@@ -39,7 +39,9 @@ int proof_read_store(struct proof *p, const char *uri, char **error_r);
 
 /* The output of `doveadm -f tab backfill verify -A`: a header line of
    column titles (User or Username, Archived, Present, Missing,
-   MissingFolderUID, Error, Result), then one line per user.  Returns -1
+   MissingFolderUID, Error, Result, Symlinks, UIDMismatches,
+   UIDMismatchList; the last four optional, as older verifies lack them),
+   then one line per user.  Returns -1
    with a malloc()ed reason (naming the line) for input that is not that. */
 int proof_parse_verify(struct proof *p, const char *data, size_t size,
                        char **error_r);

@@ -144,5 +144,120 @@ class ReportTest(unittest.TestCase):
         self.assertGreater(size, 20000)  # not a blank page
 
 
+def store_with(path, rows):
+    """A state store as backfillctl creates it, holding the merge records
+    rows: (user, status, archived, added, duplicates, skipped, last_error)."""
+    subprocess.run([BACKFILLCTL, "--state", "sqlite:" + path, "window", "status"],
+                   capture_output=True, check=False)
+    db = sqlite3.connect(path)
+    for r in rows:
+        db.execute("INSERT INTO merges(user, status, archived, added, duplicates, skipped, "
+                   "last_error) VALUES (?, ?, ?, ?, ?, ?, ?)", r)
+    db.commit()
+    db.close()
+
+
+VERIFY_HEADER = ("Username\tResult\tArchived\tPresent\tMissing\tSymlinks\t"
+                 "MissingFolderUID\tError\tUIDMismatches\tUIDMismatchList\n")
+
+
+class VerifyFindings(unittest.TestCase):
+    """Every verify Result but ok and no-archive is a finding, from a real
+    verify: a live folder that took the archive's UIDs and then got another
+    UIDVALIDITY (result uids), and a symlink restored into an archive after
+    its merge (result symlinks: the merge record knows nothing of it)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = bftest.Site()
+        try:
+            bd.use_full_usernames(site)
+            site.add_user("uids@example.com", mg.standard_scenario(61), record=False)
+            site.add_user("links@example.com", mg.standard_scenario(62), record=False)
+            site.add_user("fine@example.com", mg.standard_scenario(63), record=False)
+            site.start(plugin_on=False)
+            for u in ("uids@example.com", "links@example.com", "fine@example.com"):
+                bd.doveadm_json(site.dc, "backfill", "run", "-u", u)
+            rows, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "uids@example.com")
+            cls.uid_ways = rows[0].get("uid_ways", "")
+            site.dc.doveadm("mailbox", "update", "-u", "uids@example.com",
+                            "--uid-validity", "12345", "Work")
+            cur = os.path.join(site.archive_root, "links@example.com", "Maildir", "cur")
+            os.symlink("/etc/hostname", os.path.join(cur, "1600000000.M9P9.old-mx,S=10:2,S"))
+            cls.out = tempfile.mkdtemp(prefix="bf-report-")
+            r = bd.doveadm(site.dc, "backfill", "verify", "-A", fmt="tab")
+            cls.verify_out, cls.verify_rc = r.stdout, r.returncode
+            cls.verify = os.path.join(cls.out, "verify.tsv")
+            with open(cls.verify, "w") as f:
+                f.write(r.stdout)
+            cls.r = subprocess.run(
+                [BACKFILLCTL, "--state", "sqlite:%s/state.db" % site.state_dir, "report",
+                 "--verify", cls.verify, "--out", os.path.join(cls.out, "domains")],
+                capture_output=True, text=True)
+        except BaseException:
+            site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+        shutil.rmtree(cls.out, ignore_errors=True)
+
+    def test_uids_and_symlinks_are_findings(self):
+        self.assertIn("Work=archive", self.uid_ways)
+        self.assertEqual(self.verify_rc, 1, self.verify_out)
+        self.assertRegex(self.verify_out, r"uids@example.com\tuids\t")
+        self.assertRegex(self.verify_out, r"links@example.com\tsymlinks\t")
+        self.assertEqual(self.r.returncode, 1, self.r.stdout + self.r.stderr)
+        self.assertIn("2 to look at", self.r.stdout)
+        with open(os.path.join(self.out, "domains", "example.com.txt")) as f:
+            txt = f.read()
+        self.assertIn("2 of 3 users need a look", txt)
+        self.assertRegex(txt, r"uids@example.com: 1 folder without the archive's UIDs "
+                              r".*: Work: live folder Work has UIDVALIDITY 12345")
+        self.assertRegex(txt, r"links@example.com: 1 archived item is a symlink: never "
+                              r"read.*\n\s+Next: doveadm backfill verify -u "
+                              r"'?links@example.com'? names each")
+        self.assertNotRegex(txt, r"fine@example.com: ")
+        self.assertEqual(figure(txt, "archived symlinks, never read"), "1")
+        self.assertEqual(figure(txt, "folders without the archive's UIDs"), "1")
+
+
+class CraftedVerify(unittest.TestCase):
+    """Input no real site gives yet: the store and verify output written
+    here in their exact formats."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="bf-report-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.db = os.path.join(self.dir, "state.db")
+
+    def report(self, rows, verify_lines, header=VERIFY_HEADER):
+        store_with(self.db, rows)
+        path = os.path.join(self.dir, "verify.tsv")
+        with open(path, "w") as f:
+            f.write(header + "".join(verify_lines))
+        self.outdir = os.path.join(self.dir, "out")
+        return subprocess.run([BACKFILLCTL, "--state", "sqlite:" + self.db, "report",
+                               "--verify", path, "--out", self.outdir],
+                              capture_output=True, text=True)
+
+    def read(self, name):
+        with open(os.path.join(self.outdir, name)) as f:
+            return f.read()
+
+    def test_unknown_result_is_a_finding(self):
+        # a check a later verify adds, with every count clean
+        r = self.report([("new@example.com", "done", 10, 10, 0, 0, None),
+                         ("ok@example.com", "done", 10, 10, 0, 0, None)],
+                        ["new@example.com\tfolders-lost\t10\t10\t0\t0\t\t\t0\t\n",
+                         "ok@example.com\tok\t10\t10\t0\t0\t\t\t0\t\n"])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        txt = self.read("example.com.txt")
+        self.assertIn("1 of 2 users need a look", txt)
+        self.assertRegex(txt, r"new@example.com: verify result folders-lost \(a result "
+                              r"this backfillctl does not know\)")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
