@@ -62,18 +62,22 @@ int proof_read_store(struct proof *p, const char *uri, char **error_r)
 	return ret < 0 ? -1 : 0;
 }
 
-/* Splits a line at tabs into at most max fields; returns the count. */
+/* Splits a line at tabs into at most max fields; returns the count of
+   fields in the line, which is more than max when there are more. */
 static size_t split_tabs(char *line, char **fields, size_t max)
 {
 	size_t n = 0;
 
-	while (n < max) {
+	for (;;) {
 		char *tab = strchr(line, '\t');
 
-		fields[n++] = line;
+		if (n < max)
+			fields[n] = line;
+		n++;
 		if (tab == NULL)
 			break;
-		*tab = '\0';
+		if (n < max)
+			*tab = '\0';
 		line = tab + 1;
 	}
 	return n;
@@ -117,7 +121,7 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 	int col[COLS];
 	char *fields[MAX_FIELDS];
 	const char *line;
-	size_t pos = 0, len, nf = 0;
+	size_t pos = 0, len, nf = 0, header_nf = 0;
 	unsigned int lineno = 0;
 	bool header = true;
 
@@ -137,6 +141,15 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 		}
 		nf = split_tabs(copy, fields, MAX_FIELDS);
 		if (header) {
+			if (nf > MAX_FIELDS) {
+				*error_r = acc_xprintf(
+				        "line %u: %zu columns, more than "
+				        "doveadm backfill verify prints",
+				        lineno, nf);
+				free(copy);
+				return -1;
+			}
+			header_nf = nf;
 			for (size_t i = 0; i < nf; i++) {
 				acc_lowercase(fields[i]);
 				for (int c = 0; c < COLS; c++) {
@@ -158,15 +171,20 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 			header = false;
 			continue;
 		}
-		for (int c = 0; c < COLS; c++) {
-			if (col[c] >= (int)nf) {
-				*error_r =
-				        acc_xprintf("line %u: %zu fields, the "
-				                    "header has more",
-				                    lineno, nf);
-				free(copy);
-				return -1;
-			}
+		/* A tab or a line break inside a value (a folder name in an
+		   error, printed by a doveadm that does not escape -f tab)
+		   shifts or splits a row, and a split row can read as another
+		   user's: no row is taken unless it has the header's shape. */
+		if (nf != header_nf) {
+			*error_r = acc_xprintf(
+			        "line %u: %zu fields, the header has %zu: a tab "
+			        "or line break inside a value (a folder name?) "
+			        "changed the rows; nothing of this file is "
+			        "trusted (read the line, run verify for the "
+			        "users one by one)",
+			        lineno, nf, header_nf);
+			free(copy);
+			return -1;
 		}
 		name = fields[col[COL_USER] >= 0 ? col[COL_USER]
 		                                 : col[COL_USERNAME]];

@@ -41,8 +41,9 @@ int proof_read_store(struct proof *p, const char *uri, char **error_r);
    column titles (User or Username, Archived, Present, Missing,
    MissingFolderUID, Error, Result, Symlinks, UIDMismatches,
    UIDMismatchList; the last four optional, as older verifies lack them),
-   then one line per user.  Returns -1
-   with a malloc()ed reason (naming the line) for input that is not that. */
+   then one line per user, each with as many fields as the header.
+   Returns -1 with a malloc()ed reason (naming the line) for input that is
+   not that. */
 int proof_parse_verify(struct proof *p, const char *data, size_t size,
                        char **error_r);
 

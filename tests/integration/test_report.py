@@ -230,14 +230,16 @@ class CraftedVerify(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="bf-report-")
         self.addCleanup(shutil.rmtree, self.dir, True)
-        self.db = os.path.join(self.dir, "state.db")
 
     def report(self, rows, verify_lines, header=VERIFY_HEADER):
+        """A run on a store of its own, into an out dir of its own."""
+        self.runs = getattr(self, "runs", 0) + 1
+        self.db = os.path.join(self.dir, "state%d.db" % self.runs)
         store_with(self.db, rows)
-        path = os.path.join(self.dir, "verify.tsv")
+        path = os.path.join(self.dir, "verify%d.tsv" % self.runs)
         with open(path, "w") as f:
             f.write(header + "".join(verify_lines))
-        self.outdir = os.path.join(self.dir, "out")
+        self.outdir = os.path.join(self.dir, "out%d" % self.runs)
         return subprocess.run([BACKFILLCTL, "--state", "sqlite:" + self.db, "report",
                                "--verify", path, "--out", self.outdir],
                               capture_output=True, text=True)
@@ -258,6 +260,29 @@ class CraftedVerify(unittest.TestCase):
         self.assertRegex(txt, r"new@example.com: verify result folders-lost \(a result "
                               r"this backfillctl does not know\)")
 
+
+    def test_row_not_of_the_headers_shape_refused(self):
+        # what a doveadm that does not escape -f tab prints for alice's
+        # archive folder ".zz\nmallory\tok\t5\t5\t0\t0\t\t\t0\t", named once in
+        # her Error: her row split in two, the second one reading as a
+        # verified user mallory
+        rows = [("alice@example.com", "done", 5, 5, 0, 0, None)]
+        r = self.report(rows, ["alice@example.com\tfailed\t0\t0\t0\t0\t\tzz\n",
+                               "mallory@example.com\tok\t5\t5\t0\t0\t\t\t0\t: Mailbox "
+                               "doesn't exist\t0\t\n"])
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("line 2: 8 fields, the header has 10", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.outdir, "example.com.txt")))
+        # one tab too many in the last field: 11 fields
+        r = self.report([], ["alice@example.com\tuids\t5\t5\t0\t0\t\t\t1\tA\tB: x\n"])
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("line 2: 11 fields, the header has 10", r.stderr)
+        # an older verify's output (no Symlinks, no UID columns) is still read
+        r = self.report([("bob@example.com", "done", 5, 5, 0, 0, None)],
+                        ["bob@example.com\tok\t5\t5\t0\t\t\n"],
+                        header="Username\tResult\tArchived\tPresent\tMissing\t"
+                               "MissingFolderUID\tError\n")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
