@@ -71,9 +71,9 @@ static const struct {
                                          ""},
 };
 
-const char *acc_report_name(const char *domain)
+char *acc_report_name(const char *domain)
 {
-	return *domain == '\0' ? "_nodomain" : domain;
+	return acc_domain_file_stem(domain);
 }
 
 static const char *domain_title(const char *domain)

@@ -13,9 +13,10 @@ struct acc_report_ctx {
 	size_t n_skipped;      /* input lines left out with --keep-going */
 };
 
-/* The report's file name without extension: the domain, or "_nodomain"
-   for addresses without one. */
-const char *acc_report_name(const char *domain);
+/* The report's file name without extension, malloc()ed: the domain, or
+   "_nodomain" for addresses without one, or a name no domain can take
+   (acc_domain_file_stem()). */
+char *acc_report_name(const char *domain);
 
 /* Figures of one domain, indexed by enum acc_kind. */
 void acc_report_figures(const struct acc_reconcile *m, const char *domain,

@@ -2,6 +2,7 @@
    strings, input problems. */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,43 @@ bool acc_domain_usable(const char *s)
 			return false;
 	}
 	return true;
+}
+
+static bool domain_plain(const char *s)
+{
+	size_t len = strlen(s);
+	bool dot = false;
+
+	if (len == 0 || len > ACC_DOMAIN_STEM_MAX || s[0] == '.' ||
+	    s[len - 1] == '.' || !acc_domain_usable(s))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '.') {
+			if (s[i + 1] == '.')
+				return false;
+			dot = true;
+		}
+	}
+	return dot;
+}
+
+char *acc_domain_file_stem(const char *domain)
+{
+	/* FNV-1a: not against an adversary (who picks no second domain on
+	   the same server to collide with); the report refuses to write
+	   one name twice should two hashes ever meet */
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	if (*domain == '\0')
+		return acc_xstrdup("_nodomain");
+	if (domain_plain(domain))
+		return acc_xstrdup(domain);
+	for (const unsigned char *c = (const unsigned char *)domain; *c != '\0';
+	     c++) {
+		h ^= *c;
+		h *= 0x100000001b3ULL;
+	}
+	return acc_xprintf("_d-%016" PRIx64, h);
 }
 
 bool acc_next_line(const char *data, size_t size, size_t *pos,

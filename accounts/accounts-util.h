@@ -113,6 +113,18 @@ const char *acc_address_domain(const char *address);
    digits, '-', '.', '_'), not starting with '.'. */
 bool acc_domain_usable(const char *s);
 
+/* The stem (file name without extension) of a domain's report, malloc()ed.
+   Report files of domains, the "_nodomain" report (domain "") and other
+   files beside them ("index") must never share a name, whatever the
+   domain: a domain that is a plain DNS name with at least one dot (letters,
+   digits, '-', '_', labels joined by single dots) and fits a file name
+   keeps its name, which then has a dot; every other domain ("index",
+   "_nodomain", UTF-8, '+', too long) is named "_d-" and a 64-bit hash of
+   it in hex, which has none.  Stems without a dot are thus "_nodomain",
+   "_d-..." and the caller's own. */
+#define ACC_DOMAIN_STEM_MAX 200
+char *acc_domain_file_stem(const char *domain);
+
 /* s with <, >, &, " and ' escaped for HTML text and attribute values. */
 void acc_html_escape(FILE *out, const char *s);
 /* The start of a self-contained report page up to <body>: the title

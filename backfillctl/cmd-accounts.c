@@ -412,11 +412,13 @@ static enum out_result write_outputs(const struct acc_options *opt,
 	if (out_prepare(&o, opt->out) < 0)
 		goto out;
 	for (size_t d = 0; d < m->n_domains; d++) {
-		const char *name = acc_report_name(m->domains[d]);
+		char *name = acc_report_name(m->domains[d]);
 		char *txt = acc_xprintf("reports/%s.txt", name);
 		char *html = acc_xprintf("reports/%s.html", name);
 		FILE *f;
 		int r = -1;
+
+		free(name);
 
 		f = out_open(&o, txt, 0644, NULL);
 		if (f != NULL) {
@@ -478,9 +480,10 @@ static void print_summary(const struct acc_options *opt,
 		       "kept, %zu old settings restored, %zu added, %zu "
 		       "unchanged; aliases: %zu restored, %zu added, %zu "
 		       "unchanged\n",
-		       acc_report_name(m->domains[d]), conflicts,
-		       conflicts == 1 ? "" : "s", f[ACC_ACCOUNT_RESTORED],
-		       f[ACC_ACCOUNT_NEW_PASSWORD],
+		       *m->domains[d] == '\0' ? "addresses without a domain"
+		                              : m->domains[d],
+		       conflicts, conflicts == 1 ? "" : "s",
+		       f[ACC_ACCOUNT_RESTORED], f[ACC_ACCOUNT_NEW_PASSWORD],
 		       f[ACC_ACCOUNT_NEW_PASSWORD] == 1 ? "" : "s",
 		       f[ACC_ACCOUNT_OLD_SETTINGS], f[ACC_ACCOUNT_ADDED],
 		       f[ACC_ACCOUNT_UNCHANGED], f[ACC_ALIAS_RESTORED],

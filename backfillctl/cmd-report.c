@@ -77,6 +77,39 @@ static int index_html(const struct proof *p, const char *domain,
 	return proof_index_html(p, ctx, out);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* No file is written twice in one run, whatever the domains: a report
+   replaced by another is a domain's users in no report at all.  The file
+   names are made so (acc_domain_file_stem()); this holds should two
+   hashed names ever meet. */
+static int names_unique(const struct proof *p)
+{
+	const char **names = acc_xmalloc((p->n_domains + 1) * sizeof(*names));
+	size_t n = 0;
+	int ret = 0;
+
+	for (size_t d = 0; d < p->n_domains; d++)
+		names[n++] = proof_report_name(p, d);
+	names[n++] = "index";
+	qsort(names, n, sizeof(*names), cmp_str);
+	for (size_t i = 1; i < n; i++) {
+		if (strcmp(names[i - 1], names[i]) == 0) {
+			fprintf(stderr,
+			        "backfillctl report: two reports would be "
+			        "written to %s.txt: nothing written\n",
+			        names[i]);
+			ret = -1;
+			break;
+		}
+	}
+	free(names);
+	return ret;
+}
+
 static int read_input(const char *what, const char *path, struct proof *p,
                       int (*parse)(struct proof *, const char *, size_t,
                                    char **))
@@ -144,6 +177,10 @@ int cmd_report(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	proof_finish(&p);
+	if (names_unique(&p) < 0) {
+		proof_free(&p);
+		return EXIT_USAGE;
+	}
 	if (mkdir(out, 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr, "backfillctl report: %s: %s\n", out,
 		        strerror(errno));
@@ -156,7 +193,7 @@ int cmd_report(int argc, char **argv)
 	ctx.state_uri = uri;
 	ctx.verify_path = verify;
 	for (size_t d = 0; d < p.n_domains; d++) {
-		const char *name = proof_report_name(p.domains[d]);
+		const char *name = proof_report_name(&p, d);
 
 		if (write_file(out, name, "txt", &p, p.domains[d], &ctx,
 		               proof_report_text) < 0 ||

@@ -35,9 +35,9 @@ static const char *fmt_n(uint64_t n, char *buf, size_t size)
 }
 #define N(n) fmt_n((n), (char[32]){0}, 32)
 
-const char *proof_report_name(const char *domain)
+const char *proof_report_name(const struct proof *p, size_t d)
 {
-	return *domain == '\0' ? "_nodomain" : domain;
+	return p->domain_files[d];
 }
 
 static const char *domain_title(const char *domain)
@@ -627,7 +627,7 @@ int proof_index_html(const struct proof *p, const struct proof_report_ctx *ctx,
 
 		proof_figures(p, p->domains[d], &f);
 		fputs("<tr><td><a href=\"", out);
-		acc_html_escape(out, proof_report_name(p->domains[d]));
+		acc_html_escape(out, proof_report_name(p, d));
 		fputs(".html\">", out);
 		acc_html_escape(out, domain_title(p->domains[d]));
 		fprintf(out,

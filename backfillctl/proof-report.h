@@ -26,8 +26,9 @@ struct proof_figures {
 void proof_figures(const struct proof *p, const char *domain,
                    struct proof_figures *f);
 
-/* The report file name without extension: the domain, or "_nodomain". */
-const char *proof_report_name(const char *domain);
+/* The report file name without extension of p->domains[d]: the domain,
+   "_nodomain", or a name no domain can take (acc_domain_file_stem()). */
+const char *proof_report_name(const struct proof *p, size_t d);
 
 int proof_report_text(const struct proof *p, const char *domain,
                       const struct proof_report_ctx *ctx, FILE *out);

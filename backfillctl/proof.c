@@ -293,23 +293,35 @@ static int user_cmp(const void *a, const void *b)
 	return r != 0 ? r : strcmp(ua->user, ub->user);
 }
 
+/* Domains are case-insensitive and "example.com." is "example.com": one
+   domain, one report, however its users spell it. */
+static char *domain_normal(const char *domain)
+{
+	char *d = acc_xstrdup(domain);
+	size_t len = strlen(d);
+
+	acc_lowercase(d);
+	if (len > 0 && d[len - 1] == '.')
+		d[len - 1] = '\0';
+	return d;
+}
+
 void proof_finish(struct proof *p)
 {
 	for (size_t i = 0; i < p->n; i++) {
 		struct proof_user *u = &p->v[i];
 		const char *at = strrchr(u->user, '@');
+		const char *domain = at != NULL ? at + 1 : "";
 
-		u->domain = at != NULL ? at + 1 : "";
 		for (size_t j = 0; at == NULL && j < p->n_map; j++) {
 			if (strcmp(p->map_user[j], u->user) == 0) {
-				u->domain = p->map_domain[j];
+				domain = p->map_domain[j];
 				break;
 			}
 		}
-		/* the domain names a report file: anything else than a DNS
-		   name goes to the report of users without a domain */
-		if (!acc_domain_usable(u->domain))
-			u->domain = "";
+		/* any domain gets a report of its own, under a file name
+		   no other domain can take (acc_domain_file_stem) */
+		u->domain = domain_normal(domain);
 	}
 	qsort(p->v, p->n, sizeof(*p->v), user_cmp);
 	for (size_t i = 0; i < p->n; i++) {
@@ -318,7 +330,13 @@ void proof_finish(struct proof *p)
 			continue;
 		acc_grow(&p->domains, &p->cap_domains, p->n_domains,
 		         sizeof(*p->domains));
-		p->domains[p->n_domains++] = acc_xstrdup(p->v[i].domain);
+		p->domain_files =
+		        acc_xrealloc(p->domain_files,
+		                     p->cap_domains * sizeof(*p->domain_files));
+		p->domains[p->n_domains] = acc_xstrdup(p->v[i].domain);
+		p->domain_files[p->n_domains] =
+		        acc_domain_file_stem(p->v[i].domain);
+		p->n_domains++;
 	}
 }
 
@@ -341,6 +359,7 @@ void proof_free(struct proof *p)
 		struct proof_user *u = &p->v[i];
 
 		free(u->user);
+		free(u->domain);
 		free(u->last_error);
 		free(u->verify_result);
 		free(u->missing_list);
@@ -348,9 +367,12 @@ void proof_free(struct proof *p)
 		free(u->uid_mismatch_list);
 	}
 	free(p->v);
-	for (size_t i = 0; i < p->n_domains; i++)
+	for (size_t i = 0; i < p->n_domains; i++) {
 		free(p->domains[i]);
+		free(p->domain_files[i]);
+	}
 	free(p->domains);
+	free(p->domain_files);
 	for (size_t i = 0; i < p->n_map; i++) {
 		free(p->map_user[i]);
 		free(p->map_domain[i]);

@@ -14,7 +14,9 @@
 
 struct proof_user {
 	char *user;
-	const char *domain; /* after '@', or from the domain map, or "" */
+	/* after the last '@', or from the domain map, or "": lower-case,
+	   one trailing dot stripped (Example.COM. is example.com) */
+	char *domain;
 	bool has_record;
 	enum bf_merge_status status;
 	uint64_t archived, added, duplicates, skipped;
@@ -28,7 +30,8 @@ struct proof_user {
 struct proof {
 	struct proof_user *v; /* sorted by domain, then user */
 	size_t n, cap;
-	char **domains; /* sorted, unique */
+	char **domains;      /* sorted, unique */
+	char **domain_files; /* each domain's report file name (no extension) */
 	size_t n_domains, cap_domains;
 	char **map_user, **map_domain; /* the domain map, in file order */
 	size_t n_map, cap_map;

@@ -227,6 +227,32 @@ class NoConflictTest(unittest.TestCase):
             sc.cleanup()
 
 
+class DomainNamesTest(unittest.TestCase):
+    def test_domain_named_like_the_no_domain_report(self):
+        # a@_nodomain is a legal address whose domain was once written to
+        # the file of "addresses without a domain": the run failed ("File
+        # exists"), nothing written
+        at.require_root()
+        sc = at.Scenario()
+        try:
+            old = sc.write("o.passwd", "a@_nodomain:{PLAIN}pw-one-Qz:8:8::/h/a::\n"
+                                       "b:{PLAIN}pw-two-Qz:8:8::/h/b::\n")
+            new = sc.write("n.passwd", "a@_nodomain:{PLAIN}pw-three-Qz:8:8::/h/a::\n")
+            rc, out, err = sc.run(old_passwd=old, new_passwd=new,
+                                  old_aliases="", new_aliases="")
+            self.assertEqual(rc, 0, out + err)
+            reports = os.path.join(sc.out, "reports")
+            names = sorted(os.listdir(reports))
+            self.assertEqual(len(names), 4, names)
+            self.assertIn("_nodomain.txt", names)
+            nodomain = at.read(os.path.join(reports, "_nodomain.txt"))
+            self.assertIn("addresses without a domain", nodomain)
+            other = [n for n in names if n.endswith(".txt") and n != "_nodomain.txt"]
+            self.assertIn("_nodomain", at.read(os.path.join(reports, other[0])))
+        finally:
+            sc.cleanup()
+
+
 class MalformedTest(unittest.TestCase):
     def setUp(self):
         at.require_root()

@@ -284,5 +284,54 @@ class CraftedVerify(unittest.TestCase):
                                "MissingFolderUID\tError\n")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_every_user_in_exactly_one_domain_report(self):
+        long_domain = ".".join(["l" * 60] * 4) + ".example"   # 251 characters
+        users = ["x@index", "y@_nodomain", "z", "A@Example.com", "b@example.com",
+                 "erin@example.com.", "anna@bücher.example", "otto@münchen.example",
+                 "p@a+b.example", "q@" + long_domain]
+        rows = [(u, "done", 3, 3, 0, 0, None) for u in users]
+        rows[3] = ("A@Example.com", "failed", 3, 0, 0, 0, "reading failed")
+        r = self.report(rows, ["%s\tok\t3\t3\t0\t0\t\t\t0\t\n" % u for u in users])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(r.stderr, "")
+        self.assertIn("8 domains, 10 users, 1 to look at", r.stdout)
+        files = sorted(os.listdir(self.outdir))
+        reports = [n for n in files if n.endswith(".txt") and n != "index.txt"]
+        self.assertEqual(len(reports), 8, files)
+        for n in reports:
+            self.assertIn(n[:-4] + ".html", files)
+        # each user in exactly one domain report's user list
+        seen = {}
+        for n in reports:
+            txt = self.read(n)
+            users_part = txt.split("\nUsers\n", 1)[1]
+            for u in users:
+                if re.search(r"^  %s\s" % re.escape(u), users_part, re.M):
+                    seen.setdefault(u, []).append(n)
+        self.assertEqual({u: len(seen.get(u, [])) for u in users}, {u: 1 for u in users})
+        # one domain however spelled; its verdict covers the failed user
+        self.assertEqual(seen["A@Example.com"], ["example.com.txt"])
+        self.assertEqual(seen["erin@example.com."], ["example.com.txt"])
+        com = self.read("example.com.txt")
+        self.assertEqual(figure(com, "Users"), "3")
+        self.assertIn("1 of 3 users need a look", com)
+        self.assertEqual(seen["z"], ["_nodomain.txt"])
+        self.assertIn("Restore report: users without a domain", self.read("_nodomain.txt"))
+        for u, domain in (("x@index", "index"), ("y@_nodomain", "_nodomain"),
+                          ("anna@bücher.example", "bücher.example"),
+                          ("q@" + long_domain, long_domain)):
+            self.assertTrue(seen[u][0].startswith("_d-"), seen[u])
+            self.assertIn("Restore report: %s\n" % domain, self.read(seen[u][0]))
+        # the index: every domain by its real name, linked to its own page
+        index = self.read("index.html")
+        links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', index)
+        self.assertEqual(len(links), 8, links)
+        self.assertEqual(len(set(h for h, _ in links)), 8)
+        for href, _ in links:
+            self.assertIn(href, files)
+        self.assertIn(("_nodomain.html", "users without a domain"), links)
+        self.assertIn("<title>Restore report: all domains", index)
+        self.assertIn("bücher.example", [t for _, t in links])
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
