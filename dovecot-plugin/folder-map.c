@@ -91,6 +91,55 @@ static const char *vname_translate(const char *vname, char src_sep,
 	return str_c(str);
 }
 
+/* Dovecot refuses control characters in a new folder's name
+   (mailbox_verify_create_name()), while a restored Maildir++ folder may
+   decode to one.  '_' as vname_translate() uses for a separator. */
+static const char *live_name_printable(const char *name, bool *changed_r)
+{
+	char *live = NULL;
+
+	*changed_r = FALSE;
+	for (size_t i = 0; name[i] != '\0'; i++) {
+		if ((unsigned char)name[i] >= 0x20)
+			continue;
+		if (live == NULL)
+			live = t_strdup_noconst(name);
+		live[i] = '_';
+		*changed_r = TRUE;
+	}
+	return live == NULL ? name : live;
+}
+
+const char *backfill_folder_log_name(const char *name)
+{
+	string_t *str = NULL;
+
+	for (size_t i = 0; name[i] != '\0'; i++) {
+		unsigned char c = name[i];
+		bool plain = c >= 0x20 && c != 0x7f && c != '\\';
+
+		if (plain && str == NULL)
+			continue;
+		if (str == NULL) {
+			str = t_str_new(strlen(name) + 16);
+			str_append_data(str, name, i);
+		}
+		if (plain)
+			str_append_c(str, c);
+		else if (c == '\\')
+			str_append(str, "\\\\");
+		else if (c == '\t')
+			str_append(str, "\\t");
+		else if (c == '\n')
+			str_append(str, "\\n");
+		else if (c == '\r')
+			str_append(str, "\\r");
+		else
+			str_printfa(str, "\\x%02x", c);
+	}
+	return str == NULL ? name : str_c(str);
+}
+
 static int folder_cmp(const struct backfill_folder *f1,
                       const struct backfill_folder *f2)
 {
@@ -164,11 +213,14 @@ int backfill_folder_map_build(struct mail_user *live_user,
 		const char *use = special_use_pick(entry->special_use);
 		if (use == NULL)
 			use = special_use_guess(entry->vname, asep);
-		const char *name = vname_translate(entry->vname, asep, lsep);
+		bool renamed;
+		const char *name = live_name_printable(
+		        vname_translate(entry->vname, asep, lsep), &renamed);
 
 		folder = array_append_space(folders_r);
 		folder->archive_vname = p_strdup(pool, entry->vname);
 		folder->live_vname = p_strdup(pool, live_map(&live, name, use));
+		folder->live_renamed = renamed;
 		folder->special_use = use;
 		folder->subscribed =
 		        entry->subscribed || strcmp(entry->vname, "INBOX") == 0;
@@ -177,7 +229,9 @@ int backfill_folder_map_build(struct mail_user *live_user,
 	return 0;
 }
 
-/* Creates the live folder with update, unless it exists. */
+/* Creates the live folder with update, unless it exists.  Returns 1,
+   0 when the name is refused (MAIL_ERROR_PARAMS: no retry can create
+   it), -1 on error. */
 static int live_create(struct mailbox *box,
                        const struct backfill_folder *folder,
                        const struct mailbox_update *update,
@@ -186,13 +240,12 @@ static int live_create(struct mailbox *box,
 	enum mail_error error;
 
 	if (mailbox_create(box, update, FALSE) < 0) {
-		(void)mailbox_get_last_internal_error(box, &error);
+		const char *why = mailbox_get_last_internal_error(box, &error);
 		if (error == MAIL_ERROR_EXISTS)
-			return 0;
-		*error_r = t_strdup_printf(
-		        "creating live folder %s: %s", folder->live_vname,
-		        mailbox_get_last_internal_error(box, NULL));
-		return -1;
+			return 1;
+		*error_r = t_strdup_printf("creating live folder %s: %s",
+		                           folder->live_vname, why);
+		return error == MAIL_ERROR_PARAMS ? 0 : -1;
 	}
 	if (folder->subscribed && mailbox_set_subscribed(box, TRUE) < 0) {
 		*error_r = t_strdup_printf(
@@ -200,26 +253,46 @@ static int live_create(struct mailbox *box,
 		        mailbox_get_last_internal_error(box, NULL));
 		return -1;
 	}
-	return 0;
+	return 1;
+}
+
+bool backfill_folder_live_creatable(struct mailbox *box, const char **error_r)
+{
+	enum mail_error error;
+
+	if (mailbox_verify_create_name(box) == 0)
+		return TRUE;
+	*error_r = t_strdup_printf(
+	        "creating live folder %s: %s", mailbox_get_vname(box),
+	        mailbox_get_last_internal_error(box, &error));
+	return error != MAIL_ERROR_PARAMS;
 }
 
 int backfill_folder_open_live(struct mail_user *live_user,
                               const struct backfill_folder *folder,
                               const struct mailbox_update *create_update,
-                              struct mailbox **box_r, const char **error_r)
+                              struct event *event, struct mailbox **box_r,
+                              const char **error_r)
 {
 	struct mail_namespace *ns;
 	struct mailbox *box;
 	enum mail_error error;
+	int ret;
 
+	if (folder->live_renamed) {
+		e_info(event,
+		       "archive folder %s merges into live folder %s: Dovecot refuses control characters in a new folder's name",
+		       backfill_folder_log_name(folder->archive_vname),
+		       folder->live_vname);
+	}
 	ns = mail_namespace_find(live_user->namespaces, folder->live_vname);
 	box = mailbox_alloc(ns->list, folder->live_vname, 0);
 	/* Opening first would let Dovecot create a folder it autocreates
 	   (auto = subscribe) with a UIDVALIDITY of its own. */
 	if (create_update != NULL &&
-	    live_create(box, folder, create_update, error_r) < 0) {
+	    (ret = live_create(box, folder, create_update, error_r)) <= 0) {
 		mailbox_free(&box);
-		return -1;
+		return ret;
 	}
 	if (mailbox_open(box) < 0) {
 		(void)mailbox_get_last_internal_error(box, &error);
@@ -231,17 +304,10 @@ int backfill_folder_open_live(struct mail_user *live_user,
 			mailbox_free(&box);
 			return -1;
 		}
-		if (mailbox_create(box, create_update, FALSE) < 0) {
-			(void)mailbox_get_last_internal_error(box, &error);
-			if (error != MAIL_ERROR_EXISTS) {
-				*error_r = t_strdup_printf(
-				        "creating live folder %s: %s",
-				        folder->live_vname,
-				        mailbox_get_last_internal_error(box,
-				                                        NULL));
-				mailbox_free(&box);
-				return -1;
-			}
+		if ((ret = live_create(box, folder, create_update, error_r)) <=
+		    0) {
+			mailbox_free(&box);
+			return ret;
 		}
 		if (folder->subscribed &&
 		    mailbox_set_subscribed(box, TRUE) < 0) {
@@ -261,5 +327,5 @@ int backfill_folder_open_live(struct mail_user *live_user,
 		return -1;
 	}
 	*box_r = box;
-	return 0;
+	return 1;
 }

@@ -248,7 +248,8 @@ void backfill_merge_folder_close(struct backfill_merge *m)
 }
 
 /* A dry run opens the live folder only if it exists and remembers the
-   ones that would be created. */
+   ones that would be created.  Returns 1, 0 when Dovecot refuses the live
+   name (folder-map.h), -1 on error. */
 static int merge_open_live(struct backfill_merge *m,
                            const struct backfill_folder *folder,
                            const char **error_r)
@@ -262,8 +263,8 @@ static int merge_open_live(struct backfill_merge *m,
 		struct mailbox_update update;
 		return backfill_folder_open_live(
 		        m->luser, folder,
-		        backfill_imap_uids_create_update(m, &update), &m->lbox,
-		        error_r);
+		        backfill_imap_uids_create_update(m, &update), m->event,
+		        &m->lbox, error_r);
 	}
 	ns = mail_namespace_find(m->luser->namespaces, folder->live_vname);
 	box = mailbox_alloc(ns->list, folder->live_vname,
@@ -276,15 +277,18 @@ static int merge_open_live(struct backfill_merge *m,
 		return -1;
 	}
 	if (existence != MAILBOX_EXISTENCE_SELECT) {
+		bool creatable = backfill_folder_live_creatable(box, error_r);
 		mailbox_free(&box);
+		if (!creatable)
+			return 0;
 		array_foreach(&m->dry_new_folders, name)
 		{
 			if (strcmp(*name, folder->live_vname) == 0)
-				return 0;
+				return 1;
 		}
 		const char *copy = p_strdup(m->pool, folder->live_vname);
 		array_push_back(&m->dry_new_folders, &copy);
-		return 0;
+		return 1;
 	}
 	/* A folder Dovecot autocreates but never made is empty; opening it
 	   would make it, and a plan writes nothing (the merge would then
@@ -292,7 +296,7 @@ static int merge_open_live(struct backfill_merge *m,
 	if (mailbox_exists(box, FALSE, &existence) == 0 &&
 	    existence != MAILBOX_EXISTENCE_SELECT) {
 		mailbox_free(&box);
-		return 0;
+		return 1;
 	}
 	if (mailbox_sync(box, 0) < 0) {
 		*error_r = t_strdup_printf(
@@ -302,7 +306,7 @@ static int merge_open_live(struct backfill_merge *m,
 		return -1;
 	}
 	m->lbox = box;
-	return 0;
+	return 1;
 }
 
 /* A message delivered after the merge gets the next live UID.  When the
@@ -453,7 +457,22 @@ static int folder_open(struct backfill_merge *m,
 		backfill_merge_walk_close(m);
 		return -1;
 	}
-	if (merge_open_live(m, folder, &error) < 0) {
+	int ret = merge_open_live(m, folder, &error);
+	if (ret == 0) {
+		/* no live folder can ever take it: skipped, not a stop */
+		for (unsigned int i = m->walk.pos;
+		     i < array_count(&m->walk.uids); i++) {
+			m->rec.archived++;
+			m->rec.skipped++;
+			backfill_merge_cursor_advance(
+			        m, *array_idx(&m->walk.uids, i));
+		}
+		folder_skip(
+		        m, folder, error,
+		        "rename the folder in the restored archive, then doveadm backfill run -u USER");
+		return 0;
+	}
+	if (ret < 0) {
 		backfill_merge_log_error(m, "%s", error);
 		backfill_merge_walk_close(m);
 		return -1;

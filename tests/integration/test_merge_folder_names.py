@@ -1,0 +1,106 @@
+"""Archive folders with odd names (review s6 F2, F3, F5): a name Dovecot
+refuses for a new folder must never stop the user's merge; its messages
+are merged under a creatable live name, or skipped and counted, and
+every other folder is merged.  Real Dovecot, real doveadm.
+"""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import mg  # noqa: E402
+
+
+def msg(tag, i):
+    return ("From: a@example.com\r\nTo: x@example.com\r\nSubject: %s %d\r\n"
+            "Message-ID: <%s-%d@example.com>\r\n\r\nbody %s %d\r\n"
+            % (tag, i, tag, i, tag, i)).encode()
+
+
+def add_folder(site, user, dirname, n, tag):
+    """A Maildir++ folder directory as a restore leaves it (no Dovecot
+    files), with n messages."""
+    d = os.path.join(site.base, "archive", user, "Maildir", dirname)
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(d, sub))
+    for i in range(n):
+        raw = msg(tag, i)
+        with open(os.path.join(d, "cur", "%d.M%dP1.old,S=%d:2,S"
+                               % (1500000000 + i, i, len(raw))), "wb") as f:
+            f.write(raw)
+
+
+# user -> [(archive directory, messages)]
+ODD = {
+    # F2: mUTF-7 for "A<TAB>folder" and "Z<LF>z": Dovecot lists and reads
+    # them, but refuses to create a live folder of that name
+    "utf7ctl": [(".A&AAk-folder", 3), (".Z&AAo-z", 2)],
+}
+
+
+class FolderNames(bftest.SiteCase):
+    @classmethod
+    def build(cls, site):
+        cls.base_count = {}
+        for user, folders in ODD.items():
+            site.add_user(user, mg.standard_scenario(3), record=False, freeze=False)
+            arch = os.path.join(site.base, "archive", user, "Maildir")
+            cls.base_count[user] = sum(
+                len(files) for d, _, files in os.walk(arch)
+                if os.path.basename(d) in ("cur", "new"))
+            for dirname, n in folders:
+                add_folder(site, user, dirname, n, user + dirname)
+            mg.dovecot_mod.chown_tree(os.path.join(site.base, "archive", user))
+            mg.freeze(os.path.join(site.base, "archive", user))
+        site.start(plugin_on=False)
+        dc = site.dc
+        cls.plan = bd.by_user(bd.doveadm_json(dc, "backfill", "plan", "-A", ok=(0, 1, 75))[0])
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-A", ok=(0, 1, 75))
+        cls.run1, cls.run1_log = bd.by_user(rows), r.stderr
+        cls.run2 = bd.by_user(bd.doveadm_json(dc, "backfill", "run", "-A", ok=(0, 1, 75))[0])
+        cls.status = bd.by_user(bd.doveadm_json(dc, "backfill", "status", "-A", ok=(0, 1))[0])
+        cls.verify = bd.by_user(bd.doveadm_json(dc, "backfill", "verify", "-A", ok=(0, 1))[0])
+
+    def live_folders(self, user):
+        r = self.site.dc.doveadm("mailbox", "list", "-u", user)
+        return set(r.stdout.decode(errors="replace").splitlines())
+
+    def live_count(self, user, folder):
+        r = self.site.dc.doveadm("-f", "flow", "mailbox", "status", "-u", user,
+                                 "messages", folder)
+        return int(r.stdout.decode().split("=")[1])
+
+    def test_f2_control_character_names_mapped(self):
+        u = "utf7ctl"
+        extra = sum(n for _, n in ODD[u])
+        plan = self.plan[u]
+        self.assertEqual(plan["state"], "pending", plan)
+        created = plan["folders_to_create"].split(", ")
+        self.assertIn("A_folder", created, plan)
+        self.assertIn("Z_z", created, plan)
+        self.assertEqual(int(plan["archived"]), self.base_count[u] + extra, plan)
+        run = self.run1[u]
+        self.assertEqual(run["result"], "done", run)
+        self.assertEqual(int(run["skipped"]), 0, run)
+        self.assertEqual(int(run["archived"]), self.base_count[u] + extra, run)
+        folders = self.live_folders(u)
+        self.assertIn("A_folder", folders)
+        self.assertIn("Z_z", folders)
+        self.assertEqual(self.live_count(u, "A_folder"), 3)
+        self.assertEqual(self.live_count(u, "Z_z"), 2)
+        # the second run finds the merge done: nothing twice, no new folder
+        self.assertEqual(self.run2[u]["result"], "done", self.run2[u])
+        self.assertEqual(self.live_folders(u), folders)
+        self.assertEqual(self.status[u]["state"], "done", self.status[u])
+        v = self.verify[u]
+        self.assertEqual(v["result"], "ok", v)
+        self.assertEqual(int(v["archived"]), self.base_count[u] + extra, v)
+        # logged with both names, the control character escaped
+        self.assertIn("archive folder A\\tfolder merges into live folder A_folder",
+                      self.run1_log)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
