@@ -34,10 +34,67 @@ static const char *fmt_n(uint64_t n, char *buf, size_t size)
 	return buf;
 }
 #define N(n) fmt_n((n), (char[32]){0}, 32)
+/* a count of the merge record, "?" when the record is damaged */
+#define SN(u, n) ((u)->damaged_record ? "?" : N(n))
 
 const char *proof_report_name(const struct proof *p, size_t d)
 {
 	return p->domain_files[d];
+}
+
+/* s as one shell word: a "Next:" line is pasted into a root shell, and a
+   legal local part may hold ' $ ` | & ;.  Plain words stay as they are. */
+static char *sh_quote(const char *s)
+{
+	size_t len = strlen(s), o = 0;
+	bool plain = len > 0;
+	char *q;
+
+	for (const char *c = s; *c != '\0' && plain; c++)
+		plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		               "0123456789@%+=:,./_-",
+		               *c) != NULL;
+	if (plain)
+		return acc_xstrdup(s);
+	/* 'it'\''s': each ' becomes four bytes */
+	q = acc_xmalloc(len * 4 + 3);
+	q[o++] = '\'';
+	for (const char *c = s; *c != '\0'; c++) {
+		if (*c == '\'') {
+			memcpy(q + o, "'\\''", 4);
+			o += 4;
+		} else
+			q[o++] = *c;
+	}
+	q[o++] = '\'';
+	q[o] = '\0';
+	return q;
+}
+
+/* s for a text report read on a terminal: control characters (C0, DEL,
+   and C1 as UTF-8) shown as \xNN / \u00NN, so that an error text or a
+   user name can neither start a line of its own nor send an escape
+   sequence. */
+static char *text_safe(const char *s)
+{
+	size_t len = strlen(s), o = 0;
+	char *t = acc_xmalloc(len * 6 + 1);
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c == 0x7f)
+			o += (size_t)sprintf(t + o, "\\x%02x", c);
+		else if (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 &&
+		         (unsigned char)s[i + 1] <= 0x9f) {
+			o += (size_t)sprintf(t + o, "\\u%04x",
+			                     (unsigned char)s[i + 1]);
+			i++;
+		} else
+			t[o++] = (char)c;
+	}
+	t[o] = '\0';
+	return t;
 }
 
 static const char *domain_title(const char *domain)
@@ -71,13 +128,18 @@ static bool verify_result_fine(const char *result)
 /* What verify found for this user.  Every Result but ok and no-archive
    ends in a finding, one this backfillctl does not know too: a check
    added to verify later must not pass as "merged and verified". */
-static void verify_findings(const struct proof_user *u,
+static void verify_findings(const struct proof_user *u, const char *user,
                             struct finding f[MAX_FINDINGS], size_t *n)
 {
-	const char *user = u->user, *result = u->verify_result;
+	const char *result = u->verify_result;
 	size_t n0 = *n;
 
-	if (u->verify_error != NULL)
+	if (u->damaged_verify)
+		add(f, n,
+		    acc_xstrdup("verify output damaged: a count that is not a "
+		                "number (below zero, too large, or text)"),
+		    acc_xprintf("doveadm -f tab backfill verify -u %s", user));
+	else if (u->verify_error != NULL)
 		add(f, n, acc_xprintf("verify failed: %s", u->verify_error),
 		    acc_xprintf("fix what the error names, then doveadm "
 		                "backfill verify -u %s",
@@ -137,8 +199,24 @@ static void verify_findings(const struct proof_user *u,
 static size_t user_findings(const struct proof_user *u,
                             struct finding f[MAX_FINDINGS])
 {
-	const char *user = u->user;
+	char *user = sh_quote(u->user);
 	size_t n = 0;
+
+	if (u->damaged_record)
+		add(f, &n,
+		    acc_xprintf("damaged merge record in the state store: "
+		                "archived %" PRId64 ", added %" PRId64
+		                ", already there %" PRId64 ", skipped %" PRId64
+		                " (a count below zero: another writer or a "
+		                "damaged store); its figures are not counted",
+		                (int64_t)u->archived, (int64_t)u->added,
+		                (int64_t)u->duplicates, (int64_t)u->skipped),
+		    acc_xprintf(
+		            "doveadm backfill status -u %s; check the state "
+		            "store (docs/state-store.md), and doveadm "
+		            "backfill verify -u %s says whether the mail "
+		            "is all there",
+		            user, user));
 
 	if (!u->has_record && u->has_verify && u->v_archived > 0)
 		add(f, &n,
@@ -162,7 +240,7 @@ static size_t user_findings(const struct proof_user *u,
 		                "the merge stopped; exit 75: the state store "
 		                "did not answer, run it again)",
 		                user));
-	if (u->has_record && u->skipped > 0)
+	if (u->has_record && !u->damaged_record && u->skipped > 0)
 		add(f, &n,
 		    acc_xprintf("%s archived message%s skipped: could not be "
 		                "read (a damaged file, a symlink)",
@@ -173,10 +251,11 @@ static size_t user_findings(const struct proof_user *u,
 		                "run -u %s",
 		                user, user, user));
 	if (u->has_verify)
-		verify_findings(u, f, &n);
+		verify_findings(u, user, f, &n);
 	else
 		add(f, &n, acc_xstrdup("not verified"),
 		    acc_xprintf("doveadm -f tab backfill verify -u %s", user));
+	free(user);
 	return n;
 }
 
@@ -208,10 +287,13 @@ void proof_figures(const struct proof *p, const char *domain,
 			f->failed++;
 		else
 			f->not_finished++;
-		f->archived += u->has_record ? u->archived : u->v_archived;
-		f->added += u->added;
-		f->duplicates += u->duplicates;
-		f->skipped += u->skipped;
+		if (u->has_record && !u->damaged_record) {
+			f->archived += u->archived;
+			f->added += u->added;
+			f->duplicates += u->duplicates;
+			f->skipped += u->skipped;
+		} else
+			f->archived += u->v_archived;
 		if (u->has_verify) {
 			f->verified++;
 			f->present += u->v_present;
@@ -285,14 +367,19 @@ static void text_begin(FILE *out, const char *domain,
                        const struct proof_report_ctx *ctx,
                        const struct proof_figures *f)
 {
-	char verdict[256];
+	char verdict[256], *title = text_safe(domain_title(domain)),
+	                   *uri = text_safe(ctx->state_uri),
+	                   *verify = text_safe(ctx->verify_path);
 
 	verdict_text(f, verdict, sizeof(verdict));
-	fprintf(out, "Restore report: %s\n", domain_title(domain));
+	fprintf(out, "Restore report: %s\n", title);
 	fprintf(out,
 	        "Generated by backfillctl report on %s from the state "
 	        "store %s and %s.\n\n%s\n\n",
-	        ctx->generated, ctx->state_uri, ctx->verify_path, verdict);
+	        ctx->generated, uri, verify, verdict);
+	free(title);
+	free(uri);
+	free(verify);
 	fprintf(out, "Users                                  %12s\n",
 	        N(f->users));
 	fprintf(out, "  merged                               %12s\n",
@@ -328,8 +415,13 @@ static void text_begin(FILE *out, const char *domain,
 static void text_finding(FILE *out, size_t number, const struct proof_user *u,
                          const struct finding *fd)
 {
-	fprintf(out, "%3zu. %s: %s\n     Next: %s\n", number, u->user, fd->what,
-	        fd->next);
+	char *user = text_safe(u->user), *what = text_safe(fd->what),
+	     *next = text_safe(fd->next);
+
+	fprintf(out, "%3zu. %s: %s\n     Next: %s\n", number, user, what, next);
+	free(user);
+	free(what);
+	free(next);
 }
 
 static void text_users_begin(FILE *out)
@@ -340,10 +432,14 @@ static void text_users_begin(FILE *out)
 
 static void text_user(FILE *out, const struct proof_user *u)
 {
-	fprintf(out, "  %-32s %-10s %10s %10s %10s %8s %8s\n", u->user,
-	        state_name(u), N(u->has_record ? u->archived : u->v_archived),
-	        N(u->added), N(u->duplicates), N(u->skipped),
+	char *user = text_safe(u->user);
+
+	fprintf(out, "  %-32s %-10s %10s %10s %10s %8s %8s\n", user,
+	        state_name(u),
+	        u->has_record ? SN(u, u->archived) : N(u->v_archived),
+	        SN(u, u->added), SN(u, u->duplicates), SN(u, u->skipped),
 	        u->has_verify ? N(u->v_missing) : "-");
+	free(user);
 }
 
 static void text_end(FILE *out __attribute__((unused)))
@@ -556,8 +652,9 @@ static void html_user(FILE *out, const struct proof_user *u)
 	        "</td><td>%s</td><td class=\"n\">%s</td><td "
 	        "class=\"n\">%s</td><td class=\"n\">%s</td><td "
 	        "class=\"n\">%s</td><td class=\"n\">%s</td></tr>\n",
-	        state_name(u), N(u->has_record ? u->archived : u->v_archived),
-	        N(u->added), N(u->duplicates), N(u->skipped),
+	        state_name(u),
+	        u->has_record ? SN(u, u->archived) : N(u->v_archived),
+	        SN(u, u->added), SN(u, u->duplicates), SN(u, u->skipped),
 	        u->has_verify ? N(u->v_missing) : "-");
 }
 
@@ -597,10 +694,13 @@ int proof_index_text(const struct proof *p, const struct proof_report_ctx *ctx,
 	for (size_t d = 0; d < p->n_domains; d++) {
 		struct proof_figures f;
 
+		char *title = text_safe(domain_title(p->domains[d]));
+
 		proof_figures(p, p->domains[d], &f);
-		fprintf(out, "%-32s %8s %12s %12s %10s %10s\n",
-		        domain_title(p->domains[d]), N(f.users), N(f.archived),
-		        N(f.added), N(f.missing), N(f.findings));
+		fprintf(out, "%-32s %8s %12s %12s %10s %10s\n", title,
+		        N(f.users), N(f.archived), N(f.added), N(f.missing),
+		        N(f.findings));
+		free(title);
 	}
 	fprintf(out, "%-32s %8s %12s %12s %10s %10s\n", "all", N(all.users),
 	        N(all.archived), N(all.added), N(all.missing), N(all.findings));

@@ -42,6 +42,11 @@ static int store_cb(const char *user, const struct bf_merge_record *rec,
 	u->added = rec->added;
 	u->duplicates = rec->duplicates;
 	u->skipped = rec->skipped;
+	/* the stores keep counts as signed 64-bit numbers: one above
+	   INT64_MAX is a negative count read back, or garbage */
+	u->damaged_record =
+	        rec->archived > INT64_MAX || rec->added > INT64_MAX ||
+	        rec->duplicates > INT64_MAX || rec->skipped > INT64_MAX;
 	if (rec->last_error != NULL)
 		u->last_error = acc_xstrdup(rec->last_error);
 	return 0;
@@ -91,7 +96,23 @@ static bool parse_count(const char *s, uint64_t *n_r)
 		return false;
 	errno = 0;
 	*n_r = strtoull(s, &end, 10);
-	return errno == 0 && *end == '\0';
+	return errno == 0 && *end == '\0' && *n_r <= INT64_MAX;
+}
+
+/* A count of verify's row: empty is 0 (a user verify could not check
+   prints no figures, with an error); anything else but a number sets
+   *damaged. */
+static uint64_t verify_count(const char *s, bool *damaged)
+{
+	uint64_t n;
+
+	if (*s == '\0')
+		return 0;
+	if (!parse_count(s, &n)) {
+		*damaged = true;
+		return 0;
+	}
+	return n;
 }
 
 enum verify_col {
@@ -202,26 +223,22 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 			return -1;
 		}
 		u->has_verify = true;
-		if (!parse_count(fields[col[COL_ARCHIVED]], &u->v_archived) ||
-		    !parse_count(fields[col[COL_PRESENT]], &u->v_present) ||
-		    !parse_count(fields[col[COL_MISSING]], &u->v_missing)) {
-			/* a user verify could not check prints empty counts
-			   with an error: keep the error, counts stay 0 */
-			u->v_archived = u->v_present = u->v_missing = 0;
-		}
-		/* counts verify prints only when it checked them: empty or
-		   unreadable stays 0, the Result still says what failed */
-		if (col[COL_SYMLINKS] >= 0 &&
-		    !parse_count(fields[col[COL_SYMLINKS]], &u->v_symlinks))
-			u->v_symlinks = 0;
-		if (col[COL_UID_MISMATCHES] >= 0 &&
-		    !parse_count(fields[col[COL_UID_MISMATCHES]],
-		                 &u->v_uid_mismatches))
-			u->v_uid_mismatches = 0;
-		if (col[COL_UID_MISMATCH_LIST] >= 0 &&
-		    *fields[col[COL_UID_MISMATCH_LIST]] != '\0')
-			u->uid_mismatch_list =
-			        acc_xstrdup(fields[col[COL_UID_MISMATCH_LIST]]);
+		u->v_archived = verify_count(fields[col[COL_ARCHIVED]],
+		                             &u->damaged_verify);
+		u->v_present = verify_count(fields[col[COL_PRESENT]],
+		                            &u->damaged_verify);
+		u->v_missing = verify_count(fields[col[COL_MISSING]],
+		                            &u->damaged_verify);
+		if (col[COL_SYMLINKS] >= 0)
+			u->v_symlinks = verify_count(fields[col[COL_SYMLINKS]],
+			                             &u->damaged_verify);
+		if (col[COL_UID_MISMATCHES] >= 0)
+			u->v_uid_mismatches =
+			        verify_count(fields[col[COL_UID_MISMATCHES]],
+			                     &u->damaged_verify);
+		if (u->damaged_verify)
+			u->v_archived = u->v_present = u->v_missing =
+			        u->v_symlinks = u->v_uid_mismatches = 0;
 		if (col[COL_RESULT] >= 0)
 			u->verify_result = acc_xstrdup(fields[col[COL_RESULT]]);
 		if (col[COL_MISSING_LIST] >= 0 &&
@@ -230,6 +247,10 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 			        acc_xstrdup(fields[col[COL_MISSING_LIST]]);
 		if (col[COL_ERROR] >= 0 && *fields[col[COL_ERROR]] != '\0')
 			u->verify_error = acc_xstrdup(fields[col[COL_ERROR]]);
+		if (col[COL_UID_MISMATCH_LIST] >= 0 &&
+		    *fields[col[COL_UID_MISMATCH_LIST]] != '\0')
+			u->uid_mismatch_list =
+			        acc_xstrdup(fields[col[COL_UID_MISMATCH_LIST]]);
 		free(copy);
 	}
 	if (header) {

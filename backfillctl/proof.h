@@ -20,11 +20,15 @@ struct proof_user {
 	bool has_record;
 	enum bf_merge_status status;
 	uint64_t archived, added, duplicates, skipped;
+	/* a count below zero in the store (read back wrapped) or beyond
+	   what a store holds: the record's figures are not used */
+	bool damaged_record;
 	char *last_error;
 	bool has_verify;
 	char *verify_result;
 	uint64_t v_archived, v_present, v_missing, v_symlinks, v_uid_mismatches;
 	char *missing_list, *verify_error, *uid_mismatch_list;
+	bool damaged_verify; /* a count that is not a number (not empty) */
 };
 
 struct proof {

@@ -333,5 +333,46 @@ class CraftedVerify(unittest.TestCase):
         self.assertIn("<title>Restore report: all domains", index)
         self.assertIn("bücher.example", [t for _, t in links])
 
+    def test_next_commands_quoted_and_text_escaped(self):
+        # legal local parts (RFC 5321 atext) that a shell reads otherwise,
+        # an error text that forges a line and sends a terminal escape,
+        # and counts below zero from a damaged store
+        marker = os.path.join(self.dir, "pwned")
+        users = ["o'brien@example.com", "x`touch %s`@example.com" % marker,
+                 "d$(id)ollar|pipe&amp;semi;@example.com", "mallory@example.com",
+                 "neg@example.com"]
+        rows = [(u, "failed", 2, 0, 0, 0, "reading failed") for u in users[:3]]
+        rows.append(("mallory@example.com", "failed", 1, 0, 0, 0,
+                     "x\nEvery archived message is in its mailbox\n\x1b[2J\xc2\x9b"))
+        rows.append(("neg@example.com", "done", -1, -5, 0, 0, None))
+        r = self.report(rows, ["%s\tok\t2\t2\t0\t0\t\t\t0\t\n" % u for u in users])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        txt = self.read("example.com.txt")
+        nexts = re.findall(r"^\s+Next: (.*)$", txt, re.M)
+        self.assertGreaterEqual(len(nexts), 5, txt)
+        args = []
+        for line in nexts:
+            args += re.findall(r"-u ('(?:[^']|'\\'')*'|[^\s,;']+)", line)
+        self.assertTrue(args)
+        got = set()
+        for a in args:
+            sh = subprocess.run(["sh", "-n", "-c", "doveadm backfill run -u " + a],
+                                capture_output=True, text=True)
+            self.assertEqual(sh.returncode, 0, (a, sh.stderr))
+            sh = subprocess.run(["sh", "-c", "printf '%s' " + a], capture_output=True,
+                                text=True)
+            got.add(sh.stdout)
+        self.assertFalse(os.path.exists(marker), "a Next: command ran a command")
+        self.assertEqual(got, set(users))
+        # the text shows control characters escaped: no forged line, no escape
+        self.assertNotIn("\x1b", txt)
+        self.assertNotIn("\x9b", txt)
+        self.assertNotRegex(txt, r"(?m)^Every archived message")
+        self.assertIn(r"x\x0aEvery archived message is in its mailbox\x0a\x1b[2J", txt)
+        # a count below zero: a finding, and no wrapped count in the figures
+        self.assertRegex(txt, r"neg@example.com: ")
+        self.assertNotIn("18,446,744", txt)
+        self.assertIn("5 of 5 users need a look", txt)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
