@@ -7,6 +7,7 @@
 
 struct bf_state;
 struct backfill_merge;
+struct backfill_merge_claim;
 struct client;
 
 /* backfill's context of a mail user (module context of mail_user). */
@@ -31,6 +32,11 @@ struct backfill_user {
 	   is busy; NULL elsewhere */
 	struct client *imap_client;
 	unsigned int slice_delay_ms;
+	/* imap: the background merge stopped on a stalled state store and
+	   is begun again after stall_retry_ms with what it held
+	   (imap-slices.c); NULL before the first stall */
+	struct backfill_merge_claim *stall_claim;
+	unsigned int stall_retry_ms;
 };
 
 #define BACKFILL_USER_CONTEXT(obj) MODULE_CONTEXT(obj, backfill_user_module)

@@ -9,9 +9,18 @@
    functions are looked up at run time: linking them would keep the plugin
    from loading into imap and pop3.
 
-   A confirmation that cannot be written is only logged: the milter then
-   treats a later copy as a suspected duplicate and delivers it (tagged),
-   which loses nothing.
+   A confirmation that cannot be written is only logged, and not retried:
+   the milter then treats a later copy as a suspected duplicate and
+   delivers it (tagged), which loses nothing; the worst it costs is that
+   one repeat of that message lands as well.  So the delivery never waits
+   long for it: the store gets backfill_login_budget (default 300 ms) for
+   opening and the write together.  A stalled store (the SQLite file
+   locked by another process, a Redis that accepts and never answers)
+   held every delivery to a user with the plugin for the store's own
+   timeout (10 s for SQLite), and with it the LMTP session and Postfix's
+   delivery agent.  Retrying later would need a queue of its own that
+   outlives the LMTP process, for a record whose only use is to let the
+   milter drop a repeat.
 
    Only the milter's own tags confirm anything (issue 16): mail can reach
    LMTP without passing the milter (local sendmail, a milter timeout with
@@ -29,6 +38,7 @@
 #include "mail-storage.h"
 #include "mail-deliver.h"
 #include "fingerprint.h"
+#include "clock.h"
 #include "state.h"
 #include "tag.h"
 #include "backfill-user.h"
@@ -178,19 +188,32 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 		return;
 	}
 
-	if (backfill_user_state_open(buser, &error) < 0) {
+	uint64_t start = bf_clock_msecs();
+	uint64_t budget = buser->set.login_budget_ms;
+	if (backfill_user_state_open_within(buser, (unsigned int)budget,
+	                                    &error) < 0) {
 		e_warning(
 		        buser->event,
-		        "delivery of %s to %s not confirmed for the milter: %s",
+		        "delivery of %s to %s not confirmed for the milter: %s "
+		        "(the message is delivered; a later copy of it is "
+		        "delivered too, tagged, instead of being dropped)",
 		        fp_text, recipient, error);
 		return;
 	}
+	/* what is left of the budget (open_within left the whole of it on a
+	   handle opened just now; an older handle has its own limit) */
+	uint64_t spent = bf_clock_msecs() - start;
+	bf_state_set_wait_limit(buser->state,
+	                        budget > spent ? (unsigned int)(budget - spent)
+	                                       : 1);
 	ret = bf_state_dedup_mark_delivered(buser->state, &key, ioloop_time,
 	                                    &error);
 	if (ret < 0) {
 		e_warning(
 		        buser->event,
-		        "delivery of %s to %s not confirmed for the milter: state store %s: %s",
+		        "delivery of %s to %s not confirmed for the milter: state store %s: %s "
+		        "(the message is delivered; a later copy of it is "
+		        "delivered too, tagged, instead of being dropped)",
 		        fp_text, recipient, bf_state_uri(buser->state), error);
 	} else {
 		/* for stats: metric { filter =

@@ -8,12 +8,25 @@
    stretch that command by 20 ms per pass.  So a slice runs only when the
    client has no command queued or running.  The imap binary's own hook
    for new clients is looked up at run time: the same plugin file is
-   loaded by pop3 and lmtp, which do not have it. */
+   loaded by pop3 and lmtp, which do not have it.
+
+   A stalled state store (a lock another process holds on the SQLite
+   file, a Redis that accepts and never answers) held a slice, and so the
+   client's next command, for the store's own timeout (10 s for SQLite).
+   Each slice now waits for the store at most backfill_login_budget in all
+   (merge.c, backfill_merge_login_over()); the slice that gives up stops
+   the merge, which loses nothing (an uncommitted batch is rolled back, a
+   batch committed before its checkpoint is settled by the next merge, as
+   after a crash), and the session begins it again after
+   BACKFILL_STALL_RETRY_FIRST_MS, then twice as long while the store
+   stays stalled.  Other errors stop the merge until the next login, as
+   before: retrying a full disk every few seconds helps nobody. */
 
 #include "lib.h"
 #include "ioloop.h"
 #include "imap-common.h"
 #include "imap-client.h"
+#include "state.h"
 #include "backfill-user.h"
 #include "merge.h"
 #include "imap-slices.h"
@@ -25,6 +38,11 @@
 #define BACKFILL_SLICE_MS             20
 #define BACKFILL_BUSY_RETRY_MS        10
 #define BACKFILL_FIRST_SLICE_DELAY_MS 100
+/* After a slice found the state store stalled: the first retry, and the
+   longest wait between retries (each retry that finds it still stalled
+   costs the client up to backfill_login_budget once more). */
+#define BACKFILL_STALL_RETRY_FIRST_MS 5000
+#define BACKFILL_STALL_RETRY_MAX_MS   60000
 
 typedef imap_client_created_func_t *
 imap_hook_set_func_t(imap_client_created_func_t *new_hook);
@@ -61,6 +79,7 @@ static bool backfill_imap_client_busy(struct backfill_user *buser)
 }
 
 static void backfill_slice(struct backfill_user *buser);
+static void backfill_slice_retry(struct backfill_user *buser);
 
 static void backfill_slices_stop(struct backfill_user *buser)
 {
@@ -74,6 +93,54 @@ static void backfill_slice_arm(struct backfill_user *buser, unsigned int msecs)
 	timeout_remove(&buser->to_slice);
 	buser->to_slice = timeout_add_short(msecs, backfill_slice, buser);
 	buser->slice_delay_ms = msecs;
+}
+
+/* The merge stopped on a stalled store (error: the store's): it is ended
+   and begun again later by backfill_slice_retry(). */
+static void backfill_slices_stalled(struct backfill_user *buser,
+                                    const char *error)
+{
+	unsigned int delay = buser->stall_retry_ms == 0
+	                             ? BACKFILL_STALL_RETRY_FIRST_MS
+	                             : I_MIN(buser->stall_retry_ms * 2,
+	                                     BACKFILL_STALL_RETRY_MAX_MS);
+
+	buser->stall_retry_ms = delay;
+	e_warning(buser->event,
+	          "merge paused in the background: %s (the state store did not "
+	          "answer within backfill_login_budget=%" PRIu64 "ms; nothing "
+	          "is lost: "
+	          "this session tries again in %u s, or the next login does)",
+	          error, buser->set.login_budget_ms, delay / 1000);
+	timeout_remove(&buser->to_slice);
+	buser->to_slice = timeout_add(delay, backfill_slice_retry, buser);
+	buser->slice_delay_ms = delay;
+}
+
+/* After a run of the merge: 0 more to do, 1 done, -1 stopped. */
+static void backfill_slice_ran(struct backfill_user *buser, int ret)
+{
+	struct backfill_merge_claim claim;
+	const char *error;
+
+	if (ret == 0) {
+		buser->stall_retry_ms = 0;
+		return;
+	}
+	if (ret < 0 &&
+	    backfill_merge_store_stalled(buser->merge, &claim, &error)) {
+		if (buser->stall_claim == NULL) {
+			buser->stall_claim =
+			        p_new(buser->user->pool,
+			              struct backfill_merge_claim, 1);
+		}
+		*buser->stall_claim = claim;
+		error = t_strdup(error); /* the merge's pool goes */
+		backfill_merge_end(&buser->merge);
+		backfill_slices_stalled(buser, error);
+		return;
+	}
+	backfill_slices_stop(buser);
 }
 
 /* One background slice.  A client command that arrives meanwhile waits
@@ -94,9 +161,52 @@ static void backfill_slice(struct backfill_user *buser)
 		return;
 	T_BEGIN
 		ret = backfill_merge_run(buser->merge, BACKFILL_SLICE_MS);
+		backfill_slice_ran(buser, ret);
 	T_END;
-	if (ret != 0)
-		backfill_slices_stop(buser);
+}
+
+/* Begins the merge again after a stalled store, and runs its first slice
+   right away (as the login does: the begin's store deadline covers it). */
+static void backfill_slice_begin_again(struct backfill_user *buser)
+{
+	const char *reason;
+	int ret;
+
+	ret = backfill_merge_begin_again(buser->user, &buser->set, buser->state,
+	                                 buser->stall_claim, &buser->merge,
+	                                 &reason);
+	if (ret > 0) {
+		backfill_slice_arm(buser, 0);
+		backfill_slice_ran(
+		        buser,
+		        backfill_merge_run(buser->merge, BACKFILL_SLICE_MS));
+		return;
+	}
+	if (ret == BACKFILL_MERGE_STORE_ERROR &&
+	    bf_state_stalled(buser->state)) {
+		backfill_slices_stalled(buser, reason);
+		return;
+	}
+	if (ret < 0)
+		e_error(buser->event, "%s", reason);
+	else if (reason != NULL)
+		e_info(buser->event, "%s", reason);
+	backfill_slices_stop(buser);
+}
+
+static void backfill_slice_retry(struct backfill_user *buser)
+{
+	/* as a slice: never while the client's command runs */
+	if (backfill_imap_client_busy(buser)) {
+		timeout_remove(&buser->to_slice);
+		buser->to_slice = timeout_add_short(
+		        BACKFILL_BUSY_RETRY_MS, backfill_slice_retry, buser);
+		return;
+	}
+	timeout_remove(&buser->to_slice);
+	T_BEGIN
+		backfill_slice_begin_again(buser);
+	T_END;
 }
 
 void backfill_imap_slices_start(struct backfill_user *buser)

@@ -219,8 +219,9 @@ struct backfill_merge {
 	uint32_t batch_last_uid;
 	bool cursor_dirty;
 	/* the login this merge began in: every state-store wait until then
-	   is bounded by what is left of its budget (0: not a login, or
-	   over) */
+	   is bounded by what is left of its budget; in a session each later
+	   run then gets its own (backfill_merge_login_over()); 0: not a
+	   session (doveadm) */
 	uint64_t login_deadline;
 	unsigned int runs;
 	/* stopped on an error: commit nothing more */
@@ -248,7 +249,8 @@ int backfill_merge_leases_renew(struct backfill_merge *m);
 /* Bounds the next state-store operation by what is left of the login's
    budget (no-op outside a login). */
 void backfill_merge_store_wait(struct backfill_merge *m);
-/* The login is over: the store's own wait limit again. */
+/* The login is over: a session's later runs each get a deadline of their
+   own (the login budget); doveadm the store's own wait limit again. */
 void backfill_merge_login_over(struct backfill_merge *m);
 void backfill_merge_record_failure(struct backfill_merge *m);
 void backfill_merge_finish(struct backfill_merge *m);

@@ -80,6 +80,14 @@ void backfill_merge_log_error(struct backfill_merge *m, const char *fmt, ...)
 	m->last_error = p_strdup(m->pool, backfill_merge_one_line(msg));
 }
 
+/* An IMAP or POP3 session's merge (not doveadm's, which may wait as long
+   as the store says, nor a dry run). */
+static bool merge_in_session(const struct backfill_merge *m)
+{
+	return !m->dry_run && (strcmp(m->user->service, "imap") == 0 ||
+	                       strcmp(m->user->service, "pop3") == 0);
+}
+
 /* A login never waits for the state store beyond its budget (issue 15
    item 5): a store locked by another process, or a stalled one, would
    otherwise hold the login for the store's whole busy timeout (10 s for
@@ -97,8 +105,19 @@ void backfill_merge_store_wait(struct backfill_merge *m)
 	                          : (unsigned int)(m->login_deadline - now));
 }
 
+/* The login is over.  In a session each later call (an IMAP background
+   slice, the merge's end at logout) gets a deadline of its own, the login
+   budget again for all its store waits together: a stalled store held the
+   session's ioloop, and so every command of its client, for the store's
+   own timeout (10 s for SQLite, timeout= for Redis).  The slice that hits
+   it stops the merge (nothing uncommitted is kept, see the crash safety
+   above) and imap-slices.c begins it again later. */
 void backfill_merge_login_over(struct backfill_merge *m)
 {
+	if (merge_in_session(m)) {
+		m->login_deadline = bf_clock_msecs() + m->set->login_budget_ms;
+		return;
+	}
 	if (m->login_deadline == 0)
 		return;
 	m->login_deadline = 0;
@@ -261,13 +280,18 @@ static int live_user_dup(struct mail_user *user, struct mail_user **luser_r,
 	return 0;
 }
 
-static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
+static int merge_take_leases(struct backfill_merge *m,
+                             const struct backfill_merge_claim *claim,
+                             const char **reason_r)
 {
 	const char *error;
 	char *holder = NULL;
 	int ret;
 
-	bf_lease_owner(m->owner, sizeof(m->owner));
+	/* begun again (claim): the owner of the merge before, whose lease
+	   is then ours again (acquire is reentrant) */
+	if (m->owner[0] == '\0')
+		bf_lease_owner(m->owner, sizeof(m->owner));
 	backfill_merge_store_wait(m);
 	ret = bf_state_lease_acquire(
 	        m->state, backfill_merge_lease_name(m->user->username),
@@ -285,6 +309,25 @@ static int merge_take_leases(struct backfill_merge *m, const char **reason_r)
 		return 0;
 	}
 	m->have_lease = TRUE;
+	if (claim != NULL && claim->have_slot) {
+		/* the slot the merge before may not have released: keep it
+		   instead of taking a second one */
+		backfill_merge_store_wait(m);
+		ret = bf_state_slot_renew(m->state, my_hostname, claim->slot,
+		                          m->owner, ioloop_time,
+		                          BACKFILL_LEASE_TTL_SECS, &error);
+		if (ret < 0) {
+			*reason_r =
+			        t_strdup_printf("merge postponed: %s", error);
+			return BACKFILL_MERGE_STORE_ERROR;
+		}
+		if (ret > 0) {
+			m->slot = claim->slot;
+			m->have_slot = TRUE;
+			m->last_renew = ioloop_time;
+			return 1;
+		}
+	}
 	unsigned int max = m->set->max_parallel == 0 ? 1 : m->set->max_parallel;
 	backfill_merge_store_wait(m);
 	ret = bf_state_slot_acquire(m->state, my_hostname, max, m->owner,
@@ -504,12 +547,11 @@ static int merge_mark_running(struct backfill_merge **merge_r,
 	return 1;
 }
 
-int backfill_merge_begin_flags(struct mail_user *user,
-                               const struct backfill_settings *set,
-                               struct bf_state *state,
-                               enum backfill_merge_flags flags,
-                               struct backfill_merge **merge_r,
-                               const char **reason_r)
+static int merge_begin(struct mail_user *user,
+                       const struct backfill_settings *set,
+                       struct bf_state *state, enum backfill_merge_flags flags,
+                       const struct backfill_merge_claim *claim,
+                       struct backfill_merge **merge_r, const char **reason_r)
 {
 	struct backfill_merge *m;
 	const char *error, *path, *sig;
@@ -518,8 +560,11 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	*reason_r = NULL;
 	m = merge_alloc(user, set, state, flags);
 	*merge_r = m;
-	if (!m->dry_run && (strcmp(user->service, "imap") == 0 ||
-	                    strcmp(user->service, "pop3") == 0)) {
+	if (claim != NULL) {
+		i_assert(claim->owner[0] != '\0');
+		i_strocpy(m->owner, claim->owner, sizeof(m->owner));
+	}
+	if (merge_in_session(m)) {
 		/* a POP3 login may merge for one progress slice more */
 		m->login_deadline = bf_clock_msecs() + set->login_budget_ms +
 		                    BACKFILL_PROGRESS_SLICE_MSECS;
@@ -551,7 +596,7 @@ int backfill_merge_begin_flags(struct mail_user *user,
 		backfill_merge_end(merge_r);
 		return 0;
 	}
-	if (!m->dry_run && (ret = merge_take_leases(m, reason_r)) <= 0) {
+	if (!m->dry_run && (ret = merge_take_leases(m, claim, reason_r)) <= 0) {
 		backfill_merge_end(merge_r);
 		return ret;
 	}
@@ -565,6 +610,40 @@ int backfill_merge_begin_flags(struct mail_user *user,
 	return merge_mark_running(merge_r, reason_r);
 }
 
+int backfill_merge_begin_flags(struct mail_user *user,
+                               const struct backfill_settings *set,
+                               struct bf_state *state,
+                               enum backfill_merge_flags flags,
+                               struct backfill_merge **merge_r,
+                               const char **reason_r)
+{
+	return merge_begin(user, set, state, flags, NULL, merge_r, reason_r);
+}
+
+int backfill_merge_begin_again(struct mail_user *user,
+                               const struct backfill_settings *set,
+                               struct bf_state *state,
+                               const struct backfill_merge_claim *claim,
+                               struct backfill_merge **merge_r,
+                               const char **reason_r)
+{
+	return merge_begin(user, set, state, 0, claim, merge_r, reason_r);
+}
+
+bool backfill_merge_store_stalled(const struct backfill_merge *m,
+                                  struct backfill_merge_claim *claim_r,
+                                  const char **error_r)
+{
+	if (!m->failed || !bf_state_stalled(m->state))
+		return FALSE;
+	i_zero(claim_r);
+	i_strocpy(claim_r->owner, m->owner, sizeof(claim_r->owner));
+	claim_r->slot = m->slot;
+	claim_r->have_slot = m->have_slot;
+	*error_r = m->last_error != NULL ? m->last_error : "(no error kept)";
+	return TRUE;
+}
+
 void backfill_merge_end(struct backfill_merge **_m)
 {
 	struct backfill_merge *m = *_m;
@@ -574,6 +653,15 @@ void backfill_merge_end(struct backfill_merge **_m)
 	if (m == NULL)
 		return;
 	*_m = NULL;
+	/* A session's end after its login (logout): a deadline of its own
+	   for the last commit and the releases.  Not after a failure, which
+	   commits nothing, nor when the store's last call stalled: the
+	   releases get what is left of that call's deadline (a stalled store
+	   does not answer them either, and the next merge of the session
+	   takes them back, see backfill_merge_begin_again()). */
+	if (merge_in_session(m) && !m->failed && !bf_state_stalled(m->state) &&
+	    bf_clock_msecs() >= m->login_deadline)
+		backfill_merge_login_over(m);
 	if (m->phase == PHASE_MERGE && !m->failed &&
 	    (m->ltrans != NULL || m->cursor_dirty)) {
 		/* session end: keep what the last slices did */
@@ -612,7 +700,10 @@ void backfill_merge_end(struct backfill_merge **_m)
 		        m->state, backfill_merge_lease_name(m->user->username),
 		        m->owner, &error);
 	}
-	backfill_merge_login_over(m);
+	/* the handle's own wait limit again (the session's user may use it
+	   for more than this merge) */
+	if (m->login_deadline != 0)
+		bf_state_set_wait_limit(m->state, 0);
 	bf_merge_record_clear(&m->rec);
 	bf_cursor_free(&m->cursor_in);
 	event_unref(&m->event);

@@ -71,6 +71,35 @@ int backfill_merge_run(struct backfill_merge *merge, unsigned int budget_ms);
 int backfill_merge_run_progress(struct backfill_merge *merge,
                                 unsigned int budget_ms);
 
+/* What a merge holds in the state store under its own name: its lease
+   owner and host slot. */
+struct backfill_merge_claim {
+	char owner[128];
+	unsigned int slot;
+	bool have_slot;
+};
+
+/* TRUE when the merge stopped (backfill_merge_run() returned -1) because
+   the state store did not answer in time (a lock another process held, a
+   hung Redis): nothing is wrong with the mailbox or the store's data, and
+   a merge begun again later continues where the store's record says.
+   claim_r gets what the merge held (the releases at its end stall too),
+   *error_r the store's error (valid until backfill_merge_end()). */
+bool backfill_merge_store_stalled(const struct backfill_merge *merge,
+                                  struct backfill_merge_claim *claim_r,
+                                  const char **error_r);
+
+/* backfill_merge_begin() for a session whose merge stopped on a stalled
+   store: takes the lease and slot of claim back (the owner's lease is
+   ours again, the slot is kept if still ours) instead of waiting for
+   them to expire (2 minutes) as another session's. */
+int backfill_merge_begin_again(struct mail_user *user,
+                               const struct backfill_settings *set,
+                               struct bf_state *state,
+                               const struct backfill_merge_claim *claim,
+                               struct backfill_merge **merge_r,
+                               const char **reason_r);
+
 /* Releases the lease and slot and closes everything. */
 void backfill_merge_end(struct backfill_merge **merge);
 

@@ -133,6 +133,11 @@ struct bf_state {
 	   server for a network backend. */
 	char *name;
 	char *error;
+	/* The last call failed giving up a wait (a lock held by another
+	   process, a server that does not answer): bf_state_stalled().
+	   Cleared by bf_state_set_error() and by a call that succeeds, set
+	   by the backend after bf_state_set_error(). */
+	bool stalled;
 };
 
 extern const struct bf_state_backend bf_state_backend_sqlite;

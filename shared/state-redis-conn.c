@@ -162,6 +162,7 @@ static int io_error(struct redis_state *r, const char *what, int err,
 		                  "redis-server hung or overloaded? raise "
 		                  "?timeout=MS in the URI if it is just slow)",
 		        what, r->timeout_ms);
+		r->state.stalled = true;
 	} else if (err == REDIS_ERR_OOM) {
 		bf_state_set_error(&r->state, "%s: out of memory", what);
 	} else {

@@ -301,6 +301,7 @@ static int db_error(struct sqlite_state *s, const char *what)
 			                   "process after %d ms (the caller's "
 			                   "wait limit)",
 			                   what, msg, s->busy_timeout_ms);
+			s->state.stalled = true;
 			break;
 		}
 		bf_state_set_error(&s->state,
@@ -309,6 +310,7 @@ static int db_error(struct sqlite_state *s, const char *what)
 		                   "?busy_timeout=MS in the URI if the "
 		                   "store is just very busy)",
 		                   what, msg, s->busy_timeout_ms);
+		s->state.stalled = true;
 		break;
 	case SQLITE_NOTADB:
 	case SQLITE_CORRUPT:

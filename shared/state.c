@@ -65,6 +65,7 @@ void bf_state_set_error(struct bf_state *state, const char *fmt, ...)
 	va_list args;
 
 	free(state->error);
+	state->stalled = false;
 	va_start(args, fmt);
 	state->error = error_vformat(
 	        state->name != NULL ? state->name : state->uri, fmt, args);
@@ -92,6 +93,8 @@ static int state_ret(struct bf_state *state, int ret, const char **error_r)
 {
 	if (ret < 0)
 		*error_r = state_error(state);
+	else
+		state->stalled = false;
 	return ret;
 }
 
@@ -250,6 +253,11 @@ void bf_state_close(struct bf_state **_state)
 const char *bf_state_uri(const struct bf_state *state)
 {
 	return state->uri;
+}
+
+bool bf_state_stalled(const struct bf_state *state)
+{
+	return state->stalled;
 }
 
 void bf_state_set_wait_limit(struct bf_state *state, unsigned int ms)

@@ -46,6 +46,13 @@ int bf_state_open_within(const char *uri, unsigned int wait_ms,
 void bf_state_close(struct bf_state **state);
 /* The URI as given, for log lines. */
 const char *bf_state_uri(const struct bf_state *state);
+/* True when the handle's last call failed because it gave up waiting: a
+   lock another process held past the wait limit (SQLite), no reply in
+   time (Redis).
+   Such a store answers again later, and nothing it holds is wrong: a
+   caller with a deadline (an IMAP session's background merge) tries
+   again later instead of giving up on what it was doing. */
+bool bf_state_stalled(const struct bf_state *state);
 /* Every later operation of this handle waits at most ms for a lock or a
    reply (SQLite busy timeout, Redis command timeout); 0 restores the
    handle's default (the URI's busy_timeout= or timeout=).  For callers

@@ -372,6 +372,7 @@ void test_redis_wait_limit(void **statep)
 	assert_true(took < 1.5);
 	assert_contains(error, "no answer within 200 ms");
 	assert_contains(error, "wait limit");
+	assert_true(bf_state_stalled(state));
 
 	bf_state_set_wait_limit(state, 0);
 	start = bf_fixture_now();

@@ -408,6 +408,17 @@ void test_wait_limit(void **statep)
 	assert_contains(error, "locked");
 	assert_contains(error, "after 200 ms");
 	assert_contains(error, f->path);
+	/* a wait given up, which a later try may get past */
+	assert_true(bf_state_stalled(state));
+	/* an error of another kind is not one */
+	assert_int_equal(
+	        bf_state_lease_acquire(state, "l", "", NOW, 60, NULL, &error),
+	        -1);
+	assert_false(bf_state_stalled(state));
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
+	                                              "mx", "Q", NULL, &error),
+	                 -1);
+	assert_true(bf_state_stalled(state));
 
 	/* 0: the URI's busy_timeout again */
 	bf_state_set_wait_limit(state2, 200);
@@ -426,6 +437,8 @@ void test_wait_limit(void **statep)
 	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 60,
 	                                              "mx", "Q", NULL, &error),
 	                 1);
+	/* a call that succeeds: no longer stalled */
+	assert_false(bf_state_stalled(state));
 	bf_state_close(&state);
 	bf_state_close(&state2);
 }

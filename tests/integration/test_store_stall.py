@@ -1,0 +1,210 @@
+"""A stalled state store holds neither an IMAP session nor an LMTP delivery
+for the store's own timeout (10 s for SQLite's busy timeout, timeout= for
+Redis).
+
+The login was bounded already (test_merge_locked_store); what came after it
+was not:
+- IMAP background slices: while another process holds the SQLite store's
+  write lock, the slice that commits a batch waited for it, and with it
+  every command of the client.  Now each slice waits for the store at most
+  backfill_login_budget in all, the merge stops with a line that says it
+  is paused and when this session tries again, and it does: the merge
+  finishes in the same session once the lock is gone, with the mailbox an
+  uninterrupted merge gives (nothing lost, nothing twice).
+- LMTP delivery confirmations (for the milter): the delivery waited for
+  the store.  Now the confirmation gets backfill_login_budget; one that
+  cannot be written is logged and dropped, which is harmless (the milter
+  delivers a later copy of that message tagged instead of removing it),
+  and the delivery itself always succeeds.
+
+The latencies measured are printed.  Before the fix a NOOP during the
+lock took 40 s (the slice's write, recording the failure, releasing the
+slot and the lease: SQLite's 10 s busy timeout each, the lock being held
+until the NOOPs end), a delivery 10 s with the store locked or a Redis
+that never answers (timeout=10000); after it about the budget.
+"""
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+import fingerprint_ref  # noqa: E402
+import maildir_gen as mg  # noqa: E402
+from test_merge_locked_store import LOCKER, SilentServer  # noqa: E402
+
+BUDGET = 0.3
+# the budget, a slice, a begin again and a loaded test machine; far below
+# what the store's own timeout gave (LOCK_SECS, 10 s)
+SLACK = 1.2
+# how long another process holds the store's write lock while the IMAP
+# client works (the first retry comes 5 s after the stall)
+LOCK_SECS = 4.0
+
+
+def locked(db):
+    """Another process holding the SQLite store's write lock (a backup, a
+    doveadm run of another host's cron) until the returned Popen's stdin
+    is closed."""
+    p = subprocess.Popen(["/usr/bin/python3", "-c", LOCKER, db],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if line != "locked":
+        p.kill()
+        raise AssertionError("the locker did not lock: %r" % line)
+    return p
+
+
+def unlock(p):
+    p.stdin.close()
+    p.wait(timeout=30)
+    p.stdout.close()
+
+
+class ImapSlicesStalledStore(unittest.TestCase):
+    USER = "sam"
+    MESSAGES = 8000
+
+    def setUp(self):
+        self.site = bftest.Site(plugin={"backfill_login_budget": "300ms"})
+        self.addCleanup(self.site.close)
+        self.site.add_user(self.USER, mg.bulk_scenario(7, self.MESSAGES, 40, 20))
+        self.site.start(plugin_on=False)
+        self.pre = self.site.dc.snapshot(self.USER)
+        self.site.enable_plugin()
+
+    def noop_latencies(self, c, secs):
+        """NOOPs for secs (a client polling), each one's latency."""
+        out, end = [], time.monotonic() + secs
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            c.noop()
+            out.append(time.monotonic() - t0)
+            time.sleep(0.05)
+        return out
+
+    def test_locked_sqlite_store(self):
+        site, user = self.site, self.USER
+        db = os.path.join(site.state_dir, "state.db")
+        c = site.dc.imap(user)
+        # the merge goes on in background slices: commits at least once a
+        # second, so the lock below catches one
+        before = self.noop_latencies(c, 1.0)
+        self.assertEqual(site.finished_lines(user), [], "merge finished before the lock")
+        locker = locked(db)
+        try:
+            during = self.noop_latencies(c, LOCK_SECS)
+        finally:
+            unlock(locker)
+        self.assertEqual(site.finished_lines(user), [], "merge finished before the lock")
+        # the same session finishes the merge, without logging in again
+        deadline = time.monotonic() + 180
+        while not site.finished_lines(user) and time.monotonic() < deadline:
+            c.noop()
+            time.sleep(0.05)
+        c.logout()
+        print("IMAP NOOP latency: before the lock max %.3f s, during %d NOOPs with the store"
+              " locked for %.1f s max %.3f s" % (max(before), len(during), LOCK_SECS,
+                                                 max(during)), file=sys.stderr)
+        log = "\n".join(site.dc.log_lines(bftest.bf_log(user)))
+        self.assertLess(max(during), BUDGET + SLACK,
+                        "a slice waited for the locked store: %s\n%s"
+                        % (["%.2f" % t for t in during], log))
+        self.assertEqual(len(site.finished_lines(user)), 1, site.dc.log_tail())
+        # what happened and what comes next
+        self.assertRegex(log, r"merge paused in the background: .*locked.*after \d+ ms"
+                              r".*nothing is lost: this session tries again in 5 s")
+        # nothing lost, nothing twice
+        got = bftest.multiset(site.dc.snapshot(user))
+        exp, _, _ = bftest.expected_after(self.pre, site.views[user])
+        self.assertEqual(got, exp, bftest.diff(exp, got))
+        rows, r = bd.doveadm_json(site.dc, "backfill", "verify", "-u", user)
+        self.assertEqual(rows[0]["result"], "ok", r.stderr)
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+def tagged(raw_body, subject, window="w1"):
+    """A message as the milter passes it on: X-Backfill-Window and the
+    fingerprint of the message itself (no secret configured: the
+    fingerprint alone lets it confirm)."""
+    raw = ("From: sender@example.net\r\nTo: lena@example.org\r\n"
+           "Message-ID: <%s@example.net>\r\nSubject: %s\r\n\r\n%s\r\n"
+           % (subject.replace(" ", "."), subject, raw_body)).encode()
+    fp, _ = fingerprint_ref.fingerprint(raw)
+    return (b"X-Backfill-Window: " + window.encode() + b"\r\n"
+            b"X-Backfill-Fingerprint: v1:" + fp.encode() + b"\r\n" + raw), fp
+
+
+class LmtpConfirmStalledStore(bftest.SiteCase):
+    SITE = dict(plugin={"backfill_login_budget": "300ms"})
+    USER = "lena"
+
+    @classmethod
+    def build(cls, site):
+        # no archive: the confirmation is all the plugin does for her
+        site.dc.add_user(cls.USER)
+        site.dc.lmtp_plugins = "backfill"  # as conf.d/90-backfill.conf has it
+        site.start(plugin_on=True)
+        # the store exists
+        bd.doveadm_json(site.dc, "backfill", "status", "-u", cls.USER)
+
+    def inbox_count(self):
+        return len(self.site.dc.snapshot(self.USER).get("INBOX", (0, []))[1])
+
+    def deliver_timed(self, subject):
+        raw, fp = tagged("body of " + subject, subject)
+        n = self.inbox_count()
+        t0 = time.monotonic()
+        self.site.dc.lmtp_deliver(self.USER, raw)
+        took = time.monotonic() - t0
+        self.assertEqual(self.inbox_count(), n + 1, "the message is delivered")
+        return took, fp
+
+    def wait_log(self, pattern):
+        deadline = time.monotonic() + 10
+        while not self.site.dc.log_lines(pattern) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertTrue(self.site.dc.log_lines(pattern),
+                        "\n".join(self.site.dc.log_tail().splitlines()[-30:]))
+
+    def test_locked_sqlite_store(self):
+        site = self.site
+        free, _ = self.deliver_timed("unlocked")
+        locker = locked(os.path.join(site.state_dir, "state.db"))
+        try:
+            took, fp = self.deliver_timed("while locked")
+        finally:
+            unlock(locker)
+        print("LMTP delivery: store free %.3f s, store locked %.3f s" % (free, took),
+              file=sys.stderr)
+        self.assertLess(took, BUDGET + SLACK, "the delivery waited for the locked store")
+        self.wait_log(r"delivery of v1:%s to %s not confirmed for the milter: .*locked.*"
+                      r"the message is delivered; a later copy of it is delivered too, tagged"
+                      % (fp, self.USER))
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+    def test_silent_redis(self):
+        site = self.site
+        server = SilentServer()
+        sqlite_uri = site.settings["backfill_state"]
+        try:
+            site.settings["backfill_state"] = ("redis://127.0.0.1:%d/0?timeout=10000"
+                                               % server.port)
+            site.dc.restart(plugin=site.settings)
+            took, fp = self.deliver_timed("redis hangs")
+        finally:
+            site.settings["backfill_state"] = sqlite_uri
+            site.dc.restart(plugin=site.settings)
+            server.close()
+        print("LMTP delivery: Redis that never answers %.3f s" % took, file=sys.stderr)
+        self.assertLess(took, BUDGET + SLACK, "the delivery waited for a hung Redis")
+        self.wait_log(r"delivery of v1:%s to %s not confirmed for the milter: .*redis.*"
+                      r"no answer.*the message is delivered" % (fp, self.USER))
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
