@@ -26,6 +26,7 @@
 #include "accounts-passwd.h"
 #include "accounts-report.h"
 #include "commands.h"
+#include "out-dir.h"
 
 #define ACC_USAGE                                                              \
 	"usage: backfillctl accounts --old-passwd FILE --new-passwd FILE\n"    \
@@ -96,287 +97,6 @@ static int parse_options(int argc, char **argv, struct acc_options *opt)
 	return 0;
 }
 
-/* ------------------------------------------------------------ output */
-
-/* What became of --out.  POSIX renames one file at a time, so a run can
-   end with some outputs replaced and others not; it says so, file by
-   file, instead of claiming that nothing was written. */
-enum out_result {
-	OUT_WRITTEN,      /* every output in place */
-	OUT_WRITTEN_WARN, /* in place, and a warning printed (exit 1) */
-	OUT_NOTHING,      /* nothing in --out was replaced or removed */
-	OUT_PARTIAL,      /* some outputs replaced, others not (listed) */
-};
-
-struct acc_out {
-	const char *dir;
-	char *tmp;    /* DIR/.backfillctl-accounts.XXXXXX */
-	char **names; /* files written in tmp, relative ("reports/x.txt"),
-	                 in the order they are renamed into place */
-	size_t n, cap;
-	size_t n_committed; /* names[0..n_committed) are in DIR now */
-};
-
-static void out_cleanup(struct acc_out *o)
-{
-	if (o->tmp == NULL)
-		return;
-	for (size_t i = o->n_committed; i < o->n; i++) {
-		char *p = acc_xprintf("%s/%s", o->tmp, o->names[i]);
-
-		(void)unlink(p);
-		free(p);
-	}
-	{
-		char *p = acc_xprintf("%s/reports", o->tmp);
-
-		(void)rmdir(p);
-		free(p);
-	}
-	(void)rmdir(o->tmp);
-}
-
-static void out_free(struct acc_out *o)
-{
-	for (size_t i = 0; i < o->n; i++)
-		free(o->names[i]);
-	free(o->names);
-	free(o->tmp);
-}
-
-static int out_prepare(struct acc_out *o, const char *dir)
-{
-	char *reports;
-
-	memset(o, 0, sizeof(*o));
-	o->dir = dir;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-		fprintf(stderr,
-		        "backfillctl accounts: cannot create %s: %s (nothing "
-		        "written)\n",
-		        dir, strerror(errno));
-		return -1;
-	}
-	o->tmp = acc_xprintf("%s/.backfillctl-accounts.XXXXXX", dir);
-	if (mkdtemp(o->tmp) == NULL) {
-		fprintf(stderr,
-		        "backfillctl accounts: cannot create a temporary "
-		        "directory in %s: %s (nothing written)\n",
-		        dir, strerror(errno));
-		free(o->tmp);
-		o->tmp = NULL;
-		return -1;
-	}
-	reports = acc_xprintf("%s/reports", o->tmp);
-	if (mkdir(reports, 0755) < 0) {
-		fprintf(stderr, "backfillctl accounts: %s: %s\n", reports,
-		        strerror(errno));
-		free(reports);
-		return -1;
-	}
-	free(reports);
-	return 0;
-}
-
-/* Opens tmp/NAME for writing with the given mode, regardless of umask. */
-static FILE *out_open(struct acc_out *o, const char *name, mode_t mode,
-                      const struct stat *owner)
-{
-	char *path = acc_xprintf("%s/%s", o->tmp, name);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	FILE *f;
-
-	if (fd < 0 || fchmod(fd, mode) < 0 ||
-	    (owner != NULL && geteuid() == 0 &&
-	     fchown(fd, owner->st_uid, owner->st_gid) < 0)) {
-		fprintf(stderr, "backfillctl accounts: cannot write %s: %s\n",
-		        path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		free(path);
-		return NULL;
-	}
-	free(path);
-	acc_grow(&o->names, &o->cap, o->n, sizeof(*o->names));
-	o->names[o->n++] = acc_xstrdup(name);
-	f = fdopen(fd, "w");
-	if (f == NULL)
-		close(fd);
-	return f;
-}
-
-/* Flushes and fsyncs: the rename that puts a file in place must never
-   be on disk before the file's own contents. */
-static int out_close(FILE *f, const char *name)
-{
-	if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) < 0) {
-		fprintf(stderr, "backfillctl accounts: writing %s failed: %s\n",
-		        name, strerror(errno));
-		fclose(f);
-		return -1;
-	}
-	if (fclose(f) != 0) {
-		fprintf(stderr, "backfillctl accounts: writing %s failed: %s\n",
-		        name, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-static int out_text(struct acc_out *o, const char *name, const char *text,
-                    mode_t mode, const struct stat *owner)
-{
-	FILE *f = out_open(o, name, mode, owner);
-
-	if (f == NULL)
-		return -1;
-	fputs(text, f);
-	return out_close(f, name);
-}
-
-/* Makes the renames into dir durable.  0, or -1 with a warning. */
-static int out_sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd >= 0 && fsync(fd) == 0) {
-		close(fd);
-		return 0;
-	}
-	fprintf(stderr,
-	        "backfillctl accounts: warning: cannot sync %s: %s (the new "
-	        "files are in place but a crash now could lose them: check "
-	        "them before installing)\n",
-	        dir, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
-}
-
-/* A rename failed after others succeeded: which outputs are the new
-   run's and which are not, one per line, so the operator knows exactly
-   what not to install. */
-static void out_report_partial(const struct acc_out *o, char *const *dst,
-                               const char *stale)
-{
-	fprintf(stderr,
-	        "backfillctl accounts: %s is PARTLY written: %zu of this "
-	        "run's %zu outputs are in place, the others are not; the "
-	        "files there do not belong together:\n",
-	        o->dir, o->n_committed, o->n);
-	for (size_t i = 0; i < o->n_committed; i++)
-		fprintf(stderr, "  written:     %s\n", dst[i]);
-	for (size_t i = o->n_committed; i < o->n; i++)
-		fprintf(stderr,
-		        "  not written: %s (an earlier run's copy, if any, is "
-		        "unchanged)\n",
-		        dst[i]);
-	if (stale != NULL)
-		fprintf(stderr,
-		        "  not removed: %s (an earlier run's list of skipped "
-		        "lines)\n",
-		        stale);
-	fprintf(stderr,
-	        "backfillctl accounts: do not install anything from %s yet: "
-	        "fix the cause above and run again (a complete run replaces "
-	        "every output)\n",
-	        o->dir);
-}
-
-/* Puts every file of tmp in place.  Everything that can be checked
-   before the first rename is (a directory where a file goes, reports/
-   not a directory), so that the usual mistakes end with nothing
-   replaced; what is left (EIO, a mount point, an immutable file) can
-   still fail half way, and is then reported file by file.  The old
-   skipped.txt (stale: not NULL when this run has no list of its own)
-   is removed only once every new output is in place: until then it
-   still describes the outputs it came with. */
-static enum out_result out_commit(struct acc_out *o, const char *stale)
-{
-	char *reports = acc_xprintf("%s/reports", o->dir);
-	char **src = acc_xmalloc((o->n + 1) * sizeof(*src));
-	char **dst = acc_xmalloc((o->n + 1) * sizeof(*dst));
-	enum out_result ret = OUT_NOTHING;
-	struct stat st;
-	size_t i;
-
-	/* every path built before the first rename: running out of memory
-	   half way through would exit without saying what was replaced */
-	for (i = 0; i < o->n; i++) {
-		src[i] = acc_xprintf("%s/%s", o->tmp, o->names[i]);
-		dst[i] = acc_xprintf("%s/%s", o->dir, o->names[i]);
-	}
-	if (mkdir(reports, 0755) < 0 && errno != EEXIST) {
-		fprintf(stderr, "backfillctl accounts: cannot create %s: %s\n",
-		        reports, strerror(errno));
-		goto out;
-	}
-	if (stat(reports, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr,
-		        "backfillctl accounts: %s is not a directory: move it "
-		        "away and run again\n",
-		        reports);
-		goto out;
-	}
-	for (i = 0; i <= o->n; i++) {
-		const char *path = i < o->n ? dst[i] : stale;
-
-		if (path != NULL && lstat(path, &st) == 0 &&
-		    S_ISDIR(st.st_mode)) {
-			fprintf(stderr,
-			        "backfillctl accounts: %s is a directory: move "
-			        "it away and run again\n",
-			        path);
-			goto out;
-		}
-	}
-
-	for (i = 0; i < o->n; i++) {
-		if (rename(src[i], dst[i]) < 0) {
-			fprintf(stderr,
-			        "backfillctl accounts: cannot rename %s to %s: "
-			        "%s\n",
-			        src[i], dst[i], strerror(errno));
-			break;
-		}
-		o->n_committed = i + 1;
-	}
-	if (o->n_committed < o->n) {
-		if (o->n_committed > 0) {
-			(void)out_sync_dir(reports);
-			(void)out_sync_dir(o->dir);
-			out_report_partial(
-			        o, dst,
-			        stale != NULL && access(stale, F_OK) == 0
-			                ? stale
-			                : NULL);
-			ret = OUT_PARTIAL;
-		}
-		goto out;
-	}
-
-	ret = OUT_WRITTEN;
-	if (stale != NULL && unlink(stale) < 0 && errno != ENOENT) {
-		fprintf(stderr,
-		        "backfillctl accounts: warning: cannot remove %s (an "
-		        "earlier run's list of skipped lines, not this run's): "
-		        "%s; remove it by hand\n",
-		        stale, strerror(errno));
-		ret = OUT_WRITTEN_WARN;
-	}
-	if (out_sync_dir(reports) < 0 || out_sync_dir(o->dir) < 0)
-		ret = OUT_WRITTEN_WARN;
-out:
-	for (i = 0; i < o->n; i++) {
-		free(src[i]);
-		free(dst[i]);
-	}
-	free(src);
-	free(dst);
-	free(reports);
-	return ret;
-}
-
 /* ------------------------------------------------------------ the command */
 
 static void print_issues(const struct acc_issues *issues, FILE *out,
@@ -391,25 +111,26 @@ static void print_issues(const struct acc_issues *issues, FILE *out,
    are renamed into place: the reports first, the two files an operator
    installs last, so that a rename failing half way leaves those two as
    they were for as long as it can. */
-static enum out_result write_outputs(const struct acc_options *opt,
-                                     const struct acc_reconcile *m,
-                                     const struct acc_issues *issues,
-                                     const struct stat *new_st)
+static enum outdir_result write_outputs(const struct acc_options *opt,
+                                        const struct acc_reconcile *m,
+                                        const struct acc_issues *issues,
+                                        const struct stat *new_st)
 {
 	struct acc_report_ctx ctx;
-	struct acc_out o;
+	struct outdir o;
 	char generated[64], *stale = NULL;
 	time_t now = time(NULL);
 	struct tm tm;
 	mode_t mode;
-	enum out_result ret = OUT_NOTHING;
+	enum outdir_result ret = OUTDIR_NOTHING;
 
 	gmtime_r(&now, &tm);
 	strftime(generated, sizeof(generated), "%Y-%m-%d %H:%M UTC", &tm);
 	ctx.generated = generated;
 	ctx.n_skipped = issues->n;
 
-	if (out_prepare(&o, opt->out) < 0)
+	if (outdir_prepare(&o, "backfillctl accounts", opt->out, 0755,
+	                   "reports") < 0)
 		goto out;
 	for (size_t d = 0; d < m->n_domains; d++) {
 		char *name = acc_report_name(m->domains[d]);
@@ -420,17 +141,17 @@ static enum out_result write_outputs(const struct acc_options *opt,
 
 		free(name);
 
-		f = out_open(&o, txt, 0644, NULL);
+		f = outdir_open(&o, txt, 0644, NULL);
 		if (f != NULL) {
 			r = acc_report_text(m, m->domains[d], &ctx, f);
-			r = out_close(f, txt) < 0 ? -1 : r;
+			r = outdir_close(&o, f, txt) < 0 ? -1 : r;
 		}
 		if (r == 0) {
-			f = out_open(&o, html, 0644, NULL);
+			f = outdir_open(&o, html, 0644, NULL);
 			r = -1;
 			if (f != NULL) {
 				r = acc_report_html(m, m->domains[d], &ctx, f);
-				r = out_close(f, html) < 0 ? -1 : r;
+				r = outdir_close(&o, f, html) < 0 ? -1 : r;
 			}
 		}
 		free(txt);
@@ -439,7 +160,7 @@ static enum out_result write_outputs(const struct acc_options *opt,
 			goto out;
 	}
 	if (issues->n > 0) {
-		FILE *f = out_open(&o, "skipped.txt", 0644, NULL);
+		FILE *f = outdir_open(&o, "skipped.txt", 0644, NULL);
 
 		if (f == NULL)
 			goto out;
@@ -447,7 +168,7 @@ static enum out_result write_outputs(const struct acc_options *opt,
 		      "--keep-going\n",
 		      f);
 		print_issues(issues, f, "");
-		if (out_close(f, "skipped.txt") < 0)
+		if (outdir_close(&o, f, "skipped.txt") < 0)
 			goto out;
 	} else {
 		/* a list from an earlier run would describe other inputs:
@@ -458,13 +179,13 @@ static enum out_result write_outputs(const struct acc_options *opt,
 	   mode without any bit for others (0640 at most), its owner and
 	   group, so the Dovecot that reads the new file reads this one. */
 	mode = (new_st->st_mode & 0640) | 0600;
-	if (out_text(&o, "virtual", m->virtual_map.s, 0644, NULL) < 0 ||
-	    out_text(&o, "passwd", m->passwd.s, mode, new_st) < 0)
+	if (outdir_text(&o, "virtual", m->virtual_map.s, 0644, NULL) < 0 ||
+	    outdir_text(&o, "passwd", m->passwd.s, mode, new_st) < 0)
 		goto out;
-	ret = out_commit(&o, stale);
+	ret = outdir_commit(&o, stale);
 out:
-	out_cleanup(&o);
-	out_free(&o);
+	outdir_cleanup(&o);
+	outdir_free(&o);
 	free(stale);
 	return ret;
 }
@@ -568,19 +289,19 @@ int cmd_accounts(int argc, char **argv)
 		print_issues(&issues, stderr, "skipped: ");
 	acc_reconcile_run(&old_pw, &new_pw, &old_al, &new_al, &m);
 	switch (write_outputs(&opt, &m, &issues, &new_st)) {
-	case OUT_NOTHING:
+	case OUTDIR_NOTHING:
 		fprintf(stderr,
 		        "backfillctl accounts: nothing written to %s (the "
 		        "previous outputs there are as they were)\n",
 		        opt.out);
 		goto out;
-	case OUT_PARTIAL:
+	case OUTDIR_PARTIAL:
 		ret = EXIT_PARTIAL;
 		goto out;
-	case OUT_WRITTEN_WARN:
+	case OUTDIR_WRITTEN_WARN:
 		written_warn = true;
 		break;
-	case OUT_WRITTEN:
+	case OUTDIR_WRITTEN:
 		break;
 	}
 	print_summary(&opt, &m);

@@ -2,8 +2,9 @@
    Reads every merge record of the state store and the output of
    `doveadm -f tab backfill verify -A`, and writes, into --out DIR, one
    report per domain (DOMAIN.txt and a self-contained DOMAIN.html) and an
-   index of all domains (index.txt, index.html).  Each file is written
-   next to its final name and renamed into place. */
+   index of all domains (index.txt, index.html).  Every file is written in
+   a temporary directory inside DIR and renamed into place once all are
+   written (out-dir.h). */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 
 #include "accounts-util.h"
 #include "commands.h"
+#include "out-dir.h"
 #include "proof-report.h"
 #include "proof.h"
 
@@ -28,38 +30,29 @@
 typedef int report_writer(const struct proof *p, const char *domain,
                           const struct proof_report_ctx *ctx, FILE *out);
 
-static int write_file(const char *dir, const char *name, const char *ext,
+/* Report files: readable by the group of the out dir's owner at most;
+   they name every user of a domain and what failed for them. */
+#define REPORT_FILE_MODE 0640
+#define REPORT_DIR_MODE  0750
+
+static int write_file(struct outdir *o, const char *name, const char *ext,
                       const struct proof *p, const char *domain,
                       const struct proof_report_ctx *ctx, report_writer *w)
 {
-	char *path = acc_xprintf("%s/%s.%s", dir, name, ext);
-	char *tmp = acc_xprintf("%s/.%s.%s.tmp", dir, name, ext);
-	FILE *out = fopen(tmp, "w");
-	int ret = 0;
+	char *file = acc_xprintf("%s.%s", name, ext);
+	FILE *out = outdir_open(o, file, REPORT_FILE_MODE, NULL);
+	int ret = -1;
 
-	if (out == NULL) {
-		fprintf(stderr, "backfillctl report: %s: %s\n", tmp,
-		        strerror(errno));
-		ret = -1;
-	} else {
-		if (w(p, domain, ctx, out) < 0 || fflush(out) != 0 ||
-		    fsync(fileno(out)) < 0)
+	if (out != NULL) {
+		ret = w(p, domain, ctx, out);
+		if (outdir_close(o, out, file) < 0)
 			ret = -1;
-		if (fclose(out) != 0)
-			ret = -1;
-		if (ret < 0)
-			fprintf(stderr, "backfillctl report: writing %s: %s\n",
-			        tmp, strerror(errno));
-		else if (rename(tmp, path) < 0) {
-			fprintf(stderr, "backfillctl report: %s: %s\n", path,
-			        strerror(errno));
-			ret = -1;
-		}
-		if (ret < 0)
-			unlink(tmp);
+		else if (ret < 0)
+			fprintf(stderr,
+			        "backfillctl report: writing %s failed\n",
+			        file);
 	}
-	free(path);
-	free(tmp);
+	free(file);
 	return ret;
 }
 
@@ -140,9 +133,10 @@ int cmd_report(int argc, char **argv)
 	struct proof_report_ctx ctx;
 	struct proof p = {0};
 	struct proof_figures all;
+	struct outdir o;
 	char generated[64], *error = NULL;
 	time_t now = time(NULL);
-	int ret = EXIT_DONE;
+	int ret = EXIT_DONE, written = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--verify") == 0 && i + 1 < argc)
@@ -181,29 +175,56 @@ int cmd_report(int argc, char **argv)
 		proof_free(&p);
 		return EXIT_USAGE;
 	}
-	if (mkdir(out, 0755) < 0 && errno != EEXIST) {
-		fprintf(stderr, "backfillctl report: %s: %s\n", out,
-		        strerror(errno));
-		proof_free(&p);
-		return EXIT_USAGE;
-	}
 	strftime(generated, sizeof(generated), "%Y-%m-%d %H:%M UTC",
 	         gmtime(&now));
 	ctx.generated = generated;
 	ctx.state_uri = uri;
 	ctx.verify_path = verify;
-	for (size_t d = 0; d < p.n_domains; d++) {
+	if (outdir_prepare(&o, "backfillctl report", out, REPORT_DIR_MODE,
+	                   NULL) < 0) {
+		outdir_cleanup(&o);
+		outdir_free(&o);
+		proof_free(&p);
+		return EXIT_USAGE;
+	}
+	for (size_t d = 0; d < p.n_domains && written == 0; d++) {
 		const char *name = proof_report_name(&p, d);
 
-		if (write_file(out, name, "txt", &p, p.domains[d], &ctx,
+		if (write_file(&o, name, "txt", &p, p.domains[d], &ctx,
 		               proof_report_text) < 0 ||
-		    write_file(out, name, "html", &p, p.domains[d], &ctx,
+		    write_file(&o, name, "html", &p, p.domains[d], &ctx,
 		               proof_report_html) < 0)
-			ret = EXIT_LOOK;
+			written = -1;
 	}
-	if (write_file(out, "index", "txt", &p, NULL, &ctx, index_text) < 0 ||
-	    write_file(out, "index", "html", &p, NULL, &ctx, index_html) < 0)
-		ret = EXIT_LOOK;
+	/* the index last: it is renamed into place after every report it
+	   links to */
+	if (written == 0 &&
+	    (write_file(&o, "index", "txt", &p, NULL, &ctx, index_text) < 0 ||
+	     write_file(&o, "index", "html", &p, NULL, &ctx, index_html) < 0))
+		written = -1;
+	if (written == 0) {
+		switch (outdir_commit(&o, NULL)) {
+		case OUTDIR_WRITTEN:
+			break;
+		case OUTDIR_WRITTEN_WARN:
+		case OUTDIR_PARTIAL:
+			ret = EXIT_LOOK;
+			break;
+		case OUTDIR_NOTHING:
+			written = -1;
+			break;
+		}
+	}
+	outdir_cleanup(&o);
+	outdir_free(&o);
+	if (written < 0) {
+		fprintf(stderr,
+		        "backfillctl report: no report written to %s (the "
+		        "previous reports there are as they were)\n",
+		        out);
+		proof_free(&p);
+		return EXIT_LOOK;
+	}
 	proof_figures(&p, NULL, &all);
 	printf("backfillctl report: %zu domain%s, %" PRIu64 " users, %zu to "
 	       "look at: %s/index.html\n",

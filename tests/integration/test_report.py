@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -373,6 +374,49 @@ class CraftedVerify(unittest.TestCase):
         self.assertRegex(txt, r"neg@example.com: ")
         self.assertNotIn("18,446,744", txt)
         self.assertIn("5 of 5 users need a look", txt)
+
+    def test_out_dir_private_and_no_symlink_followed(self):
+        rows = [("a@example.com", "done", 2, 2, 0, 0, None)]
+        lines = ["a@example.com\tok\t2\t2\t0\t0\t\t\t0\t\n"]
+        r = self.report(rows, lines)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(self.outdir).st_mode), 0o750)
+        for n in os.listdir(self.outdir):
+            self.assertFalse(n.startswith("."), n)   # no temporary left
+            self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.outdir, n)).st_mode)
+                             & 0o007, 0, n)
+        # symlinks planted at every name the report writes, temporary
+        # (the previous report's .NAME.EXT.tmp) or final: none followed
+        victim = os.path.join(self.dir, "victim")
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        os.chmod(victim, 0o600)
+        for n in ("example.com", "index"):
+            for ext in ("txt", "html"):
+                for planted in (".%s.%s.tmp" % (n, ext), "%s.%s" % (n, ext)):
+                    p = os.path.join(self.outdir, planted)
+                    if os.path.lexists(p):
+                        os.unlink(p)
+                    os.symlink(victim, p)
+        out = self.outdir
+        r = subprocess.run([BACKFILLCTL, "--state", "sqlite:" + self.db, "report",
+                            "--verify", os.path.join(self.dir, "verify%d.tsv" % self.runs),
+                            "--out", out], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+        for n in ("example.com.txt", "index.html"):
+            self.assertFalse(os.path.islink(os.path.join(out, n)), n)
+        self.assertIn("Restore report: example.com", self.read("example.com.txt"))
+        # an out dir every local user may write to is refused, nothing written
+        os.chmod(out, 0o777)
+        os.unlink(os.path.join(out, "index.txt"))
+        r = subprocess.run([BACKFILLCTL, "--state", "sqlite:" + self.db, "report",
+                            "--verify", os.path.join(self.dir, "verify%d.tsv" % self.runs),
+                            "--out", out], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("may be written by every local user", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(out, "index.txt")))
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
