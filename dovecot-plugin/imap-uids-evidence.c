@@ -31,7 +31,9 @@
    messages, to a list made only of configured fields (on 2.4's defaults
    K-9 is seen by its Content-Type alone), and to fields dropped again
    (unused for twice mail_cache_unaccessed_field_drop, 60 days).  Wrong
-   the safe way: an admin's doveadm fetch of those fields counts.
+   the safe way: an admin's doveadm fetch of those fields counts, and so
+   does push_notification's OX or Lua driver (it reads the preview of
+   every delivered message).
 
    Not evidence: a folder's mere existence (Dovecot makes an autocreated
    folder on a STATUS as on a SELECT).  A client that only ever saw the
