@@ -12,6 +12,7 @@
    Return values follow state.h: -1 error (the backend has called
    bf_state_set_error()), otherwise 0, or 1/0 as documented below. */
 
+#include "parse.h"
 #include "state.h"
 
 #include <stdarg.h>
@@ -162,6 +163,23 @@ int bf_state_sqlite_parse_location(const char *location, char **path_r,
 /* lease-owner.c: true only when owner was made by bf_lease_owner() in
    this pid space (this host or container) and its process is gone. */
 bool bf_lease_owner_is_dead(const char *owner);
+
+/* The values a backend reads back as backfill wrote them: counts up to
+   what SQLite's INTEGER holds (both backends keep the same range), times
+   from 0 (never) to the latest bf_parse_until() gives.  Anything else in
+   a stored record (a sign, a fraction, text, an overflow) was written by
+   a hand or by other software and is never taken for a figure. */
+#define BF_STATE_COUNT_MAX ((uint64_t)INT64_MAX)
+#define BF_STATE_TIME_MAX  ((uint64_t)BF_PARSE_UNTIL_MAX)
+
+/* Marks a merge record read back with values backfill cannot have
+   written in fields (names, comma-separated; those figures left 0): it
+   reads as failed, with a last_error naming user and fields and saying
+   what to do, the earlier last_error kept after it.  Status, report and
+   the next merge see a damaged record, never figures.  -1 out of memory
+   (rec cleared). */
+int bf_merge_record_damaged(struct bf_merge_record *rec, const char *user,
+                            const char *fields);
 
 void bf_merge_rows_free(struct bf_merge_row *rows, size_t count);
 void bf_journal_rows_free(struct bf_journal_row *rows, size_t count);

@@ -8,7 +8,6 @@
 
 #include "state-redis.h"
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,24 +16,55 @@ struct cursor {
 	const char *p, *end;
 };
 
-/* A decimal number followed by ':'. */
-static bool cur_num(struct cursor *c, long long *value_r)
+/* A number as backfill writes it: decimal digits only (no sign, blank,
+   fraction or exponent), no leading zero unless zero_padded (the journal's
+   fixed-width UID), at most max.  strtoull() would take "-7" for
+   2^64 - 7, skip blanks and give UINT64_MAX for an overflow: a damaged
+   value would come back as a figure. */
+static bool parse_num(const char *s, size_t len, bool zero_padded, uint64_t max,
+                      uint64_t *value_r)
 {
-	char buf[24], *end;
-	size_t n = 0;
+	uint64_t v = 0;
+	size_t i;
 
-	while (c->p + n < c->end && c->p[n] != ':' && n < sizeof(buf) - 1) {
-		buf[n] = c->p[n];
-		n++;
+	if (len == 0 || (!zero_padded && s[0] == '0' && len > 1))
+		return false;
+	for (i = 0; i < len; i++) {
+		unsigned int d = (unsigned char)s[i] - '0';
+
+		if (d > 9 || d > max || v > (max - d) / 10)
+			return false;
+		v = v * 10 + d;
 	}
-	if (n == 0 || c->p + n >= c->end || c->p[n] != ':')
+	*value_r = v;
+	return true;
+}
+
+/* A number (parse_num()) followed by ':'. */
+static bool cur_num_padded(struct cursor *c, bool zero_padded, uint64_t max,
+                           uint64_t *value_r)
+{
+	const char *colon = memchr(c->p, ':', (size_t)(c->end - c->p));
+
+	if (colon == NULL ||
+	    !parse_num(c->p, (size_t)(colon - c->p), zero_padded, max, value_r))
 		return false;
-	buf[n] = '\0';
-	errno = 0;
-	*value_r = strtoll(buf, &end, 10);
-	if (errno != 0 || *end != '\0')
+	c->p = colon + 1;
+	return true;
+}
+
+static bool cur_num(struct cursor *c, uint64_t max, uint64_t *value_r)
+{
+	return cur_num_padded(c, false, max, value_r);
+}
+
+static bool cur_time(struct cursor *c, time_t *time_r)
+{
+	uint64_t value;
+
+	if (!cur_num(c, BF_STATE_TIME_MAX, &value))
 		return false;
-	c->p += n + 1;
+	*time_r = (time_t)value;
 	return true;
 }
 
@@ -52,9 +82,9 @@ static bool cur_bytes(struct cursor *c, size_t len, char **str_r)
 
 static bool cur_lenstr(struct cursor *c, char **str_r)
 {
-	long long len;
+	uint64_t len;
 
-	if (!cur_num(c, &len) || len < 0 || !cur_bytes(c, (size_t)len, str_r))
+	if (!cur_num(c, SIZE_MAX, &len) || !cur_bytes(c, (size_t)len, str_r))
 		return false;
 	if (c->p < c->end && *c->p == ':') {
 		c->p++;
@@ -91,6 +121,7 @@ int bf_redis_merge_field(struct bf_merge_record *rec, const char *field,
 	uint64_t *u[5];
 	time_t *t[3];
 	size_t j;
+	int ret = 0;
 
 	if (strcmp(field, "status") == 0) {
 		int st = bf_merge_status_parse(value);
@@ -114,14 +145,24 @@ int bf_redis_merge_field(struct bf_merge_record *rec, const char *field,
 	}
 	bf_redis_merge_num_ptrs(rec, u, t);
 	for (j = 0; j < 8; j++) {
+		uint64_t num;
+
 		if (strcmp(field, bf_redis_merge_num_fields[j]) != 0)
 			continue;
+		if (!parse_num(value, len, false,
+		               j < 5 ? BF_STATE_COUNT_MAX : BF_STATE_TIME_MAX,
+		               &num)) {
+			/* never a figure: the caller marks the record
+			   damaged */
+			num = 0;
+			ret = 2;
+		}
 		if (j < 5)
-			*u[j] = strtoull(value, NULL, 10);
+			*u[j] = num;
 		else
-			*t[j - 5] = (time_t)strtoll(value, NULL, 10);
+			*t[j - 5] = (time_t)num;
 	}
-	return 0;
+	return ret;
 }
 
 /* ---- journal entries ---- */
@@ -130,12 +171,13 @@ bool bf_redis_journal_parse(const char *str, size_t len,
                             struct bf_journal_row *row)
 {
 	struct cursor c = {str, str + len};
-	long long uid, archive_uid;
+	uint64_t uid, archive_uid;
 	char *hex = NULL;
 	int ret;
 
-	if (!cur_num(&c, &uid) || !cur_num(&c, &archive_uid) || uid < 0 ||
-	    uid > UINT32_MAX || archive_uid < 0 || archive_uid > UINT32_MAX ||
+	/* the live UID has a fixed width (state-redis.c): zero-padded */
+	if (!cur_num_padded(&c, true, UINT32_MAX, &uid) ||
+	    !cur_num(&c, UINT32_MAX, &archive_uid) ||
 	    !cur_bytes(&c, 2 * BF_FP_SIZE + 1, &hex))
 		return false;
 	ret = hex[2 * BF_FP_SIZE] == ':' ? 0 : -1;
@@ -158,16 +200,10 @@ bool bf_redis_window_parse(const char *str, size_t len,
                            struct bf_window *window)
 {
 	struct cursor c = {str, str + len};
-	long long opened, until, closed;
 
-	if (!cur_num(&c, &opened) || !cur_num(&c, &until) ||
-	    !cur_num(&c, &closed) ||
-	    !cur_bytes(&c, (size_t)(c.end - c.p), &window->name))
-		return false;
-	window->opened = (time_t)opened;
-	window->until = (time_t)until;
-	window->closed = (time_t)closed;
-	return true;
+	return cur_time(&c, &window->opened) && cur_time(&c, &window->until) &&
+	       cur_time(&c, &window->closed) &&
+	       cur_bytes(&c, (size_t)(c.end - c.p), &window->name);
 }
 
 /* ---- dedup records ---- */
@@ -176,18 +212,18 @@ bool bf_redis_dedup_first_parse(const char *str, size_t len,
                                 struct bf_dedup_first *first)
 {
 	struct cursor c = {str, str + len};
-	long long first_seen, expires, delivered, delivered_at, host_len;
+	uint64_t delivered, host_len;
+	time_t expires;
 
-	if (!cur_num(&c, &first_seen) || !cur_num(&c, &expires) ||
-	    !cur_num(&c, &delivered) || !cur_num(&c, &delivered_at) ||
-	    !cur_num(&c, &host_len) || host_len < 0 ||
+	if (!cur_time(&c, &first->first_seen) || !cur_time(&c, &expires) ||
+	    !cur_num(&c, 1, &delivered) ||
+	    !cur_time(&c, &first->delivered_at) ||
+	    !cur_num(&c, SIZE_MAX, &host_len) ||
 	    !cur_bytes(&c, (size_t)host_len, &first->host) ||
 	    !cur_bytes(&c, (size_t)(c.end - c.p), &first->queue_id)) {
 		bf_dedup_first_clear(first);
 		return false;
 	}
-	first->first_seen = (time_t)first_seen;
 	first->delivered = delivered != 0;
-	first->delivered_at = (time_t)delivered_at;
 	return true;
 }

@@ -382,10 +382,13 @@ static int corrupt(struct redis_state *r, const char *what, const char *kind)
 	return -1;
 }
 
-/* rec from the field/value pairs of HGETALL. */
-static int merge_from_reply(struct redis_state *r, const redisReply *reply,
+/* rec from the field/value pairs of HGETALL of user's record. */
+static int merge_from_reply(struct redis_state *r, const char *user,
+                            const redisReply *reply,
                             struct bf_merge_record *rec)
 {
+	/* the names of the damaged fields, comma-separated */
+	char bad_fields[128] = "";
 	bool have_status = false;
 	size_t i;
 	int ret;
@@ -401,10 +404,19 @@ static int merge_from_reply(struct redis_state *r, const redisReply *reply,
 		                           value->len);
 		if (ret < 0)
 			return bf_redis_oom(r);
-		have_status = have_status || ret > 0;
+		if (ret == 2) {
+			/* a known field name: at most 8 of them fit */
+			if (bad_fields[0] != '\0')
+				strcat(bad_fields, ", ");
+			strcat(bad_fields, field->str);
+		}
+		have_status = have_status || ret == 1;
 	}
 	if (!have_status)
 		rec->status = BF_MERGE_FAILED;
+	if (bad_fields[0] != '\0' &&
+	    bf_merge_record_damaged(rec, user, bad_fields) < 0)
+		return bf_redis_oom(r);
 	return 0;
 }
 
@@ -427,7 +439,7 @@ static int redis_merge_get(struct bf_state *state, const char *user,
 		return bf_redis_bad_reply(r, what, reply);
 	ret = 0;
 	if (reply->elements > 0)
-		ret = merge_from_reply(r, reply, rec_r) < 0 ? -1 : 1;
+		ret = merge_from_reply(r, user, reply, rec_r) < 0 ? -1 : 1;
 	freeReplyObject(reply);
 	return ret;
 }
@@ -583,7 +595,8 @@ static int merge_rows_fetch(struct redis_state *r, redisReply **names,
 			row->user = strndup(names[i]->str, names[i]->len);
 			if (row->user == NULL) {
 				ret = bf_redis_oom(r);
-			} else if (merge_from_reply(r, reply, &row->rec) < 0) {
+			} else if (merge_from_reply(r, row->user, reply,
+			                            &row->rec) < 0) {
 				free(row->user);
 				row->user = NULL;
 				ret = -1;
@@ -893,14 +906,15 @@ static int redis_dedup_check_and_set(struct bf_state *state,
 			continue;
 		}
 		results_r[i] = 0;
-		if (e->type != REDIS_REPLY_STRING ||
-		    (firsts_r != NULL &&
-		     !bf_redis_dedup_first_parse(e->str, e->len,
-		                                 &firsts_r[i]))) {
+		if (e->type != REDIS_REPLY_STRING) {
 			freeReplyObject(reply);
-			return e->type != REDIS_REPLY_STRING
-			               ? bf_redis_bad_reply(r, what, NULL)
-			               : corrupt(r, what, "dedup record");
+			return bf_redis_bad_reply(r, what, NULL);
+		}
+		if (firsts_r != NULL &&
+		    !bf_redis_dedup_first_parse(e->str, e->len, &firsts_r[i])) {
+			/* (e is part of reply: not read after freeing it) */
+			freeReplyObject(reply);
+			return corrupt(r, what, "dedup record");
 		}
 	}
 	freeReplyObject(reply);

@@ -160,9 +160,12 @@ extern const char *const bf_redis_merge_num_fields[8];
 void bf_redis_merge_num_ptrs(struct bf_merge_record *rec, uint64_t *u[5],
                              time_t *t[3]);
 /* One field/value pair of the hash into rec (zeroed by the caller first).
-   1 it was the status, 0 another or an unknown field, -1 out of memory
-   (rec cleared).  A record without status reads as failed: the caller
-   sets it. */
+   1 it was the status, 0 another or an unknown field, 2 a count or time
+   whose value is not a number as backfill writes it (canonical unsigned
+   decimal within BF_STATE_COUNT_MAX or BF_STATE_TIME_MAX): the field is
+   set to 0 and the caller marks the record damaged
+   (bf_merge_record_damaged()), -1 out of memory (rec cleared).  A record
+   without status reads as failed: the caller sets it. */
 int bf_redis_merge_field(struct bf_merge_record *rec, const char *field,
                          const char *value, size_t len);
 /* A journal entry (see state-redis.c); false: damaged (row may hold

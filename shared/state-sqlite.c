@@ -994,30 +994,92 @@ static int sqlite_open(const char *location, unsigned int wait_ms,
 
 /* ---- merge records ---- */
 
-/* Reads the MERGE_COLS columns starting at column 0. */
-static int merge_from_row(struct sqlite_state *s, sqlite3_stmt *stmt,
-                          struct bf_merge_record *rec)
+/* Column col as backfill writes a count or a time: an integer from 0 to
+   max.  A column declared INTEGER still holds whatever a hand or other
+   software put there (text, a real, a negative number), and
+   sqlite3_column_int64() would hand back 0, a truncation or, cast to
+   uint64_t, a wrapped figure. */
+static bool col_uint(sqlite3_stmt *stmt, int col, uint64_t max,
+                     uint64_t *value_r)
 {
+	sqlite3_int64 v;
+
+	*value_r = 0;
+	if (sqlite3_column_type(stmt, col) != SQLITE_INTEGER)
+		return false;
+	v = sqlite3_column_int64(stmt, col);
+	if (v < 0 || (uint64_t)v > max)
+		return false;
+	*value_r = (uint64_t)v;
+	return true;
+}
+
+static bool col_time(sqlite3_stmt *stmt, int col, time_t *time_r)
+{
+	uint64_t value;
+	bool ok = col_uint(stmt, col, BF_STATE_TIME_MAX, &value);
+
+	*time_r = (time_t)value;
+	return ok;
+}
+
+/* A row with a value backfill does not write: an error naming it (the
+   value itself is not quoted: it may hold anything). */
+static int damaged(struct sqlite_state *s, const char *what, const char *kind,
+                   const char *field)
+{
+	bf_state_set_error(&s->state,
+	                   "%s: damaged %s in the store: field %s is not a "
+	                   "value backfill writes (edited by hand or by other "
+	                   "software?)",
+	                   what, kind, field);
+	return -1;
+}
+
+/* Reads user's MERGE_COLS columns starting at column 0.  A count or time
+   that is not one backfill wrote reads as a damaged record
+   (bf_merge_record_damaged()), never as a figure. */
+static int merge_from_row(struct sqlite_state *s, sqlite3_stmt *stmt,
+                          const char *user, struct bf_merge_record *rec)
+{
+	static const char *const names[] = {
+	        "archived",        "added",   "duplicates", "skipped",
+	        "uidl_collisions", "started", "finished",   "updated",
+	};
 	const char *status = (const char *)sqlite3_column_text(stmt, 0);
 	int st = bf_merge_status_parse(status);
+	uint64_t *counts[] = {&rec->archived, &rec->added, &rec->duplicates,
+	                      &rec->skipped, &rec->uidl_collisions};
+	time_t *times[] = {&rec->started, &rec->finished, &rec->updated};
+	char bad_fields[128] = "";
+	size_t i;
+	bool ok;
 
 	memset(rec, 0, sizeof(*rec));
 	/* An unknown status (a newer writer) reads as failed rather than as
 	   something that would start or skip a merge. */
 	rec->status = st < 0 ? BF_MERGE_FAILED : (enum bf_merge_status)st;
-	rec->archived = (uint64_t)sqlite3_column_int64(stmt, 2);
-	rec->added = (uint64_t)sqlite3_column_int64(stmt, 3);
-	rec->duplicates = (uint64_t)sqlite3_column_int64(stmt, 4);
-	rec->skipped = (uint64_t)sqlite3_column_int64(stmt, 5);
-	rec->uidl_collisions = (uint64_t)sqlite3_column_int64(stmt, 6);
-	rec->started = (time_t)sqlite3_column_int64(stmt, 7);
-	rec->finished = (time_t)sqlite3_column_int64(stmt, 8);
-	rec->updated = (time_t)sqlite3_column_int64(stmt, 9);
+	for (i = 0; i < 8; i++) {
+		if (i < 5)
+			ok = col_uint(stmt, 2 + (int)i, BF_STATE_COUNT_MAX,
+			              counts[i]);
+		else
+			ok = col_time(stmt, 2 + (int)i, times[i - 5]);
+		if (!ok) {
+			/* the 8 names fit */
+			if (bad_fields[0] != '\0')
+				strcat(bad_fields, ", ");
+			strcat(bad_fields, names[i]);
+		}
+	}
 	if (col_str(s, stmt, 1, &rec->cursor) < 0 ||
 	    col_str(s, stmt, 10, &rec->last_error) < 0) {
 		bf_merge_record_clear(rec);
 		return -1;
 	}
+	if (bad_fields[0] != '\0' &&
+	    bf_merge_record_damaged(rec, user, bad_fields) < 0)
+		return oom(s);
 	return 0;
 }
 
@@ -1029,7 +1091,7 @@ static int sqlite_merge_get(struct bf_state *state, const char *user,
 	int ret;
 
 	ret = QUERY(s, ST_MERGE_GET, &stmt, TEXT(user));
-	if (ret > 0 && merge_from_row(s, stmt, rec_r) < 0)
+	if (ret > 0 && merge_from_row(s, stmt, user, rec_r) < 0)
 		ret = -1;
 	stmt_done(stmt);
 	return ret;
@@ -1088,13 +1150,17 @@ static int sqlite_merge_list(struct bf_state *state, const char *after_user,
 	              : QUERY(s, ST_MERGE_LIST_AFTER, &stmt, INT(max),
 	                      TEXT(after_user));
 	while (ret > 0 && count < max) {
-		if (merge_from_row(s, stmt, &rows[count].rec) < 0) {
+		if (col_str(s, stmt, 11, &rows[count].user) < 0 ||
+		    rows[count].user == NULL) {
+			free(rows[count].user);
+			rows[count].user = NULL;
 			ret = -1;
 			break;
 		}
-		if (col_str(s, stmt, 11, &rows[count].user) < 0 ||
-		    rows[count].user == NULL) {
-			bf_merge_record_clear(&rows[count].rec);
+		if (merge_from_row(s, stmt, rows[count].user,
+		                   &rows[count].rec) < 0) {
+			free(rows[count].user);
+			rows[count].user = NULL;
 			ret = -1;
 			break;
 		}
@@ -1158,13 +1224,28 @@ static int sqlite_journal_list(struct bf_state *state, const char *user,
 	ret = QUERY(s, ST_JOURNAL_LIST, &stmt, TEXT(user), INT(after_seq),
 	            INT(max));
 	while (ret > 0 && count < max) {
+		uint64_t uid, archive_uid;
+		const char *bad = NULL;
+
 		row = &rows[count++];
-		row->seq = (uint64_t)sqlite3_column_int64(stmt, 0);
-		row->uid = (uint32_t)sqlite3_column_int64(stmt, 3);
-		row->archive_uid = (uint32_t)sqlite3_column_int64(stmt, 5);
-		if (sqlite3_column_bytes(stmt, 6) == BF_FP_SIZE)
-			memcpy(row->fingerprint, sqlite3_column_blob(stmt, 6),
-			       BF_FP_SIZE);
+		if (!col_uint(stmt, 0, BF_STATE_COUNT_MAX, &row->seq))
+			bad = "seq";
+		else if (!col_uint(stmt, 3, UINT32_MAX, &uid))
+			bad = "uid";
+		else if (!col_uint(stmt, 5, UINT32_MAX, &archive_uid))
+			bad = "archive_uid";
+		else if (sqlite3_column_type(stmt, 6) != SQLITE_BLOB ||
+		         sqlite3_column_bytes(stmt, 6) != BF_FP_SIZE)
+			bad = "fingerprint";
+		if (bad != NULL) {
+			ret = damaged(s, "reading the journal", "journal entry",
+			              bad);
+			break;
+		}
+		row->uid = (uint32_t)uid;
+		row->archive_uid = (uint32_t)archive_uid;
+		memcpy(row->fingerprint, sqlite3_column_blob(stmt, 6),
+		       BF_FP_SIZE);
 		if (col_str(s, stmt, 1, &row->mailbox) < 0 ||
 		    col_str(s, stmt, 2, &row->mailbox_guid) < 0 ||
 		    col_str(s, stmt, 4, &row->archive_mailbox) < 0) {
@@ -1199,20 +1280,34 @@ static int sqlite_journal_delete(struct bf_state *state, const char *user)
 
 /* ---- windows ---- */
 
-/* The window in force at now: 1 (window_r and *id_r set), 0 none. */
+/* The window in force at now: 1 (window_r and *id_r set), 0 none.  A
+   window with a time backfill does not write is an error, with
+   *damaged_r set. */
 static int window_current(struct sqlite_state *s, time_t now, const char *what,
-                          struct bf_window *window_r, int64_t *id_r)
+                          struct bf_window *window_r, int64_t *id_r,
+                          bool *damaged_r)
 {
 	sqlite3_stmt *stmt;
 	int ret;
 
+	*damaged_r = false;
 	ret = QUERY_AS(s, what, ST_WINDOW_CURRENT, &stmt, INT(now));
 	if (ret > 0) {
-		window_r->opened = (time_t)sqlite3_column_int64(stmt, 1);
-		window_r->until = (time_t)sqlite3_column_int64(stmt, 2);
-		window_r->closed = (time_t)sqlite3_column_int64(stmt, 3);
+		const char *bad =
+		        !col_time(stmt, 1, &window_r->opened)   ? "opened"
+		        : !col_time(stmt, 2, &window_r->until)  ? "until"
+		        : !col_time(stmt, 3, &window_r->closed) ? "closed"
+		                                                : NULL;
+
 		*id_r = sqlite3_column_int64(stmt, 4);
-		if (col_str(s, stmt, 0, &window_r->name) < 0)
+		*damaged_r = bad != NULL;
+		if (bad != NULL)
+			ret = damaged(s,
+			              what != NULL
+			                      ? what
+			                      : "reading the current window",
+			              "window", bad);
+		else if (col_str(s, stmt, 0, &window_r->name) < 0)
 			ret = -1;
 	}
 	stmt_done(stmt);
@@ -1228,11 +1323,20 @@ static int sqlite_window_open(struct bf_state *state, const char *name,
 	static const char *const what = "opening a window";
 	struct sqlite_state *s = SQ(state);
 	int64_t id = 0;
+	bool damaged_prev;
 	int ret;
 
 	if (tx_begin(s, what) < 0)
 		return -1;
-	ret = window_current(s, now, what, previous_r, &id);
+	ret = window_current(s, now, what, previous_r, &id, &damaged_prev);
+	if (ret < 0 && damaged_prev) {
+		/* As with Redis: a damaged window in force is another one,
+		   unknown; replacing it is how the operator gets out. */
+		bf_window_clear(previous_r);
+		if (exclusive)
+			return tx_end(s, -1, what);
+		ret = 0;
+	}
 	if (ret > 0 && previous_r->name != NULL &&
 	    strcmp(previous_r->name, name) == 0) {
 		/* the same window: it keeps its opened time */
@@ -1260,8 +1364,10 @@ static int sqlite_window_current(struct bf_state *state, time_t now,
                                  struct bf_window *window_r)
 {
 	int64_t id;
+	bool damaged_window;
 
-	return window_current(SQ(state), now, NULL, window_r, &id);
+	return window_current(SQ(state), now, NULL, window_r, &id,
+	                      &damaged_window);
 }
 
 /* ---- dedup ---- */
@@ -1278,11 +1384,19 @@ static int dedup_get(struct sqlite_state *s, const struct bf_dedup_key *key,
 
 	ret = QUERY(s, ST_DEDUP_GET, &stmt, KEY(key), INT(now));
 	if (ret > 0 && first_r != NULL) {
-		first_r->first_seen = (time_t)sqlite3_column_int64(stmt, 0);
-		first_r->delivered = sqlite3_column_int(stmt, 3) != 0;
-		first_r->delivered_at = (time_t)sqlite3_column_int64(stmt, 4);
-		if (col_str(s, stmt, 1, &first_r->host) < 0 ||
-		    col_str(s, stmt, 2, &first_r->queue_id) < 0)
+		uint64_t delivered = 0;
+		const char *bad =
+		        !col_time(stmt, 0, &first_r->first_seen) ? "first_seen"
+		        : !col_uint(stmt, 3, 1, &delivered)      ? "delivered"
+		        : !col_time(stmt, 4, &first_r->delivered_at)
+		                ? "delivered_at"
+		                : NULL;
+
+		first_r->delivered = delivered != 0;
+		if (bad != NULL)
+			ret = damaged(s, "check-and-set", "dedup record", bad);
+		else if (col_str(s, stmt, 1, &first_r->host) < 0 ||
+		         col_str(s, stmt, 2, &first_r->queue_id) < 0)
 			ret = -1;
 	}
 	stmt_done(stmt);

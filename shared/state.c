@@ -307,6 +307,37 @@ void bf_merge_record_clear(struct bf_merge_record *rec)
 	memset(rec, 0, sizeof(*rec));
 }
 
+int bf_merge_record_damaged(struct bf_merge_record *rec, const char *user,
+                            const char *fields)
+{
+	bool several = strchr(fields, ',') != NULL;
+	char *msg;
+	int ret;
+
+	/* Failed, not the figures: a merge that resumes from it counts on
+	   from 0 in those fields, and the note says so.  The value itself is
+	   not quoted: it may hold anything (control characters, megabytes). */
+	ret = asprintf(&msg,
+	               "damaged merge record: field%s %s of %s %s backfill "
+	               "writes (edited by hand or by other software?) and "
+	               "read%s as 0, so the user's figures cannot be trusted; "
+	               "doveadm backfill verify -u %s checks the mailbox, "
+	               "doveadm backfill run -u %s resumes the merge%s%s",
+	               several ? "s" : "", fields, user,
+	               several ? "are not numbers" : "is not a number",
+	               several ? "" : "s", user, user,
+	               rec->last_error != NULL ? "; last error before: " : "",
+	               rec->last_error != NULL ? rec->last_error : "");
+	if (ret < 0) {
+		bf_merge_record_clear(rec);
+		return -1;
+	}
+	free(rec->last_error);
+	rec->last_error = msg;
+	rec->status = BF_MERGE_FAILED;
+	return 0;
+}
+
 static bool merge_record_ok(const struct bf_merge_record *rec)
 {
 	return rec != NULL &&

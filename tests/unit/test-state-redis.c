@@ -525,6 +525,134 @@ void test_redis_damaged_values(void **statep)
 	bf_state_close(&state);
 }
 
+static void redis_ok(redisContext *c, const char *fmt, ...)
+{
+	redisReply *reply;
+	va_list args;
+
+	va_start(args, fmt);
+	reply = redisvCommand(c, fmt, args);
+	va_end(args);
+	assert_non_null(reply);
+	assert_int_not_equal(reply->type, REDIS_REPLY_ERROR);
+	freeReplyObject(reply);
+}
+
+/* A count or time in a merge record's hash that backfill cannot have
+   written is never read as a figure: "-7" came back as 2^64 - 7
+   archived messages, an overflow as 2^64 - 1, "abc" as 0.  The record
+   reads as failed with an error naming user and field; the other users'
+   records are read as they are.  A window or dedup record with such a
+   number is unreadable, as other damage is. */
+void test_redis_damaged_numbers(void **statep)
+{
+	static const struct {
+		const char *user, *field, *value;
+	} cases[] = {
+	        {"neg", "archived", "-7"},
+	        {"big", "archived", "99999999999999999999999"},
+	        {"abc", "archived", "abc"},
+	        {"int64", "archived", "9223372036854775808"},
+	        {"blank", "added", " 5"},
+	        {"plus", "added", "+5"},
+	        {"zero", "skipped", "05"},
+	        {"tail", "duplicates", "5x"},
+	        {"empty", "uidl_collisions", ""},
+	        {"time", "started", "-1"},
+	        {"late", "updated", "253402300800"},
+	};
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	redisContext *c = bf_fixture_redis_connect(&f->redis, NULL);
+	struct damaged_iter_ctx ctx;
+	struct bf_merge_record rec;
+	struct bf_dedup_first first;
+	struct bf_dedup_key key;
+	struct bf_window w;
+	const char *error;
+	char want[128], hex[BF_FP_HEX_SIZE];
+	size_t i, n = sizeof(cases) / sizeof(cases[0]);
+	int result;
+
+	assert_non_null(c);
+	redis_ok(c, "HSET backfill:merge:good status done archived 5 added 5 "
+	            "updated 9223372036 last_error x");
+	redis_ok(c, "ZADD backfill:merges 0 good");
+	for (i = 0; i < n; i++) {
+		redis_ok(c,
+		         "HSET backfill:merge:%s status done archived 5 "
+		         "added 5 %s %s",
+		         cases[i].user, cases[i].field, cases[i].value);
+		redis_ok(c, "ZADD backfill:merges 0 %s", cases[i].user);
+	}
+	/* the largest count SQLite holds is a count */
+	redis_ok(c, "HSET backfill:merge:max status done archived "
+	            "9223372036854775807");
+	redis_ok(c, "ZADD backfill:merges 0 max");
+
+	for (i = 0; i < n; i++) {
+		assert_int_equal(
+		        bf_state_merge_get(state, cases[i].user, &rec, &error),
+		        1);
+		assert_int_equal(rec.status, BF_MERGE_FAILED);
+		assert_int_not_equal(rec.archived + rec.added, 0);
+		assert_true(rec.archived <= 5 && rec.added <= 5 &&
+		            rec.skipped == 0 && rec.duplicates == 0 &&
+		            rec.uidl_collisions == 0 && rec.started == 0 &&
+		            rec.updated == 0);
+		assert_non_null(rec.last_error);
+		snprintf(want, sizeof(want),
+		         "damaged merge record: field %s of %s is not",
+		         cases[i].field, cases[i].user);
+		assert_contains(rec.last_error, want);
+		bf_merge_record_clear(&rec);
+	}
+	assert_int_equal(bf_state_merge_get(state, "good", &rec, &error), 1);
+	assert_int_equal(rec.status, BF_MERGE_DONE);
+	assert_int_equal(rec.archived, 5);
+	assert_int_equal(rec.updated, 9223372036);
+	assert_string_equal(rec.last_error, "x");
+	bf_merge_record_clear(&rec);
+	assert_int_equal(bf_state_merge_get(state, "max", &rec, &error), 1);
+	assert_int_equal(rec.status, BF_MERGE_DONE);
+	assert_true(rec.archived == 9223372036854775807ULL);
+	assert_null(rec.last_error);
+	bf_merge_record_clear(&rec);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(
+	        bf_state_merge_iter(state, damaged_iter_cb, &ctx, &error), 0);
+	assert_int_equal(ctx.count, n + 2);
+	assert_int_equal(ctx.failed, n);
+	/* 5 from every record but the three damaged in archived, and max */
+	assert_true(ctx.archived_sum == 5 * (n - 3) + 9223372036854775807ULL);
+
+	/* a window with a signed time */
+	redis_ok(c, "RPUSH backfill:windows -1:0:0:w");
+	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), -1);
+	assert_contains(error, "unreadable window");
+	redis_ok(c, "DEL backfill:windows");
+	redis_ok(c, "RPUSH backfill:windows 1700000000:0:0:w");
+	assert_int_equal(bf_state_window_current(state, NOW, &w, &error), 1);
+	bf_window_clear(&w);
+
+	/* a dedup record with a delivered flag backfill does not write */
+	make_key(&key, "w", "a@example.org", 1);
+	bf_fp_to_hex(key.fingerprint, hex);
+	redis_ok(c,
+	         "SET backfill:dedup:w:%s:a@example.org "
+	         "1700000000:1800000000:7:0:3:mx1Q1",
+	         hex);
+	memset(&first, 0, sizeof(first));
+	assert_int_equal(bf_state_dedup_check_and_set_many(
+	                         state, &key, 1, NOW, 3600, "mx1", "Q2",
+	                         &result, &first, &error),
+	                 -1);
+	assert_contains(error, "unreadable dedup record");
+	bf_dedup_first_clear(&first);
+	redisFree(c);
+	bf_state_close(&state);
+}
+
 /* Key layout: records carry a Redis TTL (they expire by themselves, a
    little after their expiry by the caller's clock), leases and merge
    records do not; the window name is escaped so keys stay unambiguous. */

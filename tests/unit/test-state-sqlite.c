@@ -492,3 +492,146 @@ void test_checkpoint_atomic(void **statep)
 	assert_int_equal(ctx.count, 3);
 	bf_state_close(&state);
 }
+
+/* ---- values damaged in the file ---- */
+
+static void sql_ok(const char *path, const char *sql)
+{
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+/* A count or time in the file that backfill cannot have written (a
+   negative number, text, a fraction) is never read as a figure: -1 came
+   back as 18446744073709551615 archived messages.  A merge record reads
+   as failed with an error naming user and field, the other users'
+   records as they are; a window, journal entry or dedup record is an
+   error naming the field. */
+void test_sqlite_damaged_numbers(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct damaged_iter_ctx ctx;
+	struct journal_iter_ctx jctx;
+	struct bf_journal_entry entry;
+	struct bf_merge_record rec;
+	struct bf_dedup_first first;
+	struct bf_dedup_key key;
+	struct bf_window w;
+	const char *error;
+	int result;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.status = BF_MERGE_DONE;
+	rec.archived = 5;
+	rec.added = 4;
+	rec.duplicates = 1;
+	rec.started = NOW;
+	rec.last_error = "skipped folder x";
+	assert_int_equal(bf_state_merge_put(state, "good", &rec, &error), 0);
+	assert_int_equal(bf_state_merge_put(state, "neg", &rec, &error), 0);
+	assert_int_equal(bf_state_merge_put(state, "text", &rec, &error), 0);
+	assert_int_equal(bf_state_merge_put(state, "real", &rec, &error), 0);
+	sql_ok(f->path,
+	       "UPDATE merges SET archived = -1 WHERE user = 'neg';"
+	       "UPDATE merges SET added = 'abc', started = -5"
+	       " WHERE user = 'text';"
+	       "UPDATE merges SET duplicates = 1.5 WHERE user = 'real'");
+
+	assert_int_equal(bf_state_merge_get(state, "neg", &rec, &error), 1);
+	assert_int_equal(rec.status, BF_MERGE_FAILED);
+	assert_int_equal(rec.archived, 0);
+	assert_int_equal(rec.added, 4);
+	assert_non_null(rec.last_error);
+	assert_contains(rec.last_error,
+	                "damaged merge record: field archived of neg is not");
+	assert_contains(rec.last_error, "doveadm backfill verify -u neg");
+	assert_contains(rec.last_error, "last error before: skipped folder x");
+	bf_merge_record_clear(&rec);
+	assert_int_equal(bf_state_merge_get(state, "text", &rec, &error), 1);
+	assert_int_equal(rec.status, BF_MERGE_FAILED);
+	assert_int_equal(rec.added, 0);
+	assert_int_equal(rec.started, 0);
+	assert_int_equal(rec.archived, 5);
+	assert_contains(rec.last_error,
+	                "fields added, started of text are not numbers");
+	bf_merge_record_clear(&rec);
+	assert_int_equal(bf_state_merge_get(state, "real", &rec, &error), 1);
+	assert_int_equal(rec.status, BF_MERGE_FAILED);
+	assert_int_equal(rec.duplicates, 0);
+	assert_contains(rec.last_error, "field duplicates of real");
+	bf_merge_record_clear(&rec);
+	/* the others' records as they were */
+	assert_int_equal(bf_state_merge_get(state, "good", &rec, &error), 1);
+	assert_int_equal(rec.status, BF_MERGE_DONE);
+	assert_int_equal(rec.archived, 5);
+	assert_string_equal(rec.last_error, "skipped folder x");
+	bf_merge_record_clear(&rec);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(
+	        bf_state_merge_iter(state, damaged_iter_cb, &ctx, &error), 0);
+	assert_int_equal(ctx.count, 4);
+	assert_int_equal(ctx.failed, 3);
+	assert_int_equal(ctx.archived_sum, 5 + 5 + 5);
+
+	/* a journal entry */
+	make_entry(&entry, 1);
+	assert_int_equal(
+	        bf_state_journal_append(state, "good", &entry, 1, &error), 0);
+	sql_ok(f->path, "UPDATE journal SET uid = -1 WHERE user = 'good'");
+	memset(&jctx, 0, sizeof(jctx));
+	assert_int_equal(bf_state_journal_iter(state, "good", journal_iter_cb,
+	                                       &jctx, &error),
+	                 -1);
+	assert_contains(error, "damaged journal entry");
+	assert_contains(error, "field uid");
+	sql_ok(f->path,
+	       "UPDATE journal SET uid = 4294967296 WHERE user = 'good'");
+	assert_int_equal(bf_state_journal_iter(state, "good", journal_iter_cb,
+	                                       &jctx, &error),
+	                 -1);
+	assert_contains(error, "field uid");
+
+	/* a dedup record */
+	make_key(&key, "w1", "a@example.org", 1);
+	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 3600,
+	                                              "mx1", "Q1", NULL,
+	                                              &error),
+	                 1);
+	sql_ok(f->path, "UPDATE dedup SET first_seen = -3");
+	memset(&first, 0, sizeof(first));
+	assert_int_equal(bf_state_dedup_check_and_set_many(
+	                         state, &key, 1, NOW + 1, 3600, "mx1", "Q2",
+	                         &result, &first, &error),
+	                 -1);
+	assert_contains(error, "damaged dedup record");
+	assert_contains(error, "field first_seen");
+	bf_dedup_first_clear(&first);
+
+	/* a window: an error, and opening another one ends it */
+	assert_int_equal(bf_state_window_open(state, "w1", NOW, 0, &error), 0);
+	sql_ok(f->path, "UPDATE windows SET opened = 'x'");
+	assert_int_equal(bf_state_window_current(state, NOW + 1, &w, &error),
+	                 -1);
+	assert_contains(error, "damaged window");
+	assert_contains(error, "field opened");
+	assert_null(w.name);
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_EXCLUSIVE, &w,
+	                                           &error),
+	                 -1);
+	assert_contains(error, "damaged window");
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_REPLACE, &w,
+	                                           &error),
+	                 1);
+	assert_null(w.name);
+	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
+	                 1);
+	assert_string_equal(w.name, "w2");
+	bf_window_clear(&w);
+	bf_state_close(&state);
+}

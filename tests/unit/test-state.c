@@ -266,6 +266,19 @@ void make_entry(struct bf_journal_entry *e, unsigned int n)
 	memcpy(e->fingerprint, &n, sizeof(n));
 }
 
+int damaged_iter_cb(const char *user, const struct bf_merge_record *rec,
+                    void *context)
+{
+	struct damaged_iter_ctx *ctx = context;
+
+	(void)user;
+	ctx->count++;
+	ctx->archived_sum += rec->archived;
+	if (rec->status == BF_MERGE_FAILED)
+		ctx->failed++;
+	return 0;
+}
+
 int journal_iter_cb(const struct bf_journal_entry *entry, void *context)
 {
 	struct journal_iter_ctx *ctx = context;
@@ -1618,6 +1631,7 @@ int main(void)
 	        T(test_merge_records),
 	        T(test_journal),
 	        T(test_checkpoint_atomic),
+	        T(test_sqlite_damaged_numbers),
 	        T(test_windows),
 	        T(test_window_names),
 	        T(test_window_open_exclusive),
@@ -1668,6 +1682,7 @@ int main(void)
 	        TR(test_redis_noscript),
 	        TR(test_redis_checkpoint_atomic),
 	        TR(test_redis_damaged_values),
+	        TR(test_redis_damaged_numbers),
 	        TR(test_redis_keys_and_ttl),
 	        TR(test_redis_fork),
 	};

@@ -50,6 +50,14 @@ struct journal_iter_ctx {
 	bool bad;
 };
 int journal_iter_cb(const struct bf_journal_entry *entry, void *context);
+/* Counts the records of a merge iteration, the failed ones and the sum of
+   archived (tests of damaged values). */
+struct damaged_iter_ctx {
+	unsigned int count, failed;
+	uint64_t archived_sum;
+};
+int damaged_iter_cb(const char *user, const struct bf_merge_record *rec,
+                    void *context);
 
 /* test-state-sqlite.c */
 void test_open_creates_group_writable(void **statep);
@@ -62,6 +70,7 @@ void test_busy_timeout(void **statep);
 void test_wait_limit(void **statep);
 void test_open_wait_limit(void **statep);
 void test_checkpoint_atomic(void **statep);
+void test_sqlite_damaged_numbers(void **statep);
 
 #ifdef BF_HAVE_REDIS
 /* test-state-redis.c */
@@ -74,6 +83,7 @@ void test_redis_wait_limit(void **statep);
 void test_redis_noscript(void **statep);
 void test_redis_checkpoint_atomic(void **statep);
 void test_redis_damaged_values(void **statep);
+void test_redis_damaged_numbers(void **statep);
 void test_redis_keys_and_ttl(void **statep);
 void test_redis_fork(void **statep);
 #ifdef BF_HAVE_REDIS_TLS
