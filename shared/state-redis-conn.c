@@ -5,6 +5,7 @@
    of Dovecot or the milter. */
 
 #include "state-redis.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -350,13 +351,64 @@ static int conn_setup(struct redis_state *r, const char *what)
 	return ret;
 }
 
-static struct timeval timeout_tv(const struct redis_state *r)
+static struct timeval ms_tv(int ms)
 {
 	struct timeval tv;
 
-	tv.tv_sec = r->timeout_ms / 1000;
-	tv.tv_usec = (r->timeout_ms % 1000) * 1000;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
 	return tv;
+}
+
+/* TCP: the host name looked up within the timeout, then each of its
+   addresses tried with what is left of it (hiredis would look the name up
+   without a deadline). */
+static redisContext *connect_tcp(struct redis_state *r, const char *what)
+{
+	uint64_t start = bf_clock_msecs();
+	redisContext *c = NULL;
+	const char *error = NULL;
+	char **addrs;
+	int left;
+
+	switch (bf_redis_resolve(&r->lookup, r->uri.host, r->uri.port,
+	                         r->timeout_ms, &addrs, &error)) {
+	case 0:
+		c = redisConnectWithTimeout(r->uri.host, r->uri.port,
+		                            ms_tv(r->timeout_ms));
+		if (c == NULL)
+			bf_redis_oom(r);
+		return c;
+	case -1:
+		bf_state_set_error(&r->state, "%s: looking up %s: %s", what,
+		                   r->uri.host, error);
+		return NULL;
+	case -2:
+		bf_state_set_error(
+		        &r->state,
+		        "%s: looking up %s: no answer from the DNS within %d ms "
+		        "(use an IP address or a name in /etc/hosts for a "
+		        "DNS that is slow)",
+		        what, r->uri.host, r->timeout_ms);
+		r->state.stalled = true;
+		return NULL;
+	}
+	for (size_t i = 0; addrs[i] != NULL; i++) {
+		if (c != NULL)
+			redisFree(c);
+		left = r->timeout_ms - (int)(bf_clock_msecs() - start);
+		c = redisConnectWithTimeout(addrs[i], r->uri.port,
+		                            ms_tv(left > 0 ? left : 1));
+		if (c == NULL || c->err == 0)
+			break;
+	}
+	if (c == NULL && addrs[0] != NULL)
+		bf_redis_oom(r);
+	else if (c == NULL)
+		bf_state_set_error(&r->state, "%s: looking up %s: no address",
+		                   what, r->uri.host);
+	bf_redis_addrs_free(addrs);
+	return c;
 }
 
 int bf_redis_connect(struct redis_state *r, const char *what)
@@ -370,12 +422,14 @@ int bf_redis_connect(struct redis_state *r, const char *what)
 		bf_redis_drop(r);
 	if (r->ctx != NULL)
 		return 0;
-	tv = timeout_tv(r);
-	c = r->uri.socket_path != NULL
-	            ? redisConnectUnixWithTimeout(r->uri.socket_path, tv)
-	            : redisConnectWithTimeout(r->uri.host, r->uri.port, tv);
-	if (c == NULL)
-		return bf_redis_oom(r);
+	tv = ms_tv(r->timeout_ms);
+	if (r->uri.socket_path != NULL) {
+		c = redisConnectUnixWithTimeout(r->uri.socket_path, tv);
+		if (c == NULL)
+			return bf_redis_oom(r);
+	} else if ((c = connect_tcp(r, what)) == NULL) {
+		return -1;
+	}
 	if (c->err != 0) {
 		io_error(r, what, c->err, c->errstr);
 		redisFree(c);
@@ -406,7 +460,7 @@ void bf_redis_set_wait_limit(struct bf_state *state, unsigned int ms)
 	/* A connection that cannot take the new timeout is dropped: the
 	   next call connects with it. */
 	if (r->ctx != NULL &&
-	    redisSetTimeout(r->ctx, timeout_tv(r)) != REDIS_OK)
+	    redisSetTimeout(r->ctx, ms_tv(r->timeout_ms)) != REDIS_OK)
 		bf_redis_drop(r);
 }
 
@@ -446,6 +500,7 @@ void bf_redis_close(struct bf_state *state)
 	struct redis_state *r = RS(state);
 
 	bf_redis_drop(r);
+	bf_redis_lookup_abandon(&r->lookup);
 #ifdef BF_HAVE_REDIS_TLS
 	bf_redis_tls_deinit(r);
 #endif

@@ -4,7 +4,8 @@
      rediss://[user:password@]host[:port][/db][?options]   (TLS)
      redis+unix:///path/redis.sock[?db=N&options]
 
-   options: timeout=MS (connect and command timeout, default 2000),
+   options: timeout=MS (host lookup, connect and command timeout, default
+   2000),
    prefix=STR (key prefix, default "backfill:"); on a unix socket also
    user=NAME and password=PW (AUTH), db=N; over TLS also cacert=FILE (the
    CAs that sign the server's certificate, default the system's),

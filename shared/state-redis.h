@@ -6,6 +6,7 @@
                           redis+unix://...
    - state-redis-conn.c   the connection: command arguments, connecting,
                           AUTH/SELECT, timeouts, errors, reconnecting
+   - state-redis-resolve.c the host name looked up within the wait limit
    - state-redis-tls.c    TLS (rediss://), where hiredis has hiredis_ssl
                           (BF_HAVE_REDIS_TLS): the certificate checks
    - state-redis-values.c the values stored in Redis read back into
@@ -76,9 +77,26 @@ struct redis_state {
 	/* The one in force: the URI's, or the caller's wait limit (see
 	   bf_state_set_wait_limit()). */
 	int timeout_ms;
+	/* a host name lookup still running (state-redis-resolve.c) */
+	struct bf_redis_lookup *lookup;
 };
 
 #define RS(state) ((struct redis_state *)(state))
+
+/* ---- the host name (state-redis-resolve.c) ---- */
+
+struct bf_redis_lookup;
+/* Looks host up within timeout_ms.  1: *addrs_r (NULL-terminated numeric
+   addresses, freed with bf_redis_addrs_free()); 0: connect with the name
+   itself (a numeric address, or no lookup with a deadline in this
+   build); -1: the lookup failed (*error_r, static); -2: no answer within
+   timeout_ms (the lookup stays in *lookup, for the next call). */
+int bf_redis_resolve(struct bf_redis_lookup **lookup, const char *host,
+                     int port, int timeout_ms, char ***addrs_r,
+                     const char **error_r);
+void bf_redis_addrs_free(char **addrs);
+/* At close: a lookup still running is cancelled or left to glibc. */
+void bf_redis_lookup_abandon(struct bf_redis_lookup **lookup);
 
 /* argv of one command; strings are borrowed or owned (freed with it). */
 struct bf_rargs {

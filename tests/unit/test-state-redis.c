@@ -14,7 +14,11 @@
 #include <unistd.h>
 
 #ifdef BF_HAVE_REDIS
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #endif
@@ -894,3 +898,76 @@ void test_rediss_refused(void **statep)
 	free(oerror);
 }
 #endif
+
+/* A Redis host name whose DNS server never answers: opening the store
+   fails after the URI's timeout, not after the resolver's own (here
+   timeout:5 attempts:2 in resolv.conf: 10 s and more).  In a child, in a
+   mount namespace of its own where /etc/resolv.conf names a UDP socket of
+   this test that reads and never answers, and nsswitch.conf looks host
+   names up in the DNS only.  Root only (mounts); skipped where the mount
+   namespace cannot be made private (a chroot whose / is no mount point):
+   a bind mount that propagated would change the host's resolv.conf. */
+void test_redis_dns_timeout(void **statep)
+{
+	struct fixture *f = *statep;
+	struct sockaddr_in sin;
+	char resolv[160], nss[160];
+	FILE *fp;
+	pid_t pid;
+	int fd, status;
+
+	if (geteuid() != 0)
+		skip();
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_true(fd >= 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(53);
+	sin.sin_addr.s_addr = htonl(0x7f00004d); /* 127.0.0.77 */
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	snprintf(resolv, sizeof(resolv), "%s/resolv.conf", f->dir);
+	snprintf(nss, sizeof(nss), "%s/nsswitch.conf", f->dir);
+	assert_non_null(fp = fopen(resolv, "w"));
+	fputs("nameserver 127.0.0.77\noptions timeout:5 attempts:2\n", fp);
+	assert_int_equal(fclose(fp), 0);
+	assert_non_null(fp = fopen(nss, "w"));
+	fputs("hosts: dns\n", fp);
+	assert_int_equal(fclose(fp), 0);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct bf_state *state;
+		char *error = NULL;
+		double start, took;
+		int ret;
+
+		if (unshare(CLONE_NEWNS) < 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) <
+		            0 ||
+		    mount(nss, "/etc/nsswitch.conf", NULL, MS_BIND, NULL) < 0) {
+			perror("test_redis_dns_timeout: skipped: mount "
+			       "namespace");
+			_exit(77);
+		}
+		start = bf_fixture_now();
+		ret = bf_state_open("redis://redis.backfill-test.example:6379/"
+		                    "0?timeout=300",
+		                    &state, &error);
+		took = bf_fixture_now() - start;
+		fprintf(stderr, "open with a silent DNS: %d after %.3f s: %s\n",
+		        ret, took, error != NULL ? error : "");
+		_exit(ret == -1 && took < 1.5 && error != NULL &&
+		                      strstr(error, "no answer from the DNS "
+		                                    "within 300 ms") != NULL
+		              ? 0
+		              : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(fd);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}

@@ -1685,6 +1685,7 @@ int main(void)
 	        TR(test_redis_damaged_numbers),
 	        TR(test_redis_keys_and_ttl),
 	        TR(test_redis_fork),
+	        T(test_redis_dns_timeout),
 	};
 
 	if (bf_fixture_redis_server() == NULL) {

@@ -86,6 +86,7 @@ void test_redis_damaged_values(void **statep);
 void test_redis_damaged_numbers(void **statep);
 void test_redis_keys_and_ttl(void **statep);
 void test_redis_fork(void **statep);
+void test_redis_dns_timeout(void **statep);
 #ifdef BF_HAVE_REDIS_TLS
 int setup_rediss(void **statep);
 void test_rediss_refused(void **statep);
