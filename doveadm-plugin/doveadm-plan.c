@@ -14,6 +14,7 @@
 #include "backfill-user.h"
 #include "merge.h"
 #include "doveadm-backfill.h"
+#include "print-value.h"
 
 #define PLAN_SLICE_MS 1000
 
@@ -23,11 +24,8 @@ static void plan_print(struct doveadm_mail_cmd_context *ctx,
 {
 	string_t *folders = t_str_new(64);
 
-	for (unsigned int i = 0; i < c->new_folders_count; i++) {
-		if (i > 0)
-			str_append(folders, ", ");
-		str_append(folders, c->new_folders[i]);
-	}
+	for (unsigned int i = 0; i < c->new_folders_count; i++)
+		doveadm_backfill_list_append(folders, ", ", c->new_folders[i]);
 	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(state);
 	doveadm_backfill_print_num(c->archived);
@@ -36,10 +34,10 @@ static void plan_print(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(c->skipped);
 	doveadm_backfill_print_num(c->uidl_collisions);
 	doveadm_backfill_print_num(c->bytes);
-	doveadm_print(str_c(folders));
-	doveadm_print(error == NULL ? "" : error);
-	doveadm_print(c->uid_ways == NULL ? "" : c->uid_ways);
-	doveadm_print(c->uid_way_reasons == NULL ? "" : c->uid_way_reasons);
+	doveadm_backfill_print_list(str_c(folders));
+	doveadm_backfill_print_text(error);
+	doveadm_backfill_print_list(c->uid_ways);
+	doveadm_backfill_print_list(c->uid_way_reasons);
 }
 
 static int cmd_plan_run(struct doveadm_mail_cmd_context *ctx,

@@ -11,6 +11,7 @@
 #include "backfill-user.h"
 #include "imap-uids.h"
 #include "doveadm-backfill.h"
+#include "print-value.h"
 
 #include <stdlib.h>
 
@@ -86,14 +87,16 @@ static void status_print(struct status_cmd_context *ctx, const char *username,
 	doveadm_backfill_print_num(rec->uidl_collisions);
 	doveadm_backfill_print_time(rec->started);
 	doveadm_backfill_print_time(rec->finished);
-	doveadm_print(rec->last_error == NULL ? "" : rec->last_error);
-	doveadm_print(error == NULL ? "" : error);
-	doveadm_print(rec->cursor == NULL ? ""
-	                                  : backfill_imap_uids_cursor_text(
-	                                            rec->cursor, FALSE));
-	doveadm_print(rec->cursor == NULL ? ""
-	                                  : backfill_imap_uids_cursor_text(
-	                                            rec->cursor, TRUE));
+	doveadm_backfill_print_text(rec->last_error);
+	doveadm_backfill_print_text(error);
+	doveadm_backfill_print_list(
+	        rec->cursor == NULL
+	                ? NULL
+	                : backfill_imap_uids_cursor_text(rec->cursor, FALSE));
+	doveadm_backfill_print_list(
+	        rec->cursor == NULL
+	                ? NULL
+	                : backfill_imap_uids_cursor_text(rec->cursor, TRUE));
 }
 
 static int cmd_status_run(struct doveadm_mail_cmd_context *_ctx,

@@ -19,6 +19,7 @@
 #include "private-mailboxes.h"
 #include "doveadm-backfill.h"
 #include "doveadm-verify-uids.h"
+#include "print-value.h"
 
 struct verify_msg {
 	unsigned char fp[BF_FP_SIZE];
@@ -149,7 +150,7 @@ static void verify_print_none(struct doveadm_mail_cmd_context *ctx,
 	doveadm_print("0");
 	doveadm_print("0");
 	doveadm_print("");
-	doveadm_print(error == NULL ? "" : error);
+	doveadm_backfill_print_text(error);
 	doveadm_print("0");
 	doveadm_print("");
 }
@@ -230,7 +231,8 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		        uids_error);
 	}
 	if (ret < 0) {
-		e_error(buser->event, "verify failed: %s", error);
+		e_error(buser->event, "verify failed: %s",
+		        backfill_value_escape(error, BACKFILL_ESCAPE_TEXT));
 		verify_print_none(ctx, user->username, "failed", error);
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 		backfill_archive_close(&archive);
@@ -266,13 +268,15 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 			const char *folder =
 			        (array_idx(&anames, a[ai].folder))->vname;
 			n_missing++;
-			if (str_len(missing) > 0)
-				str_append(missing, "; ");
-			str_printfa(missing, "%s/%u", folder, a[ai].uid);
+			doveadm_backfill_list_append(missing, "; ", folder);
+			str_printfa(missing, "/%u", a[ai].uid);
 			e_warning(
 			        buser->event,
 			        "%s: archive %s/uid %u has no identical message in the live mailbox",
-			        why, folder, a[ai].uid);
+			        why,
+			        backfill_value_escape(folder,
+			                              BACKFILL_ESCAPE_TEXT),
+			        a[ai].uid);
 		}
 		ai++;
 	}
@@ -288,10 +292,10 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(acount - n_missing);
 	doveadm_backfill_print_num(n_missing);
 	doveadm_backfill_print_num(w.symlinks);
-	doveadm_print(str_c(missing));
+	doveadm_backfill_print_list(str_c(missing));
 	doveadm_print("");
 	doveadm_backfill_print_num(uids.mismatches);
-	doveadm_print(str_c(uids.list));
+	doveadm_backfill_print_text(str_c(uids.list));
 	if (n_missing > 0 || w.symlinks > 0 || uids.mismatches > 0)
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_archive_close(&archive);

@@ -13,6 +13,7 @@
 #include "private-mailboxes.h"
 #include "archive.h"
 #include "folder-map.h"
+#include "value-escape.h"
 
 static const struct {
 	const char *name;
@@ -112,32 +113,7 @@ static const char *live_name_printable(const char *name, bool *changed_r)
 
 const char *backfill_folder_log_name(const char *name)
 {
-	string_t *str = NULL;
-
-	for (size_t i = 0; name[i] != '\0'; i++) {
-		unsigned char c = name[i];
-		bool plain = c >= 0x20 && c != 0x7f && c != '\\';
-
-		if (plain && str == NULL)
-			continue;
-		if (str == NULL) {
-			str = t_str_new(strlen(name) + 16);
-			str_append_data(str, name, i);
-		}
-		if (plain)
-			str_append_c(str, c);
-		else if (c == '\\')
-			str_append(str, "\\\\");
-		else if (c == '\t')
-			str_append(str, "\\t");
-		else if (c == '\n')
-			str_append(str, "\\n");
-		else if (c == '\r')
-			str_append(str, "\\r");
-		else
-			str_printfa(str, "\\x%02x", c);
-	}
-	return str == NULL ? name : str_c(str);
+	return backfill_value_escape(name, BACKFILL_ESCAPE_TEXT);
 }
 
 static int folder_cmp(const struct backfill_folder *f1,

@@ -46,6 +46,7 @@
 #include "pop3-uidl.h"
 #include "imap-uids.h"
 #include "imap-uids-evidence.h"
+#include "value-escape.h"
 #include "merge-private.h"
 
 static struct cursor_folder *cur_folder(const struct backfill_merge *m)
@@ -567,7 +568,8 @@ static void way_append(string_t *str, const char *name, enum bf_uid_way way,
 		return;
 	if (str_len(str) > 0)
 		str_append_c(str, ',');
-	str_printfa(str, "%s=%s", name,
+	str_printfa(str, "%s=%s",
+	            backfill_value_escape(name, BACKFILL_ESCAPE_LIST),
 	            !reasons                            ? bf_uid_way_name(way)
 	            : reason == NULL || *reason == '\0' ? "-"
 	                                                : reason);

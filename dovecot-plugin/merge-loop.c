@@ -360,7 +360,7 @@ static void folder_skip(struct backfill_merge *m,
 	const char *line = t_strdup_printf(BACKFILL_SKIPPED_NOTE "%s: %s (%s)",
 	                                   folder->archive_vname, error, hint);
 
-	e_error(m->event, "%s", line);
+	e_error(m->event, "%s", backfill_folder_log_name(line));
 	if (!m->dry_run) {
 		i_free(m->rec.last_error);
 		m->rec.last_error = i_strdup(backfill_merge_one_line(line));

@@ -240,7 +240,8 @@ struct backfill_merge {
 };
 
 /* merge.c */
-/* A record's last_error is one line: doveadm's -f tab does not escape. */
+/* A record's last_error is one line without control characters (doveadm
+   prints it escaped, print-value.c; the text report and logs show it). */
 const char *backfill_merge_one_line(const char *text);
 /* Logs an error and keeps it for the record's last_error. */
 void backfill_merge_log_error(struct backfill_merge *m, const char *fmt, ...)

@@ -62,7 +62,10 @@ const char *backfill_merge_one_line(const char *text)
 	char *line = t_strdup_noconst(text);
 
 	for (char *p = line; *p != '\0'; p++) {
-		if (*p == '\t' || *p == '\r' || *p == '\n')
+		/* every control character: a record's text goes into
+		   doveadm's tab output, logs and the text report, where
+		   ESC or a newline would do harm */
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = ' ';
 	}
 	return line;

@@ -32,12 +32,38 @@ def add_folder(site, user, dirname, n, tag):
             f.write(raw)
 
 
+def split_list(text, sep):
+    """A list field split at its separators, escaped items kept escaped
+    (a backslash escapes the next character)."""
+    items, cur, i = [], "", 0
+    while i < len(text):
+        if text[i] == "\\":
+            cur += text[i:i + 2]
+            i += 2
+        elif text.startswith(sep, i):
+            items.append(cur)
+            cur, i = "", i + len(sep)
+        else:
+            cur += text[i]
+            i += 1
+    return items + [cur] if text else items
+
+
 # user -> [(archive directory, messages)]
 ODD = {
     # F2: mUTF-7 for "A<TAB>folder" and "Z<LF>z": Dovecot lists and reads
     # them, but refuses to create a live folder of that name
     "utf7ctl": [(".A&AAk-folder", 3), (".Z&AAo-z", 2)],
+    # F4: names that would forge doveadm -f tab rows (mUTF-7 for
+    # "zz<LF>mallory<TAB>ok<TAB>5") or make the lists inside a field
+    # ambiguous (UIDWays "NAME=way,...", MissingFolderUID "NAME/uid; ...")
+    "forge": [(".zz&AAo-mallory&AAk-ok&AAk-5", 2), (".Junk=live,INBOX", 1),
+              (".a; b", 1)],
+    # the same raw on disk: Dovecot lists it and cannot open it
+    "rawnl": [(".zz\nmallory\tok\t5\t5\t0\t0\t\t\t0\t", 2)],
 }
+FORGED = "zz\nmallory\tok\t5"
+TAB_CMDS = ("plan", "verify", "run", "status", "verify")
 
 
 class FolderNames(bftest.SiteCase):
@@ -57,11 +83,17 @@ class FolderNames(bftest.SiteCase):
         site.start(plugin_on=False)
         dc = site.dc
         cls.plan = bd.by_user(bd.doveadm_json(dc, "backfill", "plan", "-A", ok=(0, 1, 75))[0])
+        # before the merge: every archived message missing, in the list
+        cls.verify0 = bd.by_user(bd.doveadm_json(dc, "backfill", "verify", "-A", ok=(0, 1))[0])
+        cls.tab = [(cmd, bd.doveadm(dc, "backfill", cmd, "-A", fmt="tab").stdout)
+                   for cmd in ("plan", "verify")]
         rows, r = bd.doveadm_json(dc, "backfill", "run", "-A", ok=(0, 1, 75))
         cls.run1, cls.run1_log = bd.by_user(rows), r.stderr
         cls.run2 = bd.by_user(bd.doveadm_json(dc, "backfill", "run", "-A", ok=(0, 1, 75))[0])
         cls.status = bd.by_user(bd.doveadm_json(dc, "backfill", "status", "-A", ok=(0, 1))[0])
         cls.verify = bd.by_user(bd.doveadm_json(dc, "backfill", "verify", "-A", ok=(0, 1))[0])
+        cls.tab += [(cmd, bd.doveadm(dc, "backfill", cmd, "-A", fmt="tab").stdout)
+                    for cmd in ("status", "verify")]
 
     def live_folders(self, user):
         r = self.site.dc.doveadm("mailbox", "list", "-u", user)
@@ -100,6 +132,40 @@ class FolderNames(bftest.SiteCase):
         # logged with both names, the control character escaped
         self.assertIn("archive folder A\\tfolder merges into live folder A_folder",
                       self.run1_log)
+
+
+    def test_f4_tab_rows_not_forged(self):
+        for cmd, out in self.tab:
+            lines = out.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            width = len(lines[0].split("\t"))
+            users = []
+            for line in lines[1:]:
+                self.assertEqual(len(line.split("\t")), width,
+                                 "%s -f tab: %r" % (cmd, line))
+                users.append(line.split("\t")[0])
+            self.assertEqual(sorted(users), sorted(ODD), "%s -f tab:\n%s" % (cmd, out))
+
+    def test_f4_names_escaped(self):
+        # json carries the same escaped value as tab
+        ways = split_list(self.status["forge"]["uid_ways"], ",")
+        self.assertIn("zz\\nmallory\\tok\\t5=archive", ways)
+        self.assertIn("Junk\\=live\\,INBOX=archive", ways)
+        self.assertEqual(ways, split_list(self.plan["forge"]["uid_ways"], ","))
+        missing = split_list(self.verify0["forge"]["missing_list"], "; ")
+        self.assertIn("zz\\nmallory\\tok\\t5/1", missing)
+        self.assertIn("Junk\\=live\\,INBOX/1", missing)
+        self.assertIn("a\\; b/1", missing)
+        # the live folder has no control character (F2)
+        self.assertIn("zz_mallory_ok_5", split_list(self.plan["forge"]["folders_to_create"], ", "))
+        # a name in free text: control characters escaped, nothing raw
+        for row in (self.status["rawnl"], self.verify["rawnl"]):
+            for value in row.values():
+                self.assertFalse(any(ord(c) < 0x20 or ord(c) == 0x7f for c in value), row)
+        self.assertIn("zz\\nmallory\\tok", self.verify["rawnl"]["error"])
+        # the record's last_error is stored as one line without them
+        self.assertIn("zz mallory ok", self.status["rawnl"]["last_error"])
 
 
 if __name__ == "__main__":
