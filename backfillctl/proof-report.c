@@ -270,14 +270,18 @@ static void findings_free(struct finding *f, size_t n)
 void proof_figures(const struct proof *p, const char *domain,
                    struct proof_figures *f)
 {
+	size_t first = 0, n = p->n;
+
+	/* a domain's users are one run of the sorted list: the figures of
+	   every domain cost one pass over all users, not one per domain */
+	if (domain != NULL)
+		n = proof_domain_users(p, domain, &first);
 	memset(f, 0, sizeof(*f));
-	for (size_t i = 0; i < p->n; i++) {
+	for (size_t i = first; i < first + n; i++) {
 		const struct proof_user *u = &p->v[i];
 		struct finding fs[MAX_FINDINGS];
 		size_t nf;
 
-		if (domain != NULL && strcmp(u->domain, domain) != 0)
-			continue;
 		f->users++;
 		if (!u->has_record)
 			f->no_record++;

@@ -9,25 +9,65 @@
 #include "accounts-util.h"
 #include "proof.h"
 
+static size_t name_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return (size_t)h;
+}
+
+/* The slot of user in the hash table: its own, or the free one it would
+   take.  n_slots is a power of two, at least twice the users. */
+static size_t *user_slot(const struct proof *p, const char *user)
+{
+	size_t mask = p->n_slots - 1, i = name_hash(user) & mask;
+
+	while (p->slots[i] != 0 &&
+	       strcmp(p->v[p->slots[i] - 1].user, user) != 0)
+		i = (i + 1) & mask;
+	return &p->slots[i];
+}
+
+static void slots_grow(struct proof *p)
+{
+	size_t *old = p->slots, n_old = p->n_slots;
+
+	p->n_slots = n_old == 0 ? 1024 : n_old * 2;
+	p->slots = acc_xmalloc(p->n_slots * sizeof(*p->slots));
+	memset(p->slots, 0, p->n_slots * sizeof(*p->slots));
+	for (size_t i = 0; i < n_old; i++) {
+		if (old[i] != 0)
+			*user_slot(p, p->v[old[i] - 1].user) = old[i];
+	}
+	free(old);
+}
+
 static struct proof_user *user_add(struct proof *p, const char *user)
 {
 	struct proof_user *u;
 
+	if ((p->n + 1) * 2 > p->n_slots)
+		slots_grow(p);
 	acc_grow(&p->v, &p->cap, p->n, sizeof(*p->v));
 	u = &p->v[p->n++];
 	memset(u, 0, sizeof(*u));
 	u->user = acc_xstrdup(user);
+	*user_slot(p, user) = p->n;
 	return u;
 }
 
 static struct proof_user *user_find(struct proof *p, const char *user)
 {
-	/* a few thousand users, each looked up once: a walk is enough */
-	for (size_t i = 0; i < p->n; i++) {
-		if (strcmp(p->v[i].user, user) == 0)
-			return &p->v[i];
-	}
-	return NULL;
+	size_t *slot;
+
+	if (p->n_slots == 0)
+		return NULL;
+	slot = user_slot(p, user);
+	return *slot == 0 ? NULL : &p->v[*slot - 1];
 }
 
 static int store_cb(const char *user, const struct bf_merge_record *rec,
@@ -327,36 +367,89 @@ static char *domain_normal(const char *domain)
 	return d;
 }
 
+static const struct proof *map_sort_p;
+
+/* the map by user, ties in file order: the first line for a user wins */
+static int map_cmp(const void *a, const void *b)
+{
+	size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
+	int r = strcmp(map_sort_p->map_user[ia], map_sort_p->map_user[ib]);
+
+	return r != 0 ? r : ia < ib ? -1 : ia > ib;
+}
+
+static const char *map_find(const struct proof *p, const size_t *order,
+                            const char *user)
+{
+	size_t lo = 0, hi = p->n_map;
+
+	/* the first entry not below user */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(p->map_user[order[mid]], user) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < p->n_map && strcmp(p->map_user[order[lo]], user) == 0
+	               ? p->map_domain[order[lo]]
+	               : NULL;
+}
+
 void proof_finish(struct proof *p)
 {
+	size_t *order = acc_xmalloc((p->n_map + 1) * sizeof(*order));
+
+	for (size_t j = 0; j < p->n_map; j++)
+		order[j] = j;
+	map_sort_p = p;
+	qsort(order, p->n_map, sizeof(*order), map_cmp);
 	for (size_t i = 0; i < p->n; i++) {
 		struct proof_user *u = &p->v[i];
 		const char *at = strrchr(u->user, '@');
 		const char *domain = at != NULL ? at + 1 : "";
 
-		for (size_t j = 0; at == NULL && j < p->n_map; j++) {
-			if (strcmp(p->map_user[j], u->user) == 0) {
-				domain = p->map_domain[j];
-				break;
-			}
+		if (at == NULL && p->n_map > 0) {
+			const char *mapped = map_find(p, order, u->user);
+
+			if (mapped != NULL)
+				domain = mapped;
 		}
 		/* any domain gets a report of its own, under a file name
 		   no other domain can take (acc_domain_file_stem) */
 		u->domain = domain_normal(domain);
 	}
+	free(order);
+	/* sorted, the hash table's indexes are stale: lookups are done */
+	free(p->slots);
+	p->slots = NULL;
+	p->n_slots = 0;
 	qsort(p->v, p->n, sizeof(*p->v), user_cmp);
 	for (size_t i = 0; i < p->n; i++) {
 		if (p->n_domains > 0 &&
-		    strcmp(p->domains[p->n_domains - 1], p->v[i].domain) == 0)
+		    strcmp(p->domains[p->n_domains - 1], p->v[i].domain) == 0) {
+			p->domain_n[p->n_domains - 1]++;
 			continue;
-		acc_grow(&p->domains, &p->cap_domains, p->n_domains,
-		         sizeof(*p->domains));
-		p->domain_files =
-		        acc_xrealloc(p->domain_files,
-		                     p->cap_domains * sizeof(*p->domain_files));
+		}
+		if (p->n_domains == p->cap_domains) {
+			acc_grow(&p->domains, &p->cap_domains, p->n_domains,
+			         sizeof(*p->domains));
+			p->domain_files = acc_xrealloc(
+			        p->domain_files,
+			        p->cap_domains * sizeof(*p->domain_files));
+			p->domain_first = acc_xrealloc(
+			        p->domain_first,
+			        p->cap_domains * sizeof(*p->domain_first));
+			p->domain_n = acc_xrealloc(
+			        p->domain_n,
+			        p->cap_domains * sizeof(*p->domain_n));
+		}
 		p->domains[p->n_domains] = acc_xstrdup(p->v[i].domain);
 		p->domain_files[p->n_domains] =
 		        acc_domain_file_stem(p->v[i].domain);
+		p->domain_first[p->n_domains] = i;
+		p->domain_n[p->n_domains] = 1;
 		p->n_domains++;
 	}
 }
@@ -364,14 +457,23 @@ void proof_finish(struct proof *p)
 size_t proof_domain_users(const struct proof *p, const char *domain,
                           size_t *first_r)
 {
-	size_t first = 0, n = 0;
+	size_t lo = 0, hi = p->n_domains;
 
-	while (first < p->n && strcmp(p->v[first].domain, domain) != 0)
-		first++;
-	while (first + n < p->n && strcmp(p->v[first + n].domain, domain) == 0)
-		n++;
-	*first_r = first;
-	return n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int r = strcmp(p->domains[mid], domain);
+
+		if (r == 0) {
+			*first_r = p->domain_first[mid];
+			return p->domain_n[mid];
+		}
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first_r = p->n;
+	return 0;
 }
 
 void proof_free(struct proof *p)
@@ -394,6 +496,9 @@ void proof_free(struct proof *p)
 	}
 	free(p->domains);
 	free(p->domain_files);
+	free(p->domain_first);
+	free(p->domain_n);
+	free(p->slots);
 	for (size_t i = 0; i < p->n_map; i++) {
 		free(p->map_user[i]);
 		free(p->map_domain[i]);

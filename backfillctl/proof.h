@@ -37,8 +37,12 @@ struct proof {
 	char **domains;      /* sorted, unique */
 	char **domain_files; /* each domain's report file name (no extension) */
 	size_t n_domains, cap_domains;
-	char **map_user, **map_domain; /* the domain map, in file order */
+	size_t *domain_first, *domain_n; /* each domain's users in v */
+	char **map_user, **map_domain;   /* the domain map, in file order */
 	size_t n_map, cap_map;
+	/* users by name while reading (index + 1, 0 = free): one lookup
+	   per verify line, 100,000s of users */
+	size_t *slots, n_slots;
 };
 
 /* Every merge record of the store.  -1 with a malloc()ed *error_r. */
@@ -62,7 +66,7 @@ int proof_parse_domain_map(struct proof *p, const char *data, size_t size,
 /* Assigns domains and sorts; call once after reading the inputs. */
 void proof_finish(struct proof *p);
 
-/* The users of one domain: *first_r and the count. */
+/* The users of one domain: *first_r and the count (binary search). */
 size_t proof_domain_users(const struct proof *p, const char *domain,
                           size_t *first_r);
 

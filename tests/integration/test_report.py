@@ -418,5 +418,30 @@ class CraftedVerify(unittest.TestCase):
         self.assertIn("may be written by every local user", r.stderr)
         self.assertFalse(os.path.exists(os.path.join(out, "index.txt")))
 
+    def test_domain_map(self):
+        # logins without a domain, the map's first line for a login wins,
+        # its domains folded like the others
+        rows = [(u, "done", 2, 2, 0, 0, None) for u in ("alice", "bob", "carol", "d@example.net")]
+        store_with_map = self.report(rows, ["%s\tok\t2\t2\t0\t0\t\t\t0\t\n" % u[0]
+                                            for u in rows])
+        self.assertEqual(store_with_map.returncode, 0, store_with_map.stderr)
+        mp = os.path.join(self.dir, "map")
+        with open(mp, "w") as f:
+            f.write("# login domain\nalice example.org\nalice example.net\n"
+                    "  bob\tExample.NET.  \n")
+        out = os.path.join(self.dir, "mapped")
+        r = subprocess.run([BACKFILLCTL, "--state", "sqlite:" + self.db, "report",
+                            "--verify", os.path.join(self.dir, "verify%d.tsv" % self.runs),
+                            "--out", out, "--domain-map", mp], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("3 domains, 4 users", r.stdout)
+
+        def users(name):
+            with open(os.path.join(out, name)) as f:
+                return re.findall(r"^  (\S+)\s+done", f.read(), re.M)
+        self.assertEqual(users("example.org.txt"), ["alice"])
+        self.assertEqual(users("example.net.txt"), ["bob", "d@example.net"])
+        self.assertEqual(users("_nodomain.txt"), ["carol"])
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
