@@ -158,6 +158,8 @@ def store_with(path, rows):
     db.close()
 
 
+FORGED_FOLDER = ".zz\nmallory@example.org\tok\t5\t5\t0\t0\t\t\t0\t"
+
 VERIFY_HEADER = ("Username\tResult\tArchived\tPresent\tMissing\tSymlinks\t"
                  "MissingFolderUID\tError\tUIDMismatches\tUIDMismatchList\n")
 
@@ -166,7 +168,9 @@ class VerifyFindings(unittest.TestCase):
     """Every verify Result but ok and no-archive is a finding, from a real
     verify: a live folder that took the archive's UIDs and then got another
     UIDVALIDITY (result uids), and a symlink restored into an archive after
-    its merge (result symlinks: the merge record knows nothing of it)."""
+    its merge (result symlinks: the merge record knows nothing of it).  And
+    an archive folder named to forge a verify row for another user: the
+    real -f tab output keeps one row per user, the report reads it."""
 
     @classmethod
     def setUpClass(cls):
@@ -176,9 +180,19 @@ class VerifyFindings(unittest.TestCase):
             site.add_user("uids@example.com", mg.standard_scenario(61), record=False)
             site.add_user("links@example.com", mg.standard_scenario(62), record=False)
             site.add_user("fine@example.com", mg.standard_scenario(63), record=False)
+            # an archive folder whose name would forge a verify row for a
+            # user mallory if -f tab printed it as it is
+            site.add_user("zed@example.org", mg.standard_scenario(64), record=False,
+                          freeze=False)
+            zed = os.path.join(site.archive_root, "zed@example.org")
+            for sub in ("cur", "new", "tmp"):
+                os.makedirs(os.path.join(zed, "Maildir", FORGED_FOLDER, sub))
+            mg.dovecot_mod.chown_tree(zed)
+            mg.freeze(zed)
             site.start(plugin_on=False)
-            for u in ("uids@example.com", "links@example.com", "fine@example.com"):
-                bd.doveadm_json(site.dc, "backfill", "run", "-u", u)
+            for u in ("uids@example.com", "links@example.com", "fine@example.com",
+                      "zed@example.org"):
+                bd.doveadm_json(site.dc, "backfill", "run", "-u", u, ok=(0, 1))
             rows, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "uids@example.com")
             cls.uid_ways = rows[0].get("uid_ways", "")
             site.dc.doveadm("mailbox", "update", "-u", "uids@example.com",
@@ -210,7 +224,6 @@ class VerifyFindings(unittest.TestCase):
         self.assertRegex(self.verify_out, r"uids@example.com\tuids\t")
         self.assertRegex(self.verify_out, r"links@example.com\tsymlinks\t")
         self.assertEqual(self.r.returncode, 1, self.r.stdout + self.r.stderr)
-        self.assertIn("2 to look at", self.r.stdout)
         with open(os.path.join(self.out, "domains", "example.com.txt")) as f:
             txt = f.read()
         self.assertIn("2 of 3 users need a look", txt)
@@ -222,6 +235,24 @@ class VerifyFindings(unittest.TestCase):
         self.assertNotRegex(txt, r"fine@example.com: ")
         self.assertEqual(figure(txt, "archived symlinks, never read"), "1")
         self.assertEqual(figure(txt, "folders without the archive's UIDs"), "1")
+
+
+    def test_folder_name_forges_no_row(self):
+        # every line of the real verify output has the header's shape, and
+        # the report has one row per real user: no mallory
+        lines = self.verify_out.splitlines()
+        self.assertEqual({line.count("\t") for line in lines}, {lines[0].count("\t")},
+                         self.verify_out)
+        self.assertEqual(self.r.stderr, "")
+        self.assertIn("2 domains, 4 users", self.r.stdout)
+        users = []
+        for name in os.listdir(os.path.join(self.out, "domains")):
+            if name.endswith(".txt") and name != "index.txt":
+                with open(os.path.join(self.out, "domains", name)) as f:
+                    users += re.findall(r"^  (\S+@\S+) ", f.read().split("\nUsers\n", 1)[1],
+                                        re.M)
+        self.assertEqual(sorted(users), ["fine@example.com", "links@example.com",
+                                         "uids@example.com", "zed@example.org"])
 
 
 class CraftedVerify(unittest.TestCase):
