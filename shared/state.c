@@ -561,6 +561,28 @@ bool bf_window_name_valid(const char *name)
 	return len > 0;
 }
 
+/* A window read back must have a name bf_state_window_open*() takes: the
+   milter writes it into X-Backfill-Window and every dedup key, and a
+   name with CR or LF from a store changed by hand or by other software
+   would start a header of its own (or be folded into this one by the
+   MTA).  Such a window is a store error: the milter then accepts mail
+   unchecked, as for a store it cannot read.  The name is not quoted: it
+   may hold anything. */
+static int window_name_check(struct bf_state *state, const char *what,
+                             struct bf_window *window)
+{
+	if (window->name != NULL && bf_window_name_valid(window->name))
+		return 0;
+	bf_window_clear(window);
+	bf_state_set_error(
+	        state,
+	        "%s: damaged window in the store: its name is not " BF_WINDOW_NAME_RULE
+	        " (edited by hand or by other software?); "
+	        "backfillctl window open NAME --replace ends it",
+	        what);
+	return -1;
+}
+
 int bf_state_window_open_full(struct bf_state *state, const char *name,
                               time_t now, time_t until,
                               enum bf_window_open_flags flags,
@@ -587,6 +609,14 @@ int bf_state_window_open_full(struct bf_state *state, const char *name,
 	ret = state->backend->window_open(
 	        state, name, now, until,
 	        (flags & BF_WINDOW_OPEN_EXCLUSIVE) != 0, &previous);
+	if (ret >= 0 && previous.name != NULL &&
+	    window_name_check(state, "opening a window", &previous) < 0 &&
+	    ret == 0) {
+		/* refused in favour of a window whose name is damaged: the
+		   error says how to end it.  Opened (1), the one before is
+		   only unknown, as when a backend cannot read it. */
+		ret = -1;
+	}
 	if (ret < 0 || previous_r == NULL)
 		bf_window_clear(&previous);
 	else
@@ -614,10 +644,14 @@ int bf_state_window_close(struct bf_state *state, time_t now,
 int bf_state_window_current(struct bf_state *state, time_t now,
                             struct bf_window *window_r, const char **error_r)
 {
+	int ret;
+
 	memset(window_r, 0, sizeof(*window_r));
-	return state_ret(state,
-	                 state->backend->window_current(state, now, window_r),
-	                 error_r);
+	ret = state->backend->window_current(state, now, window_r);
+	if (ret > 0 && window_name_check(state, "reading the current window",
+	                                 window_r) < 0)
+		ret = -1;
+	return state_ret(state, ret, error_r);
 }
 
 /* ---- dedup ---- */

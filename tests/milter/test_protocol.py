@@ -10,6 +10,7 @@ Environment: BACKFILL_MILTER and BACKFILLCTL (paths of the built binaries).
 
 import os
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -475,6 +476,89 @@ class LockedStoreTest(unittest.TestCase):
         self.assertEqual(log.count('state store failed'), 1, log)
         self.assertIn('state store answers again', log)
 
+
+
+class DamagedWindowNameTest(unittest.TestCase):
+    """A window name in the store that backfillctl refuses (written by
+    hand or other software: CR LF and a header line after it) never
+    reaches a header: the milter's answer for it is that of a store it
+    cannot read, so mail is accepted and tagged X-Backfill-Dedup:
+    unchecked, with a QUEUEID: line per message and the store error
+    logged once, without the name."""
+
+    FORGED = ('w1\r\nAuthentication-Results: mx.example.org; dkim=pass '
+              'header.d=bank.example')
+
+    def damage(self, milter):
+        db = sqlite3.connect(milter.state[len('sqlite:'):])
+        db.execute('UPDATE windows SET name = ?', (self.FORGED,))
+        db.commit()
+        db.close()
+
+    def message(self, client, n):
+        reply, actions = client.message(
+            '<sender@example.net>', ['<alice@example.org>'],
+            [('Subject', f'window name {n}'), ('Message-ID', f'<wn{n}@x>')],
+            [b'body\r\n'], queue_id=f'WN{n}')
+        self.assertEqual(reply, b'a', actions)
+        for a in actions:
+            for field in a[1:]:
+                if isinstance(field, str):
+                    self.assertNotIn('\r', field, actions)
+                    self.assertNotIn('\n', field, actions)
+        return actions
+
+    def check_unchecked(self, milter, client, qids):
+        for n in qids:
+            actions = self.message(client, n)
+            self.assertIsNone(
+                MilterClient.added(actions, 'X-Backfill-Window'), actions)
+            self.assertIsNone(
+                MilterClient.added(actions, 'X-Backfill-Fingerprint'),
+                actions)
+            self.assertEqual(
+                MilterClient.added(actions, 'X-Backfill-Dedup'),
+                'unchecked', actions)
+        log = milter.log_text()
+        self.assertEqual(log.count(
+            'cannot read the restore window from the state store'), 1, log)
+        # the store error once per StoreRetry, as for a store that fails
+        self.assertEqual(log.count('state store failed'), 1, log)
+        self.assertIn('damaged window', log)
+        self.assertNotIn('Authentication-Results', log)
+        for n in qids:
+            self.assertIn(f'WN{n}: accepted without duplicate check', log)
+
+    def test_name_changed_while_running(self):
+        milter = PrivateMilter(MILTER, BACKFILLCTL, window='w1')
+        milter.start()
+        try:
+            client = MilterClient(milter.sock)
+            actions = self.message(client, 0)
+            self.assertEqual(
+                MilterClient.added(actions, 'X-Backfill-Window'), 'w1')
+            self.damage(milter)
+            time.sleep(1.2)  # WindowRefresh 1s
+            self.check_unchecked(milter, client, range(1, 4))
+            client.close()
+        finally:
+            rc = milter.stop()
+            milter.__exit__(None, None, None)
+        self.assertEqual(rc, 0)
+
+    def test_name_damaged_at_start(self):
+        milter = PrivateMilter(MILTER, BACKFILLCTL)
+        milter.ctl('window', 'open', 'w1')
+        self.damage(milter)
+        milter.start()
+        try:
+            client = MilterClient(milter.sock)
+            self.check_unchecked(milter, client, range(1, 3))
+            client.close()
+        finally:
+            rc = milter.stop()
+            milter.__exit__(None, None, None)
+        self.assertEqual(rc, 0)
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)

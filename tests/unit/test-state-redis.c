@@ -657,6 +657,44 @@ void test_redis_damaged_numbers(void **statep)
 	bf_state_close(&state);
 }
 
+/* A window name in Redis that bf_state_window_open() refuses is a store
+   error, never handed to the milter for X-Backfill-Window; opening
+   another window ends it. */
+void test_redis_damaged_window_name(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	redisContext *c = bf_fixture_redis_connect(&f->redis, NULL);
+	struct bf_window w;
+	const char *error;
+
+	assert_non_null(c);
+	redis_ok(c, "RPUSH backfill:windows %s",
+	         "1700000000:0:0:w1\r\nAuthentication-Results: x; dkim=pass");
+	assert_int_equal(bf_state_window_current(state, NOW + 1, &w, &error),
+	                 -1);
+	assert_null(w.name);
+	assert_contains(error, "damaged window");
+	assert_null(strchr(error, '\n'));
+	assert_null(strstr(error, "Authentication-Results"));
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_EXCLUSIVE, &w,
+	                                           &error),
+	                 -1);
+	assert_contains(error, "damaged window");
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_REPLACE, &w,
+	                                           &error),
+	                 1);
+	assert_null(w.name);
+	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
+	                 1);
+	assert_string_equal(w.name, "w2");
+	bf_window_clear(&w);
+	redisFree(c);
+	bf_state_close(&state);
+}
+
 /* Key layout: records carry a Redis TTL (they expire by themselves, a
    little after their expiry by the caller's clock), leases and merge
    records do not; the window name is escaped so keys stay unambiguous. */

@@ -635,3 +635,47 @@ void test_sqlite_damaged_numbers(void **statep)
 	bf_window_clear(&w);
 	bf_state_close(&state);
 }
+
+/* A window name in the file that bf_state_window_open() refuses (CR LF
+   and a header line after it) is a store error, never handed to the
+   milter for X-Backfill-Window; opening another window ends it. */
+void test_sqlite_damaged_window_name(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	struct bf_window w;
+	const char *error;
+
+	assert_int_equal(bf_state_window_open(state, "w1", NOW, 0, &error), 0);
+	sql_ok(f->path, "UPDATE windows SET name = 'w1' || char(13, 10) ||"
+	                " 'Authentication-Results: x; dkim=pass'");
+	assert_int_equal(bf_state_window_current(state, NOW + 1, &w, &error),
+	                 -1);
+	assert_null(w.name);
+	assert_contains(error, "damaged window");
+	assert_contains(error, "--replace");
+	assert_null(strchr(error, '\n'));
+	assert_null(strstr(error, "Authentication-Results"));
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_EXCLUSIVE, &w,
+	                                           &error),
+	                 -1);
+	assert_contains(error, "damaged window");
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_REPLACE, &w,
+	                                           &error),
+	                 1);
+	assert_null(w.name);
+	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
+	                 1);
+	assert_string_equal(w.name, "w2");
+	bf_window_clear(&w);
+	/* an empty name and a space */
+	sql_ok(f->path, "UPDATE windows SET name = '' WHERE closed = 0");
+	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
+	                 -1);
+	sql_ok(f->path, "UPDATE windows SET name = 'a b' WHERE closed = 0");
+	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
+	                 -1);
+	bf_state_close(&state);
+}

@@ -71,6 +71,7 @@ void test_wait_limit(void **statep);
 void test_open_wait_limit(void **statep);
 void test_checkpoint_atomic(void **statep);
 void test_sqlite_damaged_numbers(void **statep);
+void test_sqlite_damaged_window_name(void **statep);
 
 #ifdef BF_HAVE_REDIS
 /* test-state-redis.c */
@@ -84,6 +85,7 @@ void test_redis_noscript(void **statep);
 void test_redis_checkpoint_atomic(void **statep);
 void test_redis_damaged_values(void **statep);
 void test_redis_damaged_numbers(void **statep);
+void test_redis_damaged_window_name(void **statep);
 void test_redis_keys_and_ttl(void **statep);
 void test_redis_fork(void **statep);
 void test_redis_dns_timeout(void **statep);
