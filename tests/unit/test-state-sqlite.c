@@ -619,20 +619,7 @@ void test_sqlite_damaged_numbers(void **statep)
 	assert_contains(error, "damaged window");
 	assert_contains(error, "field opened");
 	assert_null(w.name);
-	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
-	                                           BF_WINDOW_OPEN_EXCLUSIVE, &w,
-	                                           &error),
-	                 -1);
-	assert_contains(error, "damaged window");
-	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
-	                                           BF_WINDOW_OPEN_REPLACE, &w,
-	                                           &error),
-	                 1);
-	assert_null(w.name);
-	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
-	                 1);
-	assert_string_equal(w.name, "w2");
-	bf_window_clear(&w);
+	damaged_window_replaced(state);
 	bf_state_close(&state);
 }
 
@@ -656,20 +643,7 @@ void test_sqlite_damaged_window_name(void **statep)
 	assert_contains(error, "--replace");
 	assert_null(strchr(error, '\n'));
 	assert_null(strstr(error, "Authentication-Results"));
-	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
-	                                           BF_WINDOW_OPEN_EXCLUSIVE, &w,
-	                                           &error),
-	                 -1);
-	assert_contains(error, "damaged window");
-	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
-	                                           BF_WINDOW_OPEN_REPLACE, &w,
-	                                           &error),
-	                 1);
-	assert_null(w.name);
-	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
-	                 1);
-	assert_string_equal(w.name, "w2");
-	bf_window_clear(&w);
+	damaged_window_replaced(state);
 	/* an empty name and a space */
 	sql_ok(f->path, "UPDATE windows SET name = '' WHERE closed = 0");
 	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),

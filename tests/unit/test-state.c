@@ -279,6 +279,27 @@ int damaged_iter_cb(const char *user, const struct bf_merge_record *rec,
 	return 0;
 }
 
+void damaged_window_replaced(struct bf_state *state)
+{
+	struct bf_window w;
+	const char *error;
+
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_EXCLUSIVE, &w,
+	                                           &error),
+	                 -1);
+	assert_contains(error, "damaged window");
+	assert_int_equal(bf_state_window_open_full(state, "w2", NOW + 2, 0,
+	                                           BF_WINDOW_OPEN_REPLACE, &w,
+	                                           &error),
+	                 1);
+	assert_null(w.name);
+	assert_int_equal(bf_state_window_current(state, NOW + 3, &w, &error),
+	                 1);
+	assert_string_equal(w.name, "w2");
+	bf_window_clear(&w);
+}
+
 int journal_iter_cb(const struct bf_journal_entry *entry, void *context)
 {
 	struct journal_iter_ctx *ctx = context;

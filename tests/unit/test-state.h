@@ -58,6 +58,10 @@ struct damaged_iter_ctx {
 };
 int damaged_iter_cb(const char *user, const struct bf_merge_record *rec,
                     void *context);
+/* With a damaged window in force (opened at NOW): opening "w2" at NOW + 2
+   exclusively is refused with an error saying so, replacing it works (the
+   window before unknown), and "w2" then reads back. */
+void damaged_window_replaced(struct bf_state *state);
 
 /* test-state-sqlite.c */
 void test_open_creates_group_writable(void **statep);
