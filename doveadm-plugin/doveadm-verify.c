@@ -38,6 +38,10 @@ struct verify_walk {
 	   the merge never reads them (issue: a planted link to another
 	   user's mail) */
 	unsigned int symlinks;
+	/* archive folders read (or skipped as symlinks), and what stopped
+	   the others: one unreadable folder leaves the rest verified */
+	ARRAY_TYPE(const_string) read;
+	string_t *unread;
 };
 
 static int verify_cb(struct mail *mail, const struct backfill_mail_keys *keys,
@@ -98,6 +102,21 @@ static int verify_archive_folder(struct backfill_archive *archive,
 	return *afiles_r == NULL ? -1 : 1;
 }
 
+/* An archive folder Dovecot lists but cannot read: what it had walked
+   of it goes, its directory's messages are counted from the file system
+   (backfill_archive_dirs_unread()) and the error is reported. */
+static void verify_folder_unread(struct verify_walk *w, const char *name,
+                                 unsigned int before, const char *error)
+{
+	array_delete(w->msgs, before, array_count(w->msgs) - before);
+	e_warning(w->event, "archive folder %s not read: %s",
+	          backfill_value_escape(name, BACKFILL_ESCAPE_TEXT),
+	          backfill_value_escape(error, BACKFILL_ESCAPE_TEXT));
+	if (str_len(w->unread) > 0)
+		str_append(w->unread, "; ");
+	str_printfa(w->unread, "archive folder %s not read: %s", name, error);
+}
+
 /* archive NULL: the live folders. */
 static int verify_collect(struct mail_user *user,
                           struct backfill_archive *archive,
@@ -126,12 +145,19 @@ static int verify_collect(struct mail_user *user,
 		} else {
 			ret = 1;
 		}
+		unsigned int before = array_count(w->msgs);
 		if (ret > 0) {
 			ret = doveadm_backfill_walk(box, fp, afiles,
 			                            &w->symlinks, w->event,
 			                            verify_cb, w, error_r);
 		}
 		mailbox_free(&box);
+		if (ret < 0 && archive != NULL) {
+			verify_folder_unread(w, name, before, *error_r);
+			ret = 0;
+		} else if (archive != NULL) {
+			array_push_back(&w->read, &name);
+		}
 		if (ret < 0)
 			break;
 	}
@@ -193,6 +219,8 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	i_zero(&w);
 	w.pool = pool;
 	w.event = buser->event;
+	p_array_init(&w.read, pool, 16);
+	w.unread = str_new(pool, 64);
 	p_array_init(&amsgs, pool, 256);
 	p_array_init(&lmsgs, pool, 256);
 
@@ -219,6 +247,23 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		ret = verify_collect(user, NULL, &lnames, fp, &w, &error);
 	}
 	bf_fp_free(&fp);
+	unsigned int n_unread = 0;
+	const char *unread_text = NULL, *dirs_error;
+	if (ret == 0 &&
+	    backfill_archive_dirs_unread(archive, &w.read, &n_unread,
+	                                 &unread_text, &dirs_error) < 0) {
+		e_warning(buser->event,
+		          "archive folder directories not checked: %s",
+		          dirs_error);
+	}
+	if (unread_text != NULL) {
+		e_warning(buser->event, "%s",
+		          backfill_value_escape(unread_text,
+		                                BACKFILL_ESCAPE_TEXT));
+		if (str_len(w.unread) > 0)
+			str_append(w.unread, "; ");
+		str_append(w.unread, unread_text);
+	}
 	/* The UIDs the merge promised are in its record: without the state
 	   store they are not checked, the proof by content still holds. */
 	struct doveadm_verify_uids uids;
@@ -281,10 +326,17 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		ai++;
 	}
 	doveadm_backfill_print_user(ctx, user->username);
+	/* unread directories: their messages are archived ones no live
+	   copy was proven for (an unread folder whose messages could not
+	   be counted, mdbox, still fails the row) */
+	acount += n_unread;
+	n_missing += n_unread;
+	bool unread = str_len(w.unread) > 0;
 	/* A symlink in an archive is something to look at (exit 1): it was
 	   planted, or restored from a server that used them, and its mail
 	   is in neither the merge nor this proof. */
 	doveadm_print(n_missing > 0         ? "missing"
+	              : unread              ? "failed"
 	              : w.symlinks > 0      ? "symlinks"
 	              : uids.mismatches > 0 ? "uids"
 	                                    : "ok");
@@ -293,10 +345,10 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(n_missing);
 	doveadm_backfill_print_num(w.symlinks);
 	doveadm_backfill_print_list(str_c(missing));
-	doveadm_print("");
+	doveadm_backfill_print_text(str_c(w.unread));
 	doveadm_backfill_print_num(uids.mismatches);
 	doveadm_backfill_print_text(str_c(uids.list));
-	if (n_missing > 0 || w.symlinks > 0 || uids.mismatches > 0)
+	if (n_missing > 0 || unread || w.symlinks > 0 || uids.mismatches > 0)
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
 	backfill_archive_close(&archive);
 	pool_unref(&pool);

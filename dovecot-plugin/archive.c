@@ -22,6 +22,7 @@
 #include "backfill-settings.h"
 #include "archive.h"
 #include "maildir-storage.h"
+#include "mailbox-list-private.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -930,4 +931,138 @@ bool backfill_archive_mail_linked(struct backfill_archive_files *files,
 	/* not found, or not Maildir: cannot tell, so it is not read */
 	*path_r = t_strdup_printf("a symlink in %s", files->dir);
 	return TRUE;
+}
+
+/* Message files in dir/sub: -1 when it cannot be listed, 0 when it is
+   missing or a symlink. */
+static int dir_messages(const char *dir, const char *sub, unsigned int *count)
+{
+	const char *path = t_strconcat(dir, "/", sub, NULL);
+	struct dirent *d;
+	struct stat st;
+	DIR *dirp;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	if ((dirp = opendir(path)) == NULL)
+		return -1;
+	while ((d = readdir(dirp)) != NULL) {
+		if (d->d_name[0] == '.')
+			continue;
+		if (dirent_type(dirfd(dirp), d) == DT_REG)
+			(*count)++;
+	}
+	(void)closedir(dirp);
+	return 0;
+}
+
+static bool dir_covered(const ARRAY_TYPE(const_string) * paths,
+                        const char *path)
+{
+	const char *const *p;
+
+	array_foreach(paths, p)
+	{
+		if (strcmp(*p, path) == 0)
+			return TRUE;
+	}
+	return FALSE;
+}
+
+int backfill_archive_dirs_uncovered(struct backfill_archive *archive,
+                                    const ARRAY_TYPE(const_string) * covered,
+                                    pool_t pool,
+                                    ARRAY_TYPE(backfill_archive_dir) * dirs_r,
+                                    const char **error_r)
+{
+	struct mailbox_list *list = archive->ns->list;
+	ARRAY_TYPE(const_string) paths;
+	const char *const *vname, *root, *path;
+	struct dirent *d;
+	struct stat st;
+	DIR *dirp;
+
+	p_array_init(dirs_r, pool, 4);
+	if (strcmp(list->name, MAILBOX_LIST_NAME_MAILDIRPLUSPLUS) != 0 ||
+	    strcmp(archive->ns->storage->name, "maildir") != 0 ||
+	    !mailbox_list_get_root_path(list, MAILBOX_LIST_PATH_TYPE_MAILBOX,
+	                                &root))
+		return 0;
+	/* Dovecot's own path for each folder read: the same root string,
+	   so plain comparison tells the directories apart */
+	t_array_init(&paths, array_count(covered) + 1);
+	array_foreach(covered, vname)
+	{
+		struct mailbox *box =
+		        mailbox_alloc(list, *vname, MAILBOX_FLAG_READONLY);
+		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX,
+		                        &path) > 0) {
+			path = t_strdup(path);
+			array_push_back(&paths, &path);
+		}
+		mailbox_free(&box);
+	}
+	if ((dirp = opendir(root)) == NULL) {
+		*error_r = t_strdup_printf("opendir(%s) failed: %m", root);
+		return -1;
+	}
+	while ((d = readdir(dirp)) != NULL) {
+		unsigned int count = 0;
+		int ret;
+
+		if (d->d_name[0] != '.' || strcmp(d->d_name, ".") == 0 ||
+		    strcmp(d->d_name, "..") == 0)
+			continue;
+		path = t_strconcat(root, "/", d->d_name, NULL);
+		if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode) ||
+		    dir_covered(&paths, path))
+			continue;
+		ret = dir_messages(path, "cur", &count);
+		if (dir_messages(path, "new", &count) < 0)
+			ret = -1;
+		if (count == 0 && ret == 0)
+			continue;
+		struct backfill_archive_dir *dir = array_append_space(dirs_r);
+		dir->name = p_strdup(pool, d->d_name);
+		dir->messages = count;
+		dir->unreadable = ret < 0;
+	}
+	(void)closedir(dirp);
+	return 0;
+}
+
+int backfill_archive_dirs_unread(struct backfill_archive *archive,
+                                 const ARRAY_TYPE(const_string) * covered,
+                                 unsigned int *messages_r, const char **text_r,
+                                 const char **error_r)
+{
+	ARRAY_TYPE(backfill_archive_dir) dirs;
+	const struct backfill_archive_dir *dir;
+	string_t *text;
+
+	*messages_r = 0;
+	*text_r = NULL;
+	if (backfill_archive_dirs_uncovered(archive, covered,
+	                                    pool_datastack_create(), &dirs,
+	                                    error_r) < 0)
+		return -1;
+	if (array_count(&dirs) == 0)
+		return 0;
+	text = t_str_new(128);
+	array_foreach(&dirs, dir)
+	{
+		*messages_r += dir->messages;
+		str_printfa(text, "%s%s: %u messages%s",
+		            str_len(text) == 0 ? "" : ", ", dir->name,
+		            dir->messages,
+		            dir->unreadable
+		                    ? " or more (cur/ or new/ unreadable)"
+		                    : "");
+	}
+	*text_r = t_strdup_printf(
+	        "%u messages in archive folder directories no folder Dovecot can open covers, not merged: %s",
+	        *messages_r, str_c(text));
+	return 0;
 }

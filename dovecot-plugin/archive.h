@@ -1,6 +1,8 @@
 #ifndef BACKFILL_ARCHIVE_H
 #define BACKFILL_ARCHIVE_H
 
+#include "array.h"
+
 struct mail;
 struct mailbox;
 struct mail_user;
@@ -62,6 +64,42 @@ bool backfill_archive_files_storage_linked(
    foreign file at all. */
 bool backfill_archive_mail_linked(struct backfill_archive_files *files,
                                   struct mail *mail, const char **path_r);
+
+/* A Maildir++ folder directory of the archive that no readable folder
+   covers: Dovecot lists it under a name it then cannot open (a raw
+   control character, an mUTF-7 NUL: ".A<TAB>folder", ".a&AAA-b"), or not
+   at all (".inbox", the "INBOX.inbox" of an INBOX.-prefix server, is the
+   vname "inbox", which Dovecot takes for INBOX). */
+struct backfill_archive_dir {
+	/* its name under the archive's root, e.g. ".inbox" */
+	const char *name;
+	/* message files in its cur/ and new/ (symlinks not counted: the
+	   folder is never read, see above) */
+	unsigned int messages;
+	/* cur/ or new/ could not be listed: messages is a lower bound */
+	bool unreadable;
+};
+ARRAY_DEFINE_TYPE(backfill_archive_dir, struct backfill_archive_dir);
+
+/* The archive's folder directories (Maildir++ only; none for another
+   layout or format) with message files in them that none of the archive
+   folders named in covered (vnames) is: their messages are in no folder
+   the merge or verify reads.  A symlinked directory, or one whose cur/
+   and new/ are symlinks, is not listed (those are counted as symlinks).
+   Returns 0, or -1 when the root cannot be listed. */
+int backfill_archive_dirs_uncovered(struct backfill_archive *archive,
+                                    const ARRAY_TYPE(const_string) * covered,
+                                    pool_t pool,
+                                    ARRAY_TYPE(backfill_archive_dir) * dirs_r,
+                                    const char **error_r);
+
+/* The same, described: *messages_r message files in such directories,
+   *text_r naming each (raw names: escape them for a log line), NULL when
+   there is none.  Returns 0, or -1 when the root cannot be listed. */
+int backfill_archive_dirs_unread(struct backfill_archive *archive,
+                                 const ARRAY_TYPE(const_string) * covered,
+                                 unsigned int *messages_r, const char **text_r,
+                                 const char **error_r);
 
 /* A digest of the archive's tree as the file system shows it (no message
    is read): a folder or message restored, removed or renamed changes it.

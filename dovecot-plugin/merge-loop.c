@@ -16,6 +16,7 @@
 #include "pop3-hide.h"
 #include "imap-uids.h"
 #include "merge-private.h"
+#include "merge-dirs.h"
 
 /* The flags and keywords a merged copy shows: the archived message's,
    backfill_keyword, and the POP3 hide keyword where it applies.  The same
@@ -552,6 +553,7 @@ static int merge_phase_step(struct backfill_merge *m)
 		return ret;
 	}
 	if (m->idx >= array_count(&m->folders)) {
+		backfill_merge_dirs_unread(m);
 		backfill_merge_finish(m);
 		m->phase = PHASE_FINISHED;
 		return 0;

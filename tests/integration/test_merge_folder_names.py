@@ -61,7 +61,15 @@ ODD = {
               (".a; b", 1)],
     # the same raw on disk: Dovecot lists it and cannot open it
     "rawnl": [(".zz\nmallory\tok\t5\t5\t0\t0\t\t\t0\t", 2)],
+    # F3: listed, not openable: a raw tab, an mUTF-7 NUL
+    "rawtab": [(".A\tfolder", 3)],
+    "utf7nul": [(".a&AAA-b", 3)],
+    # F5: not listed at all: the vname "inbox" is INBOX (an INBOX.inbox
+    # of a server with the INBOX. prefix); ".INBOX" alike
+    "inboxlc": [(".inbox", 3), (".INBOX", 1)],
 }
+# directory -> messages Dovecot cannot read in it, per user
+UNREAD = {"rawnl": 2, "rawtab": 3, "utf7nul": 3, "inboxlc": 4}
 FORGED = "zz\nmallory\tok\t5"
 TAB_CMDS = ("plan", "verify", "run", "status", "verify")
 
@@ -94,6 +102,14 @@ class FolderNames(bftest.SiteCase):
         cls.verify = bd.by_user(bd.doveadm_json(dc, "backfill", "verify", "-A", ok=(0, 1))[0])
         cls.tab += [(cmd, bd.doveadm(dc, "backfill", cmd, "-A", fmt="tab").stdout)
                     for cmd in ("status", "verify")]
+        # a staged restore after the merge is done: a folder restored
+        # since makes the merge run and finish again, on the same record
+        add_folder(site, "inboxlc", ".Later", 2, "later")
+        mg.freeze(os.path.join(site.base, "archive", "inboxlc"))
+        cls.run3 = bd.by_user(bd.doveadm_json(dc, "backfill", "run", "-u", "inboxlc",
+                                              ok=(0, 1))[0])
+        cls.status3 = bd.by_user(bd.doveadm_json(dc, "backfill", "status", "-u", "inboxlc",
+                                                 ok=(0, 1))[0])
 
     def live_folders(self, user):
         r = self.site.dc.doveadm("mailbox", "list", "-u", user)
@@ -166,6 +182,52 @@ class FolderNames(bftest.SiteCase):
         self.assertIn("zz\\nmallory\\tok", self.verify["rawnl"]["error"])
         # the record's last_error is stored as one line without them
         self.assertIn("zz mallory ok", self.status["rawnl"]["last_error"])
+
+
+    def test_f3_f5_unread_directories_counted(self):
+        """Merged, every message of the readable folders; those of the
+        directories no folder covers counted, once, and named."""
+        for u, n in UNREAD.items():
+            with self.subTest(user=u):
+                total = self.base_count[u] + n
+                run = self.run1[u]
+                self.assertEqual(run["result"], "done", run)
+                self.assertEqual(int(run["archived"]), total, run)
+                self.assertEqual(int(run["skipped"]), n, run)
+                # every readable folder merged
+                self.assertEqual(int(run["added"]) + int(run["duplicates"]),
+                                 self.base_count[u], run)
+                # a second run, which finds the merge done, counts nothing twice
+                self.assertEqual(self.run2[u]["result"], "done", self.run2[u])
+                st = self.status[u]
+                self.assertEqual((int(st["archived"]), int(st["skipped"])), (total, n), st)
+                self.assertIn("messages in archive folder directories no folder", st["last_error"])
+                # plan said so beforehand
+                self.assertEqual(int(self.plan[u]["skipped"]), n, self.plan[u])
+        # finishing again counts the new folder, not the directories again
+        u, n = "inboxlc", UNREAD["inboxlc"]
+        st = self.status3[u]
+        self.assertEqual(st["state"], "done", (self.run3, st))
+        self.assertEqual((int(st["archived"]), int(st["skipped"])),
+                         (self.base_count[u] + n + 2, n), st)
+        self.assertEqual(st["last_error"].count("messages in archive folder directories"), 1, st)
+
+    def test_f3_f5_verify_goes_on(self):
+        """One folder verify cannot read no longer makes the user's row
+        "failed" with no figures: the rest is verified, the directory's
+        messages are counted missing and named."""
+        for u, n in UNREAD.items():
+            with self.subTest(user=u):
+                total = self.base_count[u] + n
+                v = self.verify[u]
+                self.assertEqual(v["result"], "missing", v)
+                self.assertEqual(int(v["archived"]), total, v)
+                self.assertEqual(int(v["present"]), self.base_count[u], v)
+                self.assertEqual(int(v["missing"]), n, v)
+                self.assertIn("messages in archive folder directories no folder", v["error"])
+                for dirname, _ in ODD[u]:
+                    self.assertIn(dirname.replace("\t", "\\t").replace("\n", "\\n"),
+                                  v["error"])
 
 
 if __name__ == "__main__":
