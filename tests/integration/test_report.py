@@ -132,6 +132,9 @@ class ReportTest(unittest.TestCase):
                     "http://", "https://"):
             self.assertNotIn(bad, html.lower())
         self.assertEqual(html.count('data-chart="'), 2)
+        # nothing but the inline style allowed, should an escape ever slip
+        self.assertIn('<meta http-equiv="Content-Security-Policy" content="default-src '
+                      "'none'; style-src 'unsafe-inline'\">", html)
         self.assertIn('data-user="carol@example.net"', html)
         self.assertIn("Next: <code>doveadm backfill run -u dave@example.net</code>", html)
 
