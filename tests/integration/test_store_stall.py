@@ -5,8 +5,8 @@ Redis).
 The login was bounded already (test_merge_locked_store); what came after it
 was not:
 - IMAP background slices: while another process holds the SQLite store's
-  write lock, the slice that commits a batch waited for it, and with it
-  every command of the client.  Now each slice waits for the store at most
+  write lock, or Redis does not answer (SIGSTOP), the slice that commits a
+  batch waited for it, and with it every command of the client.  Now each slice waits for the store at most
   backfill_login_budget in all, the merge stops with a line that says it
   is paused and when this session tries again, and it does: the merge
   finishes in the same session once the lock is gone, with the mailbox an
@@ -18,12 +18,14 @@ was not:
   and the delivery itself always succeeds.
 
 The latencies measured are printed.  Before the fix a NOOP during the
-lock took 40 s (the slice's write, recording the failure, releasing the
-slot and the lease: SQLite's 10 s busy timeout each, the lock being held
-until the NOOPs end), a delivery 10 s with the store locked or a Redis
-that never answers (timeout=10000); after it about the budget.
+stall took 40 s (the slice's write, recording the failure, releasing the
+slot and the lease: 10 s each, SQLite's busy timeout or Redis's
+timeout=10000, the stall lasting until the NOOPs end), a delivery 10 s
+with the store locked or a Redis that never answers; after it about the
+budget, plus closing the merge for a slice.
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +36,7 @@ import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 import fingerprint_ref  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+from redis_server import REDIS_SERVER, PrivateRedis  # noqa: E402
 from test_merge_locked_store import LOCKER, SilentServer  # noqa: E402
 
 BUDGET = 0.3
@@ -74,7 +77,18 @@ class ImapSlicesStalledStore(unittest.TestCase):
         self.site.add_user(self.USER, mg.bulk_scenario(7, self.MESSAGES, 40, 20))
         self.site.start(plugin_on=False)
         self.pre = self.site.dc.snapshot(self.USER)
-        self.site.enable_plugin()
+        self.site.enable_plugin(**self.store())
+
+    def store(self):
+        return {}
+
+    def stall(self):
+        """The store stalls until the returned function is called: another
+        process holds the SQLite store's write lock."""
+        locker = locked(os.path.join(self.site.state_dir, "state.db"))
+        return lambda: unlock(locker)
+
+    STALLED = r"locked.*after \d+ ms"
 
     def noop_latencies(self, c, secs):
         """NOOPs for secs (a client polling), each one's latency."""
@@ -86,37 +100,37 @@ class ImapSlicesStalledStore(unittest.TestCase):
             time.sleep(0.05)
         return out
 
-    def test_locked_sqlite_store(self):
+    def test_stalled_store(self):
         site, user = self.site, self.USER
-        db = os.path.join(site.state_dir, "state.db")
         c = site.dc.imap(user)
         # the merge goes on in background slices: commits at least once a
         # second, so the lock below catches one
         before = self.noop_latencies(c, 1.0)
-        self.assertEqual(site.finished_lines(user), [], "merge finished before the lock")
-        locker = locked(db)
+        self.assertEqual(site.finished_lines(user), [], "merge finished before the stall")
+        resume = self.stall()
         try:
             during = self.noop_latencies(c, LOCK_SECS)
         finally:
-            unlock(locker)
-        self.assertEqual(site.finished_lines(user), [], "merge finished before the lock")
+            resume()
+        self.assertEqual(site.finished_lines(user), [], "merge finished before the stall")
         # the same session finishes the merge, without logging in again
         deadline = time.monotonic() + 180
         while not site.finished_lines(user) and time.monotonic() < deadline:
             c.noop()
             time.sleep(0.05)
         c.logout()
-        print("IMAP NOOP latency: before the lock max %.3f s, during %d NOOPs with the store"
-              " locked for %.1f s max %.3f s" % (max(before), len(during), LOCK_SECS,
-                                                 max(during)), file=sys.stderr)
+        print("%s: IMAP NOOP latency before the stall max %.3f s, during %d NOOPs with the"
+              " store stalled for %.1f s max %.3f s" % (type(self).__name__, max(before),
+                                                        len(during), LOCK_SECS, max(during)),
+              file=sys.stderr)
         log = "\n".join(site.dc.log_lines(bftest.bf_log(user)))
         self.assertLess(max(during), BUDGET + SLACK,
                         "a slice waited for the locked store: %s\n%s"
                         % (["%.2f" % t for t in during], log))
         self.assertEqual(len(site.finished_lines(user)), 1, site.dc.log_tail())
         # what happened and what comes next
-        self.assertRegex(log, r"merge paused in the background: .*locked.*after \d+ ms"
-                              r".*nothing is lost: this session tries again in 5 s")
+        self.assertRegex(log, r"merge paused in the background: .*" + self.STALLED +
+                         r".*nothing is lost: this session tries again in 5 s")
         # nothing lost, nothing twice
         got = bftest.multiset(site.dc.snapshot(user))
         exp, _, _ = bftest.expected_after(self.pre, site.views[user])
@@ -124,6 +138,24 @@ class ImapSlicesStalledStore(unittest.TestCase):
         rows, r = bd.doveadm_json(site.dc, "backfill", "verify", "-u", user)
         self.assertEqual(rows[0]["result"], "ok", r.stderr)
         self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+class ImapSlicesHungRedis(ImapSlicesStalledStore):
+    """The same with the store in Redis (timeout=10000 in the URI, as for a
+    slow but healthy server), which stops answering (SIGSTOP)."""
+
+    def store(self):
+        if not os.path.exists(REDIS_SERVER):
+            raise unittest.SkipTest("no redis-server")
+        self.redis = PrivateRedis(self.site.base)
+        self.addCleanup(self.redis.stop)
+        return {"backfill_state": self.redis.uri + "?timeout=10000"}
+
+    def stall(self):
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        return lambda: os.kill(self.redis.proc.pid, signal.SIGCONT)
+
+    STALLED = r"no answer within \d+ ms"
 
 
 def tagged(raw_body, subject, window="w1"):
