@@ -347,17 +347,35 @@ static bool reason_valid(const char *reason)
 /* Comes after the f items it names: checked in v2_parse(). */
 static int way_parse(char *item, struct bf_cursor *c, const char **error_r)
 {
-	char *fields[4];
-	uint32_t folder;
+	char *fields[6];
+	uint32_t folder, below = 0, uidvalidity = 0;
 	enum bf_uid_way way;
+	unsigned int n = 4;
 
-	if (!fields_split(item, fields, 4) ||
+	/* the renumber way may have two more fields (none when it was
+	   written before renumbering was done) */
+	const char *way_text = strchr(item, ':');
+	size_t colons = 0;
+	for (const char *p = item; *p != '\0'; p++)
+		colons += *p == ':' ? 1 : 0;
+	if (way_text != NULL && strncmp(way_text + 1, "renumber:", 9) == 0 &&
+	    colons == 5)
+		n = 6;
+	if (!fields_split(item, fields, n) ||
 	    num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
 	    !bf_uid_way_parse(fields[1], &way) ||
 	    (strcmp(fields[2], "-") != 0 && !guid_valid(fields[2])) ||
 	    (strcmp(fields[3], "-") != 0 && !reason_valid(fields[3]))) {
 		*error_r = "way item: w:FOLDER:archive|renumber|live:LIVEGUID:"
 		           "REASON expected";
+		return -1;
+	}
+	if (n == 6 &&
+	    (num_parse(fields[4], strlen(fields[4]), &below) < 0 ||
+	     num_parse(fields[5], strlen(fields[5]), &uidvalidity) < 0 ||
+	     below == 0 || uidvalidity == 0)) {
+		*error_r = "way item: w:FOLDER:renumber:LIVEGUID:REASON:BELOW:"
+		           "LIVEUIDVALIDITY expected";
 		return -1;
 	}
 	if (folder >= c->folders_count ||
@@ -370,6 +388,80 @@ static int way_parse(char *item, struct bf_cursor *c, const char **error_r)
 	        strcmp(fields[2], "-") == 0 ? "" : fields[2];
 	c->folders[folder].way_reason =
 	        strcmp(fields[3], "-") == 0 ? "" : fields[3];
+	c->folders[folder].renumber_below = below;
+	c->folders[folder].renumber_uidvalidity = uidvalidity;
+	return 0;
+}
+
+bool bf_uid_ranges_next(const char **pos, uint32_t *first_r, uint32_t *last_r)
+{
+	const char *p = *pos, *end, *dash;
+
+	if (p == NULL || *p == '\0')
+		return false;
+	end = strchr(p, ',');
+	if (end == NULL)
+		end = p + strlen(p);
+	dash = memchr(p, '-', (size_t)(end - p));
+	if (dash == NULL) {
+		if (num_parse(p, (size_t)(end - p), first_r) < 0)
+			return false;
+		*last_r = *first_r;
+	} else if (num_parse(p, (size_t)(dash - p), first_r) < 0 ||
+	           num_parse(dash + 1, (size_t)(end - dash - 1), last_r) < 0) {
+		return false;
+	}
+	if (*first_r == 0 || *last_r < *first_r)
+		return false;
+	*pos = *end == ',' ? end + 1 : end;
+	return true;
+}
+
+/* Ascending, not overlapping, at least one range, nothing else. */
+static bool uid_ranges_valid(const char *text)
+{
+	const char *pos = text;
+	uint32_t first, last, prev = 0;
+	bool any = false;
+
+	while (*pos != '\0') {
+		if (!bf_uid_ranges_next(&pos, &first, &last) ||
+		    (any && first <= prev))
+			return false;
+		/* "1," would end on an empty range */
+		if (pos[0] == '\0' && pos[-1] == ',')
+			return false;
+		prev = last;
+		any = true;
+	}
+	return any;
+}
+
+/* Comes after the f and w items it names: a renumbering of a folder
+   that went the renumber way. */
+static int move_parse(char *item, struct bf_cursor *c, const char **error_r)
+{
+	char *fields[4];
+	uint32_t folder, base;
+
+	if (!fields_split(item, fields, 4) ||
+	    num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
+	    num_parse(fields[1], strlen(fields[1]), &base) < 0 || base == 0 ||
+	    (strcmp(fields[2], "p") != 0 && strcmp(fields[2], "d") != 0) ||
+	    !uid_ranges_valid(fields[3])) {
+		*error_r = "renumber item: r:FOLDER:BASE:p|d:UIDS expected";
+		return -1;
+	}
+	if (folder >= c->folders_count ||
+	    c->folders[folder].way != BF_UID_WAY_RENUMBER ||
+	    c->folders[folder].move_uids != NULL) {
+		*error_r = "renumber item: no such renumber folder, or a "
+		           "second one";
+		return -1;
+	}
+	c->folders[folder].move_base = base;
+	c->folders[folder].move_done = fields[2][0] == 'd';
+	c->folders[folder].move_uids = fields[3];
 	return 0;
 }
 
@@ -402,6 +494,8 @@ static int item_parse(char *item, struct bf_cursor *c, const char **error_r)
 		return intent_parse(item + 2, c, error_r);
 	case 'w':
 		return way_parse(item + 2, c, error_r);
+	case 'r':
+		return move_parse(item + 2, c, error_r);
 	case 'c':
 		return box_ranges_parse(item + 2, c, error_r);
 	case 'l':
@@ -598,6 +692,16 @@ char *bf_cursor_format(const struct bf_cursor *c)
 		           f->way_reason == NULL || f->way_reason[0] == '\0'
 		                   ? "-"
 		                   : f->way_reason);
+		if (f->way == BF_UID_WAY_RENUMBER && f->renumber_below != 0)
+			buf_printf(&buf, ":%u:%u", f->renumber_below,
+			           f->renumber_uidvalidity);
+	}
+	for (size_t i = 0; i < c->folders_count; i++) {
+		const struct bf_cursor_folder *f = &c->folders[i];
+		if (f->way == BF_UID_WAY_RENUMBER && f->move_uids != NULL &&
+		    f->move_uids[0] != '\0')
+			buf_printf(&buf, " r:%zu:%u:%s:%s", i, f->move_base,
+			           f->move_done ? "d" : "p", f->move_uids);
 	}
 	if (c->symlinks != 0)
 		buf_printf(&buf, " l:%u", c->symlinks);

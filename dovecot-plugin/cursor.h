@@ -36,6 +36,17 @@
                LIVEGUID the live folder (32 hex) or "-"; REASON a word
                of [a-z0-9-] saying why, or "-".  Written once the way is
                decided, before anything depends on it.
+     w:FOLDER:renumber:LIVEGUID:REASON:BELOW:LIVEUIDVALIDITY
+               the renumber way also keeps the live folder's UIDNEXT and
+               UIDVALIDITY when it was decided: its live messages (UIDs
+               below BELOW) are renumbered, and their POP3 UIDLs are
+               the ones LIVEUIDVALIDITY gave them.
+     r:FOLDER:BASE:STATE:UIDS
+               the renumbering of the FOLDER-th f item's live folder:
+               the live messages of old UIDs UIDS ("N" or "N-M" joined by
+               ',', ascending) move to BASE, BASE+1, ... in that order;
+               STATE "p" while it may be under way, "d" once done.
+               Written before the first message moves.
      l:COUNT   symlinks in the archive skipped so far (never followed)
      c:GUID:RANGES
                live copies of live folder GUID that archived messages
@@ -79,6 +90,13 @@ struct bf_cursor_folder {
 	/* "" when unknown or none */
 	const char *way_live_guid;
 	const char *way_reason;
+	/* renumber way: the live folder's UIDNEXT and UIDVALIDITY when it
+	   was decided (0: not known, for another way) */
+	uint32_t renumber_below, renumber_uidvalidity;
+	/* the r item: the old UIDs (NULL: none) and where they go */
+	const char *move_uids;
+	uint32_t move_base;
+	bool move_done;
 };
 
 struct bf_cursor {
@@ -123,6 +141,11 @@ char *bf_cursor_format(const struct bf_cursor *cursor);
 const char *bf_uid_way_name(enum bf_uid_way way);
 /* FALSE for anything else than the three names. */
 bool bf_uid_way_parse(const char *name, enum bf_uid_way *way_r);
+
+/* Walks a UIDS text of the r item ("N" or "N-M" joined by ','): the next
+   range from *pos, which moves past it.  FALSE at the end or on a bad
+   range (bf_cursor_parse() refuses those). */
+bool bf_uid_ranges_next(const char **pos, uint32_t *first_r, uint32_t *last_r);
 
 /* Did an archived message consume live message (guid, uid)?  Only for a
    parsed cursor. */

@@ -47,6 +47,7 @@
 #include "imap-uids.h"
 #include "imap-uids-evidence.h"
 #include "value-escape.h"
+#include "renumber.h"
 #include "merge-private.h"
 
 static struct cursor_folder *cur_folder(const struct backfill_merge *m)
@@ -63,9 +64,7 @@ static enum bf_uid_way cur_way(const struct backfill_merge *m)
 	return cf == NULL ? BF_UID_WAY_UNDECIDED : cf->way;
 }
 
-/* The cursor with the ways decided so far, in the state store: the same
-   record a batch's intent writes, keeping a pending intent. */
-static int ways_record(struct backfill_merge *m)
+int backfill_imap_uids_record(struct backfill_merge *m)
 {
 	const char *error;
 
@@ -99,12 +98,26 @@ static bool dry_created(struct backfill_merge *m, const char *vname)
 	return FALSE;
 }
 
+/* The first archive UID the merge may save into the live folder, or
+   the archive's UIDNEXT when it has none. */
+static uint32_t archive_first_uid(const struct backfill_merge *m)
+{
+	struct mailbox_status status;
+
+	if (array_count(&m->walk.uids) > 0)
+		return *array_idx(&m->walk.uids, 0);
+	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &status);
+	return status.uidnext;
+}
+
 /* A live folder that exists already (imap-uids-evidence.c says what
-   the evidence is).  Renumbering its live messages above the archive's
-   UIDs is not done yet: such a folder keeps its UIDs, and the reason says
-   it would have been renumbered. */
+   the evidence is).  Its live messages are renumbered above the archive's
+   UIDs (renumber.c) only where it has given out no UID the archive uses:
+   Dovecot never lowers a next UID, and doing it anyway would need the
+   folder rebuilt under another mailbox and swapped in, which Dovecot's
+   API does not offer for a Maildir INBOX. */
 static enum bf_uid_way
-decide_existing(struct backfill_merge *m,
+decide_existing(struct backfill_merge *m, struct cursor_folder *cf,
                 const struct backfill_live_evidence *live,
                 const char **reason_r)
 {
@@ -118,8 +131,18 @@ decide_existing(struct backfill_merge *m,
 		*reason_r = live->seen_reason;
 		return BF_UID_WAY_LIVE;
 	}
-	*reason_r = "renumber-not-supported";
-	return BF_UID_WAY_LIVE;
+	if (live->status.uidnext > archive_first_uid(m)) {
+		e_info(m->event,
+		       "%s: not renumbered: the live folder gave out UIDs up to %u, the archive's start at %u (live-uids-overlap: its live UIDs stay)",
+		       cf->name, live->status.uidnext - 1,
+		       archive_first_uid(m));
+		*reason_r = "live-uids-overlap";
+		return BF_UID_WAY_LIVE;
+	}
+	cf->renumber_below = live->status.uidnext;
+	cf->renumber_uidvalidity = live->status.uidvalidity;
+	*reason_r = live->seen ? "setting" : "no-imap-client";
+	return BF_UID_WAY_RENUMBER;
 }
 
 /* Another archive folder of this merge took the live folder's UIDs
@@ -198,7 +221,7 @@ static uint32_t archive_next_bounded(const struct backfill_merge *m,
 
 static enum bf_uid_way decide(struct backfill_merge *m,
                               const struct backfill_folder *folder,
-                              const struct cursor_folder *cf,
+                              struct cursor_folder *cf,
                               const struct backfill_live_evidence *live,
                               const char **reason_r)
 {
@@ -235,7 +258,7 @@ static enum bf_uid_way decide(struct backfill_merge *m,
 		*reason_r = "shared-live-folder";
 		return BF_UID_WAY_LIVE;
 	}
-	return decide_existing(m, live, reason_r);
+	return decide_existing(m, cf, live, reason_r);
 }
 
 int backfill_imap_uids_decide(struct backfill_merge *m,
@@ -259,13 +282,22 @@ int backfill_imap_uids_decide(struct backfill_merge *m,
 		backfill_merge_log_error(m, "%s", error);
 		return -1;
 	}
+	cf->renumber_below = cf->renumber_uidvalidity = 0;
 	cf->way = decide(m, folder, cf, &live, &reason);
 	cf->way_reason = reason;
-	cf->way_live_guid = "";
+	/* the renumber way names its live folder from the start: a folder
+	   made again under its name since must not be renumbered */
+	cf->way_live_guid = cf->way == BF_UID_WAY_RENUMBER
+	                            ? p_strdup(m->pool, live.guid)
+	                            : "";
 	e_debug(m->event, "%s -> %s: IMAP UIDs go the %s way (%s)",
 	        folder->archive_vname, folder->live_vname,
 	        bf_uid_way_name(cf->way), reason);
-	return ways_record(m);
+	if (backfill_imap_uids_record(m) < 0)
+		return -1;
+	if (cf->way == BF_UID_WAY_RENUMBER && !m->dry_run)
+		backfill_crash_point("renumber-decided");
+	return 0;
 }
 
 const struct mailbox_update *
@@ -327,7 +359,7 @@ static int adopt_uidvalidity(struct backfill_merge *m)
 	if (!backfill_live_never_used(&status)) {
 		give_up(m, 0,
 		        "the live folder has another UIDVALIDITY and mail");
-		return ways_record(m);
+		return backfill_imap_uids_record(m);
 	}
 	i_zero(&update);
 	update.uid_validity = m->walk.uidvalidity;
@@ -351,7 +383,11 @@ static void give_up(struct backfill_merge *m, uint32_t uid, const char *why)
 {
 	struct cursor_folder *cf = cur_folder(m);
 
-	if (cf->way != BF_UID_WAY_ARCHIVE)
+	/* a renumbering under way goes on: its messages move (once done,
+	   the way can be given up like the archive way) */
+	if (cf->way != BF_UID_WAY_ARCHIVE &&
+	    (cf->way != BF_UID_WAY_RENUMBER ||
+	     (cf->move_uids != NULL && !cf->move_done)))
 		return;
 	cf->way = BF_UID_WAY_LIVE;
 	cf->way_reason = "uid-taken";
@@ -361,6 +397,51 @@ static void give_up(struct backfill_merge *m, uint32_t uid, const char *why)
 	        m->event,
 	        "%s/uid %u: %s: the archive's UIDs cannot be kept in %s, its copies get live UIDs",
 	        cf->name, uid, why, mailbox_get_vname(m->lbox));
+}
+
+/* The renumber way's live folder takes the archive's UIDVALIDITY, once
+   its live messages' POP3 UIDLs are pinned (renumber.c).  It must be the
+   folder decided for, with the UIDVALIDITY it had then (or the archive's,
+   after a crash): anything else gives the way up. */
+static int renumber_opened(struct backfill_merge *m)
+{
+	struct cursor_folder *cf = cur_folder(m);
+	const char *error;
+
+	if (cf->way_live_guid[0] == '\0')
+		cf->way_live_guid = m->lbox_guid;
+	else if (strcmp(cf->way_live_guid, m->lbox_guid) != 0) {
+		give_up(m, 0, "the live folder was made again since");
+		return backfill_imap_uids_record(m);
+	}
+	if (m->lbox_uidvalidity == m->walk.uidvalidity)
+		return 0;
+	if (cf->move_uids != NULL ||
+	    m->lbox_uidvalidity != cf->renumber_uidvalidity) {
+		give_up(m, 0, "the live folder has another UIDVALIDITY since");
+		return backfill_imap_uids_record(m);
+	}
+	if (backfill_renumber_pin_uidls(m, &error) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: keeping its POP3 UIDLs failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), error);
+		return -1;
+	}
+	if (backfill_renumber_set_uidvalidity(m, &error) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: giving it the archive's UIDVALIDITY %u failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), m->walk.uidvalidity, error);
+		return -1;
+	}
+	e_info(m->event,
+	       "%s: takes the archive's UIDVALIDITY %u (was %u); its live messages move above UID %u once merged",
+	       mailbox_get_vname(m->lbox), m->walk.uidvalidity,
+	       m->lbox_uidvalidity, m->uid_archive_next);
+	m->lbox_uidvalidity = m->walk.uidvalidity;
+	backfill_crash_point("renumber-uidvalidity");
+	return 0;
 }
 
 int backfill_imap_uids_live_opened(struct backfill_merge *m,
@@ -378,7 +459,9 @@ int backfill_imap_uids_live_opened(struct backfill_merge *m,
 		p_array_init(&m->uid_ours, m->pool, 16);
 	if (m->dry_run)
 		return 0;
-	if (cf->way == BF_UID_WAY_ARCHIVE || cf->way == BF_UID_WAY_RENUMBER) {
+	if (cf->way == BF_UID_WAY_RENUMBER)
+		return renumber_opened(m);
+	if (cf->way == BF_UID_WAY_ARCHIVE) {
 		if (cf->way_live_guid[0] == '\0')
 			cf->way_live_guid = m->lbox_guid;
 		if (m->lbox_uidvalidity == m->walk.uidvalidity)
@@ -396,15 +479,21 @@ int backfill_imap_uids_live_opened(struct backfill_merge *m,
 	return 0;
 }
 
+/* The ways that keep the archive's UIDs. */
+static bool way_keeps_uids(enum bf_uid_way way)
+{
+	return way == BF_UID_WAY_ARCHIVE || way == BF_UID_WAY_RENUMBER;
+}
+
 bool backfill_imap_uids_taken(const struct backfill_merge *m)
 {
-	return cur_way(m) == BF_UID_WAY_ARCHIVE;
+	return way_keeps_uids(cur_way(m));
 }
 
 void backfill_imap_uids_save(struct backfill_merge *m,
                              struct mail_save_context *save, uint32_t uid)
 {
-	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
+	if (!way_keeps_uids(cur_way(m)))
 		return;
 	/* decided before uid-range existed: never ask Dovecot for it */
 	if (uid >= BF_ARCHIVE_UID_LIMIT) {
@@ -427,7 +516,7 @@ bool backfill_imap_uids_uidl_needed(struct backfill_merge *m,
 {
 	const char *stored;
 
-	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
+	if (!way_keeps_uids(cur_way(m)))
 		return TRUE;
 	/* POP3 sees the INBOX only, and there the way can still be given
 	   up after the copy landed: the fresh UIDVALIDITY would then change
@@ -451,8 +540,7 @@ void backfill_imap_uids_saved(struct backfill_merge *m,
 		return;
 	if (array_is_created(&m->uid_ours))
 		seq_range_array_add(&m->uid_ours, uid);
-	if (cur_way(m) == BF_UID_WAY_ARCHIVE &&
-	    uid != item->entry.archive_uid) {
+	if (way_keeps_uids(cur_way(m)) && uid != item->entry.archive_uid) {
 		give_up(m, item->entry.archive_uid,
 		        t_strdup_printf("Dovecot gave its copy live UID %u",
 		                        uid));
@@ -477,6 +565,11 @@ static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
 	struct mail *mail;
 	int ret = 0;
 
+	const struct cursor_folder *cf = cur_folder(m);
+	/* the renumber way's live messages: they move above */
+	uint32_t below =
+	        cf->way == BF_UID_WAY_RENUMBER ? cf->renumber_below : 0;
+
 	if (m->uid_archive_next <= 1)
 		return 0;
 	if (mailbox_sync(m->lbox, 0) < 0) {
@@ -486,7 +579,7 @@ static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
 	ctx = backfill_merge_search_uids(t, 1, m->uid_archive_next - 1);
 	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
-		if (mail->uid >= m->uid_archive_next ||
+		if (mail->uid >= m->uid_archive_next || mail->uid < below ||
 		    seq_range_exists(&m->uid_ours, mail->uid) ||
 		    backfill_live_added_by_backfill(m, m->lbox_guid, mail->uid))
 			continue;
@@ -537,11 +630,13 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 		give_up(m, uid,
 		        t_strdup_printf("live UID %u is not the merge's copy",
 		                        uid));
-		if (ways_record(m) < 0)
-			return -1;
-		return fresh_uidvalidity(m);
+		if (cur_way(m) == BF_UID_WAY_LIVE) {
+			if (backfill_imap_uids_record(m) < 0)
+				return -1;
+			return fresh_uidvalidity(m);
+		}
 	}
-	return 0;
+	return backfill_renumber_move(m);
 }
 
 void backfill_imap_uids_cursor_in(struct cursor_folder *cf,
@@ -550,6 +645,11 @@ void backfill_imap_uids_cursor_in(struct cursor_folder *cf,
 	cf->way = f->way;
 	cf->way_live_guid = f->way_live_guid == NULL ? "" : f->way_live_guid;
 	cf->way_reason = f->way_reason == NULL ? "" : f->way_reason;
+	cf->renumber_below = f->renumber_below;
+	cf->renumber_uidvalidity = f->renumber_uidvalidity;
+	cf->move_uids = f->move_uids;
+	cf->move_base = f->move_base;
+	cf->move_done = f->move_done;
 }
 
 void backfill_imap_uids_cursor_out(struct bf_cursor_folder *f,
@@ -558,6 +658,11 @@ void backfill_imap_uids_cursor_out(struct bf_cursor_folder *f,
 	f->way = cf->way;
 	f->way_live_guid = cf->way_live_guid;
 	f->way_reason = cf->way_reason;
+	f->renumber_below = cf->renumber_below;
+	f->renumber_uidvalidity = cf->renumber_uidvalidity;
+	f->move_uids = cf->move_uids;
+	f->move_base = cf->move_base;
+	f->move_done = cf->move_done;
 }
 
 /* "NAME=WAY" (or "NAME=REASON") appended, for a decided folder. */

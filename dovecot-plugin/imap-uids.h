@@ -27,6 +27,10 @@ int backfill_imap_uids_decide(struct backfill_merge *m,
 const struct mailbox_update *
 backfill_imap_uids_create_update(struct backfill_merge *m,
                                  struct mailbox_update *update);
+/* The cursor with the ways decided so far (and a renumbering's record),
+   in the state store: the same record a batch's intent writes, keeping a
+   pending intent.  Returns 0, or -1 (logged). */
+int backfill_imap_uids_record(struct backfill_merge *m);
 /* The live folder is open: checks that it still fits its way (a folder
    the way gave up on must not keep the archive's UIDVALIDITY).  Returns
    0, or -1 (logged). */

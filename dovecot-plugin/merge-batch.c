@@ -10,6 +10,7 @@
 #include "mail-namespace.h"
 #include "merge-private.h"
 #include "imap-uids.h"
+#include "renumber.h"
 
 /* ---- batches ---- */
 
@@ -284,6 +285,8 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 		return -1;
 	}
 	batch_checkpointed(m);
+	if (any_saved)
+		backfill_crash_point("batch-checkpointed");
 	return backfill_imap_uids_checkpointed(m);
 }
 

@@ -97,6 +97,13 @@ struct cursor_folder {
 	enum bf_uid_way way;
 	const char *way_live_guid;
 	const char *way_reason;
+	/* the renumber way (renumber.c): the live folder's UIDNEXT and
+	   UIDVALIDITY when it was decided; the renumbering of its live
+	   messages once on record (move_uids NULL before) */
+	uint32_t renumber_below, renumber_uidvalidity;
+	const char *move_uids;
+	uint32_t move_base;
+	bool move_done;
 };
 #define CURSOR_HIGH_ALL 0xffffffffU
 
@@ -263,10 +270,6 @@ int backfill_merge_walk_open(struct backfill_merge *m, struct mailbox *box,
 void backfill_merge_walk_slice_end(struct backfill_merge *m);
 struct mail *backfill_merge_walk_mail(struct backfill_merge *m);
 void backfill_merge_walk_close(struct backfill_merge *m);
-/* The messages of UIDs first..last in t's mailbox, in UID order. */
-struct mail_search_context *
-backfill_merge_search_uids(struct mailbox_transaction_context *t,
-                           uint32_t first, uint32_t last);
 
 /* merge-batch.c: the cursor on record, batches, checkpoints and the
    replay of a batch that may have landed before a crash */

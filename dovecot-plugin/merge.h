@@ -5,6 +5,7 @@ struct mail_user;
 struct bf_state;
 struct backfill_settings;
 struct backfill_merge;
+struct mailbox_transaction_context;
 
 /* The merge algorithm, the one copy that the login path, the IMAP
    background slices and doveadm all run.
@@ -106,5 +107,12 @@ void backfill_merge_end(struct backfill_merge **merge);
 /* The state-store lease a merge of username holds: doveadm's revert and
    reset take the same one so that they never run under a merge. */
 const char *backfill_merge_lease_name(const char *username);
+
+/* The messages of UIDs first..last in t's mailbox, in UID order
+   (merge-walk.c; doveadm backfill verify reads a folder's UIDs with it
+   too). */
+struct mail_search_context *
+backfill_merge_search_uids(struct mailbox_transaction_context *t,
+                           uint32_t first, uint32_t last);
 
 #endif

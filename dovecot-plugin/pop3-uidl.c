@@ -82,3 +82,10 @@ bool backfill_pop3_uidl_from_uid_only(const char *format)
 	       !backfill_var_used(format, 'f', "filename") &&
 	       !backfill_var_used(format, 'g', "guid");
 }
+
+bool backfill_pop3_uidl_changes_with_uid(const char *format)
+{
+	return format != NULL &&
+	       (backfill_var_used(format, 'u', "uid") ||
+	        backfill_var_used(format, 'v', "uidvalidity"));
+}

@@ -23,4 +23,9 @@ bool backfill_pop3_uidl_by_uid(const char *format, uint32_t live_uidvalidity,
    by itself, without a stored one. */
 bool backfill_pop3_uidl_from_uid_only(const char *format);
 
+/* TRUE when format uses the UID or the UIDVALIDITY (%u, %v): a message
+   renumbered or a folder given another UIDVALIDITY shows another UIDL
+   unless one is stored. */
+bool backfill_pop3_uidl_changes_with_uid(const char *format);
+
 #endif

@@ -1,8 +1,9 @@
 """Issue 19 part 1: folders the merge creates keep the old server's IMAP
 UIDVALIDITY, UIDs (gaps included) and UIDNEXT, so IMAP clients of the old
 server keep their caches; folders that exist live keep theirs where an IMAP
-client may have cached them (issue 19 parts 1-3; renumbering a live folder
-nobody saw is not done yet and falls back to its live UIDs, saying so).
+client may have cached them (issue 19 parts 1-3).  Here the live INBOX
+has given out UIDs the archive's INBOX uses, so it is not renumbered
+(live-uids-overlap; renumbering: test_merge_renumber.py).
 
 The archive has UID gaps (two expunged before every message) and its own
 UIDVALIDITYs; the live account has an INBOX of its own and Dovecot's
@@ -180,7 +181,7 @@ class CreatedFolders(bftest.SiteCase):
         # planned before the phone's SELECT: INBOX had not been seen yet
         self.assertEqual(self.plan[0]["uid_ways"], WAYS)
         self.assertEqual(self.plan[0]["uid_way_reasons"],
-                         REASONS.replace("imap-selected", "renumber-not-supported"))
+                         REASONS.replace("imap-selected", "live-uids-overlap"))
 
     def test_status_shows_the_ways(self):
         rows, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", "ann")
@@ -244,7 +245,8 @@ class LiveSetting(bftest.SiteCase):
 class ArchiveSetting(bftest.SiteCase):
     """backfill_imap_uids = archive: the archive's UIDs wherever possible:
     also for the empty Drafts a client opened; INBOX, which has live mail,
-    would be renumbered (not done yet: live, saying so)."""
+    would be renumbered, but its live UIDs overlap the archive's: live,
+    saying so (live-uids-overlap)."""
 
     SITE = dict(plugin={"backfill_imap_uids": "archive"})
 
@@ -275,7 +277,7 @@ class ArchiveSetting(bftest.SiteCase):
         rows, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", "ava")
         self.assertEqual(rows[0]["uid_ways"], WAYS.replace("Drafts=live", "Drafts=archive"))
         self.assertEqual(rows[0]["uid_way_reasons"],
-                         "INBOX=renumber-not-supported,Drafts=live-folder-empty,"
+                         "INBOX=live-uids-overlap,Drafts=live-folder-empty,"
                          "Projects=created,Projects.Work=created,Sent=created")
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "ava")
         self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)

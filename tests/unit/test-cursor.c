@@ -71,6 +71,37 @@ static void test_v2_roundtrip(void **state)
 	roundtrip("2 f:1:9:-:INBOX f:2:0:-:Sent w:0:live:-:- w:1:archive:" G1
 	          ":created l:2 i:1:" G1 ":3:4");
 	roundtrip("2 f:1:9:-:INBOX w:0:renumber:" G2 ":no-imap-select");
+	roundtrip("2 f:1:9:-:INBOX w:0:renumber:" G2
+	          ":no-imap-client:7:1700000001 r:0:3001:p:1-4,6,9-10");
+	roundtrip("2 f:1:9:-:INBOX w:0:renumber:-:setting:2:5 r:0:10:d:1");
+}
+
+/* The renumber way's live folder and its renumbering (issue 19). */
+static void test_v2_renumber(void **state)
+{
+	struct bf_cursor c;
+	const char *error = NULL, *pos;
+	uint32_t first, last;
+
+	(void)state;
+	assert_int_equal(bf_cursor_parse("2 f:5:9:-:INBOX w:0:renumber:" G1
+	                                 ":no-imap-client:7:1700000001 "
+	                                 "r:0:3001:p:1-4,6",
+	                                 &c, &error),
+	                 0);
+	assert_int_equal(c.folders[0].renumber_below, 7);
+	assert_int_equal(c.folders[0].renumber_uidvalidity, 1700000001);
+	assert_int_equal(c.folders[0].move_base, 3001);
+	assert_false(c.folders[0].move_done);
+	pos = c.folders[0].move_uids;
+	assert_true(bf_uid_ranges_next(&pos, &first, &last));
+	assert_int_equal(first, 1);
+	assert_int_equal(last, 4);
+	assert_true(bf_uid_ranges_next(&pos, &first, &last));
+	assert_int_equal(first, 6);
+	assert_int_equal(last, 6);
+	assert_false(bf_uid_ranges_next(&pos, &first, &last));
+	bf_cursor_free(&c);
 }
 
 /* The way each archive folder's messages got their IMAP UIDs (issue 19). */
@@ -287,6 +318,19 @@ static void test_refused(void **state)
 	refused("2 f:1:0:-:A w:0:live:-:");
 	refused("2 f:1:0:-:A w:0:live:-");
 	refused("2 f:1:0:-:A w:0:live:-:- w:0:archive:-:-");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:0:5");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:0");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5");
+	refused("2 f:1:0:-:A w:0:live:-:-:5:6");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:p:");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:p:1,");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:p:3,2");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:p:1-3,3");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:x:1");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:0:p:1");
+	refused("2 f:1:0:-:A w:0:live:-:- r:0:9:p:1");
+	refused("2 f:1:0:-:A r:0:9:p:1");
+	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:p:1 r:0:9:p:1");
 }
 
 int main(void)
@@ -296,6 +340,7 @@ int main(void)
 	        cmocka_unit_test(test_v2_roundtrip),
 	        cmocka_unit_test(test_v2_fields),
 	        cmocka_unit_test(test_v2_ways),
+	        cmocka_unit_test(test_v2_renumber),
 	        cmocka_unit_test(test_v1_fields),
 	        cmocka_unit_test(test_format_joins),
 	        cmocka_unit_test(test_overlap),

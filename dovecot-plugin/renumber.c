@@ -1,0 +1,560 @@
+/* The renumber way's live side (renumber.h, docs/imap-caches.md).
+
+   A live folder that exists with mail no IMAP client cached (INBOX after
+   days of LMTP deliveries, a folder sieve filed into) takes the archive
+   folder's UIDVALIDITY and UIDs like a folder the merge creates.  Dovecot
+   never lowers a folder's next UID, so this is done only where the live
+   folder's UIDNEXT at the decision (renumber_below) is not above the
+   lowest archive UID merged into it: the normal case, where the old
+   server's folder has years of mail and its lowest kept UID is in the
+   thousands (imap-uids.c decides, else the live way, live-uids-overlap).
+   Then, in place, no rebuild:
+   1. the decision, renumber_below and the live UIDVALIDITY are on record
+      (the cursor's w item) before anything changes;
+   2. the live messages keep the POP3 UIDL they show (pinned: stored where
+      the format computes it, on Maildir), then the folder takes the
+      archive's UIDVALIDITY (mailbox_update(): Maildir rewrites
+      dovecot-uidlist's header and mdbox its index header, both keeping
+      UIDs and the next UID);
+   3. the copies are saved at their archive UIDs, all >= renumber_below;
+   4. after the folder's last batch, every live message below
+      renumber_below moves to a new UID from the archive's UIDNEXT on,
+      ascending in old-UID order, with its flags, keywords, dates, GUID and
+      the POP3 UIDL it showed (the one the recorded UIDVALIDITY gave it):
+      the move (old UIDs, first new UID) is on record first (the r item),
+      then the copies are committed, then the originals expunged, then the
+      record says done.  A resumed run completes it by GUID: a copy from
+      the first new UID on with the old message's GUID means the old one
+      only has to go; an old message with no such copy is copied.
+   Every step can be cut by SIGKILL and the rerun gives the same
+   mailbox. */
+
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "hash.h"
+#include "mail-storage-private.h"
+#include "pop3-uidl.h"
+#include "imap-uids.h"
+#include "renumber.h"
+#include "merge-private.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+void backfill_crash_point(const char *name)
+{
+	static unsigned int hits = 0;
+	const char *want = getenv("BACKFILL_TEST_CRASH");
+	size_t len = strlen(name);
+
+	if (want == NULL || strncmp(want, name, len) != 0 ||
+	    (want[len] != '\0' && want[len] != ':'))
+		return;
+	if (++hits < (want[len] == ':' ? strtoul(want + len + 1, NULL, 10) : 1))
+		return;
+	(void)kill(getpid(), SIGKILL);
+}
+
+static struct cursor_folder *cur_folder(struct backfill_merge *m)
+{
+	return array_idx_modifiable(&m->cfolders, m->cur_cf);
+}
+
+int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_transaction_context *t;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	const char *stored, *uidl, *error;
+	bool changed = FALSE;
+	int ret = 0;
+
+	/* a stored UIDL stays what it is; nothing else changes with the
+	   UIDVALIDITY */
+	if (cf->renumber_below <= 1 ||
+	    !backfill_pop3_uidl_changes_with_uid(m->pop3_uidl_format))
+		return 0;
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	ctx = backfill_merge_search_uids(t, 1, cf->renumber_below - 1);
+	while (mailbox_search_next(ctx, &mail)) {
+		if (mail->uid >= cf->renumber_below ||
+		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) <
+		            0 ||
+		    stored[0] != '\0')
+			continue;
+		if (backfill_pop3_uidl_get(mail, cf->renumber_uidvalidity,
+		                           m->pop3_uidl_format, &uidl,
+		                           &error) < 0)
+			continue;
+		/* no-op on formats that cannot store one in place (mdbox):
+		   there the move gives the copy its UIDL */
+		mail_update_pop3_uidl(mail, uidl);
+		changed = TRUE;
+	}
+	if (mailbox_search_deinit(&ctx) < 0)
+		ret = -1;
+	if (mailbox_transaction_commit(&t) < 0)
+		ret = -1;
+	if (ret == 0 && changed) {
+		/* Maildir writes the UIDLs into dovecot-uidlist when it
+		   rewrites it: before the UIDVALIDITY changes */
+		struct mailbox_status status;
+		struct mailbox_update update;
+		if (mailbox_sync(m->lbox, 0) < 0)
+			ret = -1;
+		mailbox_get_open_status(m->lbox, STATUS_UIDNEXT, &status);
+		i_zero(&update);
+		update.min_next_uid = status.uidnext;
+		if (ret == 0 && mailbox_update(m->lbox, &update) < 0)
+			ret = -1;
+	}
+	if (ret < 0)
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+	return ret;
+}
+
+struct flags_kept {
+	uint32_t uid;
+	enum mail_flags flags;
+	const char *const *keywords;
+};
+ARRAY_DEFINE_TYPE(flags_kept, struct flags_kept);
+
+/* The flags and keywords of the live messages below renumber_below, as
+   the folder's index has them now. */
+static int flags_read(struct backfill_merge *m, pool_t pool,
+                      ARRAY_TYPE(flags_kept) * kept)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_transaction_context *t;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	int ret = 0;
+
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	ctx = backfill_merge_search_uids(t, 1, cf->renumber_below - 1);
+	while (mailbox_search_next(ctx, &mail)) {
+		if (mail->uid >= cf->renumber_below)
+			continue;
+		struct flags_kept *k = array_append_space(kept);
+		k->uid = mail->uid;
+		k->flags = mail_get_flags(mail) & ~MAIL_RECENT;
+		k->keywords = p_strarray_dup(pool, mail_get_keywords(mail));
+	}
+	if (mailbox_search_deinit(&ctx) < 0)
+		ret = -1;
+	(void)mailbox_transaction_commit(&t);
+	return ret;
+}
+
+static bool keywords_equal(const char *const *a, const char *const *b)
+{
+	if (str_array_length(a) != str_array_length(b))
+		return FALSE;
+	for (; *a != NULL; a++) {
+		if (!str_array_find(b, *a))
+			return FALSE;
+	}
+	return TRUE;
+}
+
+/* Gives back what the index of this process lost: Dovecot resets a
+   Maildir folder's index when its UIDVALIDITY changes, and the resync in
+   the same process shows a file in new/ named ":2,S" without \Seen
+   (another process reads it from the name: a crash before this costs
+   nothing). */
+static int flags_restore(struct backfill_merge *m,
+                         const ARRAY_TYPE(flags_kept) * kept)
+{
+	struct mailbox_transaction_context *t;
+	const struct flags_kept *k;
+	struct mail *mail;
+
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	array_foreach(kept, k)
+	{
+		if (!mail_set_uid(mail, k->uid))
+			continue;
+		if ((mail_get_flags(mail) & ~MAIL_RECENT) != k->flags)
+			mail_update_flags(mail, MODIFY_REPLACE, k->flags);
+		if (!keywords_equal(mail_get_keywords(mail), k->keywords)) {
+			struct mail_keywords *kw =
+			        mailbox_keywords_create_valid(m->lbox,
+			                                      k->keywords);
+			mail_update_keywords(mail, MODIFY_REPLACE, kw);
+			mailbox_keywords_unref(&kw);
+		}
+	}
+	mail_free(&mail);
+	if (mailbox_transaction_commit(&t) < 0)
+		return -1;
+	return mailbox_sync(m->lbox, 0);
+}
+
+int backfill_renumber_set_uidvalidity(struct backfill_merge *m,
+                                      const char **error_r)
+{
+	ARRAY_TYPE(flags_kept) kept;
+	struct mailbox_update update;
+	pool_t pool = pool_alloconly_create("backfill flags", 1024);
+	int ret;
+
+	p_array_init(&kept, pool, 16);
+	i_zero(&update);
+	update.uid_validity = m->walk.uidvalidity;
+	ret = flags_read(m, pool, &kept);
+	if (ret == 0)
+		ret = mailbox_update(m->lbox, &update);
+	/* Maildir reset the index: only a full resync shows this process
+	   the messages again */
+	if (ret == 0)
+		ret = mailbox_sync(
+		        m->lbox, strcmp(m->lbox->storage->name, "maildir") == 0
+		                         ? MAILBOX_SYNC_FLAG_FORCE_RESYNC
+		                         : 0);
+	if (ret == 0)
+		ret = flags_restore(m, &kept);
+	if (ret < 0)
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+	pool_unref(&pool);
+	return ret;
+}
+
+/* The old UIDs the move takes: every message below renumber_below. */
+static int move_uids_read(struct backfill_merge *m, const char **uids_r,
+                          unsigned int *count_r)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_transaction_context *t;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	ARRAY_TYPE(seq_range) uids;
+	const struct seq_range *r;
+	string_t *str = t_str_new(64);
+	int ret = 0;
+
+	*count_r = 0;
+	if (mailbox_sync(m->lbox, 0) < 0)
+		return -1;
+	t_array_init(&uids, 8);
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	ctx = backfill_merge_search_uids(t, 1, cf->renumber_below - 1);
+	while (mailbox_search_next(ctx, &mail)) {
+		if (mail->uid < cf->renumber_below) {
+			seq_range_array_add(&uids, mail->uid);
+			(*count_r)++;
+		}
+	}
+	if (mailbox_search_deinit(&ctx) < 0)
+		ret = -1;
+	(void)mailbox_transaction_commit(&t);
+	array_foreach(&uids, r)
+	{
+		if (str_len(str) > 0)
+			str_append_c(str, ',');
+		if (r->seq1 == r->seq2)
+			str_printfa(str, "%u", r->seq1);
+		else
+			str_printfa(str, "%u-%u", r->seq1, r->seq2);
+	}
+	*uids_r = p_strdup(m->pool, str_c(str));
+	return ret;
+}
+
+HASH_TABLE_DEFINE_TYPE(guid_uid, char *, void *);
+
+struct move_item {
+	uint32_t old_uid, new_uid;
+};
+ARRAY_DEFINE_TYPE(move_item, struct move_item);
+
+/* The recorded move: old UID -> new UID, in old-UID order. */
+static void move_items(const struct cursor_folder *cf,
+                       ARRAY_TYPE(seq_range) * old_r,
+                       ARRAY_TYPE(move_item) * items_r)
+{
+	const char *pos = cf->move_uids;
+	uint32_t first, last, next = cf->move_base;
+
+	while (bf_uid_ranges_next(&pos, &first, &last)) {
+		for (uint32_t uid = first;; uid++) {
+			struct move_item *item = array_append_space(items_r);
+			item->old_uid = uid;
+			item->new_uid = next++;
+			seq_range_array_add(old_r, uid);
+			if (uid == last)
+				break;
+		}
+	}
+}
+
+/* GUID -> UID of the messages at or above the first new UID: the copies
+   the move made. */
+static int copies_read(struct backfill_merge *m, pool_t pool,
+                       HASH_TABLE_TYPE(guid_uid) * copies_r)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_transaction_context *t;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	const char *guid;
+	int ret = 0;
+
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	ctx = backfill_merge_search_uids(t, cf->move_base, (uint32_t)-1);
+	while (mailbox_search_next(ctx, &mail)) {
+		if (mail->uid < cf->move_base ||
+		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
+		    guid[0] == '\0')
+			continue;
+		hash_table_update(*copies_r, p_strdup(pool, guid),
+		                  POINTER_CAST(mail->uid));
+	}
+	if (mailbox_search_deinit(&ctx) < 0)
+		ret = -1;
+	(void)mailbox_transaction_commit(&t);
+	return ret;
+}
+
+/* One old message copied to its new UID, as it was. */
+static int move_copy_one(struct backfill_merge *m,
+                         struct mailbox_transaction_context *t,
+                         struct mail *src, uint32_t new_uid)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mail_save_context *save;
+	struct mail_keywords *kw;
+	const char *uidl, *error;
+	time_t save_date;
+
+	save = mailbox_save_alloc(t);
+	kw = mailbox_keywords_create_valid(m->lbox, mail_get_keywords(src));
+	mailbox_save_set_flags(save, mail_get_flags(src) & ~MAIL_RECENT, kw);
+	mailbox_save_set_uid(save, new_uid);
+	/* received date, GUID: mailbox_copy() takes them from src */
+	if (mail_get_save_date(src, &save_date) > 0)
+		mailbox_save_set_save_date(save, save_date);
+	/* what it showed: a stored UIDL, else the one the live UIDVALIDITY
+	   and its old UID gave it */
+	if (backfill_pop3_uidl_get(src, cf->renumber_uidvalidity,
+	                           m->pop3_uidl_format, &uidl, &error) == 0 &&
+	    uidl[0] != '\0')
+		mailbox_save_set_pop3_uidl(save, uidl);
+	int ret = mailbox_copy(&save, src);
+	mailbox_keywords_unref(&kw);
+	return ret;
+}
+
+/* Copies every old message that has no copy yet.  Returns 0, or -1. */
+static int move_copies(struct backfill_merge *m,
+                       const ARRAY_TYPE(move_item) * items,
+                       HASH_TABLE_TYPE(guid_uid) copies)
+{
+	struct mailbox_transaction_context *st, *t;
+	const struct move_item *item;
+	struct mail *src;
+	const char *guid;
+	unsigned int n = 0;
+	int ret = 0;
+
+	st = mailbox_transaction_begin(m->lbox, 0, __func__);
+	t = mailbox_transaction_begin(
+	        m->lbox,
+	        MAILBOX_TRANSACTION_FLAG_EXTERNAL |
+	                MAILBOX_TRANSACTION_FLAG_ASSIGN_UIDS,
+	        __func__);
+	src = mail_alloc(st, MAIL_FETCH_GUID, NULL);
+	/* a full copy, not mdbox's reference to the same message: that one
+	   keeps the original's metadata and cannot take the UIDL it showed */
+	m->lbox->disable_reflink_copy_to = TRUE;
+	array_foreach(items, item)
+	{
+		if (!mail_set_uid(src, item->old_uid))
+			continue;
+		if (mail_get_special(src, MAIL_FETCH_GUID, &guid) < 0) {
+			ret = -1;
+			break;
+		}
+		if (guid[0] != '\0' && hash_table_lookup(copies, guid) != NULL)
+			continue;
+		if (move_copy_one(m, t, src, item->new_uid) < 0) {
+			ret = -1;
+			break;
+		}
+		n++;
+	}
+	mail_free(&src);
+	if (ret == 0 && n > 0)
+		ret = mailbox_transaction_commit(&t);
+	else
+		mailbox_transaction_rollback(&t);
+	m->lbox->disable_reflink_copy_to = FALSE;
+	(void)mailbox_transaction_commit(&st);
+	return ret;
+}
+
+/* Expunges every old message whose copy is there.  Returns 0, or -1 with
+   the UID of one that has none in *missing_r (0: Dovecot's error). */
+static int move_expunges(struct backfill_merge *m,
+                         const ARRAY_TYPE(move_item) * items,
+                         HASH_TABLE_TYPE(guid_uid) copies, uint32_t *missing_r)
+{
+	struct mailbox_transaction_context *t;
+	const struct move_item *item;
+	struct mail *mail;
+	const char *guid;
+	unsigned int n = 0;
+	int ret = 0;
+
+	*missing_r = 0;
+	/* not EXTERNAL: that expunges from the index only, and Maildir
+	   finds the file again ("Expunged message reappeared") */
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	mail = mail_alloc(t, MAIL_FETCH_GUID, NULL);
+	array_foreach(items, item)
+	{
+		if (!mail_set_uid(mail, item->old_uid))
+			continue;
+		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0) {
+			ret = -1;
+			break;
+		}
+		if (guid[0] == '\0' ||
+		    hash_table_lookup(copies, guid) == NULL) {
+			*missing_r = item->old_uid;
+			ret = -1;
+			break;
+		}
+		mail_expunge(mail);
+		n++;
+	}
+	mail_free(&mail);
+	if (ret == 0 && n > 0)
+		ret = mailbox_transaction_commit(&t);
+	else
+		mailbox_transaction_rollback(&t);
+	return ret;
+}
+
+/* The live copies that archived messages consumed (dedup) moved too: the
+   cursor names them by their new UIDs from now on. */
+static void consumed_moved(struct backfill_merge *m,
+                           const ARRAY_TYPE(move_item) * items)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct consumed *c;
+	const struct move_item *item;
+
+	if (m->lbox_live_idx == UINT_MAX)
+		return;
+	array_foreach_modifiable(&m->consumed, c)
+	{
+		if (c->box_idx != m->lbox_live_idx ||
+		    c->uid >= cf->renumber_below)
+			continue;
+		array_foreach(items, item)
+		{
+			if (item->old_uid == c->uid) {
+				c->uid = item->new_uid;
+				break;
+			}
+		}
+	}
+}
+
+static int move_failed(struct backfill_merge *m, const char *what)
+{
+	backfill_merge_log_error(
+	        m,
+	        "merge postponed: %s: renumbering its live messages: %s failed: %s (the next login completes it)",
+	        mailbox_get_vname(m->lbox), what,
+	        mailbox_get_last_internal_error(m->lbox, NULL));
+	return -1;
+}
+
+int backfill_renumber_move(struct backfill_merge *m)
+{
+	struct cursor_folder *cf = cur_folder(m);
+	ARRAY_TYPE(seq_range) old;
+	ARRAY_TYPE(move_item) items;
+	HASH_TABLE_TYPE(guid_uid) copies;
+	bool resumed = cf->move_uids != NULL;
+	uint32_t missing;
+	pool_t pool;
+	int ret = 0;
+
+	if (cf->way != BF_UID_WAY_RENUMBER || cf->move_done || m->dry_run)
+		return 0;
+	if (!resumed) {
+		const char *uids;
+		unsigned int count;
+		if (move_uids_read(m, &uids, &count) < 0)
+			return move_failed(m, "reading its UIDs");
+		cf->move_base = m->uid_archive_next;
+		cf->move_uids = uids;
+		/* nothing below (the user expunged it all meanwhile) */
+		cf->move_done = count == 0;
+		if (count == 0)
+			cf->move_uids = NULL;
+		if (backfill_imap_uids_record(m) < 0)
+			return -1;
+		if (count == 0)
+			return 0;
+		backfill_crash_point("renumber-intent");
+	}
+	/* A kill inside Maildir's commit can leave files that only a full
+	   resync shows (as for a batch's landed copies, merge-batch.c).
+	   mdbox's is a rebuild of its storage, not wanted here. */
+	if (mailbox_sync(m->lbox, resumed && strcmp(m->lbox->storage->name,
+	                                            "maildir") == 0
+	                                  ? MAILBOX_SYNC_FLAG_FORCE_RESYNC
+	                                  : 0) < 0)
+		return move_failed(m, "syncing");
+	t_array_init(&old, 8);
+	t_array_init(&items, 32);
+	move_items(cf, &old, &items);
+
+	/* the new UIDs start at the archive's UIDNEXT: the live UIDNEXT
+	   is there already (backfill_imap_uids_folder_done()) */
+	pool = pool_alloconly_create("backfill renumber", 1024);
+	hash_table_create(&copies, pool, 0, str_hash, strcmp);
+	if (copies_read(m, pool, &copies) < 0)
+		ret = move_failed(m, "reading its copies");
+	else if (move_copies(m, &items, copies) < 0)
+		ret = move_failed(m, "copying");
+	if (ret == 0) {
+		backfill_crash_point("renumber-copied");
+		hash_table_clear(copies, TRUE);
+		if (mailbox_sync(m->lbox, 0) < 0 ||
+		    copies_read(m, pool, &copies) < 0)
+			ret = move_failed(m, "reading its copies");
+	}
+	if (ret == 0 && move_expunges(m, &items, copies, &missing) < 0) {
+		if (missing == 0)
+			ret = move_failed(m, "expunging the old UIDs");
+		else {
+			backfill_merge_log_error(
+			        m,
+			        "merge postponed: %s: live UID %u has no copy at its new UID, it stays where it is (the next login retries)",
+			        mailbox_get_vname(m->lbox), missing);
+			ret = -1;
+		}
+	}
+	hash_table_destroy(&copies);
+	pool_unref(&pool);
+	if (ret < 0)
+		return -1;
+	backfill_crash_point("renumber-expunged");
+	if (mailbox_sync(m->lbox, 0) < 0)
+		return move_failed(m, "syncing");
+	consumed_moved(m, &items);
+	cf->move_done = TRUE;
+	e_info(m->event,
+	       "%s: %u live messages renumbered from UID %u on (the archive's UIDNEXT)",
+	       mailbox_get_vname(m->lbox), array_count(&items), cf->move_base);
+	return backfill_imap_uids_record(m);
+}

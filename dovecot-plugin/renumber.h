@@ -1,0 +1,32 @@
+#ifndef BACKFILL_RENUMBER_H
+#define BACKFILL_RENUMBER_H
+
+/* The renumber way's live side (renumber.c, docs/imap-caches.md): an
+   existing live folder no IMAP client cached takes the archive's
+   UIDVALIDITY and UIDs, and its live messages move above the archive's
+   UIDNEXT.  For the merge's files only. */
+
+struct backfill_merge;
+
+/* Before the live folder takes the archive's UIDVALIDITY: every live
+   message below the recorded UIDNEXT keeps the POP3 UIDL it shows now
+   (stored where the format computes it from the UID or UIDVALIDITY, on
+   formats that can store one in place).  Returns 0, or -1 with
+   *error_r. */
+int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r);
+/* The live folder takes the archive's UIDVALIDITY.  Returns 0, or -1
+   with *error_r. */
+int backfill_renumber_set_uidvalidity(struct backfill_merge *m,
+                                      const char **error_r);
+/* The folder's last batch is in: moves every live message below the
+   recorded UIDNEXT to new UIDs from the archive's UIDNEXT on, once, crash
+   safe (the move is on record before anything moves, and a resumed run
+   completes it by GUID).  Returns 0, or -1 (logged). */
+int backfill_renumber_move(struct backfill_merge *m);
+
+/* For tests only: the process SIGKILLs itself when the environment's
+   BACKFILL_TEST_CRASH names this point ("NAME" or "NAME:N", the N-th
+   time it is reached).  No-op otherwise. */
+void backfill_crash_point(const char *name);
+
+#endif

@@ -1,0 +1,368 @@
+"""Issue 19 part 2: an existing live folder with mail no IMAP client cached
+is renumbered in place (docs/imap-caches.md, the renumber way).
+
+The story: the old server's folders have years of mail, so their lowest
+kept UID is high (the archive's UIDs are 301, 602, ...: 300 expunged before
+each).  During the incident the new server's INBOX got mail by LMTP (one
+of it flagged and keyworded by doveadm, which drops no \\Recent), some of
+it carrying a stored POP3 UIDL from an earlier merge, and a sieve-like
+rule filed mail into Work (user+Work), which nobody opened.  The new-era
+POP3 client (pop3_no_flag_updates = yes) polled.  After the merge:
+- INBOX and Work show the archive's UIDVALIDITY, every archived message
+  at its archive UID, and the live messages at the archive's UIDNEXT on,
+  ascending in their old order, with their flags, keywords and dates;
+- the new-era POP3 client sees every UIDL it knew on the same message
+  (also where pop3_uidl_format = %08Xu%08Xv computed it from the old UID
+  and UIDVALIDITY), and the old-era one the old server's;
+- status says renumber (no-imap-client; with backfill_imap_uids = archive
+  over a phone's SELECT: setting); verify is ok and fails (uids) once a
+  folder's UIDVALIDITY is changed;
+- an archived message that duplicates renumbered live mail is not copied;
+  the live copy moves up with the others;
+- a live folder whose UIDNEXT is already above the lowest archive UID
+  goes live (live-uids-overlap), keeping its UIDs;
+- SIGKILL at each step (after the decision is on record, after the
+  UIDVALIDITY change, between batches, after the move is on record,
+  between the move's copy and expunge commits, after the move before its
+  record): the rerun gives the same mailbox as an uninterrupted run.
+On Maildir and on mdbox.
+"""
+import os
+import re
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import dv, mg  # noqa: E402
+
+GAP = 300
+UV = {"INBOX": 1300000201, "Work": 1300000202}
+N_ARCH = {"INBOX": 6, "Work": 4}
+LIVE_INBOX, LIVE_WORK = 4, 2
+# stored UIDLs of live INBOX messages from an earlier merge (Maildir only)
+EARLIER = ["old-merge-uidl-1", "old-merge-uidl-2"]
+KILLS = ("renumber-decided", "renumber-uidvalidity", "batch-checkpointed",
+         "renumber-intent", "renumber-copied", "renumber-expunged")
+CONF = ("recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\n"
+        # doveconf passes only these to doveadm (the kill points)
+        + ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
+           if dv.IS_24 else
+           "import_environment = $import_environment BACKFILL_TEST_CRASH\n"))
+
+
+def archive_uids(n):
+    return [(GAP + 1) * (i + 1) for i in range(n)]
+
+
+def scenario(seed, earlier=True, dup=False):
+    """dup: the archive's INBOX ends with a message that is also one of the
+    live INBOX's (the same mail delivered again during the incident)."""
+    g = mg.Generator(seed)
+    s = mg.Scenario()
+    for k, (name, uv) in enumerate(sorted(UV.items(), key=lambda kv: kv[1])):
+        f = mg.Folder(name, uv)
+        for i in range(N_ARCH[name]):
+            t = 1500000000 + k * 86400 + i * 3600
+            f.msgs.append(mg.Msg(g.message(t), g.flags(name), t))
+        s.archive.append(f)
+    s.archive_uid_gap = GAP
+    inbox = mg.Folder("INBOX", 1700000001)
+    if earlier:
+        for i, uidl in enumerate(EARLIER):
+            t = 1699000000 + i * 60
+            inbox.msgs.append(mg.Msg(g.message(t, kind="plain"), set(), t,
+                                     pop3_uidl=uidl, new=True))
+    s.live = [inbox]
+    s.later = [g.message(1700000000 + i * 60, kind="plain") for i in range(LIVE_INBOX)]
+    s.later_work = [g.message(1700001000 + i * 60, kind="plain") for i in range(LIVE_WORK)]
+    if dup:
+        inbox_arch = [f for f in s.archive if f.name == "INBOX"][0]
+        inbox_arch.msgs.append(mg.Msg(s.later[1], set(), 1600000000))
+    return s
+
+
+def incident(site, user, scen):
+    dc = site.dc
+    # Work exists (LMTP files into existing folders only), nobody opens it
+    dc.doveadm("mailbox", "create", "-u", user, "Work")
+    for raw in scen.later:
+        dc.lmtp_deliver(user, raw)
+    for raw in scen.later_work:
+        dc.lmtp_deliver("%s+Work" % user, raw)
+    # a flag and a keyword on one live message, set without a SELECT
+    uids = [m.uid for m in dc.mailbox(user, "INBOX")[1]]
+    dc.doveadm("flags", "add", "-u", user, "\\Flagged $Label2", "mailbox", "INBOX",
+               "uid", str(uids[-2]))
+    dc.doveadm("flags", "add", "-u", user, "\\Seen", "mailbox", "INBOX",
+               "uid", str(uids[0]))
+
+
+def view(dc, user):
+    """{folder: (uidvalidity, [(uid, fingerprint, flags, date)])}."""
+    out = {}
+    for name in ("INBOX", "Work"):
+        uv, msgs = dc.mailbox(user, name)
+        out[name] = (uv, [(m.uid, m.fingerprint, tuple(sorted(m.flags)), m.internaldate)
+                          for m in msgs])
+    return out
+
+
+def ways(dc, user):
+    rows, _ = bd.doveadm_json(dc, "backfill", "status", "-u", user)
+    return rows[0]["uid_ways"], rows[0]["uid_way_reasons"]
+
+
+def run(dc, user, env=None):
+    return bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json", env=env)
+
+
+class Renumber(bftest.SiteCase):
+    SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
+    MAIL_LOCATION = None
+    EARLIER = True
+    # user: (backfill_imap_uids, seed, the phone SELECTs INBOX, live
+    # UIDNEXT raised above the archive's first UID).  Only aria's INBOX
+    # holds mail with stored UIDLs from an earlier merge: Dovecot takes
+    # mail it finds in dovecot-uidlist for mail someone saw (not \Recent),
+    # which auto would count as a client.
+    USERS = {"rita": ("auto", 31, False, False),
+             "aria": ("archive", 32, True, False),
+             "olga": ("auto", 33, False, True)}
+    WITH_EARLIER = ("aria",)
+
+    @classmethod
+    def build(cls, site):
+        if cls.MAIL_LOCATION:
+            site.dc.mail_location = cls.MAIL_LOCATION
+        cls.scen = {}
+        for user, (mode, seed, _, _) in cls.USERS.items():
+            cls.scen[user] = scenario(seed, earlier=cls.EARLIER and
+                                      user in cls.WITH_EARLIER,
+                                      dup=user == "rita")
+            site.add_user(user, cls.scen[user], record=False,
+                          extra="userdb_backfill_imap_uids=%s" % mode)
+        site.start(plugin_on=False)
+        dc = site.dc
+        cls.pre, cls.pre_uidls = {}, {}
+        for user, (_, _, phone, overlap) in cls.USERS.items():
+            if overlap:
+                dc.doveadm("mailbox", "update", "-u", user, "--min-next-uid", "1000", "INBOX")
+            incident(site, user, cls.scen[user])
+            if phone:
+                c = dc.imap(user)
+                try:
+                    c.select("INBOX")
+                finally:
+                    c.logout()
+            cls.pre[user] = view(dc, user)
+            cls.pre_uidls[user] = dc.pop3_uidls(user)
+        site.enable_plugin()
+        cls.runs = {}
+        for user in cls.USERS:
+            r = run(dc, user)
+            cls.runs[user] = r
+            assert r.returncode == 0, r.stderr
+        cls.post = {u: view(dc, u) for u in cls.USERS}
+        cls.post_uidls = {u: dc.pop3_uidls(u) for u in cls.USERS}
+
+    def check_renumbered(self, user, dup=0):
+        scen = self.scen[user]
+        for f in scen.archive:
+            uv, msgs = self.post[user][f.name]
+            self.assertEqual(uv, f.uidvalidity, (user, f.name))
+            want = archive_uids(len(f.msgs))
+            archived = [m for m in msgs if m[0] < want[-1] + 1]
+            # the last archived INBOX message of a dup scenario is a live
+            # one's duplicate: not copied
+            n = len(f.msgs) - (dup if f.name == "INBOX" else 0)
+            self.assertEqual([m[0] for m in archived], want[:n], (user, f.name))
+            self.assertEqual([m[1] for m in archived], [m.fingerprint for m in f.msgs][:n])
+            live = [m for m in msgs if m[0] > want[-1]]
+            pre = self.pre[user][f.name][1]
+            base = want[-1] + 1
+            self.assertEqual([m[0] for m in live], list(range(base, base + len(pre))),
+                             (user, f.name))
+            # same order, flags, keywords, dates
+            self.assertEqual([m[1:] for m in live], [m[1:] for m in pre], (user, f.name))
+
+    def test_auto_renumbers_folders_nobody_opened(self):
+        self.check_renumbered("rita", dup=1)
+        self.assertEqual(ways(self.site.dc, "rita"),
+                         ("INBOX=renumber,Work=renumber",
+                          "INBOX=no-imap-client,Work=no-imap-client"))
+
+    def test_archive_setting_renumbers_a_selected_inbox(self):
+        self.check_renumbered("aria")
+        self.assertEqual(ways(self.site.dc, "aria"),
+                         ("INBOX=renumber,Work=renumber", "INBOX=setting,Work=no-imap-client"))
+
+    def test_duplicate_of_renumbered_live_mail_is_not_copied(self):
+        """The archived message that is also a live one's: the live copy
+        moves up with the others, nothing is there twice (the old client
+        downloads that one message again at its new UID)."""
+        rows, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", "rita")
+        self.assertEqual(rows[0]["duplicates"], "1")
+        fps = [m[1] for m in self.post["rita"]["INBOX"][1]]
+        self.assertEqual(len(fps), len(set(fps)))
+        dup = mg.Msg(self.scen["rita"].later[1]).fingerprint
+        self.assertIn(dup, fps)
+
+    def live_after(self, user, folder):
+        f = [f for f in self.scen[user].archive if f.name == folder][0]
+        last = archive_uids(len(f.msgs))[-1]
+        return [m for m in self.post[user][folder][1] if m[0] > last]
+
+    def test_flags_and_keywords_kept(self):
+        for user in ("rita", "aria"):
+            live = [m for m in self.live_after(user, "INBOX") if "$Label2" in m[2]]
+            self.assertEqual(len(live), 1, user)
+            self.assertIn("\\Flagged", live[0][2])
+            seen = [m for m in self.live_after(user, "INBOX") if "\\Seen" in m[2]]
+            self.assertEqual(len(seen), 1, user)
+
+    def test_overlap_falls_back_to_live(self):
+        self.assertEqual(ways(self.site.dc, "olga"),
+                         ("INBOX=live,Work=renumber", "INBOX=live-uids-overlap,Work=no-imap-client"))
+        uv, msgs = self.post["olga"]["INBOX"]
+        pre_uv, pre = self.pre["olga"]["INBOX"]
+        self.assertEqual(uv, pre_uv)
+        self.assertEqual(msgs[:len(pre)], pre)
+        self.assertIn("live-uids-overlap", self.runs["olga"].stderr + self.site.dc.log_tail())
+
+    def test_pop3_new_era_sees_the_same_uidls(self):
+        for user in self.USERS:
+            post = dict(self.post_uidls[user])
+            for uidl, fp in self.pre_uidls[user]:
+                self.assertEqual(post.get(uidl), fp, "%s: UIDL %s" % (user, uidl))
+            uidls = [u for u, _ in self.post_uidls[user]]
+            self.assertEqual(len(uidls), len(set(uidls)), user)
+        if self.EARLIER:
+            self.assertTrue(set(EARLIER) <= {u for u, _ in self.pre_uidls["aria"]})
+
+    def test_pop3_old_era_sees_the_old_uidls(self):
+        for user in self.USERS:
+            f = [f for f in self.scen[user].archive if f.name == "INBOX"][0]
+            # (not rita's duplicate of a live message: it was not copied)
+            live = {mg.Msg(raw).fingerprint for raw in self.scen[user].later}
+            want = {"%08x%08x" % (uid, f.uidvalidity): m.fingerprint
+                    for uid, m in zip(archive_uids(len(f.msgs)), f.msgs)
+                    if m.fingerprint not in live}
+            post = dict(self.post_uidls[user])
+            for uidl, fp in want.items():
+                self.assertEqual(post.get(uidl), fp, "%s: old UIDL %s" % (user, uidl))
+
+    def test_verify_and_tamper(self):
+        dc = self.site.dc
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "rita")
+        self.assertEqual((rows[0]["result"], rows[0]["uid_mismatches"]), ("ok", "0"),
+                         r.stdout + r.stderr)
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "aria")
+        self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
+
+    def test_z_verify_fails_when_tampered(self):
+        dc = self.site.dc
+        dc.doveadm("mailbox", "update", "-u", "rita", "--uid-validity", "1234", "Work")
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "rita", ok=(1,))
+        self.assertEqual(rows[0]["result"], "uids")
+        self.assertIn("has UIDVALIDITY 1234", rows[0]["uid_mismatch_list"])
+
+
+class RenumberMdbox(Renumber):
+    MAIL_LOCATION = "mdbox:~/mdbox"
+    # a stored UIDL in a live mdbox comes from a save that set one: not
+    # what LMTP does; the Maildir case covers it
+    EARLIER = False
+
+
+class Killed(bftest.SiteCase):
+    """SIGKILL at each step of a renumbering (BACKFILL_TEST_CRASH makes the
+    process kill itself there); the rerun's mailbox equals an uninterrupted
+    run's.  backfill_imap_uids = archive, so that the INBOX's mail with
+    stored UIDLs from an earlier merge is renumbered too."""
+
+    SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
+    MAIL_LOCATION = None
+
+    @classmethod
+    def build(cls, site):
+        if cls.MAIL_LOCATION:
+            site.dc.mail_location = cls.MAIL_LOCATION
+        cls.users = ["ref"] + ["k%d" % i for i in range(len(KILLS))]
+        earlier = cls.MAIL_LOCATION is None
+        for user in cls.users:
+            site.add_user(user, scenario(40, earlier=earlier), record=False,
+                          extra="userdb_backfill_imap_uids=archive")
+        site.start(plugin_on=False)
+        dc = site.dc
+        cls.pre, cls.pre_uidls = {}, {}
+        for user in cls.users:
+            incident(site, user, scenario(40, earlier=earlier))
+            cls.pre[user] = view(dc, user)
+            cls.pre_uidls[user] = dc.pop3_uidls(user)
+        site.enable_plugin()
+        cls.killed, cls.final = {}, {}
+        r = run(dc, "ref")
+        assert r.returncode == 0, r.stderr
+        for user, point in zip(cls.users[1:], KILLS):
+            env = dict(os.environ, BACKFILL_TEST_CRASH=point)
+            r = run(dc, user, env=env)
+            cls.killed[user] = r.returncode
+            for root, _, names in os.walk(dc.home(user)):
+                for n in names:
+                    if n.endswith(".lock"):
+                        os.unlink(os.path.join(root, n))
+            r = run(dc, user)
+            cls.final[user] = (r.returncode, r.stderr)
+        cls.post = {u: view(dc, u) for u in cls.users}
+        cls.post_uidls = {u: dc.pop3_uidls(u) for u in cls.users}
+
+    def test_every_point_was_killed(self):
+        for user, point in zip(self.users[1:], KILLS):
+            self.assertEqual(self.killed[user], -9, "%s: %s not reached" % (user, point))
+            self.assertEqual(self.final[user][0], 0, self.final[user][1])
+
+    def test_same_mailbox_as_uninterrupted(self):
+        """Same UIDVALIDITY, UIDs, messages and flags as the uninterrupted
+        run; each live message keeps its own date (LMTP gave each user's
+        copy its own)."""
+        def undated(v):
+            return {f: (uv, [m[:3] for m in msgs]) for f, (uv, msgs) in v.items()}
+        ref = undated(self.post["ref"])
+        self.assertEqual(ref["INBOX"][0], UV["INBOX"])
+        for user, point in zip(self.users, ("none",) + KILLS):
+            self.assertEqual(undated(self.post[user]), ref, "killed at %s" % point)
+            for f, (_, pre) in self.pre[user].items():
+                last = archive_uids(N_ARCH[f])[-1]
+                live = [m for m in self.post[user][f][1] if m[0] > last]
+                self.assertEqual([m[1:] for m in live], [m[1:] for m in pre],
+                                 "killed at %s: %s" % (point, f))
+
+    def test_same_uidls_as_uninterrupted(self):
+        """Each user's POP3 client sees the UIDLs it saw before, on the same
+        messages, and the merged ones the uninterrupted run shows (a live
+        mdbox INBOX's own UIDVALIDITY differs per user: compared apart)."""
+        def added(user):
+            return sorted(set(self.post_uidls[user]) - set(self.pre_uidls[user]))
+        for user, point in zip(self.users, ("none",) + KILLS):
+            post = self.post_uidls[user]
+            self.assertTrue(set(self.pre_uidls[user]) <= set(post),
+                            "killed at %s: %s" % (point, set(self.pre_uidls[user]) - set(post)))
+            self.assertEqual(len(post), len({u for u, _ in post}), "killed at %s" % point)
+            self.assertEqual(added(user), added("ref"), "killed at %s" % point)
+
+    def test_status_and_verify(self):
+        dc = self.site.dc
+        for user in self.users:
+            self.assertEqual(ways(dc, user)[0], "INBOX=renumber,Work=renumber", user)
+            rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", user)
+            self.assertEqual(rows[0]["result"], "ok", user + r.stdout + r.stderr)
+
+
+class KilledMdbox(Killed):
+    MAIL_LOCATION = "mdbox:~/mdbox"
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
