@@ -95,6 +95,8 @@ struct revert_ctx {
 	time_t last_renew;
 	/* why a walk callback stopped the walk */
 	const char *error;
+	/* --keep-renumbered given; a renumbered folder refused the revert */
+	bool keep_renumbered, refused;
 };
 
 static int revert_entry_cmp(const struct revert_entry *e1,
@@ -381,6 +383,25 @@ static int revert_expunge(struct revert_ctx *rc, struct revert_box *rb,
    copies and say reverted.  The merge's next run journals them, so the
    revert waits for it.  0 no such batch; -1 with *error_r, and
    *postponed_r when the store could not be read. */
+/* The archive folders whose live folder was renumbered (issue 19,
+   docs/imap-caches.md): their live messages moved above the archive's
+   UIDs, and Dovecot never lowers a folder's next UID, so a revert cannot
+   give them their old UIDs back.  "" when none. */
+static const char *renumbered_folders(const struct bf_cursor *cursor)
+{
+	string_t *str = t_str_new(64);
+
+	for (size_t i = 0; i < cursor->folders_count; i++) {
+		const struct bf_cursor_folder *f = &cursor->folders[i];
+		if (f->way != BF_UID_WAY_RENUMBER || f->renumber_below == 0)
+			continue;
+		if (str_len(str) > 0)
+			str_append(str, ", ");
+		str_append(str, f->name);
+	}
+	return str_c(str);
+}
+
 static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
                                const char **error_r)
 {
@@ -408,6 +429,13 @@ static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
 		        "copies are in no journal yet: nothing removed; run "
 		        "doveadm backfill run for the user first (it journals "
 		        "them), then revert";
+		ret = -1;
+	} else if (!rc->keep_renumbered &&
+	           renumbered_folders(&cursor)[0] != '\0') {
+		*error_r = t_strdup_printf(
+		        "the live mail of %s was renumbered above the archive's UIDs, and Dovecot never gives a folder lower UIDs again, so the mailbox before the merge cannot be restored exactly: nothing removed; revert with --keep-renumbered to remove the merged mail and leave that live mail at its new UIDs under the archive's UIDVALIDITY (flags and POP3 UIDLs kept: POP3 clients see no change)",
+		        renumbered_folders(&cursor));
+		rc->refused = TRUE;
 		ret = -1;
 	}
 	bf_cursor_free(&cursor);
@@ -525,8 +553,9 @@ static int revert_mail(struct revert_ctx *rc, struct revert_counts *counts,
 
 static int revert_user(struct mail_user *user, struct backfill_user *buser,
                        struct bf_state *state, const char *lease,
-                       const char *owner, struct revert_counts *counts,
-                       bool *postponed_r, const char **error_r)
+                       const char *owner, bool keep_renumbered,
+                       struct revert_counts *counts, bool *postponed_r,
+                       bool *refused_r, const char **error_r)
 {
 	struct revert_ctx rc;
 	int ret;
@@ -540,6 +569,7 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	rc.lease = lease;
 	rc.owner = owner;
 	rc.last_renew = time(NULL);
+	rc.keep_renumbered = keep_renumbered;
 	p_array_init(&rc.entries, rc.pool, 256);
 	p_array_init(&rc.boxes, rc.pool, 16);
 	p_array_init(&rc.candidates, rc.pool, 16);
@@ -547,6 +577,7 @@ static int revert_user(struct mail_user *user, struct backfill_user *buser,
 	if (rc.fp == NULL)
 		i_fatal_status(FATAL_OUTOFMEM, "out of memory");
 	ret = revert_mail(&rc, counts, postponed_r, error_r);
+	*refused_r = rc.refused;
 	bf_fp_free(&rc.fp);
 	pool_unref(&rc.pool);
 	if (ret < 0)
@@ -588,6 +619,14 @@ static void revert_print(struct doveadm_mail_cmd_context *ctx,
 	doveadm_print(error == NULL ? "" : error);
 }
 
+struct revert_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	bool yes;
+	/* --keep-renumbered: a renumbered folder's live mail keeps its new
+	   UIDs */
+	bool keep;
+};
+
 static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
                           struct mail_user *user)
 {
@@ -596,7 +635,7 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	const char *error, *lease, *result = "reverted", *row_error = NULL;
 	char owner[128], *holder = NULL;
 	struct revert_counts counts;
-	bool postponed = FALSE;
+	bool postponed = FALSE, refused = FALSE;
 	int ret;
 
 	i_zero(&counts);
@@ -633,9 +672,15 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		result = "busy";
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	} else {
-		ret = revert_user(user, buser, state, lease, owner, &counts,
-		                  &postponed, &error);
-		if (ret < 0 && postponed) {
+		ret = revert_user(user, buser, state, lease, owner,
+		                  ((struct revert_cmd_context *)ctx)->keep,
+		                  &counts, &postponed, &refused, &error);
+		if (ret < 0 && refused) {
+			e_error(buser->event, "not reverted: %s", error);
+			result = "refused";
+			row_error = error;
+			doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		} else if (ret < 0 && postponed) {
 			e_error(buser->event,
 			        "not reverted: %s (try again once the state store answers)",
 			        error);
@@ -675,11 +720,6 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 	return 0;
 }
 
-struct revert_cmd_context {
-	struct doveadm_mail_cmd_context ctx;
-	bool yes;
-};
-
 static void cmd_revert_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
 	struct revert_cmd_context *ctx = (struct revert_cmd_context *)_ctx;
@@ -692,6 +732,8 @@ static void cmd_revert_init(DOVEADM_BACKFILL_INIT_ARGS)
 		        EX_USAGE,
 		        "backfill revert removes every message backfill added: run it with --yes (-y)");
 	}
+	if (!doveadm_cmd_param_bool(_ctx->cctx, "keep-renumbered", &ctx->keep))
+		ctx->keep = FALSE;
 	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("removed", "Removed", num);
@@ -707,7 +749,7 @@ static struct doveadm_mail_cmd_context *cmd_revert_alloc(void)
 	struct revert_cmd_context *ctx;
 
 	ctx = doveadm_mail_cmd_alloc(struct revert_cmd_context);
-	doveadm_backfill_options(&ctx->ctx, "y");
+	doveadm_backfill_options(&ctx->ctx, "yk");
 	ctx->ctx.v.init = cmd_revert_init;
 	ctx->ctx.v.run = cmd_revert_run;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
@@ -716,7 +758,10 @@ static struct doveadm_mail_cmd_context *cmd_revert_alloc(void)
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_revert = {
         .name = "backfill revert",
-        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX "-y|--yes",
+        .usage =
+                DOVEADM_CMD_MAIL_USAGE_PREFIX "-y|--yes [-k|--keep-renumbered]",
         .mail_cmd = cmd_revert_alloc,
         DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
-                'y', "yes", CMD_PARAM_BOOL, 0) DOVEADM_CMD_PARAMS_END};
+                'y', "yes", CMD_PARAM_BOOL, 0)
+                DOVEADM_CMD_PARAM('k', "keep-renumbered", CMD_PARAM_BOOL, 0)
+                        DOVEADM_CMD_PARAMS_END};

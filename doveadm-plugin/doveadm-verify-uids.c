@@ -35,6 +35,7 @@
 #include "mail-keys.h"
 #include "dovecot-compat.h"
 #include "pop3-uidl.h"
+#include "merge.h"
 #include "doveadm-backfill.h"
 #include "doveadm-verify-uids.h"
 
@@ -204,6 +205,75 @@ static void check_unmatched(struct uids_ctx *ctx,
 	}
 }
 
+/* A renumbered live folder (renumber way, docs/imap-caches.md): once the
+   merge is done its renumbering is finished, nothing but the merge's
+   copies is below the archive's UIDNEXT (where the renumbered live mail
+   was: an old client fetches only above the UIDNEXT it cached), and each
+   renumbered message still shows the POP3 UIDL it showed before (stored:
+   a UIDL computed from its new UID and UIDVALIDITY would be another, and
+   POP3 clients of the new server would download it again). */
+static void check_renumbered(struct uids_ctx *ctx,
+                             const struct bf_cursor_folder *f,
+                             struct mailbox *box)
+{
+	const char *format = backfill_user_pop3_uidl_format(ctx->user);
+	const struct uids_entry *e;
+	const char *pos = f->move_uids, *stored;
+	uint32_t first, last, count = 0, below = 0, lost = 0;
+	ARRAY_TYPE(seq_range) ours;
+	struct mail_search_context *search;
+	struct mail *mail;
+
+	if (!ctx->done || f->renumber_below == 0)
+		return;
+	if (f->move_uids == NULL || !f->move_done) {
+		mismatch(
+		        ctx,
+		        "%s: the renumbering of live folder %s is not finished (the next merge run finishes it)",
+		        f->name, mailbox_get_vname(box));
+		return;
+	}
+	while (bf_uid_ranges_next(&pos, &first, &last))
+		count += last - first + 1;
+	t_array_init(&ours, 16);
+	array_foreach(&ctx->entries, e)
+	{
+		if (strcmp(e->live_guid, f->way_live_guid) == 0 && e->uid != 0)
+			seq_range_array_add(&ours, e->uid);
+	}
+	struct mailbox_transaction_context *t =
+	        mailbox_transaction_begin(box, 0, __func__);
+	search = backfill_merge_search_uids(t, 1, f->move_base + count - 1);
+	while (mailbox_search_next(search, &mail)) {
+		if (mail->uid < f->move_base) {
+			if (!seq_range_exists(&ours, mail->uid) && below++ == 0)
+				first = mail->uid;
+			continue;
+		}
+		/* a format of %u or %v only changes with the UID */
+		if (backfill_pop3_uidl_changes_with_uid(format) &&
+		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) ==
+		            0 &&
+		    stored[0] == '\0' && lost++ == 0)
+			last = mail->uid;
+	}
+	(void)mailbox_search_deinit(&search);
+	(void)mailbox_transaction_commit(&t);
+	if (below > 0) {
+		mismatch(
+		        ctx,
+		        "%s: %u messages of live folder %s below the archive's UIDNEXT %u are not merged copies (e.g. UID %u): an old client never fetches them",
+		        f->name, below, mailbox_get_vname(box), f->move_base,
+		        first);
+	}
+	if (lost > 0) {
+		mismatch(
+		        ctx,
+		        "%s: %u renumbered live messages of %s no longer show the POP3 UIDL they showed (e.g. UID %u)",
+		        f->name, lost, mailbox_get_vname(box), last);
+	}
+}
+
 /* The folder's copies (entries[first..last)) and its UIDVALIDITY. */
 static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 {
@@ -233,6 +303,8 @@ static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 		        f->uidvalidity);
 	}
 	check_uidnext(ctx, f, box);
+	if (f->way == BF_UID_WAY_RENUMBER)
+		check_renumbered(ctx, f, box);
 	struct mailbox_transaction_context *t =
 	        mailbox_transaction_begin(box, 0, __func__);
 	struct mail *mail = mail_alloc(t, 0, NULL);

@@ -16,11 +16,15 @@ POP3 client (pop3_no_flag_updates = yes) polled.  After the merge:
   and UIDVALIDITY), and the old-era one the old server's;
 - status says renumber (no-imap-client; with backfill_imap_uids = archive
   over a phone's SELECT: setting); verify is ok and fails (uids) once a
-  folder's UIDVALIDITY is changed;
+  renumbered message lost its stored UIDL (Maildir) or a folder's
+  UIDVALIDITY is changed;
 - an archived message that duplicates renumbered live mail is not copied;
   the live copy moves up with the others;
 - a live folder whose UIDNEXT is already above the lowest archive UID
   goes live (live-uids-overlap), keeping its UIDs;
+- revert refuses (exit 1, nothing changed) a user with a renumbered
+  folder, naming it, and with --keep-renumbered removes the merged mail
+  and leaves the live mail at its new UIDs with its UIDLs;
 - SIGKILL at each step (after the decision is on record, after the
   UIDVALIDITY change, between batches, after the move is on record,
   between the move's copy and expunge commits, after the move before its
@@ -261,8 +265,53 @@ class Renumber(bftest.SiteCase):
         rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "aria")
         self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
 
+    def test_z_revert_refuses_then_keeps_renumbered(self):
+        dc = self.site.dc
+        before = view(dc, "aria")
+        r = bd.doveadm(dc, "backfill", "revert", "-u", "aria", "-y")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("renumbered", r.stderr)
+        self.assertIn("INBOX", r.stderr)
+        self.assertIn("--keep-renumbered", r.stderr)
+        self.assertEqual(view(dc, "aria"), before)
+        r = bd.doveadm(dc, "backfill", "revert", "-u", "aria", "-y", "--keep-renumbered")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # (the IMAP login that reads it merges again: the user is pending,
+        # and those copies go above, the live way)
+        after = view(dc, "aria")
+        for name in ("INBOX", "Work"):
+            uv, msgs = after[name]
+            self.assertEqual(uv, UV[name])
+            live = [m for m in before[name][1] if m[0] > archive_uids(N_ARCH[name])[-1]]
+            self.assertEqual(msgs[:len(live)], live, name)
+        post = dict(dc.pop3_uidls("aria"))
+        for uidl, fp in self.pre_uidls["aria"]:
+            self.assertEqual(post.get(uidl), fp, uidl)
+
     def test_z_verify_fails_when_tampered(self):
         dc = self.site.dc
+        if self.MAIL_LOCATION is None:
+            # a renumbered live message's stored UIDL is lost (its UIDL
+            # would then be computed from its new UID)
+            path = os.path.join(dc.home("rita"), "Maildir", "dovecot-uidlist")
+            with open(path) as f:
+                lines = f.readlines()
+            inbox = [f for f in self.scen["rita"].archive if f.name == "INBOX"][0]
+            base = archive_uids(len(inbox.msgs))[-1] + 1
+            lines = [re.sub(r" P\S+", "", ln) if ln.startswith("%d " % base) else ln
+                     for ln in lines]
+            with open(path + ".new", "w") as f:
+                f.writelines(lines)
+            os.chown(path + ".new", os.stat(path).st_uid, os.stat(path).st_gid)
+            os.rename(path + ".new", path)
+            # and Dovecot's cached copy of it
+            cache = os.path.join(dc.home("rita"), "Maildir", "dovecot.index.cache")
+            if os.path.exists(cache):
+                os.unlink(cache)
+            rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "rita", ok=(1,))
+            self.assertEqual(rows[0]["result"], "uids")
+            self.assertIn("no longer show the POP3 UIDL they showed (e.g. UID %d)" % base,
+                          rows[0]["uid_mismatch_list"])
         dc.doveadm("mailbox", "update", "-u", "rita", "--uid-validity", "1234", "Work")
         rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "rita", ok=(1,))
         self.assertEqual(rows[0]["result"], "uids")
