@@ -4,9 +4,11 @@ again).
 
 The story, with real parts:
   1. The OLD server (a private plain Dovecot) serves a Maildir with INBOX,
-     Sent, Projects.Work, Trash and Drafts, non-default UIDVALIDITYs, UID
-     gaps made
-     by really expunging mail on it (the first UID of each folder too).
+     Sent, Projects.Work, Trash and Drafts, non-default UIDVALIDITYs,
+     years of mail behind it (each folder's first UID is in the hundreds
+     or thousands, a different one per folder, as after years of
+     deliveries and expunges), and UID gaps made by really expunging mail
+     on it (the first UID of each folder too).
      Four clients sync from it: a laptop running mbsync (isync), a
      Thunderbird-like cache (tests/lib/imapcache.py: drops a folder's
      cache when its UIDVALIDITY changes), a phone (the same kind of
@@ -50,7 +52,9 @@ archive's messages of the folder (the old server's, after expunges), L
 the live messages at the merge (INBOX 6, Sent 3, others 0) and P
 the live messages the phone had cached (INBOX 4, Drafts 0):
   way archive/renumber: the folder shows the old server's UIDVALIDITY and
-      UIDs (live mail renumbered above the old UIDNEXT).
+      UIDs (live mail renumbered above the old UIDNEXT: the live folder
+      gave out UIDs 1-6 during the incident, all below the old server's
+      lowest, which is what renumbering in place needs).
       laptop (mbsync) and Thunderbird: L (only mail new to them), no
       refusal.  Phone: L if its cache of the folder is the old server's;
       A+L if it synced the folder during the incident (its cache had the
@@ -84,6 +88,7 @@ where INBOX was renumbered.
 """
 import collections
 import os
+import re
 import sys
 import unittest
 
@@ -109,6 +114,10 @@ MERGE_BY = {"ada": "imap", "arc": "doveadm", "liv": "pop3"}
 # messages the old server got per folder, before expunges
 SIZES = {"INBOX": 40, "Sent": 16, "Projects.Work": 10, "Trash": 8, "Drafts": 6}
 UV_BASE = 1234500000
+# the UID each folder's mail starts after on the old server: years of
+# mail delivered and expunged before the story begins
+FIRST_UID = {"INBOX": 5000, "Sent": 2100, "Projects.Work": 870, "Trash": 3400,
+             "Drafts": 120}
 LIVE_EARLY, LIVE_LATE, LIVE_SENT = 4, 2, 3
 # folders the phone's app opened during the incident
 PHONE_OPENED = ("INBOX", "Drafts")
@@ -125,6 +134,22 @@ def old_mailbox(seed):
             f.msgs.append(mg.Msg(g.message(t), g.flags(name), t))
         folders.append(f)
     return g, folders
+
+
+def years_of_mail(maildir):
+    """Moves each folder's UIDs up by FIRST_UID, as on a server that has
+    given out that many UIDs before (what `doveadm mailbox update
+    --min-next-uid` does to a folder before its mail arrives)."""
+    for name, first in FIRST_UID.items():
+        d = maildir if name == "INBOX" else os.path.join(maildir, "." + name)
+        path = os.path.join(d, "dovecot-uidlist")
+        with open(path) as f:
+            head, *lines = f.readlines()
+        head = re.sub(r" N(\d+)", lambda m: " N%d" % (int(m.group(1)) + first), head)
+        lines = ["%d %s" % (int(ln.split(" ", 1)[0]) + first, ln.split(" ", 1)[1])
+                 for ln in lines]
+        with open(path, "w") as f:
+            f.writelines([head] + lines)
 
 
 def expunged(seed, name, n):
@@ -144,8 +169,7 @@ class User:
 class ImapClients(bftest.SiteCase):
     SITE = dict(extra_conf="recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\n")
     # the (backfill_imap_uids, folder) pairs the client tests check; None:
-    # all (test_imap_clients_now.py checks those that pass before the
-    # whole of issue 19 has landed)
+    # all
     CHECK = None
     USERS = USERS
     # the phone opens folders with EXAMINE (K-9 Mail, Thunderbird for
@@ -181,6 +205,7 @@ class ImapClients(bftest.SiteCase):
                 u.arch_home = os.path.join(site.archive_root, u.name)
                 u.gen, folders = old_mailbox(u.seed)
                 mg.write_maildir(os.path.join(u.arch_home, "Maildir"), folders)
+                years_of_mail(os.path.join(u.arch_home, "Maildir"))
                 dv.chown_tree(u.arch_home)
                 old.add_user(u.name, home=u.arch_home)
             old.start()
@@ -324,7 +349,8 @@ class ImapClients(bftest.SiteCase):
             for f in FOLDERS:
                 uv, msgs = u.old_snapshot[f]
                 uids = [m.uid for m in msgs]
-                self.assertGreater(uids[0], 1, "%s %s: no gap at the start" % (u.name, f))
+                self.assertGreater(uids[0], FIRST_UID[f] + 1,
+                                   "%s %s: no gap at the start" % (u.name, f))
                 self.assertNotEqual(uids, list(range(uids[0], uids[0] + len(uids))),
                                     "%s %s: no UID gaps" % (u.name, f))
                 self.assertGreaterEqual(uv, UV_BASE)
