@@ -67,7 +67,12 @@ ODD = {
     # F5: not listed at all: the vname "inbox" is INBOX (an INBOX.inbox
     # of a server with the INBOX. prefix); ".INBOX" alike
     "inboxlc": [(".inbox", 3), (".INBOX", 1)],
+    # F2: a live name Dovecot refuses whatever the mapping: a live
+    # mailbox with LAYOUT=fs reserves Maildir's "new" as a folder name,
+    # the old server's Maildir++ folder "Projects.new" is readable
+    "fslive": [(".Projects.new", 3)],
 }
+EXTRA = {"fslive": "userdb_mail=maildir:~/Maildir:LAYOUT=fs"}
 # directory -> messages Dovecot cannot read in it, per user
 UNREAD = {"rawnl": 2, "rawtab": 3, "utf7nul": 3, "inboxlc": 4}
 FORGED = "zz\nmallory\tok\t5"
@@ -79,7 +84,8 @@ class FolderNames(bftest.SiteCase):
     def build(cls, site):
         cls.base_count = {}
         for user, folders in ODD.items():
-            site.add_user(user, mg.standard_scenario(3), record=False, freeze=False)
+            site.add_user(user, mg.standard_scenario(3), record=False, freeze=False,
+                          extra=EXTRA.get(user, ""))
             arch = os.path.join(site.base, "archive", user, "Maildir")
             cls.base_count[user] = sum(
                 len(files) for d, _, files in os.walk(arch)
@@ -228,6 +234,30 @@ class FolderNames(bftest.SiteCase):
                 for dirname, _ in ODD[u]:
                     self.assertIn(dirname.replace("\t", "\\t").replace("\n", "\\n"),
                                   v["error"])
+
+
+    def test_f2_uncreatable_live_name_skipped_and_counted(self):
+        u = "fslive"
+        total = self.base_count[u] + 3
+        plan = self.plan[u]
+        self.assertEqual(plan["state"], "pending", plan)
+        self.assertEqual(int(plan["skipped"]), 3, plan)
+        self.assertNotIn("Projects.new", split_list(plan["folders_to_create"], ", "), plan)
+        run = self.run1[u]
+        self.assertEqual(run["result"], "done", run)
+        self.assertEqual((int(run["archived"]), int(run["skipped"])), (total, 3), run)
+        # every other folder merged
+        self.assertEqual(int(run["added"]) + int(run["duplicates"]), self.base_count[u], run)
+        self.assertEqual(self.run2[u]["result"], "done", self.run2[u])
+        st = self.status[u]
+        self.assertEqual((st["state"], int(st["archived"]), int(st["skipped"])),
+                         ("done", total, 3), st)
+        self.assertTrue(st["last_error"].startswith(
+            "archive folder skipped: Projects.new: creating live folder Projects.new: "), st)
+        v = self.verify[u]
+        self.assertEqual((v["result"], int(v["missing"])), ("missing", 3), v)
+        self.assertEqual(sorted(split_list(v["missing_list"], "; ")),
+                         ["Projects.new/%d" % i for i in (1, 2, 3)], v)
 
 
 if __name__ == "__main__":
