@@ -252,6 +252,7 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 	if (any_saved) {
 		if (batch_commit_mailbox(m) < 0)
 			return -1;
+		backfill_crash_point("batch-committed");
 	} else if (m->ltrans != NULL) {
 		mailbox_transaction_rollback(&m->ltrans);
 	}
@@ -383,8 +384,12 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 	   the index leaves the batch's copies in the uidlist only, and a plain
 	   sync did not read them back: they were copied again
 	   (test_merge_imap_uids, KilledRuns: 2 runs of 5).  Only on a resume
-	   with an intent, so the full resync is rare. */
-	if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FORCE_RESYNC) < 0) {
+	   with an intent, so the full resync is rare.  Only on Maildir: on
+	   mdbox the index is the record of the copies a commit made, and a
+	   forced resync there is a rebuild of the user's whole storage. */
+	if (mailbox_sync(box, strcmp(box->storage->name, "maildir") == 0
+	                              ? MAILBOX_SYNC_FLAG_FORCE_RESYNC
+	                              : 0) < 0) {
 		*error_r = mailbox_get_last_internal_error(box, NULL);
 		return -1;
 	}
