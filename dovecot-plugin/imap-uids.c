@@ -17,8 +17,8 @@
      gives the live folder the archive's UIDNEXT at the end, so later
      deliveries get UIDs above;
    - renumber: an existing live folder no IMAP client can have cached
-     since the incident takes the archive's UIDVALIDITY and UIDs (not done
-     yet: falls back to live, saying so);
+     since the incident takes the archive's UIDVALIDITY and UIDs, its
+     live messages moving above them (renumber.c);
    - live: the live UIDVALIDITY and UIDs are kept, copies get UIDs above.
    The way is on record in the state store before the live folder is
    created, so a crash can never leave a folder with the archive's
@@ -110,26 +110,70 @@ static uint32_t archive_first_uid(const struct backfill_merge *m)
 	return status.uidnext;
 }
 
+/* The live folder is the user's INBOX (the one folder POP3 shows) on a
+   storage that cannot store a POP3 UIDL in place: Dovecot implements
+   mail_update_pop3_uidl() only where the mail's vfunc is there (Maildir,
+   not mdbox), so the capability is asked of a mail, not of the driver
+   name. */
+static int live_inbox_uidls_unstorable(struct backfill_merge *m,
+                                       const char *vname, bool *unstorable_r,
+                                       const char **error_r)
+{
+	struct mail_namespace *ns =
+	        mail_namespace_find(m->luser->namespaces, vname);
+	struct mailbox *box =
+	        mailbox_alloc(ns->list, vname, MAILBOX_FLAG_READONLY);
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+
+	*unstorable_r = FALSE;
+	if (!box->inbox_user) {
+		mailbox_free(&box);
+		return 0;
+	}
+	if (mailbox_open(box) < 0) {
+		*error_r = t_strdup_printf(
+		        "live folder %s: %s", vname,
+		        mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return -1;
+	}
+	t = mailbox_transaction_begin(box, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	*unstorable_r =
+	        ((struct mail_private *)mail)->v.update_pop3_uidl == NULL;
+	mail_free(&mail);
+	mailbox_transaction_rollback(&t);
+	mailbox_free(&box);
+	return 0;
+}
+
 /* A live folder that exists already (imap-uids-evidence.c says what
    the evidence is).  Its live messages are renumbered above the archive's
    UIDs (renumber.c) only where it has given out no UID the archive uses:
    Dovecot never lowers a next UID, and doing it anyway would need the
    folder rebuilt under another mailbox and swapped in, which Dovecot's
    API does not offer for a Maildir INBOX. */
-static enum bf_uid_way
-decide_existing(struct backfill_merge *m, struct cursor_folder *cf,
-                const struct backfill_live_evidence *live,
-                const char **reason_r)
+static int decide_existing(struct backfill_merge *m,
+                           const struct backfill_folder *folder,
+                           struct cursor_folder *cf,
+                           const struct backfill_live_evidence *live,
+                           enum bf_uid_way *way_r, const char **reason_r,
+                           const char **error_r)
 {
 	bool force = m->set->imap_uids == BACKFILL_IMAP_UIDS_ARCHIVE;
+	bool unstorable;
 
+	*way_r = BF_UID_WAY_LIVE;
 	if (backfill_live_never_used(&live->status)) {
 		*reason_r = force ? "live-folder-empty" : "live-folder-opened";
-		return force ? BF_UID_WAY_ARCHIVE : BF_UID_WAY_LIVE;
+		if (force)
+			*way_r = BF_UID_WAY_ARCHIVE;
+		return 0;
 	}
 	if (live->seen && !force) {
 		*reason_r = live->seen_reason;
-		return BF_UID_WAY_LIVE;
+		return 0;
 	}
 	if (live->status.uidnext > archive_first_uid(m)) {
 		e_info(m->event,
@@ -137,12 +181,29 @@ decide_existing(struct backfill_merge *m, struct cursor_folder *cf,
 		       cf->name, live->status.uidnext - 1,
 		       archive_first_uid(m));
 		*reason_r = "live-uids-overlap";
-		return BF_UID_WAY_LIVE;
+		return 0;
+	}
+	/* Where the INBOX's UIDLs are computed from %u/%v and cannot be
+	   stored in place, they would change for POP3 sessions from the new
+	   UIDVALIDITY until the move (for good if the way is given up), and
+	   POP3 clients would download that mail again. */
+	if (backfill_pop3_uidl_changes_with_uid(m->pop3_uidl_format)) {
+		if (live_inbox_uidls_unstorable(m, folder->live_vname,
+		                                &unstorable, error_r) < 0)
+			return -1;
+		if (unstorable) {
+			e_info(m->event,
+			       "%s: not renumbered: its POP3 UIDLs (pop3_uidl_format=%s) change with the UIDVALIDITY and this storage cannot store them in place (pop3-uidls-unstorable: its live UIDs stay)",
+			       folder->live_vname, m->pop3_uidl_format);
+			*reason_r = "pop3-uidls-unstorable";
+			return 0;
+		}
 	}
 	cf->renumber_below = live->status.uidnext;
 	cf->renumber_uidvalidity = live->status.uidvalidity;
 	*reason_r = live->seen ? "setting" : "no-imap-client";
-	return BF_UID_WAY_RENUMBER;
+	*way_r = BF_UID_WAY_RENUMBER;
+	return 0;
 }
 
 /* Another archive folder of this merge took the live folder's UIDs
@@ -219,15 +280,15 @@ static uint32_t archive_next_bounded(const struct backfill_merge *m,
 	return next;
 }
 
-static enum bf_uid_way decide(struct backfill_merge *m,
-                              const struct backfill_folder *folder,
-                              struct cursor_folder *cf,
-                              const struct backfill_live_evidence *live,
-                              const char **reason_r)
+static int
+decide(struct backfill_merge *m, const struct backfill_folder *folder,
+       struct cursor_folder *cf, const struct backfill_live_evidence *live,
+       enum bf_uid_way *way_r, const char **reason_r, const char **error_r)
 {
 	if (m->set->imap_uids == BACKFILL_IMAP_UIDS_LIVE) {
 		*reason_r = "setting";
-		return BF_UID_WAY_LIVE;
+		*way_r = BF_UID_WAY_LIVE;
+		return 0;
 	}
 	const char *what;
 	uint32_t uid = archive_uid_out_of_range(m, &what);
@@ -238,27 +299,32 @@ static enum bf_uid_way decide(struct backfill_merge *m,
 		        folder->archive_vname, what, uid, BF_ARCHIVE_UID_LIMIT,
 		        folder->live_vname);
 		*reason_r = "uid-range";
-		return BF_UID_WAY_LIVE;
+		*way_r = BF_UID_WAY_LIVE;
+		return 0;
 	}
 	/* merged in part before the ways existed: its copies have live
 	   UIDs already */
 	if (cf->high_committed > 0) {
 		*reason_r = "merged-before";
-		return BF_UID_WAY_LIVE;
+		*way_r = BF_UID_WAY_LIVE;
+		return 0;
 	}
 	if (dry_created(m, folder->live_vname)) {
 		*reason_r = "shared-live-folder";
-		return BF_UID_WAY_LIVE;
+		*way_r = BF_UID_WAY_LIVE;
+		return 0;
 	}
 	if (!live->exists) {
 		*reason_r = "created";
-		return BF_UID_WAY_ARCHIVE;
+		*way_r = BF_UID_WAY_ARCHIVE;
+		return 0;
 	}
 	if (live_taken_by_merge(m, live->guid)) {
 		*reason_r = "shared-live-folder";
-		return BF_UID_WAY_LIVE;
+		*way_r = BF_UID_WAY_LIVE;
+		return 0;
 	}
-	return decide_existing(m, cf, live, reason_r);
+	return decide_existing(m, folder, cf, live, way_r, reason_r, error_r);
 }
 
 int backfill_imap_uids_decide(struct backfill_merge *m,
@@ -267,6 +333,7 @@ int backfill_imap_uids_decide(struct backfill_merge *m,
 	struct cursor_folder *cf = cur_folder(m);
 	const char *error, *reason;
 	struct backfill_live_evidence live;
+	enum bf_uid_way way;
 
 	if (cf->way != BF_UID_WAY_UNDECIDED)
 		return 0;
@@ -283,7 +350,11 @@ int backfill_imap_uids_decide(struct backfill_merge *m,
 		return -1;
 	}
 	cf->renumber_below = cf->renumber_uidvalidity = 0;
-	cf->way = decide(m, folder, cf, &live, &reason);
+	if (decide(m, folder, cf, &live, &way, &reason, &error) < 0) {
+		backfill_merge_log_error(m, "%s", error);
+		return -1;
+	}
+	cf->way = way;
 	cf->way_reason = reason;
 	/* the renumber way names its live folder from the start: a folder
 	   made again under its name since must not be renumbered */

@@ -12,7 +12,9 @@
    1. the decision, renumber_below and the live UIDVALIDITY are on record
       (the cursor's w item) before anything changes;
    2. the live messages keep the POP3 UIDL they show (pinned: stored where
-      the format computes it, on Maildir), then the folder takes the
+      the format computes it, on Maildir; an INBOX whose storage cannot
+      store one, mdbox, is not renumbered: imap-uids.c,
+      pop3-uidls-unstorable), then the folder takes the
       archive's UIDVALIDITY (mailbox_update(): Maildir rewrites
       dovecot-uidlist's header and mdbox its index header, both keeping
       UIDs and the next UID);

@@ -171,9 +171,9 @@ class Renumber(bftest.SiteCase):
         cls.post = {u: view(dc, u) for u in cls.USERS}
         cls.post_uidls = {u: dc.pop3_uidls(u) for u in cls.USERS}
 
-    def check_renumbered(self, user, dup=0):
+    def check_renumbered(self, user, dup=0, folders=("INBOX", "Work")):
         scen = self.scen[user]
-        for f in scen.archive:
+        for f in [f for f in scen.archive if f.name in folders]:
             uv, msgs = self.post[user][f.name]
             self.assertEqual(uv, f.uidvalidity, (user, f.name))
             want = archive_uids(len(f.msgs))
@@ -265,17 +265,24 @@ class Renumber(bftest.SiteCase):
         rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "aria")
         self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
 
-    def test_z_revert_refuses_then_keeps_renumbered(self):
+    def revert_refused_then_kept(self, folder):
+        """revert refuses aria (naming folder), then --keep-renumbered
+        reverts: the view before."""
         dc = self.site.dc
         before = view(dc, "aria")
         r = bd.doveadm(dc, "backfill", "revert", "-u", "aria", "-y")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("renumbered", r.stderr)
-        self.assertIn("INBOX", r.stderr)
+        self.assertIn(folder, r.stderr)
         self.assertIn("--keep-renumbered", r.stderr)
         self.assertEqual(view(dc, "aria"), before)
         r = bd.doveadm(dc, "backfill", "revert", "-u", "aria", "-y", "--keep-renumbered")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return before
+
+    def test_z_revert_refuses_then_keeps_renumbered(self):
+        dc = self.site.dc
+        before = self.revert_refused_then_kept("INBOX")
         # (the IMAP login that reads it merges again: the user is pending,
         # and those copies go above, the live way)
         after = view(dc, "aria")
@@ -319,10 +326,46 @@ class Renumber(bftest.SiteCase):
 
 
 class RenumberMdbox(Renumber):
+    """mdbox cannot store a POP3 UIDL in place: with pop3_uidl_format =
+    %08Xu%08Xv a renumbered INBOX would show POP3 sessions other UIDLs from
+    its new UIDVALIDITY until the move.  So the INBOX goes live
+    (pop3-uidls-unstorable); Work, which POP3 does not show, is still
+    renumbered."""
     MAIL_LOCATION = "mdbox:~/mdbox"
     # a stored UIDL in a live mdbox comes from a save that set one: not
     # what LMTP does; the Maildir case covers it
     EARLIER = False
+
+    def check_inbox_live(self, user):
+        uv, msgs = self.post[user]["INBOX"]
+        pre_uv, pre = self.pre[user]["INBOX"]
+        self.assertEqual(uv, pre_uv, user)
+        self.assertEqual(msgs[:len(pre)], pre, user)
+
+    def check_inbox_live_work_renumbered(self, user):
+        self.check_renumbered(user, folders=("Work",))
+        self.check_inbox_live(user)
+        self.assertEqual(ways(self.site.dc, user),
+                         ("INBOX=live,Work=renumber",
+                          "INBOX=pop3-uidls-unstorable,Work=no-imap-client"))
+
+    def test_auto_renumbers_folders_nobody_opened(self):
+        self.check_inbox_live_work_renumbered("rita")
+        self.assertIn("pop3-uidls-unstorable",
+                      self.runs["rita"].stderr + self.site.dc.log_tail())
+
+    def test_archive_setting_renumbers_a_selected_inbox(self):
+        self.check_inbox_live_work_renumbered("aria")
+
+    def test_flags_and_keywords_kept(self):
+        for user in ("rita", "aria"):
+            self.check_inbox_live(user)
+
+    def test_z_revert_refuses_then_keeps_renumbered(self):
+        self.revert_refused_then_kept("Work")
+        post = dict(self.site.dc.pop3_uidls("aria"))
+        for uidl, fp in self.pre_uidls["aria"]:
+            self.assertEqual(post.get(uidl), fp, uidl)
 
 
 class Killed(bftest.SiteCase):
@@ -351,7 +394,7 @@ class Killed(bftest.SiteCase):
             cls.pre[user] = view(dc, user)
             cls.pre_uidls[user] = dc.pop3_uidls(user)
         site.enable_plugin()
-        cls.killed, cls.final = {}, {}
+        cls.killed, cls.final, cls.mid_uidls = {}, {}, {}
         r = run(dc, "ref")
         assert r.returncode == 0, r.stderr
         for user, point in zip(cls.users[1:], KILLS):
@@ -362,6 +405,13 @@ class Killed(bftest.SiteCase):
                 for n in names:
                     if n.endswith(".lock"):
                         os.unlink(os.path.join(root, n))
+        # what a POP3 session sees between the cut run and the rerun (a
+        # POP3 login would resume the merge: the plugin is off meanwhile)
+        dc.restart(mail_plugins="")
+        for user in cls.users[1:]:
+            cls.mid_uidls[user] = dc.pop3_uidls(user)
+        site.enable_plugin()
+        for user in cls.users[1:]:
             r = run(dc, user)
             cls.final[user] = (r.returncode, r.stderr)
         cls.post = {u: view(dc, u) for u in cls.users}
@@ -410,7 +460,53 @@ class Killed(bftest.SiteCase):
 
 
 class KilledMdbox(Killed):
+    """On mdbox the INBOX goes live (pop3-uidls-unstorable) and Work is
+    renumbered: every kill point is reached in Work, and the INBOX's POP3
+    UIDLs never change, not even after a run cut right after a folder took
+    the archive's UIDVALIDITY."""
     MAIL_LOCATION = "mdbox:~/mdbox"
+
+    def test_same_mailbox_as_uninterrupted(self):
+        def undated(v):
+            return {f: (uv, [m[:3] for m in msgs]) for f, (uv, msgs) in v.items()}
+        ref = undated(self.post["ref"])
+        self.assertEqual(ref["Work"][0], UV["Work"])
+        for user, point in zip(self.users, ("none",) + KILLS):
+            post = undated(self.post[user])
+            self.assertEqual(post["Work"], ref["Work"], "killed at %s" % point)
+            uv, msgs = self.post[user]["INBOX"]
+            pre_uv, pre = self.pre[user]["INBOX"]
+            self.assertEqual(uv, pre_uv, "killed at %s" % point)
+            self.assertEqual(msgs[:len(pre)], pre, "killed at %s" % point)
+            self.assertEqual([m[1:] for m in post["INBOX"][1]],
+                             [m[1:] for m in ref["INBOX"][1]], "killed at %s" % point)
+
+    def test_pop3_uidls_never_change(self):
+        """Before, after the cut run and after the rerun: every UIDL a
+        POP3 client saw stays on its message (the killed run at
+        renumber-uidvalidity included)."""
+        self.assertIn("renumber-uidvalidity", KILLS)
+        for user, point in zip(self.users[1:], KILLS):
+            for when, uidls in (("after the cut run", self.mid_uidls[user]),
+                                ("after the rerun", self.post_uidls[user])):
+                got = dict(uidls)
+                for uidl, fp in self.pre_uidls[user]:
+                    self.assertEqual(got.get(uidl), fp, "killed at %s, %s: UIDL %s"
+                                     % (point, when, uidl))
+        # the old era's UIDLs, once merged, never change either
+        for user, point in zip(self.users[1:], KILLS):
+            mid = set(self.mid_uidls[user]) - set(self.pre_uidls[user])
+            self.assertTrue(mid <= set(self.post_uidls[user]),
+                            "killed at %s: %s" % (point, mid - set(self.post_uidls[user])))
+
+    def test_status_and_verify(self):
+        dc = self.site.dc
+        for user in self.users:
+            self.assertEqual(ways(dc, user), ("INBOX=live,Work=renumber",
+                                              "INBOX=pop3-uidls-unstorable,Work=no-imap-client"),
+                             user)
+            rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", user)
+            self.assertEqual(rows[0]["result"], "ok", user + r.stdout + r.stderr)
 
 
 if __name__ == "__main__":
