@@ -27,7 +27,9 @@
       then the copies are committed, then the originals expunged, then the
       record says done.  A resumed run completes it by GUID: a copy from
       the first new UID on with the old message's GUID means the old one
-      only has to go; an old message with no such copy is copied.
+      only has to go; an old message with no such copy takes a
+      copy no GUID names with its fingerprint (copies_match_leftovers()),
+      else it is copied.
    Every step can be cut by SIGKILL and the rerun gives the same
    mailbox. */
 
@@ -40,6 +42,7 @@
 #include "imap-uids.h"
 #include "renumber.h"
 #include "merge-private.h"
+#include "mail-keys.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -322,6 +325,154 @@ static int copies_read(struct backfill_merge *m, pool_t pool,
 	return ret;
 }
 
+struct leftover {
+	uint32_t uid;
+	unsigned char fp[BF_FP_SIZE];
+	bool used;
+};
+
+/* The message's content fingerprint (the one dedup uses). */
+static bool mail_fp(struct backfill_merge *m, struct mail *mail,
+                    unsigned char fp_r[BF_FP_SIZE])
+{
+	struct backfill_mail_keys keys;
+	const char *error;
+
+	if (backfill_mail_keys_get(mail, NULL, m->fp, TRUE, &keys, &error) <=
+	            0 ||
+	    !keys.fp_set)
+		return FALSE;
+	memcpy(fp_r, keys.fp, BF_FP_SIZE);
+	return TRUE;
+}
+
+/* The copy of an old message that no GUID names (leftover) becomes its
+   copy: it shows the POP3 UIDL, flags and keywords the old one shows. */
+static void leftover_take(struct backfill_merge *m, struct mail *old,
+                          struct mail *copy)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	const char *uidl, *cur, *error;
+	struct mail_keywords *kw;
+
+	if (backfill_pop3_uidl_get(old, cf->renumber_uidvalidity,
+	                           m->pop3_uidl_format, &uidl, &error) == 0 &&
+	    uidl[0] != '\0' &&
+	    mail_get_special(copy, MAIL_FETCH_UIDL_BACKEND, &cur) == 0 &&
+	    strcmp(cur, uidl) != 0)
+		mail_update_pop3_uidl(copy, uidl);
+	mail_update_flags(copy, MODIFY_REPLACE,
+	                  mail_get_flags(old) & ~MAIL_RECENT);
+	kw = mailbox_keywords_create_valid(m->lbox, mail_get_keywords(old));
+	mail_update_keywords(copy, MODIFY_REPLACE, kw);
+	mailbox_keywords_unref(&kw);
+}
+
+/* A SIGKILL inside Maildir's commit of the move's copies (files in cur/
+   under new names, dovecot-uidlist not written yet) leaves copies whose
+   GUID is their new file name: no GUID ties them to their old message.
+   An old message without a copy by GUID takes the first unused copy
+   (from the first new UID on, named by no old message's GUID) with its
+   fingerprint, as merge-batch.c takes a batch's landed copies, and the
+   copy is given what it would have had.  Only reads messages when both
+   exist, so an uncut move reads nothing. */
+static int copies_match_leftovers(struct backfill_merge *m,
+                                  const ARRAY_TYPE(move_item) * items,
+                                  pool_t pool, HASH_TABLE_TYPE(guid_uid) copies)
+{
+	struct mailbox_transaction_context *t;
+	struct mail *old, *copy;
+	const struct move_item *item;
+	ARRAY(uint32_t) unmatched;
+	ARRAY_TYPE(seq_range) named;
+	ARRAY(struct leftover) leftovers;
+	struct leftover *lo;
+	unsigned char fp[BF_FP_SIZE];
+	const char *guid;
+	const uint32_t *uid;
+	bool taken = FALSE;
+	void *value;
+	int ret = 0;
+
+	t_array_init(&unmatched, 8);
+	t_array_init(&named, 8);
+	t_array_init(&leftovers, 8);
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	old = mail_alloc(t, MAIL_FETCH_GUID, NULL);
+	copy = mail_alloc(t, MAIL_FETCH_GUID, NULL);
+	array_foreach(items, item)
+	{
+		if (!mail_set_uid(old, item->old_uid) ||
+		    mail_get_special(old, MAIL_FETCH_GUID, &guid) < 0 ||
+		    guid[0] == '\0')
+			continue;
+		value = hash_table_lookup(copies, guid);
+		if (value != NULL)
+			seq_range_array_add(&named,
+			                    POINTER_CAST_TO(value, uint32_t));
+		else
+			array_push_back(&unmatched, &item->old_uid);
+	}
+	if (array_count(&unmatched) > 0) {
+		/* the copies no old message's GUID names */
+		struct hash_iterate_context *iter =
+		        hash_table_iterate_init(copies);
+		char *key;
+		while (hash_table_iterate(iter, copies, &key, &value)) {
+			uint32_t cuid = POINTER_CAST_TO(value, uint32_t);
+			if (seq_range_exists(&named, cuid) ||
+			    !mail_set_uid(copy, cuid) || !mail_fp(m, copy, fp))
+				continue;
+			lo = array_append_space(&leftovers);
+			lo->uid = cuid;
+			memcpy(lo->fp, fp, BF_FP_SIZE);
+		}
+		hash_table_iterate_deinit(&iter);
+	}
+	array_foreach(&unmatched, uid)
+	{
+		if (array_count(&leftovers) == 0)
+			break;
+		if (!mail_set_uid(old, *uid) ||
+		    mail_get_special(old, MAIL_FETCH_GUID, &guid) < 0 ||
+		    !mail_fp(m, old, fp))
+			continue;
+		array_foreach_modifiable(&leftovers, lo)
+		{
+			if (lo->used || memcmp(lo->fp, fp, BF_FP_SIZE) != 0 ||
+			    !mail_set_uid(copy, lo->uid))
+				continue;
+			lo->used = TRUE;
+			leftover_take(m, old, copy);
+			hash_table_update(copies, p_strdup(pool, guid),
+			                  POINTER_CAST(lo->uid));
+			taken = TRUE;
+			break;
+		}
+	}
+	mail_free(&old);
+	mail_free(&copy);
+	if (mailbox_transaction_commit(&t) < 0)
+		ret = -1;
+	if (ret == 0 && taken) {
+		/* durable before an old message goes: Maildir writes the
+		   UIDLs into dovecot-uidlist when it rewrites it */
+		struct mailbox_status status;
+		struct mailbox_update update;
+		if (mailbox_sync(m->lbox, 0) < 0)
+			return -1;
+		mailbox_get_open_status(m->lbox, STATUS_UIDNEXT, &status);
+		i_zero(&update);
+		update.min_next_uid = status.uidnext;
+		ret = mailbox_update(m->lbox, &update);
+		e_warning(
+		        m->event,
+		        "%s: a cut move left copies no GUID names: taken by their content for the live messages they copy",
+		        mailbox_get_vname(m->lbox));
+	}
+	return ret;
+}
+
 /* One old message copied to its new UID, as it was. */
 static int move_copy_one(struct backfill_merge *m,
                          struct mailbox_transaction_context *t,
@@ -524,7 +675,8 @@ int backfill_renumber_move(struct backfill_merge *m)
 	   is there already (backfill_imap_uids_folder_done()) */
 	pool = pool_alloconly_create("backfill renumber", 1024);
 	hash_table_create(&copies, pool, 0, str_hash, strcmp);
-	if (copies_read(m, pool, &copies) < 0)
+	if (copies_read(m, pool, &copies) < 0 ||
+	    copies_match_leftovers(m, &items, pool, copies) < 0)
 		ret = move_failed(m, "reading its copies");
 	else if (move_copies(m, &items, copies) < 0)
 		ret = move_failed(m, "copying");
@@ -532,7 +684,8 @@ int backfill_renumber_move(struct backfill_merge *m)
 		backfill_crash_point("renumber-copied");
 		hash_table_clear(copies, TRUE);
 		if (mailbox_sync(m->lbox, 0) < 0 ||
-		    copies_read(m, pool, &copies) < 0)
+		    copies_read(m, pool, &copies) < 0 ||
+		    copies_match_leftovers(m, &items, pool, copies) < 0)
 			ret = move_failed(m, "reading its copies");
 	}
 	if (ret == 0 && move_expunges(m, &items, copies, &missing) < 0) {

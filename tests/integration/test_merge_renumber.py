@@ -103,6 +103,35 @@ def incident(site, user, scen):
                "uid", str(uids[0]))
 
 
+def hardlink_copies(maildir):
+    """What Dovecot's hardlink copy of the move leaves when killed before
+    its dovecot-uidlist write: each live INBOX message's file (UID below the
+    archive's first) linked into cur/ under a new unique name."""
+    first = archive_uids(1)[0]
+    with open(os.path.join(maildir, "dovecot-uidlist")) as f:
+        lines = f.readlines()[1:]
+    names = {}
+    for ln in lines:
+        uid, rest = ln.split(" ", 1)
+        if int(uid) < first:
+            name = rest.rsplit(":", 1)[-1].strip()
+            names[re.split(r"[,:]", name, 1)[0]] = int(uid)
+    done = 0
+    for sub in ("cur", "new"):
+        for name in sorted(os.listdir(os.path.join(maildir, sub))):
+            base = re.split(r"[,:]", name, 1)[0]
+            if base not in names:
+                continue
+            tail = name[len(base):]
+            if ":2," not in tail:
+                tail += ":2,"
+            os.link(os.path.join(maildir, sub, name),
+                    os.path.join(maildir, "cur", "1700099999.M%dP4242.bfcut%s"
+                                 % (names[base], tail)))
+            done += 1
+    assert done == len(names) > 0, (done, names)
+
+
 def view(dc, user):
     """{folder: (uidvalidity, [(uid, fingerprint, flags, date)])}."""
     out = {}
@@ -383,13 +412,15 @@ class Killed(bftest.SiteCase):
             site.dc.mail_location = cls.MAIL_LOCATION
         cls.users = ["ref"] + ["k%d" % i for i in range(len(KILLS))]
         earlier = cls.MAIL_LOCATION is None
-        for user in cls.users:
+        # cut inside Maildir's commit of the move's copies (Maildir only)
+        cls.cut_commit = ["kc"] if cls.MAIL_LOCATION is None else []
+        for user in cls.users + cls.cut_commit:
             site.add_user(user, scenario(40, earlier=earlier), record=False,
                           extra="userdb_backfill_imap_uids=archive")
         site.start(plugin_on=False)
         dc = site.dc
         cls.pre, cls.pre_uidls = {}, {}
-        for user in cls.users:
+        for user in cls.users + cls.cut_commit:
             incident(site, user, scenario(40, earlier=earlier))
             cls.pre[user] = view(dc, user)
             cls.pre_uidls[user] = dc.pop3_uidls(user)
@@ -397,7 +428,8 @@ class Killed(bftest.SiteCase):
         cls.killed, cls.final, cls.mid_uidls = {}, {}, {}
         r = run(dc, "ref")
         assert r.returncode == 0, r.stderr
-        for user, point in zip(cls.users[1:], KILLS):
+        for user, point in list(zip(cls.users[1:], KILLS)) + [
+                (u, "renumber-intent") for u in cls.cut_commit]:
             env = dict(os.environ, BACKFILL_TEST_CRASH=point)
             r = run(dc, user, env=env)
             cls.killed[user] = r.returncode
@@ -405,17 +437,42 @@ class Killed(bftest.SiteCase):
                 for n in names:
                     if n.endswith(".lock"):
                         os.unlink(os.path.join(root, n))
+        for user in cls.cut_commit:
+            hardlink_copies(dc.maildir(user))
         # what a POP3 session sees between the cut run and the rerun (a
         # POP3 login would resume the merge: the plugin is off meanwhile)
         dc.restart(mail_plugins="")
         for user in cls.users[1:]:
             cls.mid_uidls[user] = dc.pop3_uidls(user)
         site.enable_plugin()
-        for user in cls.users[1:]:
+        for user in cls.users[1:] + cls.cut_commit:
             r = run(dc, user)
             cls.final[user] = (r.returncode, r.stderr)
-        cls.post = {u: view(dc, u) for u in cls.users}
-        cls.post_uidls = {u: dc.pop3_uidls(u) for u in cls.users}
+        cls.post = {u: view(dc, u) for u in cls.users + cls.cut_commit}
+        cls.post_uidls = {u: dc.pop3_uidls(u) for u in cls.users + cls.cut_commit}
+
+    def test_cut_inside_the_copies_commit(self):
+        """A kill inside Dovecot's Maildir commit of the move's copies
+        (each live message's file hardlinked into cur/ under a new name,
+        dovecot-uidlist not written): the rerun takes those files as the
+        copies (by content, their GUID is their new name): each message
+        once, with the flags and POP3 UIDLs of an uninterrupted run."""
+        if not self.cut_commit:
+            self.skipTest("Maildir only")
+        user = self.cut_commit[0]
+        self.assertEqual(self.killed[user], -9)
+        self.assertEqual(self.final[user][0], 0, self.final[user][1])
+
+        def content(v):
+            return {f: (uv, sorted(m[1:3] for m in msgs)) for f, (uv, msgs) in v.items()}
+        self.assertEqual(content(self.post[user]), content(self.post["ref"]))
+        post = self.post_uidls[user]
+        self.assertTrue(set(self.pre_uidls[user]) <= set(post),
+                        set(self.pre_uidls[user]) - set(post))
+        self.assertEqual(len(post), len({u for u, _ in post}))
+        self.assertEqual(len(post), len(self.post_uidls["ref"]))
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", user)
+        self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
 
     def test_every_point_was_killed(self):
         for user, point in zip(self.users[1:], KILLS):
