@@ -9,13 +9,14 @@ copied their messages a second time.
 
 For backfill_dedup = user (default), mailbox and off, a user merged without
 interruption gives the reference; another user's run is
-  1. cut in its second batch: SIGSTOPped once the first batch is
-     checkpointed, for longer than a batch may stay open, so that the batch
-     commits by age with fewer messages than a full batch, and SIGKILLed
-     between that commit and its checkpoint (the state store's write lock
-     held from the moment its intent is on record);
-  2. rerun and SIGKILLed the same way once its first batch (the landed
-     copies and more, up to a full batch) is committed;
+  1. cut in its second batch: run at 150 messages a second, so that each
+     batch commits by age with fewer messages than a full batch, and
+     SIGKILLed between the second batch's mailbox commit and its
+     checkpoint (BACKFILL_TEST_CRASH=batch-committed:2: the process kills
+     itself there; an outside kill timed by polling the store missed that
+     window on an idle machine);
+  2. rerun at full speed and SIGKILLed the same way once its first batch
+     (the landed copies and more, up to a full batch) is committed;
   3. rerun to the end.
 The mailbox must then equal the reference's (folder, fingerprint, flags:
 every archived message exactly once), verify must say ok, and a revert must
@@ -27,13 +28,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import mg  # noqa: E402
+from bftest import dv, mg  # noqa: E402
 
 N_ARCHIVE = 700
 N_LIVE = 40
@@ -42,7 +42,14 @@ MODES = {"user": "", "mailbox": "userdb_backfill_dedup=mailbox",
          "off": "userdb_backfill_dedup=off"}
 
 
+# doveconf passes only these to doveadm (the crash points)
+CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
+        if dv.IS_24 else
+        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+
+
 class CutTwice(bftest.SiteCase):
+    SITE = dict(extra_conf=CONF)
     @classmethod
     def build(cls, site):
         scen = mg.bulk_scenario(31, N_ARCHIVE, N_LIVE, 10, folders=("INBOX",),
@@ -89,82 +96,37 @@ class CutTwice(bftest.SiteCase):
         except FileNotFoundError:
             return 0
 
-    def start(self, user):
-        return subprocess.Popen(bd.doveadm_argv(self.site.dc, "backfill", "run", "-u", user,
-                                                fmt="json"),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, env=self.site.dc.sanitizer_env())
-
-    def kill_in_window(self, p, user, old_intent, landed=0):
-        """Holds the store's write lock from the moment an intent other
-        than old_intent is on record, so that its checkpoint waits; kills
-        p once the batch's mailbox commit is done (dovecot-uidlist lists
-        more merged messages than the journal and the landed copies of an
-        earlier cut batch).  Returns the merged messages listed then, or
-        None if that moment was missed."""
-        db = sqlite3.connect("file:%s?mode=rw" % self.db_path(), uri=True,
-                             isolation_level=None, timeout=10)
-        try:
-            deadline = time.time() + 60
-            while p.poll() is None and time.time() < deadline:
-                n, intent = self.store(user)
-                if n < 0 or intent is None or intent == old_intent:
-                    time.sleep(0.001)
-                    continue
-                db.execute("BEGIN IMMEDIATE")
-                n, intent = self.store_locked(db, user)
-                if intent is None or intent == old_intent:
-                    db.execute("ROLLBACK")
-                    continue
-                before = n + landed
-                t_end = time.time() + 10
-                while time.time() < t_end and self.merged_listed(user) <= before:
-                    time.sleep(0.002)
-                listed = self.merged_listed(user)
-                os.killpg(p.pid, signal.SIGKILL)
-                db.execute("ROLLBACK")
-                p.wait()
-                return listed if listed > before else None
-            return None
-        finally:
-            db.close()
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            for root, _, names in os.walk(self.site.dc.home(user)):
-                for name in names:
-                    if name.endswith(".lock"):
-                        os.unlink(os.path.join(root, name))
-
-    @staticmethod
-    def store_locked(db, user):
-        n = db.execute("SELECT count(*) FROM journal WHERE user = ?", (user,)).fetchone()[0]
-        row = db.execute("SELECT cursor FROM merges WHERE user = ?", (user,)).fetchone()
-        m = re.search(r" i:(\S+)", (row[0] or "") if row else "")
-        return n, m.group(1) if m else None
+    def run_cut(self, user, point, *args):
+        """A run that SIGKILLs itself at point (BACKFILL_TEST_CRASH):
+        batch-committed:N is between the N-th batch's mailbox commit and
+        its checkpoint."""
+        env = dict(os.environ, BACKFILL_TEST_CRASH=point)
+        r = subprocess.run(bd.doveadm_argv(self.site.dc, "backfill", "run", *args,
+                                           "-u", user, fmt="json"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           env=self.site.dc.sanitizer_env(env), check=False)
+        for root, _, names in os.walk(self.site.dc.home(user)):
+            for name in names:
+                if name.endswith(".lock"):
+                    os.unlink(os.path.join(root, name))
+        self.assertEqual(r.returncode, -signal.SIGKILL,
+                         "%s: %s not reached: %s" % (user, point, r.stderr[-2000:]))
 
     def cut_twice(self, mode):
         user = "cut" + mode
         dc = self.site.dc
-        # 1. the second batch commits by age, small, and is cut
-        p = self.start(user)
-        deadline = time.time() + 60
-        while p.poll() is None and time.time() < deadline and self.store(user)[0] <= 0:
-            time.sleep(0.001)
-        os.killpg(p.pid, signal.SIGSTOP)
-        first_intent = self.store(user)[1]
-        time.sleep(1.5)  # > BACKFILL_BATCH_MAX_MSECS
-        os.killpg(p.pid, signal.SIGCONT)
-        listed = self.kill_in_window(p, user, first_intent)
+        # 1. the second batch commits by age, small, and is cut.  At 150
+        # messages a second a batch commits by age (BACKFILL_BATCH_MAX_MSECS)
+        # before it is full.
+        self.run_cut(user, "batch-committed:2", "-r", "150")
         journal, intent1 = self.store(user)
-        self.assertIsNotNone(listed, "run 1 not killed between commit and checkpoint")
-        landed = listed - journal
+        self.assertIsNotNone(intent1, "run 1 left no intent")
+        landed = self.merged_listed(user) - journal
         self.assertTrue(0 < landed < BATCH, "run 1's cut batch: %d landed" % landed)
         # 2. the rerun's first batch takes the landed copies and saves more
-        p = self.start(user)
-        listed = self.kill_in_window(p, user, intent1, landed)
+        self.run_cut(user, "batch-committed:1")
         journal2, intent2 = self.store(user)
-        self.assertIsNotNone(listed, "run 2 not killed between commit and checkpoint")
+        listed = self.merged_listed(user)
         self.assertEqual(journal2, journal, "run 2 checkpointed")
         self.assertGreater(listed - journal, landed, "run 2 saved nothing new")
         print("\n%s: run 1 cut a batch of %d landed copies, run 2 one of %d"
