@@ -140,12 +140,20 @@ def vars_24(text):
     return re.sub(r"%(L?)([nduh])", one, text)
 
 
+# 2.3 mail location options and the 2.4 setting each became
+_MAIL_OPTIONS_24 = {"LAYOUT": "mailbox_list_layout"}
+
+
 def _userdb_mail_24(m):
     driver, path = m.group(1), m.group(2)
-    if ":" in path:
-        raise ValueError("userdb_mail options (%s) have no 2.4 spelling here"
-                         % path)
-    return "userdb_mail_driver=%s userdb_mail_path=%s" % (driver, path)
+    path, *options = path.split(":")
+    fields = ["userdb_mail_driver=%s" % driver, "userdb_mail_path=%s" % path]
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key not in _MAIL_OPTIONS_24 or not value:
+            raise ValueError("userdb_mail option %s has no 2.4 spelling here" % opt)
+        fields.append("userdb_%s=%s" % (_MAIL_OPTIONS_24[key], value))
+    return " ".join(fields)
 
 
 def _passwd_extra(extra):
