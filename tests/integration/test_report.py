@@ -33,6 +33,22 @@ def figure(text, label):
     return m.group(1) if m else None
 
 
+def verify_and_report(cls, site):
+    """The runbook's two steps into a fresh directory (cls.out): a real
+    `doveadm -f tab backfill verify -A` (cls.verify, its text and exit
+    code), then `backfillctl report` on it and the store (cls.r)."""
+    cls.out = tempfile.mkdtemp(prefix="bf-report-")
+    r = bd.doveadm(site.dc, "backfill", "verify", "-A", fmt="tab")
+    cls.verify_out, cls.verify_rc = r.stdout, r.returncode
+    cls.verify = os.path.join(cls.out, "verify.tsv")
+    with open(cls.verify, "w") as f:
+        f.write(r.stdout)
+    cls.r = subprocess.run(
+        [BACKFILLCTL, "--state", "sqlite:%s/state.db" % site.state_dir, "report",
+         "--verify", cls.verify, "--out", os.path.join(cls.out, "domains")],
+        capture_output=True, text=True)
+
+
 class ReportTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -65,16 +81,7 @@ class ReportTest(unittest.TestCase):
             db.close()
             site.dc.doveadm("expunge", "-u", "bob@example.org", "mailbox", box, "uid", str(uid))
             # dave never merged
-            cls.out = tempfile.mkdtemp(prefix="bf-report-")
-            r = bd.doveadm(site.dc, "backfill", "verify", "-A", fmt="tab")
-            cls.verify = os.path.join(cls.out, "verify.tsv")
-            with open(cls.verify, "w") as f:
-                f.write(r.stdout)
-            cls.verify_rc = r.returncode
-            cls.r = subprocess.run(
-                [BACKFILLCTL, "--state", "sqlite:%s/state.db" % site.state_dir, "report",
-                 "--verify", cls.verify, "--out", os.path.join(cls.out, "domains")],
-                capture_output=True, text=True)
+            verify_and_report(cls, site)
         except BaseException:
             site.close()
             raise
@@ -202,16 +209,7 @@ class VerifyFindings(unittest.TestCase):
                             "--uid-validity", "12345", "Work")
             cur = os.path.join(site.archive_root, "links@example.com", "Maildir", "cur")
             os.symlink("/etc/hostname", os.path.join(cur, "1600000000.M9P9.old-mx,S=10:2,S"))
-            cls.out = tempfile.mkdtemp(prefix="bf-report-")
-            r = bd.doveadm(site.dc, "backfill", "verify", "-A", fmt="tab")
-            cls.verify_out, cls.verify_rc = r.stdout, r.returncode
-            cls.verify = os.path.join(cls.out, "verify.tsv")
-            with open(cls.verify, "w") as f:
-                f.write(r.stdout)
-            cls.r = subprocess.run(
-                [BACKFILLCTL, "--state", "sqlite:%s/state.db" % site.state_dir, "report",
-                 "--verify", cls.verify, "--out", os.path.join(cls.out, "domains")],
-                capture_output=True, text=True)
+            verify_and_report(cls, site)
         except BaseException:
             site.close()
             raise
