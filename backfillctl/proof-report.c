@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "accounts-util.h"
+#include "escape.h"
 #include "proof-report.h"
 
 #define MAX_FINDINGS 8
@@ -74,26 +75,14 @@ static char *sh_quote(const char *s)
 /* s for a text report read on a terminal: control characters (C0, DEL,
    and C1 as UTF-8) shown as \xNN / \u00NN, so that an error text or a
    user name can neither start a line of its own nor send an escape
-   sequence. */
+   sequence.  A backslash stays itself: the report is read, not parsed. */
 static char *text_safe(const char *s)
 {
-	size_t len = strlen(s), o = 0;
-	char *t = acc_xmalloc(len * 6 + 1);
+	size_t len = strlen(s);
+	size_t escaped_len = bf_escape(s, len, BF_ESCAPE_C1, "", NULL, 0);
+	char *t = acc_xmalloc(escaped_len + 1);
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c < 0x20 || c == 0x7f)
-			o += (size_t)sprintf(t + o, "\\x%02x", c);
-		else if (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 &&
-		         (unsigned char)s[i + 1] <= 0x9f) {
-			o += (size_t)sprintf(t + o, "\\u%04x",
-			                     (unsigned char)s[i + 1]);
-			i++;
-		} else
-			t[o++] = (char)c;
-	}
-	t[o] = '\0';
+	bf_escape(s, len, BF_ESCAPE_C1, "", t, escaped_len + 1);
 	return t;
 }
 
