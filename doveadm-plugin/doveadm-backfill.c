@@ -19,6 +19,7 @@
 #include "private-mailboxes.h"
 #include "merge.h"
 #include "doveadm-backfill.h"
+#include "print-value.h"
 
 #include <time.h>
 
@@ -115,13 +116,19 @@ void doveadm_backfill_header_user(struct doveadm_mail_cmd_context *ctx)
 		doveadm_print_header("username", "Username", 0);
 }
 
+/* A user name is whatever the userdb says (a checkpassword script's USER
+   may hold a line feed, a passwd-file name a tab): escaped as free text,
+   so that it cannot make a row of its own in any -f format. */
 void doveadm_backfill_print_user(struct doveadm_mail_cmd_context *ctx,
                                  const char *username)
 {
+	const char *printed =
+	        backfill_value_escape(username, BACKFILL_ESCAPE_TEXT);
+
 	if (doveadm_prints_username(ctx))
-		doveadm_print_sticky("username", username);
+		doveadm_print_sticky("username", printed);
 	else
-		doveadm_print(username);
+		doveadm_print(printed);
 }
 
 void doveadm_backfill_print_num(uint64_t value)

@@ -10,6 +10,7 @@
 #include "state.h"
 #include "backfill-user.h"
 #include "doveadm-backfill.h"
+#include "print-value.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -22,7 +23,7 @@ static void reset_print(struct doveadm_mail_cmd_context *ctx,
 {
 	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(result);
-	doveadm_print(error == NULL ? "" : error);
+	doveadm_backfill_print_text(error);
 }
 
 static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
@@ -63,7 +64,9 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 			row_error = t_strdup_printf(
 			        "a merge is running (%s); try again when it is finished",
 			        holder == NULL ? "?" : holder);
-			e_error(buser->event, "not reset: %s", row_error);
+			e_error(buser->event, "not reset: %s",
+			        backfill_value_escape(row_error,
+			                              BACKFILL_ESCAPE_TEXT));
 		}
 		free(holder);
 		reset_print(ctx, user->username, ret < 0 ? "postponed" : "busy",

@@ -28,6 +28,7 @@
 #include "private-mailboxes.h"
 #include "cursor.h"
 #include "doveadm-backfill.h"
+#include "print-value.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -616,7 +617,7 @@ static void revert_print(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_num(counts->gone);
 	doveadm_backfill_print_num(counts->not_found);
 	doveadm_backfill_print_num(counts->mismatched);
-	doveadm_print(error == NULL ? "" : error);
+	doveadm_backfill_print_text(error);
 }
 
 struct revert_cmd_context {
@@ -667,7 +668,8 @@ static int cmd_revert_run(struct doveadm_mail_cmd_context *ctx,
 		row_error = t_strdup_printf(
 		        "a merge is running (%s); try again when it is finished",
 		        holder == NULL ? "?" : holder);
-		e_error(buser->event, "not reverted: %s", row_error);
+		e_error(buser->event, "not reverted: %s",
+		        backfill_value_escape(row_error, BACKFILL_ESCAPE_TEXT));
 		free(holder);
 		result = "busy";
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);

@@ -34,6 +34,7 @@
 #include "merge.h"
 #include "dovecot-compat.h"
 #include "doveadm-backfill.h"
+#include "print-value.h"
 
 #include "wildcard-match.h"
 
@@ -133,8 +134,10 @@ static void run_progress_user(struct run_cmd_context *ctx, const char *username,
 	}
 	fprintf(stderr,
 	        "%sbackfill run: %s: %" PRIu64 "%s messages, %.0f msg/s%s%s%s",
-	        ctx->tty ? "\r" : "", username, done, of, rate, eta,
-	        final ? ", finished" : "", ctx->tty && !final ? "   " : "\n");
+	        ctx->tty ? "\r" : "",
+	        backfill_value_escape(username, BACKFILL_ESCAPE_TEXT), done, of,
+	        rate, eta, final ? ", finished" : "",
+	        ctx->tty && !final ? "   " : "\n");
 	fflush(stderr);
 }
 
@@ -310,7 +313,7 @@ static void run_print(struct run_cmd_context *ctx, const char *username,
 	doveadm_backfill_print_num(res->skipped);
 	doveadm_backfill_print_num(res->uidl_collisions);
 	doveadm_print(t_strdup_printf("%.3f", res->secs));
-	doveadm_print(res->error == NULL ? "" : res->error);
+	doveadm_backfill_print_text(res->error);
 
 	ctx->users++;
 	ctx->processed += res->processed;

@@ -205,7 +205,7 @@ static void cmd_status_deinit(struct doveadm_mail_cmd_context *_ctx)
 	array_foreach(&all, sp)
 	{
 		sums = *sp;
-		doveadm_print(sums->domain);
+		doveadm_backfill_print_text(sums->domain);
 		doveadm_backfill_print_num(sums->users);
 		doveadm_backfill_print_num(sums->no_archive);
 		doveadm_backfill_print_num(sums->pending);
