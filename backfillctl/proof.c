@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "accounts-util.h"
+#include "escape.h"
 #include "proof.h"
 
 static size_t name_hash(const char *s)
@@ -70,12 +71,27 @@ static struct proof_user *user_find(struct proof *p, const char *user)
 	return *slot == 0 ? NULL : &p->v[*slot - 1];
 }
 
+/* user as doveadm backfill prints it (dovecot-plugin/value-escape.h): the
+   verify output names users so, the store and the map by their own
+   bytes, and each user must be one entry of the proof. */
+static char *printed_user(const char *user)
+{
+	size_t len = strlen(user);
+	size_t n = bf_escape(user, len, BF_ESCAPE_REVERSIBLE, "", NULL, 0);
+	char *printed = acc_xmalloc(n + 1);
+
+	bf_escape(user, len, BF_ESCAPE_REVERSIBLE, "", printed, n + 1);
+	return printed;
+}
+
 static int store_cb(const char *user, const struct bf_merge_record *rec,
                     void *context)
 {
 	struct proof *p = context;
-	struct proof_user *u = user_add(p, user);
+	char *printed = printed_user(user);
+	struct proof_user *u = user_add(p, printed);
 
+	free(printed);
 	u->has_record = true;
 	u->status = rec->status;
 	u->archived = rec->archived;
@@ -309,6 +325,7 @@ int proof_parse_domain_map(struct proof *p, const char *data, size_t size,
 
 	while (acc_next_line(data, size, &pos, &line, &len)) {
 		size_t i = 0, u0, u1, d0, d1;
+		char *name;
 
 		lineno++;
 		while (i < len && (line[i] == ' ' || line[i] == '\t'))
@@ -338,7 +355,9 @@ int proof_parse_domain_map(struct proof *p, const char *data, size_t size,
 		         sizeof(*p->map_user));
 		p->map_domain = acc_xrealloc(
 		        p->map_domain, p->cap_map * sizeof(*p->map_domain));
-		p->map_user[p->n_map] = acc_xstrndup(line + u0, u1 - u0);
+		name = acc_xstrndup(line + u0, u1 - u0);
+		p->map_user[p->n_map] = printed_user(name);
+		free(name);
 		p->map_domain[p->n_map] = acc_xstrndup(line + d0, d1 - d0);
 		acc_lowercase(p->map_domain[p->n_map]);
 		p->n_map++;
