@@ -78,12 +78,7 @@ static char *sh_quote(const char *s)
    sequence.  A backslash stays itself: the report is read, not parsed. */
 static char *text_safe(const char *s)
 {
-	size_t len = strlen(s);
-	size_t escaped_len = bf_escape(s, len, BF_ESCAPE_C1, "", NULL, 0);
-	char *t = acc_xmalloc(escaped_len + 1);
-
-	bf_escape(s, len, BF_ESCAPE_C1, "", t, escaped_len + 1);
-	return t;
+	return proof_escape(s, BF_ESCAPE_C1);
 }
 
 static const char *domain_title(const char *domain)

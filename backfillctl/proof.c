@@ -71,17 +71,22 @@ static struct proof_user *user_find(struct proof *p, const char *user)
 	return *slot == 0 ? NULL : &p->v[*slot - 1];
 }
 
+char *proof_escape(const char *s, unsigned int flags)
+{
+	size_t len = strlen(s);
+	size_t n = bf_escape(s, len, flags, "", NULL, 0);
+	char *escaped = acc_xmalloc(n + 1);
+
+	bf_escape(s, len, flags, "", escaped, n + 1);
+	return escaped;
+}
+
 /* user as doveadm backfill prints it (dovecot-plugin/value-escape.h): the
    verify output names users so, the store and the map by their own
    bytes, and each user must be one entry of the proof. */
 static char *printed_user(const char *user)
 {
-	size_t len = strlen(user);
-	size_t n = bf_escape(user, len, BF_ESCAPE_REVERSIBLE, "", NULL, 0);
-	char *printed = acc_xmalloc(n + 1);
-
-	bf_escape(user, len, BF_ESCAPE_REVERSIBLE, "", printed, n + 1);
-	return printed;
+	return proof_escape(user, BF_ESCAPE_REVERSIBLE);
 }
 
 static int store_cb(const char *user, const struct bf_merge_record *rec,

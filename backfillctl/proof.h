@@ -72,4 +72,8 @@ size_t proof_domain_users(const struct proof *p, const char *domain,
 
 void proof_free(struct proof *p);
 
+/* s escaped with bf_escape() (shared/escape.h, no specials) in a
+   malloc()ed string the caller frees. */
+char *proof_escape(const char *s, unsigned int flags);
+
 #endif
