@@ -68,20 +68,30 @@ static void archive_location_parse(const char *location,
 	}
 }
 
-/* Removes parameters we set ourselves (CONTROL, INDEX, VOLATILEDIR). */
+/* Removes parameters we set ourselves (CONTROL, INDEX, VOLATILEDIR,
+   ALTNOCHECK). */
 static const char *archive_params_filter(const char *params)
 {
 	string_t *str = t_str_new(64);
 	const char *const *args = t_strsplit(params, ":");
+	bool alt = FALSE;
 
 	for (; *args != NULL; args++) {
 		if (**args == '\0' || backfill_str_begins(*args, "CONTROL=") ||
 		    backfill_str_begins(*args, "INDEX=") ||
 		    backfill_str_begins(*args, "INDEXPVT=") ||
-		    backfill_str_begins(*args, "VOLATILEDIR="))
+		    backfill_str_begins(*args, "VOLATILEDIR=") ||
+		    strcmp(*args, "ALTNOCHECK") == 0)
 			continue;
+		if (backfill_str_begins(*args, "ALT="))
+			alt = TRUE;
 		str_printfa(str, ":%s", *args);
 	}
+	/* Without it dbox replaces the archive's dbox-alt-root symlink
+	   (the old server's ALT path) with one to this ALT: a write into the
+	   archive, and an error logged at every opening of a read-only one. */
+	if (alt)
+		str_append(str, ":ALTNOCHECK");
 	return str_c(str);
 }
 
@@ -131,13 +141,83 @@ static bool archive_path_linked(const char *root, const char *real_root,
 	return strcmp(str_c(want), real_path) != 0;
 }
 
+/* path (the archive's, or its ALT= storage's) must lie below root, the
+   fixed part of its setting, without a symlink on the way there.
+   Returns 0 with its real path, -1 when it is refused. */
+static int archive_dir_check(struct mail_user *user, const char *path,
+                             const char *real_path, const char *root_set,
+                             const char **error_r)
+{
+	char real_root[PATH_MAX];
+	const char *root = home_expand(user, root_set);
+
+	if (realpath(root, real_root) == NULL) {
+		*error_r = t_strdup_printf("archive root %s does not exist: %m",
+		                           root);
+		return -1;
+	}
+	size_t len = strlen(real_root);
+	if (strcmp(real_path, real_root) != 0 &&
+	    (strncmp(real_path, real_root, len) != 0 ||
+	     (real_root[len - 1] != '/' && real_path[len] != '/'))) {
+		*error_r = t_strdup_printf(
+		        "archive path %s resolves to %s, outside the archive root %s: refusing it (check the user name and backfill_archive; a directory restored to another disk must be bind-mounted there, a symlink is never followed)",
+		        path, real_path, real_root);
+		return -1;
+	}
+	if (archive_path_linked(root, real_root, path, real_path)) {
+		*error_r = t_strdup_printf(
+		        "archive path %s resolves to %s: refusing it, a symlink is never followed below the archive root %s (restore the archive as a directory, or bind-mount one restored to another disk there; for an alias domain, point its users' backfill_archive at the real path)",
+		        path, real_path, real_root);
+		return -1;
+	}
+	return 0;
+}
+
+/* mdbox's alternate storage (ALT=): Dovecot reads the storage files the
+   map index names from ALT/storage/ when they are not in storage/, so a
+   user's ALT directory is held to the same rule as the archive's own: a
+   restore that made it a symlink to another user's (../vic) would merge
+   that user's mail.  A missing one is not an error: Dovecot finds
+   nothing there either. */
+static int archive_alt_check(struct mail_user *user,
+                             const struct backfill_settings *set,
+                             const struct archive_location *loc,
+                             const char **error_r)
+{
+	const char *const *args, *alt = NULL;
+	char real_alt[PATH_MAX];
+	struct stat st;
+
+	if (strcmp(loc->driver, "mdbox") != 0)
+		return 0;
+	for (args = t_strsplit(loc->params, ":"); *args != NULL; args++) {
+		if (backfill_str_begins(*args, "ALT="))
+			alt = *args + 4;
+	}
+	if (alt == NULL || alt[0] == '\0')
+		return 0;
+	alt = home_expand(user, alt);
+	if (realpath(alt, real_alt) == NULL || stat(real_alt, &st) < 0 ||
+	    !S_ISDIR(st.st_mode))
+		return 0;
+	if (archive_dir_check(
+	            user, alt, real_alt,
+	            set->archive_alt_root != NULL ? set->archive_alt_root : alt,
+	            error_r) < 0) {
+		*error_r = t_strdup_printf("ALT storage: %s", *error_r);
+		return -1;
+	}
+	return 0;
+}
+
 int backfill_archive_resolve(struct mail_user *user,
                              const struct backfill_settings *set,
                              const char **path_r, const char **error_r)
 {
 	struct archive_location loc;
-	char real_root[PATH_MAX], real_path[PATH_MAX];
-	const char *root, *path;
+	char real_path[PATH_MAX];
+	const char *path;
 	struct stat st;
 
 	if (set->archive == NULL || set->archive[0] == '\0')
@@ -160,27 +240,10 @@ int backfill_archive_resolve(struct mail_user *user,
 	/* Usernames are whatever the userdb says: "../", dots, plus signs.
 	   Whatever the variables expanded to, the archive must lie below the
 	   fixed part of the configured path. */
-	root = home_expand(user, set->archive_root);
-	if (realpath(root, real_root) == NULL) {
-		*error_r = t_strdup_printf("archive root %s does not exist: %m",
-		                           root);
+	if (archive_dir_check(user, path, real_path, set->archive_root,
+	                      error_r) < 0 ||
+	    archive_alt_check(user, set, &loc, error_r) < 0)
 		return -1;
-	}
-	size_t len = strlen(real_root);
-	if (strcmp(real_path, real_root) != 0 &&
-	    (strncmp(real_path, real_root, len) != 0 ||
-	     (real_root[len - 1] != '/' && real_path[len] != '/'))) {
-		*error_r = t_strdup_printf(
-		        "archive path %s resolves to %s, outside the archive root %s: refusing it (check the user name and backfill_archive; a directory restored to another disk must be bind-mounted there, a symlink is never followed)",
-		        path, real_path, real_root);
-		return -1;
-	}
-	if (archive_path_linked(root, real_root, path, real_path)) {
-		*error_r = t_strdup_printf(
-		        "archive path %s resolves to %s: refusing it, a symlink is never followed below the archive root %s (restore the archive as a directory, or bind-mount one restored to another disk there; for an alias domain, point its users' backfill_archive at the real path)",
-		        path, real_path, real_root);
-		return -1;
-	}
 	*path_r = t_strdup(real_path);
 	return 1;
 }
@@ -801,15 +864,15 @@ static unsigned char dirent_type(int dir_fd, const struct dirent *d)
 	return DT_FIFO;
 }
 
-static int files_scan(struct backfill_archive_files *files, const char *sub,
+static int files_scan(struct backfill_archive_files *files, const char *dir,
                       pool_t pool, bool storage, const char **error_r)
 {
-	const char *dir = t_strconcat(files->dir, "/", sub, NULL);
 	struct dirent *d;
 	struct stat st;
 
 	/* mdbox's storage/ itself a symlink to another user's: the copied
-	   map index and the m.* files would both be that user's */
+	   map index and the m.* files would both be that user's (ALT's
+	   storage/: the m.* files) */
 	if (storage && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) {
 		files->storage_link = p_strdup(pool, dir);
 		return 0;
@@ -859,14 +922,31 @@ int backfill_archive_files_load(struct backfill_archive *archive,
 	*files_r = files;
 	if (strcmp(box->storage->name, "mdbox") == 0) {
 		files->dir = p_strconcat(pool, archive->path, NULL);
-		return files_scan(files, "storage", pool, TRUE, error_r);
+		if (files_scan(files,
+		               t_strconcat(archive->path, "/storage", NULL),
+		               pool, TRUE, error_r) < 0)
+			return -1;
+		/* Dovecot reads a storage file the map index names from
+		   ALT/storage/ when storage/ has none: a symlinked ALT
+		   storage/ or m.* file there would read another user's
+		   mail all the same (the ALT directory itself is held to
+		   backfill_archive_resolve()'s rule). */
+		if (files->storage_link == NULL &&
+		    mailbox_list_get_root_path(
+		            box->list, MAILBOX_LIST_PATH_TYPE_ALT_DIR, &path) &&
+		    files_scan(files, t_strconcat(path, "/storage", NULL), pool,
+		               TRUE, error_r) < 0)
+			return -1;
+		return 0;
 	}
 	if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX, &path) <=
 	    0)
 		return 0;
 	files->dir = p_strdup(pool, path);
-	if (files_scan(files, "cur", pool, FALSE, error_r) < 0 ||
-	    files_scan(files, "new", pool, FALSE, error_r) < 0)
+	if (files_scan(files, t_strconcat(path, "/cur", NULL), pool, FALSE,
+	               error_r) < 0 ||
+	    files_scan(files, t_strconcat(path, "/new", NULL), pool, FALSE,
+	               error_r) < 0)
 		return -1;
 	return 0;
 }

@@ -37,6 +37,8 @@ struct backfill_settings {
 	/* The leading part of the unexpanded backfill_archive path that no
 	   %-variable can change: the expanded path must stay below it. */
 	const char *archive_root;
+	/* The same for its ALT= path; NULL without one. */
+	const char *archive_alt_root;
 	const char *state_uri;
 	uint64_t login_budget_ms;
 	unsigned int max_parallel;

@@ -86,6 +86,11 @@ static int location_params_override(struct settings_instance *set_instance,
 			                  "yes", SETTINGS_OVERRIDE_TYPE_CODE);
 			continue;
 		}
+		if (strcmp(*args, "ALTNOCHECK") == 0) {
+			settings_override(set_instance, "*/mail_alt_check",
+			                  "no", SETTINGS_OVERRIDE_TYPE_CODE);
+			continue;
+		}
 		key = eq == NULL ? *args : t_strdup_until(*args, eq);
 		value = eq == NULL ? "" : eq + 1;
 		for (i = 0; i < N_ELEMENTS(location_params); i++) {

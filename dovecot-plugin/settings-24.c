@@ -36,6 +36,9 @@ int backfill_settings_get(struct mail_user *user,
 		set_r->archive_root = p_strdup(
 		        user->pool,
 		        backfill_settings_archive_root(raw->backfill_archive));
+		set_r->archive_alt_root =
+		        p_strdup(user->pool, backfill_settings_archive_alt_root(
+		                                     raw->backfill_archive));
 		settings_free(raw);
 	}
 	set_r->state_uri = p_strdup(user->pool, set->backfill_state);

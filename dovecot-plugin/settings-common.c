@@ -7,19 +7,11 @@
 #include "backfill-settings.h"
 #include "settings-common.h"
 
-/* "maildir:/srv/restore/%d/%n/Maildir" (2.3) and
-   "maildir:/srv/restore/%{user | domain}/%{user | username}/Maildir" (2.4)
-   both give "/srv/restore/". */
-const char *backfill_settings_archive_root(const char *raw)
+/* Everything of path before its first %-variable, up to the last '/'. */
+static const char *path_fixed_part(const char *path)
 {
-	const char *path = raw, *p, *pct, *slash;
+	const char *p, *pct, *slash;
 
-	p = strchr(raw, ':');
-	if (p != NULL && (strchr(raw, '/') == NULL || p < strchr(raw, '/')))
-		path = p + 1;
-	p = strchr(path, ':');
-	if (p != NULL)
-		path = t_strdup_until(path, p);
 	pct = strchr(path, '%');
 	if (pct == NULL)
 		return path;
@@ -34,6 +26,35 @@ const char *backfill_settings_archive_root(const char *raw)
 	if (slash == NULL)
 		return "/";
 	return t_strdup_until(path, slash + 1);
+}
+
+/* "maildir:/srv/restore/%d/%n/Maildir" (2.3) and
+   "maildir:/srv/restore/%{user | domain}/%{user | username}/Maildir" (2.4)
+   both give "/srv/restore/". */
+const char *backfill_settings_archive_root(const char *raw)
+{
+	const char *path = raw, *p;
+
+	p = strchr(raw, ':');
+	if (p != NULL && (strchr(raw, '/') == NULL || p < strchr(raw, '/')))
+		path = p + 1;
+	p = strchr(path, ':');
+	if (p != NULL)
+		path = t_strdup_until(path, p);
+	return path_fixed_part(path);
+}
+
+/* "mdbox:/srv/restore/%n/mdbox:ALT=/srv/restore-alt/%n" gives
+   "/srv/restore-alt/". */
+const char *backfill_settings_archive_alt_root(const char *raw)
+{
+	const char *const *args;
+
+	for (args = t_strsplit(raw, ":"); *args != NULL; args++) {
+		if (backfill_str_begins(*args, "ALT="))
+			return path_fixed_part(*args + 4);
+	}
+	return NULL;
 }
 
 bool backfill_settings_dedup_parse(const char *value,

@@ -13,6 +13,9 @@
    before the first %-variable, up to the last '/' ("~" when it starts at
    the home directory).  The expanded path must stay below it. */
 const char *backfill_settings_archive_root(const char *raw);
+/* The same for the path of its ALT= parameter (mdbox's alternate
+   storage), NULL when it has none. */
+const char *backfill_settings_archive_alt_root(const char *raw);
 
 /* backfill_dedup and backfill_pop3_hide: FALSE for an unknown value. */
 bool backfill_settings_dedup_parse(const char *value,

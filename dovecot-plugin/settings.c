@@ -42,6 +42,9 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		set->archive_root = p_strdup(
 		        user->pool, backfill_settings_archive_root(
 		                            raw != NULL ? raw : value));
+		set->archive_alt_root = p_strdup(
+		        user->pool, backfill_settings_archive_alt_root(
+		                            raw != NULL ? raw : value));
 	}
 
 	value = mail_user_plugin_getenv(user, "backfill_state");
