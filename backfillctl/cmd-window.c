@@ -145,21 +145,64 @@ usage:
 	return EXIT_USAGE;
 }
 
+/* The store's error for a damaged window without the remedy at its end
+   (the remedy is this very close). */
+static char *damaged_detail(const char *error)
+{
+	const char *suffix = "; " BF_WINDOW_DAMAGED_REMEDY;
+	size_t len = strlen(error), slen = strlen(suffix);
+
+	if (len >= slen && strcmp(error + len - slen, suffix) == 0)
+		len -= slen;
+	return strndup(error, len);
+}
+
+/* A window damaged in the store (a time or a name backfill does not
+   write) is closed all the same: the operator who runs close wants no
+   window, and the store's close needs nothing of the record but that it
+   is open.  Reading stays strict everywhere else (the milter accepts mail
+   unchecked while such a window is in force). */
 static int window_close(struct bf_state *state)
 {
 	struct bf_window window;
 	const char *error;
+	char *damaged = NULL;
 	time_t now = time(NULL);
 	int ret;
 
 	memset(&window, 0, sizeof(window));
 	ret = bf_state_window_current(state, now, &window, &error);
+	if (ret < 0 && bf_state_window_damaged(state)) {
+		damaged = damaged_detail(error);
+		if (damaged == NULL) {
+			fprintf(stderr, "backfillctl: out of memory\n");
+			return EXIT_LOOK;
+		}
+		ret = 1;
+	}
 	if (ret >= 0)
 		ret = bf_state_window_close(state, now, &error);
 	if (ret < 0) {
 		fprintf(stderr, "backfillctl: window close: %s\n", error);
+		if (damaged != NULL)
+			fprintf(stderr,
+			        "backfillctl: window close: the window "
+			        "in force was damaged: %s\n",
+			        damaged);
+		free(damaged);
 		bf_window_clear(&window);
 		return EXIT_LOOK;
+	}
+	if (damaged != NULL) {
+		if (ret == 0) {
+			/* closed by someone else in between */
+			printf("no window was open (the damaged one was "
+			       "closed meanwhile)\n");
+		} else {
+			printf("damaged window closed (%s)\n", damaged);
+		}
+		free(damaged);
+		return ret == 0 ? EXIT_LOOK : EXIT_DONE;
 	}
 	if (ret == 0) {
 		printf("no window was open\n");

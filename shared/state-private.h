@@ -139,6 +139,10 @@ struct bf_state {
 	   Cleared by bf_state_set_error() and by a call that succeeds, set
 	   by the backend after bf_state_set_error(). */
 	bool stalled;
+	/* The last window call failed on a window in force that is damaged
+	   in the store: bf_state_window_damaged().  Cleared like stalled,
+	   set by the backend after bf_state_set_error(). */
+	bool window_damaged;
 };
 
 extern const struct bf_state_backend bf_state_backend_sqlite;

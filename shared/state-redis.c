@@ -789,8 +789,11 @@ static int window_parse(struct redis_state *r, const char *what,
 	if (v->type == REDIS_REPLY_NIL)
 		return 0;
 	if (v->type != REDIS_REPLY_STRING ||
-	    !bf_redis_window_parse(v->str, v->len, window_r))
-		return corrupt(r, what, "window");
+	    !bf_redis_window_parse(v->str, v->len, window_r)) {
+		(void)corrupt(r, what, "window");
+		r->state.window_damaged = true;
+		return -1;
+	}
 	return 1;
 }
 

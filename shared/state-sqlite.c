@@ -1301,13 +1301,14 @@ static int window_current(struct sqlite_state *s, time_t now, const char *what,
 
 		*id_r = sqlite3_column_int64(stmt, 4);
 		*damaged_r = bad != NULL;
-		if (bad != NULL)
+		if (bad != NULL) {
 			ret = damaged(s,
 			              what != NULL
 			                      ? what
 			                      : "reading the current window",
 			              "window", bad);
-		else if (col_str(s, stmt, 0, &window_r->name) < 0)
+			s->state.window_damaged = true;
+		} else if (col_str(s, stmt, 0, &window_r->name) < 0)
 			ret = -1;
 	}
 	stmt_done(stmt);

@@ -66,6 +66,7 @@ void bf_state_set_error(struct bf_state *state, const char *fmt, ...)
 
 	free(state->error);
 	state->stalled = false;
+	state->window_damaged = false;
 	va_start(args, fmt);
 	state->error = error_vformat(
 	        state->name != NULL ? state->name : state->uri, fmt, args);
@@ -94,7 +95,7 @@ static int state_ret(struct bf_state *state, int ret, const char **error_r)
 	if (ret < 0)
 		*error_r = state_error(state);
 	else
-		state->stalled = false;
+		state->stalled = state->window_damaged = false;
 	return ret;
 }
 
@@ -561,6 +562,26 @@ bool bf_window_name_valid(const char *name)
 	return len > 0;
 }
 
+bool bf_state_window_damaged(const struct bf_state *state)
+{
+	return state->window_damaged;
+}
+
+/* A damaged window's error says how to end it, for every caller (the
+   milter's log, backfillctl window status and open). */
+static void window_damaged_remedy(struct bf_state *state)
+{
+	char *full;
+
+	if (!state->window_damaged || state->error == NULL)
+		return;
+	if (asprintf(&full, "%s; %s", state->error, BF_WINDOW_DAMAGED_REMEDY) <
+	    0)
+		return;
+	free(state->error);
+	state->error = full;
+}
+
 /* A window read back must have a name bf_state_window_open*() takes: the
    milter writes it into X-Backfill-Window and every dedup key, and a
    name with CR or LF from a store changed by hand or by other software
@@ -577,9 +598,9 @@ static int window_name_check(struct bf_state *state, const char *what,
 	bf_state_set_error(
 	        state,
 	        "%s: damaged window in the store: its name is not " BF_WINDOW_NAME_RULE
-	        " (edited by hand or by other software?); "
-	        "backfillctl window open NAME --replace ends it",
+	        " (edited by hand or by other software?)",
 	        what);
+	state->window_damaged = true;
 	return -1;
 }
 
@@ -606,6 +627,7 @@ int bf_state_window_open_full(struct bf_state *state, const char *name,
 	if ((flags & ~BF_WINDOW_OPEN_EXCLUSIVE) != 0)
 		return invalid_arg(state, "unknown window open flags", error_r);
 	memset(&previous, 0, sizeof(previous));
+	state->window_damaged = false;
 	ret = state->backend->window_open(
 	        state, name, now, until,
 	        (flags & BF_WINDOW_OPEN_EXCLUSIVE) != 0, &previous);
@@ -621,6 +643,8 @@ int bf_state_window_open_full(struct bf_state *state, const char *name,
 		bf_window_clear(&previous);
 	else
 		*previous_r = previous;
+	if (ret < 0)
+		window_damaged_remedy(state);
 	return state_ret(state, ret, error_r);
 }
 
@@ -647,10 +671,13 @@ int bf_state_window_current(struct bf_state *state, time_t now,
 	int ret;
 
 	memset(window_r, 0, sizeof(*window_r));
+	state->window_damaged = false;
 	ret = state->backend->window_current(state, now, window_r);
 	if (ret > 0 && window_name_check(state, "reading the current window",
 	                                 window_r) < 0)
 		ret = -1;
+	if (ret < 0)
+		window_damaged_remedy(state);
 	return state_ret(state, ret, error_r);
 }
 

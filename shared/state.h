@@ -188,12 +188,24 @@ int bf_state_window_open_full(struct bf_state *state, const char *name,
    closing any other open window.  Returns 0 or -1. */
 int bf_state_window_open(struct bf_state *state, const char *name, time_t now,
                          time_t until, const char **error_r);
-/* 1 closed one, 0 none was open. */
+/* 1 closed one, 0 none was open.  Closes a damaged window too: it
+   reads no window. */
 int bf_state_window_close(struct bf_state *state, time_t now,
                           const char **error_r);
 /* The window in force at now: 1 (window_r filled), 0 none, -1 error. */
 int bf_state_window_current(struct bf_state *state, time_t now,
                             struct bf_window *window_r, const char **error_r);
+/* What ends a damaged window; the error of a window call that found one
+   ends with "; " and this. */
+#define BF_WINDOW_DAMAGED_REMEDY                                               \
+	"backfillctl window close ends it (or window open NAME --replace "     \
+	"switches to another at once)"
+/* Whether the last bf_state_window_current() or
+   bf_state_window_open_full() failed on a window in force that is damaged
+   in the store (a time or a name backfill does not write), not on the
+   store itself: the store answered, and bf_state_window_close() ends
+   such a window. */
+bool bf_state_window_damaged(const struct bf_state *state);
 
 /* ---- dedup records of the milter ---- */
 

@@ -18,8 +18,11 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
+
 from milterclient import MilterClient  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
+from redis_server import REDIS_CLI, REDIS_SERVER, PrivateRedis  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
 BACKFILLCTL = os.environ.get('BACKFILLCTL', 'backfillctl')
@@ -253,6 +256,85 @@ class Backfillctl(unittest.TestCase):
             r = self.ctl('window', 'status')
             self.assertTrue(r.stdout.startswith('window %s open since '
                                                 % name), r.stdout)
+
+    def damaged_window_closed(self, damage, what):
+        # A window record damaged in the store (by hand, by other
+        # software) reads as an error everywhere (the milter then checks
+        # no mail); status says so and what ends it, and close closes it
+        # with a line saying what was damaged.
+        r = self.ctl('window', 'open', 'restore-1')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        damage()
+        r = self.ctl('window', 'status')
+        self.assertEqual((r.returncode, r.stdout), (1, ''), r.stderr)
+        self.assertIn(what, r.stderr)
+        self.assertIn('backfillctl window close ends it', r.stderr)
+        r = self.ctl('window', 'open', 'restore-2')
+        self.assertEqual((r.returncode, r.stdout), (1, ''), r.stderr)
+        self.assertIn('backfillctl window close ends it', r.stderr)
+        r = self.ctl('window', 'close')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith('damaged window closed ('),
+                        r.stdout)
+        self.assertIn(what, r.stdout)
+        self.assertNotIn('ends it', r.stdout)
+        r = self.ctl('window', 'status')
+        self.assertEqual((r.returncode, r.stdout), (1, 'no window open\n'),
+                         r.stderr)
+        r = self.ctl('window', 'close')
+        self.assertEqual((r.returncode, r.stdout),
+                         (1, 'no window was open\n'), r.stderr)
+        # another one opens without --replace
+        r = self.ctl('window', 'open', 'restore-2')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.ctl('window', 'close').stdout,
+                         'window restore-2 closed\n')
+
+    def sql(self, statement):
+        db = sqlite3.connect(self.state[len('sqlite:'):])
+        try:
+            db.execute(statement)
+            db.commit()
+        finally:
+            db.close()
+
+    def test_window_close_damaged_sqlite(self):
+        self.damaged_window_closed(
+            lambda: self.sql("UPDATE windows SET opened = -5"),
+            'damaged window in the store: field opened')
+        self.damaged_window_closed(
+            lambda: self.sql("UPDATE windows SET until = 'x' "
+                             "WHERE closed = 0"),
+            'damaged window in the store: field until')
+        self.damaged_window_closed(
+            lambda: self.sql("UPDATE windows SET name = 'a' || char(13, 10)"
+                             " || 'X-Evil: 1' WHERE closed = 0"),
+            'damaged window in the store: its name is not')
+
+    def test_window_close_damaged_redis(self):
+        if not os.path.exists(REDIS_SERVER):
+            self.skipTest('no redis-server')
+        redis = PrivateRedis(self.tmp.name)
+        try:
+            self.state = redis.uri
+            r = self.ctl('dedup', 'stats')
+            if 'redis' in r.stderr and 'not' in r.stderr and \
+                    r.returncode != 0:
+                self.skipTest('backfillctl built without Redis: '
+                              + r.stderr)
+
+            def damage(value):
+                subprocess.run([REDIS_CLI, '-p', str(redis.port), 'LSET',
+                                'backfill:windows', '-1', value],
+                               check=True, capture_output=True)
+            self.damaged_window_closed(
+                lambda: damage('-5:0:0:restore-1'),
+                'unreadable window in redis')
+            self.damaged_window_closed(
+                lambda: damage('1700000000:0:0:a b'),
+                'damaged window in the store: its name is not')
+        finally:
+            redis.stop()
 
     def test_unreachable_store(self):
         # A store that cannot be opened: exit 1, the store named, and
