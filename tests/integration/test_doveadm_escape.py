@@ -4,20 +4,24 @@ format: escaped (dovecot-plugin/value-escape.h), so that no value makes a
 row or a field of its own.
 
 Where such a name comes from: a userdb that renames the user in its
-reply.  Here a checkpassword userdb script answers the lookup of
+reply.  On 2.3 a checkpassword userdb script answers the lookup of
 "nl@cp.example" with userdb_user holding a line feed, tabs and a
 backslash (checkpassword-reply tab-escapes the values it passes on; it
-refuses a tab only in USER and HOME), and doveadm goes on with that name.
-A name looked up as it is cannot hold a tab or line feed: doveadm's
-auth-master client treats such a name as not existing (so a passwd-file
-user "a<TAB>b" is never opened), and a passwd-file has one user per
-line.
+refuses a tab only in USER and HOME), and doveadm goes on with the new
+name.  A name looked up as it is cannot hold a tab or line feed:
+doveadm's auth-master client treats such a name as not existing (so a
+passwd-file user "a<TAB>b" is never opened), and a passwd-file has one
+user per line.  2.4 has no checkpassword, and its passwd-file cannot
+rename a user to such a name either (userdb_user=%{user|unhexlify} gives
+the hex again: 2.4's variables print binary values as hex); a Lua, SQL
+or LDAP userdb could, none of which the test machines have.  So on 2.4
+only the Error column part runs, with a plain user name.
 
 The Error column carries the same characters: the archive path of the
-second user ("ln@cp.example", renamed alike) is a symlink, refused with
-an error that names the path, user name included; and its merge lease is
-held by an owner whose name (text from the shared state store) has a line
-feed and tabs, which revert and reset name in their "busy" error."""
+second user (renamed alike) is a symlink, refused with an error that
+names the path, user name included; and its merge lease is held by an
+owner whose name (text from the shared state store) has a line feed and
+tabs, which revert and reset name in their "busy" error."""
 import json
 import os
 import sqlite3
@@ -32,8 +36,11 @@ from bftest import dv, mg  # noqa: E402
 # the rest of a forged verify row follows the line feed
 NL_USER = "nl\nmallory\tok\t5\t5\t0@nl\tdom\\x.example"
 NL_PRINTED = "nl\\nmallory\\tok\\t5\\t5\\t0@nl\\tdom\\\\x.example"
-LN_USER = "ln\nmallory\tok@ln\ndom.example"
-LN_PRINTED = "ln\\nmallory\\tok@ln\\ndom.example"
+if dv.IS_24:
+    LN_USER = LN_PRINTED = "ln@ln.example"
+else:
+    LN_USER = "ln\nmallory\tok@ln\ndom.example"
+    LN_PRINTED = "ln\\nmallory\\tok@ln\\ndom.example"
 # the holder of ln's merge lease, as the shared state store has it
 OWNER = "mx2:4242\nmallory\treverted\t0"
 OWNER_PRINTED = "mx2:4242\\nmallory\\treverted\\t0"
@@ -62,37 +69,40 @@ def checkpassword_conf(script):
 
 
 class EscapeTest(bftest.SiteCase):
-    @classmethod
-    def setUpClass(cls):
-        if dv.IS_24:
-            # 2.4 spells the checkpassword userdb otherwise; not written
-            # and tried yet
-            raise unittest.SkipTest("checkpassword userdb set-up for 2.3 only")
-        super().setUpClass()
+    # the names doveadm -u looks up, renamed by the userdb
+    if dv.IS_24:
+        NL_LOOKUP, LN_LOOKUP = None, LN_USER
+    else:
+        NL_LOOKUP, LN_LOOKUP = "nl@cp.example", "ln@cp.example"
 
     @classmethod
     def build(cls, site):
         bd.use_full_usernames(site)
         homes = {}
         for user, seed in ((NL_USER, 3), (LN_USER, 4)):
+            if user == NL_USER and dv.IS_24:
+                continue
             arch, homes[user], _ = mg.build_user(
                 site.base, user, mg.standard_scenario(seed), record=False)
         # ln's archive: a symlink, refused with its path in the error
         real = arch + ".real"
         os.rename(arch, real)
         os.symlink(os.path.basename(real), arch)
-        script = os.path.join(site.base, "checkpassword.sh")
-        with open(script, "w") as f:
-            f.write(CHECKPASSWORD.format(
-                nl_user=NL_USER, nl_home=homes[NL_USER],
-                ln_user=LN_USER, ln_home=homes[LN_USER],
-                uid=dv.MAIL_UID, gid=dv.MAIL_GID))
-        os.chmod(script, 0o755)
-        site.dc.extra_conf += checkpassword_conf(script)
+        if dv.IS_24:
+            site.dc.add_user(LN_USER, home=homes[LN_USER])
+        else:
+            script = os.path.join(site.base, "checkpassword.sh")
+            with open(script, "w") as f:
+                f.write(CHECKPASSWORD.format(
+                    nl_user=NL_USER, nl_home=homes[NL_USER],
+                    ln_user=LN_USER, ln_home=homes[LN_USER],
+                    uid=dv.MAIL_UID, gid=dv.MAIL_GID))
+            os.chmod(script, 0o755)
+            site.dc.extra_conf += checkpassword_conf(script)
         site.start(plugin_on=False)
         # the store is made by the first command; then ln's merge
         # lease goes to a holder whose name carries the characters
-        bd.doveadm(site.dc, "backfill", "status", "-u", "ln@cp.example")
+        bd.doveadm(site.dc, "backfill", "status", "-u", cls.LN_LOOKUP)
         db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
         with db:
             db.execute("INSERT INTO leases (name, owner, expires)"
@@ -152,13 +162,16 @@ class EscapeTest(bftest.SiteCase):
         return rows
 
     def test_user_name_escaped(self):
-        rows = self.check_all_formats("nl@cp.example", NL_PRINTED)
+        if dv.IS_24:
+            self.skipTest("no userdb on 2.4 here gives a name with a line "
+                          "feed or tab (see the module's doc)")
+        rows = self.check_all_formats(self.NL_LOOKUP, NL_PRINTED)
         self.assertEqual(rows[("run",)]["result"], "done", rows[("run",)])
         self.assertEqual(rows[("revert", "--yes")]["result"], "reverted",
                          rows[("revert", "--yes")])
 
     def test_error_escaped(self):
-        rows = self.check_all_formats("ln@cp.example", LN_PRINTED)
+        rows = self.check_all_formats(self.LN_LOOKUP, LN_PRINTED)
         # the error names the archive path, the user name in it escaped
         for cmd in (("plan",), ("verify",), ("status",), ("run",)):
             self.assertIn("symlink", rows[cmd]["error"], (cmd, rows[cmd]))
