@@ -41,6 +41,10 @@ struct backfill_settings {
 	const char *archive_alt_root;
 	const char *state_uri;
 	uint64_t login_budget_ms;
+	/* backfill_confirm_timeout: how long an LMTP delivery waits for the
+	   store to record its confirmation for the milter
+	   (delivery-confirm.c). */
+	uint64_t confirm_timeout_ms;
 	unsigned int max_parallel;
 	/* NULL: no keyword */
 	const char *keyword;

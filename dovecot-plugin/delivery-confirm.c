@@ -12,15 +12,29 @@
    A confirmation that cannot be written is only logged, and not retried:
    the milter then treats a later copy as a suspected duplicate and
    delivers it (tagged), which loses nothing; the worst it costs is that
-   one repeat of that message lands as well.  So the delivery never waits
-   long for it: the store gets backfill_login_budget (default 300 ms) for
-   opening and the write together.  A stalled store (the SQLite file
-   locked by another process, a Redis that accepts and never answers)
-   held every delivery to a user with the plugin for the store's own
-   timeout (10 s for SQLite), and with it the LMTP session and Postfix's
-   delivery agent.  Retrying later would need a queue of its own that
-   outlives the LMTP process, for a record whose only use is to let the
-   milter drop a repeat.
+   one repeat of that message lands as well, a duplicate the user sees.
+   Retrying later would need a queue of its own that outlives the LMTP
+   process, for a record whose only use is to let the milter drop a
+   repeat.
+
+   So the wait for the store is bounded, and the bound tells a busy store
+   from a stalled one.  The store gets backfill_confirm_timeout (default
+   2 s, as the milter's StoreTimeout: both wait as long for the same
+   store) for opening and the write together.  A BUSY store answers
+   within it: a SQLite write lock held half a second by a merge's
+   checkpoint on a loaded host during a login storm, an fsync on a slow
+   disk.  The login's 300 ms (backfill_login_budget), which bounded the
+   confirmation before, dropped those, and each one dropped let the next
+   repeat of its message through to the user.  A STALLED store (the
+   SQLite file locked by another process for long, a Redis that accepts
+   and never answers) answers within no bound: it held every delivery to
+   a user with the plugin for the store's own timeout (10 s for SQLite),
+   and with it the LMTP session and Postfix's delivery agent.  Now it
+   costs one backfill_confirm_timeout and is then left alone for a while,
+   as the milter does (StoreRetry): after a confirmation gave up on it,
+   this process's confirmations for that store wait only
+   backfill_login_budget for 30 s, not the whole timeout each; the first
+   one that gets through ends that at once.
 
    Only the milter's own tags confirm anything (issue 16): mail can reach
    LMTP without passing the milter (local sendmail, a milter timeout with
@@ -59,6 +73,45 @@ static hook_set_func_t *backfill_hook_set = NULL;
 static deliver_save_func_t *backfill_deliver_save = NULL;
 static deliver_mail_func_t *backfill_next_deliver_mail = NULL;
 static bool backfill_hooked = FALSE;
+
+/* How long confirmations wait only the short wait after one gave up on a
+   stalled store: the milter's StoreRetry default. */
+#define CONFIRM_STALLED_SECS 30
+
+/* The store a confirmation last gave up on as stalled, and until when
+   confirmations for it wait only backfill_login_budget.  Process-wide, not
+   in the user's context: an LMTP process delivers to many users, a mail
+   user lives for one delivery, and the users share the store as a rule;
+   a per-user memory would be gone with the delivery, and every delivery
+   would pay the whole timeout again.  One store is remembered: a host
+   whose users have stores of their own (a userdb override) and several
+   stalled at once is not worth a table. */
+static struct {
+	char *uri;
+	uint64_t until_msecs;
+} backfill_stalled;
+
+static bool stalled_store(const char *uri)
+{
+	return backfill_stalled.uri != NULL &&
+	       strcmp(backfill_stalled.uri, uri) == 0 &&
+	       bf_clock_msecs() < backfill_stalled.until_msecs;
+}
+
+static void stalled_store_set(const char *uri)
+{
+	i_free(backfill_stalled.uri);
+	backfill_stalled.uri = i_strdup(uri);
+	backfill_stalled.until_msecs =
+	        bf_clock_msecs() + CONFIRM_STALLED_SECS * 1000;
+}
+
+static void stalled_store_forget(const char *uri)
+{
+	if (backfill_stalled.uri != NULL &&
+	    (uri == NULL || strcmp(backfill_stalled.uri, uri) == 0))
+		i_free_and_null(backfill_stalled.uri);
+}
 
 /* The site secret, read once per process: an LMTP process delivers many
    messages with the same setting. */
@@ -142,6 +195,31 @@ static const char *tags_refused(struct mail_user *user, struct mail *mail,
 	       "holds for it: the message did not pass the milter";
 }
 
+/* stalled: the store did not answer within the wait (not: refused).  A
+   short wait that failed does not make the store's quiet time longer:
+   once it is over one confirmation waits the whole timeout again, and
+   gets through if the store only was busy. */
+static void confirm_failed(struct backfill_user *buser, const char *fp_text,
+                           const char *recipient, const char *error,
+                           bool short_wait, bool stalled)
+{
+	const char *next = "";
+
+	if (stalled && !short_wait &&
+	    buser->set.login_budget_ms < buser->set.confirm_timeout_ms) {
+		stalled_store_set(buser->set.state_uri);
+		next = t_strdup_printf(
+		        "; for %u s this process's confirmations wait for this "
+		        "store only backfill_login_budget=%" PRIu64 "ms",
+		        CONFIRM_STALLED_SECS, buser->set.login_budget_ms);
+	}
+	e_warning(buser->event,
+	          "delivery of %s to %s not confirmed for the milter: %s "
+	          "(the message is delivered; a later copy of it is "
+	          "delivered too, tagged, instead of being dropped%s)",
+	          fp_text, recipient, error, next);
+}
+
 static void delivery_confirm(struct mail_deliver_context *ctx)
 {
 	struct backfill_user *buser = BACKFILL_USER_CONTEXT(ctx->rcpt_user);
@@ -188,16 +266,22 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 		return;
 	}
 
+	/* the whole timeout, or the short wait while the store is known
+	   stalled (the header comment says why) */
+	const char *uri = buser->set.state_uri;
+	uint64_t budget = buser->set.confirm_timeout_ms;
+	bool short_wait = FALSE;
+	if (buser->set.login_budget_ms < budget && stalled_store(uri)) {
+		budget = buser->set.login_budget_ms;
+		short_wait = TRUE;
+	}
 	uint64_t start = bf_clock_msecs();
-	uint64_t budget = buser->set.login_budget_ms;
 	if (backfill_user_state_open_within(buser, (unsigned int)budget,
 	                                    &error) < 0) {
-		e_warning(
-		        buser->event,
-		        "delivery of %s to %s not confirmed for the milter: %s "
-		        "(the message is delivered; a later copy of it is "
-		        "delivered too, tagged, instead of being dropped)",
-		        fp_text, recipient, error);
+		/* opening has no bf_state_stalled(): one that waited the
+		   whole budget gave up waiting */
+		confirm_failed(buser, fp_text, recipient, error, short_wait,
+		               bf_clock_msecs() - start >= budget);
 		return;
 	}
 	/* what is left of the budget (open_within left the whole of it on a
@@ -209,13 +293,13 @@ static void delivery_confirm(struct mail_deliver_context *ctx)
 	ret = bf_state_dedup_mark_delivered(buser->state, &key, ioloop_time,
 	                                    &error);
 	if (ret < 0) {
-		e_warning(
-		        buser->event,
-		        "delivery of %s to %s not confirmed for the milter: state store %s: %s "
-		        "(the message is delivered; a later copy of it is "
-		        "delivered too, tagged, instead of being dropped)",
-		        fp_text, recipient, bf_state_uri(buser->state), error);
+		confirm_failed(buser, fp_text, recipient,
+		               t_strdup_printf("state store %s: %s",
+		                               bf_state_uri(buser->state),
+		                               error),
+		               short_wait, bf_state_stalled(buser->state));
 	} else {
+		stalled_store_forget(uri);
 		/* for stats: metric { filter =
 		 * event=backfill_delivery_confirmed } */
 		e_debug(event_create_passthrough(buser->event)
@@ -288,6 +372,7 @@ void backfill_delivery_confirm_init(void)
 void backfill_delivery_confirm_deinit(void)
 {
 	secret_forget();
+	stalled_store_forget(NULL);
 	if (!backfill_hooked)
 		return;
 	(void)backfill_hook_set(backfill_next_deliver_mail);

@@ -5,9 +5,11 @@
    Dovecot 2.3, settings-24.c on 2.4): the defaults and what a value
    means. */
 
-#define BACKFILL_DEFAULT_BUDGET_MS    300
-#define BACKFILL_DEFAULT_MAX_PARALLEL 4
-#define BACKFILL_DEFAULT_KEYWORD      "$Backfilled"
+#define BACKFILL_DEFAULT_BUDGET_MS 300
+/* the milter's StoreTimeout default: the two wait as long for one store */
+#define BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS 2000
+#define BACKFILL_DEFAULT_MAX_PARALLEL       4
+#define BACKFILL_DEFAULT_KEYWORD            "$Backfilled"
 
 /* The fixed part of an unexpanded backfill_archive's path: everything
    before the first %-variable, up to the last '/' ("~" when it starts at

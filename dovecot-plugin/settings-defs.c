@@ -19,6 +19,7 @@ static const struct setting_define backfill_setting_defines[] = {
 	DEF(STR, backfill_archive),
 	DEF(STR, backfill_state),
 	DEF(TIME_MSECS, backfill_login_budget),
+	DEF(TIME_MSECS, backfill_confirm_timeout),
 	DEF(UINT, backfill_max_parallel),
 	DEF(STR, backfill_keyword),
 	DEF(ENUM, backfill_dedup),
@@ -36,6 +37,7 @@ static const struct backfill_declared_settings backfill_default_settings = {
         .backfill_archive = "",
         .backfill_state = BF_STATE_DEFAULT_URI,
         .backfill_login_budget = 300,
+        .backfill_confirm_timeout = 2000,
         .backfill_max_parallel = 4,
         .backfill_keyword = "$Backfilled",
         .backfill_dedup = "user:mailbox:off",
@@ -55,6 +57,12 @@ static bool backfill_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 	if (set->backfill_login_budget == 0) {
 		*error_r = "backfill_login_budget must be at least 1ms "
 		           "(the time a login may wait for merging)";
+		return FALSE;
+	}
+	if (set->backfill_confirm_timeout == 0) {
+		*error_r = "backfill_confirm_timeout must be at least 1ms "
+		           "(the time an LMTP delivery may wait for the "
+		           "state store)";
 		return FALSE;
 	}
 	if (set->backfill_max_parallel == 0 ||

@@ -16,6 +16,7 @@ struct backfill_declared_settings {
 	const char *backfill_archive;
 	const char *backfill_state;
 	unsigned int backfill_login_budget;
+	unsigned int backfill_confirm_timeout;
 	unsigned int backfill_max_parallel;
 	const char *backfill_keyword;
 	const char *backfill_dedup;

@@ -64,6 +64,19 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		}
 	}
 
+	set->confirm_timeout_ms = BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS;
+	value = mail_user_plugin_getenv(user, "backfill_confirm_timeout");
+	if (value != NULL && value[0] != '\0') {
+		if (bf_parse_duration_ms(value, 1, &num, &error) < 0) {
+			e_error(event,
+			        "backfill_confirm_timeout=%s: %s (using %ums)",
+			        value, error,
+			        BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS);
+		} else {
+			set->confirm_timeout_ms = num;
+		}
+	}
+
 	set->max_parallel = BACKFILL_DEFAULT_MAX_PARALLEL;
 	value = mail_user_plugin_getenv(user, "backfill_max_parallel");
 	if (value != NULL && value[0] != '\0') {

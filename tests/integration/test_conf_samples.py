@@ -28,8 +28,9 @@ PLUGINS_PATH = "/usr/share/dovecot-backfill/backfill-plugins.conf"
 # (meson substitutes the option dovecot_confdir).
 SETTINGS_INCLUDE = "@DOVECOT_CONFDIR@/backfill.conf"
 SETTINGS = ("backfill_archive", "backfill_state", "backfill_login_budget",
-            "backfill_max_parallel", "backfill_keyword", "backfill_dedup",
-            "backfill_pop3_hide", "backfill_secret_file", "backfill_imap_uids")
+            "backfill_confirm_timeout", "backfill_max_parallel", "backfill_keyword",
+            "backfill_dedup", "backfill_pop3_hide", "backfill_secret_file",
+            "backfill_imap_uids")
 
 
 def enable(text):
@@ -152,6 +153,7 @@ class ConfSamples(unittest.TestCase):
         got = dict(re.findall(r"(?m)^(backfill_\w+) = ?(.*)$", r.stdout))
         self.assertEqual(sorted(got), sorted(SETTINGS))
         self.assertEqual(got["backfill_login_budget"].replace(" ", ""), "300ms")
+        self.assertEqual(got["backfill_confirm_timeout"].replace(" ", ""), "2secs")
         self.assertEqual(got["backfill_max_parallel"], "4")
         self.assertEqual(got["backfill_keyword"], "$Backfilled")
         self.assertEqual(got["backfill_dedup"], "user")
@@ -169,6 +171,8 @@ class ConfSamples(unittest.TestCase):
                           "the plugin logs them at login and takes the default")
         for line, why in (("backfill_login_budget = 0", "at least 1ms"),
                           ("backfill_login_budget = 300", "missing units"),
+                          ("backfill_confirm_timeout = 0", "at least 1ms"),
+                          ("backfill_confirm_timeout = 2", "missing units"),
                           ("backfill_max_parallel = 0", "1..100000"),
                           ("backfill_dedup = sometimes", "Invalid value"),
                           ("backfill_pop3_hide = maybe", "Invalid value"),

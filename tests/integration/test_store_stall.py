@@ -12,10 +12,17 @@ was not:
   finishes in the same session once the lock is gone, with the mailbox an
   uninterrupted merge gives (nothing lost, nothing twice).
 - LMTP delivery confirmations (for the milter): the delivery waited for
-  the store.  Now the confirmation gets backfill_login_budget; one that
-  cannot be written is logged and dropped, which is harmless (the milter
-  delivers a later copy of that message tagged instead of removing it),
-  and the delivery itself always succeeds.
+  the store.  Now the confirmation gets backfill_confirm_timeout (300 ms
+  here); one that cannot be written is logged and dropped, which is
+  harmless (the milter delivers a later copy of that message tagged
+  instead of removing it), and the delivery itself always succeeds.
+- A store only busy (locked for under a second, then free) gets the
+  confirmation written with the default backfill_confirm_timeout (2 s):
+  the login budget (300 ms) that bounded it before dropped it, and the
+  next repeat of that message reached the user.
+- A store stalled for long costs one backfill_confirm_timeout, then the
+  LMTP process's next confirmations for it wait only
+  backfill_login_budget, and the first that gets through ends that.
 
 The latencies measured are printed.  Before the fix a NOOP during the
 stall took 40 s (the slice's write, recording the failure, releasing the
@@ -26,8 +33,11 @@ budget, plus closing the merge for a slice.
 """
 import os
 import signal
+import smtplib
 import subprocess
+import sqlite3
 import sys
+import threading
 import time
 import unittest
 
@@ -170,18 +180,22 @@ def tagged(raw_body, subject, window="w1"):
             b"X-Backfill-Fingerprint: v1:" + fp.encode() + b"\r\n" + raw), fp
 
 
-class LmtpConfirmStalledStore(bftest.SiteCase):
-    SITE = dict(plugin={"backfill_login_budget": "300ms"})
+class LmtpConfirmCase(bftest.SiteCase):
+    """A site where the plugin only confirms deliveries (no tests here)."""
     USER = "lena"
+    USER_EXTRA = ""
 
     @classmethod
     def build(cls, site):
         # no archive: the confirmation is all the plugin does for her
-        site.dc.add_user(cls.USER)
+        site.dc.add_user(cls.USER, extra=cls.USER_EXTRA)
         site.dc.lmtp_plugins = "backfill"  # as conf.d/90-backfill.conf has it
         site.start(plugin_on=True)
         # the store exists
         bd.doveadm_json(site.dc, "backfill", "status", "-u", cls.USER)
+
+    def db(self):
+        return os.path.join(self.site.state_dir, "state.db")
 
     def inbox_count(self):
         return len(self.site.dc.snapshot(self.USER).get("INBOX", (0, []))[1])
@@ -201,6 +215,40 @@ class LmtpConfirmStalledStore(bftest.SiteCase):
             time.sleep(0.1)
         self.assertTrue(self.site.dc.log_lines(pattern),
                         "\n".join(self.site.dc.log_tail().splitlines()[-30:]))
+
+    def milter_record(self, fp, window="w1"):
+        """The dedup record the milter writes when it passes a message on
+        (the dedup table of shared/state-sqlite.c), not yet delivered."""
+        now = int(time.time())
+        db = sqlite3.connect(self.db(), timeout=10)
+        try:
+            with db:
+                db.execute("INSERT INTO dedup (window_name, recipient, fingerprint,"
+                           " first_seen, expires, host, queue_id)"
+                           " VALUES (?, ?, ?, ?, ?, 'mx1', 'Q1')",
+                           (window, self.USER, bytes.fromhex(fp), now, now + 3600))
+        finally:
+            db.close()
+
+    def delivered(self, fp, window="w1"):
+        """The record's delivered column: 1 once the delivery is confirmed."""
+        db = sqlite3.connect("file:%s?mode=ro" % self.db(), uri=True, timeout=10)
+        try:
+            row = db.execute("SELECT delivered FROM dedup WHERE window_name = ?"
+                             " AND recipient = ? AND fingerprint = ?",
+                             (window, self.USER, bytes.fromhex(fp))).fetchone()
+        finally:
+            db.close()
+        self.assertIsNotNone(row, "the milter's record is gone")
+        return row[0]
+
+    def not_confirmed(self, fp):
+        return self.site.dc.log_lines(r"delivery of v1:%s to %s not confirmed" % (fp, self.USER))
+
+
+class LmtpConfirmStalledStore(LmtpConfirmCase):
+    SITE = dict(plugin={"backfill_login_budget": "300ms",
+                        "backfill_confirm_timeout": "300ms"})
 
     def test_locked_sqlite_store(self):
         site = self.site
@@ -235,6 +283,110 @@ class LmtpConfirmStalledStore(bftest.SiteCase):
         self.assertLess(took, BUDGET + SLACK, "the delivery waited for a hung Redis")
         self.wait_log(r"delivery of v1:%s to %s not confirmed for the milter: .*redis.*"
                       r"no answer.*the message is delivered" % (fp, self.USER))
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+# backfill_confirm_timeout's default (the milter's StoreTimeout)
+CONFIRM_DEFAULT = 2.0
+# how long the store stays locked after the message is saved, while its
+# confirmation waits: more than the login budget, less than the default
+BUSY_SECS = 0.6
+
+
+class LmtpConfirmBusyStore(LmtpConfirmCase):
+    """A store busy for under a second (a merge's checkpoint holding the
+    SQLite write lock on a loaded host): the confirmation waits for it
+    (default backfill_confirm_timeout) and is written."""
+    SITE = dict(plugin={"backfill_login_budget": "300ms"})
+
+    def test_busy_sqlite_store(self):
+        site = self.site
+        raw, fp = tagged("body of busy store", "busy store")
+        self.milter_record(fp)
+        new = os.path.join(site.dc.home(self.USER), "Maildir", "new")
+        before = set(os.listdir(new)) if os.path.isdir(new) else set()
+        errors = []
+
+        def deliver():
+            try:
+                site.dc.lmtp_deliver(self.USER, raw)
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        locker = locked(self.db())
+        t0 = time.monotonic()
+        th = threading.Thread(target=deliver)
+        th.start()
+        try:
+            # the message is saved: its confirmation now waits for the store
+            deadline = time.monotonic() + 60
+            while (not (os.path.isdir(new) and set(os.listdir(new)) - before)
+                   and th.is_alive() and time.monotonic() < deadline):
+                time.sleep(0.01)
+            saved = time.monotonic()
+            time.sleep(BUSY_SECS)
+        finally:
+            unlock(locker)
+        unlocked = time.monotonic()
+        th.join(60)
+        took = time.monotonic() - t0
+        self.assertFalse(th.is_alive(), "the delivery hangs")
+        self.assertEqual(errors, [])
+        print("LMTP delivery: store locked %.3f s (%.3f s after the message was saved)"
+              ", delivery %.3f s" % (unlocked - t0, unlocked - saved, took), file=sys.stderr)
+        self.assertEqual(self.not_confirmed(fp), [], site.dc.log_tail())
+        self.assertEqual(self.delivered(fp), 1,
+                         "the confirmation is not in the store\n" + site.dc.log_tail())
+        self.assertLess(took, CONFIRM_DEFAULT + SLACK)
+        self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
+
+
+class LmtpConfirmStalledTwice(LmtpConfirmCase):
+    """A store stalled for long costs the first confirmation the whole
+    backfill_confirm_timeout (here 3 s for the user, from the userdb), the
+    next ones of the same LMTP process only backfill_login_budget; once the
+    store answers again the next confirmation is written."""
+    SITE = dict(plugin={"backfill_login_budget": "300ms"})
+    USER_EXTRA = "userdb_backfill_confirm_timeout=3s"
+    CONFIRM = 3.0
+
+    def test_stalled_store_left_alone(self):
+        site = self.site
+        self.deliver_timed("store free")
+        msgs = [tagged("body of %s" % s, s) for s in ("stalled 1", "stalled 2", "free again")]
+        for _, fp in msgs:
+            self.milter_record(fp)
+        took = []
+        # one LMTP session: one LMTP process delivers all three
+        with smtplib.LMTP("127.0.0.1", site.dc.ports["lmtp"]) as s:
+            locker = locked(self.db())
+            try:
+                for raw, _ in msgs[:2]:
+                    t0 = time.monotonic()
+                    s.sendmail("sender@example.org", [self.USER], raw)
+                    took.append(time.monotonic() - t0)
+            finally:
+                unlock(locker)
+            t0 = time.monotonic()
+            s.sendmail("sender@example.org", [self.USER], msgs[2][0])
+            took.append(time.monotonic() - t0)
+        print("LMTP deliveries, store stalled: %.3f s, then %.3f s; store free again %.3f s"
+              % tuple(took), file=sys.stderr)
+        (_, fp1), (_, fp2), (_, fp3) = msgs
+        self.assertGreaterEqual(took[0], self.CONFIRM - 0.1,
+                                "the first confirmation did not wait for the store")
+        self.assertLess(took[0], self.CONFIRM + SLACK)
+        self.assertLess(took[1], BUDGET + SLACK,
+                        "the second confirmation waited the whole timeout again")
+        self.wait_log(r"delivery of v1:%s to %s not confirmed for the milter: .*locked.*"
+                      r"delivered too, tagged, instead of being dropped; for 30 s this "
+                      r"process's confirmations wait for this store only "
+                      r"backfill_login_budget=300ms" % (fp1, self.USER))
+        self.wait_log(r"delivery of v1:%s to %s not confirmed for the milter: .*locked"
+                      % (fp2, self.USER))
+        self.assertEqual(self.delivered(fp3), 1, site.dc.log_tail())
+        self.assertEqual(self.not_confirmed(fp3), [])
+        self.assertEqual([self.delivered(fp1), self.delivered(fp2)], [0, 0])
         self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
 
 
