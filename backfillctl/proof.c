@@ -97,6 +97,8 @@ static int store_cb(const char *user, const struct bf_merge_record *rec,
 	struct proof_user *u = user_add(p, printed);
 
 	free(printed);
+	if (u->store_user == NULL)
+		u->store_user = acc_xstrdup(user);
 	u->has_record = true;
 	u->status = rec->status;
 	u->archived = rec->archived;
@@ -506,6 +508,7 @@ void proof_free(struct proof *p)
 		struct proof_user *u = &p->v[i];
 
 		free(u->user);
+		free(u->store_user);
 		free(u->domain);
 		free(u->last_error);
 		free(u->verify_result);

@@ -13,7 +13,12 @@
 #include "state.h"
 
 struct proof_user {
+	/* as doveadm backfill prints it (escaped: value-escape.h), the key
+	   of verify's rows and of the store's records alike */
 	char *user;
+	/* as the store has it, for the commands a report names; NULL for a
+	   user verify alone names */
+	char *store_user;
 	/* after the last '@', or from the domain map, or "": lower-case,
 	   one trailing dot stripped (Example.COM. is example.com) */
 	char *domain;

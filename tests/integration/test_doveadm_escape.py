@@ -25,6 +25,7 @@ tabs, which revert and reset name in their "busy" error."""
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import unittest
 
@@ -169,6 +170,49 @@ class EscapeTest(bftest.SiteCase):
         self.assertEqual(rows[("run",)]["result"], "done", rows[("run",)])
         self.assertEqual(rows[("revert", "--yes")]["result"], "reverted",
                          rows[("revert", "--yes")])
+
+        # backfillctl report meets verify's escaped name with the store's
+        # own: one user, merged and verified
+        bd.doveadm(self.site.dc, "backfill", "run", "-u", self.NL_LOOKUP)
+        r = self.doveadm("tab", self.NL_LOOKUP, "verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = os.path.join(self.site.base, "report")
+        os.makedirs(out)
+        verify = os.path.join(out, "verify.tsv")
+        with open(verify, "w") as f:
+            f.write(r.stdout)
+        rep = self.report(verify, os.path.join(out, "domains"))
+        self.assertEqual(rep.returncode, 0, rep.stdout + rep.stderr)
+        self.assertIn("1 users, 0 to look at", rep.stdout)
+        with open(os.path.join(out, "domains", "index.txt")) as f:
+            index = f.read()
+        # the domain as doveadm prints it, in the text report's escaping
+        self.assertIn(NL_PRINTED.rsplit("@", 1)[1], index)
+
+        # the command to paste names the user as the store has it, in
+        # the text report's escaping (a backslash stays itself)
+        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        with db:
+            db.execute("UPDATE merges SET status='failed' WHERE user=?",
+                       (NL_USER,))
+        db.close()
+        rep = self.report(verify, os.path.join(out, "failed"))
+        self.assertEqual(rep.returncode, 1, rep.stdout + rep.stderr)
+        # the one domain's report (its file name is made safe)
+        name, = [n for n in os.listdir(os.path.join(out, "failed"))
+                 if n.endswith(".txt") and n != "index.txt"]
+        with open(os.path.join(out, "failed", name)) as f:
+            text = f.read()
+        self.assertIn("doveadm backfill run -u '%s'" % NL_USER.replace(
+            "\n", "\\x0a").replace("\t", "\\x09"), text)
+
+    def report(self, verify, out):
+        build = os.path.dirname(bftest.plugin_dir())
+        return subprocess.run(
+            [os.path.join(build, "backfillctl", "backfillctl"), "--state",
+             "sqlite:%s/state.db" % self.site.state_dir, "report",
+             "--verify", verify, "--out", out],
+            capture_output=True, text=True)
 
     def test_error_escaped(self):
         rows = self.check_all_formats(self.LN_LOOKUP, LN_PRINTED)
