@@ -412,11 +412,14 @@ static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
 	int ret;
 
 	ret = bf_state_merge_get(rc->state, rc->user->username, &rec, error_r);
-	if (ret <= 0) {
+	if (ret < 0) {
 		*error_r = t_strdup(*error_r);
-		*postponed_r = ret < 0;
-		return ret;
+		*postponed_r = TRUE;
+		return -1;
 	}
+	/* no record: nothing merged (*error_r is not set) */
+	if (ret == 0)
+		return 0;
 	ret = 0;
 	if (bf_cursor_parse(rec.cursor, &cursor, &error) < 0) {
 		*error_r = t_strdup_printf(
