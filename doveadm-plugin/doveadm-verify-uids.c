@@ -39,6 +39,9 @@
 #include "doveadm-backfill.h"
 #include "doveadm-verify-uids.h"
 
+struct renumbered_msg;
+ARRAY_DEFINE_TYPE(renumbered_msg, struct renumbered_msg);
+
 struct uids_entry {
 	const char *archive_mailbox;
 	const char *live_guid;
@@ -205,22 +208,94 @@ static void check_unmatched(struct uids_ctx *ctx,
 	}
 }
 
+HASH_TABLE_DEFINE_TYPE(str_uid, char *, void *);
+
+/* A live message of a renumbered folder, not a merged copy, at or above
+   the first UID of the move. */
+struct renumbered_msg {
+	uint32_t uid;
+	/* shows a stored POP3 UIDL */
+	bool stored;
+};
+
+/* A second message with a key (GUID or UIDL) seen before: counted, the
+   first such pair kept for the report. */
+static void dup_seen(pool_t pool, HASH_TABLE_TYPE(str_uid) seen,
+                     const char *key, uint32_t uid, unsigned int *count,
+                     uint32_t example_r[2], const char **key_r)
+{
+	void *value;
+
+	if (key == NULL || key[0] == '\0')
+		return;
+	value = hash_table_lookup(seen, key);
+	if (value == NULL) {
+		hash_table_insert(seen, p_strdup(pool, key), POINTER_CAST(uid));
+		return;
+	}
+	if ((*count)++ == 0) {
+		example_r[0] = POINTER_CAST_TO(value, uint32_t);
+		example_r[1] = uid;
+		*key_r = p_strdup(pool, key);
+	}
+}
+
+/* The UIDs the move's messages are at.  The move asks for the archive's
+   UIDNEXT on (plus a margin), but a message delivered between the UIDNEXT
+   raise and the move's commit takes a UID first and Dovecot gives the
+   moved ones the next: the recorded first UID says where the move began,
+   not where its messages are.  Each of them shows the POP3 UIDL it showed
+   before, stored (renumber.c); new mail shows none.  So the highest live
+   message with a stored UIDL ends the move's UIDs, which are at most
+   count (one commit gives ascending UIDs; a resumed move goes on above
+   the first): a delivery before the move is below them, one after above.
+   None stored (each one deleted, or none kept its UIDL): the recorded
+   UIDs. */
+static void moved_range(const struct bf_cursor_folder *f, uint32_t count,
+                        const ARRAY_TYPE(renumbered_msg) * msgs,
+                        uint32_t *first_r, uint32_t *last_r)
+{
+	const struct renumbered_msg *msg;
+	uint32_t last = 0;
+
+	array_foreach(msgs, msg)
+	{
+		if (msg->stored && msg->uid > last)
+			last = msg->uid;
+	}
+	if (last == 0) {
+		*first_r = f->move_base;
+		*last_r = f->move_base + count - 1;
+		return;
+	}
+	*first_r = last >= count ? last - count + 1 : 1;
+	*last_r = last;
+}
+
 /* A renumbered live folder (renumber way, docs/imap-caches.md): once the
    merge is done its renumbering is finished, nothing but the merge's
    copies is below the archive's UIDNEXT (where the renumbered live mail
-   was: an old client fetches only above the UIDNEXT it cached), and each
+   was: an old client fetches only above the UIDNEXT it cached), each
    renumbered message still shows the POP3 UIDL it showed before (stored:
    a UIDL computed from its new UID and UIDVALIDITY would be another, and
-   POP3 clients of the new server would download it again). */
+   POP3 clients of the new server would download it again), and no live
+   message is there twice: two live messages with one GUID (a move cut
+   and never finished: the old message and its copy), or two messages
+   with one POP3 UIDL (a POP3 client keeps one of them). */
 static void check_renumbered(struct uids_ctx *ctx,
                              const struct bf_cursor_folder *f,
-                             struct mailbox *box)
+                             struct mailbox *box, uint32_t uidvalidity)
 {
 	const char *format = backfill_user_pop3_uidl_format(ctx->user);
 	const struct uids_entry *e;
-	const char *pos = f->move_uids, *stored;
+	const char *pos = f->move_uids, *stored, *guid, *uidl, *error;
+	const char *dup_uidl = NULL, *dup_guid = NULL;
 	uint32_t first, last, count = 0, below = 0, lost = 0;
+	uint32_t guid_example[2], uidl_example[2];
+	unsigned int guid_dups = 0, uidl_dups = 0;
 	ARRAY_TYPE(seq_range) ours;
+	ARRAY_TYPE(renumbered_msg) msgs;
+	HASH_TABLE_TYPE(str_uid) guids, uidls;
 	struct mail_search_context *search;
 	struct mail *mail;
 
@@ -241,24 +316,44 @@ static void check_renumbered(struct uids_ctx *ctx,
 		if (strcmp(e->live_guid, f->way_live_guid) == 0 && e->uid != 0)
 			seq_range_array_add(&ours, e->uid);
 	}
+	t_array_init(&msgs, 16);
+	hash_table_create(&guids, ctx->pool, 0, str_hash, strcmp);
+	hash_table_create(&uidls, ctx->pool, 0, str_hash, strcmp);
 	struct mailbox_transaction_context *t =
 	        mailbox_transaction_begin(box, 0, __func__);
-	search = backfill_merge_search_uids(t, 1, f->move_base + count - 1);
+	search = backfill_merge_search_uids(t, 1, (uint32_t)-1);
 	while (mailbox_search_next(search, &mail)) {
+		bool copy = seq_range_exists(&ours, mail->uid);
+
+		if (format != NULL && format[0] != '\0' &&
+		    backfill_pop3_uidl_get(mail, uidvalidity, format, &uidl,
+		                           &error) == 0) {
+			dup_seen(ctx->pool, uidls, uidl, mail->uid, &uidl_dups,
+			         uidl_example, &dup_uidl);
+		}
+		if (copy)
+			continue;
+		/* an archive with one message twice (copied on the old
+		   server) gives two copies one GUID: only live ones count */
+		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) == 0) {
+			dup_seen(ctx->pool, guids, guid, mail->uid, &guid_dups,
+			         guid_example, &dup_guid);
+		}
 		if (mail->uid < f->move_base) {
-			if (!seq_range_exists(&ours, mail->uid) && below++ == 0)
+			if (below++ == 0)
 				first = mail->uid;
 			continue;
 		}
-		/* a format of %u or %v only changes with the UID */
-		if (backfill_pop3_uidl_changes_with_uid(format) &&
-		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) ==
-		            0 &&
-		    stored[0] == '\0' && lost++ == 0)
-			last = mail->uid;
+		struct renumbered_msg *msg = array_append_space(&msgs);
+		msg->uid = mail->uid;
+		msg->stored = mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND,
+		                               &stored) == 0 &&
+		              stored[0] != '\0';
 	}
 	(void)mailbox_search_deinit(&search);
 	(void)mailbox_transaction_commit(&t);
+	hash_table_destroy(&guids);
+	hash_table_destroy(&uidls);
 	if (below > 0) {
 		mismatch(
 		        ctx,
@@ -266,11 +361,40 @@ static void check_renumbered(struct uids_ctx *ctx,
 		        f->name, below, mailbox_get_vname(box), f->move_base,
 		        first);
 	}
-	if (lost > 0) {
+	/* a format of %u or %v only changes with the UID */
+	if (count > 0 && backfill_pop3_uidl_changes_with_uid(format)) {
+		const struct renumbered_msg *msg;
+		uint32_t mfirst, mlast, example = 0;
+
+		moved_range(f, count, &msgs, &mfirst, &mlast);
+		array_foreach(&msgs, msg)
+		{
+			if (msg->stored || msg->uid < mfirst ||
+			    msg->uid > mlast)
+				continue;
+			if (lost++ == 0)
+				example = msg->uid;
+		}
+		if (lost > 0) {
+			mismatch(
+			        ctx,
+			        "%s: %u renumbered live messages of %s no longer show the POP3 UIDL they showed (e.g. UID %u)",
+			        f->name, lost, mailbox_get_vname(box), example);
+		}
+	}
+	if (guid_dups > 0) {
 		mismatch(
 		        ctx,
-		        "%s: %u renumbered live messages of %s no longer show the POP3 UIDL they showed (e.g. UID %u)",
-		        f->name, lost, mailbox_get_vname(box), last);
+		        "%s: %u live messages of %s have one GUID with another (e.g. UIDs %u and %u, GUID %s): a live message is there twice",
+		        f->name, guid_dups, mailbox_get_vname(box),
+		        guid_example[0], guid_example[1], dup_guid);
+	}
+	if (uidl_dups > 0) {
+		mismatch(
+		        ctx,
+		        "%s: %u messages of %s show one POP3 UIDL with another (e.g. UIDs %u and %u, UIDL %s): a POP3 client takes them for one",
+		        f->name, uidl_dups, mailbox_get_vname(box),
+		        uidl_example[0], uidl_example[1], dup_uidl);
 	}
 }
 
@@ -304,7 +428,7 @@ static void check_folder(struct uids_ctx *ctx, const struct bf_cursor_folder *f)
 	}
 	check_uidnext(ctx, f, box);
 	if (f->way == BF_UID_WAY_RENUMBER)
-		check_renumbered(ctx, f, box);
+		check_renumbered(ctx, f, box, status.uidvalidity);
 	struct mailbox_transaction_context *t =
 	        mailbox_transaction_begin(box, 0, __func__);
 	struct mail *mail = mail_alloc(t, 0, NULL);
