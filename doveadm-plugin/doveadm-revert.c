@@ -506,7 +506,7 @@ static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
 		ret = -1;
 	} else if (unfinished[0] != '\0') {
 		*error_r = t_strdup_printf(
-		        "the renumbering of the live mail of %s was cut before its end (its recorded move is not done), and only the merge record says how to finish it: nothing removed; run `doveadm backfill run -u %s` first to finish it, then revert",
+		        "the renumbering of the live mail of %s was cut before its end (the folder took the archive's UIDVALIDITY, and its live messages are not all moved above the archive's UIDs yet, the old ones maybe there besides their copies), and only the merge record says how to finish it: nothing removed; run `doveadm backfill run -u %s` first to finish it, then revert",
 		        unfinished, rc->user->username);
 		rc->refused = TRUE;
 		ret = -1;
