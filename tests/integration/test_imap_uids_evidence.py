@@ -61,19 +61,19 @@ if anyof (header :contains "cc" "nobody@nowhere",
 """
 
 
-# On 2.4 the tests mount the build's settings modules over Dovecot's
-# (tests/lib/dovecot.py settings_module_mounts), which hides pigeonhole's:
-# its sieve_script settings are then unknown and the config refused.  The
-# sieve case runs on 2.3 only (checked by hand on 2.4.1: the same).
-SIEVE_OK = not dv.IS_24
-
-
 def sieve_conf(site_kwargs):
     """Sieve for LMTP, each user's script at ~/.dovecot.sieve (the
-    plugin from Dovecot's own module dir: mail_plugin_dir is the build's)."""
-    if SIEVE_OK:
-        site_kwargs["extra_conf"] = site_kwargs.get("extra_conf", "") + (
-            "protocol lmtp {\n  mail_plugin_dir = /usr/lib/dovecot/modules\n}\n")
+    plugin from Dovecot's own module dir: mail_plugin_dir is the build's).
+    On 2.4 the script is a sieve_script filter: pigeonhole declares its
+    settings in its own settings module, which the tests keep beside
+    backfill's (tests/lib/dovecot.py settings_module_mounts)."""
+    site_kwargs["extra_conf"] = site_kwargs.get("extra_conf", "") + (
+        "protocol lmtp {\n  mail_plugin_dir = /usr/lib/dovecot/modules\n}\n")
+    if dv.IS_24:
+        site_kwargs["extra_conf"] += (
+            "sieve_script personal {\n  driver = file\n  path = ~/sieve\n"
+            "  active_path = ~/.dovecot.sieve\n}\n")
+    else:
         site_kwargs.setdefault("plugin", {})["sieve"] = "file:~/sieve;active=~/.dovecot.sieve"
     return site_kwargs
 
@@ -215,10 +215,9 @@ class DefaultCache(EvidenceCase, bftest.SiteCase):
     USERS = {"nobody": None, "kim": examine_k9, "sam": select, "pia": pop3_session,
              "siv": None, "sto": status_only, "adm": doveadm_by_date,
              "arc": lambda dc, u: examine_fetch(dc, u, "(UID FLAGS INTERNALDATE BODY.PEEK[])")}
-    SIEVE = ("siv",) if SIEVE_OK else ()
+    SIEVE = ("siv",)
     EXPECT_SEEN = {"kim": "imap-examined", "sam": "imap-selected"}
 
-    @unittest.skipUnless(SIEVE_OK, "sieve settings unknown to the tests' 2.4 config")
     def test_sieve_ran(self):
         """siv's deliveries went through the script (kept in INBOX, as
         nothing matched)."""

@@ -200,29 +200,46 @@ SETTINGS_MODULE_DIR = "/usr/lib/dovecot/modules/settings"
 
 
 def settings_module_mounts(plugin_dir):
-    """[(build dir, Dovecot dir)] to bind-mount so that Dovecot 2.4's config
-    reader (dovecot, doveconf, doveadm) knows backfill's settings: it loads
-    libbackfill_settings.so only from its compiled-in modules/settings.
-    Empty on 2.3 (the plugin {} section needs no declaration)."""
+    """[(build dir, Dovecot dir, "add")] for in_mount_ns, so that Dovecot
+    2.4's config reader (dovecot, doveconf, doveadm) knows backfill's
+    settings: it loads libbackfill_settings.so only from its compiled-in
+    modules/settings.  Added beside Dovecot's own modules there, not over
+    them: pigeonhole's (sieve) and any other stay known.  Empty on 2.3
+    (the plugin {} section needs no declaration)."""
     if not IS_24 or not plugin_dir:
         return []
     d = os.path.join(plugin_dir, "settings-modules")
     if not os.path.isdir(d) or not os.path.isdir(SETTINGS_MODULE_DIR):
         return []
-    return [(d, SETTINGS_MODULE_DIR)]
+    return [(d, SETTINGS_MODULE_DIR, "add")]
 
 
 def in_mount_ns(cmd, mounts):
     """cmd run in a private mount namespace (unshare -m) with each
-    (source, target) of mounts bind-mounted; cmd itself if none.  Nothing
-    outside that namespace sees the mounts; a daemon keeps its own."""
+    (source, target) of mounts bind-mounted over target, whose own files
+    it hides; cmd itself if none.  A (source, target, "add") keeps
+    target's files and adds source's: a tmpfs over target holds copies of
+    target's files (a symlink to them would lead back into the tmpfs) and
+    symlinks to source's, which win a name both have.  Nothing outside
+    that namespace sees the mounts, and the tmpfs goes with it; a daemon
+    keeps its own."""
     if not mounts:
         return list(cmd)
-    script = " && ".join('mount --bind "$%d" "$%d"' % (2 * i + 1, 2 * i + 2)
-                         for i in range(len(mounts)))
-    args = [x for m in mounts for x in m]
+    steps = []
+    for i, m in enumerate(mounts):
+        src, dst = '"$%d"' % (2 * i + 1), '"$%d"' % (2 * i + 2)
+        if m[2:] == ("add",):
+            # the subshell's working directory is target's own, which the
+            # tmpfs then hides from every path but "."
+            steps.append(
+                "(cd %s && mount -t tmpfs -o mode=755,size=64m backfill %s"
+                " && for f in *; do [ ! -e \"$f\" ] || cp -p \"$f\" %s/ || exit 1;"
+                " done && ln -sf %s/* %s/)" % (dst, dst, dst, src, dst))
+        else:
+            steps.append("mount --bind %s %s" % (src, dst))
+    args = [x for m in mounts for x in m[:2]]
     return (["unshare", "-m", "sh", "-c",
-             script + ' && shift %d && exec "$@"' % (2 * len(mounts)), "sh"]
+             " && ".join(steps) + ' && shift %d && exec "$@"' % (2 * len(mounts)), "sh"]
             + args + list(cmd))
 
 
