@@ -11,6 +11,8 @@
 #include "backfill-user.h"
 #include "doveadm-backfill.h"
 #include "print-value.h"
+#include "cursor.h"
+#include "renumber-unfinished.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -24,6 +26,38 @@ static void reset_print(struct doveadm_mail_cmd_context *ctx,
 	doveadm_backfill_print_user(ctx, username);
 	doveadm_print(result);
 	doveadm_backfill_print_text(error);
+}
+
+/* Why the record must not be forgotten yet, or NULL.  Only the record
+   names a batch whose checkpoint a crash cut (its copies are in no
+   journal yet) and says how to finish a renumbering cut before its end
+   (renumber-unfinished.c): forgotten, the first would leave copies no
+   revert can find, the second every live message twice.  The next merge
+   run settles both, so the operator runs it first.  A record whose cursor
+   cannot be read is what reset is for: it is forgotten. */
+static const char *reset_refused(struct mail_user *user,
+                                 const struct bf_merge_record *rec)
+{
+	const char *unfinished = "", *error;
+	struct bf_cursor cursor;
+	const char *refused = NULL;
+
+	if (bf_cursor_parse(rec->cursor, &cursor, &error) < 0)
+		return NULL;
+	if (cursor.intent) {
+		refused = t_strdup_printf(
+		        "a merge batch was committed to the mailbox but a crash or a store error cut its checkpoint, so its copies are in no journal yet: nothing forgotten; run `doveadm backfill run -u %s` first (it journals them), then reset",
+		        user->username);
+	} else if (doveadm_backfill_renumber_unfinished(
+	                   user, &cursor, &unfinished, &error) < 0) {
+		refused = t_strdup_printf("%s: nothing forgotten", error);
+	} else if (unfinished[0] != '\0') {
+		refused = t_strdup_printf(
+		        "the renumbering of the live mail of %s was cut before its end, and only the merge record says how to finish it: nothing forgotten; run `doveadm backfill run -u %s` first to finish it, then reset",
+		        unfinished, user->username);
+	}
+	bf_cursor_free(&cursor);
+	return refused;
 }
 
 static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
@@ -75,9 +109,17 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		return -1;
 	}
 	ret = bf_state_merge_get(state, user->username, &rec, &error);
-	if (ret > 0)
+	if (ret > 0) {
+		row_error = reset_refused(user, &rec);
 		bf_merge_record_clear(&rec);
-	if (ret < 0) {
+	}
+	if (row_error != NULL) {
+		e_error(buser->event, "not reset: %s",
+		        backfill_value_escape(row_error, BACKFILL_ESCAPE_TEXT));
+		result = "refused";
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+		ret = -1;
+	} else if (ret < 0) {
 		/* read under the lease: nothing changed yet */
 		e_error(buser->event,
 		        "not reset: %s (try again once the state store answers)",

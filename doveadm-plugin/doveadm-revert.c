@@ -29,6 +29,7 @@
 #include "cursor.h"
 #include "doveadm-backfill.h"
 #include "print-value.h"
+#include "renumber-unfinished.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -397,78 +398,12 @@ static const char *renumbered_folders(const struct bf_cursor *cursor)
 	return str_c(str);
 }
 
-/* The archive folders whose live folder's renumbering was begun and not
-   finished: its move is on record and not done (the old live messages and
-   their copies above may both be there), or the folder took the archive's
-   UIDVALIDITY and its move is not on record yet.  Only the merge record's
-   cursor says what the move is; a revert deletes the record, and nothing
-   would ever finish the move (every live message then twice, or left
-   below the archive's UIDs).  The next merge run finishes it.  *names_r ""
-   when none; -1 with *error_r when a live folder cannot be read. */
-static int renumber_unfinished(struct revert_ctx *rc,
-                               const struct bf_cursor *cursor,
-                               const char **names_r, const char **error_r)
-{
-	struct mail_namespace *ns =
-	        mail_namespace_find_inbox(rc->user->namespaces);
-	string_t *str = t_str_new(64);
-	enum mail_error error;
-
-	for (size_t i = 0; i < cursor->folders_count; i++) {
-		const struct bf_cursor_folder *f = &cursor->folders[i];
-		struct mailbox_status status;
-		guid_128_t guid;
-		bool cut = FALSE;
-
-		if (f->way != BF_UID_WAY_RENUMBER || f->renumber_below == 0 ||
-		    f->move_done)
-			continue;
-		if (f->move_uids != NULL)
-			cut = TRUE;
-		else if (f->way_live_guid[0] != '\0' &&
-		         guid_128_from_string(f->way_live_guid, guid) == 0) {
-			/* the UIDVALIDITY it had at the decision: nothing
-			   changed yet (a pinned POP3 UIDL is the one it
-			   showed) */
-			struct mailbox *box = mailbox_alloc_guid(
-			        ns->list, guid, MAILBOX_FLAG_READONLY);
-			if (mailbox_open(box) == 0 &&
-			    mailbox_get_status(box, STATUS_UIDVALIDITY,
-			                       &status) == 0)
-				cut = status.uidvalidity !=
-				      f->renumber_uidvalidity;
-			else {
-				const char *errstr =
-				        mailbox_get_last_internal_error(box,
-				                                        &error);
-				/* a folder the user deleted: nothing to
-				   finish */
-				if (error != MAIL_ERROR_NOTFOUND) {
-					*error_r = t_strdup_printf(
-					        "%s: its live folder cannot be read (%s): nothing removed",
-					        f->name, errstr);
-					mailbox_free(&box);
-					return -1;
-				}
-			}
-			mailbox_free(&box);
-		}
-		if (!cut)
-			continue;
-		if (str_len(str) > 0)
-			str_append(str, ", ");
-		str_append(str, f->name);
-	}
-	*names_r = str_c(str);
-	return 0;
-}
-
 /* A merge batch committed to the mailbox whose checkpoint a crash or a
    store error cut is in no journal yet, only in the intent of the merge
    record's cursor (merge.c, "Crash safety"): a revert now would leave its
    copies and say reverted.  The merge's next run journals them, so the
    revert waits for it.  So does a renumbering cut before its
-   end (renumber_unfinished()).  0 no such batch; -1 with *error_r, and
+   end (renumber-unfinished.c).  0 no such batch; -1 with *error_r, and
    *postponed_r when the store could not be read. */
 static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
                                const char **error_r)
@@ -502,7 +437,8 @@ static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
 		        "doveadm backfill run for the user first (it journals "
 		        "them), then revert";
 		ret = -1;
-	} else if (renumber_unfinished(rc, &cursor, &unfinished, error_r) < 0) {
+	} else if (doveadm_backfill_renumber_unfinished(
+	                   rc->user, &cursor, &unfinished, error_r) < 0) {
 		ret = -1;
 	} else if (unfinished[0] != '\0') {
 		*error_r = t_strdup_printf(

@@ -14,6 +14,8 @@ the next run finishes it.  What is checked:
   every message once (6: 3 live, 3 archived), with unique POP3 UIDLs and
   the live ones' UIDLs kept.  A cut right after the decision (nothing
   changed in the mailbox yet) is not refused.
+- reset refuses such a user the same way (it forgets the record too),
+  and forgets it once a run finished the move.
 - verify fails (uids) for a renumbered folder with two live messages of
   one GUID (a renumbered message copied into its own folder), and with two
   messages showing one POP3 UIDL.
@@ -39,8 +41,10 @@ CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH
 # user: where its renumbering is cut (None: not cut)
 CUTS = {"cuv": "renumber-uidvalidity", "cintent": "renumber-intent",
         "ccopied": "renumber-copied", "cdecided": "renumber-decided",
-        "window": "renumber-intent", "twice": None}
+        "window": "renumber-intent", "twice": None,
+        "rintent": "renumber-intent", "rcopied": "renumber-copied"}
 REFUSED = ("cuv", "cintent", "ccopied")
+RESET_REFUSED = ("rintent", "rcopied")
 
 
 def scenario(g):
@@ -118,6 +122,24 @@ class RevertRenumberCut(bftest.SiteCase):
             rows, r = bd.doveadm_json(dc, "backfill", "revert", "-u", user, "-y", "-k")
             self.assertEqual((rows[0]["result"], rows[0]["removed"]), ("reverted", str(N)),
                              r.stdout + r.stderr)
+            self.check_once(user)
+
+    def test_cut_renumbering_refuses_reset(self):
+        """reset forgets the record as revert does (review s7 F5, reset):
+        it refuses too, until a run finished the move."""
+        dc = self.site.dc
+        for user in RESET_REFUSED:
+            self.assertEqual(self.cut[user], -9, user)
+            before = (files(dc, user), status(dc, user))
+            rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", user, ok=(1,))
+            self.assertEqual(rows[0]["result"], "refused", (user, r.stdout, r.stderr))
+            self.assertIn("doveadm backfill run -u %s" % user, rows[0]["error"])
+            self.assertIn("INBOX", rows[0]["error"])
+            self.assertEqual((files(dc, user), status(dc, user)), before, user)
+            r = bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", user)
+            self.assertEqual(rows[0]["result"], "forgotten", r.stdout + r.stderr)
             self.check_once(user)
 
     def check_once(self, user):
