@@ -1,9 +1,11 @@
 /* Dedup keys (hdr_key, fingerprint) of stored messages, cached in
-   Dovecot's mail cache. */
+   Dovecot's mail cache; and the byte comparison of a message with its
+   copy, which the fingerprint cannot do. */
 
 #include "lib.h"
 #include "buffer.h"
 #include "istream.h"
+#include "istream-crlf.h"
 #include "mail-cache.h"
 #include "mail-storage-private.h"
 #include "index-mail.h"
@@ -141,4 +143,70 @@ int backfill_mail_keys_get(struct mail *mail,
 	}
 	check_empty_header(keys);
 	return 1;
+}
+
+int backfill_mail_same_size(struct mail *mail, uoff_t *size_r,
+                            const char **error_r)
+{
+	if (mail_get_virtual_size(mail, size_r) < 0)
+		return mail_error_ret(mail, "reading its size", error_r);
+	return 1;
+}
+
+/* Compares two streams block by block.  Returns 1 when equal, 0 when not,
+   -1 with *error_r on a read error. */
+static int streams_equal(struct istream *a, struct istream *b,
+                         const char **error_r)
+{
+	const unsigned char *da, *db;
+	size_t sa, sb;
+
+	for (;;) {
+		(void)i_stream_read_more(a, &da, &sa);
+		(void)i_stream_read_more(b, &db, &sb);
+		if (sa == 0 || sb == 0)
+			break;
+		size_t n = I_MIN(sa, sb);
+		if (memcmp(da, db, n) != 0)
+			return 0;
+		i_stream_skip(a, n);
+		i_stream_skip(b, n);
+	}
+	struct istream *failed = a->stream_errno != 0   ? a
+	                         : b->stream_errno != 0 ? b
+	                                                : NULL;
+	if (failed != NULL) {
+		*error_r = t_strdup_printf("read(%s) failed: %s",
+		                           i_stream_get_name(failed),
+		                           i_stream_get_error(failed));
+		return -1;
+	}
+	/* one ended: the same only if both did */
+	return sa == 0 && sb == 0 ? 1 : 0;
+}
+
+int backfill_mail_same_content(struct mail *src, struct mail *copy,
+                               const char **error_r)
+{
+	struct istream *input, *src_lf, *copy_lf;
+	uoff_t src_size, copy_size;
+	int ret;
+
+	if ((ret = backfill_mail_same_size(src, &src_size, error_r)) <= 0 ||
+	    (ret = backfill_mail_same_size(copy, &copy_size, error_r)) <= 0)
+		return ret;
+	if (src_size != copy_size)
+		return 0;
+	if (mail_get_stream_because(src, NULL, NULL, "backfill", &input) < 0)
+		return mail_error_ret(src, "reading message", error_r);
+	src_lf = i_stream_create_lf(input);
+	if (mail_get_stream_because(copy, NULL, NULL, "backfill", &input) < 0) {
+		i_stream_unref(&src_lf);
+		return mail_error_ret(copy, "reading its copy", error_r);
+	}
+	copy_lf = i_stream_create_lf(input);
+	ret = streams_equal(src_lf, copy_lf, error_r);
+	i_stream_unref(&src_lf);
+	i_stream_unref(&copy_lf);
+	return ret;
 }

@@ -38,4 +38,27 @@ int backfill_mail_keys_get(struct mail *mail,
                            struct backfill_mail_keys *keys,
                            const char **error_r);
 
+/* Whether copy is a copy of src as Dovecot's copy makes one: the same
+   bytes, up to the line endings (a save writes them LF, or CRLF with
+   mail_save_crlf: maildir_save_begin(), dbox_save_begin(); a hardlink
+   copy keeps the file as it is).  So the virtual sizes (CRLF counted:
+   the same for both forms) first, from the index or the file name where
+   Dovecot has them, then both messages streamed and compared block by
+   block, never held whole.
+
+   This tells a copy that lost its GUID to a cut commit from the same mail
+   delivered again: LMTP adds its own Return-Path, Delivered-To and
+   Received lines, which the dedup fingerprint leaves out on purpose
+   (docs/fingerprint.md), so the fingerprint cannot tell them apart.  Returns 1
+   when they are the same, 0 when not (or one was expunged meanwhile), -1 with
+   *error_r when one could not be read. */
+int backfill_mail_same_content(struct mail *src, struct mail *copy,
+                               const char **error_r);
+
+/* The size backfill_mail_same_content() compares first, for a caller
+   that keeps it for many candidates.  Returns 1, 0 if the message was
+   expunged, -1 with *error_r. */
+int backfill_mail_same_size(struct mail *mail, uoff_t *size_r,
+                            const char **error_r);
+
 #endif

@@ -365,8 +365,8 @@ void backfill_merge_landed_close(struct backfill_merge *m)
 	m->landed_vname = NULL;
 }
 
-/* For a batch that may have landed: the live copies with UID >= the
-   recorded UIDNEXT, by GUID. */
+/* For a batch that may have landed: the live messages with UID >= the
+   recorded UIDNEXT, by GUID, with their sizes. */
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 {
 	struct mailbox_transaction_context *t;
@@ -395,8 +395,6 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 	}
 	t = mailbox_transaction_begin(box, 0, __func__);
 	ctx = backfill_merge_search_uids(t, m->intent_uidnext, (uint32_t)-1);
-	struct backfill_cache_fields cf;
-	backfill_cache_fields_register(box, &cf);
 	while (mailbox_search_next(ctx, &mail)) {
 		if (mail->uid < m->intent_uidnext ||
 		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
@@ -404,16 +402,11 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 		struct landed *l = array_append_space(&m->landed);
 		l->guid = p_strdup(m->pool, guid);
 		l->uid = mail->uid;
-		/* Maildir renames a copy whose GUID has no size in it and
-		   keeps the GUID only in dovecot-uidlist: a crash before that
-		   is written leaves a copy that only its content identifies */
-		struct backfill_mail_keys keys;
+		/* a copy without its GUID is found by its bytes
+		   (landed_find()); the size rules out the others unread */
 		const char *error;
-		if (backfill_mail_keys_get(mail, &cf, m->fp, TRUE, &keys,
-		                           &error) > 0) {
-			memcpy(l->fp, keys.fp, BF_FP_SIZE);
-			l->fp_set = TRUE;
-		}
+		l->size_set =
+		        backfill_mail_same_size(mail, &l->size, &error) > 0;
 	}
 	if (mailbox_search_deinit(&ctx) < 0) {
 		*error_r = mailbox_get_last_internal_error(box, NULL);
@@ -423,19 +416,67 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 	return ret;
 }
 
-static struct landed *landed_find(struct backfill_merge *m, const char *guid,
-                                  const unsigned char fp[BF_FP_SIZE])
+/* Whether the live message uid of the landed copies' folder is amail's
+   copy, byte for byte (backfill_mail_same_content()). */
+static bool landed_same_content(struct backfill_merge *m, struct mail *amail,
+                                uint32_t uid)
+{
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+	const char *error;
+	int ret = 0;
+
+	t = mailbox_transaction_begin(
+	        m->landed_box != NULL ? m->landed_box : m->lbox, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	if (mail_set_uid(mail, uid)) {
+		ret = backfill_mail_same_content(amail, mail, &error);
+		if (ret < 0) {
+			e_warning(
+			        m->event,
+			        "live UID %u: not taken for a landed copy, it cannot be compared: %s",
+			        uid, error);
+		}
+	}
+	mail_free(&mail);
+	(void)mailbox_transaction_commit(&t);
+	return ret > 0;
+}
+
+/* The copy of amail that landed before the crash: the live message with
+   its GUID; else, for a copy Maildir renamed into cur/ and whose GUID (its
+   file name had no size in it: the GUID stays only in dovecot-uidlist)
+   a crash kept from being written, one with its exact bytes.  Never by
+   the dedup fingerprint: the same mail delivered again by LMTP meanwhile
+   (the secondary MX flushing its queue) has the archived message's
+   fingerprint, and taking it gave the user's delivery the archive's flags
+   and UIDL and put it into the journal, so revert deleted it (review s7
+   F8).  Only on the resume of a cut batch, for archived messages no GUID
+   matches: the compare reads messages of equal size only. */
+static struct landed *landed_find(struct backfill_merge *m, struct mail *amail,
+                                  const char *guid)
 {
 	struct landed *l;
+	const char *error;
+	uoff_t size;
 
 	array_foreach_modifiable(&m->landed, l)
 	{
 		if (!l->used && strcmp(l->guid, guid) == 0)
 			return l;
 	}
+	bool any = FALSE;
 	array_foreach_modifiable(&m->landed, l)
 	{
-		if (!l->used && l->fp_set && memcmp(l->fp, fp, BF_FP_SIZE) == 0)
+		if (!l->used)
+			any = TRUE;
+	}
+	if (!any || backfill_mail_same_size(amail, &size, &error) <= 0)
+		return NULL;
+	array_foreach_modifiable(&m->landed, l)
+	{
+		if (!l->used && l->size_set && l->size == size &&
+		    landed_same_content(m, amail, l->uid))
 			return l;
 	}
 	return NULL;
@@ -496,7 +537,6 @@ static void landed_fix(struct backfill_merge *m, uint32_t uid, const char *uidl,
 }
 
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
-                                const struct backfill_mail_keys *keys,
                                 const char *uidl, enum mail_flags flags,
                                 struct mail_keywords *kw,
                                 struct batch_item *item)
@@ -507,7 +547,7 @@ bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
 	    item->entry.archive_uid > m->intent_last_uid ||
 	    mail_get_special(amail, MAIL_FETCH_GUID, &guid) < 0)
 		return FALSE;
-	struct landed *l = landed_find(m, guid, keys->fp);
+	struct landed *l = landed_find(m, amail, guid);
 	if (l == NULL)
 		return FALSE;
 	l->used = TRUE;

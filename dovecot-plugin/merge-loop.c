@@ -112,7 +112,7 @@ static int merge_add(struct backfill_merge *m,
 	const char *landed_uidl =
 	        uidl != NULL && backfill_imap_uids_uidl_needed(m, amail) ? uidl
 	                                                                 : NULL;
-	if (backfill_merge_landed_take(m, amail, keys, landed_uidl, flags, kw,
+	if (backfill_merge_landed_take(m, amail, landed_uidl, flags, kw,
 	                               item)) {
 		mailbox_keywords_unref(&kw);
 		m->rec.added++;

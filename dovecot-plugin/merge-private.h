@@ -73,8 +73,9 @@ struct consumed {
 struct landed {
 	const char *guid;
 	uint32_t uid;
-	unsigned char fp[BF_FP_SIZE];
-	bool fp_set;
+	/* backfill_mail_same_size() */
+	uoff_t size;
+	bool size_set;
 	bool used;
 };
 
@@ -315,11 +316,11 @@ bool backfill_merge_landed_in_lbox(const struct backfill_merge *m);
 /* The batch taking the copies that landed in another live folder than
    lbox ends with the intent's batch (merge-batch.c). */
 bool backfill_merge_landed_batch_end(const struct backfill_merge *m);
-/* A copy of the intent's batch that landed before the crash: gives it
+/* A copy of the intent's batch that landed before the crash (by GUID,
+   else by its bytes, never by fingerprint: merge-batch.c): gives it
    the UIDL, flags and keywords a fresh copy gets, journals it and returns
    TRUE. */
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
-                                const struct backfill_mail_keys *keys,
                                 const char *uidl, enum mail_flags flags,
                                 struct mail_keywords *kw,
                                 struct batch_item *item);

@@ -21,7 +21,10 @@
    A crash before 1 or after 3 is clean.  Between 1 and 3 the next run
    finds the intent, replays the batch's decisions and, for each message it
    would add, first looks for a live message with UID >= the recorded
-   UIDNEXT and the same GUID: if the copy landed it is journalled (and its
+   UIDNEXT and the same GUID, else (a copy whose GUID a cut Maildir
+   commit lost) with the same bytes, never only the same fingerprint (a
+   delivery of the same mail meanwhile is the user's, merge-batch.c
+   landed_find()): if the copy landed it is journalled (and its
    POP3 UIDL fixed if Maildir died between moving the file and writing
    dovecot-uidlist), else it is copied again.  Messages in that UID range
    are kept out of the live index, so a landed copy never counts as

@@ -27,9 +27,10 @@
       then the copies are committed, then the originals expunged, then the
       record says done.  A resumed run completes it by GUID: a copy from
       the first new UID on with the old message's GUID means the old one
-      only has to go; an old message with no such copy takes a
-      copy no GUID names with its fingerprint (copies_match_leftovers()),
-      else it is copied.
+      only has to go (its flags and keywords of now go to the copy
+      first: the user may have changed them since the cut); an old
+      message with no such copy takes a copy no GUID names that has its
+      exact bytes (copies_match_leftovers()), else it is copied.
    Every step can be cut by SIGKILL and the rerun gives the same
    mailbox. */
 
@@ -327,24 +328,9 @@ static int copies_read(struct backfill_merge *m, pool_t pool,
 
 struct leftover {
 	uint32_t uid;
-	unsigned char fp[BF_FP_SIZE];
+	uoff_t size;
 	bool used;
 };
-
-/* The message's content fingerprint (the one dedup uses). */
-static bool mail_fp(struct backfill_merge *m, struct mail *mail,
-                    unsigned char fp_r[BF_FP_SIZE])
-{
-	struct backfill_mail_keys keys;
-	const char *error;
-
-	if (backfill_mail_keys_get(mail, NULL, m->fp, TRUE, &keys, &error) <=
-	            0 ||
-	    !keys.fp_set)
-		return FALSE;
-	memcpy(fp_r, keys.fp, BF_FP_SIZE);
-	return TRUE;
-}
 
 /* The copy of an old message that no GUID names (leftover) becomes its
    copy: it shows the POP3 UIDL, flags and keywords the old one shows. */
@@ -372,10 +358,14 @@ static void leftover_take(struct backfill_merge *m, struct mail *old,
    under new names, dovecot-uidlist not written yet) leaves copies whose
    GUID is their new file name: no GUID ties them to their old message.
    An old message without a copy by GUID takes the first unused copy
-   (from the first new UID on, named by no old message's GUID) with its
-   fingerprint, as merge-batch.c takes a batch's landed copies, and the
-   copy is given what it would have had.  Only reads messages when both
-   exist, so an uncut move reads nothing. */
+   (from the first new UID on, named by no old message's GUID) that has
+   its exact bytes (backfill_mail_same_content(): a hardlink or a save of
+   the same file), and the copy is given what it would have had.  Not the
+   dedup fingerprint: the same mail delivered again by LMTP while the move
+   was pending has the old message's fingerprint; taken for the copy, it
+   lost its own UIDL and flags and one of the two messages was gone after
+   the expunge (review s7 F2).  Only reads messages when both exist, so
+   an uncut move reads nothing. */
 static int copies_match_leftovers(struct backfill_merge *m,
                                   const ARRAY_TYPE(move_item) * items,
                                   pool_t pool, HASH_TABLE_TYPE(guid_uid) copies)
@@ -387,10 +377,10 @@ static int copies_match_leftovers(struct backfill_merge *m,
 	ARRAY_TYPE(seq_range) named;
 	ARRAY(struct leftover) leftovers;
 	struct leftover *lo;
-	unsigned char fp[BF_FP_SIZE];
-	const char *guid;
+	const char *guid, *error;
 	const uint32_t *uid;
 	bool taken = FALSE;
+	uoff_t size;
 	void *value;
 	int ret = 0;
 
@@ -421,11 +411,12 @@ static int copies_match_leftovers(struct backfill_merge *m,
 		while (hash_table_iterate(iter, copies, &key, &value)) {
 			uint32_t cuid = POINTER_CAST_TO(value, uint32_t);
 			if (seq_range_exists(&named, cuid) ||
-			    !mail_set_uid(copy, cuid) || !mail_fp(m, copy, fp))
+			    !mail_set_uid(copy, cuid) ||
+			    backfill_mail_same_size(copy, &size, &error) <= 0)
 				continue;
 			lo = array_append_space(&leftovers);
 			lo->uid = cuid;
-			memcpy(lo->fp, fp, BF_FP_SIZE);
+			lo->size = size;
 		}
 		hash_table_iterate_deinit(&iter);
 	}
@@ -435,12 +426,23 @@ static int copies_match_leftovers(struct backfill_merge *m,
 			break;
 		if (!mail_set_uid(old, *uid) ||
 		    mail_get_special(old, MAIL_FETCH_GUID, &guid) < 0 ||
-		    !mail_fp(m, old, fp))
+		    backfill_mail_same_size(old, &size, &error) <= 0)
 			continue;
 		array_foreach_modifiable(&leftovers, lo)
 		{
-			if (lo->used || memcmp(lo->fp, fp, BF_FP_SIZE) != 0 ||
+			if (lo->used || lo->size != size ||
 			    !mail_set_uid(copy, lo->uid))
+				continue;
+			int same =
+			        backfill_mail_same_content(old, copy, &error);
+			if (same < 0) {
+				e_warning(
+				        m->event,
+				        "%s: UID %u not taken for the copy of UID %u, it cannot be compared: %s",
+				        mailbox_get_vname(m->lbox), lo->uid,
+				        *uid, error);
+			}
+			if (same <= 0)
 				continue;
 			lo->used = TRUE;
 			leftover_take(m, old, copy);
@@ -471,6 +473,57 @@ static int copies_match_leftovers(struct backfill_merge *m,
 		        mailbox_get_vname(m->lbox));
 	}
 	return ret;
+}
+
+/* On a resumed move, an old message with a copy already shows the flags
+   and keywords of now, which the user may have changed since the cut
+   commit of its copy (the user saw every message twice meanwhile): the
+   copy takes them before the old one goes, as leftover_take() gives them
+   to a copy found by its bytes.  Reads the index only. */
+static int copies_flags_take(struct backfill_merge *m,
+                             const ARRAY_TYPE(move_item) * items,
+                             HASH_TABLE_TYPE(guid_uid) copies)
+{
+	struct mailbox_transaction_context *t;
+	const struct move_item *item;
+	struct mail *old, *copy;
+	const char *guid;
+	bool changed = FALSE;
+	void *value;
+
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	old = mail_alloc(t, MAIL_FETCH_GUID, NULL);
+	copy = mail_alloc(t, 0, NULL);
+	array_foreach(items, item)
+	{
+		if (!mail_set_uid(old, item->old_uid) ||
+		    mail_get_special(old, MAIL_FETCH_GUID, &guid) < 0 ||
+		    guid[0] == '\0' ||
+		    (value = hash_table_lookup(copies, guid)) == NULL ||
+		    !mail_set_uid(copy, POINTER_CAST_TO(value, uint32_t)))
+			continue;
+		enum mail_flags flags = mail_get_flags(old) & ~MAIL_RECENT;
+		if ((mail_get_flags(copy) & ~MAIL_RECENT) != flags) {
+			mail_update_flags(copy, MODIFY_REPLACE, flags);
+			changed = TRUE;
+		}
+		const char *const *keywords = mail_get_keywords(old);
+		if (!keywords_equal(mail_get_keywords(copy), keywords)) {
+			struct mail_keywords *kw =
+			        mailbox_keywords_create_valid(m->lbox,
+			                                      keywords);
+			mail_update_keywords(copy, MODIFY_REPLACE, kw);
+			mailbox_keywords_unref(&kw);
+			changed = TRUE;
+		}
+	}
+	mail_free(&old);
+	mail_free(&copy);
+	if (mailbox_transaction_commit(&t) < 0)
+		return -1;
+	/* on Maildir the file names take them with the sync: before an
+	   old message goes */
+	return changed ? mailbox_sync(m->lbox, 0) : 0;
 }
 
 /* One old message copied to its new UID, as it was. */
@@ -678,6 +731,8 @@ int backfill_renumber_move(struct backfill_merge *m)
 	if (copies_read(m, pool, &copies) < 0 ||
 	    copies_match_leftovers(m, &items, pool, copies) < 0)
 		ret = move_failed(m, "reading its copies");
+	else if (resumed && copies_flags_take(m, &items, copies) < 0)
+		ret = move_failed(m, "updating the flags of its copies");
 	else if (move_copies(m, &items, copies) < 0)
 		ret = move_failed(m, "copying");
 	if (ret == 0) {

@@ -1,0 +1,239 @@
+"""A batch that may have landed (its intent on record) is resumed by taking
+its copies: by GUID, else by their exact bytes, never by the dedup
+fingerprint (review s7 F8, merge-batch.c landed_find()).
+
+The story: a batch's mailbox commit fails (here cur/ and new/ not
+writable: EACCES; a full disk or quota does the same, "the next login
+retries").  Before the retry the secondary MX flushes its queue and
+delivers archived message 1 again by LMTP (mail the old server had too):
+the same message with LMTP's Return-Path, Delivered-To and Received lines,
+which the fingerprint leaves out.  It lands at a UID the intent names.
+The retry must not take it for the archived message's copy:
+- the user's delivery keeps its own flags (none) and POP3 UIDL and is in
+  no journal entry;
+- every archived message is journalled once, as its own merged copy;
+- revert leaves the live mail as it was before the rerun: the two live
+  messages and the user's delivery.
+
+And the resume still takes a real cut copy by its bytes: a cut inside
+Maildir's commit of a batch (the files renamed into cur/, dovecot-uidlist
+not written: the copies lost their GUIDs; made here from a run killed
+after its commit, BACKFILL_TEST_CRASH=batch-committed, by dropping the
+copies' uidlist lines and renaming their files), then the same
+redelivery: each archived message is there once as the cut copy,
+journalled, with the archive's flags; the delivery stays the user's.
+"""
+import os
+import re
+import signal
+import sqlite3
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bftest  # noqa: E402
+import bfdoveadm as bd  # noqa: E402
+from bftest import dv, mg  # noqa: E402
+import fingerprint_ref  # noqa: E402
+
+CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
+        if dv.IS_24 else
+        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+N_LIVE = 2
+USERS = ("fail", "cut")
+
+
+def scenario(seed):
+    g = mg.Generator(seed)
+    s = mg.Scenario()
+    f = mg.Folder("INBOX", 1300000201)
+    for i in range(3):
+        t = 1500000000 + i * 3600
+        f.msgs.append(mg.Msg(g.message(t, kind="plain"), {"\\Seen"}, t))
+    s.archive = [f]
+    s.live = [mg.Folder("INBOX", 1700000001)]
+    s.later = [g.message(1700000000 + i, kind="plain") for i in range(N_LIVE)]
+    return s
+
+
+def unlock(dc, user):
+    for root, _, names in os.walk(dc.home(user)):
+        for name in names:
+            if name.endswith(".lock"):
+                os.unlink(os.path.join(root, name))
+
+
+def cut_inside_commit(maildir, first_uid):
+    """What a kill inside Maildir's commit leaves: the copies' files in cur/
+    under names that are not their GUIDs, dovecot-uidlist without them."""
+    path = os.path.join(maildir, "dovecot-uidlist")
+    with open(path) as f:
+        lines = f.readlines()
+    names, kept = set(), [lines[0]]
+    for ln in lines[1:]:
+        uid, rest = ln.split(" ", 1)
+        if int(uid) >= first_uid:
+            names.add(re.split(r"[,:]", rest.rsplit(":", 1)[-1].strip(), 1)[0])
+        else:
+            kept.append(ln)
+    done = 0
+    for sub in ("cur", "new"):
+        for name in sorted(os.listdir(os.path.join(maildir, sub))):
+            base = re.split(r"[,:]", name, 1)[0]
+            if base not in names:
+                continue
+            tail = name[len(base):]
+            if ":2," not in tail:
+                tail += ":2,"
+            os.rename(os.path.join(maildir, sub, name),
+                      os.path.join(maildir, "cur", "1700099999.M%dP4343.bfcut%s"
+                                   % (done, tail)))
+            done += 1
+    assert done == len(names) > 0, (done, names)
+    st = os.stat(path)
+    with open(path + ".new", "w") as f:
+        f.writelines(kept)
+    os.chown(path + ".new", st.st_uid, st.st_gid)
+    os.rename(path + ".new", path)
+    # the index knows the copies' UIDs: gone with a kill before its commit
+    for name in os.listdir(maildir):
+        if name.startswith("dovecot.index"):
+            os.unlink(os.path.join(maildir, name))
+    return done
+
+
+class LandedBytes(bftest.SiteCase):
+    SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
+
+    @classmethod
+    def build(cls, site):
+        cls.scen = {}
+        for k, user in enumerate(USERS):
+            cls.scen[user] = scenario(21 + k)
+            site.add_user(user, cls.scen[user], record=False,
+                          extra="userdb_backfill_imap_uids=live")
+        site.start(plugin_on=False)
+        dc = site.dc
+        for user in USERS:
+            for raw in cls.scen[user].later:
+                dc.lmtp_deliver(user, raw)
+        site.enable_plugin()
+        cls.first = {}
+        # fail: the batch's commit fails (EACCES), the intent stays
+        md = dc.maildir("fail")
+        for sub in ("new", "cur"):
+            os.chmod(os.path.join(md, sub), 0o555)
+        cls.first["fail"] = bd.doveadm(dc, "backfill", "run", "-u", "fail", fmt="json")
+        for sub in ("new", "cur"):
+            os.chmod(os.path.join(md, sub), 0o700)
+        # cut: killed after the commit, then made a cut inside it
+        r = bd.doveadm(dc, "backfill", "run", "-u", "cut", fmt="json",
+                       env=dict(os.environ, BACKFILL_TEST_CRASH="batch-committed"))
+        cls.first["cut"] = r
+        unlock(dc, "cut")
+        cls.cut_files = cut_inside_commit(dc.maildir("cut"), N_LIVE + 1)
+        # the secondary MX's queue flush (plugin off: a login would merge)
+        dc.restart(mail_plugins="")
+        cls.red_fp = {}
+        cls.between, cls.between_uidls = {}, {}
+        for user in USERS:
+            raw = cls.scen[user].archive[0].msgs[0].raw
+            cls.red_fp[user] = fingerprint_ref.fingerprint(raw)[0]
+            dc.lmtp_deliver(user, raw)
+            cls.between[user] = dc.mailbox(user, "INBOX")[1]
+            cls.between_uidls[user] = dc.pop3_uidls(user)
+        site.enable_plugin()
+        cls.rerun = {u: bd.doveadm(dc, "backfill", "run", "-u", u, fmt="json")
+                     for u in USERS}
+        cls.after = {u: dc.mailbox(u, "INBOX")[1] for u in USERS}
+        cls.after_uidls = {u: dc.pop3_uidls(u) for u in USERS}
+        cls.journal = {u: cls.journal_of(site, u) for u in USERS}
+
+    @staticmethod
+    def journal_of(site, user):
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(site.state_dir, "state.db"),
+                             uri=True)
+        try:
+            return db.execute("SELECT mailbox, uid, archive_uid FROM journal"
+                              " WHERE user = ? ORDER BY archive_uid", (user,)).fetchall()
+        finally:
+            db.close()
+
+    def redelivery(self, user):
+        """The user's delivery, as the IMAP view between the runs shows it
+        (the one message not there before and not merged)."""
+        red = [m for m in self.between[user] if m.fingerprint == self.red_fp[user]
+               and "$Backfilled" not in m.flags and "\\Seen" not in m.flags]
+        self.assertEqual(len(red), 1, [(m.uid, m.flags) for m in self.between[user]])
+        return red[0]
+
+    def check_user(self, user):
+        self.assertEqual(self.rerun[user].returncode, 0, self.rerun[user].stderr)
+        red = self.redelivery(user)
+        now = {m.uid: m for m in self.after[user]}
+        # the delivery is the user's: its flags, not in the journal
+        self.assertIn(red.uid, now)
+        self.assertEqual(sorted(now[red.uid].flags), sorted(red.flags),
+                         "%s: the user's delivery (UID %d) was taken for the archived "
+                         "message's copy" % (user, red.uid))
+        self.assertNotIn(red.uid, [uid for _, uid, _ in self.journal[user]],
+                         "%s: the user's delivery is journalled as merged" % user)
+        # and the POP3 UIDL it showed between the runs (POP3 lists in UID
+        # order, nothing hidden)
+        between = self.between_uidls[user]
+        self.assertEqual([fp for _, fp in between],
+                         [m.fingerprint for m in self.between[user]])
+        uidl = between[[m.uid for m in self.between[user]].index(red.uid)][0]
+        self.assertIn((uidl, red.fingerprint), self.after_uidls[user],
+                      "%s: the UIDL of the user's delivery changed" % user)
+        uidls = [u for u, _ in self.after_uidls[user]]
+        self.assertEqual(len(uidls), len(set(uidls)))
+        # every archived message journalled once, each at its own UID
+        arch = self.scen[user].archive[0]
+        self.assertEqual(len(self.journal[user]), len(arch.msgs), self.journal[user])
+        uids = [uid for _, uid, _ in self.journal[user]]
+        self.assertEqual(len(set(uids)), len(uids))
+        for (_, uid, _), msg in zip(self.journal[user], arch.msgs):
+            self.assertEqual(now[uid].fingerprint, msg.fingerprint)
+            self.assertIn("\\Seen", now[uid].flags)
+        # nothing else: the live mail, the delivery, the merged copies
+        self.assertEqual(len(now), N_LIVE + 1 + len(arch.msgs),
+                         [(m.uid, m.flags) for m in self.after[user]])
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", user)
+        self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
+
+    def revert_keeps_delivery(self, user):
+        dc = self.site.dc
+        red = self.redelivery(user)
+        rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        dc.restart(mail_plugins="")   # a login with the plugin merges again
+        try:
+            msgs = dc.mailbox(user, "INBOX")[1]
+        finally:
+            self.site.enable_plugin()
+        live = {mg.Msg(raw).fingerprint for raw in self.scen[user].later}
+        self.assertEqual(sorted((m.uid, m.fingerprint) for m in msgs),
+                         sorted([(m.uid, m.fingerprint) for m in self.between[user]
+                                 if m.fingerprint in live] + [(red.uid, red.fingerprint)]),
+                         "%s: revert did not leave the live mail and the user's delivery"
+                         % user)
+
+    def test_commit_failed_then_redelivered(self):
+        self.assertIn("saving merged messages failed",
+                      self.first["fail"].stderr + self.site.dc.log_tail(200))
+        self.check_user("fail")
+
+    def test_cut_copies_taken_by_their_bytes(self):
+        self.assertEqual(self.first["cut"].returncode, -signal.SIGKILL,
+                         self.first["cut"].stderr[-2000:])
+        self.assertEqual(self.cut_files, len(self.scen["cut"].archive[0].msgs))
+        self.check_user("cut")
+
+    def test_z_revert_keeps_the_users_delivery(self):
+        for user in USERS:
+            self.revert_keeps_delivery(user)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
