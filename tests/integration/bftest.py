@@ -257,3 +257,50 @@ def diff(expected, got):
     e, g = collections.Counter(expected), collections.Counter(got)
     return "missing: %s\nunexpected: %s" % (list((e - g).elements())[:10],
                                              list((g - e).elements())[:10])
+
+
+def maildir_cut_commit(maildir, want, link=False):
+    """What a kill inside Dovecot's Maildir commit leaves: the files of the
+    messages whose dovecot-uidlist UID want(uid) accepts, in cur/ under new
+    names that are not their GUIDs.  link: linked there, the originals
+    stay (a move's copies); else renamed, their uidlist lines dropped and
+    the index removed (a batch's copies, the commit never written).
+    Returns how many."""
+    import re
+    path = os.path.join(maildir, "dovecot-uidlist")
+    with open(path) as f:
+        lines = f.readlines()
+    names, kept = {}, [lines[0]]
+    for ln in lines[1:]:
+        uid, rest = ln.split(" ", 1)
+        if want(int(uid)):
+            names[re.split(r"[,:]", rest.rsplit(":", 1)[-1].strip(), 1)[0]] = int(uid)
+        else:
+            kept.append(ln)
+    done = 0
+    for sub in ("cur", "new"):
+        for name in sorted(os.listdir(os.path.join(maildir, sub))):
+            base = re.split(r"[,:]", name, 1)[0]
+            if base not in names:
+                continue
+            tail = name[len(base):]
+            if ":2," not in tail:
+                tail += ":2,"
+            (os.link if link else os.rename)(
+                os.path.join(maildir, sub, name),
+                os.path.join(maildir, "cur", "1700099999.M%dP4242.bfcut%s"
+                             % (names[base], tail)))
+            done += 1
+    assert done == len(names) > 0, (done, names)
+    if link:
+        return done
+    st = os.stat(path)
+    with open(path + ".new", "w") as f:
+        f.writelines(kept)
+    os.chown(path + ".new", st.st_uid, st.st_gid)
+    os.rename(path + ".new", path)
+    # the index knows their UIDs: gone with a kill before its commit
+    for name in os.listdir(maildir):
+        if name.startswith("dovecot.index"):
+            os.unlink(os.path.join(maildir, name))
+    return done

@@ -24,7 +24,6 @@ redelivery: each archived message is there once as the cut copy,
 journalled, with the archive's flags; the delivery stays the user's.
 """
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -63,45 +62,6 @@ def unlock(dc, user):
                 os.unlink(os.path.join(root, name))
 
 
-def cut_inside_commit(maildir, first_uid):
-    """What a kill inside Maildir's commit leaves: the copies' files in cur/
-    under names that are not their GUIDs, dovecot-uidlist without them."""
-    path = os.path.join(maildir, "dovecot-uidlist")
-    with open(path) as f:
-        lines = f.readlines()
-    names, kept = set(), [lines[0]]
-    for ln in lines[1:]:
-        uid, rest = ln.split(" ", 1)
-        if int(uid) >= first_uid:
-            names.add(re.split(r"[,:]", rest.rsplit(":", 1)[-1].strip(), 1)[0])
-        else:
-            kept.append(ln)
-    done = 0
-    for sub in ("cur", "new"):
-        for name in sorted(os.listdir(os.path.join(maildir, sub))):
-            base = re.split(r"[,:]", name, 1)[0]
-            if base not in names:
-                continue
-            tail = name[len(base):]
-            if ":2," not in tail:
-                tail += ":2,"
-            os.rename(os.path.join(maildir, sub, name),
-                      os.path.join(maildir, "cur", "1700099999.M%dP4343.bfcut%s"
-                                   % (done, tail)))
-            done += 1
-    assert done == len(names) > 0, (done, names)
-    st = os.stat(path)
-    with open(path + ".new", "w") as f:
-        f.writelines(kept)
-    os.chown(path + ".new", st.st_uid, st.st_gid)
-    os.rename(path + ".new", path)
-    # the index knows the copies' UIDs: gone with a kill before its commit
-    for name in os.listdir(maildir):
-        if name.startswith("dovecot.index"):
-            os.unlink(os.path.join(maildir, name))
-    return done
-
-
 class LandedBytes(bftest.SiteCase):
     SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
 
@@ -131,7 +91,8 @@ class LandedBytes(bftest.SiteCase):
                        env=dict(os.environ, BACKFILL_TEST_CRASH="batch-committed"))
         cls.first["cut"] = r
         unlock(dc, "cut")
-        cls.cut_files = cut_inside_commit(dc.maildir("cut"), N_LIVE + 1)
+        cls.cut_files = bftest.maildir_cut_commit(dc.maildir("cut"),
+                                                  lambda uid: uid > N_LIVE)
         # the secondary MX's queue flush (plugin off: a login would merge)
         dc.restart(mail_plugins="")
         cls.red_fp = {}
