@@ -42,13 +42,18 @@ N_LIVE = 2
 USERS = ("fail", "cut")
 
 
-def scenario(seed):
+def scenario(seed, crlf=False):
+    """crlf: archived message 2 has CRLF line endings, which a copy by save
+    turns into LF (maildir_save_begin()): its cut copy is still its copy."""
     g = mg.Generator(seed)
     s = mg.Scenario()
     f = mg.Folder("INBOX", 1300000201)
     for i in range(3):
         t = 1500000000 + i * 3600
-        f.msgs.append(mg.Msg(g.message(t, kind="plain"), {"\\Seen"}, t))
+        raw = g.message(t, kind="plain")
+        if crlf and i == 1:
+            raw = raw.replace(b"\n", b"\r\n")
+        f.msgs.append(mg.Msg(raw, {"\\Seen"}, t))
     s.archive = [f]
     s.live = [mg.Folder("INBOX", 1700000001)]
     s.later = [g.message(1700000000 + i, kind="plain") for i in range(N_LIVE)]
@@ -69,7 +74,7 @@ class LandedBytes(bftest.SiteCase):
     def build(cls, site):
         cls.scen = {}
         for k, user in enumerate(USERS):
-            cls.scen[user] = scenario(21 + k)
+            cls.scen[user] = scenario(21 + k, crlf=user == "cut")
             site.add_user(user, cls.scen[user], record=False,
                           extra="userdb_backfill_imap_uids=live")
         site.start(plugin_on=False)
