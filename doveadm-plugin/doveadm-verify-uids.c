@@ -6,11 +6,12 @@
    copy at another UID under the old UIDVALIDITY would show it a message
    it cached in place of the one there.  A copy the user deleted since is
    not checked here (the fingerprint proof counts it).  Once the merge is
-   done, the live folder's UIDNEXT must be at least the archive folder's:
-   such a client fetches only UIDs from the UIDNEXT it cached on, and
-   would never see a live message below it.  A copy the journal puts in
-   another live folder than the one the way was decided for cannot be
-   checked, and says so.
+   done, the live folder's UIDNEXT must be at least the archive folder's
+   plus backfill_imap_uid_margin (as set now): such a client fetches only
+   UIDs from the UIDNEXT it cached on, and would never see a live message
+   below it, nor one at a UID the old server gave out after the backup.  A copy
+   the journal puts in another live folder than the one the way was decided for
+   cannot be checked, and says so.
 
    POP3 shows the INBOX, whichever way it went: every merged copy still
    there must show the UIDL the old server showed for it (or another
@@ -38,6 +39,7 @@
 #include "merge.h"
 #include "doveadm-backfill.h"
 #include "doveadm-verify-uids.h"
+#include "imap-uids.h"
 
 struct renumbered_msg;
 ARRAY_DEFINE_TYPE(renumbered_msg, struct renumbered_msg);
@@ -60,6 +62,8 @@ struct uids_ctx {
 	struct backfill_archive *archive;
 	/* the merge is done: every folder got its UIDNEXT */
 	bool done;
+	/* backfill_imap_uid_margin: UIDs kept free above the archive's */
+	uint32_t margin;
 	ARRAY(struct uids_entry) entries;
 	struct doveadm_verify_uids *result;
 };
@@ -151,6 +155,7 @@ static void check_uidnext(struct uids_ctx *ctx,
 {
 	struct mailbox_status astatus, lstatus;
 	enum mail_error error;
+	uint32_t next;
 
 	if (!ctx->done)
 		return;
@@ -168,15 +173,16 @@ static void check_uidnext(struct uids_ctx *ctx,
 	}
 	mailbox_get_open_status(abox, STATUS_UIDNEXT, &astatus);
 	mailbox_free(&abox);
+	next = backfill_imap_uids_keep_next(astatus.uidnext, ctx->margin);
 	if (mailbox_get_status(lbox, STATUS_UIDNEXT, &lstatus) < 0) {
 		mismatch(ctx, "%s: live folder %s: %s", f->name,
 		         mailbox_get_vname(lbox),
 		         mailbox_get_last_internal_error(lbox, NULL));
-	} else if (lstatus.uidnext < astatus.uidnext) {
+	} else if (lstatus.uidnext < next) {
 		mismatch(
 		        ctx,
-		        "%s: live folder %s has UIDNEXT %u, below the archive's %u",
-		        f->name, mailbox_get_vname(lbox), lstatus.uidnext,
+		        "%s: live folder %s has UIDNEXT %u, below %u (the archive's %u plus backfill_imap_uid_margin)",
+		        f->name, mailbox_get_vname(lbox), lstatus.uidnext, next,
 		        astatus.uidnext);
 	}
 }
@@ -616,6 +622,7 @@ int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
 	ctx.cursor = &cursor;
 	ctx.archive = archive;
 	ctx.done = rec.status == BF_MERGE_DONE;
+	ctx.margin = buser->set.imap_uid_margin;
 	ctx.result = result;
 	p_array_init(&ctx.entries, ctx.pool, 64);
 	ret = bf_state_journal_iter(state, user->username, journal_cb, &ctx,

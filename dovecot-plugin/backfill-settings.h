@@ -60,6 +60,13 @@ struct backfill_settings {
 	   user's IMAP clients, so the merge is postponed until it is
 	   fixed. */
 	const char *imap_uids_invalid;
+	/* backfill_imap_uid_margin: how many UIDs above the archive's UIDNEXT
+	   a folder that keeps the archive's UIDVALIDITY leaves free before
+	   anything new (a renumbered live message, later mail) takes one:
+	   the backup is older than the crash, and the old server gave out
+	   UIDs from the backup's UIDNEXT on to mail its clients cached and
+	   the crash lost (imap-uids.c, docs/imap-caches.md). */
+	uint32_t imap_uid_margin;
 };
 
 /* Reads the user's backfill settings into *set_r.  A value that cannot be

@@ -14,18 +14,30 @@
    Each archive folder goes one of three ways (bf_uid_way, in the cursor):
    - archive: the merge creates the live folder with the archive folder's
      UIDVALIDITY, saves every copy at its archive UID (gaps stay gaps) and
-     gives the live folder the archive's UIDNEXT at the end, so later
-     deliveries get UIDs above;
+     gives the live folder the archive's UIDNEXT plus a margin at the
+     end, so later deliveries get UIDs above;
    - renumber: an existing live folder no IMAP client can have cached
      since the incident takes the archive's UIDVALIDITY and UIDs, its
-     live messages moving above them (renumber.c);
+     live messages moving above them and the margin (renumber.c);
    - live: the live UIDVALIDITY and UIDs are kept, copies get UIDs above.
    The way is on record in the state store before the live folder is
    created, so a crash can never leave a folder with the archive's
    UIDVALIDITY that a rerun would fill with other UIDs.
 
+   The margin (backfill_imap_uid_margin): the archive is a backup, older
+   than the crash.  The old server went on delivering after it, giving
+   out UIDs from the backup's UIDNEXT on under the same UIDVALIDITY, and
+   its clients cached that mail, which the crash lost.  A live message at
+   such a UID would be taken for the lost one it replaces and never be
+   shown (nor downloaded by POP3 where the UIDL comes from the UID).  The
+   archive cannot say how far the old server got, so nothing new in such
+   a folder takes a UID below the archive's UIDNEXT plus the margin (a
+   gap costs clients nothing).
+
    A folder whose archive UIDs reach 2^31 goes the live way (uid-range,
-   BF_ARCHIVE_UID_LIMIT says why).
+   BF_ARCHIVE_UID_LIMIT says why), and so does one whose archive UIDNEXT
+   plus the margin (and its live messages, for the renumber way) would
+   (uid-space).
 
    The archive way is given up (live way, reason uid-taken) when anything
    else puts a message into the live folder below the archive's UIDNEXT
@@ -55,6 +67,12 @@ static struct cursor_folder *cur_folder(const struct backfill_merge *m)
 	if (m->cur_cf == UINT_MAX)
 		return NULL;
 	return array_idx_modifiable(&m->cfolders, m->cur_cf);
+}
+
+/* The ways that keep the archive's UIDs. */
+static bool way_keeps_uids(enum bf_uid_way way)
+{
+	return way == BF_UID_WAY_ARCHIVE || way == BF_UID_WAY_RENUMBER;
 }
 
 static enum bf_uid_way cur_way(const struct backfill_merge *m)
@@ -280,6 +298,28 @@ static uint32_t archive_next_bounded(const struct backfill_merge *m,
 	return next;
 }
 
+uint32_t backfill_imap_uids_keep_next(uint32_t archive_next, uint32_t margin)
+{
+	uint64_t next = (uint64_t)archive_next + margin;
+
+	return next < BF_ARCHIVE_UID_LIMIT ? (uint32_t)next
+	                                   : BF_ARCHIVE_UID_LIMIT;
+}
+
+/* TRUE when the archive's UIDNEXT, the margin above it and moved live
+   messages (fewer than renumber_below) do not fit below
+   BF_ARCHIVE_UID_LIMIT: the folder keeps its live UIDs (uid-space). */
+static bool uid_space_short(const struct backfill_merge *m,
+                            uint32_t renumber_below)
+{
+	struct mailbox_status status;
+
+	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &status);
+	return (uint64_t)archive_next_bounded(m, status.uidnext) +
+	               m->set->imap_uid_margin + renumber_below >=
+	       BF_ARCHIVE_UID_LIMIT;
+}
+
 static int
 decide(struct backfill_merge *m, const struct backfill_folder *folder,
        struct cursor_folder *cf, const struct backfill_live_evidence *live,
@@ -353,6 +393,16 @@ int backfill_imap_uids_decide(struct backfill_merge *m,
 	if (decide(m, folder, cf, &live, &way, &reason, &error) < 0) {
 		backfill_merge_log_error(m, "%s", error);
 		return -1;
+	}
+	if (way_keeps_uids(way) && uid_space_short(m, cf->renumber_below)) {
+		e_warning(
+		        m->event,
+		        "%s: the archive's UIDNEXT and backfill_imap_uid_margin=%u leave no room below %u: %s keeps live UIDs (uid-space)",
+		        folder->archive_vname, m->set->imap_uid_margin,
+		        BF_ARCHIVE_UID_LIMIT, folder->live_vname);
+		way = BF_UID_WAY_LIVE;
+		reason = "uid-space";
+		cf->renumber_below = cf->renumber_uidvalidity = 0;
 	}
 	cf->way = way;
 	cf->way_reason = reason;
@@ -507,9 +557,9 @@ static int renumber_opened(struct backfill_merge *m)
 		return -1;
 	}
 	e_info(m->event,
-	       "%s: takes the archive's UIDVALIDITY %u (was %u); its live messages move above UID %u once merged",
+	       "%s: takes the archive's UIDVALIDITY %u (was %u); its live messages move to UID %u on once merged (the archive's UIDNEXT %u plus backfill_imap_uid_margin)",
 	       mailbox_get_vname(m->lbox), m->walk.uidvalidity,
-	       m->lbox_uidvalidity, m->uid_archive_next);
+	       m->lbox_uidvalidity, m->uid_keep_next, m->uid_archive_next);
 	m->lbox_uidvalidity = m->walk.uidvalidity;
 	backfill_crash_point("renumber-uidvalidity");
 	return 0;
@@ -523,6 +573,8 @@ int backfill_imap_uids_live_opened(struct backfill_merge *m,
 
 	mailbox_get_open_status(m->walk.box, STATUS_UIDNEXT, &status);
 	m->uid_archive_next = archive_next_bounded(m, status.uidnext);
+	m->uid_keep_next = backfill_imap_uids_keep_next(
+	        m->uid_archive_next, m->set->imap_uid_margin);
 	m->uid_fresh_pending = FALSE;
 	if (array_is_created(&m->uid_ours))
 		array_clear(&m->uid_ours);
@@ -548,12 +600,6 @@ int backfill_imap_uids_live_opened(struct backfill_merge *m,
 		return fresh_uidvalidity(m);
 	}
 	return 0;
-}
-
-/* The ways that keep the archive's UIDs. */
-static bool way_keeps_uids(enum bf_uid_way way)
-{
-	return way == BF_UID_WAY_ARCHIVE || way == BF_UID_WAY_RENUMBER;
 }
 
 bool backfill_imap_uids_taken(const struct backfill_merge *m)
@@ -625,9 +671,9 @@ int backfill_imap_uids_checkpointed(struct backfill_merge *m)
 	return fresh_uidvalidity(m);
 }
 
-/* A message below the archive's UIDNEXT that the merge did not put
-   there (this session's copies, or journalled ones of earlier
-   sessions).  Returns 1 and its UID, 0 none, -1 error. */
+/* A message below the archive's UIDNEXT plus the margin that the merge
+   did not put there (this session's copies, or journalled ones of
+   earlier sessions).  Returns 1 and its UID, 0 none, -1 error. */
 static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
                          const char **error_r)
 {
@@ -640,17 +686,22 @@ static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
 	/* the renumber way's live messages: they move above */
 	uint32_t below =
 	        cf->way == BF_UID_WAY_RENUMBER ? cf->renumber_below : 0;
+	/* a move on record from before the margin existed put its copies
+	   from the archive's UIDNEXT on: they are the merge's */
+	uint32_t top = cf->move_uids != NULL && cf->move_base < m->uid_keep_next
+	                       ? cf->move_base
+	                       : m->uid_keep_next;
 
-	if (m->uid_archive_next <= 1)
+	if (top <= 1)
 		return 0;
 	if (mailbox_sync(m->lbox, 0) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
-	ctx = backfill_merge_search_uids(t, 1, m->uid_archive_next - 1);
+	ctx = backfill_merge_search_uids(t, 1, top - 1);
 	while (ret == 0 && mailbox_search_next(ctx, &mail)) {
-		if (mail->uid >= m->uid_archive_next || mail->uid < below ||
+		if (mail->uid >= top || mail->uid < below ||
 		    seq_range_exists(&m->uid_ours, mail->uid) ||
 		    backfill_live_added_by_backfill(m, m->lbox_guid, mail->uid))
 			continue;
@@ -665,31 +716,45 @@ static int foreign_below(struct backfill_merge *m, uint32_t *uid_r,
 	return ret;
 }
 
-int backfill_imap_uids_folder_done(struct backfill_merge *m)
+static int uidnext_raise(struct backfill_merge *m, uint32_t next)
 {
 	struct mailbox_update update;
+
+	i_zero(&update);
+	update.min_next_uid = next;
+	if (mailbox_update(m->lbox, &update) < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: setting UIDNEXT %u (the archive's plus backfill_imap_uid_margin) failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), next,
+		        mailbox_get_last_internal_error(m->lbox, NULL));
+		return -1;
+	}
+	return 0;
+}
+
+int backfill_imap_uids_folder_done(struct backfill_merge *m)
+{
+	const struct cursor_folder *cf = cur_folder(m);
 	const char *error;
-	uint32_t uid;
+	uint32_t uid, next = m->uid_keep_next;
 	int ret;
 
 	if (m->dry_run || m->lbox == NULL || !backfill_imap_uids_taken(m))
 		return 0;
+	/* a move on record from before the margin existed goes on at its
+	   recorded UIDs (Dovecot would give its copies the next ones): the
+	   margin follows once it is done */
+	if (cf->move_uids != NULL && !cf->move_done && cf->move_base < next)
+		next = cf->move_base;
 	/* UIDNEXT first, then the search: a message saved after the raise
-	   gets a UID above the archive's, and one saved before it (Maildir
-	   gives the UID under the uidlist lock the raise takes too) is in
-	   the search.  The other way round, a client's APPEND between the
-	   two got a UID below, unseen, and an old client that cached the
-	   archive's UIDNEXT would never fetch it. */
-	i_zero(&update);
-	update.min_next_uid = m->uid_archive_next;
-	if (mailbox_update(m->lbox, &update) < 0) {
-		backfill_merge_log_error(
-		        m,
-		        "merge postponed: %s: setting UIDNEXT %u (the archive's) failed: %s (the next login retries)",
-		        mailbox_get_vname(m->lbox), m->uid_archive_next,
-		        mailbox_get_last_internal_error(m->lbox, NULL));
+	   gets a UID above the archive's and the margin, and one saved
+	   before it (Maildir gives the UID under the uidlist lock the raise
+	   takes too) is in the search.  The other way round, a client's
+	   APPEND between the two got a UID below, unseen, and an old client
+	   that cached the archive's UIDNEXT would never fetch it. */
+	if (uidnext_raise(m, next) < 0)
 		return -1;
-	}
 	ret = foreign_below(m, &uid, &error);
 	if (ret < 0) {
 		backfill_merge_log_error(
@@ -707,7 +772,10 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 			return fresh_uidvalidity(m);
 		}
 	}
-	return backfill_renumber_move(m);
+	if (backfill_renumber_move(m) < 0)
+		return -1;
+	return next == m->uid_keep_next ? 0
+	                                : uidnext_raise(m, m->uid_keep_next);
 }
 
 void backfill_imap_uids_cursor_in(struct cursor_folder *cf,

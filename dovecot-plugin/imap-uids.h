@@ -61,6 +61,11 @@ int backfill_imap_uids_checkpointed(struct backfill_merge *m);
    (logged). */
 int backfill_imap_uids_folder_done(struct backfill_merge *m);
 
+/* The first UID anything new may take in a live folder that keeps the
+   archive's UIDVALIDITY: the archive folder's UIDNEXT plus
+   backfill_imap_uid_margin, at most 2^31 (for the merge and verify). */
+uint32_t backfill_imap_uids_keep_next(uint32_t archive_next, uint32_t margin);
+
 /* The cursor's way of a folder, both directions (merge-cursor.c). */
 void backfill_imap_uids_cursor_in(struct cursor_folder *cf,
                                   const struct bf_cursor_folder *f);

@@ -318,7 +318,9 @@ static int merge_open_live(struct backfill_merge *m,
    of the old server would take the new message for one it has and never
    download it.  Raising the live UIDNEXT to the archive's (which also
    covers UIDs of messages expunged before the backup, whose UIDLs clients
-   may remember) rules that out; existing UIDs and the UIDVALIDITY stay. */
+   may remember) plus backfill_imap_uid_margin (the UIDs the old server
+   gave mail after the backup, which the crash lost: imap-uids.c) rules
+   that out; existing UIDs and the UIDVALIDITY stay. */
 static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
 {
 	struct mailbox_status lstatus;
@@ -331,19 +333,19 @@ static int live_uidnext_raise(struct backfill_merge *m, const char **error_r)
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
-	/* the archive's UIDNEXT, kept below the top (imap-uids.c) */
-	if (lstatus.uidnext >= m->uid_archive_next)
+	/* the archive's UIDNEXT and the margin, kept below the top
+	   (imap-uids.c) */
+	if (lstatus.uidnext >= m->uid_keep_next)
 		return 0;
 	i_zero(&update);
-	update.min_next_uid = m->uid_archive_next;
+	update.min_next_uid = m->uid_keep_next;
 	if (mailbox_update(m->lbox, &update) < 0) {
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 		return -1;
 	}
 	e_debug(m->event,
-	        "%s: UIDNEXT raised from %u to %u, past the archive's UIDs (their POP3 UIDLs stay unique)",
-	        mailbox_get_vname(m->lbox), lstatus.uidnext,
-	        m->uid_archive_next);
+	        "%s: UIDNEXT raised from %u to %u, past the archive's UIDs and backfill_imap_uid_margin (their POP3 UIDLs stay unique)",
+	        mailbox_get_vname(m->lbox), lstatus.uidnext, m->uid_keep_next);
 	return 0;
 }
 

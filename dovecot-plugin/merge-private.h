@@ -203,11 +203,15 @@ struct backfill_merge {
 	struct box_walk walk;
 	bool walk_open;
 
-	/* imap-uids.c: the archive folder's UIDNEXT (kept below 2^31); live
+	/* imap-uids.c: the archive folder's UIDNEXT (kept below 2^31); the
+	   first UID anything new may take in a live folder that shows the
+	   archive's UIDVALIDITY (or POP3 UIDLs from UIDs alone): the
+	   archive's UIDNEXT plus backfill_imap_uid_margin, at most 2^31; live
 	   UIDs the merge gave copies in the live folder in this session; a
 	   way given up whose live folder still shows the archive's
 	   UIDVALIDITY */
 	uint32_t uid_archive_next;
+	uint32_t uid_keep_next;
 	ARRAY_TYPE(seq_range) uid_ours;
 	bool uid_fresh_pending;
 

@@ -700,7 +700,7 @@ int backfill_renumber_move(struct backfill_merge *m)
 		unsigned int count;
 		if (move_uids_read(m, &uids, &count) < 0)
 			return move_failed(m, "reading its UIDs");
-		cf->move_base = m->uid_archive_next;
+		cf->move_base = m->uid_keep_next;
 		cf->move_uids = uids;
 		/* nothing below (the user expunged it all meanwhile) */
 		cf->move_done = count == 0;
@@ -724,8 +724,9 @@ int backfill_renumber_move(struct backfill_merge *m)
 	t_array_init(&items, 32);
 	move_items(cf, &old, &items);
 
-	/* the new UIDs start at the archive's UIDNEXT: the live UIDNEXT
-	   is there already (backfill_imap_uids_folder_done()) */
+	/* the new UIDs start at the archive's UIDNEXT plus the margin (as
+	   recorded: an older record has none): the live UIDNEXT is there
+	   already (backfill_imap_uids_folder_done()) */
 	pool = pool_alloconly_create("backfill renumber", 1024);
 	hash_table_create(&copies, pool, 0, str_hash, strcmp);
 	if (copies_read(m, pool, &copies) < 0 ||
@@ -764,7 +765,7 @@ int backfill_renumber_move(struct backfill_merge *m)
 	consumed_moved(m, &items);
 	cf->move_done = TRUE;
 	e_info(m->event,
-	       "%s: %u live messages renumbered from UID %u on (the archive's UIDNEXT)",
+	       "%s: %u live messages renumbered from UID %u on (the archive's UIDNEXT plus backfill_imap_uid_margin)",
 	       mailbox_get_vname(m->lbox), array_count(&items), cf->move_base);
 	return backfill_imap_uids_record(m);
 }

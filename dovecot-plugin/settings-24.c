@@ -45,6 +45,7 @@ int backfill_settings_get(struct mail_user *user,
 	set_r->login_budget_ms = set->backfill_login_budget;
 	set_r->confirm_timeout_ms = set->backfill_confirm_timeout;
 	set_r->max_parallel = set->backfill_max_parallel;
+	set_r->imap_uid_margin = set->backfill_imap_uid_margin;
 	if (set->backfill_keyword[0] != '\0')
 		set_r->keyword = p_strdup(user->pool, set->backfill_keyword);
 	if (set->backfill_secret_file[0] != '\0') {

@@ -10,6 +10,11 @@
 #define BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS 2000
 #define BACKFILL_DEFAULT_MAX_PARALLEL       4
 #define BACKFILL_DEFAULT_KEYWORD            "$Backfilled"
+/* backfill_imap_uid_margin (docs/imap-caches.md says why 100000); at most
+   2^30, so that a folder's archive UIDs (below 2^31) and the margin
+   still leave room for its later mail below the top */
+#define BACKFILL_DEFAULT_IMAP_UID_MARGIN 100000
+#define BACKFILL_IMAP_UID_MARGIN_LIMIT   1073741824U
 
 /* The fixed part of an unexpanded backfill_archive's path: everything
    before the first %-variable, up to the last '/' ("~" when it starts at

@@ -4,6 +4,8 @@
 #include "settings-parser.h"
 #include "state.h"
 #include "settings-defs.h"
+#include "backfill-settings.h"
+#include "settings-common.h"
 
 /* The highest backfill_max_parallel: 2.3 accepted the same range. */
 #define BACKFILL_MAX_PARALLEL_LIMIT 100000
@@ -26,6 +28,7 @@ static const struct setting_define backfill_setting_defines[] = {
 	DEF(ENUM, backfill_pop3_hide),
 	DEF(STR, backfill_secret_file),
 	DEF(ENUM, backfill_imap_uids),
+	DEF(UINT, backfill_imap_uid_margin),
 
 	SETTING_DEFINE_LIST_END
 };
@@ -44,6 +47,7 @@ static const struct backfill_declared_settings backfill_default_settings = {
         .backfill_pop3_hide = "seen:all:none",
         .backfill_secret_file = "",
         .backfill_imap_uids = "auto:archive:live",
+        .backfill_imap_uid_margin = BACKFILL_DEFAULT_IMAP_UID_MARGIN,
 };
 
 /* Run by doveconf and by every process that reads the config: a value that
@@ -71,6 +75,13 @@ static bool backfill_settings_check(void *_set, pool_t pool ATTR_UNUSED,
 		        "backfill_max_parallel must be 1..%u, not %u",
 		        BACKFILL_MAX_PARALLEL_LIMIT,
 		        set->backfill_max_parallel);
+		return FALSE;
+	}
+	if (set->backfill_imap_uid_margin > BACKFILL_IMAP_UID_MARGIN_LIMIT) {
+		*error_r = t_strdup_printf(
+		        "backfill_imap_uid_margin must be 0..%u, not %u",
+		        BACKFILL_IMAP_UID_MARGIN_LIMIT,
+		        set->backfill_imap_uid_margin);
 		return FALSE;
 	}
 	return TRUE;

@@ -23,6 +23,7 @@ struct backfill_declared_settings {
 	const char *backfill_pop3_hide;
 	const char *backfill_secret_file;
 	const char *backfill_imap_uids;
+	unsigned int backfill_imap_uid_margin;
 };
 
 extern const struct setting_parser_info backfill_setting_parser_info;

@@ -122,5 +122,17 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 		        "backfill_imap_uids=%s: expected auto, archive or live (merge postponed until it is fixed: IMAP UIDs cannot be changed back once clients saw them)",
 		        value);
 	}
+	set->imap_uid_margin = BACKFILL_DEFAULT_IMAP_UID_MARGIN;
+	value = mail_user_plugin_getenv(user, "backfill_imap_uid_margin");
+	if (value != NULL && value[0] != '\0') {
+		if (bf_parse_uint(value, 0, BACKFILL_IMAP_UID_MARGIN_LIMIT,
+		                  &num, &error) < 0) {
+			e_error(event,
+			        "backfill_imap_uid_margin=%s: %s (using %u)",
+			        value, error, BACKFILL_DEFAULT_IMAP_UID_MARGIN);
+		} else {
+			set->imap_uid_margin = (uint32_t)num;
+		}
+	}
 	return 0;
 }

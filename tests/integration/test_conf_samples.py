@@ -30,7 +30,7 @@ SETTINGS_INCLUDE = "@DOVECOT_CONFDIR@/backfill.conf"
 SETTINGS = ("backfill_archive", "backfill_state", "backfill_login_budget",
             "backfill_confirm_timeout", "backfill_max_parallel", "backfill_keyword",
             "backfill_dedup", "backfill_pop3_hide", "backfill_secret_file",
-            "backfill_imap_uids")
+            "backfill_imap_uids", "backfill_imap_uid_margin")
 
 
 def enable(text):
@@ -159,6 +159,7 @@ class ConfSamples(unittest.TestCase):
         self.assertEqual(got["backfill_dedup"], "user")
         self.assertEqual(got["backfill_pop3_hide"], "seen")
         self.assertEqual(got["backfill_imap_uids"], "auto")
+        self.assertEqual(got["backfill_imap_uid_margin"], "100000")
         self.assertEqual(got["backfill_state"], "sqlite:/var/lib/backfill/state.db")
         # -n shows only what the operator set
         r = self.doveconf("backfill_dedup = mailbox\n", "-n")
@@ -176,7 +177,8 @@ class ConfSamples(unittest.TestCase):
                           ("backfill_max_parallel = 0", "1..100000"),
                           ("backfill_dedup = sometimes", "Invalid value"),
                           ("backfill_pop3_hide = maybe", "Invalid value"),
-                          ("backfill_imap_uids = sometimes", "Invalid value")):
+                          ("backfill_imap_uids = sometimes", "Invalid value"),
+                          ("backfill_imap_uid_margin = 1073741825", "0..1073741824")):
             r = self.doveconf(line + "\n", "-n")
             self.assertNotEqual(r.returncode, 0, line)
             name = line.split()[0]

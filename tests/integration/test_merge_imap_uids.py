@@ -11,10 +11,11 @@ autocreated (auto = subscribe) Sent, Drafts, Junk, Trash; before the merge
 a phone SELECTs its INBOX and opens Drafts (still empty).  After the merge:
 - Sent (autocreated but never made), Projects and Projects.Work (missing
   live) show the archive folder's UIDVALIDITY, every archived message at
-  its archive UID with its content, and the archive's UIDNEXT; no copy
-  there has a stored POP3 UIDL (%u%v gives the old one by itself);
-- a message appended to such a folder afterwards gets a UID >= the
-  archive's UIDNEXT;
+  its archive UID with its content, and the archive's UIDNEXT plus
+  backfill_imap_uid_margin (100000: the old server gave UIDs from the
+  backup's UIDNEXT on to mail the crash lost); no copy there has a stored
+  POP3 UIDL (%u%v gives the old one by itself);
+- a message appended to such a folder afterwards gets exactly that UID;
 - INBOX (SELECTed: \\Recent dropped) and Drafts (opened, empty) exist
   live: their UIDVALIDITY and live UIDs stay, the POP3 UIDLs the old server
   showed are kept;
@@ -43,6 +44,7 @@ UV = {"INBOX": 1300000001, "Sent": 1300000002, "Projects": 1300000003,
       "Projects.Work": 1300000004, "Drafts": 1300000005}
 CREATED = ("Sent", "Projects", "Projects.Work")
 KILL_MESSAGES = 1200
+MARGIN = 100000  # backfill_imap_uid_margin's default
 
 
 def scenario(seed=19, n=(8, 6, 4, 3, 2), live_inbox=5):
@@ -158,7 +160,7 @@ class CreatedFolders(bftest.SiteCase):
             f = self.archived(name)
             uv, uidnext = self.status[name]
             self.assertEqual(uv, UV[name])
-            self.assertEqual(uidnext, archive_uids(len(f.msgs))[-1] + 1, name)
+            self.assertEqual(uidnext, archive_uids(len(f.msgs))[-1] + 1 + MARGIN, name)
 
     def test_no_stored_uidls_in_created_folders(self):
         maildir = self.site.dc.maildir("ann")
@@ -195,7 +197,7 @@ class CreatedFolders(bftest.SiteCase):
         uv, msgs = dc.mailbox("ann", "Sent")
         self.assertEqual(uv, UV["Sent"])
         last = archive_uids(len(self.archived("Sent").msgs))[-1]
-        self.assertGreaterEqual(msgs[-1].uid, last + 1)
+        self.assertEqual(msgs[-1].uid, last + 1 + MARGIN)
         self.assertEqual(len(msgs), len(self.archived("Sent").msgs) + 1)
 
     def test_z_verify_checks_uidvalidity(self):

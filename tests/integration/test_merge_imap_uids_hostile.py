@@ -19,8 +19,9 @@
   shows the old server's UIDL (with the INBOX fix undone, it fails with
   "INBOX: 600 merged messages no longer show the POP3 UIDL ...").
 - VerifyTampered: verify checks that a folder that took the archive's
-  UIDs has at least the archive's UIDNEXT (the old server's clients fetch
-  from there on), and fails where the journal's copies are in another
+  UIDs has at least the archive's UIDNEXT plus backfill_imap_uid_margin
+  (the old server's clients fetch from the archive's on, and the old
+  server gave out the margin's UIDs after the backup), and fails where the journal's copies are in another
   live folder than the one that took the UIDs, instead of checking
   nothing: a folder deleted and made again with its GUID, UIDVALIDITY
   and messages at their UIDs (UIDNEXT 4, not 9), and journal entries
@@ -269,7 +270,8 @@ class InboxGivenUp(bftest.SiteCase):
 
 class VerifyTampered(bftest.SiteCase):
     """Old's archive UIDNEXT is 5 above its last UID (mail expunged before
-    the backup): the merge gives the live Old that UIDNEXT."""
+    the backup): the merge gives the live Old that UIDNEXT plus the
+    margin (100000)."""
 
     @classmethod
     def build(cls, site):
@@ -298,6 +300,9 @@ class VerifyTampered(bftest.SiteCase):
         dc = self.site.dc
         row = self.verify("vic")
         self.assertEqual((row["result"], row["uid_mismatches"]), ("ok", "0"))
+        out = dc.doveadm("mailbox", "status", "-u", "vic", "uidnext", "Old").stdout.decode()
+        self.assertEqual(re.search(r"uidnext=(\d+)", out).group(1),
+                         str(self.last + 6 + 100000))
         uv, _ = dc.mailbox("vic", "Old")
         self.assertEqual(uv, 1300000011)
         guid = self.folder_guid("vic", "Old")
@@ -313,8 +318,9 @@ class VerifyTampered(bftest.SiteCase):
         row = self.verify("vic", ok=(1,))
         self.assertEqual(row["result"], "uids")
         self.assertEqual(row["uid_mismatches"], "1")
-        self.assertIn("Old: live folder Old has UIDNEXT 4, below the archive's %d"
-                      % (self.last + 6), row["uid_mismatch_list"])
+        self.assertIn("Old: live folder Old has UIDNEXT 4, below %d (the archive's %d"
+                      " plus backfill_imap_uid_margin)"
+                      % (self.last + 6 + 100000, self.last + 6), row["uid_mismatch_list"])
 
     def test_copies_in_another_live_folder_are_not_ignored(self):
         self.assertEqual(self.verify("val")["result"], "ok")

@@ -9,7 +9,8 @@ it carrying a stored POP3 UIDL from an earlier merge, and a sieve-like
 rule filed mail into Work (user+Work), which nobody opened.  The new-era
 POP3 client (pop3_no_flag_updates = yes) polled.  After the merge:
 - INBOX and Work show the archive's UIDVALIDITY, every archived message
-  at its archive UID, and the live messages at the archive's UIDNEXT on,
+  at its archive UID, and the live messages from the archive's UIDNEXT
+  plus backfill_imap_uid_margin (100000) on,
   ascending in their old order, with their flags, keywords and dates;
 - the new-era POP3 client sees every UIDL it knew on the same message
   (also where pop3_uidl_format = %08Xu%08Xv computed it from the old UID
@@ -42,6 +43,7 @@ import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg  # noqa: E402
 
 GAP = 300
+MARGIN = 100000  # backfill_imap_uid_margin's default
 UV = {"INBOX": 1300000201, "Work": 1300000202}
 N_ARCH = {"INBOX": 6, "Work": 4}
 LIVE_INBOX, LIVE_WORK = 4, 2
@@ -214,7 +216,7 @@ class Renumber(bftest.SiteCase):
             self.assertEqual([m[1] for m in archived], [m.fingerprint for m in f.msgs][:n])
             live = [m for m in msgs if m[0] > want[-1]]
             pre = self.pre[user][f.name][1]
-            base = want[-1] + 1
+            base = want[-1] + 1 + MARGIN
             self.assertEqual([m[0] for m in live], list(range(base, base + len(pre))),
                              (user, f.name))
             # same order, flags, keywords, dates
@@ -333,7 +335,7 @@ class Renumber(bftest.SiteCase):
             with open(path) as f:
                 lines = f.readlines()
             inbox = [f for f in self.scen["rita"].archive if f.name == "INBOX"][0]
-            base = archive_uids(len(inbox.msgs))[-1] + 1
+            base = archive_uids(len(inbox.msgs))[-1] + 1 + MARGIN
             lines = [re.sub(r" P\S+", "", ln) if ln.startswith("%d " % base) else ln
                      for ln in lines]
             with open(path + ".new", "w") as f:
