@@ -425,7 +425,14 @@ const struct mailbox_update *
 backfill_imap_uids_create_update(struct backfill_merge *m,
                                  struct mailbox_update *update)
 {
-	if (cur_way(m) != BF_UID_WAY_ARCHIVE)
+	const struct cursor_folder *cf = cur_folder(m);
+
+	/* A live folder the merge created before (its GUID is on record)
+	   that is missing now was deleted since: clients of the old server
+	   may have cached what it held, under the archive's UIDVALIDITY.
+	   Made again, it gets Dovecot's own, and the way is given up when
+	   it is opened (backfill_imap_uids_live_opened()). */
+	if (cur_way(m) != BF_UID_WAY_ARCHIVE || cf->way_live_guid[0] != '\0')
 		return NULL;
 	i_zero(update);
 	update->uid_validity = m->walk.uidvalidity;
@@ -587,6 +594,12 @@ int backfill_imap_uids_live_opened(struct backfill_merge *m,
 	if (cf->way == BF_UID_WAY_ARCHIVE) {
 		if (cf->way_live_guid[0] == '\0')
 			cf->way_live_guid = m->lbox_guid;
+		else if (strcmp(cf->way_live_guid, m->lbox_guid) != 0) {
+			/* deleted and made again since the merge created it
+			   (backfill_imap_uids_create_update()) */
+			give_up(m, 0, "the live folder was made again since");
+			return backfill_imap_uids_record(m);
+		}
 		if (m->lbox_uidvalidity == m->walk.uidvalidity)
 			return 0;
 		return adopt_uidvalidity(m);

@@ -1,4 +1,4 @@
-"""Review s7 F1: UIDs after the archive's UIDNEXT (docs/imap-caches.md,
+"""Review s7 F1 and F7: UIDs after the archive's UIDNEXT (docs/imap-caches.md,
 backfill_imap_uid_margin).
 
 The archive is a backup taken before the crash.  The old server went on
@@ -21,7 +21,11 @@ UIDNEXT plus backfill_imap_uid_margin (default 100000).
   live UIDVALIDITY;
 - oldrec: a move recorded before the margin existed (cut at
   renumber-intent with margin 0) resumes at its recorded base (904) and the
-  folder's UIDNEXT still gets the margin.
+  folder's UIDNEXT still gets the margin;
+- gone (F7, margin 0): a folder the merge created (archive way), the user
+  deleted, and a late restored file made the merge create again, gets a
+  fresh UIDVALIDITY: the laptop that cached the deleted folder finds no UID
+  it holds showing another message.
 """
 import os
 import re
@@ -85,6 +89,23 @@ def laptop(dc, user):
                                  "old" + user, dv.PASSWORD)
 
 
+def late_file(site, user, folder, raw, uid):
+    """A staged restore adds a file to the archive's folder at uid."""
+    fdir = os.path.join(site.base, "archive", user, "Maildir", "." + folder)
+    name = "1500500000.M1P1.old-mx,S=%d,W=%d" % (len(raw), len(raw.replace(b"\n", b"\r\n")))
+    with open(os.path.join(fdir, "cur", name + ":2,"), "wb") as fh:
+        fh.write(raw)
+    ul = os.path.join(fdir, "dovecot-uidlist")
+    with open(ul) as fh:
+        lines = fh.read().splitlines(True)
+    lines.insert(len(lines), "%d :%s\n" % (uid, name))
+    with open(ul, "w") as fh:
+        fh.write("".join(lines))
+    for n in os.listdir(fdir):
+        if n.startswith("dovecot.index"):
+            os.unlink(os.path.join(fdir, n))
+
+
 class Margin(bftest.SiteCase):
     SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
 
@@ -97,7 +118,10 @@ class Margin(bftest.SiteCase):
                 ("small", 11, (("INBOX", A), ("Sent", AS)),
                  "userdb_backfill_imap_uid_margin=1000"),
                 ("space", 13, (("INBOX", A), ("Sent", AS)), ""),
-                ("oldrec", 15, (("INBOX", A),), "userdb_backfill_imap_uid_margin=0")):
+                ("oldrec", 15, (("INBOX", A),), "userdb_backfill_imap_uid_margin=0"),
+                # (no margin: F7 alone)
+                ("gone", 20, (("INBOX", A), ("Work", AS)),
+                 "userdb_backfill_imap_uid_margin=0")):
             g, s = scenario(seed, folders)
             cls.g[user] = g
             site.add_user(user, s, record=False, extra=extra)
@@ -140,7 +164,7 @@ class Margin(bftest.SiteCase):
         site.enable_plugin()
         cls.plan_space = ways(dc, "space", "plan")
         cls.runs = {}
-        for user in ("lap", "pop", "small", "space"):
+        for user in ("lap", "pop", "small", "space", "gone"):
             cls.runs[user] = bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json")
         # oldrec: a move on record from before the margin (base 904)
         env = dict(os.environ, BACKFILL_TEST_CRASH="renumber-intent")
@@ -240,6 +264,36 @@ class Margin(bftest.SiteCase):
         dc.lmtp_deliver("oldrec", raw)
         _, msgs = dc.mailbox("oldrec", "INBOX")
         self.assertEqual((msgs[-1].uid, msgs[-1].fingerprint), (ARCH_NEXT + MARGIN, fp(raw)))
+
+    def test_folder_made_again_gets_a_fresh_uidvalidity(self):
+        """F7."""
+        dc = self.site.dc
+        g = self.g["gone"]
+        self.assertEqual(ways(dc, "gone"), ("INBOX=live,Work=archive",
+                                            "INBOX=live-folder-opened,Work=created"))
+        dc.append("gone", "Work", g.message(1800000000, kind="plain"))
+        lap = imapcache.CacheClient("laptop-gone", "127.0.0.1", dc.ports["imap"], "gone",
+                                    dv.PASSWORD)
+        lap.sync(["Work"])
+        uv, cached = lap.cached("Work")
+        self.assertEqual((uv, sorted(cached)), (AS, [301, 602, 903, ARCH_NEXT]))
+        c = dc.imap("gone")
+        try:
+            self.assertEqual(c.delete("Work")[0], "OK")
+        finally:
+            c.logout()
+        late_file(self.site, "gone", "Work", g.message(1500500000, kind="plain"), 800)
+        r = bd.doveadm(dc, "backfill", "run", "-u", "gone", fmt="json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(ways(dc, "gone"), ("INBOX=live,Work=live",
+                                            "INBOX=live-folder-opened,Work=uid-taken"))
+        uv, msgs = dc.mailbox("gone", "Work")
+        self.assertNotEqual(uv, AS)
+        self.assertEqual(len(msgs), 1)
+        r = lap.sync(["Work"])["Work"]
+        self.assertEqual(r.invalidated, AS)
+        _, cached = lap.cached("Work")
+        self.assertEqual(cached, {m.uid: m.fingerprint for m in msgs})
 
 
 if __name__ == "__main__":
