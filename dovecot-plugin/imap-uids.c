@@ -367,6 +367,48 @@ decide(struct backfill_merge *m, const struct backfill_folder *folder,
 	return decide_existing(m, folder, cf, live, way_r, reason_r, error_r);
 }
 
+/* A renumbering decided by an earlier session whose live folder has not
+   changed yet (its UIDVALIDITY is still the recorded live one, nothing
+   moved): a crash between the decision and the change leaves it so
+   until the next login. */
+static bool renumber_unstarted(const struct backfill_merge *m,
+                               const struct cursor_folder *cf)
+{
+	return cf->way == BF_UID_WAY_RENUMBER && cf->move_uids == NULL &&
+	       !cf->move_done && cf->renumber_uidvalidity != 0 &&
+	       cf->renumber_uidvalidity != m->walk.uidvalidity &&
+	       m->set->imap_uids_invalid == NULL;
+}
+
+/* What the decision of renumber_unstarted() saw must still hold when its
+   live folder is still unchanged: an IMAP client that saw the folder
+   since keeps it live (its cache stays valid), and mail delivered since
+   is renumbered with the rest (deciding again), instead of the folder
+   taking the archive's UIDVALIDITY and only then giving the way up with
+   a fresh one.  TRUE when the decision is made again. */
+static bool renumber_recheck(struct backfill_merge *m,
+                             const struct backfill_folder *folder,
+                             const struct backfill_live_evidence *live)
+{
+	struct cursor_folder *cf = cur_folder(m);
+	bool force = m->set->imap_uids == BACKFILL_IMAP_UIDS_ARCHIVE;
+
+	/* changed already, or made again: renumber_opened() sees to it */
+	if (!live->exists || strcmp(live->guid, cf->way_live_guid) != 0 ||
+	    live->status.uidvalidity != cf->renumber_uidvalidity)
+		return FALSE;
+	if (live->status.uidnext == cf->renumber_below &&
+	    (!live->seen || force))
+		return FALSE;
+	e_info(m->event,
+	       "%s: renumbering decided earlier, not begun: the live folder changed since (UIDNEXT %u, was %u%s): deciding again",
+	       folder->live_vname, live->status.uidnext, cf->renumber_below,
+	       live->seen ? ", an IMAP client saw it" : "");
+	cf->way = BF_UID_WAY_UNDECIDED;
+	cf->way_live_guid = "";
+	return TRUE;
+}
+
 int backfill_imap_uids_decide(struct backfill_merge *m,
                               const struct backfill_folder *folder)
 {
@@ -375,17 +417,24 @@ int backfill_imap_uids_decide(struct backfill_merge *m,
 	struct backfill_live_evidence live;
 	enum bf_uid_way way;
 
-	if (cf->way != BF_UID_WAY_UNDECIDED)
+	if (renumber_unstarted(m, cf)) {
+		if (backfill_live_evidence_get(m->luser, folder->live_vname,
+		                               &live, &error) < 0) {
+			backfill_merge_log_error(m, "%s", error);
+			return -1;
+		}
+		if (!renumber_recheck(m, folder, &live))
+			return 0;
+	} else if (cf->way != BF_UID_WAY_UNDECIDED)
 		return 0;
-	if (m->set->imap_uids_invalid != NULL) {
+	else if (m->set->imap_uids_invalid != NULL) {
 		backfill_merge_log_error(
 		        m,
 		        "merge postponed: backfill_imap_uids=%s: expected auto, archive or live (fix the setting; nothing of %s was merged)",
 		        m->set->imap_uids_invalid, folder->archive_vname);
 		return -1;
-	}
-	if (backfill_live_evidence_get(m->luser, folder->live_vname, &live,
-	                               &error) < 0) {
+	} else if (backfill_live_evidence_get(m->luser, folder->live_vname,
+	                                      &live, &error) < 0) {
 		backfill_merge_log_error(m, "%s", error);
 		return -1;
 	}

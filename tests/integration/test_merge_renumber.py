@@ -29,7 +29,13 @@ POP3 client (pop3_no_flag_updates = yes) polled.  After the merge:
 - SIGKILL at each step (after the decision is on record, after the
   UIDVALIDITY change, between batches, after the move is on record,
   between the move's copy and expunge commits, after the move before its
-  record): the rerun gives the same mailbox as an uninterrupted run.
+  record): the rerun gives the same mailbox as an uninterrupted run;
+- a kill after the decision is on record, then before the next run a
+  phone SELECTs the INBOX, or mail is delivered: the rerun decides again
+  (review s7 F3): the phone's INBOX stays live with the UIDVALIDITY and
+  UIDs it cached (imap-selected), the delivered mail is renumbered with
+  the rest (one UIDVALIDITY change, to the archive's; POP3 UIDLs seen
+  between the runs kept).
 On Maildir and on mdbox.
 """
 import os
@@ -41,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg  # noqa: E402
+import imapcache  # noqa: E402
 
 GAP = 300
 MARGIN = 100000  # backfill_imap_uid_margin's default
@@ -516,6 +523,86 @@ class Killed(bftest.SiteCase):
             self.assertEqual(ways(dc, user)[0], "INBOX=renumber,Work=renumber", user)
             rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", user)
             self.assertEqual(rows[0]["result"], "ok", user + r.stdout + r.stderr)
+
+
+class DecidedThenChanged(bftest.SiteCase):
+    """Cut at renumber-decided (the way on record, nothing changed); before
+    the rerun, phone: a phone syncs the INBOX (SELECT); mailed: one more
+    LMTP delivery, which a POP3 client lists.  The rerun must not act on
+    the stale decision."""
+
+    SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
+
+    @classmethod
+    def build(cls, site):
+        cls.live = {}
+        for i, user in enumerate(("phone", "mailed")):
+            g = mg.Generator(70 + i)
+            s = mg.Scenario()
+            f = mg.Folder("INBOX", UV["INBOX"])
+            for k in range(3):
+                t = 1500000000 + k * 3600
+                f.msgs.append(mg.Msg(g.message(t, kind="plain"), set(), t))
+            s.archive = [f]
+            s.archive_uid_gap = GAP
+            s.live = [mg.Folder("INBOX", 1700000001)]
+            site.add_user(user, s, record=False)
+            cls.live[user] = [g.message(1700000000 + k, kind="plain") for k in range(4)]
+        site.start(plugin_on=False)
+        dc = site.dc
+        for user in ("phone", "mailed"):
+            for raw in cls.live[user][:3]:
+                dc.lmtp_deliver(user, raw)
+        site.enable_plugin()
+        cls.cut = {}
+        for user in ("phone", "mailed"):
+            r = run(dc, user, env=dict(os.environ, BACKFILL_TEST_CRASH="renumber-decided"))
+            cls.cut[user] = (r.returncode, ways(dc, user))
+            for root, _, names in os.walk(dc.home(user)):
+                for n in names:
+                    if n.endswith(".lock"):
+                        os.unlink(os.path.join(root, n))
+        # between the runs (plugin off: a login would resume the merge)
+        dc.restart(mail_plugins="")
+        cls.phone = imapcache.CacheClient("phone", "127.0.0.1", dc.ports["imap"], "phone",
+                                          dv.PASSWORD)
+        cls.phone_first = cls.phone.sync(["INBOX"])["INBOX"]
+        dc.lmtp_deliver("mailed", cls.live["mailed"][3])
+        cls.mid_uidls = dc.pop3_uidls("mailed")
+        site.enable_plugin()
+        cls.rerun = {u: run(dc, u) for u in ("phone", "mailed")}
+
+    def test_cut_after_the_decision(self):
+        for user in ("phone", "mailed"):
+            self.assertEqual(self.cut[user], (-9, ("INBOX=renumber", "INBOX=no-imap-client")),
+                             user)
+            self.assertEqual(self.rerun[user].returncode, 0, self.rerun[user].stderr)
+
+    def test_phone_that_synced_since_keeps_its_cache(self):
+        dc = self.site.dc
+        self.assertEqual(self.phone_first.uidvalidity, 1700000001)
+        self.assertEqual(ways(dc, "phone"), ("INBOX=live", "INBOX=imap-selected"))
+        r = self.phone.sync(["INBOX"])["INBOX"]
+        self.assertIsNone(r.invalidated)
+        uv, msgs = dc.mailbox("phone", "INBOX")
+        self.assertEqual(uv, 1700000001)
+        self.assertEqual([m.uid for m in msgs], [1, 2, 3, 4, 5, 6])
+
+    def test_mail_delivered_since_is_renumbered_with_the_rest(self):
+        dc = self.site.dc
+        self.assertEqual(ways(dc, "mailed"), ("INBOX=renumber", "INBOX=no-imap-client"))
+        uv, msgs = dc.mailbox("mailed", "INBOX")
+        base = archive_uids(3)[-1] + 1 + MARGIN
+        self.assertEqual((uv, [m.uid for m in msgs]),
+                         (UV["INBOX"], archive_uids(3) + [base, base + 1, base + 2, base + 3]))
+        self.assertEqual([m.fingerprint for m in msgs[3:]],
+                         [mg.Msg(raw).fingerprint for raw in self.live["mailed"]])
+        post = dict(dc.pop3_uidls("mailed"))
+        for uidl, fp in self.mid_uidls:
+            self.assertEqual(post.get(uidl), fp, uidl)
+        self.assertNotIn("UIDVALIDITY changed", self.rerun["mailed"].stderr + dc.log_tail())
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "mailed")
+        self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
 
 
 class KilledMdbox(Killed):
