@@ -29,7 +29,11 @@ def module_dir():
 
 def doveadm_argv(dc, *args, fmt=None):
     """The command line that runs doveadm with our module (and, on 2.4,
-    our settings module) against dc's config."""
+    our settings module) against dc's config.  Built right before the
+    process starts: it waits, as dc's own clients do, until Dovecot's auth
+    sees a passwd-file changed within the second (else a run right after
+    set_user() could get the user's old userdb fields)."""
+    dc._passwd_settle()
     cmd = ["-f", fmt] if fmt else []
     # -o plugin/NAME=VALUE: 2.4 has no plugin {} section, NAME is top level
     cmd += [a[len("plugin/"):] if bftest.dv.IS_24 and a.startswith("plugin/")
