@@ -15,6 +15,7 @@
 #include "pop3-uidl.h"
 #include "pop3-hide.h"
 #include "imap-uids.h"
+#include "renumber.h"
 #include "merge-private.h"
 #include "merge-dirs.h"
 
@@ -521,9 +522,17 @@ static int merge_step(struct backfill_merge *m)
 	}
 	/* end of folder: the batch's intent must still name this folder */
 	backfill_merge_walk_slice_end(m);
-	ret = backfill_merge_batch_commit(m);
-	if (ret == 0)
-		ret = backfill_imap_uids_folder_done(m);
+	if (backfill_renumber_move_pending(m)) {
+		/* a renumbering this process began and the deadline stopped
+		   (renumber.c): it goes on */
+		ret = backfill_renumber_move(m);
+	} else {
+		ret = backfill_merge_batch_commit(m);
+		if (ret == 0)
+			ret = backfill_imap_uids_folder_done(m);
+	}
+	if (ret == 0 && backfill_renumber_move_pending(m))
+		return 0;
 	backfill_merge_folder_close(m);
 	return ret < 0 ? -1 : 1;
 }
@@ -585,6 +594,9 @@ int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
 		backfill_merge_login_over(m);
 	if (backfill_merge_leases_renew(m) < 0)
 		return merge_failed(m);
+	/* the session's (backfill_merge_login_over()); doveadm has none */
+	m->run_deadline = m->login_deadline != 0 ? deadline : 0;
+	m->move_progress = FALSE;
 	while (ret >= 0 && m->phase != PHASE_FINISHED) {
 		ret = merge_phase_step(m);
 		if (ret > 0) {
@@ -595,10 +607,12 @@ int backfill_merge_loop_run(struct backfill_merge *m, unsigned int budget_ms,
 			continue;
 		if (!must_progress || extended)
 			break;
-		if (merge_has_progress(m)) {
+		if (merge_has_progress(m) || m->move_progress) {
 			/* overrun anyway: make it worth it */
 			deadline = bf_clock_msecs() +
 			           BACKFILL_PROGRESS_SLICE_MSECS;
+			if (m->run_deadline != 0)
+				m->run_deadline = deadline;
 			extended = TRUE;
 		}
 	}

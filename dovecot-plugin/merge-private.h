@@ -105,6 +105,8 @@ struct cursor_folder {
 	const char *move_uids;
 	uint32_t move_base;
 	bool move_done;
+	/* this process has begun the move (renumber.c) */
+	bool move_running;
 };
 #define CURSOR_HIGH_ALL 0xffffffffU
 
@@ -235,6 +237,13 @@ struct backfill_merge {
 	   run then gets its own (backfill_merge_login_over()); 0: not a
 	   session (doveadm) */
 	uint64_t login_deadline;
+	/* the end of the current backfill_merge_run() in a session (the
+	   login's budget, an IMAP slice), for a step that is long by itself
+	   (the renumbering's move); 0: none (doveadm) */
+	uint64_t run_deadline;
+	/* a step of this run kept something outside a batch (a chunk of
+	   the move) */
+	bool move_progress;
 	unsigned int runs;
 	/* stopped on an error: commit nothing more */
 	bool failed;

@@ -21,8 +21,14 @@ int backfill_renumber_set_uidvalidity(struct backfill_merge *m,
 /* The folder's last batch is in: moves every live message below the
    recorded UIDNEXT to new UIDs from the archive's UIDNEXT on, once, crash
    safe (the move is on record before anything moves, and a resumed run
-   completes it by GUID).  Returns 0, or -1 (logged). */
+   completes it by GUID).  In chunks of old UIDs, in old-UID order (each
+   one copied, then its old messages expunged), the lease renewed between
+   them; a session's deadline (m->run_deadline) stops it between chunks,
+   with the move on record and not done (backfill_renumber_move_pending()):
+   calling it again goes on.  Returns 0, or -1 (logged). */
 int backfill_renumber_move(struct backfill_merge *m);
+/* This process began the current folder's move and it is not done. */
+bool backfill_renumber_move_pending(struct backfill_merge *m);
 
 /* For tests only: the process SIGKILLs itself when the environment's
    BACKFILL_TEST_CRASH names this point ("NAME" or "NAME:N", the N-th
