@@ -662,16 +662,18 @@ static int move_expunges(struct backfill_merge *m,
 }
 
 /* The live copies that archived messages consumed (dedup) moved too: the
-   cursor names them by their new UIDs from now on. */
-static void consumed_moved(struct backfill_merge *m,
+   cursor names them by their new UIDs from now on.  Returns TRUE when
+   one moved. */
+static bool consumed_moved(struct backfill_merge *m,
                            const ARRAY_TYPE(move_item) * items)
 {
 	const struct cursor_folder *cf = cur_folder(m);
 	struct consumed *c;
 	const struct move_item *item;
+	bool moved = FALSE;
 
 	if (m->lbox_live_idx == UINT_MAX)
-		return;
+		return FALSE;
 	array_foreach_modifiable(&m->consumed, c)
 	{
 		if (c->box_idx != m->lbox_live_idx ||
@@ -681,10 +683,12 @@ static void consumed_moved(struct backfill_merge *m,
 		{
 			if (item->old_uid == c->uid) {
 				c->uid = item->new_uid;
+				moved = TRUE;
 				break;
 			}
 		}
 	}
+	return moved;
 }
 
 static int move_failed(struct backfill_merge *m, const char *what)
@@ -873,6 +877,11 @@ static int move_chunk(struct backfill_merge *m,
 	backfill_crash_point("renumber-expunged");
 	if (mailbox_sync(m->lbox, 0) < 0)
 		return move_failed(m, "syncing");
+	/* a move a deadline stops goes on in a later session, whose live
+	   index knows the moved ones by their new UIDs only: the session's
+	   last checkpoint keeps them consumed */
+	if (consumed_moved(m, &chunk))
+		m->cursor_dirty = TRUE;
 	return 0;
 }
 
@@ -983,7 +992,7 @@ int backfill_renumber_move(struct backfill_merge *m)
 		        mailbox_get_vname(m->lbox), count - pos, count);
 		return 0;
 	}
-	consumed_moved(m, &items);
+	(void)consumed_moved(m, &items);
 	cf->move_done = TRUE;
 	e_info(m->event,
 	       "%s: %u live messages renumbered from UID %u on (the archive's UIDNEXT plus backfill_imap_uid_margin)",

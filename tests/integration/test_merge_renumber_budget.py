@@ -34,6 +34,8 @@ BUDGET = "200ms"
 # login + first command: the move of 1500 messages in one step took >10 s
 FIRST_ANSWER_MAX = 3.0
 USERS = ("pat", "twin")
+# the same with live message 5 in the archive's INBOX and Work
+USERS_TWICE = ("dora", "dtwin")
 CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
         if dv.IS_24 else
         "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
@@ -43,7 +45,10 @@ N_KILLED = 350
 DUP = (150, 250)
 
 
-def scenario(n_live=N_LIVE, dup=None):
+def scenario(n_live=N_LIVE, dup=None, twice=False):
+    """twice: live message 5 is in the archive twice, in INBOX (after its
+    3 messages) and in Work: one archived copy takes the live one (dedup),
+    the other is merged."""
     g = mg.Generator(41)
     s = mg.Scenario()
     f = mg.Folder("INBOX", 1300000201)
@@ -60,11 +65,17 @@ def scenario(n_live=N_LIVE, dup=None):
             raw = live.msgs[dup[0] - 1].raw
         live.msgs.append(mg.Msg(raw, set(), t, new=True))
     s.live = [live]
+    if twice:
+        raw = live.msgs[4].raw
+        f.msgs.append(mg.Msg(raw, set(), 1600000000))
+        work = mg.Folder("Work", 1300000202)
+        work.msgs.append(mg.Msg(raw, set(), 1600000000))
+        s.archive.append(work)
     return s
 
 
-def view(dc, user):
-    uv, msgs = dc.mailbox(user, "INBOX")
+def view(dc, user, folder="INBOX"):
+    uv, msgs = dc.mailbox(user, folder)
     return uv, [(m.uid, m.fingerprint, tuple(sorted(m.flags)), m.internaldate)
                 for m in msgs]
 
@@ -79,9 +90,32 @@ class RenumberBudget(bftest.SiteCase):
                         "backfill_login_budget": BUDGET})
 
     @classmethod
+    def pop3_logins(cls, site, user):
+        """POP3 logins until the merge is finished: [(seconds to the first
+        answer, [UIDL])], and the state status said after each login but
+        the last."""
+        dc = site.dc
+        logins, states = [], []
+        for _ in range(400):
+            t0 = time.time()
+            c = dc.pop3(user, timeout=600)
+            try:
+                c.stat()
+                first = time.time() - t0
+                _, lines, _ = c.uidl()
+                uidls = [ln.decode().split(" ", 1)[1] for ln in lines]
+            finally:
+                c.quit()
+            logins.append((first, uidls))
+            if site.finished_lines(user):
+                break
+            states.append(state(dc, user))
+        return logins, states
+
+    @classmethod
     def build(cls, site):
-        for user in USERS:
-            site.add_user(user, scenario(), record=False,
+        for user in USERS + USERS_TWICE:
+            site.add_user(user, scenario(twice=user in USERS_TWICE), record=False,
                           extra="userdb_backfill_imap_uids=archive")
         site.start(plugin_on=False)
         dc = site.dc
@@ -98,23 +132,10 @@ class RenumberBudget(bftest.SiteCase):
         r = bd.doveadm(dc, "backfill", "run", "-u", "twin", fmt="json")
         cls.twin_secs = time.time() - t0
         assert r.returncode == 0, r.stderr
-        # pat: POP3 logins until the merge is finished
-        cls.logins = []
-        cls.states = []
-        for _ in range(400):
-            t0 = time.time()
-            c = dc.pop3("pat", timeout=600)
-            try:
-                c.stat()
-                first = time.time() - t0
-                _, lines, _ = c.uidl()
-                uidls = [ln.decode().split(" ", 1)[1] for ln in lines]
-            finally:
-                c.quit()
-            cls.logins.append((first, uidls))
-            if site.finished_lines("pat"):
-                break
-            cls.states.append(state(dc, "pat"))
+        r = bd.doveadm(dc, "backfill", "run", "-u", "dtwin", fmt="json")
+        assert r.returncode == 0, r.stderr
+        cls.logins, cls.states = cls.pop3_logins(site, "pat")
+        cls.dora_logins, _ = cls.pop3_logins(site, "dora")
         print("twin run %.1f s; %d POP3 logins, slowest first answer %.2f s"
               % (cls.twin_secs, len(cls.logins), max(f for f, _ in cls.logins)),
               file=sys.stderr)
@@ -155,6 +176,20 @@ class RenumberBudget(bftest.SiteCase):
         for user in USERS:
             rows, _ = bd.doveadm_json(dc, "backfill", "verify", "-u", user)
             self.assertEqual(rows[0]["result"], "ok", rows)
+
+    def test_dedup_kept_across_sessions(self):
+        """dora's move spans logins: the live message an archived copy
+        took (dedup) moved in a chunk of an earlier session, and the
+        session that merges Work must still know it as taken."""
+        dc = self.site.dc
+        self.assertGreater(len(self.dora_logins), 2)
+        twice = mg.Msg(scenario(twice=True).live[0].msgs[4].raw).fingerprint
+        for user in USERS_TWICE:
+            n = sum(1 for folder in ("INBOX", "Work")
+                    for m in dc.mailbox(user, folder)[1] if m.fingerprint == twice)
+            self.assertEqual(n, 2, user)
+        for folder in ("INBOX", "Work"):
+            self.assertEqual(view(dc, "dora", folder), view(dc, "dtwin", folder))
 
     def test_pre_uidls_on_same_messages(self):
         post = dict(self.site.dc.pop3_uidls("pat"))
