@@ -136,8 +136,10 @@ class RenumberBudget(bftest.SiteCase):
         assert r.returncode == 0, r.stderr
         cls.logins, cls.states = cls.pop3_logins(site, "pat")
         cls.dora_logins, _ = cls.pop3_logins(site, "dora")
-        print("twin run %.1f s; %d POP3 logins, slowest first answer %.2f s"
-              % (cls.twin_secs, len(cls.logins), max(f for f, _ in cls.logins)),
+        print("twin run %.1f s; %d POP3 logins, slowest first answer %.2f s; "
+              "first answers: %s"
+              % (cls.twin_secs, len(cls.logins), max(f for f, _ in cls.logins),
+                 " ".join("%.2f" % f for f, _ in cls.logins)),
               file=sys.stderr)
         print("\n".join(dc.log_lines("renumbered")), file=sys.stderr)
 
