@@ -626,12 +626,14 @@ static int move_expunges(struct backfill_merge *m,
 {
 	struct mailbox_transaction_context *t;
 	const struct move_item *item;
+	ARRAY_TYPE(const_string) gone;
 	struct mail *mail;
 	const char *guid;
 	unsigned int n = 0;
 	int ret = 0;
 
 	*missing_r = 0;
+	t_array_init(&gone, 32);
 	/* not EXTERNAL: that expunges from the index only, and Maildir
 	   finds the file again ("Expunged message reappeared") */
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
@@ -650,6 +652,8 @@ static int move_expunges(struct backfill_merge *m,
 			ret = -1;
 			break;
 		}
+		guid = t_strdup(guid);
+		array_push_back(&gone, &guid);
 		mail_expunge(mail);
 		n++;
 	}
@@ -658,6 +662,14 @@ static int move_expunges(struct backfill_merge *m,
 		ret = mailbox_transaction_commit(&t);
 	else
 		mailbox_transaction_rollback(&t);
+	/* A copy stands for the old messages of its own chunk only: a later
+	   chunk's old message with the same GUID (Dovecot gives a copy within
+	   a folder its source's GUID) must get a copy of its own, not be
+	   taken for moved already and expunged (review s7, diffreview F0). */
+	if (ret == 0) {
+		const char *const *g;
+		array_foreach(&gone, g)(void) hash_table_try_remove(copies, *g);
+	}
 	return ret;
 }
 
@@ -809,6 +821,63 @@ static int chunk_candidates(struct backfill_merge *m,
 	return 0;
 }
 
+/* On a resume, the copies of earlier chunks are there too (their old
+   messages are gone) and show the POP3 UIDL their old message showed,
+   which no old message still there shows: they are left out, so that an
+   old message with the same GUID as one moved earlier is not taken for
+   moved.  Copies without a stored UIDL stay (a cut commit's, or a site
+   without POP3 UIDLs, where the GUID is all there is). */
+static int copies_keep_pending(struct backfill_merge *m,
+                               const ARRAY_TYPE(move_item) * items,
+                               unsigned int from, pool_t pool,
+                               HASH_TABLE_TYPE(guid_uid) copies)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_transaction_context *t;
+	struct hash_iterate_context *iter;
+	HASH_TABLE(char *, char *) uidls;
+	ARRAY_TYPE(const_string) drop;
+	const struct move_item *item;
+	const char *uidl, *stored, *error, *const *key_p;
+	struct mail *mail;
+	char *key;
+	void *value;
+	unsigned int i = 0;
+
+	hash_table_create(&uidls, pool, 0, str_hash, strcmp);
+	t_array_init(&drop, 8);
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	array_foreach(items, item)
+	{
+		if (i++ < from || !mail_set_uid(mail, item->old_uid) ||
+		    backfill_pop3_uidl_get(mail, cf->renumber_uidvalidity,
+		                           m->pop3_uidl_format, &uidl,
+		                           &error) < 0 ||
+		    uidl[0] == '\0')
+			continue;
+		char *u = p_strdup(pool, uidl);
+		hash_table_update(uidls, u, u);
+	}
+	iter = hash_table_iterate_init(copies);
+	while (hash_table_iterate(iter, copies, &key, &value)) {
+		if (!mail_set_uid(mail, POINTER_CAST_TO(value, uint32_t)) ||
+		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) <
+		            0 ||
+		    stored[0] == '\0' ||
+		    hash_table_lookup(uidls, stored) != NULL)
+			continue;
+		const char *k = key;
+		array_push_back(&drop, &k);
+	}
+	hash_table_iterate_deinit(&iter);
+	array_foreach(&drop, key_p)(void) hash_table_try_remove(copies, *key_p);
+	mail_free(&mail);
+	(void)mailbox_transaction_commit(&t);
+	hash_table_destroy(&uidls);
+	return 0;
+}
+
 /* copies_match_leftovers() for the chunk's old messages, over the copies
    that may be theirs; what it takes goes into copies. */
 static int chunk_match_leftovers(struct backfill_merge *m,
@@ -950,6 +1019,7 @@ int backfill_renumber_move(struct backfill_merge *m)
 	pos = items_first_left(m, &items);
 	items_sub(&items, pos, I_MIN(count - pos, BACKFILL_MOVE_CHUNK), &chunk);
 	if (copies_read(m, pool, cf->move_base, &copies) < 0 ||
+	    copies_keep_pending(m, &items, pos, pool, copies) < 0 ||
 	    chunk_match_leftovers(m, &chunk, pool, copies) < 0)
 		ret = move_failed(m, "reading its copies");
 	else if (resumed && copies_flags_take(m, &chunk, copies) < 0)
