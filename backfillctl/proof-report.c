@@ -183,7 +183,7 @@ static void verify_findings(const struct proof_user *u, const char *user,
 static size_t user_findings(const struct proof_user *u,
                             struct finding f[MAX_FINDINGS])
 {
-	char *user = sh_quote(u->store_user != NULL ? u->store_user : u->user);
+	char *user = sh_quote(u->real_user != NULL ? u->real_user : u->user);
 	size_t n = 0;
 
 	if (u->damaged_record)

@@ -89,6 +89,24 @@ static char *printed_user(const char *user)
 	return proof_escape(user, BF_ESCAPE_REVERSIBLE);
 }
 
+/* user as verify prints it back to the user's own bytes, so that the
+   commands a report names open that user and no other (a backslash is
+   printed \\); NULL for a name that is not doveadm's escaping (a lone
+   or unknown backslash escape, a NUL byte): the name is then shown and
+   named as printed, as an older doveadm printed names unescaped. */
+static char *real_user(const char *printed)
+{
+	size_t len = strlen(printed), real_len;
+	char *real = acc_xstrndup(printed, len);
+
+	if (bf_unescape(printed, len, real, &real_len) < 0 ||
+	    strlen(real) != real_len) {
+		free(real);
+		return NULL;
+	}
+	return real;
+}
+
 static int store_cb(const char *user, const struct bf_merge_record *rec,
                     void *context)
 {
@@ -97,8 +115,8 @@ static int store_cb(const char *user, const struct bf_merge_record *rec,
 	struct proof_user *u = user_add(p, printed);
 
 	free(printed);
-	if (u->store_user == NULL)
-		u->store_user = acc_xstrdup(user);
+	if (u->real_user == NULL)
+		u->real_user = acc_xstrdup(user);
 	u->has_record = true;
 	u->status = rec->status;
 	u->archived = rec->archived;
@@ -277,8 +295,10 @@ int proof_parse_verify(struct proof *p, const char *data, size_t size,
 			free(copy);
 			return -1;
 		}
-		if ((u = user_find(p, name)) == NULL)
+		if ((u = user_find(p, name)) == NULL) {
 			u = user_add(p, name);
+			u->real_user = real_user(name);
+		}
 		if (u->has_verify) {
 			*error_r = acc_xprintf("line %u: user %s twice", lineno,
 			                       name);
@@ -508,7 +528,7 @@ void proof_free(struct proof *p)
 		struct proof_user *u = &p->v[i];
 
 		free(u->user);
-		free(u->store_user);
+		free(u->real_user);
 		free(u->domain);
 		free(u->last_error);
 		free(u->verify_result);

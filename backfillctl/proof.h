@@ -16,9 +16,11 @@ struct proof_user {
 	/* as doveadm backfill prints it (escaped: value-escape.h), the key
 	   of verify's rows and of the store's records alike */
 	char *user;
-	/* as the store has it, for the commands a report names; NULL for a
-	   user verify alone names */
-	char *store_user;
+	/* the user's own bytes, for the commands a report names: as the
+	   store has it, or verify's name unescaped (bf_unescape()); NULL
+	   only for a verify name that does not unescape (not doveadm's
+	   escaping: an older doveadm printed names as they are) */
+	char *real_user;
 	/* after the last '@', or from the domain map, or "": lower-case,
 	   one trailing dot stripped (Example.COM. is example.com) */
 	char *domain;

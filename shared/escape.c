@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "escape.h"
+#include "parse.h"
 
 /* The escape of in[i] (and in[i + 1] for a C1 character) in unit; returns
    its length and the number of input bytes it stands for in *used_r. */
@@ -67,4 +68,50 @@ size_t bf_escape(const char *in, size_t in_len, unsigned int flags,
 	if (out_size > 0)
 		out[written] = '\0';
 	return len;
+}
+
+int bf_unescape(const char *in, size_t in_len, char *out, size_t *out_len_r)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t i = 0, len = 0;
+
+	while (i < in_len) {
+		int hi, lo;
+
+		if (p[i] != '\\') {
+			out[len++] = (char)p[i++];
+			continue;
+		}
+		/* a lone trailing backslash: a cut value, not an escape */
+		if (i + 1 == in_len)
+			return -1;
+		switch (p[i + 1]) {
+		case '\\':
+			out[len++] = '\\';
+			break;
+		case 't':
+			out[len++] = '\t';
+			break;
+		case 'n':
+			out[len++] = '\n';
+			break;
+		case 'r':
+			out[len++] = '\r';
+			break;
+		case 'x':
+			if (i + 3 >= in_len ||
+			    (hi = bf_parse_hex_digit((char)p[i + 2])) < 0 ||
+			    (lo = bf_parse_hex_digit((char)p[i + 3])) < 0)
+				return -1;
+			out[len++] = (char)(hi * 16 + lo);
+			i += 4;
+			continue;
+		default:
+			return -1;
+		}
+		i += 2;
+	}
+	out[len] = '\0';
+	*out_len_r = len;
+	return 0;
 }

@@ -34,4 +34,14 @@ enum bf_escape_flags {
 size_t bf_escape(const char *in, size_t in_len, unsigned int flags,
                  const char *specials, char *out, size_t out_size);
 
+/* The inverse of bf_escape() with BF_ESCAPE_REVERSIBLE and no specials
+   (a user name as doveadm backfill prints it): \\ \t \n \r and \xHH (hex,
+   either case) become their byte, every other byte is itself.  out must
+   hold in_len + 1 bytes (a value never grows); it gets the value and a
+   NUL, and *out_len_r its length (NUL bytes may be inside).  Returns -1,
+   out undefined, for what bf_escape() never makes: a lone trailing
+   backslash, \x without two hex digits, a backslash before any other
+   byte.  The caller decides what such a value means. */
+int bf_unescape(const char *in, size_t in_len, char *out, size_t *out_len_r);
+
 #endif

@@ -169,6 +169,80 @@ static void test_small_buffer(void **state)
 	assert_int_equal(bf_escape("\x01", 1, REPORT_FLAGS, "", NULL, 0), 4);
 }
 
+/* in escaped as doveadm prints a user name and read back: the same bytes */
+static void check_round_trip(const char *in, size_t in_len)
+{
+	size_t len = bf_escape(in, in_len, DOVEADM_FLAGS, "", NULL, 0), back;
+	char *esc = malloc(len + 1), *out = malloc(len + 1);
+
+	assert_non_null(esc);
+	assert_non_null(out);
+	bf_escape(in, in_len, DOVEADM_FLAGS, "", esc, len + 1);
+	assert_int_equal(bf_unescape(esc, len, out, &back), 0);
+	assert_int_equal(back, in_len);
+	assert_memory_equal(out, in, in_len);
+	assert_int_equal(out[back], '\0');
+	free(esc);
+	free(out);
+}
+
+static void test_unescape_every_byte(void **state)
+{
+	static const char tricky[] = "a\\x41\\\\n\\";
+	char all[256];
+
+	(void)state;
+	for (unsigned int c = 0; c < 256; c++) {
+		char in[3] = {'a', (char)c, 'b'};
+
+		all[c] = (char)c;
+		check_round_trip(in, 3);
+		check_round_trip(in + 1, 1);
+	}
+	check_round_trip(all, sizeof(all));
+	check_round_trip("", 0);
+	/* a backslash before what reads as an escape */
+	check_round_trip(tricky, sizeof(tricky) - 1);
+}
+
+/* in does not unescape */
+static void check_refused(const char *in)
+{
+	char out[64];
+	size_t len = 12345;
+
+	assert_true(strlen(in) < sizeof(out));
+	assert_int_equal(bf_unescape(in, strlen(in), out, &len), -1);
+	assert_int_equal(len, 12345);
+}
+
+static void test_unescape_malformed(void **state)
+{
+	char out[16];
+	size_t len;
+
+	(void)state;
+	check_refused("a\\"); /* a lone trailing backslash */
+	check_refused("\\");
+	check_refused("a\\\\\\"); /* \\ then a lone one */
+	check_refused("a\\x");    /* \x without hex */
+	check_refused("a\\x4");   /* one hex digit */
+	check_refused("a\\x4g");  /* not hex */
+	check_refused("a\\xg4");
+	check_refused("a\\x-1");
+	check_refused("a\\b");     /* not an escape bf_escape makes */
+	check_refused("a\\u0085"); /* the text report's, not doveadm's */
+	check_refused("a\\,b");    /* a list separator's */
+	/* upper-case hex is read too; the value can hold a NUL */
+	assert_int_equal(bf_unescape("\\x4A\\x00z", 9, out, &len), 0);
+	assert_int_equal(len, 3);
+	assert_memory_equal(out, "J\0z", 3);
+	/* the finding's user: a\b@example.com as doveadm prints it */
+	assert_int_equal(bf_unescape("a\\\\b@example.com", 16, out, &len), 0);
+	assert_string_equal(out, "a\\b@example.com");
+	assert_int_equal(len, 15);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +253,8 @@ int main(void)
 	        cmocka_unit_test(test_utf8_and_invalid),
 	        cmocka_unit_test(test_nul_inside),
 	        cmocka_unit_test(test_small_buffer),
+	        cmocka_unit_test(test_unescape_every_byte),
+	        cmocka_unit_test(test_unescape_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
