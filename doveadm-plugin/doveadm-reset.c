@@ -13,11 +13,31 @@
 #include "print-value.h"
 #include "cursor.h"
 #include "renumber-unfinished.h"
+#include "doveadm-compat.h"
 
 #include <stdlib.h>
 #include <time.h>
 
 #define RESET_LEASE_TTL_SECS 60
+
+struct reset_cmd_context {
+	struct doveadm_mail_cmd_context ctx;
+	/* --force: forget a record that still names a cut batch or an
+	   unfinished renumbering */
+	bool force;
+};
+
+/* What --force tells the operator when it forgets such a record */
+#define RESET_FORCE_INTENT_COST                                                \
+	"its cut merge batch's copies are in no journal: revert can never "    \
+	"remove them, and dedup keeps them from being added again"
+#define RESET_FORCE_RENUMBER_COST                                              \
+	"the old live messages and their copies above may both stay, and "     \
+	"the next merge does not finish the move"
+#define RESET_FORCE_HINT                                                       \
+	"; only if that run cannot settle it (e.g. a cut batch's archive "     \
+	"folder is gone from the archive), "                                   \
+	"reset -f forgets it anyway"
 
 static void reset_print(struct doveadm_mail_cmd_context *ctx,
                         const char *username, const char *result,
@@ -33,27 +53,55 @@ static void reset_print(struct doveadm_mail_cmd_context *ctx,
    journal yet) and says how to finish a renumbering cut before its end
    (renumber-unfinished.c): forgotten, the first would leave copies no
    revert can find, the second every live message twice.  The next merge
-   run settles both, so the operator runs it first.  A record whose cursor
-   cannot be read is what reset is for: it is forgotten. */
+   run settles both, so the operator runs it first.  But a run cannot
+   settle a cut batch whose archive folder is gone from the archive, and
+   reset is the way out the docs give for a renamed folder: with --force
+   the record is forgotten anyway, and *cost_r says what that leaves
+   behind (NULL when nothing).  A record whose cursor cannot be read is
+   what reset is for: it is forgotten. */
 static const char *reset_refused(struct mail_user *user,
-                                 const struct bf_merge_record *rec)
+                                 const struct bf_merge_record *rec, bool force,
+                                 const char **cost_r)
 {
 	const char *unfinished = "", *error;
 	struct bf_cursor cursor;
 	const char *refused = NULL;
 
+	*cost_r = NULL;
 	if (bf_cursor_parse(rec->cursor, &cursor, &error) < 0)
 		return NULL;
-	if (cursor.intent) {
+	if (cursor.intent && force) {
+		*cost_r =
+		        "forgotten with a merge batch whose checkpoint a "
+		        "crash or a store error cut: " RESET_FORCE_INTENT_COST;
+	} else if (cursor.intent) {
 		refused = t_strdup_printf(
-		        "a merge batch was committed to the mailbox but a crash or a store error cut its checkpoint, so its copies are in no journal yet: nothing forgotten; run `doveadm backfill run -u %s` first (it journals them), then reset",
+		        "a merge batch was committed to the mailbox but a crash or a store error cut its checkpoint, so its copies are in no journal yet: nothing forgotten; run `doveadm backfill run -u %s` first (it journals them), then reset" RESET_FORCE_HINT
+		        " (" RESET_FORCE_INTENT_COST ")",
 		        user->username);
-	} else if (doveadm_backfill_renumber_unfinished(
-	                   user, &cursor, &unfinished, &error) < 0) {
-		refused = t_strdup_printf("%s: nothing forgotten", error);
-	} else if (unfinished[0] != '\0') {
+	}
+	if (refused == NULL &&
+	    doveadm_backfill_renumber_unfinished(user, &cursor, &unfinished,
+	                                         &error) < 0) {
+		if (force) {
+			*cost_r = t_strdup_printf(
+			        "%s%sforgotten without knowing whether a renumbering was cut (%s); if one was: " RESET_FORCE_RENUMBER_COST,
+			        *cost_r == NULL ? "" : *cost_r,
+			        *cost_r == NULL ? "" : "; ", error);
+		} else {
+			refused = t_strdup_printf(
+			        "%s: nothing forgotten" RESET_FORCE_HINT,
+			        error);
+		}
+	} else if (refused == NULL && unfinished[0] != '\0' && force) {
+		*cost_r = t_strdup_printf(
+		        "%s%sforgotten with the renumbering of the live mail of %s cut before its end: " RESET_FORCE_RENUMBER_COST,
+		        *cost_r == NULL ? "" : *cost_r,
+		        *cost_r == NULL ? "" : "; ", unfinished);
+	} else if (refused == NULL && unfinished[0] != '\0') {
 		refused = t_strdup_printf(
-		        "the renumbering of the live mail of %s was cut before its end, and only the merge record says how to finish it: nothing forgotten; run `doveadm backfill run -u %s` first to finish it, then reset",
+		        "the renumbering of the live mail of %s was cut before its end, and only the merge record says how to finish it: nothing forgotten; run `doveadm backfill run -u %s` first to finish it, then reset" RESET_FORCE_HINT
+		        " (" RESET_FORCE_RENUMBER_COST ")",
 		        unfinished, user->username);
 	}
 	bf_cursor_free(&cursor);
@@ -63,6 +111,8 @@ static const char *reset_refused(struct mail_user *user,
 static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
                          struct mail_user *user)
 {
+	struct reset_cmd_context *rctx = (struct reset_cmd_context *)ctx;
+	const char *cost = NULL;
 	struct backfill_user *buser;
 	struct bf_merge_record rec;
 	struct bf_state *state;
@@ -110,7 +160,7 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 	}
 	ret = bf_state_merge_get(state, user->username, &rec, &error);
 	if (ret > 0) {
-		row_error = reset_refused(user, &rec);
+		row_error = reset_refused(user, &rec, rctx->force, &cost);
 		bf_merge_record_clear(&rec);
 	}
 	if (row_error != NULL) {
@@ -135,6 +185,10 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 		ret = -1;
 	} else {
 		result = ret > 0 ? "forgotten" : "none";
+		if (cost != NULL) {
+			e_warning(buser->event, "reset -f: %s", cost);
+			row_error = cost;
+		}
 	}
 	(void)bf_state_lease_release(state, lease, owner, &error);
 	reset_print(ctx, user->username, result, row_error);
@@ -143,6 +197,10 @@ static int cmd_reset_run(struct doveadm_mail_cmd_context *ctx,
 
 static void cmd_reset_init(DOVEADM_BACKFILL_INIT_ARGS)
 {
+	struct reset_cmd_context *ctx = (struct reset_cmd_context *)_ctx;
+
+	if (!doveadm_cmd_param_bool(_ctx->cctx, "force", &ctx->force))
+		ctx->force = FALSE;
 	doveadm_backfill_header_user(_ctx);
 	doveadm_print_header("result", "Result", 0);
 	doveadm_print_header("error", "Error", 0);
@@ -150,18 +208,19 @@ static void cmd_reset_init(DOVEADM_BACKFILL_INIT_ARGS)
 
 static struct doveadm_mail_cmd_context *cmd_reset_alloc(void)
 {
-	struct doveadm_mail_cmd_context *ctx;
+	struct reset_cmd_context *ctx;
 
-	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
-	ctx->v.init = cmd_reset_init;
-	ctx->v.run = cmd_reset_run;
+	ctx = doveadm_mail_cmd_alloc(struct reset_cmd_context);
+	doveadm_backfill_options(&ctx->ctx, "f");
+	ctx->ctx.v.init = cmd_reset_init;
+	ctx->ctx.v.run = cmd_reset_run;
 	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
-	return ctx;
+	return &ctx->ctx;
 }
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_reset = {
         .name = "backfill reset",
-        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX,
+        .usage = DOVEADM_CMD_MAIL_USAGE_PREFIX "[-f|--force]",
         .mail_cmd = cmd_reset_alloc,
-        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON
-                DOVEADM_CMD_PARAMS_END};
+        DOVEADM_CMD_PARAMS_START DOVEADM_CMD_MAIL_COMMON DOVEADM_CMD_PARAM(
+                'f', "force", CMD_PARAM_BOOL, 0) DOVEADM_CMD_PARAMS_END};

@@ -439,6 +439,7 @@ static int revert_check_intent(struct revert_ctx *rc, bool *postponed_r,
 		ret = -1;
 	} else if (doveadm_backfill_renumber_unfinished(
 	                   rc->user, &cursor, &unfinished, error_r) < 0) {
+		*error_r = t_strdup_printf("%s: nothing removed", *error_r);
 		ret = -1;
 	} else if (unfinished[0] != '\0') {
 		*error_r = t_strdup_printf(

@@ -61,7 +61,7 @@ int doveadm_backfill_renumber_unfinished(struct mail_user *user,
 				   finish */
 				if (error != MAIL_ERROR_NOTFOUND) {
 					*error_r = t_strdup_printf(
-					        "%s: its live folder cannot be read (%s): nothing removed",
+					        "%s: its live folder cannot be read (%s)",
 					        f->name, errstr);
 					mailbox_free(&box);
 					return -1;

@@ -486,11 +486,23 @@ static int copies_match_leftovers(struct backfill_merge *m,
 	return ret;
 }
 
+/* Whether every keyword of a is in b. */
+static bool keywords_within(const char *const *a, const char *const *b)
+{
+	for (; *a != NULL; a++) {
+		if (!str_array_find(b, *a))
+			return FALSE;
+	}
+	return TRUE;
+}
+
 /* On a resumed move, an old message with a copy already shows the flags
    and keywords of now, which the user may have changed since the cut
-   commit of its copy (the user saw every message twice meanwhile): the
-   copy takes them before the old one goes, as leftover_take() gives them
-   to a copy found by its bytes.  Reads the index only. */
+   commit of its copy (the user saw every message twice meanwhile, and
+   may as well have changed the copy): the copy gets the union of both
+   before the old one goes, which loses nothing the user set on either
+   (a flag the user took off one of them may come back: the lesser harm).
+   Reads the index only. */
 static int copies_flags_take(struct backfill_merge *m,
                              const ARRAY_TYPE(move_item) * items,
                              HASH_TABLE_TYPE(guid_uid) copies)
@@ -513,17 +525,18 @@ static int copies_flags_take(struct backfill_merge *m,
 		    (value = hash_table_lookup(copies, guid)) == NULL ||
 		    !mail_set_uid(copy, POINTER_CAST_TO(value, uint32_t)))
 			continue;
-		enum mail_flags flags = mail_get_flags(old) & ~MAIL_RECENT;
-		if ((mail_get_flags(copy) & ~MAIL_RECENT) != flags) {
-			mail_update_flags(copy, MODIFY_REPLACE, flags);
+		enum mail_flags add = mail_get_flags(old) & ~MAIL_RECENT &
+		                      ~mail_get_flags(copy);
+		if (add != 0) {
+			mail_update_flags(copy, MODIFY_ADD, add);
 			changed = TRUE;
 		}
 		const char *const *keywords = mail_get_keywords(old);
-		if (!keywords_equal(mail_get_keywords(copy), keywords)) {
+		if (!keywords_within(keywords, mail_get_keywords(copy))) {
 			struct mail_keywords *kw =
 			        mailbox_keywords_create_valid(m->lbox,
 			                                      keywords);
-			mail_update_keywords(copy, MODIFY_REPLACE, kw);
+			mail_update_keywords(copy, MODIFY_ADD, kw);
 			mailbox_keywords_unref(&kw);
 			changed = TRUE;
 		}

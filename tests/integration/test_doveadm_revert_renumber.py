@@ -15,7 +15,14 @@ the next run finishes it.  What is checked:
   the live ones' UIDLs kept.  A cut right after the decision (nothing
   changed in the mailbox yet) is not refused.
 - reset refuses such a user the same way (it forgets the record too),
-  and forgets it once a run finished the move.
+  and forgets it once a run finished the move.  Its refusal names
+  `reset -f`; with -f it forgets a record cut between the move's copies
+  and its expunges at once (result forgotten, exit 0, the error column
+  and a warning say what that costs), touching no mail, and the next
+  merge does not finish the move: the old live messages and their copies
+  both stay, the archived ones once (review s7 F5).  A run cut after a
+  batch's commit, before its checkpoint (the folder renumbered, its move
+  not begun): refused naming -f, and -f's error names both costs.
 - verify stays ok for a renumbered folder with two live messages of one
   GUID (the user copied a renumbered message into its own folder), and
   fails (uids) with two messages showing one POP3 UIDL.
@@ -42,7 +49,8 @@ CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH
 CUTS = {"cuv": "renumber-uidvalidity", "cintent": "renumber-intent",
         "ccopied": "renumber-copied", "cdecided": "renumber-decided",
         "window": "renumber-intent", "twice": None,
-        "rintent": "renumber-intent", "rcopied": "renumber-copied"}
+        "rintent": "renumber-intent", "rcopied": "renumber-copied",
+        "fcopied": "renumber-copied", "fbatch": "batch-committed"}
 REFUSED = ("cuv", "cintent", "ccopied")
 RESET_REFUSED = ("rintent", "rcopied")
 
@@ -141,6 +149,58 @@ class RevertRenumberCut(bftest.SiteCase):
             rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", user)
             self.assertEqual(rows[0]["result"], "forgotten", r.stdout + r.stderr)
             self.check_once(user)
+
+    def reset_force(self, user):
+        """reset refused naming -f, then reset -f: (the mailbox's files
+        before, the refusal's error, reset -f's rows and result)."""
+        dc = self.site.dc
+        self.assertEqual(self.cut[user], -9, user)
+        before = files(dc, user)
+        rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", user, ok=(1,))
+        self.assertEqual(rows[0]["result"], "refused", (r.stdout, r.stderr))
+        self.assertIn("reset -f", rows[0]["error"])
+        self.assertNotIn("nothing removed", rows[0]["error"])
+        refused = rows[0]["error"]
+        rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", user, "-f")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(rows[0]["result"], "forgotten", r.stdout + r.stderr)
+        self.assertIn("reset -f:", r.stderr)
+        return before, refused, rows, r
+
+    def test_cut_renumbering_reset_force(self):
+        """reset -f forgets a record whose renumbering was cut between the
+        move's copies and its expunges (review s7 F5: the way out when a
+        run cannot settle the record)."""
+        dc = self.site.dc
+        user = "fcopied"
+        before, refused, rows, r = self.reset_force(user)
+        self.assertIn("doveadm backfill run -u %s" % user, refused)
+        self.assertIn("INBOX", rows[0]["error"])
+        self.assertIn("the next merge does not finish the move", rows[0]["error"])
+        # no mail touched, the record gone
+        self.assertEqual(files(dc, user), before)
+        rows, r = bd.doveadm_json(dc, "backfill", "reset", "-u", user, "--force")
+        self.assertEqual(rows[0]["result"], "none", r.stdout + r.stderr)
+        # as the docs say: the move is not finished, the old live
+        # messages and their copies both stay; dedup adds no archived
+        # message twice
+        r = bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        uv, msgs = dc.mailbox(user, "INBOX")
+        fps = [m.fingerprint for m in msgs]
+        self.assertEqual((len(msgs), len(set(fps))), (3 * N, 2 * N),
+                         (uv, [m.uid for m in msgs]))
+        twice = {fp for fp in fps if fps.count(fp) == 2}
+        self.assertEqual(len(twice), N, fps)
+
+    def test_cut_batch_reset_force(self):
+        dc = self.site.dc
+        user = "fbatch"
+        before, refused, rows, r = self.reset_force(user)
+        self.assertIn("in no journal yet", refused)
+        self.assertIn("revert can never remove them", rows[0]["error"])
+        self.assertIn("the next merge does not finish the move", rows[0]["error"])
+        self.assertEqual(files(dc, user), before)
 
     def check_once(self, user):
         """After a revert the user is pending: the next merge (a login's,

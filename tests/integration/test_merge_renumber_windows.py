@@ -81,11 +81,16 @@ class RenumberWindows(bftest.SiteCase):
         cls.between = {u: dc.mailbox(u, "INBOX")[1] for u in CUTS}
         cls.between_uidls = {u: dc.pop3_uidls(u) for u in CUTS}
         old = [m.uid for m in cls.between["f"]][:N_LIVE]
+        # the copy of live message 3 (above the archive's UIDs): what the
+        # user sets on it stays too (review s7 diffreview F6)
+        fp3 = mg.Msg(cls.scen["f"].later[2]).fingerprint
+        copy3 = max(m.uid for m in cls.between["f"] if m.fingerprint == fp3)
         c = dc.imap("f")
         try:
             c.select("INBOX")
             c.uid("STORE", str(old[0]), "+FLAGS", "(\\Flagged)")
             c.uid("STORE", str(old[1]), "+FLAGS", "($Later)")
+            c.uid("STORE", str(copy3), "+FLAGS", "(\\Answered $Mine)")
         finally:
             c.logout()
         site.enable_plugin()
@@ -136,6 +141,8 @@ class RenumberWindows(bftest.SiteCase):
         self.assertIn("\\Flagged", by_fp[live[0]].flags, by_fp[live[0]].flags)
         self.assertIn("$Later", by_fp[live[1]].flags, by_fp[live[1]].flags)
         self.assertNotIn("\\Flagged", by_fp[live[2]].flags)
+        self.assertTrue({"\\Answered", "$Mine"} <= set(by_fp[live[2]].flags),
+                        by_fp[live[2]].flags)
         # moved: above the archive's UIDs (301, 602, 903)
         self.assertGreater(by_fp[live[0]].uid, 903)
 
