@@ -316,7 +316,7 @@ static int copies_read(struct backfill_merge *m, pool_t pool, uint32_t first,
 	struct mailbox_transaction_context *t;
 	struct mail_search_context *ctx;
 	struct mail *mail;
-	const char *guid;
+	const char *guid, *stored;
 	int ret = 0;
 
 	if (first < cf->move_base)
@@ -327,6 +327,13 @@ static int copies_read(struct backfill_merge *m, pool_t pool, uint32_t first,
 		if (mail->uid < first ||
 		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0 ||
 		    guid[0] == '\0')
+			continue;
+		/* two with one GUID (a user's copy within the folder beside
+		   the move's): the move's is the one with a stored UIDL */
+		if (hash_table_lookup(*copies_r, guid) != NULL &&
+		    (mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) <
+		             0 ||
+		     stored[0] == '\0'))
 			continue;
 		hash_table_update(*copies_r, p_strdup(pool, guid),
 		                  POINTER_CAST(mail->uid));
@@ -834,35 +841,46 @@ static int chunk_candidates(struct backfill_merge *m,
 	return 0;
 }
 
-/* On a resume, the copies of earlier chunks are there too (their old
-   messages are gone) and show the POP3 UIDL their old message showed,
-   which no old message still there shows: they are left out, so that an
-   old message with the same GUID as one moved earlier is not taken for
-   moved.  Copies without a stored UIDL stay (a cut commit's, or a site
-   without POP3 UIDLs, where the GUID is all there is). */
+/* The copies that can be the move's for the old messages items[from..to):
+   the move stores on each copy the POP3 UIDL its old message showed, and
+   no two messages show one.  Left out: an earlier chunk's copy (its old
+   message is gone: its UIDL is no old one's of these), and a copy without
+   a stored UIDL where the move stores one, which is not the move's: the
+   user's own copy of an old message within the folder while the move was
+   cut or paused (Dovecot gives it its source's GUID), which was taken for
+   the move's and its source expunged (review s7 diffreview F0, F11).  A
+   cut commit's copy that lost its GUID is found by its bytes instead
+   (copies_match_leftovers()).  Without a POP3 UIDL format the GUID is all
+   there is. */
 static int copies_keep_pending(struct backfill_merge *m,
                                const ARRAY_TYPE(move_item) * items,
-                               unsigned int from, pool_t pool,
+                               unsigned int from, unsigned int to, pool_t pool,
                                HASH_TABLE_TYPE(guid_uid) copies)
 {
+	bool stores_uidls =
+	        m->pop3_uidl_format != NULL && m->pop3_uidl_format[0] != '\0';
 	const struct cursor_folder *cf = cur_folder(m);
 	struct mailbox_transaction_context *t;
 	struct hash_iterate_context *iter;
 	HASH_TABLE(char *, char *) uidls;
+	HASH_TABLE(char *, char *) guids;
 	ARRAY_TYPE(const_string) drop;
 	const struct move_item *item;
-	const char *uidl, *stored, *error, *const *key_p;
+	const char *uidl, *stored, *guid, *error, *const *key_p;
 	struct mail *mail;
 	char *key;
 	void *value;
 	unsigned int i = 0;
 
 	hash_table_create(&uidls, pool, 0, str_hash, strcmp);
+	hash_table_create(&guids, pool, 0, str_hash, strcmp);
 	t_array_init(&drop, 8);
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
-	mail = mail_alloc(t, 0, NULL);
+	mail = mail_alloc(t, MAIL_FETCH_GUID, NULL);
 	array_foreach(items, item)
 	{
+		if (i >= to)
+			break;
 		if (i++ < from || !mail_set_uid(mail, item->old_uid) ||
 		    backfill_pop3_uidl_get(mail, cf->renumber_uidvalidity,
 		                           m->pop3_uidl_format, &uidl,
@@ -871,14 +889,24 @@ static int copies_keep_pending(struct backfill_merge *m,
 			continue;
 		char *u = p_strdup(pool, uidl);
 		hash_table_update(uidls, u, u);
+		if (mail_get_special(mail, MAIL_FETCH_GUID, &guid) == 0 &&
+		    guid[0] != '\0') {
+			char *g = p_strdup(pool, guid);
+			hash_table_update(guids, g, g);
+		}
 	}
 	iter = hash_table_iterate_init(copies);
 	while (hash_table_iterate(iter, copies, &key, &value)) {
+		/* without a stored UIDL: a cut commit's copy under a GUID of
+		   its own stays (a candidate for copies_match_leftovers());
+		   one with an old message's GUID is the user's copy of it */
 		if (!mail_set_uid(mail, POINTER_CAST_TO(value, uint32_t)) ||
 		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) <
 		            0 ||
-		    stored[0] == '\0' ||
-		    hash_table_lookup(uidls, stored) != NULL)
+		    (stored[0] == '\0'
+		             ? !stores_uidls ||
+		                       hash_table_lookup(guids, key) == NULL
+		             : hash_table_lookup(uidls, stored) != NULL))
 			continue;
 		const char *k = key;
 		array_push_back(&drop, &k);
@@ -888,6 +916,7 @@ static int copies_keep_pending(struct backfill_merge *m,
 	mail_free(&mail);
 	(void)mailbox_transaction_commit(&t);
 	hash_table_destroy(&uidls);
+	hash_table_destroy(&guids);
 	return 0;
 }
 
@@ -945,6 +974,8 @@ static int move_chunk(struct backfill_merge *m,
 	/* the chunk's copies: from the UIDNEXT before their commit on */
 	if (mailbox_sync(m->lbox, 0) < 0 ||
 	    copies_read(m, pool, status.uidnext, &copies) < 0 ||
+	    copies_keep_pending(m, items, from, from + *used_r, pool, copies) <
+	            0 ||
 	    chunk_match_leftovers(m, &chunk, pool, copies) < 0)
 		return move_failed(m, "reading its copies");
 	if (move_expunges(m, &chunk, copies, &missing) < 0) {
@@ -1032,7 +1063,7 @@ int backfill_renumber_move(struct backfill_merge *m)
 	pos = items_first_left(m, &items);
 	items_sub(&items, pos, I_MIN(count - pos, BACKFILL_MOVE_CHUNK), &chunk);
 	if (copies_read(m, pool, cf->move_base, &copies) < 0 ||
-	    copies_keep_pending(m, &items, pos, pool, copies) < 0 ||
+	    copies_keep_pending(m, &items, pos, count, pool, copies) < 0 ||
 	    chunk_match_leftovers(m, &chunk, pool, copies) < 0)
 		ret = move_failed(m, "reading its copies");
 	else if (resumed && copies_flags_take(m, &chunk, copies) < 0)

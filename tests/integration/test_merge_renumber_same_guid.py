@@ -7,7 +7,9 @@ with one GUID.  The move goes in chunks of 100 old UIDs; a copy made for
 the first one stood for the second too: the second was taken for moved
 already and expunged, in an uninterrupted run (153 messages for 154).  The
 same after a kill between the chunks, where the earlier chunk's copies are
-read again at the resume.  Each case must end with every message there
+read again at the resume, and after a user's copy of a live message within
+the folder while the move was cut (F11: the resume took it for the move's
+copy and expunged its source).  Each case must end with every message there
 once more than before (the 3 archived ones added) and every POP3 UIDL as
 it was."""
 import os
@@ -25,8 +27,11 @@ CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH
         if dv.IS_24 else
         "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
 # user: where the move is cut (None: not cut); renumber-expunged:1 is
-# after the first chunk's expunges, before the second chunk
-CUTS = {"sam": None, "kim": "renumber-expunged:1"}
+# after the first chunk's expunges, before the second chunk.  cy copies
+# live UID 5 into INBOX while her move is cut (diffreview F11): the copy
+# has UID 5's GUID, above the move's base.
+CUTS = {"sam": None, "kim": "renumber-expunged:1", "cy": "renumber-intent"}
+COPY_DURING_CUT = {"cy": 5}
 
 
 def scenario(seed):
@@ -75,6 +80,13 @@ class SameGuidChunks(bftest.SiteCase):
                 for n in names:
                     if n.endswith(".lock"):
                         os.unlink(os.path.join(root, n))
+        # the user's copy while the move is cut (plugin off: a session
+        # would resume the merge)
+        dc.restart(mail_plugins="")
+        for u, uid in COPY_DURING_CUT.items():
+            dc.doveadm("copy", "-u", u, "INBOX", "mailbox", "INBOX", "uid", str(uid))
+        site.enable_plugin()
+        for u, point in CUTS.items():
             if point:
                 r = bd.doveadm(dc, "backfill", "run", "-u", u, fmt="json")
                 assert r.returncode == 0, r.stderr
@@ -84,7 +96,8 @@ class SameGuidChunks(bftest.SiteCase):
         self.assertEqual(len(self.before[user]), N_LIVE + 1)
         uv, after = dc.mailbox(user, "INBOX")
         self.assertEqual(uv, ARCHIVE_UV)
-        self.assertEqual(len(after), 3 + N_LIVE + 1, "a live message was lost by the move")
+        self.assertEqual(len(after), 3 + N_LIVE + 1 + (user in COPY_DURING_CUT),
+                         "a live message was lost by the move")
         uidls = dc.pop3_uidls(user)
         self.assertEqual(len(uidls), len({u for u, _ in uidls}), "two messages show one UIDL")
         self.assertTrue(set(self.uidls[user]) <= set(uidls),
@@ -99,6 +112,12 @@ class SameGuidChunks(bftest.SiteCase):
     def test_cut_between_the_chunks(self):
         self.assertEqual(self.cut["kim"], -9)
         self.check("kim")
+
+    def test_users_copy_while_cut(self):
+        """The user's copy is not the move's: UID 5 is moved, not
+        expunged for it."""
+        self.assertEqual(self.cut["cy"], -9)
+        self.check("cy")
 
 
 if __name__ == "__main__":
