@@ -112,35 +112,6 @@ def incident(site, user, scen):
                "uid", str(uids[0]))
 
 
-def hardlink_copies(maildir):
-    """What Dovecot's hardlink copy of the move leaves when killed before
-    its dovecot-uidlist write: each live INBOX message's file (UID below the
-    archive's first) linked into cur/ under a new unique name."""
-    first = archive_uids(1)[0]
-    with open(os.path.join(maildir, "dovecot-uidlist")) as f:
-        lines = f.readlines()[1:]
-    names = {}
-    for ln in lines:
-        uid, rest = ln.split(" ", 1)
-        if int(uid) < first:
-            name = rest.rsplit(":", 1)[-1].strip()
-            names[re.split(r"[,:]", name, 1)[0]] = int(uid)
-    done = 0
-    for sub in ("cur", "new"):
-        for name in sorted(os.listdir(os.path.join(maildir, sub))):
-            base = re.split(r"[,:]", name, 1)[0]
-            if base not in names:
-                continue
-            tail = name[len(base):]
-            if ":2," not in tail:
-                tail += ":2,"
-            os.link(os.path.join(maildir, sub, name),
-                    os.path.join(maildir, "cur", "1700099999.M%dP4242.bfcut%s"
-                                 % (names[base], tail)))
-            done += 1
-    assert done == len(names) > 0, (done, names)
-
-
 def view(dc, user):
     """{folder: (uidvalidity, [(uid, fingerprint, flags, date)])}."""
     out = {}
@@ -447,7 +418,12 @@ class Killed(bftest.SiteCase):
                     if n.endswith(".lock"):
                         os.unlink(os.path.join(root, n))
         for user in cls.cut_commit:
-            hardlink_copies(dc.maildir(user))
+            # Dovecot's hardlink copy of the move, killed before its
+            # dovecot-uidlist write: each live INBOX message (UID below
+            # the archive's first) linked under a new name
+            first = archive_uids(1)[0]
+            bftest.maildir_cut_commit(dc.maildir(user), lambda uid: uid < first,
+                                      link=True)
         # what a POP3 session sees between the cut run and the rerun (a
         # POP3 login would resume the merge: the plugin is off meanwhile)
         dc.restart(mail_plugins="")
