@@ -259,6 +259,23 @@ def diff(expected, got):
                                              list((g - e).elements())[:10])
 
 
+# Crash points (BACKFILL_TEST_CRASH=POINT[:N], dovecot-plugin/renumber.c
+# backfill_crash_point()): doveconf hands doveadm only the environment
+# import_environment lists.
+CRASH_CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
+              if dv.IS_24 else
+              "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+
+
+def remove_locks(dc, user):
+    """The Maildir locks (dovecot-uidlist.lock, ...) a killed process
+    leaves behind, which the next run would wait for."""
+    for root, _, names in os.walk(dc.home(user)):
+        for name in names:
+            if name.endswith(".lock"):
+                os.unlink(os.path.join(root, name))
+
+
 def maildir_cut_commit(maildir, want, link=False):
     """What a kill inside Dovecot's Maildir commit leaves: the files of the
     messages whose dovecot-uidlist UID want(uid) accepts, in cur/ under new

@@ -37,14 +37,12 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
 ARCHIVE_UV = 1300000201
 LIVE_UV = 1700000001
 N = 3
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 # user: where its renumbering is cut (None: not cut)
 CUTS = {"cuv": "renumber-uidvalidity", "cintent": "renumber-intent",
         "ccopied": "renumber-copied", "cdecided": "renumber-decided",
@@ -100,10 +98,7 @@ class RevertRenumberCut(bftest.SiteCase):
             r = bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json", env=env)
             cls.cut[user] = r.returncode
             # the killed process's Maildir locks
-            for root, _, names in os.walk(dc.home(user)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, user)
         # a delivery after the UIDNEXT raise, before the move (plugin off:
         # a delivery's session must not finish the merge)
         dc.restart(mail_plugins="")

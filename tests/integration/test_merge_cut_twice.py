@@ -33,7 +33,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
 N_ARCHIVE = 700
 N_LIVE = 40
@@ -43,9 +43,7 @@ MODES = {"user": "", "mailbox": "userdb_backfill_dedup=mailbox",
 
 
 # doveconf passes only these to doveadm (the crash points)
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 
 
 class CutTwice(bftest.SiteCase):
@@ -105,10 +103,7 @@ class CutTwice(bftest.SiteCase):
                                            "-u", user, fmt="json"),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                            env=self.site.dc.sanitizer_env(env), check=False)
-        for root, _, names in os.walk(self.site.dc.home(user)):
-            for name in names:
-                if name.endswith(".lock"):
-                    os.unlink(os.path.join(root, name))
+        bftest.remove_locks(self.site.dc, user)
         self.assertEqual(r.returncode, -signal.SIGKILL,
                          "%s: %s not reached: %s" % (user, point, r.stderr[-2000:]))
 

@@ -32,12 +32,10 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 import fingerprint_ref  # noqa: E402
 
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 N_LIVE = 2
 USERS = ("fail", "cut")
 
@@ -58,13 +56,6 @@ def scenario(seed, crlf=False):
     s.live = [mg.Folder("INBOX", 1700000001)]
     s.later = [g.message(1700000000 + i, kind="plain") for i in range(N_LIVE)]
     return s
-
-
-def unlock(dc, user):
-    for root, _, names in os.walk(dc.home(user)):
-        for name in names:
-            if name.endswith(".lock"):
-                os.unlink(os.path.join(root, name))
 
 
 class LandedBytes(bftest.SiteCase):
@@ -95,7 +86,7 @@ class LandedBytes(bftest.SiteCase):
         r = bd.doveadm(dc, "backfill", "run", "-u", "cut", fmt="json",
                        env=dict(os.environ, BACKFILL_TEST_CRASH="batch-committed"))
         cls.first["cut"] = r
-        unlock(dc, "cut")
+        bftest.remove_locks(dc, "cut")
         cls.cut_files = bftest.maildir_cut_commit(dc.maildir("cut"),
                                                   lambda uid: uid > N_LIVE)
         # the secondary MX's queue flush (plugin off: a login would merge)

@@ -19,11 +19,9 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 USERS = ("ref", "cut1", "cut2")
 
 
@@ -59,10 +57,7 @@ class MdboxCutBatch(bftest.SiteCase):
         for user, point in (("cut1", "batch-committed:1"), ("cut2", "batch-committed:2")):
             r = run(dc, user, env=dict(os.environ, BACKFILL_TEST_CRASH=point))
             cls.killed[user] = r.returncode
-            for root, _, names in os.walk(dc.home(user)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, user)
             r = run(dc, user)
             cls.final[user] = (r.returncode, r.stdout + r.stderr)
         cls.post = {u: dc.snapshot(u) for u in USERS}

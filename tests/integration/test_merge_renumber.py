@@ -60,9 +60,7 @@ KILLS = ("renumber-decided", "renumber-uidvalidity", "batch-checkpointed",
          "renumber-intent", "renumber-copied", "renumber-expunged")
 CONF = ("recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\n"
         # doveconf passes only these to doveadm (the kill points)
-        + ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-           if dv.IS_24 else
-           "import_environment = $import_environment BACKFILL_TEST_CRASH\n"))
+        + bftest.CRASH_CONF)
 
 
 def archive_uids(n):
@@ -413,10 +411,7 @@ class Killed(bftest.SiteCase):
             env = dict(os.environ, BACKFILL_TEST_CRASH=point)
             r = run(dc, user, env=env)
             cls.killed[user] = r.returncode
-            for root, _, names in os.walk(dc.home(user)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, user)
         for user in cls.cut_commit:
             # Dovecot's hardlink copy of the move, killed before its
             # dovecot-uidlist write: each live INBOX message (UID below
@@ -534,10 +529,7 @@ class DecidedThenChanged(bftest.SiteCase):
         for user in ("phone", "mailed"):
             r = run(dc, user, env=dict(os.environ, BACKFILL_TEST_CRASH="renumber-decided"))
             cls.cut[user] = (r.returncode, ways(dc, user))
-            for root, _, names in os.walk(dc.home(user)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, user)
         # between the runs (plugin off: a login would resume the merge)
         dc.restart(mail_plugins="")
         cls.phone = imapcache.CacheClient("phone", "127.0.0.1", dc.ports["imap"], "phone",

@@ -27,7 +27,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
 N_LIVE = int(os.environ.get("BF_RENUMBER_LIVE", "1500"))
 BUDGET = "200ms"
@@ -36,9 +36,7 @@ FIRST_ANSWER_MAX = 3.0
 USERS = ("pat", "twin")
 # the same with live message 5 in the archive's INBOX and Work
 USERS_TWICE = ("dora", "dtwin")
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 # the killed runs: 4 chunks of 100 (doveadm has no deadline, each chunk is
 # full); live UIDs 150 and 250 (chunks 2 and 3) have the same bytes
 N_KILLED = 350
@@ -239,10 +237,7 @@ class RenumberKilledChunks(bftest.SiteCase):
             cls.cut[user] = bd.doveadm(
                 dc, "backfill", "run", "-u", user, fmt="json",
                 env=dict(os.environ, BACKFILL_TEST_CRASH=point))
-            for root, _, names in os.walk(dc.home(user)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, user)
         cls.left = bftest.maildir_cut_commit(
             maildir(dc, "lina"), lambda uid: 200 < uid <= 300, link=True)
         cls.rerun = {u: bd.doveadm(dc, "backfill", "run", "-u", u, fmt="json")

@@ -19,13 +19,11 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
 ARCHIVE_UV = 1300000201
 N_LIVE = 150
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 # user: where the move is cut (None: not cut); renumber-expunged:1 is
 # after the first chunk's expunges, before the second chunk.  cy copies
 # live UID 5 into INBOX while her move is cut (diffreview F11): the copy
@@ -76,10 +74,7 @@ class SameGuidChunks(bftest.SiteCase):
             env = dict(os.environ, BACKFILL_TEST_CRASH=point) if point else None
             r = bd.doveadm(dc, "backfill", "run", "-u", u, fmt="json", env=env)
             cls.cut[u] = r.returncode
-            for root, _, names in os.walk(dc.home(u)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, u)
         # the user's copy while the move is cut (plugin off: a session
         # would resume the merge)
         dc.restart(mail_plugins="")

@@ -26,11 +26,9 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-from bftest import dv, mg  # noqa: E402
+from bftest import mg  # noqa: E402
 
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 A = 1300000201
 N_ARCH, N_LIVE = 3, 3
 CUTS = {"d": "renumber-intent", "f": "renumber-copied"}
@@ -71,10 +69,7 @@ class RenumberWindows(bftest.SiteCase):
             r = bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json",
                            env=dict(os.environ, BACKFILL_TEST_CRASH=point))
             cls.cut[user] = r
-            for root, _, names in os.walk(dc.home(user)):
-                for n in names:
-                    if n.endswith(".lock"):
-                        os.unlink(os.path.join(root, n))
+            bftest.remove_locks(dc, user)
         # the windows (plugin off: a login would resume the merge)
         dc.restart(mail_plugins="")
         dc.lmtp_deliver("d", cls.scen["d"].later[0])

@@ -44,9 +44,7 @@ A, AS = 1300000201, 1300000202
 LIVE_UV = 1700000001
 MARGIN = 100000
 ARCH_NEXT = 904  # UIDs 301, 602, 903
-CONF = ("import_environment {\n  BACKFILL_TEST_CRASH = %{env:BACKFILL_TEST_CRASH}\n}\n"
-        if dv.IS_24 else
-        "import_environment = $import_environment BACKFILL_TEST_CRASH\n")
+CONF = bftest.CRASH_CONF
 
 
 def scenario(seed, folders=(("INBOX", A),)):
@@ -170,10 +168,7 @@ class Margin(bftest.SiteCase):
         env = dict(os.environ, BACKFILL_TEST_CRASH="renumber-intent")
         cls.oldrec_cut = bd.doveadm(dc, "backfill", "run", "-u", "oldrec", fmt="json",
                                     env=env).returncode
-        for root, _, names in os.walk(dc.home("oldrec")):
-            for n in names:
-                if n.endswith(".lock"):
-                    os.unlink(os.path.join(root, n))
+        bftest.remove_locks(dc, "oldrec")
         dc.set_user("oldrec")
         # (through dc.doveadm, which waits until auth sees the new file)
         assert "backfill_imap_uid_margin" not in dc.doveadm("user", "oldrec").stdout.decode()
