@@ -12,6 +12,23 @@ import time
 SANITIZED = os.environ.get('BACKFILL_SANITIZED') == '1'
 
 
+def unix_listening(path):
+    """True once the unix socket at path accepts connections.
+
+    libmilter creates the socket file at bind() and calls listen() a
+    moment later; a connect in between is refused (seen once in CI under
+    ASan).  /proc/net/unix marks a listening socket with __SO_ACCEPTCON
+    (0x10000) in its Flags column, so this asks without connecting."""
+    with open('/proc/net/unix') as f:
+        next(f)
+        for line in f:
+            fields = line.split(None, 7)
+            if (len(fields) == 8 and fields[7].rstrip('\n') == path
+                    and int(fields[3], 16) & 0x10000):
+                return True
+    return False
+
+
 class PrivateMilter:
     def __init__(self, milter, backfillctl, config=(), window=None,
                  tmp=None, state=None):
@@ -54,13 +71,13 @@ class PrivateMilter:
         self.proc = subprocess.Popen([self.milter, '-f', '-c', self.conf],
                                      stdout=self._logf, stderr=self._logf)
         for _ in range(200):
-            if os.path.exists(self.sock):
+            if unix_listening(self.sock):
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError('backfill-milter exited at start:\n'
                                      + self.log_text())
             time.sleep(0.05)
-        raise AssertionError('backfill-milter did not create its socket')
+        raise AssertionError('backfill-milter did not listen on its socket')
 
     def rss_kb(self):
         with open(f'/proc/{self.proc.pid}/status') as f:

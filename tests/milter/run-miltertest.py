@@ -19,6 +19,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from milterproc import unix_listening  # noqa: E402
 
 
 def main():
@@ -53,7 +55,7 @@ def main():
         proc = subprocess.Popen([milter, '-f', '-c', conf], stderr=logf,
                                 stdout=logf)
         for _ in range(100):
-            if os.path.exists(sock) or proc.poll() is not None:
+            if unix_listening(sock) or proc.poll() is not None:
                 break
             time.sleep(0.05)
         rc = 1
