@@ -53,6 +53,20 @@ int doveadm_backfill_archive(struct backfill_user *buser, const char **error_r)
 	                                error_r);
 }
 
+struct doveadm_mail_cmd_context *
+doveadm_backfill_cmd_alloc(doveadm_backfill_init_func *init,
+                           int (*run)(struct doveadm_mail_cmd_context *ctx,
+                                      struct mail_user *user))
+{
+	struct doveadm_mail_cmd_context *ctx;
+
+	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
+	ctx->v.init = init;
+	ctx->v.run = run;
+	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
+	return ctx;
+}
+
 int doveadm_backfill_state(struct backfill_user *buser,
                            struct bf_state **state_r,
                            struct bf_merge_record *rec_r, const char **error_r)

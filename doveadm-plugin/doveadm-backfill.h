@@ -44,6 +44,13 @@ struct backfill_user *doveadm_backfill_user(struct mail_user *user,
 /* Resolves the archive: 1 the user has one, 0 none, -1 error. */
 int doveadm_backfill_archive(struct backfill_user *buser, const char **error_r);
 
+/* The context of a command with no options and no state of its own (plan,
+   verify): doveadm's plain one, with init and run, printing a table. */
+struct doveadm_mail_cmd_context *
+doveadm_backfill_cmd_alloc(doveadm_backfill_init_func *init,
+                           int (*run)(struct doveadm_mail_cmd_context *ctx,
+                                      struct mail_user *user));
+
 /* Opens the user's state store (once per user) and reads the user's
    merge record from it, so that a store that opens but does not answer
    is found here, before anything is changed: 1 record read into *rec_r,

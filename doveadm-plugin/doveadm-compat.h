@@ -16,6 +16,9 @@
 	        const char *const *_args ATTR_UNUSED
 #endif
 
+/* A v.init function, on either release. */
+typedef void doveadm_backfill_init_func(DOVEADM_BACKFILL_INIT_ARGS);
+
 /* Lets the command take the options its doveadm_cmd_ver2 declares, each
    with a short letter as in getopt_args ("p:r:").  init() reads their
    values with doveadm_cmd_param_*() on both releases; 2.3 also passes each

@@ -132,13 +132,7 @@ static void cmd_plan_init(DOVEADM_BACKFILL_INIT_ARGS)
 
 static struct doveadm_mail_cmd_context *cmd_plan_alloc(void)
 {
-	struct doveadm_mail_cmd_context *ctx;
-
-	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
-	ctx->v.init = cmd_plan_init;
-	ctx->v.run = cmd_plan_run;
-	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
-	return ctx;
+	return doveadm_backfill_cmd_alloc(cmd_plan_init, cmd_plan_run);
 }
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_plan = {

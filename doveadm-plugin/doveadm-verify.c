@@ -375,13 +375,7 @@ static void cmd_verify_init(DOVEADM_BACKFILL_INIT_ARGS)
 
 static struct doveadm_mail_cmd_context *cmd_verify_alloc(void)
 {
-	struct doveadm_mail_cmd_context *ctx;
-
-	ctx = doveadm_mail_cmd_alloc(struct doveadm_mail_cmd_context);
-	ctx->v.init = cmd_verify_init;
-	ctx->v.run = cmd_verify_run;
-	doveadm_print_init(DOVEADM_PRINT_TYPE_TABLE);
-	return ctx;
+	return doveadm_backfill_cmd_alloc(cmd_verify_init, cmd_verify_run);
 }
 
 struct doveadm_cmd_ver2 doveadm_cmd_backfill_verify = {
