@@ -252,7 +252,7 @@ static const char *const scripts[SCRIPT_COUNT] = {
                        "redis.call('LSET', KEYS[1], idx, ARGV[2] .."
                        " string.sub(v, " STR(UID_DIGITS) " + 1))\n"
                                                          "return 1\n",
-        /* KEYS: merge record, journal, journal-pending, merges; ARGV:
+        /* KEYS: journal, journal-pending, merge record, merges; ARGV:
            user. */
         [SC_MERGE_DELETE] = "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])\n"
                             "redis.call('ZREM', KEYS[4], ARGV[1])\n"
@@ -293,6 +293,24 @@ static void args_key(struct bf_rargs *a, const struct redis_state *r,
                      const char *kind, const char *name)
 {
 	bf_rargs_printf(a, "%s%s%s", r->uri.prefix, kind, name);
+}
+
+/* A user's journal and the list of its entries still without a UID. */
+static void args_journal_keys(struct bf_rargs *a, const struct redis_state *r,
+                              const char *user)
+{
+	args_key(a, r, "journal:", user);
+	args_key(a, r, "journal-pending:", user);
+}
+
+/* Every key of a user's merge state, as the checkpoint and merge-delete
+   scripts take them: journal, journal-pending, merge record, merges. */
+static void args_merge_keys(struct bf_rargs *a, const struct redis_state *r,
+                            const char *user)
+{
+	args_journal_keys(a, r, user);
+	args_key(a, r, "merge:", user);
+	args_key(a, r, "merges", "");
 }
 
 static void args_dedup_key(struct bf_rargs *a, const struct redis_state *r,
@@ -373,6 +391,21 @@ static int script_int(struct redis_state *r, struct bf_rargs *a,
 	return value != 0 ? 1 : 0;
 }
 
+/* A command whose reply must be an array (bf_redis_call()): any other
+   reply is an error too. */
+static int call_array(struct redis_state *r, const struct bf_rargs *a,
+                      const char *what, redisReply **reply_r)
+{
+	if (bf_redis_call(r, a, what, reply_r) < 0)
+		return -1;
+	if ((*reply_r)->type != REDIS_REPLY_ARRAY) {
+		(void)bf_redis_bad_reply(r, what, *reply_r);
+		*reply_r = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 static int corrupt(struct redis_state *r, const char *what, const char *kind)
 {
 	bf_state_set_error(&r->state,
@@ -431,12 +464,10 @@ static int redis_merge_get(struct bf_state *state, const char *user,
 
 	bf_rargs_str(&a, "HGETALL");
 	args_key(&a, r, "merge:", user);
-	ret = bf_redis_call(r, &a, what, &reply);
+	ret = call_array(r, &a, what, &reply);
 	bf_rargs_free(&a);
 	if (ret < 0)
 		return -1;
-	if (reply->type != REDIS_REPLY_ARRAY)
-		return bf_redis_bad_reply(r, what, reply);
 	ret = 0;
 	if (reply->elements > 0)
 		ret = merge_from_reply(r, user, reply, rec_r) < 0 ? -1 : 1;
@@ -506,10 +537,7 @@ static int checkpoint(struct redis_state *r, const char *user,
 	int ret;
 
 	args_script(&a, SC_CHECKPOINT, 4);
-	args_key(&a, r, "journal:", user);
-	args_key(&a, r, "journal-pending:", user);
-	args_key(&a, r, "merge:", user);
-	args_key(&a, r, "merges", "");
+	args_merge_keys(&a, r, user);
 	bf_rargs_str(&a, user);
 	if (rec != NULL)
 		args_merge_record(&a, rec);
@@ -536,10 +564,7 @@ static int redis_merge_delete(struct bf_state *state, const char *user)
 	int ret;
 
 	args_script(&a, SC_MERGE_DELETE, 4);
-	args_key(&a, r, "merge:", user);
-	args_key(&a, r, "journal:", user);
-	args_key(&a, r, "journal-pending:", user);
-	args_key(&a, r, "merges", "");
+	args_merge_keys(&a, r, user);
 	bf_rargs_str(&a, user);
 	ret = script_int(r, &a, SC_MERGE_DELETE, "deleting the merge record");
 	bf_rargs_free(&a);
@@ -648,14 +673,10 @@ static int redis_merge_list(struct bf_state *state, const char *after_user,
 		bf_rargs_str(&a, "LIMIT");
 		bf_rargs_str(&a, "0");
 		bf_rargs_printf(&a, "%zu", asked);
-		ret = bf_redis_call(r, &a, what, &reply);
+		ret = call_array(r, &a, what, &reply);
 		bf_rargs_free(&a);
 		if (ret < 0)
 			break;
-		if (reply->type != REDIS_REPLY_ARRAY) {
-			ret = bf_redis_bad_reply(r, what, reply);
-			break;
-		}
 		got = reply->elements;
 		for (i = 0; i < got; i++) {
 			if (reply->element[i]->type != REDIS_REPLY_STRING)
@@ -718,12 +739,10 @@ static int redis_journal_list(struct bf_state *state, const char *user,
 	args_key(&a, r, "journal:", user);
 	bf_rargs_printf(&a, "%" PRIu64, after_seq);
 	bf_rargs_printf(&a, "%" PRIu64, after_seq + max - 1);
-	ret = bf_redis_call(r, &a, what, &reply);
+	ret = call_array(r, &a, what, &reply);
 	bf_rargs_free(&a);
 	if (ret < 0)
 		return -1;
-	if (reply->type != REDIS_REPLY_ARRAY)
-		return bf_redis_bad_reply(r, what, reply);
 	rows = calloc(reply->elements > 0 ? reply->elements : 1, sizeof(*rows));
 	if (rows == NULL) {
 		freeReplyObject(reply);
@@ -754,8 +773,7 @@ static int redis_journal_set_uid(struct bf_state *state, const char *user,
 	int ret;
 
 	args_script(&a, SC_SET_UID, 2);
-	args_key(&a, r, "journal:", user);
-	args_key(&a, r, "journal-pending:", user);
+	args_journal_keys(&a, r, user);
 	bf_rargs_printf(&a, "%" PRIu32 ":%s", archive_uid, archive_mailbox);
 	bf_rargs_printf(&a, "%0" STR(UID_DIGITS) PRIu32, uid);
 	ret = script_int(r, &a, SC_SET_UID, "setting a journal UID");
@@ -771,8 +789,7 @@ static int redis_journal_delete(struct bf_state *state, const char *user)
 	int ret;
 
 	bf_rargs_str(&a, "DEL");
-	args_key(&a, r, "journal:", user);
-	args_key(&a, r, "journal-pending:", user);
+	args_journal_keys(&a, r, user);
 	ret = bf_redis_call(r, &a, "deleting the journal", &reply);
 	bf_rargs_free(&a);
 	freeReplyObject(reply);
@@ -780,6 +797,16 @@ static int redis_journal_delete(struct bf_state *state, const char *user)
 }
 
 /* ---- windows ---- */
+
+/* The window script with op at now: the other arguments follow. */
+static void args_window(struct bf_rargs *a, const struct redis_state *r,
+                        const char *op, time_t now)
+{
+	args_script(a, SC_WINDOW, 1);
+	args_key(a, r, "windows", "");
+	bf_rargs_str(a, op);
+	bf_rargs_printf(a, "%lld", (long long)now);
+}
 
 /* A window as the list holds it ("opened:until:closed:name", or nil for
    none): 1 window_r filled, 0 none.  Does not free v. */
@@ -807,10 +834,7 @@ static int redis_window_open(struct bf_state *state, const char *name,
 	redisReply *reply;
 	int ret;
 
-	args_script(&a, SC_WINDOW, 1);
-	args_key(&a, r, "windows", "");
-	bf_rargs_str(&a, "open");
-	bf_rargs_printf(&a, "%lld", (long long)now);
+	args_window(&a, r, "open", now);
 	bf_rargs_printf(&a, "%lld", (long long)until);
 	bf_rargs_str(&a, name);
 	bf_rargs_str(&a, exclusive ? "exclusive" : "replace");
@@ -839,10 +863,7 @@ static int redis_window_close(struct bf_state *state, time_t now)
 	struct bf_rargs a = {0};
 	int ret;
 
-	args_script(&a, SC_WINDOW, 1);
-	args_key(&a, r, "windows", "");
-	bf_rargs_str(&a, "close");
-	bf_rargs_printf(&a, "%lld", (long long)now);
+	args_window(&a, r, "close", now);
 	ret = script_int(r, &a, SC_WINDOW, "closing the window");
 	bf_rargs_free(&a);
 	return ret;
@@ -857,10 +878,7 @@ static int redis_window_current(struct bf_state *state, time_t now,
 	redisReply *reply;
 	int ret;
 
-	args_script(&a, SC_WINDOW, 1);
-	args_key(&a, r, "windows", "");
-	bf_rargs_str(&a, "current");
-	bf_rargs_printf(&a, "%lld", (long long)now);
+	args_window(&a, r, "current", now);
 	ret = script_call(r, &a, SC_WINDOW, what, &reply);
 	bf_rargs_free(&a);
 	if (ret < 0)
