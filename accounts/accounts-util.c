@@ -438,6 +438,21 @@ void acc_html_escape(FILE *out, const char *s)
 	}
 }
 
+void acc_html_printf(FILE *out, const char *fmt, ...)
+{
+	const char *conv;
+	va_list ap;
+
+	va_start(ap, fmt);
+	while ((conv = strstr(fmt, "%s")) != NULL) {
+		fwrite(fmt, 1, (size_t)(conv - fmt), out);
+		acc_html_escape(out, va_arg(ap, const char *));
+		fmt = conv + 2;
+	}
+	va_end(ap);
+	fputs(fmt, out);
+}
+
 /* The look both kinds of report share: they go to the same people. */
 static const char html_base_style[] =
         "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;"

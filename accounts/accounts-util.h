@@ -127,6 +127,11 @@ char *acc_domain_file_stem(const char *domain);
 
 /* s with <, >, &, " and ' escaped for HTML text and attribute values. */
 void acc_html_escape(FILE *out, const char *s);
+/* fmt as it is, with every %s replaced by its argument escaped as with
+   acc_html_escape(): the markup and the values in it read in one place,
+   and no value is printed unescaped.  %s is the only conversion. */
+void acc_html_printf(FILE *out, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
 /* The start of a self-contained report page up to <body>: the title
    (prefix and title, escaped) and one inline style, the reports' common
    look followed by style (CSS of the page's own parts). */
