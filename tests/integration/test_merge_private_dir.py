@@ -5,8 +5,10 @@ hana's home has .backfill planted as a symlink to a directory elsewhere:
 the merge refuses it (O_NOFOLLOW), says so, writes nothing there and
 merges nothing.  ivan has no home: his copy lives in a private directory
 next to the SQLite state store (archive-cache/ivan, mode 0700), never in
-the temp directory, where a symlink planted at the fixed name the previous
-plugin used stays untouched.
+the temp directory (mail_temp_dir), where a symlink planted at the fixed
+name the previous plugin used (backfill-USER-UID) stays untouched.  That
+temp directory is this run's own, world-writable like /tmp: two runs at
+once, or what a killed run left, never share the planted name.
 """
 import os
 import shutil
@@ -26,6 +28,12 @@ class MergePrivateDir(bftest.SiteCase):
     def build(cls, site):
         site.add_user("hana", mg.standard_scenario(91))
         site.add_user("ivan", mg.standard_scenario(92))
+        # the temp directory the previous plugin put a homeless user's
+        # copy in (Dovecot's mail_temp_dir, /tmp by default)
+        tmp = os.path.join(site.base, "tmp")
+        os.mkdir(tmp)
+        os.chmod(tmp, 0o1777)
+        site.dc.extra_conf += "mail_temp_dir = %s\n" % tmp
         site.start(plugin_on=False)
         cls.pre = {u: site.dc.snapshot(u) for u in ("hana", "ivan")}
         # hana: .backfill is a symlink to somebody else's directory
@@ -36,12 +44,10 @@ class MergePrivateDir(bftest.SiteCase):
         # ivan: no home, an absolute mail location instead
         live = os.path.join(site.base, "live", "ivan", "Maildir")
         site.dc.set_user("ivan", home="", extra="userdb_mail=maildir:" + live)
-        # where the previous plugin put a homeless user's copy
-        cls.old_tmp = "/tmp/backfill-ivan-%d" % bftest.dv.MAIL_UID
+        # the name the previous plugin gave a homeless user's copy there
+        cls.old_tmp = os.path.join(tmp, "backfill-ivan-%d" % bftest.dv.MAIL_UID)
         cls.old_target = tempfile.mkdtemp(prefix="bf-planted-tmp-")
         bftest.dv.chown_tree(cls.old_target)
-        if os.path.islink(cls.old_tmp):
-            os.unlink(cls.old_tmp)
         os.symlink(cls.old_target, cls.old_tmp)
         site.enable_plugin()
 
@@ -50,8 +56,7 @@ class MergePrivateDir(bftest.SiteCase):
         try:
             super().tearDownClass()
         finally:
-            if os.path.islink(cls.old_tmp):
-                os.unlink(cls.old_tmp)
+            # (the link itself goes with the site's directory)
             for d in (cls.planted, cls.old_target):
                 shutil.rmtree(d, ignore_errors=True)
 
@@ -88,7 +93,9 @@ class MergePrivateDir(bftest.SiteCase):
         self.assertEqual(st.st_mode & 0o7777, 0o700)
         self.assertEqual(st.st_uid, bftest.dv.MAIL_UID)
         self.assertTrue(os.path.isdir(os.path.join(cache, "archive-control")))
-        self.assertEqual(os.listdir(self.old_target), [], "the merge wrote into /tmp")
+        self.assertEqual(os.listdir(self.old_target), [],
+                         "the merge wrote into the temp directory")
+        self.assertTrue(os.path.islink(self.old_tmp))
         self.assertEqual(site.dc.log_lines(r"\b(Panic|Fatal)\b"), [])
 
 
