@@ -8,7 +8,7 @@ usage: bench/milter-redis-throughput.py [--messages N] [--sessions S]
           [--size B] [--rounds R] [--unix] [--null-milter PATH]
           MILTER BACKFILLCTL
 
-The method is bench/milter-throughput.py's (whose helpers this imports):
+The method is bench/milter-throughput.py's (both use bench/milterbench.py):
 private Postfix instances on 127.0.0.1 at free ports, smtp-source sends N
 messages over S parallel sessions, the clock stops when the queue is
 empty again; the milter runs in an open window with DuplicateAction tag
@@ -21,38 +21,21 @@ With --null-milter (build/bench/null-milter) one more instance runs the
 cheapest filter libmilter allows: what any milter costs this Postfix.
 """
 import argparse
-import importlib.util
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'lib'))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'milter'))
+sys.path.insert(0, HERE)
 
+import milterbench as mb  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
-from postfix import Postfix, make_traversable  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    'milter_throughput', os.path.join(HERE, 'milter-throughput.py'))
-mt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mt)
+from postfix import Postfix, free_port  # noqa: E402
 
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
 REDIS_CLI = shutil.which('redis-cli') or '/usr/bin/redis-cli'
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class PrivateRedis:
@@ -101,24 +84,12 @@ class PrivateRedis:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--messages', type=int, default=2000)
-    ap.add_argument('--sessions', type=int, default=10)
-    ap.add_argument('--size', type=int, default=2000)
-    ap.add_argument('--rounds', type=int, default=5)
+    mb.add_arguments(ap)
     ap.add_argument('--unix', action='store_true',
                     help='Redis on a unix socket instead of 127.0.0.1')
-    ap.add_argument('--null-milter', metavar='PATH',
-                    help='build/bench/null-milter: add the reference '
-                         'instance with the cheapest libmilter filter')
-    ap.add_argument('milter')
-    ap.add_argument('backfillctl')
     a = ap.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix='bf-bench-redis-')
-    make_traversable(tmp)
-    dup_file = os.path.join(tmp, 'dup.eml')
-    with open(dup_file, 'wb') as f:
-        f.write(mt.DUP_MESSAGE)
+    tmp, dup_file = mb.make_tmp('bf-bench-redis-')
     common = ['SocketMode 0660', 'SocketGroup postfix', 'LogLevel info',
               'DuplicateAction tag']
     redis = PrivateRedis(tmp, a.unix)
@@ -142,71 +113,38 @@ def main():
                                        milters='unix:' + milters[0].sock)),
                      ('sqlite', Postfix('rbs', relay_transport='discard:',
                                         milters='unix:' + milters[1].sock))]
-        if a.null_milter:
-            null = mt.NullMilter(a.null_milter, tmp)
-            null.start()
-            instances.append(('null', Postfix(
-                'rbn', relay_transport='discard:',
-                milters='unix:' + null.sock)))
-        for _, pf in instances:
-            pf.start()
-        for _, pf in instances:
-            mt.run(pf, 200, a.sessions, a.size, 0, dup_file)
+        null, null_pf = mb.null_instance(a, tmp, 'rbn')
+        if null_pf is not None:
+            instances.append(null_pf)
+        mb.start_instances(instances, a, dup_file)
         mem0 = redis.used_memory()
         for dup_pct in (0, 50):
-            for r in range(a.rounds):
-                k = r % len(instances)
-                order = instances[k:] + instances[:k]
-                for name, pf in order:
-                    rate = mt.run(pf, a.messages, a.sessions, a.size,
-                                  dup_pct, dup_file)
-                    results.setdefault((dup_pct, name), []).append(rate)
-                    print('  %d%% duplicates, %s, round %d: %.0f msg/s'
-                          % (dup_pct, name, r + 1, rate), file=sys.stderr)
+            mb.measure(instances, a, dup_pct, dup_file, results)
         mem1 = redis.used_memory()
         stats = milters[0].ctl('dedup', 'stats').stdout.split()
     finally:
-        for _, pf in instances:
-            pf.stop()
-            pf.cleanup()
-        for m in milters:
-            m.stop()
-        if null is not None:
-            null.stop()
+        mb.stop_all(instances, milters, null)
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    pf_version = subprocess.run(['postconf', '-dh', 'mail_version'],
-                                capture_output=True,
-                                text=True).stdout.strip()
     rd_version = subprocess.run([REDIS_SERVER, '--version'],
                                 capture_output=True,
                                 text=True).stdout.split()[2]
     print('backfill-milter throughput with Redis state: Postfix %s, Redis '
           '%s over %s, %d messages of %d bytes per run, %d smtp-source '
           'sessions, delivery to discard:, median of %d rounds, load '
-          'average %.2f' % (pf_version, rd_version.replace('v=', ''),
+          'average %.2f' % (mb.postfix_version(), rd_version.replace('v=', ''),
                             'a unix socket' if a.unix else 'TCP 127.0.0.1',
                             a.messages, a.size, a.sessions, a.rounds,
                             os.getloadavg()[0]))
     worst = None
     for dup_pct in (0, 50):
-        base = results[(dup_pct, 'without')]
-        line = '%3d%% duplicates: without milter %4.0f msg/s' % (
-            dup_pct, statistics.median(base))
-        for name, label in (('redis', 'milter, Redis state'),
-                            ('sqlite', 'milter, SQLite state'),
-                            ('null', 'null libmilter filter')):
-            if (dup_pct, name) not in results:
-                continue
-            rates = results[(dup_pct, name)]
-            ratios = [x / b for x, b in zip(rates, base)]
-            ratio = statistics.median(ratios)
-            if name == 'redis':
-                worst = ratio if worst is None else min(worst, ratio)
-            line += '; %s %4.0f msg/s, ratio %.2f (%s)' % (
-                label, statistics.median(rates), ratio,
-                ' '.join('%.2f' % x for x in ratios))
+        line, medians = mb.ratio_line(results, dup_pct,
+                                      (('redis', 'milter, Redis state'),
+                                       ('sqlite', 'milter, SQLite state'),
+                                       ('null', 'null libmilter filter')))
+        worst = (medians['redis'] if worst is None
+                 else min(worst, medians['redis']))
         print(line)
     print('Redis used_memory grew by %d bytes during the measured runs; '
           'dedup records: %s' % (mem1 - mem0, ' '.join(stats)))

@@ -28,92 +28,14 @@ shared machine moves the runs of a round alike.
 import argparse
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'lib'))
-sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'milter'))
+sys.path.insert(0, HERE)
 
+import milterbench as mb  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
-from postfix import Postfix, make_traversable  # noqa: E402
-
-SMTP_SOURCE = shutil.which('smtp-source') or '/usr/sbin/smtp-source'
-
-DUP_MESSAGE = (b'Message-ID: <always-the-same@example.net>\n'
-               b'Date: Sat, 21 Nov 2026 10:00:00 +0000\n'
-               b'From: Sender <sender@example.net>\n'
-               b'To: <rcpt@example.org>\n'
-               b'Subject: the same message again\n'
-               b'\n' + b'duplicate body line ........................\n' * 40)
-
-
-class NullMilter:
-    """bench/null-milter on a unix socket in tmp: the reference
-    instance, the cheapest filter libmilter allows."""
-
-    def __init__(self, path, tmp):
-        self.path = path
-        self.sock = os.path.join(tmp, 'null-milter.sock')
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([self.path, 'unix:' + self.sock])
-        deadline = time.time() + 10
-        while not os.path.exists(self.sock):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise SystemExit('null-milter did not start')
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
-def queue_files(pf):
-    n = 0
-    for sub in ('maildrop', 'incoming', 'active', 'deferred'):
-        for _, _, files in os.walk(os.path.join(pf.queue_dir, sub)):
-            n += len(files)
-    return n
-
-
-def source(pf, count, sessions, size, dup_file=None):
-    cmd = [SMTP_SOURCE, '-s', str(sessions), '-m', str(count),
-           '-f', 'sender@example.net', '-t', 'rcpt@example.org']
-    if dup_file:
-        cmd += ['-F', dup_file]
-    else:
-        cmd += ['-l', str(size)]
-    cmd.append('127.0.0.1:%d' % pf.port)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
-def run(pf, count, sessions, size, dup_pct, dup_file):
-    """Messages per second from the first connection to an empty queue."""
-    start = time.monotonic()
-    if dup_pct == 0:
-        source(pf, count, sessions, size)
-    else:
-        dups = count * dup_pct // 100
-        if sessions < 2:
-            source(pf, dups, 1, size, dup_file)
-            source(pf, count - dups, 1, size)
-        else:
-            half = sessions // 2
-            t = threading.Thread(target=source,
-                                 args=(pf, dups, half, size, dup_file))
-            t.start()
-            source(pf, count - dups, sessions - half, size)
-            t.join()
-    while queue_files(pf) > 0:
-        time.sleep(0.05)
-    return count / (time.monotonic() - start)
+from postfix import Postfix  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -124,26 +46,13 @@ def cpu_seconds(pid):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--messages', type=int, default=2000,
-                    help='messages per run (a round is one run per instance)')
-    ap.add_argument('--sessions', type=int, default=10)
-    ap.add_argument('--size', type=int, default=2000)
-    ap.add_argument('--rounds', type=int, default=5)
+    mb.add_arguments(ap)
     ap.add_argument('--config', action='append', default=[],
                     help='extra backfill-milter.conf line for the milter '
                     'under test')
-    ap.add_argument('--null-milter', metavar='PATH',
-                    help='build/bench/null-milter: add the reference '
-                         'instance with the cheapest libmilter filter')
-    ap.add_argument('milter')
-    ap.add_argument('backfillctl')
     a = ap.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix='bf-bench-milter-')
-    make_traversable(tmp)
-    dup_file = os.path.join(tmp, 'dup.eml')
-    with open(dup_file, 'wb') as f:
-        f.write(DUP_MESSAGE)
+    tmp, dup_file = mb.make_tmp('bf-bench-milter-')
     common = ['SocketMode 0660', 'SocketGroup postfix', 'LogLevel info']
     milters, instances = [], []
     results = {}
@@ -165,33 +74,18 @@ def main():
                                       milters='unix:' + milters[0].sock)),
                      ('off', Postfix('mxo', relay_transport='discard:',
                                      milters='unix:' + milters[1].sock))]
-        if a.null_milter:
-            null = NullMilter(a.null_milter, tmp)
-            null.start()
-            instances.append(('null', Postfix(
-                'mxn', relay_transport='discard:',
-                milters='unix:' + null.sock)))
-        for _, pf in instances:
-            pf.start()
-        # Warm up (process pools, page cache, the store's file).
-        for _, pf in instances:
-            run(pf, 200, a.sessions, a.size, 0, dup_file)
+        null, null_pf = mb.null_instance(a, tmp, 'mxn')
+        if null_pf is not None:
+            instances.append(null_pf)
+        mb.start_instances(instances, a, dup_file)
         milter = milters[0]
         rss_start = milter.rss_kb()
         cpu_start = cpu_seconds(milter.proc.pid)
         counted = 0
         for dup_pct in (0, 50):
-            for r in range(a.rounds):
-                k = r % len(instances)
-                order = instances[k:] + instances[:k]
-                for name, pf in order:
-                    rate = run(pf, a.messages, a.sessions, a.size, dup_pct,
-                               dup_file)
-                    results.setdefault((dup_pct, name), []).append(rate)
-                    if name == 'with':
-                        counted += a.messages
-                    print('  %d%% duplicates, %s, round %d: %.0f msg/s'
-                          % (dup_pct, name, r + 1, rate), file=sys.stderr)
+            mb.measure(instances, a, dup_pct, dup_file, results)
+            # each round runs the milter under test once
+            counted += a.rounds * a.messages
             if dup_pct == 0:
                 rss_mid, count_mid = milter.rss_kb(), counted
         rss_end = milter.rss_kb()
@@ -200,36 +94,19 @@ def main():
             hwm = [l.split()[1] for l in f if l.startswith('VmHWM:')][0]
         stats = milter.ctl('dedup', 'stats').stdout.split()
     finally:
-        for _, pf in instances:
-            pf.stop()
-            pf.cleanup()
-        for m in milters:
-            m.stop()
-        if null is not None:
-            null.stop()
+        mb.stop_all(instances, milters, null)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    version = subprocess.run(['postconf', '-dh', 'mail_version'],
-                             capture_output=True, text=True).stdout.strip()
     print('backfill-milter throughput: Postfix %s, %d messages of %d bytes '
           'per run, %d smtp-source sessions, delivery to discard:, median '
           'of %d rounds, load average %s'
-          % (version, a.messages, a.size, a.sessions, a.rounds,
+          % (mb.postfix_version(), a.messages, a.size, a.sessions, a.rounds,
              os.getloadavg()[0]))
     for dup_pct in (0, 50):
-        base = results[(dup_pct, 'without')]
-        line = '%3d%% duplicates: without milter %4.0f msg/s' % (
-            dup_pct, statistics.median(base))
-        for name, label in (('with', 'with milter'),
-                            ('off', 'milter with Window off'),
-                            ('null', 'null libmilter filter')):
-            if (dup_pct, name) not in results:
-                continue
-            rates = results[(dup_pct, name)]
-            ratios = [x / b for x, b in zip(rates, base)]
-            line += '; %s %4.0f msg/s, ratio %.2f (%s)' % (
-                label, statistics.median(rates), statistics.median(ratios),
-                ' '.join('%.2f' % x for x in ratios))
+        line, _ = mb.ratio_line(results, dup_pct,
+                                (('with', 'with milter'),
+                                 ('off', 'milter with Window off'),
+                                 ('null', 'null libmilter filter')))
         print(line)
     print('milter RSS: %d kB after warm-up, %d kB after %d messages, %d kB '
           'after %d messages (peak %s kB)'
