@@ -25,6 +25,35 @@ static const char *plugin_unexpanded_get(struct mail_user *user,
 	return NULL;
 }
 
+/* A duration of at least 1ms, else the default, logged at each login (2.3
+   cannot refuse a plugin {} value at startup, as 2.4's check does).  0 is
+   refused, not taken: a login budget of 0 would still merge for a slice, and
+   a confirmation timeout of 0 means "the store's own timeout" (10 s for
+   SQLite) to the state code, the opposite of what an operator writing 0
+   means.  A bare number is milliseconds. */
+static uint64_t duration_get(struct mail_user *user, struct event *event,
+                             const char *name, uint64_t default_ms)
+{
+	const char *value = mail_user_plugin_getenv(user, name);
+	const char *error;
+	uint64_t num;
+
+	if (value == NULL || value[0] == '\0')
+		return default_ms;
+	if (bf_parse_duration_ms(value, 1, &num, &error) < 0) {
+		e_error(event, "%s=%s: %s (using %" PRIu64 "ms)", name, value,
+		        error, default_ms);
+		return default_ms;
+	}
+	if (num == 0) {
+		e_error(event,
+		        "%s=%s: must be at least 1ms (using %" PRIu64 "ms)",
+		        name, value, default_ms);
+		return default_ms;
+	}
+	return num;
+}
+
 int backfill_settings_get(struct mail_user *user, struct event *event,
                           struct backfill_settings *set_r,
                           const char **error_r ATTR_UNUSED)
@@ -52,30 +81,12 @@ int backfill_settings_get(struct mail_user *user, struct event *event,
 	                         ? value
 	                         : BF_STATE_DEFAULT_URI;
 
-	set->login_budget_ms = BACKFILL_DEFAULT_BUDGET_MS;
-	value = mail_user_plugin_getenv(user, "backfill_login_budget");
-	if (value != NULL && value[0] != '\0') {
-		if (bf_parse_duration_ms(value, 1, &num, &error) < 0) {
-			e_error(event,
-			        "backfill_login_budget=%s: %s (using %ums)",
-			        value, error, BACKFILL_DEFAULT_BUDGET_MS);
-		} else {
-			set->login_budget_ms = num;
-		}
-	}
-
-	set->confirm_timeout_ms = BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS;
-	value = mail_user_plugin_getenv(user, "backfill_confirm_timeout");
-	if (value != NULL && value[0] != '\0') {
-		if (bf_parse_duration_ms(value, 1, &num, &error) < 0) {
-			e_error(event,
-			        "backfill_confirm_timeout=%s: %s (using %ums)",
-			        value, error,
-			        BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS);
-		} else {
-			set->confirm_timeout_ms = num;
-		}
-	}
+	set->login_budget_ms =
+	        duration_get(user, event, "backfill_login_budget",
+	                     BACKFILL_DEFAULT_BUDGET_MS);
+	set->confirm_timeout_ms =
+	        duration_get(user, event, "backfill_confirm_timeout",
+	                     BACKFILL_DEFAULT_CONFIRM_TIMEOUT_MS);
 
 	set->max_parallel = BACKFILL_DEFAULT_MAX_PARALLEL;
 	value = mail_user_plugin_getenv(user, "backfill_max_parallel");
