@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 
 import milterbench as mb  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
-from postfix import Postfix, free_port  # noqa: E402
+from postfix import free_port  # noqa: E402
 
 REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
 REDIS_CLI = shutil.which('redis-cli') or '/usr/bin/redis-cli'
@@ -108,14 +108,10 @@ def main():
                               config=common, state=state)
             m.start()
             milters.append(m)
-        instances = [('without', Postfix('rbp', relay_transport='discard:')),
-                     ('redis', Postfix('rbr', relay_transport='discard:',
-                                       milters='unix:' + milters[0].sock)),
-                     ('sqlite', Postfix('rbs', relay_transport='discard:',
-                                        milters='unix:' + milters[1].sock))]
-        null, null_pf = mb.null_instance(a, tmp, 'rbn')
-        if null_pf is not None:
-            instances.append(null_pf)
+        instances, null = mb.discard_instances(
+            a, tmp, (('without', 'rbp', None),
+                     ('redis', 'rbr', milters[0].sock),
+                     ('sqlite', 'rbs', milters[1].sock)), 'rbn')
         mb.start_instances(instances, a, dup_file)
         mem0 = redis.used_memory()
         for dup_pct in (0, 50):

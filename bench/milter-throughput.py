@@ -35,7 +35,6 @@ sys.path.insert(0, HERE)
 
 import milterbench as mb  # noqa: E402
 from milterproc import PrivateMilter  # noqa: E402
-from postfix import Postfix  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -69,14 +68,10 @@ def main():
                               config=common + extra)
             m.start()
             milters.append(m)
-        instances = [('without', Postfix('mxp', relay_transport='discard:')),
-                     ('with', Postfix('mxm', relay_transport='discard:',
-                                      milters='unix:' + milters[0].sock)),
-                     ('off', Postfix('mxo', relay_transport='discard:',
-                                     milters='unix:' + milters[1].sock))]
-        null, null_pf = mb.null_instance(a, tmp, 'mxn')
-        if null_pf is not None:
-            instances.append(null_pf)
+        instances, null = mb.discard_instances(
+            a, tmp, (('without', 'mxp', None),
+                     ('with', 'mxm', milters[0].sock),
+                     ('off', 'mxo', milters[1].sock)), 'mxn')
         mb.start_instances(instances, a, dup_file)
         milter = milters[0]
         rss_start = milter.rss_kb()

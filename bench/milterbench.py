@@ -77,15 +77,25 @@ class NullMilter:
             self.proc.wait(timeout=30)
 
 
-def null_instance(a, tmp, pf_name):
-    """With --null-milter: the started null-milter and the instance
-    ('null', its Postfix named pf_name); else (None, None)."""
+def discard_instances(a, tmp, named, null_name):
+    """The Postfix instances of the rounds, all delivering to discard::
+    one for each (name, Postfix name, milter socket or None) of named,
+    then with --null-milter ('null', Postfix null_name) on a null-milter
+    started here.  Returns (instances, the null-milter or None)."""
+    instances = [(name, Postfix(pf_name, relay_transport='discard:',
+                                milters='unix:' + sock if sock else None))
+                 for name, pf_name, sock in named]
     if not a.null_milter:
-        return None, None
+        return instances, None
     null = NullMilter(a.null_milter, tmp)
-    null.start()
-    return null, ('null', Postfix(pf_name, relay_transport='discard:',
-                                  milters='unix:' + null.sock))
+    try:
+        null.start()
+    except BaseException:
+        null.stop()
+        raise
+    instances.append(('null', Postfix(null_name, relay_transport='discard:',
+                                      milters='unix:' + null.sock)))
+    return instances, null
 
 
 def start_instances(instances, a, dup_file):
