@@ -95,6 +95,27 @@ void make_key(struct bf_dedup_key *key, const char *window, const char *rcpt,
 	key->fingerprint[BF_FP_SIZE - 1] = 0xa5;
 }
 
+int check_and_set(struct bf_state *state, const struct bf_dedup_key *key,
+                  time_t now, unsigned int ttl, const char **error_r)
+{
+	return bf_state_dedup_check_and_set(state, key, now, ttl, "mx", "Q",
+	                                    NULL, error_r);
+}
+
+/* A forked child's own handle on the store at uri: the child exits 1
+   (saying why) when it cannot open it. */
+static struct bf_state *child_open(const char *uri)
+{
+	struct bf_state *s = NULL;
+	char *error = NULL;
+
+	if (bf_state_open(uri, &s, &error) < 0) {
+		fprintf(stderr, "child: %s\n", error);
+		_exit(1);
+	}
+	return s;
+}
+
 /* Processes starting at once on a store nobody created yet (the first
    logins after the plugin is enabled): all of them get a working store. */
 static void test_open_concurrent_create(void **statep)
@@ -109,21 +130,16 @@ static void test_open_concurrent_create(void **statep)
 		pids[i] = fork();
 		assert_true(pids[i] >= 0);
 		if (pids[i] == 0) {
-			struct bf_state *s = NULL;
+			struct bf_state *s;
 			struct bf_dedup_key key;
 			const char *cerror;
-			char *error = NULL, c;
+			char c;
 
 			close(go[1]);
 			(void)read(go[0], &c, 1);
-			if (bf_state_open(f->uri, &s, &error) < 0) {
-				fprintf(stderr, "child: %s\n", error);
-				_exit(1);
-			}
+			s = child_open(f->uri);
 			make_key(&key, "w", "a@example.org", i);
-			if (bf_state_dedup_check_and_set(s, &key, NOW, 60, "mx",
-			                                 "Q", NULL,
-			                                 &cerror) != 1) {
+			if (check_and_set(s, &key, NOW, 60, &cerror) != 1) {
 				fprintf(stderr, "child: %s\n", cerror);
 				_exit(1);
 			}
@@ -298,6 +314,56 @@ void damaged_window_replaced(struct bf_state *state)
 	                 1);
 	assert_string_equal(w.name, "w2");
 	bf_window_clear(&w);
+}
+
+void checkpoint_not_half_done(struct bf_state *state, const char *where,
+                              const char *why)
+{
+	struct bf_journal_entry entries[3];
+	struct journal_iter_ctx ctx;
+	struct bf_merge_record rec, got;
+	const char *error;
+	unsigned int i;
+
+	for (i = 0; i < 3; i++)
+		make_entry(&entries[i], i);
+	memset(&rec, 0, sizeof(rec));
+	rec.status = BF_MERGE_RUNNING;
+	assert_int_equal(bf_state_merge_checkpoint(state, "erin", &rec, entries,
+	                                           3, &error),
+	                 -1);
+	assert_contains(error, where);
+	assert_contains(error, why);
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(bf_state_journal_iter(state, "erin", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 0);
+	/* The handle still works. */
+	assert_int_equal(bf_state_merge_checkpoint(state, "frank", &rec,
+	                                           entries, 3, &error),
+	                 0);
+	assert_int_equal(bf_state_journal_iter(state, "frank", journal_iter_cb,
+	                                       &ctx, &error),
+	                 0);
+	assert_int_equal(ctx.count, 3);
+	assert_int_equal(bf_state_merge_get(state, "frank", &got, &error), 1);
+	bf_merge_record_clear(&got);
+}
+
+void damaged_window_name_refused(struct bf_state *state)
+{
+	struct bf_window w;
+	const char *error;
+
+	assert_int_equal(bf_state_window_current(state, NOW + 1, &w, &error),
+	                 -1);
+	assert_null(w.name);
+	assert_contains(error, "damaged window");
+	assert_contains(error, "--replace");
+	assert_null(strchr(error, '\n'));
+	assert_null(strstr(error, "Authentication-Results"));
+	damaged_window_replaced(state);
 }
 
 int journal_iter_cb(const struct bf_journal_entry *entry, void *context)
@@ -698,18 +764,15 @@ static void test_window_open_concurrent(void **statep)
 			pids[i] = fork();
 			assert_true(pids[i] >= 0);
 			if (pids[i] == 0) {
-				struct bf_state *s = NULL;
+				struct bf_state *s;
 				struct bf_window prev;
 				const char *cerror;
-				char *oerror = NULL, name[16], c;
+				char name[16], c;
 				unsigned int seen;
 				int ret;
 
 				close(go[1]);
-				if (bf_state_open(f->uri, &s, &oerror) < 0) {
-					fprintf(stderr, "child: %s\n", oerror);
-					_exit(1);
-				}
+				s = child_open(f->uri);
 				snprintf(name, sizeof(name), "w-%u", i);
 				(void)read(go[0], &c, 1);
 				ret = bf_state_window_open_full(
@@ -759,15 +822,37 @@ static void test_window_open_concurrent(void **statep)
 
 /* ---- dedup ---- */
 
+/* The dedup stats at now: live records, live delivered ones, expired. */
+static void assert_dedup_stats(struct bf_state *state, time_t now,
+                               uint64_t records, uint64_t delivered,
+                               uint64_t expired)
+{
+	struct bf_dedup_stats stats;
+	const char *error;
+
+	assert_int_equal(bf_state_dedup_stats(state, now, &stats, &error), 0);
+	assert_int_equal(stats.records, records);
+	assert_int_equal(stats.delivered, delivered);
+	assert_int_equal(stats.expired, expired);
+}
+
+/* A purge at now deletes purged records. */
+static void assert_purged(struct bf_state *state, time_t now, uint64_t purged)
+{
+	const char *error;
+	uint64_t n;
+
+	assert_int_equal(bf_state_dedup_purge(state, now, &n, &error), 0);
+	assert_int_equal(n, purged);
+}
+
 static void test_dedup(void **statep)
 {
 	struct fixture *f = *statep;
 	struct bf_state *state = open_ok(f->uri);
 	struct bf_dedup_key key, key2, keys[4];
 	struct bf_dedup_first first, firsts[4];
-	struct bf_dedup_stats stats;
 	const char *error;
-	uint64_t purged;
 	int results[4];
 
 	make_key(&key, "restore-1", "alice@example.org", 1);
@@ -816,11 +901,7 @@ static void test_dedup(void **statep)
 	assert_int_equal(
 	        bf_state_dedup_mark_delivered(state, &key2, NOW, &error), 0);
 
-	assert_int_equal(bf_state_dedup_stats(state, NOW + 10, &stats, &error),
-	                 0);
-	assert_int_equal(stats.records, 4);
-	assert_int_equal(stats.delivered, 1);
-	assert_int_equal(stats.expired, 0);
+	assert_dedup_stats(state, NOW + 10, 4, 1, 0);
 
 	/* Expired records count as absent, and are replaced (with the
 	   delivered flag reset). */
@@ -840,22 +921,11 @@ static void test_dedup(void **statep)
 	assert_int_equal(first.first_seen, NOW + 100);
 	bf_dedup_first_clear(&first);
 
-	assert_int_equal(bf_state_dedup_stats(state, NOW + 120, &stats, &error),
-	                 0);
-	assert_int_equal(stats.records, 1);
-	assert_int_equal(stats.delivered, 0);
-	assert_int_equal(stats.expired, 3);
-	assert_int_equal(
-	        bf_state_dedup_purge(state, NOW + 120, &purged, &error), 0);
-	assert_int_equal(purged, 3);
-	assert_int_equal(bf_state_dedup_stats(state, NOW + 120, &stats, &error),
-	                 0);
-	assert_int_equal(stats.records, 1);
-	assert_int_equal(stats.expired, 0);
+	assert_dedup_stats(state, NOW + 120, 1, 0, 3);
+	assert_purged(state, NOW + 120, 3);
+	assert_dedup_stats(state, NOW + 120, 1, 0, 0);
 	/* Purge at the expiry time itself. */
-	assert_int_equal(
-	        bf_state_dedup_purge(state, NOW + 150, &purged, &error), 0);
-	assert_int_equal(purged, 1);
+	assert_purged(state, NOW + 150, 1);
 
 	/* Several recipients of one message in one call; a recipient given
 	   twice is new only the first time. */
@@ -889,13 +959,9 @@ static void test_dedup(void **statep)
 
 	/* Bad keys and ttl are refused. */
 	make_key(&key2, "", "a@example.org", 1);
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key2, NOW, 100,
-	                                              "mx", "Q", NULL, &error),
-	                 -1);
+	assert_int_equal(check_and_set(state, &key2, NOW, 100, &error), -1);
 	assert_contains(error, "invalid argument");
-	assert_int_equal(bf_state_dedup_check_and_set(state, &key, NOW, 0, "mx",
-	                                              "Q", NULL, &error),
-	                 -1);
+	assert_int_equal(check_and_set(state, &key, NOW, 0, &error), -1);
 	bf_state_close(&state);
 }
 
@@ -906,11 +972,9 @@ static void test_dedup_purge_large(void **statep)
 	struct fixture *f = *statep;
 	struct bf_state *state = open_ok(f->uri);
 	struct bf_dedup_key keys[100];
-	struct bf_dedup_stats stats;
 	char rcpts[100][32];
 	const char *error;
 	unsigned int i, j, n;
-	uint64_t purged;
 	int results[100];
 
 	for (i = 0; i < 50; i++) {
@@ -930,24 +994,13 @@ static void test_dedup_purge_large(void **statep)
 		for (j = 0; j < 100; j++)
 			assert_int_equal(results[j], 1);
 	}
-	assert_int_equal(bf_state_dedup_stats(state, NOW + 100, &stats, &error),
-	                 0);
-	assert_int_equal(stats.records, 2500);
-	assert_int_equal(stats.expired, 2500);
-	assert_int_equal(
-	        bf_state_dedup_purge(state, NOW + 100, &purged, &error), 0);
-	assert_int_equal(purged, 2500);
-	assert_int_equal(bf_state_dedup_stats(state, NOW + 100, &stats, &error),
-	                 0);
-	assert_int_equal(stats.records, 2500);
-	assert_int_equal(stats.expired, 0);
-	assert_int_equal(
-	        bf_state_dedup_purge(state, NOW + 100, &purged, &error), 0);
-	assert_int_equal(purged, 0);
+	assert_dedup_stats(state, NOW + 100, 2500, 0, 2500);
+	assert_purged(state, NOW + 100, 2500);
+	assert_dedup_stats(state, NOW + 100, 2500, 0, 0);
+	assert_purged(state, NOW + 100, 0);
 	assert_int_equal(bf_state_dedup_purge(state, NOW + 500, NULL, &error),
 	                 0);
-	assert_int_equal(bf_state_dedup_stats(state, NOW, &stats, &error), 0);
-	assert_int_equal(stats.records + stats.expired, 0);
+	assert_dedup_stats(state, NOW, 0, 0, 0);
 	bf_state_close(&state);
 }
 
@@ -978,18 +1031,15 @@ static void test_dedup_concurrent_processes(void **statep)
 		pids[i] = fork();
 		assert_true(pids[i] >= 0);
 		if (pids[i] == 0) {
-			struct bf_state *s = NULL;
+			struct bf_state *s;
 			struct bf_dedup_key key;
 			const char *cerror;
-			char *error = NULL, c;
 			unsigned int op, k;
+			char c;
 			int ret;
 
 			close(go[1]);
-			if (bf_state_open(f->uri, &s, &error) < 0) {
-				fprintf(stderr, "child: %s\n", error);
-				_exit(1);
-			}
+			s = child_open(f->uri);
 			/* Start together. */
 			(void)read(go[0], &c, 1);
 			for (op = 0; op < CAS_OPS; op++) {
@@ -997,9 +1047,8 @@ static void test_dedup_concurrent_processes(void **statep)
 				   order. */
 				k = (op * 7 + i * 13) % CAS_KEYS;
 				make_key(&key, "w", "rcpt@example.org", k);
-				ret = bf_state_dedup_check_and_set(
-				        s, &key, NOW, 3600, "mx", "Q", NULL,
-				        &cerror);
+				ret = check_and_set(s, &key, NOW, 3600,
+				                    &cerror);
 				if (ret < 0) {
 					fprintf(stderr, "child: %s\n", cerror);
 					atomic_fetch_add(errors, 1);
@@ -1213,15 +1262,13 @@ static void test_lease_basic(void **statep)
 	bf_state_close(&state);
 }
 
-/* The holder process of this host is killed with SIGKILL: its lease is
-   taken over at once, without waiting for the ttl. */
-static void test_lease_takeover_after_kill(void **statep)
+/* A process that takes what hold() takes in the store at uri (a lease, a
+   slot) as an owner of its own and then waits to be killed: its pid,
+   once it holds it. */
+static pid_t spawn_holder(const char *uri,
+                          int (*hold)(struct bf_state *s, const char *owner))
 {
-	struct fixture *f = *statep;
-	struct bf_state *state = open_ok(f->uri);
-	char owner[128], *holder;
-	const char *error;
-	int ready[2], status;
+	int ready[2];
 	pid_t pid;
 	char c;
 
@@ -1229,15 +1276,13 @@ static void test_lease_takeover_after_kill(void **statep)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct bf_state *s = NULL;
-		char child_owner[128], *err = NULL;
-		const char *cerr;
+		struct bf_state *s;
+		char owner[128];
 
 		close(ready[0]);
-		bf_lease_owner(child_owner, sizeof(child_owner));
-		if (bf_state_open(f->uri, &s, &err) < 0 ||
-		    bf_state_lease_acquire(s, "merge/alice", child_owner, NOW,
-		                           3600, NULL, &cerr) != 1)
+		bf_lease_owner(owner, sizeof(owner));
+		s = child_open(uri);
+		if (hold(s, owner) != 1)
 			_exit(1);
 		(void)write(ready[1], "x", 1);
 		for (;;)
@@ -1246,6 +1291,27 @@ static void test_lease_takeover_after_kill(void **statep)
 	close(ready[1]);
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	close(ready[0]);
+	return pid;
+}
+
+static int hold_lease(struct bf_state *s, const char *owner)
+{
+	const char *error;
+
+	return bf_state_lease_acquire(s, "merge/alice", owner, NOW, 3600, NULL,
+	                              &error);
+}
+
+/* The holder process of this host is killed with SIGKILL: its lease is
+   taken over at once, without waiting for the ttl. */
+static void test_lease_takeover_after_kill(void **statep)
+{
+	struct fixture *f = *statep;
+	struct bf_state *state = open_ok(f->uri);
+	pid_t pid = spawn_holder(f->uri, hold_lease);
+	char owner[128], *holder;
+	const char *error;
+	int status;
 
 	bf_lease_owner(owner, sizeof(owner));
 	/* Alive: not taken. */
@@ -1498,16 +1564,15 @@ static void test_slots_contention(void **statep)
 		pids[i] = fork();
 		assert_true(pids[i] >= 0);
 		if (pids[i] == 0) {
-			struct bf_state *s = NULL;
-			char owner[128], *error = NULL, c;
+			struct bf_state *s;
+			char owner[128], c;
 			const char *cerror;
 			unsigned int round, slot, now_holders, max;
 			int ret;
 
 			close(go[1]);
 			bf_lease_owner(owner, sizeof(owner));
-			if (bf_state_open(f->uri, &s, &error) < 0)
-				_exit(1);
+			s = child_open(f->uri);
 			(void)read(go[0], &c, 1);
 			for (round = 0; round < SLOT_ROUNDS; round++) {
 				ret = bf_state_slot_acquire(s, "h", SLOTS,
@@ -1554,40 +1619,26 @@ static void test_slots_contention(void **statep)
 	munmap(shared, sizeof(*shared) * (4 + SLOTS));
 }
 
+static int hold_slot(struct bf_state *s, const char *owner)
+{
+	const char *error;
+	unsigned int slot;
+
+	return bf_state_slot_acquire(s, "h", 1, owner, NOW, 3600, &slot,
+	                             &error);
+}
+
 /* A merge process killed while holding a slot frees it at once. */
 static void test_slot_takeover_after_kill(void **statep)
 {
 	struct fixture *f = *statep;
 	struct bf_state *state = open_ok(f->uri);
+	pid_t pid = spawn_holder(f->uri, hold_slot);
 	char owner[128];
 	const char *error;
 	unsigned int slot;
-	int ready[2], status;
-	pid_t pid;
-	char c;
+	int status;
 
-	assert_int_equal(pipe(ready), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct bf_state *s = NULL;
-		char child_owner[128], *err = NULL;
-		const char *cerr;
-		unsigned int child_slot;
-
-		close(ready[0]);
-		bf_lease_owner(child_owner, sizeof(child_owner));
-		if (bf_state_open(f->uri, &s, &err) < 0 ||
-		    bf_state_slot_acquire(s, "h", 1, child_owner, NOW, 3600,
-		                          &child_slot, &cerr) != 1)
-			_exit(1);
-		(void)write(ready[1], "x", 1);
-		for (;;)
-			pause();
-	}
-	close(ready[1]);
-	assert_int_equal(read(ready[0], &c, 1), 1);
-	close(ready[0]);
 	bf_lease_owner(owner, sizeof(owner));
 	assert_int_equal(bf_state_slot_acquire(state, "h", 1, owner, NOW + 1,
 	                                       60, &slot, &error),

@@ -42,6 +42,11 @@ char *open_error(const char *uri);
 void assert_contains(const char *haystack, const char *needle);
 void make_key(struct bf_dedup_key *key, const char *window, const char *rcpt,
               unsigned int n);
+/* bf_state_dedup_check_and_set() of key at now for ttl seconds, as host
+   "mx" and queue id "Q", without the first sighting: 1 new, 0 seen
+   before, -1 error (*error_r). */
+int check_and_set(struct bf_state *state, const struct bf_dedup_key *key,
+                  time_t now, unsigned int ttl, const char **error_r);
 /* Journal entry n of a test journal, and the iterator callback that
    checks entries come back as made, in order. */
 void make_entry(struct bf_journal_entry *e, unsigned int n);
@@ -62,6 +67,17 @@ int damaged_iter_cb(const char *user, const struct bf_merge_record *rec,
    exclusively is refused with an error saying so, replacing it works (the
    window before unknown), and "w2" then reads back. */
 void damaged_window_replaced(struct bf_state *state);
+/* With a window in force (opened at NOW) whose name is damaged with CR LF
+   and an Authentication-Results header after it: reading it at NOW + 1
+   is an error that says what to do and carries neither the line break
+   nor the header, and damaged_window_replaced() holds. */
+void damaged_window_name_refused(struct bf_state *state);
+/* With a failure injected into the checkpoint of "erin" (by the caller,
+   as the backend allows): erin's checkpoint of a record and 3 journal
+   entries fails with an error containing where and why, and leaves no
+   journal entry; then the same handle checkpoints "frank"'s. */
+void checkpoint_not_half_done(struct bf_state *state, const char *where,
+                              const char *why);
 
 /* test-state-sqlite.c */
 void test_open_creates_group_writable(void **statep);
