@@ -278,17 +278,123 @@ static int folder_parse(char *item, struct bf_cursor *c, const char **error_r)
 	return 0;
 }
 
+static bool saver_byte_plain(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	       (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+}
+
+static bool hex_upper(char ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F');
+}
+
+/* SAVERS: non-empty tags of plain bytes and %XX, joined by ',', at most
+   BF_CURSOR_SAVERS_MAX. */
+static bool savers_valid(const char *savers)
+{
+	unsigned int count = 1;
+	size_t len = 0;
+
+	for (const char *p = savers;; p++) {
+		if (*p == '\0' || *p == ',') {
+			if (len == 0 || count > BF_CURSOR_SAVERS_MAX)
+				return false;
+			if (*p == '\0')
+				return true;
+			count++;
+			len = 0;
+		} else if (*p == '%') {
+			if (!hex_upper(p[1]) || !hex_upper(p[2]))
+				return false;
+			p += 2;
+			len++;
+		} else if (saver_byte_plain((unsigned char)*p)) {
+			len++;
+		} else {
+			return false;
+		}
+	}
+}
+
+char *bf_cursor_saver_tag(const char *pid, const char *host)
+{
+	size_t len = strlen(pid) + strlen(host) + 2;
+	char *tag = malloc(len * 3), *out = tag;
+
+	if (tag == NULL)
+		return NULL;
+	for (int part = 0; part < 2; part++) {
+		const char *p = part == 0 ? pid : host;
+		if (part == 1)
+			*out++ = '.';
+		for (; *p != '\0'; p++) {
+			unsigned char ch = (unsigned char)*p;
+			if (saver_byte_plain(ch) && !(part == 0 && ch == '.')) {
+				*out++ = (char)ch;
+			} else {
+				snprintf(out, 4, "%%%02X", ch);
+				out += 3;
+			}
+		}
+	}
+	*out = '\0';
+	return tag;
+}
+
+bool bf_cursor_savers_has(const char *savers, const char *tag)
+{
+	size_t len = strlen(tag);
+
+	if (len == 0)
+		return false;
+	for (const char *p = savers; p != NULL && *p != '\0';) {
+		const char *end = strchr(p, ',');
+		size_t n = end == NULL ? strlen(p) : (size_t)(end - p);
+		if (n == len && memcmp(p, tag, len) == 0)
+			return true;
+		p = end == NULL ? NULL : end + 1;
+	}
+	return false;
+}
+
+unsigned int bf_cursor_savers_count(const char *savers)
+{
+	unsigned int count = 0;
+
+	if (savers == NULL || savers[0] == '\0')
+		return 0;
+	for (const char *p = savers; p != NULL; p = strchr(p + 1, ','))
+		count++;
+	return count;
+}
+
 static int intent_parse(char *item, struct bf_cursor *c, const char **error_r)
 {
-	char *fields[4];
+	char *fields[4], *savers;
 	uint32_t folder;
 
 	if (c->intent) {
 		*error_r = "more than one intent item";
 		return -1;
 	}
-	if (!fields_split(item, fields, 4) ||
-	    num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
+	if (!fields_split(item, fields, 4)) {
+		*error_r =
+		        "intent item: i:FOLDER:LIVEGUID:UIDNEXT:LASTUID expected";
+		return -1;
+	}
+	/* the last field takes the rest: LASTUID[:SAVERS] */
+	savers = strchr(fields[3], ':');
+	if (savers != NULL) {
+		*savers++ = '\0';
+		if (!savers_valid(savers)) {
+			*error_r = "intent item: SAVERS is not PID.HOST tags "
+			           "joined by ','";
+			return -1;
+		}
+		c->intent_savers = savers;
+	}
+	if (num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
 	    num_parse(fields[2], strlen(fields[2]), &c->intent_uidnext) < 0 ||
 	    num_parse(fields[3], strlen(fields[3]), &c->intent_last_uid) < 0) {
 		*error_r =
@@ -548,6 +654,7 @@ int bf_cursor_parse(const char *text, struct bf_cursor *cursor_r,
 	memset(cursor_r, 0, sizeof(*cursor_r));
 	cursor_r->signature = "";
 	cursor_r->intent_live_guid = "";
+	cursor_r->intent_savers = "";
 	if (text == NULL || text[0] == '\0')
 		return 0;
 	cursor_r->text = strdup(text);
@@ -709,6 +816,8 @@ char *bf_cursor_format(const struct bf_cursor *c)
 		buf_printf(&buf, " i:%u:%s:%u:%u", c->intent_folder,
 		           guid_or_dash(c->intent_live_guid), c->intent_uidnext,
 		           c->intent_last_uid);
+		if (c->intent_savers != NULL && c->intent_savers[0] != '\0')
+			buf_printf(&buf, ":%s", c->intent_savers);
 	}
 	consumed_format(&buf, c);
 	if (buf.failed) {

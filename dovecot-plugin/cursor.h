@@ -23,10 +23,14 @@
                <= 0x20 and 0x7f written %XX.  A folder is recognised by
                GUID, else by name and UIDVALIDITY, else (renamed) by
                UIDVALIDITY among folders whose name is gone.
-     i:FOLDER:LIVEGUID:UIDNEXT:LASTUID
+     i:FOLDER:LIVEGUID:UIDNEXT:LASTUID[:SAVERS]
                a batch of the FOLDER-th f item (from 0), up to archive UID
                LASTUID, that may have been committed to the live folder
-               LIVEGUID from live UID UIDNEXT on before a crash
+               LIVEGUID from live UID UIDNEXT on before a crash; SAVERS
+               the processes that committed it, as Maildir names the files
+               a process saves (".M<usecs>P<PID>.<HOST>"): "PID.HOST" tags
+               joined by ',', each byte outside [A-Za-z0-9._-] written %XX
+               (bf_cursor_saver_tag()), at most BF_CURSOR_SAVERS_MAX
      w:FOLDER:WAY:LIVEGUID:REASON
                how the FOLDER-th f item's messages got their IMAP UIDs
                (issue 19, imap-uids.c): WAY "archive" (live folder made
@@ -118,6 +122,8 @@ struct bf_cursor {
 	/* version 2: "" when unknown */
 	const char *intent_live_guid;
 	uint32_t intent_uidnext, intent_last_uid;
+	/* the i item's SAVERS as written ("" when none) */
+	const char *intent_savers;
 	/* parsed: sorted by (guid, first), overlaps joined */
 	struct bf_cursor_range *consumed;
 	size_t consumed_count;
@@ -146,6 +152,17 @@ bool bf_uid_way_parse(const char *name, enum bf_uid_way *way_r);
    range from *pos, which moves past it.  FALSE at the end or on a bad
    range (bf_cursor_parse() refuses those). */
 bool bf_uid_ranges_next(const char **pos, uint32_t *first_r, uint32_t *last_r);
+
+/* How many processes' batches one intent names at most. */
+#define BF_CURSOR_SAVERS_MAX 8
+
+/* The SAVERS tag of a process: "PID.HOST" escaped (malloc()ed, NULL when
+   out of memory). */
+char *bf_cursor_saver_tag(const char *pid, const char *host);
+/* Is tag one of savers (an i item's SAVERS)? */
+bool bf_cursor_savers_has(const char *savers, const char *tag);
+/* How many tags savers holds. */
+unsigned int bf_cursor_savers_count(const char *savers);
 
 /* Did an archived message consume live message (guid, uid)?  Only for a
    parsed cursor. */

@@ -5,12 +5,15 @@
 #include "array.h"
 #include "str.h"
 #include "ioloop.h"
+#include "hostpid.h"
 #include "mail-storage-private.h"
 #include "mail-search-build.h"
 #include "mail-namespace.h"
 #include "merge-private.h"
 #include "imap-uids.h"
 #include "renumber.h"
+
+#include <ctype.h>
 
 /* ---- batches ---- */
 
@@ -92,6 +95,34 @@ static struct bf_merge_record batch_intent_record(struct backfill_merge *m)
    that landed in another live folder (the archive folder renamed since)
    do not fit in one intent: their batch ends at the intent's last UID
    (backfill_merge_landed_batch_end()). */
+/* The intent names this process as one that commits its batch: a copy
+   whose GUID a cut Maildir commit lost is taken by its bytes only if its
+   file name is this process's (landed_named_by_saver()).  A kept range
+   keeps the processes that committed its earlier batches; one of an
+   older build (none named) stays so.  An intent naming
+   BF_CURSOR_SAVERS_MAX processes already (as many runs cut one after
+   the other at this very batch) does not name more: a copy of a later
+   one that lost its GUID is copied again, a duplicate, never a user's
+   message taken. */
+static void batch_intent_savers(struct backfill_merge *m, bool keep)
+{
+	const char *savers = m->intent_savers == NULL ? "" : m->intent_savers;
+	char *tag = bf_cursor_saver_tag(my_pid, my_hostname);
+
+	if (tag == NULL)
+		i_fatal_status(FATAL_OUTOFMEM,
+		               "bf_cursor_saver_tag(): Out of memory");
+	if (!keep) {
+		if (strcmp(savers, tag) != 0)
+			m->intent_savers = p_strdup(m->pool, tag);
+	} else if (savers[0] != '\0' && !bf_cursor_savers_has(savers, tag) &&
+	           bf_cursor_savers_count(savers) < BF_CURSOR_SAVERS_MAX) {
+		m->intent_savers =
+		        p_strdup_printf(m->pool, "%s,%s", savers, tag);
+	}
+	free(tag);
+}
+
 static void batch_intent_range(struct backfill_merge *m)
 {
 	if (m->intent && m->intent_cf == m->cur_cf &&
@@ -99,10 +130,12 @@ static void batch_intent_range(struct backfill_merge *m)
 		m->intent_uidnext = I_MIN(m->intent_uidnext, m->batch_uidnext);
 		m->intent_last_uid =
 		        I_MAX(m->intent_last_uid, m->batch_last_uid);
+		batch_intent_savers(m, TRUE);
 		return;
 	}
 	m->intent_uidnext = m->batch_uidnext;
 	m->intent_last_uid = m->batch_last_uid;
+	batch_intent_savers(m, FALSE);
 }
 
 bool backfill_merge_landed_batch_end(const struct backfill_merge *m)
@@ -365,6 +398,60 @@ void backfill_merge_landed_close(struct backfill_merge *m)
 	m->landed_vname = NULL;
 }
 
+/* Whether live message mail, with GUID guid, may be a copy of the
+   intent's batch whose GUID a cut commit lost, to be found by its bytes.
+   Only on Maildir: mdbox and sdbox keep the GUID in the message's own
+   file and in the index entry the save appends, so a copy they show has
+   it.  Maildir keeps it in dovecot-uidlist only (a save names the file
+   anew: maildir_filename_check_conflicts()), and a kill after the file
+   moved into cur/ and before the uidlist was written leaves a copy whose
+   GUID is its file name.  Such a name is maildir_filename_generate()'s,
+   SECS.MUSECS"P"PID.HOST, made in the process that committed the batch.
+   A message the user APPENDs meanwhile with the archived message's
+   exact bytes (a client uploading its local copy) is named by the
+   user's IMAP process: taking it by its bytes gave it the archive's flags
+   and UIDL, journalled it and revert deleted it, one copy short (review
+   s7 F7).  Two processes never share a PID on a host at the same time;
+   the same PID on the same host between the cut and the resume would
+   take the PIDs wrapping around.  An intent of an older build names no
+   process: any name then, as before. */
+static bool landed_named_by_saver(struct backfill_merge *m, struct mail *mail,
+                                  const char *guid)
+{
+	const char *name, *p, *pid, *host;
+
+	if (strcmp(mail->box->storage->name, "maildir") != 0 ||
+	    mail_get_special(mail, MAIL_FETCH_STORAGE_ID, &name) < 0 ||
+	    strcmp(name, guid) != 0)
+		return FALSE;
+	if (m->intent_savers == NULL || m->intent_savers[0] == '\0')
+		return TRUE;
+	/* SECS.MUSECSPPID.HOST[,S=size,W=vsize] */
+	for (p = name; i_isdigit(*p); p++)
+		;
+	if (p == name || p[0] != '.' || p[1] != 'M')
+		return FALSE;
+	for (p += 2; i_isdigit(*p); p++)
+		;
+	if (*p++ != 'P')
+		return FALSE;
+	for (pid = p; i_isdigit(*p); p++)
+		;
+	if (p == pid || *p != '.')
+		return FALSE;
+	pid = t_strdup_until(pid, p);
+	host = t_strcut(p + 1, ',');
+	if (host[0] == '\0')
+		return FALSE;
+	char *tag = bf_cursor_saver_tag(pid, host);
+	if (tag == NULL)
+		i_fatal_status(FATAL_OUTOFMEM,
+		               "bf_cursor_saver_tag(): Out of memory");
+	bool ret = bf_cursor_savers_has(m->intent_savers, tag);
+	free(tag);
+	return ret;
+}
+
 /* For a batch that may have landed: the live messages with UID >= the
    recorded UIDNEXT, by GUID, with their sizes. */
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
@@ -405,7 +492,9 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 		/* a copy without its GUID is found by its bytes
 		   (landed_find()); the size rules out the others unread */
 		const char *error;
+		l->by_bytes = landed_named_by_saver(m, mail, guid);
 		l->size_set =
+		        l->by_bytes &&
 		        backfill_mail_same_size(mail, &l->size, &error) > 0;
 	}
 	if (mailbox_search_deinit(&ctx) < 0) {
@@ -446,7 +535,8 @@ static bool landed_same_content(struct backfill_merge *m, struct mail *amail,
 /* The copy of amail that landed before the crash: the live message with
    its GUID; else, for a copy Maildir renamed into cur/ and whose GUID (its
    file name had no size in it: the GUID stays only in dovecot-uidlist)
-   a crash kept from being written, one with its exact bytes.  Never by
+   a crash kept from being written, one with its exact bytes, among the
+   files a process of the intent named (landed_named_by_saver()).  Never by
    the dedup fingerprint: the same mail delivered again by LMTP meanwhile
    (the secondary MX flushing its queue) has the archived message's
    fingerprint, and taking it gave the user's delivery the archive's flags
@@ -468,7 +558,7 @@ static struct landed *landed_find(struct backfill_merge *m, struct mail *amail,
 	bool any = FALSE;
 	array_foreach_modifiable(&m->landed, l)
 	{
-		if (!l->used)
+		if (!l->used && l->size_set)
 			any = TRUE;
 	}
 	if (!any || backfill_mail_same_size(amail, &size, &error) <= 0)

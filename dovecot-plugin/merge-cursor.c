@@ -35,6 +35,7 @@ int backfill_merge_cursor_parse(struct backfill_merge *m, const char *text,
 	m->intent = c->intent;
 	m->intent_uidnext = c->intent_uidnext;
 	m->intent_last_uid = c->intent_last_uid;
+	m->intent_savers = p_strdup(m->pool, c->intent_savers);
 	backfill_merge_counts_committed(m);
 	if (c->version != 2)
 		return 0;
@@ -401,6 +402,7 @@ static const char *cursor_format(struct backfill_merge *m, bool with_intent)
 		c.intent_live_guid = m->intent_box_guid;
 		c.intent_uidnext = m->intent_uidnext;
 		c.intent_last_uid = m->intent_last_uid;
+		c.intent_savers = m->intent_savers;
 	}
 	n = with_intent ? m->consumed_committed : array_count(&m->consumed);
 	c.consumed = t_new(struct bf_cursor_range, n + 1);

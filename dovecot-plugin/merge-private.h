@@ -76,6 +76,9 @@ struct landed {
 	/* backfill_mail_same_size() */
 	uoff_t size;
 	bool size_set;
+	/* may be a copy whose GUID a cut Maildir commit lost: found by its
+	   bytes (merge-batch.c landed_named_by_saver()) */
+	bool by_bytes;
 	bool used;
 };
 
@@ -180,6 +183,9 @@ struct backfill_merge {
 	bool intent;
 	unsigned int intent_cf;
 	uint32_t intent_uidnext, intent_last_uid;
+	/* the processes that committed the intent's batches (cursor.h's
+	   SAVERS; "" from an older build) */
+	const char *intent_savers;
 	ARRAY(struct landed) landed;
 	/* The live folder the landed copies are in, when it is not lbox: the
 	   archive folder was renamed since and maps to another live folder

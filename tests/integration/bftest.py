@@ -276,12 +276,15 @@ def remove_locks(dc, user):
                 os.unlink(os.path.join(root, name))
 
 
-def maildir_cut_commit(maildir, want, link=False):
+def maildir_cut_commit(maildir, want, link=False, rename=True):
     """What a kill inside Dovecot's Maildir commit leaves: the files of the
     messages whose dovecot-uidlist UID want(uid) accepts, in cur/ under new
     names that are not their GUIDs.  link: linked there, the originals
     stay (a move's copies); else renamed, their uidlist lines dropped and
     the index removed (a batch's copies, the commit never written).
+    rename=False: the files keep the names the commit gave them, only their
+    uidlist lines and the index go (names maildir_filename_generate() made
+    in the committing process: a save whose GUID is no file name).
     Returns how many."""
     import re
     path = os.path.join(maildir, "dovecot-uidlist")
@@ -299,6 +302,9 @@ def maildir_cut_commit(maildir, want, link=False):
         for name in sorted(os.listdir(os.path.join(maildir, sub))):
             base = re.split(r"[,:]", name, 1)[0]
             if base not in names:
+                continue
+            if not rename:
+                done += 1
                 continue
             tail = name[len(base):]
             if ":2," not in tail:

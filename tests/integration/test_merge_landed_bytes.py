@@ -19,9 +19,21 @@ And the resume still takes a real cut copy by its bytes: a cut inside
 Maildir's commit of a batch (the files renamed into cur/, dovecot-uidlist
 not written: the copies lost their GUIDs; made here from a run killed
 after its commit, BACKFILL_TEST_CRASH=batch-committed, by dropping the
-copies' uidlist lines and renaming their files), then the same
-redelivery: each archived message is there once as the cut copy,
-journalled, with the archive's flags; the delivery stays the user's.
+copies' uidlist lines: the archive's GUIDs are no file names, so the
+commit named the files itself, maildir_filename_generate() in the merge's
+process), then the same redelivery: each archived message is there once
+as the cut copy, journalled, with the archive's flags; the delivery stays
+the user's.
+
+A byte-identical APPEND is the user's too (review s7 F7): between the cut
+and the resume the user uploads archived message 2 with its exact bytes
+and INTERNALDATE (a client copying its local copy back), with flags of
+its own.  Only the merge's own files are taken by their bytes
+(merge-batch.c landed_named_by_saver()); the APPEND keeps its flags and
+UIDL, is not journalled, archived message 2 is copied, and revert leaves
+the APPEND.  Once after a failed commit (nothing landed: the APPEND was
+the only candidate) and once after a cut whose kill came before message
+2's file moved into cur/ (messages 1 and 3 landed and are taken).
 """
 import os
 import signal
@@ -37,7 +49,26 @@ import fingerprint_ref  # noqa: E402
 
 CONF = bftest.CRASH_CONF
 N_LIVE = 2
-USERS = ("fail", "cut")
+USERS = ("fail", "cut", "failapp", "cutapp")
+# the user's own message between the runs: archived message 1 delivered
+# again by LMTP, or archived message 2 APPENDed byte for byte
+APPENDED = ("failapp", "cutapp")
+APPEND_FLAGS = ("\\Flagged",)
+
+
+def archive_guids(site, user):
+    """Gives the user's archived messages GUIDs in dovecot-uidlist (as a
+    server that ever ran dsync keeps them): then no GUID is a file name
+    with its size, and a copy's file is named by the saving process."""
+    path = os.path.join(site.archive_root, user, "Maildir", "dovecot-uidlist")
+    with open(path) as f:
+        lines = f.readlines()
+    out = [lines[0]]
+    for ln in lines[1:]:
+        uid, rest = ln.split(" ", 1)
+        out.append("%s G%032x %s" % (uid, 0xbf7000 + int(uid), rest))
+    with open(path, "w") as f:
+        f.writelines(out)
 
 
 def scenario(seed, crlf=False):
@@ -65,9 +96,10 @@ class LandedBytes(bftest.SiteCase):
     def build(cls, site):
         cls.scen = {}
         for k, user in enumerate(USERS):
-            cls.scen[user] = scenario(21 + k, crlf=user == "cut")
+            cls.scen[user] = scenario(21 + k, crlf=user.startswith("cut"))
             site.add_user(user, cls.scen[user], record=False,
                           extra="userdb_backfill_imap_uids=live")
+            archive_guids(site, user)
         site.start(plugin_on=False)
         dc = site.dc
         for user in USERS:
@@ -75,28 +107,40 @@ class LandedBytes(bftest.SiteCase):
                 dc.lmtp_deliver(user, raw)
         site.enable_plugin()
         cls.first = {}
-        # fail: the batch's commit fails (EACCES), the intent stays
-        md = dc.maildir("fail")
-        for sub in ("new", "cur"):
-            os.chmod(os.path.join(md, sub), 0o555)
-        cls.first["fail"] = bd.doveadm(dc, "backfill", "run", "-u", "fail", fmt="json")
-        for sub in ("new", "cur"):
-            os.chmod(os.path.join(md, sub), 0o700)
-        # cut: killed after the commit, then made a cut inside it
-        r = bd.doveadm(dc, "backfill", "run", "-u", "cut", fmt="json",
-                       env=dict(os.environ, BACKFILL_TEST_CRASH="batch-committed"))
-        cls.first["cut"] = r
-        bftest.remove_locks(dc, "cut")
-        cls.cut_files = bftest.maildir_cut_commit(dc.maildir("cut"),
-                                                  lambda uid: uid > N_LIVE)
-        # the secondary MX's queue flush (plugin off: a login would merge)
+        cls.cut_files = {}
+        for user in USERS:
+            if user.startswith("fail"):
+                # the batch's commit fails (EACCES), the intent stays
+                md = dc.maildir(user)
+                for sub in ("new", "cur"):
+                    os.chmod(os.path.join(md, sub), 0o555)
+                cls.first[user] = bd.doveadm(dc, "backfill", "run", "-u", user,
+                                             fmt="json")
+                for sub in ("new", "cur"):
+                    os.chmod(os.path.join(md, sub), 0o700)
+                continue
+            # killed after the commit, then made a cut inside it
+            r = bd.doveadm(dc, "backfill", "run", "-u", user, fmt="json",
+                           env=dict(os.environ, BACKFILL_TEST_CRASH="batch-committed"))
+            cls.first[user] = r
+            bftest.remove_locks(dc, user)
+            cls.cut_files[user] = bftest.maildir_cut_commit(
+                dc.maildir(user), lambda uid: uid > N_LIVE, rename=False)
+            if user == "cutapp":
+                cls.unmove(dc.maildir(user), cls.scen[user].archive[0].msgs[1].raw)
+        # the secondary MX's queue flush, the user's upload (plugin off: a
+        # login would merge)
         dc.restart(mail_plugins="")
         cls.red_fp = {}
         cls.between, cls.between_uidls = {}, {}
         for user in USERS:
-            raw = cls.scen[user].archive[0].msgs[0].raw
-            cls.red_fp[user] = fingerprint_ref.fingerprint(raw)[0]
-            dc.lmtp_deliver(user, raw)
+            if user in APPENDED:
+                msg = cls.scen[user].archive[0].msgs[1]
+                dc.append(user, "INBOX", msg.raw, flags=APPEND_FLAGS, date=msg.date)
+            else:
+                msg = cls.scen[user].archive[0].msgs[0]
+                dc.lmtp_deliver(user, msg.raw)
+            cls.red_fp[user] = fingerprint_ref.fingerprint(msg.raw)[0]
             cls.between[user] = dc.mailbox(user, "INBOX")[1]
             cls.between_uidls[user] = dc.pop3_uidls(user)
         site.enable_plugin()
@@ -105,6 +149,20 @@ class LandedBytes(bftest.SiteCase):
         cls.after = {u: dc.mailbox(u, "INBOX")[1] for u in USERS}
         cls.after_uidls = {u: dc.pop3_uidls(u) for u in USERS}
         cls.journal = {u: cls.journal_of(site, u) for u in USERS}
+
+    @staticmethod
+    def unmove(maildir, raw):
+        """The kill came before the file of this message moved into cur/:
+        back in tmp/, where the commit left it."""
+        for sub in ("cur", "new"):
+            for name in os.listdir(os.path.join(maildir, sub)):
+                path = os.path.join(maildir, sub, name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                if data.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n"):
+                    os.rename(path, os.path.join(maildir, "tmp", name.split(":")[0]))
+                    return
+        raise AssertionError("no copy of the message in " + maildir)
 
     @staticmethod
     def journal_of(site, user):
@@ -119,8 +177,9 @@ class LandedBytes(bftest.SiteCase):
     def redelivery(self, user):
         """The user's delivery, as the IMAP view between the runs shows it
         (the one message not there before and not merged)."""
+        want = sorted(APPEND_FLAGS) if user in APPENDED else []
         red = [m for m in self.between[user] if m.fingerprint == self.red_fp[user]
-               and "$Backfilled" not in m.flags and "\\Seen" not in m.flags]
+               and sorted(f for f in m.flags if f != "\\Recent") == want]
         self.assertEqual(len(red), 1, [(m.uid, m.flags) for m in self.between[user]])
         return red[0]
 
@@ -181,11 +240,32 @@ class LandedBytes(bftest.SiteCase):
                       self.first["fail"].stderr + self.site.dc.log_tail(200))
         self.check_user("fail")
 
+    def cut_user(self, user):
+        self.assertEqual(self.first[user].returncode, -signal.SIGKILL,
+                         self.first[user].stderr[-2000:])
+        self.assertEqual(self.cut_files[user], len(self.scen[user].archive[0].msgs))
+        self.check_user(user)
+
     def test_cut_copies_taken_by_their_bytes(self):
-        self.assertEqual(self.first["cut"].returncode, -signal.SIGKILL,
-                         self.first["cut"].stderr[-2000:])
-        self.assertEqual(self.cut_files, len(self.scen["cut"].archive[0].msgs))
-        self.check_user("cut")
+        self.cut_user("cut")
+
+    def test_commit_failed_then_appended(self):
+        """F7: the only live message with archived message 2's bytes is
+        the user's upload."""
+        self.assertIn("saving merged messages failed",
+                      self.first["failapp"].stderr + self.site.dc.log_tail(200))
+        self.check_user("failapp")
+
+    def test_cut_then_appended(self):
+        """F7: messages 1 and 3 landed (taken by their bytes), message
+        2's file did not; the user's upload of it stays the user's."""
+        self.cut_user("cutapp")
+        taken = {uid for _, uid, _ in self.journal["cutapp"]}
+        arch = {a.fingerprint for a in self.scen["cutapp"].archive[0].msgs}
+        cut = [m.uid for m in self.between["cutapp"]
+               if m.uid != self.redelivery("cutapp").uid and m.fingerprint in arch]
+        self.assertEqual(len(cut), 2, cut)
+        self.assertTrue(set(cut) <= taken, (cut, self.journal["cutapp"]))
 
     def test_z_revert_keeps_the_users_delivery(self):
         for user in USERS:

@@ -76,6 +76,58 @@ static void test_v2_roundtrip(void **state)
 	roundtrip("2 f:1:9:-:INBOX w:0:renumber:-:setting:2:5 r:0:10:d:1");
 }
 
+/* The processes that committed an intent's batch (review s7 F7): their
+   Maildir file name tags, escaped, kept in the i item. */
+static void test_v2_savers(void **state)
+{
+	struct bf_cursor c;
+	const char *error = NULL;
+	char *tag;
+
+	(void)state;
+	roundtrip("2 f:1:7:-:Work i:0:" G1 ":1500:400:4242.mx1.example.org");
+	roundtrip("2 f:1:7:-:Work i:0:-:1:2:1.a,22.b_c-d,333.h%3Ax%2C");
+	assert_int_equal(
+	        bf_cursor_parse("2 f:1:7:-:W i:0:-:3:4:9.h,10.h", &c, &error),
+	        0);
+	assert_true(c.intent);
+	assert_int_equal(c.intent_uidnext, 3);
+	assert_int_equal(c.intent_last_uid, 4);
+	assert_string_equal(c.intent_savers, "9.h,10.h");
+	assert_true(bf_cursor_savers_has(c.intent_savers, "9.h"));
+	assert_true(bf_cursor_savers_has(c.intent_savers, "10.h"));
+	assert_false(bf_cursor_savers_has(c.intent_savers, "1.h"));
+	assert_false(bf_cursor_savers_has(c.intent_savers, "10.h,"));
+	assert_false(bf_cursor_savers_has(c.intent_savers, ""));
+	assert_int_equal(bf_cursor_savers_count(c.intent_savers), 2);
+	bf_cursor_free(&c);
+	/* none written: "" */
+	assert_int_equal(bf_cursor_parse("2 f:1:7:-:W i:0:-:3:4", &c, &error),
+	                 0);
+	assert_string_equal(c.intent_savers, "");
+	assert_int_equal(bf_cursor_savers_count(c.intent_savers), 0);
+	bf_cursor_free(&c);
+
+	tag = bf_cursor_saver_tag("4242", "mx1.example.org");
+	assert_string_equal(tag, "4242.mx1.example.org");
+	free(tag);
+	/* ',' ':' ' ' '%' and non-ASCII bytes escaped: one tag, one field */
+	tag = bf_cursor_saver_tag("7", "a,b:c d%\xc3\x84");
+	assert_string_equal(tag, "7.a%2Cb%3Ac%20d%25%C3%84");
+	free(tag);
+
+	refused("2 f:1:7:-:W i:0:-:3:4:");
+	refused("2 f:1:7:-:W i:0:-:3:4:a,");
+	refused("2 f:1:7:-:W i:0:-:3:4:,a");
+	refused("2 f:1:7:-:W i:0:-:3:4:a,,b");
+	refused("2 f:1:7:-:W i:0:-:3:4:a:b");
+	refused("2 f:1:7:-:W i:0:-:3:4:a b");
+	refused("2 f:1:7:-:W i:0:-:3:4:a%2");
+	refused("2 f:1:7:-:W i:0:-:3:4:a%2c");
+	refused("2 f:1:7:-:W i:0:-:3:4:1,2,3,4,5,6,7,8,9");
+	roundtrip("2 f:1:7:-:W i:0:-:3:4:1,2,3,4,5,6,7,8");
+}
+
 /* The renumber way's live folder and its renumbering (issue 19). */
 static void test_v2_renumber(void **state)
 {
@@ -341,6 +393,7 @@ int main(void)
 	        cmocka_unit_test(test_v2_fields),
 	        cmocka_unit_test(test_v2_ways),
 	        cmocka_unit_test(test_v2_renumber),
+	        cmocka_unit_test(test_v2_savers),
 	        cmocka_unit_test(test_v1_fields),
 	        cmocka_unit_test(test_format_joins),
 	        cmocka_unit_test(test_overlap),
