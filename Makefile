@@ -38,9 +38,9 @@ check: build
 	meson test -C $(BUILD) --print-errorlogs $(MESON_TEST_ARGS)
 
 # The same `make check` against Dovecot 2.4: in a Debian 13 root made with
-# debootstrap and cached in DC24_DIR/root (made again when install-deps'
-# Debian 13 package list changes), with this tree bind-mounted at /backfill
-# and built in DC24_DIR/build.  Root only (chroot, mounts in a private
+# mmdebstrap (scripts/debian13-root) and cached in DC24_DIR/root (made
+# again when install-deps' Debian 13 package list changes), with this tree
+# bind-mounted at /backfill and built in DC24_DIR/build.  Root only (chroot, mounts in a private
 # namespace: nothing stays mounted).
 DC24_DIR ?= build-dovecot24
 # Extra `meson setup` options for the root's build dir only.
