@@ -123,6 +123,14 @@ static void verify_findings(const struct proof_user *u, const char *user,
 		    acc_xstrdup("verify output damaged: a count that is not a "
 		                "number (below zero, too large, or text)"),
 		    acc_xprintf("doveadm -f tab backfill verify -u %s", user));
+	else if (u->verify_error != NULL && result != NULL &&
+	         strcmp(result, "postponed") == 0)
+		/* verify proved the content but could not read the merge
+		   record from the state store for the UID check */
+		add(f, n, acc_xprintf("verify postponed: %s", u->verify_error),
+		    acc_xprintf("doveadm backfill verify -u %s once the state "
+		                "store answers",
+		                user));
 	else if (u->verify_error != NULL)
 		add(f, n, acc_xprintf("verify failed: %s", u->verify_error),
 		    acc_xprintf("fix what the error names, then doveadm "

@@ -598,6 +598,7 @@ int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
 		return ret;
 	if (bf_cursor_parse(rec.cursor, &cursor, &error) < 0) {
 		*error_r = t_strdup_printf("merge record's cursor: %s", error);
+		result->record_damaged = TRUE;
 		bf_cursor_free(&cursor);
 		bf_merge_record_clear(&rec);
 		return -1;

@@ -265,15 +265,28 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 		str_append(w.unread, unread_text);
 	}
 	/* The UIDs the merge promised are in its record: without the state
-	   store they are not checked, the proof by content still holds. */
+	   store they are not checked.  The proof by content still holds, but
+	   the row must not say ok: an unchecked promise is no proof, and a
+	   report built from these rows would count the user as verified. */
 	struct doveadm_verify_uids uids;
-	const char *uids_error;
+	const char *uids_error, *unchecked = NULL;
 	if (ret == 0 &&
 	    doveadm_verify_uids(user, buser, archive, &uids, &uids_error) < 0) {
+		unchecked =
+		        uids.record_damaged
+		                ? t_strdup_printf(
+		                          "IMAP UIDs not checked: %s (doveadm "
+		                          "backfill status shows the record; "
+		                          "see docs/state-store.md)",
+		                          uids_error)
+		                : t_strdup_printf(
+		                          "IMAP UIDs not checked: state "
+		                          "store: %s (verify again once it "
+		                          "answers)",
+		                          uids_error);
 		e_warning(
-		        buser->event,
-		        "IMAP UIDs not checked: state store: %s (verify again once it answers)",
-		        uids_error);
+		        buser->event, "%s",
+		        backfill_value_escape(unchecked, BACKFILL_ESCAPE_TEXT));
 	}
 	if (ret < 0) {
 		e_error(buser->event, "verify failed: %s",
@@ -339,17 +352,27 @@ static int cmd_verify_run(struct doveadm_mail_cmd_context *ctx,
 	              : unread              ? "failed"
 	              : w.symlinks > 0      ? "symlinks"
 	              : uids.mismatches > 0 ? "uids"
-	                                    : "ok");
+	              : unchecked == NULL   ? "ok"
+	              : uids.record_damaged ? "failed"
+	                                    : "postponed");
 	doveadm_backfill_print_num(acount);
 	doveadm_backfill_print_num(acount - n_missing);
 	doveadm_backfill_print_num(n_missing);
 	doveadm_backfill_print_num(w.symlinks);
 	doveadm_backfill_print_list(str_c(missing));
+	if (unchecked != NULL) {
+		if (unread)
+			str_append(w.unread, "; ");
+		str_append(w.unread, unchecked);
+	}
 	doveadm_backfill_print_text(str_c(w.unread));
 	doveadm_backfill_print_num(uids.mismatches);
 	doveadm_backfill_print_text(str_c(uids.list));
-	if (n_missing > 0 || unread || w.symlinks > 0 || uids.mismatches > 0)
+	if (n_missing > 0 || unread || w.symlinks > 0 || uids.mismatches > 0 ||
+	    (unchecked != NULL && uids.record_damaged))
 		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_FAILED);
+	else if (unchecked != NULL)
+		doveadm_backfill_outcome(ctx, DOVEADM_BACKFILL_TEMPFAIL);
 	backfill_archive_close(&archive);
 	pool_unref(&pool);
 	return 0;

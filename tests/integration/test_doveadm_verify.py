@@ -71,6 +71,34 @@ class VerifyTest(unittest.TestCase):
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "alice")
         self.assertEqual(rows[0]["result"], "ok", r.stderr)
 
+    def test_uids_unchecked_is_not_ok(self):
+        """The IMAP UID check reads the merge record from the state store:
+        with the store unreachable, or the record damaged, the row must not
+        say ok (a proof report would count the user as verified): the
+        store down is postponed (75, try again), a damaged record failed
+        (1), each naming what was not checked."""
+        dc = self.site.dc
+        rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", "alice")
+        self.assertEqual(rows[0]["result"], "done")
+        gone = "plugin/backfill_state=sqlite:%s/no-such-dir/state.db" % self.site.base
+        rows, r = bd.doveadm_json(dc, "-o", gone, "backfill", "verify", "-u", "alice",
+                                  ok=(75,))
+        self.assertEqual(rows[0]["result"], "postponed", r.stderr)
+        self.assertEqual(rows[0]["missing"], "0")
+        self.assertIn("IMAP UIDs not checked: state store", rows[0]["error"])
+        self.assertIn("verify again once it answers", rows[0]["error"])
+
+        db = sqlite3.connect(self.state)
+        try:
+            db.execute("UPDATE merges SET cursor = 'v9 nonsense' WHERE user = 'alice'")
+            db.commit()
+        finally:
+            db.close()
+        rows, r = bd.doveadm_json(dc, "backfill", "verify", "-u", "alice", ok=(1,))
+        self.assertEqual(rows[0]["result"], "failed", r.stderr)
+        self.assertIn("IMAP UIDs not checked: merge record's cursor", rows[0]["error"])
+        self.assertIn("IMAP UIDs not checked", r.stderr)
+
     def test_no_archive(self):
         self.site.dc.add_user("nobody")
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "nobody")

@@ -294,6 +294,19 @@ class CraftedVerify(unittest.TestCase):
                               r"this backfillctl does not know\)")
 
 
+    def test_postponed_verify_is_a_finding(self):
+        # verify proved the content, the UID check could not read the store
+        r = self.report([("late@example.com", "done", 10, 10, 0, 0, None)],
+                        ["late@example.com\tpostponed\t10\t10\t0\t0\t\t"
+                         "IMAP UIDs not checked: state store: locked (verify again "
+                         "once it answers)\t0\t\n"])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        txt = self.read("example.com.txt")
+        self.assertIn("1 of 1 users need a look", txt)
+        self.assertIn("late@example.com: verify postponed: IMAP UIDs not checked", txt)
+        self.assertIn("doveadm backfill verify -u late@example.com once the state "
+                      "store answers", txt)
+
     def test_row_not_of_the_headers_shape_refused(self):
         # what a doveadm that does not escape -f tab prints for alice's
         # archive folder ".zz\nmallory\tok\t5\t5\t0\t0\t\t\t0\t", named once in
