@@ -615,6 +615,24 @@ static void assert_window(struct bf_state *state, time_t now, const char *name,
 	bf_window_clear(&w);
 }
 
+/* window_open_full() of name returns ret, and the window in force before
+   it was prev_name (NULL: none). */
+static void assert_window_open(struct bf_state *state, const char *name,
+                               time_t now, time_t until,
+                               enum bf_window_open_flags flags, int ret,
+                               const char *prev_name)
+{
+	struct bf_window prev;
+
+	assert_int_equal(
+	        window_open_full(state, name, now, until, flags, &prev), ret);
+	if (prev_name == NULL)
+		assert_null(prev.name);
+	else
+		assert_string_equal(prev.name, prev_name);
+	bf_window_clear(&prev);
+}
+
 /* backfillctl window open without --replace: the refusal of another
    window is part of the store's write and names the window in force;
    the same name moves its end and keeps its opened time. */
@@ -627,9 +645,7 @@ static void test_window_open_exclusive(void **statep)
 	const char *error;
 
 	/* nothing open: A opens */
-	assert_int_equal(
-	        window_open_full(state, "A", NOW, NOW + 1000, excl, &prev), 1);
-	assert_null(prev.name);
+	assert_window_open(state, "A", NOW, NOW + 1000, excl, 1, NULL);
 	assert_window(state, NOW + 1, "A", NOW, NOW + 1000);
 
 	/* A again: a new end, the same opened time */
@@ -663,11 +679,8 @@ static void test_window_open_exclusive(void **statep)
 	assert_window(state, NOW + 31, "A", NOW, NOW + 2000);
 
 	/* B with replace: A closed and B open in one write */
-	assert_int_equal(window_open_full(state, "B", NOW + 40, 0,
-	                                  BF_WINDOW_OPEN_REPLACE, &prev),
-	                 1);
-	assert_string_equal(prev.name, "A");
-	bf_window_clear(&prev);
+	assert_window_open(state, "B", NOW + 40, 0, BF_WINDOW_OPEN_REPLACE, 1,
+	                   "A");
 	assert_window(state, NOW + 41, "B", NOW + 40, 0);
 	/* the closed A does not come back when B is closed */
 	assert_int_equal(bf_state_window_close(state, NOW + 42, &error), 1);
@@ -676,40 +689,23 @@ static void test_window_open_exclusive(void **statep)
 
 	/* with B open again, A is refused with B's name, then allowed
 	   with replace: a new window A, opened now */
-	assert_int_equal(window_open_full(state, "B", NOW + 50, 0, excl, &prev),
-	                 1);
-	assert_null(prev.name);
-	assert_int_equal(window_open_full(state, "A", NOW + 60, 0, excl, &prev),
-	                 0);
-	assert_string_equal(prev.name, "B");
-	bf_window_clear(&prev);
-	assert_int_equal(window_open_full(state, "A", NOW + 70, 0,
-	                                  BF_WINDOW_OPEN_REPLACE, &prev),
-	                 1);
-	assert_string_equal(prev.name, "B");
-	bf_window_clear(&prev);
+	assert_window_open(state, "B", NOW + 50, 0, excl, 1, NULL);
+	assert_window_open(state, "A", NOW + 60, 0, excl, 0, "B");
+	assert_window_open(state, "A", NOW + 70, 0, BF_WINDOW_OPEN_REPLACE, 1,
+	                   "B");
 	assert_window(state, NOW + 71, "A", NOW + 70, 0);
 	assert_int_equal(bf_state_window_close(state, NOW + 80, &error), 1);
 	/* closed: A opens again without replace, as a new window */
-	assert_int_equal(
-	        window_open_full(state, "A", NOW + 90, NOW + 200, excl, &prev),
-	        1);
-	assert_null(prev.name);
+	assert_window_open(state, "A", NOW + 90, NOW + 200, excl, 1, NULL);
 	assert_window(state, NOW + 91, "A", NOW + 90, NOW + 200);
 
 	/* A window past its end is not in force: another name opens
 	   without replace, and the same name opens as a new window */
-	assert_int_equal(
-	        window_open_full(state, "C", NOW + 200, 0, excl, &prev), 1);
-	assert_null(prev.name);
+	assert_window_open(state, "C", NOW + 200, 0, excl, 1, NULL);
 	assert_window(state, NOW + 201, "C", NOW + 200, 0);
 	assert_int_equal(bf_state_window_close(state, NOW + 210, &error), 1);
-	assert_int_equal(
-	        window_open_full(state, "C", NOW + 220, NOW + 230, excl, &prev),
-	        1);
-	assert_int_equal(
-	        window_open_full(state, "C", NOW + 240, 0, excl, &prev), 1);
-	assert_null(prev.name);
+	assert_window_open(state, "C", NOW + 220, NOW + 230, excl, 1, NULL);
+	assert_window_open(state, "C", NOW + 240, 0, excl, 1, NULL);
 	assert_window(state, NOW + 241, "C", NOW + 240, 0);
 
 	/* bf_state_window_open() replaces, and keeps the opened time of the
