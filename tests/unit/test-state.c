@@ -1180,6 +1180,28 @@ static void test_lease_owner_format(void **statep)
 	assert_int_equal(strlen(owner), 3);
 }
 
+/* bf_state_lease_acquire() without the holder's name: 1 taken, 0 held by
+   another, -1 error. */
+static int lease_take(struct bf_state *state, const char *name,
+                      const char *owner, time_t now, unsigned int ttl)
+{
+	const char *error;
+
+	return bf_state_lease_acquire(state, name, owner, now, ttl, NULL,
+	                              &error);
+}
+
+/* bf_state_slot_acquire() of one of host's max slots for 60 s: 1 taken
+   (*slot_r), 0 all taken, -1 error. */
+static int slot_take(struct bf_state *state, const char *host, unsigned int max,
+                     const char *owner, time_t now, unsigned int *slot_r)
+{
+	const char *error;
+
+	return bf_state_slot_acquire(state, host, max, owner, now, 60, slot_r,
+	                             &error);
+}
+
 static void test_lease_basic(void **statep)
 {
 	struct fixture *f = *statep;
@@ -1199,20 +1221,12 @@ static void test_lease_basic(void **statep)
 	assert_string_equal(holder, a);
 	free(holder);
 	/* Without holder_r. */
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b, NOW,
-	                                        60, NULL, &error),
-	                 0);
+	assert_int_equal(lease_take(state, "merge/alice", b, NOW, 60), 0);
 	/* Another name is independent. */
-	assert_int_equal(bf_state_lease_acquire(state, "merge/bob", b, NOW, 60,
-	                                        NULL, &error),
-	                 1);
+	assert_int_equal(lease_take(state, "merge/bob", b, NOW, 60), 1);
 	/* Acquiring our own lease renews it. */
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", a,
-	                                        NOW + 50, 60, NULL, &error),
-	                 1);
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b,
-	                                        NOW + 100, 60, NULL, &error),
-	                 0);
+	assert_int_equal(lease_take(state, "merge/alice", a, NOW + 50, 60), 1);
+	assert_int_equal(lease_take(state, "merge/alice", b, NOW + 100, 60), 0);
 	assert_int_equal(bf_state_lease_renew(state, "merge/alice", a,
 	                                      NOW + 100, 60, &error),
 	                 1);
@@ -1221,12 +1235,8 @@ static void test_lease_basic(void **statep)
 	                 0);
 	/* Expiry-based takeover of a holder on another host: not before
 	   the lease expires (now + ttl), then at once. */
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b,
-	                                        NOW + 159, 60, NULL, &error),
-	                 0);
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", b,
-	                                        NOW + 160, 60, NULL, &error),
-	                 1);
+	assert_int_equal(lease_take(state, "merge/alice", b, NOW + 159, 60), 0);
+	assert_int_equal(lease_take(state, "merge/alice", b, NOW + 160, 60), 1);
 	/* The old holder learns it lost the lease. */
 	assert_int_equal(bf_state_lease_renew(state, "merge/alice", a,
 	                                      NOW + 161, 60, &error),
@@ -1237,24 +1247,14 @@ static void test_lease_basic(void **statep)
 	        bf_state_lease_release(state, "merge/alice", b, &error), 1);
 	assert_int_equal(
 	        bf_state_lease_release(state, "merge/alice", b, &error), 0);
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", a,
-	                                        NOW + 161, 60, NULL, &error),
-	                 1);
+	assert_int_equal(lease_take(state, "merge/alice", a, NOW + 161, 60), 1);
 
 	/* A holder string we did not make is never treated as dead. */
-	assert_int_equal(bf_state_lease_acquire(state, "odd", "x", NOW, 60,
-	                                        NULL, &error),
-	                 1);
-	assert_int_equal(
-	        bf_state_lease_acquire(state, "odd", a, NOW, 60, NULL, &error),
-	        0);
+	assert_int_equal(lease_take(state, "odd", "x", NOW, 60), 1);
+	assert_int_equal(lease_take(state, "odd", a, NOW, 60), 0);
 
-	assert_int_equal(
-	        bf_state_lease_acquire(state, "", a, NOW, 60, NULL, &error),
-	        -1);
-	assert_int_equal(
-	        bf_state_lease_acquire(state, "x", a, NOW, 0, NULL, &error),
-	        -1);
+	assert_int_equal(lease_take(state, "", a, NOW, 60), -1);
+	assert_int_equal(lease_take(state, "x", a, NOW, 0), -1);
 	bf_state_close(&state);
 }
 
@@ -1363,24 +1363,20 @@ static void test_lease_same_hostname_elsewhere(void **statep)
 	for (i = 0; i < sizeof(spaces) / sizeof(spaces[0]); i++) {
 		snprintf(foreign, sizeof(foreign), "%s:%ld:%s", host,
 		         (long)dead, spaces[i]);
-		assert_int_equal(bf_state_lease_acquire(state, "merge/alice",
-		                                        foreign, NOW, 60, NULL,
-		                                        &error),
-		                 1);
+		assert_int_equal(
+		        lease_take(state, "merge/alice", foreign, NOW, 60), 1);
 		assert_int_equal(bf_state_lease_acquire(state, "merge/alice",
 		                                        owner, NOW + 1, 60,
 		                                        &holder, &error),
 		                 0);
 		assert_string_equal(holder, foreign);
 		free(holder);
-		assert_int_equal(
-		        bf_state_slot_acquire(state, host, 1, foreign, NOW, 60,
-		                              &(unsigned int){0}, &error),
-		        1);
-		assert_int_equal(
-		        bf_state_slot_acquire(state, host, 1, owner, NOW + 1,
-		                              60, &(unsigned int){0}, &error),
-		        0);
+		assert_int_equal(slot_take(state, host, 1, foreign, NOW,
+		                           &(unsigned int){0}),
+		                 1);
+		assert_int_equal(slot_take(state, host, 1, owner, NOW + 1,
+		                           &(unsigned int){0}),
+		                 0);
 		assert_int_equal(bf_state_lease_release(state, "merge/alice",
 		                                        foreign, &error),
 		                 1);
@@ -1391,11 +1387,8 @@ static void test_lease_same_hostname_elsewhere(void **statep)
 	/* The same dead pid in our own space: taken at once. */
 	snprintf(foreign, sizeof(foreign), "%s:%ld:%s", host, (long)dead,
 	         strrchr(owner, ':') + 1);
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", foreign,
-	                                        NOW, 60, NULL, &error),
-	                 1);
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
-	                                        NOW + 1, 60, NULL, &error),
+	assert_int_equal(lease_take(state, "merge/alice", foreign, NOW, 60), 1);
+	assert_int_equal(lease_take(state, "merge/alice", owner, NOW + 1, 60),
 	                 1);
 	bf_state_close(&state);
 }
@@ -1414,9 +1407,7 @@ static void test_lease_same_hostname_other_pidns(void **statep)
 	pid_t pid;
 
 	bf_lease_owner(owner, sizeof(owner));
-	assert_int_equal(bf_state_lease_acquire(state, "merge/alice", owner,
-	                                        NOW, 600, NULL, &error),
-	                 1);
+	assert_int_equal(lease_take(state, "merge/alice", owner, NOW, 600), 1);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -1475,34 +1466,22 @@ static void test_slots_basic(void **statep)
 	const char *error;
 
 	/* One owner running several merges takes one slot each. */
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, a, NOW, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h1", 3, a, NOW, &slot), 1);
 	assert_int_equal(slot, 0);
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, a, NOW, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h1", 3, a, NOW, &slot), 1);
 	assert_int_equal(slot, 1);
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h1", 3, b, NOW, &slot), 1);
 	assert_int_equal(slot, 2);
 	slot = 99;
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW, 60,
-	                                       &slot, &error),
-	                 0);
+	assert_int_equal(slot_take(state, "h1", 3, b, NOW, &slot), 0);
 	assert_int_equal(slot, 99);
 	/* Hosts are separate. */
-	assert_int_equal(bf_state_slot_acquire(state, "h2", 1, b, NOW, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h2", 1, b, NOW, &slot), 1);
 	assert_int_equal(slot, 0);
 
 	assert_int_equal(bf_state_slot_release(state, "h1", 1, b, &error), 0);
 	assert_int_equal(bf_state_slot_release(state, "h1", 1, a, &error), 1);
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h1", 3, b, NOW, &slot), 1);
 	assert_int_equal(slot, 1);
 	assert_int_equal(
 	        bf_state_slot_renew(state, "h1", 1, b, NOW + 30, 60, &error),
@@ -1512,24 +1491,14 @@ static void test_slots_basic(void **statep)
 	        0);
 	/* Expired slots are free again: slot 0 and 2 expired at NOW + 60,
 	   slot 1 was renewed until NOW + 90. */
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW + 60, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h1", 3, b, NOW + 60, &slot), 1);
 	assert_int_equal(slot, 0);
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW + 60, 60,
-	                                       &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h1", 3, b, NOW + 60, &slot), 1);
 	assert_int_equal(slot, 2);
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 3, b, NOW + 60, 60,
-	                                       &slot, &error),
-	                 0);
+	assert_int_equal(slot_take(state, "h1", 3, b, NOW + 60, &slot), 0);
 
-	assert_int_equal(bf_state_slot_acquire(state, "h1", 0, b, NOW, 60,
-	                                       &slot, &error),
-	                 -1);
-	assert_int_equal(
-	        bf_state_slot_acquire(state, "", 3, b, NOW, 60, &slot, &error),
-	        -1);
+	assert_int_equal(slot_take(state, "h1", 0, b, NOW, &slot), -1);
+	assert_int_equal(slot_take(state, "", 3, b, NOW, &slot), -1);
 	bf_state_close(&state);
 }
 
@@ -1631,19 +1600,14 @@ static void test_slot_takeover_after_kill(void **statep)
 	struct bf_state *state = open_ok(f->uri);
 	pid_t pid = spawn_holder(f->uri, hold_slot);
 	char owner[128];
-	const char *error;
 	unsigned int slot;
 	int status;
 
 	bf_lease_owner(owner, sizeof(owner));
-	assert_int_equal(bf_state_slot_acquire(state, "h", 1, owner, NOW + 1,
-	                                       60, &slot, &error),
-	                 0);
+	assert_int_equal(slot_take(state, "h", 1, owner, NOW + 1, &slot), 0);
 	kill(pid, SIGKILL);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_int_equal(bf_state_slot_acquire(state, "h", 1, owner, NOW + 2,
-	                                       60, &slot, &error),
-	                 1);
+	assert_int_equal(slot_take(state, "h", 1, owner, NOW + 2, &slot), 1);
 	assert_int_equal(slot, 0);
 	bf_state_close(&state);
 }
