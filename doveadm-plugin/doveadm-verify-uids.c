@@ -7,7 +7,9 @@
    it cached in place of the one there.  A copy the user deleted since is
    not checked here (the fingerprint proof counts it).  Once the merge is
    done, the live folder's UIDNEXT must be at least the archive folder's
-   plus backfill_imap_uid_margin (as set now): such a client fetches only
+   plus the backfill_imap_uid_margin the merge gave it (on record, the
+   cursor's m item: not the setting as it is now, which may have been
+   raised since, or set first after the merge): such a client fetches only
    UIDs from the UIDNEXT it cached on, and would never see a live message
    below it, nor one at a UID the old server gave out after the backup.  A copy
    the journal puts in another live folder than the one the way was decided for
@@ -62,8 +64,6 @@ struct uids_ctx {
 	struct backfill_archive *archive;
 	/* the merge is done: every folder got its UIDNEXT */
 	bool done;
-	/* backfill_imap_uid_margin: UIDs kept free above the archive's */
-	uint32_t margin;
 	ARRAY(struct uids_entry) entries;
 	struct doveadm_verify_uids *result;
 };
@@ -147,15 +147,25 @@ static void check_entry(struct uids_ctx *ctx, struct mail *mail,
 	}
 }
 
-/* The live folder's UIDNEXT against the archive folder's (none to
-   compare with when the archive folder is gone since). */
+/* The live folder's UIDNEXT against the archive folder's plus the margin
+   on record (none to compare with when the archive folder is gone
+   since).  A record without one was written before the merge recorded
+   it (every merge before the margin existed, and those under a build
+   that applied the margin without recording it): its folder is checked
+   against the archive's UIDNEXT alone, margin 0.  That is the smallest
+   floor still safe and one every such merge kept (the archive and
+   renumber ways raised the live UIDNEXT to the archive's from the
+   start): below it, a live message would sit at a UID the old server's
+   clients cached.  Assuming the setting as it is now would fail
+   folders merged correctly under a smaller margin or none, and checking
+   nothing would miss a folder below the archive's own UIDs. */
 static void check_uidnext(struct uids_ctx *ctx,
                           const struct bf_cursor_folder *f,
                           struct mailbox *lbox)
 {
 	struct mailbox_status astatus, lstatus;
 	enum mail_error error;
-	uint32_t next;
+	uint32_t next, margin = f->margin_known ? f->margin : 0;
 
 	if (!ctx->done)
 		return;
@@ -173,7 +183,7 @@ static void check_uidnext(struct uids_ctx *ctx,
 	}
 	mailbox_get_open_status(abox, STATUS_UIDNEXT, &astatus);
 	mailbox_free(&abox);
-	next = backfill_imap_uids_keep_next(astatus.uidnext, ctx->margin);
+	next = backfill_imap_uids_keep_next(astatus.uidnext, margin);
 	if (mailbox_get_status(lbox, STATUS_UIDNEXT, &lstatus) < 0) {
 		mismatch(ctx, "%s: live folder %s: %s", f->name,
 		         mailbox_get_vname(lbox),
@@ -181,9 +191,14 @@ static void check_uidnext(struct uids_ctx *ctx,
 	} else if (lstatus.uidnext < next) {
 		mismatch(
 		        ctx,
-		        "%s: live folder %s has UIDNEXT %u, below %u (the archive's %u plus backfill_imap_uid_margin)",
+		        "%s: live folder %s has UIDNEXT %u, below %u (the archive's %u plus backfill_imap_uid_margin): %s",
 		        f->name, mailbox_get_vname(lbox), lstatus.uidnext, next,
-		        astatus.uidnext);
+		        astatus.uidnext,
+		        f->margin_known
+		                ? t_strdup_printf(
+		                          "it was merged with margin %u",
+		                          margin)
+		                : "no margin on record (an older merge), checked with 0");
 	}
 }
 
@@ -610,7 +625,6 @@ int doveadm_verify_uids(struct mail_user *user, struct backfill_user *buser,
 	ctx.cursor = &cursor;
 	ctx.archive = archive;
 	ctx.done = rec.status == BF_MERGE_DONE;
-	ctx.margin = buser->set.imap_uid_margin;
 	ctx.result = result;
 	p_array_init(&ctx.entries, ctx.pool, 64);
 	ret = bf_state_journal_iter(state, user->username, journal_cb, &ctx,

@@ -571,6 +571,27 @@ static int move_parse(char *item, struct bf_cursor *c, const char **error_r)
 	return 0;
 }
 
+/* Comes after the f item it names. */
+static int margin_parse(char *item, struct bf_cursor *c, const char **error_r)
+{
+	char *fields[2];
+	uint32_t folder, margin;
+
+	if (!fields_split(item, fields, 2) ||
+	    num_parse(fields[0], strlen(fields[0]), &folder) < 0 ||
+	    num_parse(fields[1], strlen(fields[1]), &margin) < 0) {
+		*error_r = "margin item: m:FOLDER:MARGIN expected";
+		return -1;
+	}
+	if (folder >= c->folders_count || c->folders[folder].margin_known) {
+		*error_r = "margin item: no such folder item, or a second one";
+		return -1;
+	}
+	c->folders[folder].margin_known = true;
+	c->folders[folder].margin = margin;
+	return 0;
+}
+
 static int signature_parse(char *item, struct bf_cursor *c,
                            const char **error_r)
 {
@@ -602,6 +623,8 @@ static int item_parse(char *item, struct bf_cursor *c, const char **error_r)
 		return way_parse(item + 2, c, error_r);
 	case 'r':
 		return move_parse(item + 2, c, error_r);
+	case 'm':
+		return margin_parse(item + 2, c, error_r);
 	case 'c':
 		return box_ranges_parse(item + 2, c, error_r);
 	case 'l':
@@ -809,6 +832,10 @@ char *bf_cursor_format(const struct bf_cursor *c)
 		    f->move_uids[0] != '\0')
 			buf_printf(&buf, " r:%zu:%u:%s:%s", i, f->move_base,
 			           f->move_done ? "d" : "p", f->move_uids);
+	}
+	for (size_t i = 0; i < c->folders_count; i++) {
+		if (c->folders[i].margin_known)
+			buf_printf(&buf, " m:%zu:%u", i, c->folders[i].margin);
 	}
 	if (c->symlinks != 0)
 		buf_printf(&buf, " l:%u", c->symlinks);

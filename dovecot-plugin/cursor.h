@@ -51,6 +51,14 @@
                ',', ascending) move to BASE, BASE+1, ... in that order;
                STATE "p" while it may be under way, "d" once done.
                Written before the first message moves.
+     m:FOLDER:MARGIN
+               the backfill_imap_uid_margin the merge raised the
+               FOLDER-th f item's live folder's UIDNEXT with (the
+               archive's UIDNEXT plus MARGIN), written once that raise
+               is done (archive and renumber ways): verify checks the
+               folder against the margin it got, not the setting as it
+               is now.  Older records have none (imap-uids.h says how
+               those are checked).
      l:COUNT   symlinks in the archive skipped so far (never followed)
      c:GUID:RANGES
                live copies of live folder GUID that archived messages
@@ -101,6 +109,10 @@ struct bf_cursor_folder {
 	const char *move_uids;
 	uint32_t move_base;
 	bool move_done;
+	/* the m item: the margin the live folder's UIDNEXT was raised with
+	   (margin_known FALSE: none on record) */
+	bool margin_known;
+	uint32_t margin;
 };
 
 struct bf_cursor {

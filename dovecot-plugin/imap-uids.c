@@ -795,11 +795,31 @@ static int uidnext_raise(struct backfill_merge *m, uint32_t next)
 	return 0;
 }
 
+/* The margin the live folder's UIDNEXT now has above the archive's,
+   noted for the record once the raise is done: verify
+   (doveadm-verify-uids.c) checks the folder against it, so that a later
+   change of backfill_imap_uid_margin does not make a folder merged
+   under the old one wrong.  A kill before it is on record leaves the
+   margin of an earlier run or none (verify then checks no more than the
+   archive's UIDNEXT), never one the folder did not get.  TRUE when it
+   changed. */
+static bool margin_note(struct backfill_merge *m)
+{
+	struct cursor_folder *cf = cur_folder(m);
+
+	if (cf->margin_known && cf->margin == m->set->imap_uid_margin)
+		return FALSE;
+	cf->margin_known = TRUE;
+	cf->margin = m->set->imap_uid_margin;
+	return TRUE;
+}
+
 int backfill_imap_uids_folder_done(struct backfill_merge *m)
 {
 	const struct cursor_folder *cf = cur_folder(m);
 	const char *error;
 	uint32_t uid, next = m->uid_keep_next;
+	bool noted;
 	int ret;
 
 	if (m->dry_run || m->lbox == NULL || !backfill_imap_uids_taken(m))
@@ -817,6 +837,7 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 	   that cached the archive's UIDNEXT would never fetch it. */
 	if (uidnext_raise(m, next) < 0)
 		return -1;
+	noted = next == m->uid_keep_next && margin_note(m);
 	ret = foreign_below(m, &uid, &error);
 	if (ret < 0) {
 		backfill_merge_log_error(
@@ -834,10 +855,15 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 			return fresh_uidvalidity(m);
 		}
 	}
+	/* (its records carry the margin noted) */
 	if (backfill_renumber_move(m) < 0)
 		return -1;
-	return next == m->uid_keep_next ? 0
-	                                : uidnext_raise(m, m->uid_keep_next);
+	if (next != m->uid_keep_next) {
+		if (uidnext_raise(m, m->uid_keep_next) < 0)
+			return -1;
+		noted = margin_note(m);
+	}
+	return noted ? backfill_imap_uids_record(m) : 0;
 }
 
 void backfill_imap_uids_cursor_in(struct cursor_folder *cf,
@@ -851,6 +877,8 @@ void backfill_imap_uids_cursor_in(struct cursor_folder *cf,
 	cf->move_uids = f->move_uids;
 	cf->move_base = f->move_base;
 	cf->move_done = f->move_done;
+	cf->margin_known = f->margin_known;
+	cf->margin = f->margin;
 }
 
 void backfill_imap_uids_cursor_out(struct bf_cursor_folder *f,
@@ -864,6 +892,8 @@ void backfill_imap_uids_cursor_out(struct bf_cursor_folder *f,
 	f->move_uids = cf->move_uids;
 	f->move_base = cf->move_base;
 	f->move_done = cf->move_done;
+	f->margin_known = cf->margin_known;
+	f->margin = cf->margin;
 }
 
 /* "NAME=WAY" (or "NAME=REASON") appended, for a decided folder. */

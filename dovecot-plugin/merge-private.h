@@ -108,6 +108,10 @@ struct cursor_folder {
 	const char *move_uids;
 	uint32_t move_base;
 	bool move_done;
+	/* the margin its live folder's UIDNEXT was raised with once merged
+	   (cursor.h's m item; margin_known FALSE: none on record) */
+	bool margin_known;
+	uint32_t margin;
 	/* this process has begun the move (renumber.c) */
 	bool move_running;
 };

@@ -74,6 +74,28 @@ static void test_v2_roundtrip(void **state)
 	roundtrip("2 f:1:9:-:INBOX w:0:renumber:" G2
 	          ":no-imap-client:7:1700000001 r:0:3001:p:1-4,6,9-10");
 	roundtrip("2 f:1:9:-:INBOX w:0:renumber:-:setting:2:5 r:0:10:d:1");
+	roundtrip("2 f:1:9:-:INBOX f:2:0:-:Sent w:0:renumber:-:setting:2:5 "
+	          "w:1:archive:" G1 ":created r:0:10:d:1 m:0:1000 m:1:0");
+}
+
+/* The margin a folder's UIDNEXT was raised with (the m item): known per
+   folder, unknown for a folder without one (an older record). */
+static void test_v2_margin(void **state)
+{
+	struct bf_cursor c;
+	const char *error = NULL;
+
+	(void)state;
+	assert_int_equal(bf_cursor_parse("2 f:1:9:-:INBOX f:2:0:-:Sent "
+	                                 "f:3:0:-:Work m:1:100000 m:2:0",
+	                                 &c, &error),
+	                 0);
+	assert_false(c.folders[0].margin_known);
+	assert_true(c.folders[1].margin_known);
+	assert_int_equal(c.folders[1].margin, 100000);
+	assert_true(c.folders[2].margin_known);
+	assert_int_equal(c.folders[2].margin, 0);
+	bf_cursor_free(&c);
 }
 
 /* The processes that committed an intent's batch (review s7 F7): their
@@ -383,6 +405,13 @@ static void test_refused(void **state)
 	refused("2 f:1:0:-:A w:0:live:-:- r:0:9:p:1");
 	refused("2 f:1:0:-:A r:0:9:p:1");
 	refused("2 f:1:0:-:A w:0:renumber:-:-:5:6 r:0:9:p:1 r:0:9:p:1");
+	refused("2 m:0:5");
+	refused("2 f:1:0:-:A m:1:5");
+	refused("2 f:1:0:-:A m:0:5 m:0:5");
+	refused("2 f:1:0:-:A m:0:");
+	refused("2 f:1:0:-:A m:0");
+	refused("2 f:1:0:-:A m:0:5:6");
+	refused("2 f:1:0:-:A m:0:4294967296");
 }
 
 int main(void)
@@ -390,6 +419,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_empty),
 	        cmocka_unit_test(test_v2_roundtrip),
+	        cmocka_unit_test(test_v2_margin),
 	        cmocka_unit_test(test_v2_fields),
 	        cmocka_unit_test(test_v2_ways),
 	        cmocka_unit_test(test_v2_renumber),
