@@ -814,6 +814,46 @@ static bool margin_note(struct backfill_merge *m)
 	return TRUE;
 }
 
+/* A renumbering not on record yet: mail that came into the live folder
+   after it took the archive's UIDVALIDITY and before the first copy (a
+   delivery after a run cut at renumber-uidvalidity, before its rerun) is
+   renumbered with the live mail (renumber.c), instead of giving the way
+   up (foreign_below()) with a fresh UIDVALIDITY that every IMAP client
+   downloads again and that changes that mail's POP3 UIDL.  No client of
+   the old server can hold it (it is below the archive's UIDNEXT they
+   cached); a client of the new server that saw it there sees it move,
+   as the rest of the live mail.  Not where the moved mail would not fit
+   below BF_ARCHIVE_UID_LIMIT. */
+static int renumber_delivered(struct backfill_merge *m)
+{
+	struct cursor_folder *cf = cur_folder(m);
+	const char *error;
+	uint32_t below, top = m->uid_keep_next;
+	int ret;
+
+	if (cf->way != BF_UID_WAY_RENUMBER || cf->move_uids != NULL ||
+	    cf->move_done || cf->renumber_below == 0)
+		return 0;
+	/* the move puts fewer than below messages from uid_keep_next on */
+	if (top > BF_ARCHIVE_UID_LIMIT - m->uid_keep_next)
+		top = BF_ARCHIVE_UID_LIMIT - m->uid_keep_next;
+	ret = backfill_renumber_delivered(m, top, &below, &error);
+	if (ret < 0) {
+		backfill_merge_log_error(
+		        m,
+		        "merge postponed: %s: reading the mail delivered since it took the archive's UIDVALIDITY failed: %s (the next login retries)",
+		        mailbox_get_vname(m->lbox), error);
+		return -1;
+	}
+	if (ret == 0)
+		return 0;
+	e_info(m->event,
+	       "%s: live UIDs %u-%u came after it took the archive's UIDVALIDITY and before the merge's copies: renumbered with its live messages",
+	       mailbox_get_vname(m->lbox), cf->renumber_below, below - 1);
+	cf->renumber_below = below;
+	return backfill_imap_uids_record(m);
+}
+
 int backfill_imap_uids_folder_done(struct backfill_merge *m)
 {
 	const struct cursor_folder *cf = cur_folder(m);
@@ -838,6 +878,8 @@ int backfill_imap_uids_folder_done(struct backfill_merge *m)
 	if (uidnext_raise(m, next) < 0)
 		return -1;
 	noted = next == m->uid_keep_next && margin_note(m);
+	if (renumber_delivered(m) < 0)
+		return -1;
 	ret = foreign_below(m, &uid, &error);
 	if (ret < 0) {
 		backfill_merge_log_error(

@@ -19,6 +19,10 @@
       dovecot-uidlist's header and mdbox its index header, both keeping
       UIDs and the next UID);
    3. the copies are saved at their archive UIDs, all >= renumber_below;
+      mail delivered after 2 and before the first copy (a delivery after
+      a kill between 2 and 3) is live mail too: once the last batch is
+      in, renumber_below goes up past it, its UIDLs pinned as they show
+      under the archive's UIDVALIDITY (backfill_renumber_delivered());
    4. after the folder's last batch, every live message below
       renumber_below moves to a new UID from the archive's UIDNEXT on,
       ascending in old-UID order, with its flags, keywords, dates, GUID and
@@ -77,9 +81,11 @@ static struct cursor_folder *cur_folder(struct backfill_merge *m)
 	return array_idx_modifiable(&m->cfolders, m->cur_cf);
 }
 
-int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r)
+/* The messages of UIDs first..below-1 keep the POP3 UIDL uidvalidity
+   gives them (the one they show). */
+static int pin_uidls(struct backfill_merge *m, uint32_t first, uint32_t below,
+                     uint32_t uidvalidity, const char **error_r)
 {
-	const struct cursor_folder *cf = cur_folder(m);
 	struct mailbox_transaction_context *t;
 	struct mail_search_context *ctx;
 	struct mail *mail;
@@ -89,18 +95,18 @@ int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r)
 
 	/* a stored UIDL stays what it is; nothing else changes with the
 	   UIDVALIDITY */
-	if (cf->renumber_below <= 1 ||
+	if (below <= first ||
 	    !backfill_pop3_uidl_changes_with_uid(m->pop3_uidl_format))
 		return 0;
 	t = mailbox_transaction_begin(m->lbox, 0, __func__);
-	ctx = backfill_merge_search_uids(t, 1, cf->renumber_below - 1);
+	ctx = backfill_merge_search_uids(t, first, below - 1);
 	while (mailbox_search_next(ctx, &mail)) {
-		if (mail->uid >= cf->renumber_below ||
+		if (mail->uid < first || mail->uid >= below ||
 		    mail_get_special(mail, MAIL_FETCH_UIDL_BACKEND, &stored) <
 		            0 ||
 		    stored[0] != '\0')
 			continue;
-		if (backfill_pop3_uidl_get(mail, cf->renumber_uidvalidity,
+		if (backfill_pop3_uidl_get(mail, uidvalidity,
 		                           m->pop3_uidl_format, &uidl,
 		                           &error) < 0)
 			continue;
@@ -129,6 +135,62 @@ int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r)
 	if (ret < 0)
 		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
 	return ret;
+}
+
+int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+
+	return pin_uidls(m, 1, cf->renumber_below, cf->renumber_uidvalidity,
+	                 error_r);
+}
+
+int backfill_renumber_delivered(struct backfill_merge *m, uint32_t top,
+                                uint32_t *below_r, const char **error_r)
+{
+	const struct cursor_folder *cf = cur_folder(m);
+	struct mailbox_transaction_context *t;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+	uint32_t below = cf->renumber_below;
+	int ret = 0;
+
+	*below_r = below;
+	if (top <= below)
+		return 0;
+	if (mailbox_sync(m->lbox, 0) < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	/* ascending: everything before the first copy of the merge came
+	   before any copy; what came after one is not taken (the archive
+	   way's rule gives the way up for it, imap-uids.c) */
+	t = mailbox_transaction_begin(m->lbox, 0, __func__);
+	ctx = backfill_merge_search_uids(t, below, top - 1);
+	while (mailbox_search_next(ctx, &mail)) {
+		if (mail->uid < cf->renumber_below || mail->uid >= top)
+			continue;
+		if (seq_range_exists(&m->uid_ours, mail->uid) ||
+		    backfill_live_added_by_backfill(m, m->lbox_guid, mail->uid))
+			break;
+		below = mail->uid + 1;
+	}
+	if (mailbox_search_deinit(&ctx) < 0)
+		ret = -1;
+	(void)mailbox_transaction_commit(&t);
+	if (ret < 0) {
+		*error_r = mailbox_get_last_internal_error(m->lbox, NULL);
+		return -1;
+	}
+	if (below == cf->renumber_below)
+		return 0;
+	/* delivered under the archive's UIDVALIDITY: the UIDL it shows is
+	   the one that gives it */
+	if (pin_uidls(m, cf->renumber_below, below, m->lbox_uidvalidity,
+	              error_r) < 0)
+		return -1;
+	*below_r = below;
+	return 1;
 }
 
 struct flags_kept {

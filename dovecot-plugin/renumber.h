@@ -18,6 +18,18 @@ int backfill_renumber_pin_uidls(struct backfill_merge *m, const char **error_r);
    with *error_r. */
 int backfill_renumber_set_uidvalidity(struct backfill_merge *m,
                                       const char **error_r);
+/* Mail that came into the live folder after it took the archive's
+   UIDVALIDITY and before the merge's first copy there (a delivery between
+   a run cut at that point and its rerun, or during the run): from the
+   recorded UIDNEXT up to the first copy and below top.  Such mail is live
+   mail like the rest, and no client of the old server fetches it (it
+   sits below the archive's UIDNEXT they cached): its POP3 UIDLs are
+   pinned as they show now (under the archive's UIDVALIDITY), and
+   *below_r is the UIDNEXT the move then takes everything below.
+   Returns 1 with *below_r, 0 when there is none, -1 with *error_r.
+   Only before the move is on record. */
+int backfill_renumber_delivered(struct backfill_merge *m, uint32_t top,
+                                uint32_t *below_r, const char **error_r);
 /* The folder's last batch is in: moves every live message below the
    recorded UIDNEXT to new UIDs from the archive's UIDNEXT on, once, crash
    safe (the move is on record before anything moves, and a resumed run
