@@ -465,10 +465,9 @@ static int config_setting(const char *key, const char *value, void *context,
 		return bf_secret_read(value, &config->secret,
 		                      &config->secret_len, error_r);
 	}
-	if (strcasecmp(key, "PeerList") == 0) {
-		milter_peer_list_free(&config->peers);
+	/* every PeerList line adds its peers (peer-list.h) */
+	if (strcasecmp(key, "PeerList") == 0)
 		return milter_peer_list_parse(value, &config->peers, error_r);
-	}
 	*error_r = xasprintf("unknown key '%s'", key);
 	return -1;
 }

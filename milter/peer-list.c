@@ -152,8 +152,9 @@ static char *read_file(const char *path, char **error_r)
 int milter_peer_list_parse(const char *text, struct milter_peer_list **list_r,
                            char **error_r)
 {
-	struct milter_peer_list *list;
+	struct milter_peer_list *list = *list_r;
 	char *copy;
+	int ret;
 
 	*error_r = NULL;
 	copy = text[0] == '/' ? read_file(text, error_r) : strdup(text);
@@ -162,18 +163,23 @@ int milter_peer_list_parse(const char *text, struct milter_peer_list **list_r,
 			*error_r = strdup("out of memory");
 		return -1;
 	}
-	list = calloc(1, sizeof(*list));
-	if (list == NULL ||
-	    (list->peers = calloc(PEER_MAX, sizeof(*list->peers))) == NULL) {
-		*error_r = strdup("out of memory");
-	} else if (add_text(list, copy, error_r) == 0) {
-		free(copy);
+	if (list == NULL) {
+		list = calloc(1, sizeof(*list));
+		if (list == NULL ||
+		    (list->peers = calloc(PEER_MAX, sizeof(*list->peers))) ==
+		            NULL) {
+			milter_peer_list_free(&list);
+			free(copy);
+			*error_r = strdup("out of memory");
+			return -1;
+		}
 		*list_r = list;
-		return 0;
 	}
+	/* On an error the entries before it stay: the caller refuses the
+	   whole configuration anyway. */
+	ret = add_text(list, copy, error_r);
 	free(copy);
-	milter_peer_list_free(&list);
-	return -1;
+	return ret;
 }
 
 void milter_peer_list_free(struct milter_peer_list **_list)

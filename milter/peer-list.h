@@ -13,7 +13,10 @@ struct milter_peer_list;
 
 /* Parses "a, b c" (commas or blanks), or the file at text if it starts
    with '/' (one entry per line, '#' comments).  An entry is an IPv4 or
-   IPv6 address with an optional /prefix.  Returns 0 or -1 with a
+   IPv6 address with an optional /prefix.  The entries are added to
+   *list_r, which is made if NULL: several PeerList lines add up (an
+   operator writing one line per MX must not lose all but the last: that
+   MX's relayed mail would be held as repeats).  Returns 0 or -1 with a
    malloc()ed *error_r. */
 int milter_peer_list_parse(const char *text, struct milter_peer_list **list_r,
                            char **error_r);

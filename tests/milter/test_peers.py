@@ -51,12 +51,15 @@ class PeerRelayTest(unittest.TestCase):
         common = ['ConfirmDelivery no', 'MinAge 0', f'SecretFile {secret}',
                   f'PeerList 127.0.0.0/29, ::1 # our MXs']
         cls.milters = {}
-        for host in ('mx1', 'mx2', 'mx3', 'mx4'):
+        for host in ('mx1', 'mx2', 'mx3', 'mx4', 'mx5'):
             d = os.path.join(cls.tmp.name, host)
             os.mkdir(d)
             conf = common + [f'Hostname {host}.test']
             if host == 'mx4':   # a milter keyed with another secret
                 conf[2] = f'SecretFile {cls.other_secret}'
+            if host == 'mx5':   # one PeerList line per MX
+                conf[3:4] = ['PeerList 127.0.0.2', 'PeerList 192.0.2.25',
+                             'PeerList 2001:db8::25']
             cls.milters[host] = PrivateMilter(
                 MILTER, BACKFILLCTL, config=conf, tmp=d, state=state,
                 window='restore-1' if host == 'mx1' else None)
@@ -129,6 +132,21 @@ class PeerRelayTest(unittest.TestCase):
         # every incoming X-Backfill-* field was removed at each hop
         deleted = [a[2] for a in at_mx3 if a[0] == 'chgheader']
         self.assertIn('X-Backfill-Tag', deleted)
+
+    def test_peer_list_lines_add_up(self):
+        # The peer in the first of three PeerList lines is still a peer:
+        # a later line replaced the earlier ones, and mx2's flushed copy
+        # was held at mx5 as a repeat of itself.
+        rcpts = ['<heidi@example.org>']
+        at_mx2 = self.send('mx2', 9, rcpts, 'MX2Q9')
+        at_mx5 = self.send('mx5', 9, rcpts, 'MX5Q9', self.relayed(at_mx2),
+                           client_addr=PEER)
+        self.assertEqual(self.verdict(at_mx5), 'new', at_mx5)
+        # and the last line too
+        at_mx2 = self.send('mx2', 10, rcpts, 'MX2Q10')
+        at_mx5 = self.send('mx5', 10, rcpts, 'MX5Q10', self.relayed(at_mx2),
+                           client_addr='IPv6:2001:db8::25')
+        self.assertEqual(self.verdict(at_mx5), 'new', at_mx5)
 
     def test_tag_from_outside_proves_nothing(self):
         rcpts = ['<carol@example.org>']
