@@ -31,6 +31,9 @@ void milter_session_reset(struct milter_session *session)
 		free(session->rcpts[i].raw);
 		free(session->rcpts[i].bare);
 	}
+	if (session->rcpt_count > 0 && session->rcpt_index != NULL)
+		memset(session->rcpt_index, 0xff,
+		       session->rcpt_index_size * sizeof(size_t));
 	session->rcpt_count = 0;
 	for (size_t i = 0; i < session->forged_count; i++)
 		free(session->forged[i].name);
@@ -51,6 +54,11 @@ void milter_session_reset(struct milter_session *session)
 		session->rcpts = NULL;
 		session->rcpt_alloc = 0;
 	}
+	if (session->rcpt_index_size > 128) {
+		free(session->rcpt_index);
+		session->rcpt_index = NULL;
+		session->rcpt_index_size = 0;
+	}
 	if (session->forged_alloc > 16) {
 		free(session->forged);
 		session->forged = NULL;
@@ -67,6 +75,7 @@ void milter_session_free(struct milter_session **_session)
 	*_session = NULL;
 	milter_session_reset(session);
 	free(session->rcpts);
+	free(session->rcpt_index);
 	free(session->forged);
 	if (session->fp != NULL)
 		bf_fp_free(&session->fp);
@@ -83,10 +92,60 @@ void milter_session_unchecked(struct milter_session *session,
 		session->unchecked = out_of_memory;
 }
 
+static size_t rcpt_hash(const char *bare)
+{
+	size_t hash = 2166136261u; /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)bare; *p != '\0';
+	     p++)
+		hash = (hash ^ *p) * 16777619u;
+	return hash;
+}
+
+/* The slot of bare in the index: where its first spelling is, or the
+   free slot where it goes. */
+static size_t *rcpt_slot(struct milter_session *session, const char *bare)
+{
+	size_t mask = session->rcpt_index_size - 1;
+	size_t i = rcpt_hash(bare) & mask;
+
+	while (session->rcpt_index[i] != SIZE_MAX &&
+	       strcmp(session->rcpts[session->rcpt_index[i]].bare, bare) != 0)
+		i = (i + 1) & mask;
+	return &session->rcpt_index[i];
+}
+
+/* Room for one more address in the index. */
+static int rcpt_index_grow(struct milter_session *session)
+{
+	size_t size = session->rcpt_index_size;
+	size_t *old = session->rcpt_index;
+
+	if ((session->rcpt_count + 1) * 2 <= size)
+		return 0;
+	size = size == 0 ? 16 : size * 2;
+	session->rcpt_index = malloc(size * sizeof(size_t));
+	if (session->rcpt_index == NULL) {
+		session->rcpt_index = old;
+		return -1;
+	}
+	memset(session->rcpt_index, 0xff, size * sizeof(size_t));
+	session->rcpt_index_size = size;
+	free(old);
+	for (size_t i = 0; i < session->rcpt_count; i++) {
+		if (session->rcpts[i].key == i)
+			*rcpt_slot(session, session->rcpts[i].bare) = i;
+	}
+	return 0;
+}
+
 int milter_session_add_rcpt(struct milter_session *session, const char *raw)
 {
 	struct milter_rcpt *rcpt;
+	size_t *slot;
 
+	if (rcpt_index_grow(session) < 0)
+		return -1;
 	if (session->rcpt_count == session->rcpt_alloc) {
 		size_t alloc =
 		        session->rcpt_alloc == 0 ? 4 : session->rcpt_alloc * 2;
@@ -110,14 +169,14 @@ int milter_session_add_rcpt(struct milter_session *session, const char *raw)
 	rcpt->key = session->rcpt_count;
 	/* "<>" or an empty address cannot be a dedup key: that recipient
 	   is simply not checked (it always gets the message). */
-	if (rcpt->bare[0] == '\0')
+	if (rcpt->bare[0] == '\0') {
 		rcpt->key = MILTER_RCPT_NO_KEY;
-	for (size_t i = 0;
-	     i < session->rcpt_count && rcpt->key != MILTER_RCPT_NO_KEY; i++) {
-		if (strcmp(session->rcpts[i].bare, rcpt->bare) == 0) {
-			rcpt->key = session->rcpts[i].key;
-			break;
-		}
+	} else {
+		slot = rcpt_slot(session, rcpt->bare);
+		if (*slot == SIZE_MAX)
+			*slot = session->rcpt_count;
+		else
+			rcpt->key = *slot;
 	}
 	session->rcpt_count++;
 	return 0;

@@ -60,6 +60,12 @@ struct milter_session {
 	char *queue_id;
 	struct milter_rcpt *rcpts;
 	size_t rcpt_count, rcpt_alloc;
+	/* rcpts index of the first spelling of each bare address, by hash
+	   (open addressing, at most half full; SIZE_MAX: free slot): a
+	   recipient's key is found without comparing it with every
+	   recipient before it (40,000 recipients took 3 s of CPU). */
+	size_t *rcpt_index;
+	size_t rcpt_index_size;       /* 0 or a power of two */
 	struct milter_forged *forged; /* distinct names, in arrival order */
 	size_t forged_count, forged_alloc;
 	unsigned int forged_fields; /* all X-Backfill-* fields, counted */
