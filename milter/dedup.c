@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "milter-config.h"
 #include "dedup.h"
 #include "fingerprint.h"
@@ -16,6 +18,13 @@
 #include "state.h"
 #include "stats.h"
 #include "tag.h"
+
+/* A copy whose record a peer MX made (made_by_peer()): */
+enum relay {
+	RELAY_NONE = 0, /* not such a copy */
+	RELAY_SAME,     /* the relay of that copy, taken here first */
+	RELAY_REPEAT,   /* that relay again: the peer sent it twice */
+};
 
 enum verdict {
 	VERDICT_NEW = 0,
@@ -46,6 +55,10 @@ struct dedup_run {
 	struct bf_tag peer_tags[MILTER_MAX_PEER_TAGS];
 	size_t peer_tag_count, peer_tag_index[MILTER_MAX_PEER_TAGS];
 	unsigned int relayed_count; /* recipients a peer already checked */
+	/* Per key, for a copy a peer relayed: whether that relay was taken
+	   before, and then its record (relay_key()). */
+	enum relay *relays;
+	struct bf_dedup_first *relay_firsts;
 };
 
 static void add_header(struct dedup_run *run, const char *name,
@@ -61,10 +74,9 @@ static void add_header(struct dedup_run *run, const char *name,
    secondary flushing its queue), not a repeat.  A repeat has a record of
    another queue id or host: the primary's own first copy, or the
    secondary's for an earlier attempt. */
-static bool made_by_peer(const struct dedup_run *run, size_t i)
+static bool made_by_peer(const struct dedup_run *run,
+                         const struct bf_dedup_first *first)
 {
-	const struct bf_dedup_first *first = &run->firsts[i];
-
 	if (first->host == NULL || first->queue_id == NULL)
 		return false;
 	for (size_t t = 0; t < run->peer_tag_count; t++) {
@@ -75,16 +87,28 @@ static bool made_by_peer(const struct dedup_run *run, size_t i)
 	return false;
 }
 
+/* The record of the copy this one repeats: of the relay taken before
+   when a peer sends its copy again, else the first copy's. */
+static const struct bf_dedup_first *first_copy(const struct dedup_run *run,
+                                               size_t i)
+{
+	if (run->relays != NULL && run->relays[i] == RELAY_REPEAT &&
+	    !run->firsts[i].delivered)
+		return &run->relay_firsts[i];
+	return &run->firsts[i];
+}
+
 static enum verdict classify(struct dedup_run *run, size_t i, time_t now)
 {
-	const struct bf_dedup_first *first = &run->firsts[i];
+	const struct bf_dedup_first *first = first_copy(run, i);
 
 	if (run->results[i] > 0)
 		return VERDICT_NEW;
 	/* Delivered already means some copy got there first (a sender's
 	   retry straight to this MX while the peer still queued its copy,
 	   or the peer sending its copy twice): this one is a repeat. */
-	if (!first->delivered && made_by_peer(run, i)) {
+	if (!first->delivered && run->relays != NULL &&
+	    run->relays[i] == RELAY_SAME) {
 		run->relayed_count++;
 		return VERDICT_NEW;
 	}
@@ -99,12 +123,118 @@ static enum verdict classify(struct dedup_run *run, size_t i, time_t now)
 	return VERDICT_SUSPECTED;
 }
 
+/* The key under which the relay of the copy a peer checked as host/qid
+   is recorded: the message's own key with the fingerprint replaced by
+   SHA-256("backfill-r1" LF fingerprint host LF qid).  The first MX of
+   ours that takes that relay makes the record; the same copy sent again
+   (a peer that lost the reply to its DATA and retries) finds it. */
+static int relay_key(const struct bf_dedup_key *key, const char *host,
+                     const char *qid, struct bf_dedup_key *relay_r)
+{
+	static const char label[] = "backfill-r1\n";
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int len = 0;
+	int ok;
+
+	*relay_r = *key;
+	ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	     EVP_DigestUpdate(ctx, label, sizeof(label) - 1) == 1 &&
+	     EVP_DigestUpdate(ctx, key->fingerprint, BF_FP_SIZE) == 1 &&
+	     EVP_DigestUpdate(ctx, host, strlen(host)) == 1 &&
+	     EVP_DigestUpdate(ctx, "\n", 1) == 1 &&
+	     EVP_DigestUpdate(ctx, qid, strlen(qid)) == 1 &&
+	     EVP_DigestFinal_ex(ctx, relay_r->fingerprint, &len) == 1 &&
+	     len == BF_FP_SIZE;
+	EVP_MD_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+/* For each key whose record a peer made for this very copy (the peer
+   relaying what it checked), whether this relay was taken before: a
+   peer whose DATA reply got lost sends the same copy again, with the
+   same tag, and the record of the first copy says nothing about that
+   (ConfirmDelivery no never marks it delivered).  One more store round
+   trip, only for relayed messages.  A chain of three MXs is followed
+   one hop: a relay record made by an MX whose tag this copy carries is
+   the same delivery.  Returns 0, -1 when the store failed, -2 for a
+   failure of our own (*error_r says which). */
+static int check_relays(struct dedup_run *run, struct bf_state *state,
+                        time_t now, const char **error_r)
+{
+	size_t n = run->key_count, m = 0, *index = NULL;
+	struct bf_dedup_key *keys = NULL;
+	struct bf_dedup_first *firsts = NULL;
+	int *results = NULL, ret = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (run->results[i] == 0 && !run->firsts[i].delivered &&
+		    made_by_peer(run, &run->firsts[i]))
+			m++;
+	}
+	if (m == 0)
+		return 0;
+	run->relays = calloc(n, sizeof(*run->relays));
+	run->relay_firsts = calloc(n, sizeof(*run->relay_firsts));
+	keys = calloc(m, sizeof(*keys));
+	index = calloc(m, sizeof(*index));
+	results = calloc(m, sizeof(*results));
+	firsts = calloc(m, sizeof(*firsts));
+	if (run->relays == NULL || run->relay_firsts == NULL || keys == NULL ||
+	    index == NULL || results == NULL || firsts == NULL) {
+		*error_r = "out of memory";
+		ret = -2;
+		goto out;
+	}
+	m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (run->results[i] != 0 || run->firsts[i].delivered ||
+		    !made_by_peer(run, &run->firsts[i]))
+			continue;
+		if (relay_key(&run->keys[i], run->firsts[i].host,
+		              run->firsts[i].queue_id, &keys[m]) < 0) {
+			*error_r = "cannot make the key of a relayed copy "
+			           "(crypto failure)";
+			ret = -2;
+			goto out;
+		}
+		index[m++] = i;
+	}
+	if (bf_state_dedup_check_and_set_many(state, keys, m, now,
+	                                      run->config->dedup_ttl_secs,
+	                                      run->config->hostname, run->qid,
+	                                      results, firsts, error_r) < 0)
+		goto out;
+	for (size_t j = 0; j < m; j++) {
+		size_t i = index[j];
+
+		if (results[j] > 0 || made_by_peer(run, &firsts[j])) {
+			run->relays[i] = RELAY_SAME;
+		} else {
+			run->relays[i] = RELAY_REPEAT;
+			run->relay_firsts[i] = firsts[j];
+			memset(&firsts[j], 0, sizeof(firsts[j]));
+		}
+	}
+	ret = 0;
+out:
+	if (firsts != NULL) {
+		for (size_t j = 0; j < m; j++)
+			bf_dedup_first_clear(&firsts[j]);
+	}
+	free(keys);
+	free(index);
+	free(results);
+	free(firsts);
+	return ret;
+}
+
 static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 {
 	struct milter_session *session = run->session;
 	struct bf_state *state;
 	const char *error;
 	size_t n = 0;
+	int ret = 0;
 
 	run->keys = calloc(session->rcpt_count, sizeof(*run->keys));
 	run->results = calloc(session->rcpt_count, sizeof(*run->results));
@@ -144,9 +274,16 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 	if (bf_state_dedup_check_and_set_many(
 	            state, run->keys, n, now, run->config->dedup_ttl_secs,
 	            run->config->hostname, run->qid, run->results, run->firsts,
-	            &error) < 0) {
+	            &error) < 0 ||
+	    (ret = check_relays(run, state, now, &error)) == -1) {
 		*error_r = strdup(error);
 		milter_state_pool_put(run->config->pool, &state, error);
+		return -1;
+	}
+	if (ret < 0) {
+		/* not the store's fault: its handle goes back as good */
+		*error_r = strdup(error);
+		milter_state_pool_put(run->config->pool, &state, NULL);
 		return -1;
 	}
 	milter_state_pool_put(run->config->pool, &state, NULL);
@@ -163,7 +300,7 @@ static int check_and_set(struct dedup_run *run, time_t now, char **error_r)
 		case VERDICT_CONFIRMED:
 			run->confirmed_count++;
 			if (run->example == NULL)
-				run->example = &run->firsts[i];
+				run->example = first_copy(run, i);
 			break;
 		}
 	}
@@ -305,11 +442,11 @@ static unsigned int remove_recipients(struct dedup_run *run,
 		            "delivered, first copy queue id %s on %s; %s%s "
 		            "(fingerprint %s)",
 		            run->qid, rcpt->bare,
-		            run->firsts[key].queue_id != NULL
-		                    ? run->firsts[key].queue_id
+		            first_copy(run, key)->queue_id != NULL
+		                    ? first_copy(run, key)->queue_id
 		                    : "?",
-		            run->firsts[key].host != NULL
-		                    ? run->firsts[key].host
+		            first_copy(run, key)->host != NULL
+		                    ? first_copy(run, key)->host
 		                    : "?",
 		            kept_in != NULL ? "this copy went to "
 		                            : "this copy is not kept "
@@ -553,6 +690,12 @@ sfsistat milter_dedup_eom(SMFICTX *ctx, struct milter_session *session)
 		for (size_t i = 0; i < run.key_count; i++)
 			bf_dedup_first_clear(&run.firsts[i]);
 	}
+	if (run.relay_firsts != NULL) {
+		for (size_t i = 0; i < run.key_count; i++)
+			bf_dedup_first_clear(&run.relay_firsts[i]);
+	}
+	free(run.relays);
+	free(run.relay_firsts);
 	free(run.keys);
 	free(run.results);
 	free(run.firsts);

@@ -133,6 +133,37 @@ class PeerRelayTest(unittest.TestCase):
         deleted = [a[2] for a in at_mx3 if a[0] == 'chgheader']
         self.assertIn('X-Backfill-Tag', deleted)
 
+    def test_same_relay_twice_is_a_repeat(self):
+        # mx2 flushes a copy to mx1, loses mx1's reply to its DATA and
+        # sends the same copy (same queue id, same tag) again: the second
+        # one is a repeat of the first flush, not the same delivery again
+        # (it was delivered twice: the record of mx2's copy is never
+        # marked delivered with ConfirmDelivery no).
+        rcpts = ['<ivan@example.org>', '<judy@example.org>']
+        at_mx2 = self.send('mx2', 11, rcpts, 'MX2Q11')
+        first = self.send('mx1', 11, rcpts, 'MX1Q11', self.relayed(at_mx2),
+                          client_addr=PEER)
+        self.assertEqual(self.verdict(first), 'new', first)
+        again = self.send('mx1', 11, rcpts, 'MX1Q11b', self.relayed(at_mx2),
+                          client_addr=PEER)
+        self.assertEqual(self.verdict(again), 'held', again)
+        self.assertIn('first copy queue id MX1Q11 on mx1.test',
+                      self.milters['mx1'].log_text())
+        # the chain mx2 -> mx3 -> mx1 is one delivery (mx3 took mx2's
+        # relay first), and mx3 sending its copy twice a repeat again
+        rcpts = ['<kim@example.org>']
+        at_mx2 = self.send('mx2', 12, rcpts, 'MX2Q12')
+        at_mx3 = self.send('mx3', 12, rcpts, 'MX3Q12', self.relayed(at_mx2),
+                           client_addr=PEER)
+        self.assertEqual(self.verdict(at_mx3), 'new', at_mx3)
+        at_mx1 = self.send('mx1', 12, rcpts, 'MX1Q12', self.relayed(at_mx3),
+                           client_addr=PEER)
+        self.assertEqual(self.verdict(at_mx1), 'new', at_mx1)
+        # mx2 sending its copy to mx1 as well, besides through mx3
+        at_mx1 = self.send('mx1', 12, rcpts, 'MX1Q12b',
+                           self.relayed(at_mx2), client_addr=PEER)
+        self.assertEqual(self.verdict(at_mx1), 'held', at_mx1)
+
     def test_peer_list_lines_add_up(self):
         # The peer in the first of three PeerList lines is still a peer:
         # a later line replaced the earlier ones, and mx2's flushed copy
