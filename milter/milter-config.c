@@ -115,14 +115,28 @@ static int parse_bool(const char *key, const char *value, bool *value_r,
 	return 0;
 }
 
+/* inet:PORT[@HOST]: a port number or service name, and a host if '@'.
+   Without them libmilter fails only at start, with an error that
+   speaks of another milter running; -n must catch the typo. */
+static bool inet_spec_ok(const char *spec)
+{
+	size_t port = strspn(spec, "abcdefghijklmnopqrstuvwxyz"
+	                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-");
+
+	if (port == 0)
+		return false;
+	return spec[port] == '\0' ||
+	       (spec[port] == '@' && spec[port + 1] != '\0');
+}
+
 static int parse_socket(const char *value, char **error_r)
 {
 	/* The forms libmilter accepts: unix:/path, local:/path, /path,
 	   inet:port[@host], inet6:port[@host]. */
 	if (value[0] == '/' || strncasecmp(value, "unix:/", 6) == 0 ||
 	    strncasecmp(value, "local:/", 7) == 0 ||
-	    strncasecmp(value, "inet:", 5) == 0 ||
-	    strncasecmp(value, "inet6:", 6) == 0)
+	    (strncasecmp(value, "inet:", 5) == 0 && inet_spec_ok(value + 5)) ||
+	    (strncasecmp(value, "inet6:", 6) == 0 && inet_spec_ok(value + 6)))
 		return 0;
 	*error_r = xasprintf("Socket: expected unix:/path or inet:port@host, "
 	                     "not '%s'",

@@ -66,6 +66,10 @@ class ConfigErrors(unittest.TestCase):
         self.check(['LogLevel info', 'MinAge soon'], 2, ['MinAge'])
         self.check(['SocketMode 999'], 1, ['SocketMode'])
         self.check(['Socket tcp:25'], 1, ['Socket'])
+        # no port, no host after '@': libmilter failed only at start
+        for bad in ('inet:', 'inet:@127.0.0.1', 'inet6:', 'inet:8891@',
+                    'inet:88 91@localhost'):
+            self.check(['Socket ' + bad], 1, ['Socket'])
         self.check(['ConfirmDelivery perhaps'], 1, ['ConfirmDelivery'])
         self.check(['DedupTTL 0'], 1, ['DedupTTL'])
         self.check(['Window sometimes'], 1, ['auto', 'off'])
