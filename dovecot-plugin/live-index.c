@@ -55,16 +55,22 @@ int backfill_live_journal_load(struct backfill_merge *m, const char **error_r)
 	return 0;
 }
 
-bool backfill_live_added_by_backfill(struct backfill_merge *m,
-                                     const char *box_guid, uint32_t uid)
+bool backfill_live_journalled(struct backfill_merge *m, const char *box_guid,
+                              uint32_t uid)
 {
 	struct box_uid key = {.guid = box_guid, .uid = uid};
 
+	return array_bsearch(&m->journal, &key, box_uid_cmp) != NULL;
+}
+
+bool backfill_live_added_by_backfill(struct backfill_merge *m,
+                                     const char *box_guid, uint32_t uid)
+{
 	if (m->intent && m->intent_box_guid != NULL &&
 	    strcmp(box_guid, m->intent_box_guid) == 0 &&
 	    uid >= m->intent_uidnext)
 		return TRUE;
-	return array_bsearch(&m->journal, &key, box_uid_cmp) != NULL;
+	return backfill_live_journalled(m, box_guid, uid);
 }
 
 const char *backfill_mailbox_guid_str(struct mailbox *box)

@@ -6,6 +6,7 @@
 #include "str.h"
 #include "ioloop.h"
 #include "hostpid.h"
+#include "backfill-settings.h"
 #include "mail-storage-private.h"
 #include "mail-search-build.h"
 #include "mail-namespace.h"
@@ -326,6 +327,8 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 
 /* ---- a batch that may have landed before a crash ---- */
 
+HASH_TABLE_DEFINE_TYPE(landed_guids, char *, void *);
+
 /* The live folder the intent's batch was committed to, by its GUID: the
    archive folder may have been renamed since (the cursor matches it by
    GUID or UIDVALIDITY, issue 15 item 1), and then it maps to another live
@@ -452,15 +455,84 @@ static bool landed_named_by_saver(struct backfill_merge *m, struct mail *mail,
 	return ret;
 }
 
+/* The GUIDs of the archived messages the intent's batch may have copied:
+   the archive folder's from the walk's position (the last checkpoint's)
+   up to the intent's last UID.  Only on the resume of a cut batch. */
+static void landed_archive_guids(struct backfill_merge *m, pool_t pool,
+                                 HASH_TABLE_TYPE(landed_guids) * guids_r)
+{
+	struct mailbox_transaction_context *t;
+	struct mail *mail;
+	const char *guid;
+
+	hash_table_create(guids_r, pool, 0, str_hash, strcmp);
+	t = mailbox_transaction_begin(m->walk.box, 0, __func__);
+	mail = mail_alloc(t, 0, NULL);
+	for (unsigned int i = m->walk.pos; i < array_count(&m->walk.uids);
+	     i++) {
+		uint32_t uid = *array_idx(&m->walk.uids, i);
+		if (uid > m->intent_last_uid)
+			break;
+		if (mail_set_uid(mail, uid) &&
+		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) == 0 &&
+		    guid[0] != '\0')
+			hash_table_update(*guids_r, p_strdup(pool, guid),
+			                  POINTER_CAST(1));
+	}
+	mail_free(&mail);
+	(void)mailbox_transaction_commit(&t);
+}
+
+static const char *landed_box_guid(const struct backfill_merge *m)
+{
+	return m->landed_box != NULL ? m->intent_box_guid : m->lbox_guid;
+}
+
+/* A live message from the intent's UIDNEXT on that no archived message
+   of the batch can have as its copy (neither its GUID nor, by its file
+   name, its bytes: landed_named_by_saver()) is the user's own mail,
+   delivered or APPENDed since the crash or the failed commit.  A first
+   run counts it for dedup like any live message; out of the live index,
+   an archived message of the batch that had not landed was copied beside
+   it (a secondary MX redelivering mail the archive has: the content
+   twice, where an uninterrupted merge after the delivery kept it once).
+   Into the live index, once per merge; the landed copies stay out of it
+   (backfill_live_added_by_backfill()). */
+static void landed_live_add(struct backfill_merge *m, struct mail *mail,
+                            const struct backfill_cache_fields *cf,
+                            unsigned int box_idx)
+{
+	struct backfill_mail_keys keys;
+	const char *error;
+	int ret;
+
+	ret = backfill_mail_keys_get(mail, cf, m->fp, FALSE, &keys, &error);
+	if (ret < 0) {
+		e_warning(m->event, "%s/uid %u: not used for dedup: %s",
+		          mailbox_get_vname(mail->box), mail->uid, error);
+	}
+	if (ret <= 0)
+		return;
+	struct live_msg *lm = array_append_space(&m->live);
+	memcpy(lm->hdr_key, keys.hdr_key, BF_FP_SIZE);
+	memcpy(lm->fp, keys.fp, BF_FP_SIZE);
+	lm->fp_set = keys.fp_set;
+	lm->uid = mail->uid;
+	lm->box_idx = box_idx;
+}
+
 /* For a batch that may have landed: the live messages with UID >= the
    recorded UIDNEXT, by GUID, with their sizes. */
 int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 {
+	HASH_TABLE_TYPE(landed_guids) archive_guids;
+	struct backfill_cache_fields cf;
 	struct mailbox_transaction_context *t;
 	struct mail_search_context *ctx;
 	struct mailbox *box;
 	struct mail *mail;
 	const char *guid;
+	unsigned int box_idx = UINT_MAX;
 	int ret;
 
 	p_array_init(&m->landed, m->pool, 16);
@@ -480,28 +552,55 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 		*error_r = mailbox_get_last_internal_error(box, NULL);
 		return -1;
 	}
+	if (!m->landed_live_added && m->set->dedup != BACKFILL_DEDUP_OFF) {
+		box_idx = m->landed_box == NULL
+		                  ? m->lbox_live_idx
+		                  : backfill_live_box_find(m, m->landed_vname);
+		backfill_cache_fields_register(box, &cf);
+	}
+	pool_t guids_pool =
+	        pool_alloconly_create("backfill landed guids", 4096);
+	bool added = FALSE;
+
+	landed_archive_guids(m, guids_pool, &archive_guids);
 	t = mailbox_transaction_begin(box, 0, __func__);
 	ctx = backfill_merge_search_uids(t, m->intent_uidnext, (uint32_t)-1);
 	while (mailbox_search_next(ctx, &mail)) {
 		if (mail->uid < m->intent_uidnext ||
 		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
 			continue;
+		bool by_bytes = landed_named_by_saver(m, mail, guid);
+		if (!by_bytes &&
+		    hash_table_lookup(archive_guids, guid) == NULL) {
+			if (box_idx != UINT_MAX &&
+			    !backfill_live_journalled(m, landed_box_guid(m),
+			                              mail->uid)) {
+				landed_live_add(m, mail, &cf, box_idx);
+				added = TRUE;
+			}
+			continue;
+		}
 		struct landed *l = array_append_space(&m->landed);
 		l->guid = p_strdup(m->pool, guid);
 		l->uid = mail->uid;
 		/* a copy without its GUID is found by its bytes
 		   (landed_find()); the size rules out the others unread */
 		const char *error;
-		l->by_bytes = landed_named_by_saver(m, mail, guid);
-		l->size_set =
-		        l->by_bytes &&
-		        backfill_mail_same_size(mail, &l->size, &error) > 0;
+		l->by_bytes = by_bytes;
+		l->size_set = by_bytes && backfill_mail_same_size(
+		                                  mail, &l->size, &error) > 0;
 	}
 	if (mailbox_search_deinit(&ctx) < 0) {
 		*error_r = mailbox_get_last_internal_error(box, NULL);
 		ret = -1;
 	}
 	(void)mailbox_transaction_commit(&t);
+	hash_table_destroy(&archive_guids);
+	pool_unref(&guids_pool);
+	if (added)
+		backfill_live_index_sort(m);
+	if (box_idx != UINT_MAX)
+		m->landed_live_added = TRUE;
 	return ret;
 }
 
@@ -626,20 +725,30 @@ static void landed_fix(struct backfill_merge *m, uint32_t uid, const char *uidl,
 		mailbox_keywords_unref(&box_kw);
 }
 
+bool backfill_merge_landed_match(struct backfill_merge *m, struct mail *amail,
+                                 uint32_t uid)
+{
+	const char *guid;
+
+	m->landed_match = NULL;
+	if (!m->intent || m->intent_cf != m->cur_cf ||
+	    uid > m->intent_last_uid ||
+	    mail_get_special(amail, MAIL_FETCH_GUID, &guid) < 0)
+		return FALSE;
+	m->landed_match = landed_find(m, amail, guid);
+	return m->landed_match != NULL;
+}
+
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
                                 const char *uidl, enum mail_flags flags,
                                 struct mail_keywords *kw,
                                 struct batch_item *item)
 {
-	const char *guid;
+	struct landed *l = m->landed_match;
 
-	if (!m->intent || m->intent_cf != m->cur_cf ||
-	    item->entry.archive_uid > m->intent_last_uid ||
-	    mail_get_special(amail, MAIL_FETCH_GUID, &guid) < 0)
-		return FALSE;
-	struct landed *l = landed_find(m, amail, guid);
 	if (l == NULL)
 		return FALSE;
+	m->landed_match = NULL;
 	l->used = TRUE;
 	item->entry.uid = l->uid;
 	if (m->landed_box != NULL) {

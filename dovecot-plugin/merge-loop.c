@@ -214,7 +214,11 @@ static int merge_one(struct backfill_merge *m,
 		return 0;
 	}
 	m->batch_last_uid = uid;
-	if (backfill_live_dedup_consume(m, &keys)) {
+	/* a copy that landed before a crash first: the user's mail in its
+	   UID range is in the live index (merge-batch.c), and consuming it
+	   would leave the landed copy unjournalled */
+	if (!backfill_merge_landed_match(m, amail, uid) &&
+	    backfill_live_dedup_consume(m, &keys)) {
 		m->rec.duplicates++;
 		return 0;
 	}

@@ -191,6 +191,12 @@ struct backfill_merge {
 	   SAVERS; "" from an older build) */
 	const char *intent_savers;
 	ARRAY(struct landed) landed;
+	/* the landed copy backfill_merge_landed_match() found for the
+	   archived message at hand */
+	struct landed *landed_match;
+	/* the user's messages in the intent's UID range are in the live
+	   index (backfill_merge_landed_load()) */
+	bool landed_live_added;
 	/* The live folder the landed copies are in, when it is not lbox: the
 	   archive folder was renamed since and maps to another live folder
 	   (merge-batch.c); its vname for their journal entries. */
@@ -339,10 +345,14 @@ bool backfill_merge_landed_in_lbox(const struct backfill_merge *m);
 /* The batch taking the copies that landed in another live folder than
    lbox ends with the intent's batch (merge-batch.c). */
 bool backfill_merge_landed_batch_end(const struct backfill_merge *m);
-/* A copy of the intent's batch that landed before the crash (by GUID,
-   else by its bytes, never by fingerprint: merge-batch.c): gives it
-   the UIDL, flags and keywords a fresh copy gets, journals it and returns
-   TRUE. */
+/* Whether the archived message amail (archive UID uid) has a copy of the
+   intent's batch that landed before the crash (by GUID, else by its
+   bytes, never by fingerprint: merge-batch.c).  Asked before dedup: the
+   crashed run copied that message, and the resumed one takes the copy. */
+bool backfill_merge_landed_match(struct backfill_merge *m, struct mail *amail,
+                                 uint32_t uid);
+/* Takes the copy backfill_merge_landed_match() found: gives it the UIDL,
+   flags and keywords a fresh copy gets, journals it and returns TRUE. */
 bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
                                 const char *uidl, enum mail_flags flags,
                                 struct mail_keywords *kw,
@@ -353,6 +363,9 @@ bool backfill_merge_landed_take(struct backfill_merge *m, struct mail *amail,
 int backfill_live_journal_load(struct backfill_merge *m, const char **error_r);
 bool backfill_live_added_by_backfill(struct backfill_merge *m,
                                      const char *box_guid, uint32_t uid);
+/* In the journal (what backfill added and journalled). */
+bool backfill_live_journalled(struct backfill_merge *m, const char *box_guid,
+                              uint32_t uid);
 const char *backfill_mailbox_guid_str(struct mailbox *box);
 int backfill_live_boxes_list(struct backfill_merge *m, const char **error_r);
 unsigned int backfill_live_box_find(struct backfill_merge *m,

@@ -26,9 +26,10 @@
    delivery of the same mail meanwhile is the user's, merge-batch.c
    landed_find()): if the copy landed it is journalled (and its
    POP3 UIDL fixed if Maildir died between moving the file and writing
-   dovecot-uidlist), else it is copied again.  Messages in that UID range
-   are kept out of the live index, so a landed copy never counts as
-   pre-existing.
+   dovecot-uidlist), else it is copied again.  The batch's possible copies
+   in that UID range are kept out of the live index, so a landed copy never
+   counts as pre-existing; the user's mail there counts as in a first run
+   (merge-batch.c landed_live_add()).
 
    Resuming.  Which live copies earlier archived messages consumed is part
    of the cursor (live folder GUID and UID ranges), so a resumed merge

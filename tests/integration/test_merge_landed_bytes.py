@@ -34,6 +34,13 @@ UIDL, is not journalled, archived message 2 is copied, and revert leaves
 the APPEND.  Once after a failed commit (nothing landed: the APPEND was
 the only candidate) and once after a cut whose kill came before message
 2's file moved into cur/ (messages 1 and 3 landed and are taken).
+
+And the rerun dedups as a first run does: an archived message whose copy
+had not landed is a duplicate of the user's message (the redelivery, the
+APPEND), as in the twin users' one uninterrupted run after it came: the
+same count of messages (before, the archived message was copied beside
+it: the content twice).  A copy that landed is taken, not deduplicated
+(cut: message 1's copy landed before its redelivery came).
 """
 import os
 import signal
@@ -49,11 +56,19 @@ import fingerprint_ref  # noqa: E402
 
 CONF = bftest.CRASH_CONF
 N_LIVE = 2
-USERS = ("fail", "cut", "failapp", "cutapp")
+USERS = ("fail", "cut", "failapp", "cutapp", "twin", "twinapp")
 # the user's own message between the runs: archived message 1 delivered
 # again by LMTP, or archived message 2 APPENDed byte for byte
-APPENDED = ("failapp", "cutapp")
+APPENDED = ("failapp", "cutapp", "twinapp")
 APPEND_FLAGS = ("\\Flagged",)
+# the same archive and live mail, the same message of the user's, merged
+# by one uninterrupted run after it came
+TWIN = {"fail": "twin", "failapp": "twinapp", "cutapp": "twinapp"}
+SEED = {"fail": 21, "cut": 22, "failapp": 23, "cutapp": 24, "twin": 21, "twinapp": 23}
+# whose archived copy of the user's message had not landed: it is a
+# duplicate of the user's message, as in an uninterrupted run after it
+# (cut: message 1's copy landed before the redelivery came, and is taken)
+DEDUPED = ("fail", "failapp", "cutapp", "twin", "twinapp")
 
 
 def archive_guids(site, user):
@@ -95,8 +110,8 @@ class LandedBytes(bftest.SiteCase):
     @classmethod
     def build(cls, site):
         cls.scen = {}
-        for k, user in enumerate(USERS):
-            cls.scen[user] = scenario(21 + k, crlf=user.startswith("cut"))
+        for user in USERS:
+            cls.scen[user] = scenario(SEED[user], crlf=user.startswith("cut"))
             site.add_user(user, cls.scen[user], record=False,
                           extra="userdb_backfill_imap_uids=live")
             archive_guids(site, user)
@@ -109,6 +124,8 @@ class LandedBytes(bftest.SiteCase):
         cls.first = {}
         cls.cut_files = {}
         for user in USERS:
+            if user.startswith("twin"):
+                continue
             if user.startswith("fail"):
                 # the batch's commit fails (EACCES), the intent stays
                 md = dc.maildir(user)
@@ -174,6 +191,10 @@ class LandedBytes(bftest.SiteCase):
         finally:
             db.close()
 
+    def user_msg_index(self, user):
+        """Which archived message the user's own message is."""
+        return 1 if user in APPENDED else 0
+
     def redelivery(self, user):
         """The user's delivery, as the IMAP view between the runs shows it
         (the one message not there before and not merged)."""
@@ -204,17 +225,27 @@ class LandedBytes(bftest.SiteCase):
                       "%s: the UIDL of the user's delivery changed" % user)
         uidls = [u for u, _ in self.after_uidls[user]]
         self.assertEqual(len(uidls), len(set(uidls)))
-        # every archived message journalled once, each at its own UID
+        # every archived message journalled once, each at its own UID,
+        # but the one that is a duplicate of the user's message
         arch = self.scen[user].archive[0]
-        self.assertEqual(len(self.journal[user]), len(arch.msgs), self.journal[user])
+        merged = [(i + 1, msg) for i, msg in enumerate(arch.msgs)
+                  if user not in DEDUPED or i != self.user_msg_index(user)]
+        self.assertEqual([a for _, _, a in self.journal[user]], [a for a, _ in merged],
+                         "%s: journal %s" % (user, self.journal[user]))
         uids = [uid for _, uid, _ in self.journal[user]]
         self.assertEqual(len(set(uids)), len(uids))
-        for (_, uid, _), msg in zip(self.journal[user], arch.msgs):
+        for (_, uid, _), (_, msg) in zip(self.journal[user], merged):
             self.assertEqual(now[uid].fingerprint, msg.fingerprint)
             self.assertIn("\\Seen", now[uid].flags)
         # nothing else: the live mail, the delivery, the merged copies
-        self.assertEqual(len(now), N_LIVE + 1 + len(arch.msgs),
+        self.assertEqual(len(now), N_LIVE + 1 + len(merged),
                          [(m.uid, m.flags) for m in self.after[user]])
+        # as many messages as the uninterrupted twin run left
+        if user in TWIN:
+            self.assertEqual(len(now), len(self.after[TWIN[user]]),
+                             "%s: %s, uninterrupted %s" % (
+                                 user, [(m.uid, m.flags) for m in self.after[user]],
+                                 [(m.uid, m.flags) for m in self.after[TWIN[user]]]))
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", user)
         self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
 
@@ -266,6 +297,11 @@ class LandedBytes(bftest.SiteCase):
                if m.uid != self.redelivery("cutapp").uid and m.fingerprint in arch]
         self.assertEqual(len(cut), 2, cut)
         self.assertTrue(set(cut) <= taken, (cut, self.journal["cutapp"]))
+
+    def test_twins(self):
+        """The uninterrupted runs the others are compared with."""
+        for user in ("twin", "twinapp"):
+            self.check_user(user)
 
     def test_z_revert_keeps_the_users_delivery(self):
         for user in USERS:
