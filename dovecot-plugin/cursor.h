@@ -30,7 +30,8 @@
                the processes that committed it, as Maildir names the files
                a process saves (".M<usecs>P<PID>.<HOST>"): "PID.HOST" tags
                joined by ',', each byte outside [A-Za-z0-9._-] written %XX
-               (bf_cursor_saver_tag()), at most BF_CURSOR_SAVERS_MAX
+               (bf_cursor_saver_tag()), at most BF_CURSOR_SAVERS_MAX;
+               "-" for none (the commit failed)
      w:FOLDER:WAY:LIVEGUID:REASON
                how the FOLDER-th f item's messages got their IMAP UIDs
                (issue 19, imap-uids.c): WAY "archive" (live folder made
@@ -167,6 +168,9 @@ bool bf_uid_ranges_next(const char **pos, uint32_t *first_r, uint32_t *last_r);
 
 /* How many processes' batches one intent names at most. */
 #define BF_CURSOR_SAVERS_MAX 8
+/* SAVERS naming no process: none of the batch's files can have lost its
+   GUID (no tag is "-": a tag has a '.' between PID and HOST). */
+#define BF_CURSOR_SAVERS_NONE "-"
 
 /* The SAVERS tag of a process: "PID.HOST" escaped (malloc()ed, NULL when
    out of memory). */

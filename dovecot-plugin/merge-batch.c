@@ -113,7 +113,7 @@ static void batch_intent_savers(struct backfill_merge *m, bool keep)
 	if (tag == NULL)
 		i_fatal_status(FATAL_OUTOFMEM,
 		               "bf_cursor_saver_tag(): Out of memory");
-	if (!keep) {
+	if (!keep || strcmp(savers, BF_CURSOR_SAVERS_NONE) == 0) {
 		if (strcmp(savers, tag) != 0)
 			m->intent_savers = p_strdup(m->pool, tag);
 	} else if (savers[0] != '\0' && !bf_cursor_savers_has(savers, tag) &&
@@ -122,6 +122,47 @@ static void batch_intent_savers(struct backfill_merge *m, bool keep)
 		        p_strdup_printf(m->pool, "%s,%s", savers, tag);
 	}
 	free(tag);
+}
+
+/* After a failed mailbox commit: no file this process named lost its
+   GUID (a failed Maildir commit unlinks the files it moved,
+   maildir_transaction_save_commit_pre(); one whose commit got past the
+   files has their uidlist lines).  But this process lives on, and in an
+   IMAP session it saves the user's own mail under names of the same PID:
+   an APPEND of an archived message's exact bytes would be taken by the
+   next run as the batch's copy.  So the intent stops naming it ("-" when
+   it named no other process), on record before the merge stops.  If the
+   store fails too, the intent names it still. */
+static void batch_intent_withdraw(struct backfill_merge *m)
+{
+	const char *error;
+	char *tag = bf_cursor_saver_tag(my_pid, my_hostname);
+	string_t *left = t_str_new(64);
+
+	if (tag == NULL)
+		i_fatal_status(FATAL_OUTOFMEM,
+		               "bf_cursor_saver_tag(): Out of memory");
+	const char *const *savers = t_strsplit(
+	        m->intent_savers == NULL ? "" : m->intent_savers, ",");
+	for (; *savers != NULL; savers++) {
+		if ((*savers)[0] == '\0' || strcmp(*savers, tag) == 0)
+			continue;
+		if (str_len(left) > 0)
+			str_append_c(left, ',');
+		str_append(left, *savers);
+	}
+	free(tag);
+	m->intent_savers =
+	        p_strdup(m->pool, str_len(left) == 0 ? BF_CURSOR_SAVERS_NONE
+	                                             : str_c(left));
+	backfill_merge_record_set_cursor(m, TRUE);
+	struct bf_merge_record rec = batch_intent_record(m);
+	backfill_merge_store_wait(m);
+	if (bf_state_merge_put(m->state, m->user->username, &rec, &error) < 0) {
+		e_warning(m->event,
+		          "the batch's intent still names this process: %s",
+		          error);
+	}
 }
 
 static void batch_intent_range(struct backfill_merge *m)
@@ -178,6 +219,7 @@ static int batch_commit_mailbox(struct backfill_merge *m)
 		        m, "%s: saving merged messages failed: %s",
 		        mailbox_get_vname(m->lbox),
 		        mailbox_get_last_internal_error(m->lbox, NULL));
+		batch_intent_withdraw(m);
 		return -1;
 	}
 	seq_range_array_iter_init(&iter, &changes.saved_uids);

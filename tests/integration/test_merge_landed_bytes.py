@@ -41,6 +41,12 @@ APPEND), as in the twin users' one uninterrupted run after it came: the
 same count of messages (before, the archived message was copied beside
 it: the content twice).  A copy that landed is taken, not deduplicated
 (cut: message 1's copy landed before its redelivery came).
+
+A failed commit in the user's own IMAP session (the merge runs there):
+the session goes on and APPENDs archived message 2's bytes under a file
+name of the merge's own process.  The failed commit withdrew the process
+from the intent (Dovecot unlinked the files it had moved): the APPEND
+stays the user's (sessapp).
 """
 import os
 import signal
@@ -56,19 +62,22 @@ import fingerprint_ref  # noqa: E402
 
 CONF = bftest.CRASH_CONF
 N_LIVE = 2
-USERS = ("fail", "cut", "failapp", "cutapp", "twin", "twinapp")
+USERS = ("fail", "cut", "failapp", "cutapp", "sessapp", "twin", "twinapp")
 # the user's own message between the runs: archived message 1 delivered
 # again by LMTP, or archived message 2 APPENDed byte for byte
-APPENDED = ("failapp", "cutapp", "twinapp")
+APPENDED = ("failapp", "cutapp", "sessapp", "twinapp")
+# the merge runs in the user's IMAP session, its commit fails, and the
+# user APPENDs in that session: a file named by the merge's own process
 APPEND_FLAGS = ("\\Flagged",)
 # the same archive and live mail, the same message of the user's, merged
 # by one uninterrupted run after it came
-TWIN = {"fail": "twin", "failapp": "twinapp", "cutapp": "twinapp"}
-SEED = {"fail": 21, "cut": 22, "failapp": 23, "cutapp": 24, "twin": 21, "twinapp": 23}
+TWIN = {"fail": "twin", "failapp": "twinapp", "cutapp": "twinapp", "sessapp": "twinapp"}
+SEED = {"fail": 21, "cut": 22, "failapp": 23, "cutapp": 24, "sessapp": 23,
+        "twin": 21, "twinapp": 23}
 # whose archived copy of the user's message had not landed: it is a
 # duplicate of the user's message, as in an uninterrupted run after it
 # (cut: message 1's copy landed before the redelivery came, and is taken)
-DEDUPED = ("fail", "failapp", "cutapp", "twin", "twinapp")
+DEDUPED = ("fail", "failapp", "cutapp", "sessapp", "twin", "twinapp")
 
 
 def archive_guids(site, user):
@@ -126,6 +135,9 @@ class LandedBytes(bftest.SiteCase):
         for user in USERS:
             if user.startswith("twin"):
                 continue
+            if user == "sessapp":
+                cls.session_failed_then_append(site, user)
+                continue
             if user.startswith("fail"):
                 # the batch's commit fails (EACCES), the intent stays
                 md = dc.maildir(user)
@@ -151,7 +163,9 @@ class LandedBytes(bftest.SiteCase):
         cls.red_fp = {}
         cls.between, cls.between_uidls = {}, {}
         for user in USERS:
-            if user in APPENDED:
+            if user == "sessapp":
+                msg = cls.scen[user].archive[0].msgs[1]
+            elif user in APPENDED:
                 msg = cls.scen[user].archive[0].msgs[1]
                 dc.append(user, "INBOX", msg.raw, flags=APPEND_FLAGS, date=msg.date)
             else:
@@ -166,6 +180,33 @@ class LandedBytes(bftest.SiteCase):
         cls.after = {u: dc.mailbox(u, "INBOX")[1] for u in USERS}
         cls.after_uidls = {u: dc.pop3_uidls(u) for u in USERS}
         cls.journal = {u: cls.journal_of(site, u) for u in USERS}
+
+    @classmethod
+    def session_failed_then_append(cls, site, user):
+        """The merge in the user's IMAP session: its batch's commit fails
+        (EACCES), then in that very session (the process that named the
+        batch's files) the user APPENDs archived message 2's bytes."""
+        import time
+        dc = site.dc
+        md = dc.maildir(user)
+        for sub in ("new", "cur"):
+            os.chmod(os.path.join(md, sub), 0o555)
+        c = dc.imap(user)
+        try:
+            failed = bftest.bf_log(user) + ".*saving merged messages failed"
+            deadline = time.time() + 60
+            while not dc.log_lines(failed) and time.time() < deadline:
+                c.noop()
+                time.sleep(0.1)
+            cls.first[user] = dc.log_lines(failed)
+            for sub in ("new", "cur"):
+                os.chmod(os.path.join(md, sub), 0o700)
+            msg = cls.scen[user].archive[0].msgs[1]
+            dc.append(user, "INBOX", msg.raw, flags=APPEND_FLAGS, date=msg.date, conn=c)
+        finally:
+            for sub in ("new", "cur"):
+                os.chmod(os.path.join(md, sub), 0o700)
+            c.logout()
 
     @staticmethod
     def unmove(maildir, raw):
@@ -297,6 +338,12 @@ class LandedBytes(bftest.SiteCase):
                if m.uid != self.redelivery("cutapp").uid and m.fingerprint in arch]
         self.assertEqual(len(cut), 2, cut)
         self.assertTrue(set(cut) <= taken, (cut, self.journal["cutapp"]))
+
+    def test_session_commit_failed_then_appended(self):
+        """The failed commit's process stops naming itself in the intent:
+        the APPEND it saved for the user is the user's."""
+        self.assertTrue(self.first["sessapp"], self.site.dc.log_tail(60))
+        self.check_user("sessapp")
 
     def test_twins(self):
         """The uninterrupted runs the others are compared with."""

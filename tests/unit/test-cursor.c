@@ -138,6 +138,10 @@ static void test_v2_savers(void **state)
 	assert_string_equal(tag, "7.a%2Cb%3Ac%20d%25%C3%84");
 	free(tag);
 
+	/* a failed commit's intent names no process */
+	roundtrip("2 f:1:7:-:W i:0:-:3:4:" BF_CURSOR_SAVERS_NONE);
+	assert_false(bf_cursor_savers_has(BF_CURSOR_SAVERS_NONE, "9.h"));
+
 	refused("2 f:1:7:-:W i:0:-:3:4:");
 	refused("2 f:1:7:-:W i:0:-:3:4:a,");
 	refused("2 f:1:7:-:W i:0:-:3:4:,a");
