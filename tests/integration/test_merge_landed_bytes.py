@@ -355,5 +355,79 @@ class LandedBytes(bftest.SiteCase):
             self.revert_keeps_delivery(user)
 
 
+class LandedMdbox(bftest.SiteCase):
+    """mdbox keeps a copy's GUID in the message itself: no copy is ever
+    taken by its bytes there.  A batch cut after its commit, then the user
+    deletes archived message 2's copy and uploads the message again, byte
+    for byte (APPEND, own flags): the upload stays the user's, archived
+    message 2 is its duplicate (the twin: one run after the upload), the
+    other copies are taken by GUID, and revert leaves the live mail and
+    the upload."""
+    SITE = dict(extra_conf=CONF, plugin={"backfill_pop3_hide": "none"})
+    USERS = ("mdcut", "mdtwin")
+
+    @classmethod
+    def build(cls, site):
+        site.dc.mail_location = "mdbox:~/mdbox"
+        cls.scen = {u: scenario(31) for u in cls.USERS}
+        for user in cls.USERS:
+            site.add_user(user, cls.scen[user], record=False,
+                          extra="userdb_backfill_imap_uids=live")
+        site.start(plugin_on=False)
+        dc = site.dc
+        for user in cls.USERS:
+            for raw in cls.scen[user].later:
+                dc.lmtp_deliver(user, raw)
+        site.enable_plugin()
+        cls.first = bd.doveadm(dc, "backfill", "run", "-u", "mdcut", fmt="json",
+                               env=dict(os.environ, BACKFILL_TEST_CRASH="batch-committed"))
+        bftest.remove_locks(dc, "mdcut")
+        dc.restart(mail_plugins="")
+        msg = cls.scen["mdcut"].archive[0].msgs[1]
+        c = dc.imap("mdcut")
+        try:
+            copies = [m.uid for m in dc.mailbox("mdcut", "INBOX", conn=c)[1]
+                      if m.fingerprint == msg.fingerprint]
+            assert len(copies) == 1, copies
+            c.select("INBOX")
+            c.uid("STORE", str(copies[0]), "+FLAGS", "(\\Deleted)")
+            c.expunge()
+        finally:
+            c.logout()
+        cls.between = {}
+        for user in cls.USERS:
+            dc.append(user, "INBOX", msg.raw, flags=APPEND_FLAGS, date=msg.date)
+            cls.between[user] = dc.mailbox(user, "INBOX")[1]
+        site.enable_plugin()
+        cls.rerun = {u: bd.doveadm(dc, "backfill", "run", "-u", u, fmt="json")
+                     for u in cls.USERS}
+        cls.after = {u: dc.mailbox(u, "INBOX")[1] for u in cls.USERS}
+        cls.journal = {u: LandedBytes.journal_of(site, u) for u in cls.USERS}
+
+    def test_upload_stays_the_users(self):
+        self.assertEqual(self.first.returncode, -signal.SIGKILL, self.first.stderr[-2000:])
+        fp = self.scen["mdcut"].archive[0].msgs[1].fingerprint
+        for user in self.USERS:
+            self.assertEqual(self.rerun[user].returncode, 0, self.rerun[user].stderr)
+            mine = [m for m in self.between[user] if m.fingerprint == fp]
+            self.assertEqual(len(mine), 1, [(m.uid, m.flags) for m in self.between[user]])
+            now = {m.uid: m for m in self.after[user]}
+            self.assertEqual(sorted(f for f in now[mine[0].uid].flags if f != "\\Recent"),
+                             sorted(APPEND_FLAGS), "%s: the upload was taken" % user)
+            self.assertEqual([a for _, _, a in self.journal[user]], [1, 3],
+                             "%s: journal %s" % (user, self.journal[user]))
+            self.assertEqual(len(now), N_LIVE + 1 + 2,
+                             [(m.uid, m.flags) for m in self.after[user]])
+        rows, r = bd.doveadm_json(self.site.dc, "backfill", "revert", "--yes", "-u", "mdcut")
+        self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        self.site.dc.restart(mail_plugins="")
+        try:
+            msgs = self.site.dc.mailbox("mdcut", "INBOX")[1]
+        finally:
+            self.site.enable_plugin()
+        live = {mg.Msg(raw).fingerprint for raw in self.scen["mdcut"].later} | {fp}
+        self.assertEqual(sorted(m.fingerprint for m in msgs), sorted(live))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
