@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "milter-config.h"
@@ -61,6 +63,50 @@ static int make_parent_dir(const char *path, char **error_r)
 	return ret;
 }
 
+/* What is at the socket path before libmilter takes it: libmilter
+   removes any socket there, also one a running milter listens on (a
+   second milter started by hand beside the service), and that milter
+   then runs on unreachable: Postfix finds nobody, and with
+   default_action=accept passes mail unchecked and forged X-Backfill-*
+   headers with it, until someone restarts it.  And a file that is not a
+   socket (a typo in Socket) gave an error about another milter.  0: the
+   path is free or holds a dead socket, -1: *error_r says what is there. */
+static int check_socket_path(const char *path, char **error_r)
+{
+	struct sockaddr_un addr;
+	struct stat st;
+	int fd, ret;
+
+	if (lstat(path, &st) < 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode))
+		return fail(error_r,
+		            "Socket %s: there is a file there that is not a "
+		            "socket (the milter does not remove it)",
+		            path);
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return 0; /* libmilter refuses it with its own error */
+	memset(&addr, 0, sizeof(addr));
+	addr.sun_family = AF_UNIX;
+	strcpy(addr.sun_path, path);
+	/* non-blocking: a listener with a full backlog answers EAGAIN
+	   instead of holding up the start */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return 0;
+	ret = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+	if (ret < 0 && errno == EAGAIN)
+		ret = 0;
+	close(fd);
+	if (ret == 0)
+		return fail(error_r,
+		            "Socket %s: another milter is listening there "
+		            "(stop it first: taking its socket would leave it "
+		            "running where Postfix cannot reach it)",
+		            path);
+	return 0;
+}
+
 int milter_daemon_open_socket(const struct milter_config *config,
                               char **error_r)
 {
@@ -78,7 +124,8 @@ int milter_daemon_open_socket(const struct milter_config *config,
 			            "postfix)",
 			            config->socket_group);
 	}
-	if (path != NULL && make_parent_dir(path, error_r) < 0)
+	if (path != NULL && (make_parent_dir(path, error_r) < 0 ||
+	                     check_socket_path(path, error_r) < 0))
 		return -1;
 	if (smfi_setconn(config->socket) != MI_SUCCESS)
 		return fail(error_r, "Socket %s: not usable by libmilter",
@@ -90,8 +137,8 @@ int milter_daemon_open_socket(const struct milter_config *config,
 	umask(old_umask);
 	if (ret != MI_SUCCESS)
 		return fail(error_r,
-		            "cannot listen on %s (another backfill-milter "
-		            "running, or the directory not writable?)",
+		            "cannot listen on %s (the directory not "
+		            "writable, the port taken?)",
 		            config->socket);
 	if (path == NULL)
 		return 0;

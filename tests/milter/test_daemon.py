@@ -270,6 +270,45 @@ class Daemon(unittest.TestCase):
             self.assertIn('is a symbolic link: refused', m.log_text())
             m.stop()
 
+    def test_second_milter_on_the_same_socket_refused(self):
+        # A second milter started by hand with the service's config took
+        # its socket (libmilter removes any socket there) and left the
+        # first one running where Postfix could not reach it: with
+        # default_action=accept every message then passed unchecked, its
+        # forged X-Backfill-* headers with it.
+        with PrivateMilter(MILTER, BACKFILLCTL, window='w1') as m:
+            r = subprocess.run([MILTER, '-f', '-c', m.conf],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn('another milter is listening there', r.stderr)
+            reply, actions = self.send(m, 'SECOND1')
+            self.assertEqual(reply, b'a', actions)
+            self.assertIsNotNone(
+                MilterClient.added(actions, 'X-Backfill-Fingerprint'))
+        # a file that is not a socket is not the milter's to remove
+        with tempfile.TemporaryDirectory(prefix='bf-milter-sock-') as tmp:
+            path = os.path.join(tmp, 'milter.conf.typo')
+            with open(path, 'w') as f:
+                f.write('precious\n')
+            conf = os.path.join(tmp, 'milter.conf')
+            with open(conf, 'w') as f:
+                f.write(f'Socket unix:{path}\nSyslog no\nWindow off\n'
+                        f'StatsFile {tmp}/stats\n')
+            r = subprocess.run([MILTER, '-f', '-c', conf],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn('not a socket', r.stderr)
+            with open(path) as f:
+                self.assertEqual(f.read(), 'precious\n')
+        # a dead socket left by a killed milter is taken over
+        with PrivateMilter(MILTER, BACKFILLCTL, window='w1') as m:
+            m.proc.kill()
+            m.proc.wait()
+            self.assertTrue(os.path.exists(m.sock))
+            m.start()
+            reply, actions = self.send(m, 'AFTERKILL')
+            self.assertEqual(reply, b'a', actions)
+
 
 class OperatorTest(unittest.TestCase):
     """Issue 18: counters per MX in one command, the time of the last
