@@ -373,10 +373,16 @@ static int config_setting(const char *key, const char *value, void *context,
 	if (strcasecmp(key, "Syslog") == 0)
 		return parse_bool(key, value, &config->syslog, error_r);
 	if (strcasecmp(key, "State") == 0) {
-		if (strchr(value, ':') == NULL) {
-			*error_r = xasprintf("State: expected a URI like "
-			                     "sqlite:/path, not '%s'",
-			                     value);
+		/* Checked as the store would parse it, without opening it:
+		   a typo found only when the store is opened leaves the
+		   milter accepting every message unchecked, with one log
+		   line at start. */
+		char *uri_error;
+		if (bf_state_uri_check(value, &uri_error) < 0) {
+			*error_r = xasprintf("State: %s (expected a URI like "
+			                     "sqlite:/path or redis://host)",
+			                     uri_error);
+			free(uri_error);
 			return -1;
 		}
 		return set_string(&config->state_uri, value, error_r);

@@ -43,6 +43,9 @@ struct bf_state_backend {
 	   set_wait_limit, from the start (0: the URI's). */
 	int (*open)(const char *location, unsigned int wait_ms,
 	            struct bf_state **state_r, char **error_r);
+	/* Parses location as open() does, without opening or connecting
+	   (a configuration check); -1 with a malloc()ed message. */
+	int (*check)(const char *location, char **error_r);
 	void (*close)(struct bf_state *state);
 	/* bf_state_set_wait_limit(): ms > 0 (capped by state.c), or 0 for
 	   the default of the URI. */

@@ -508,18 +508,12 @@ void bf_redis_close(struct bf_state *state)
 	free(r);
 }
 
-int bf_redis_open(const char *location, enum bf_redis_transport transport,
-                  unsigned int wait_ms, struct bf_state **state_r,
-                  char **error_r)
+/* Debian 12's hiredis (0.14) has no TLS (hiredis_ssl came with 1.0): a
+   clear refusal, naming what to do instead.  0 where TLS can be used. */
+static int tls_unsupported(enum bf_redis_transport transport, char **error_r)
 {
-	struct redis_state *r;
-	int ret;
-
 #ifndef BF_HAVE_REDIS_TLS
-	/* Debian 12's hiredis (0.14) has no TLS (hiredis_ssl came with
-	   1.0): a clear refusal, naming what to do instead. */
 	if (transport == BF_REDIS_TLS) {
-		*state_r = NULL;
 		*error_r = bf_state_error_new(
 		        "rediss:",
 		        "TLS is not supported: this build's hiredis has no "
@@ -529,7 +523,38 @@ int bf_redis_open(const char *location, enum bf_redis_transport transport,
 		        "on the Redis host");
 		return -1;
 	}
+#else
+	(void)transport;
+	(void)error_r;
 #endif
+	return 0;
+}
+
+int bf_redis_check(const char *location, enum bf_redis_transport transport,
+                   char **error_r)
+{
+	struct bf_redis_uri uri;
+	int ret;
+
+	if (tls_unsupported(transport, error_r) < 0)
+		return -1;
+	memset(&uri, 0, sizeof(uri));
+	ret = bf_redis_uri_parse(location, transport, &uri, error_r);
+	bf_redis_uri_clear(&uri);
+	return ret;
+}
+
+int bf_redis_open(const char *location, enum bf_redis_transport transport,
+                  unsigned int wait_ms, struct bf_state **state_r,
+                  char **error_r)
+{
+	struct redis_state *r;
+	int ret;
+
+	if (tls_unsupported(transport, error_r) < 0) {
+		*state_r = NULL;
+		return -1;
+	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		*error_r = bf_state_error_new("redis", "out of memory");

@@ -1155,6 +1155,21 @@ static int redis_open_tls(const char *location, unsigned int wait_ms,
 	return bf_redis_open(location, BF_REDIS_TLS, wait_ms, state_r, error_r);
 }
 
+static int redis_check_tcp(const char *location, char **error_r)
+{
+	return bf_redis_check(location, BF_REDIS_TCP, error_r);
+}
+
+static int redis_check_unix(const char *location, char **error_r)
+{
+	return bf_redis_check(location, BF_REDIS_UNIX, error_r);
+}
+
+static int redis_check_tls(const char *location, char **error_r)
+{
+	return bf_redis_check(location, BF_REDIS_TLS, error_r);
+}
+
 #define REDIS_OPS                                                              \
 	.close = bf_redis_close, .set_wait_limit = bf_redis_set_wait_limit,    \
 	.merge_get = redis_merge_get, .merge_put = redis_merge_put,            \
@@ -1174,17 +1189,20 @@ static int redis_open_tls(const char *location, unsigned int wait_ms,
 const struct bf_state_backend bf_state_backend_redis = {
         .scheme = "redis",
         .open = redis_open_tcp,
+        .check = redis_check_tcp,
         REDIS_OPS,
 };
 
 const struct bf_state_backend bf_state_backend_redis_unix = {
         .scheme = "redis+unix",
         .open = redis_open_unix,
+        .check = redis_check_unix,
         REDIS_OPS,
 };
 
 const struct bf_state_backend bf_state_backend_rediss = {
         .scheme = "rediss",
         .open = redis_open_tls,
+        .check = redis_check_tls,
         REDIS_OPS,
 };

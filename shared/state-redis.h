@@ -123,6 +123,10 @@ int bf_redis_open(const char *location, enum bf_redis_transport transport,
                   unsigned int wait_ms, struct bf_state **state_r,
                   char **error_r);
 void bf_redis_close(struct bf_state *state);
+/* Parses location as bf_redis_open() does, connecting nowhere: what a
+   configuration check can tell (rediss:// in a build without TLS too). */
+int bf_redis_check(const char *location, enum bf_redis_transport transport,
+                   char **error_r);
 void bf_redis_set_wait_limit(struct bf_state *state, unsigned int ms);
 
 /* Connects unless connected (again after fork() or when the server

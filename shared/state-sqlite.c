@@ -924,6 +924,17 @@ static void sqlite_set_wait_limit(struct bf_state *state, unsigned int ms)
 
 static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static int sqlite_check(const char *location, char **error_r)
+{
+	char *path;
+	int busy_timeout, ret;
+
+	ret = bf_state_sqlite_parse_location(location, &path, &busy_timeout,
+	                                     error_r);
+	free(path);
+	return ret;
+}
+
 static int sqlite_open(const char *location, unsigned int wait_ms,
                        struct bf_state **state_r, char **error_r)
 {
@@ -1644,6 +1655,7 @@ static int sqlite_lease_release(struct bf_state *state, const char *name,
 const struct bf_state_backend bf_state_backend_sqlite = {
         .scheme = "sqlite",
         .open = sqlite_open,
+        .check = sqlite_check,
         .close = sqlite_close,
         .set_wait_limit = sqlite_set_wait_limit,
         .merge_get = sqlite_merge_get,

@@ -178,47 +178,65 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r)
 	return bf_state_open_within(uri, 0, state_r, error_r);
 }
 
-int bf_state_open_within(const char *uri, unsigned int wait_ms,
-                         struct bf_state **state_r, char **error_r)
+/* The backend of uri's scheme, or NULL with a malloc()ed message naming
+   the store (without its secrets). */
+static const struct bf_state_backend *backend_find(const char *uri,
+                                                   char **error_r)
 {
-	const struct bf_state_backend *backend = NULL;
-	struct bf_state *state = NULL;
-	const char *colon;
+	const char *colon = uri != NULL ? strchr(uri, ':') : NULL;
 	size_t i;
 
-	*state_r = NULL;
-	*error_r = NULL;
-	colon = uri != NULL ? strchr(uri, ':') : NULL;
 	if (colon == NULL || colon == uri) {
 		*error_r = bf_state_error_new(
 		        uri != NULL ? uri : "(null)",
 		        "not a state store URI (expected e.g. %s)",
 		        BF_STATE_DEFAULT_URI);
-		return -1;
+		return NULL;
 	}
 	for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		if (strlen(backends[i]->scheme) == (size_t)(colon - uri) &&
 		    strncmp(backends[i]->scheme, uri, colon - uri) == 0)
-			backend = backends[i];
+			return backends[i];
 	}
-	if (backend == NULL) {
-		char *shown = bf_state_uri_redact(uri);
-		/* The scheme is quoted only when it is one (RFC 3986
-		   letters): a mangled URI may hold a secret before its
-		   first ':'. */
-		size_t len = (size_t)(colon - uri);
-		bool scheme = strspn(uri, "abcdefghijklmnopqrstuvwxyz"
-		                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		                          "0123456789+-.") == len;
+	char *shown = bf_state_uri_redact(uri);
+	/* The scheme is quoted only when it is one (RFC 3986 letters): a
+	   mangled URI may hold a secret before its first ':'. */
+	size_t len = (size_t)(colon - uri);
+	bool scheme = strspn(uri, "abcdefghijklmnopqrstuvwxyz"
+	                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                          "0123456789+-.") == len;
 
-		*error_r =
-		        bf_state_error_new(shown != NULL ? shown : "(uri)",
-		                           "unsupported backend \"%.*s\" "
-		                           "(supported: " SUPPORTED_SCHEMES ")",
-		                           scheme ? (int)len : 0, uri);
-		free(shown);
+	*error_r = bf_state_error_new(shown != NULL ? shown : "(uri)",
+	                              "unsupported backend \"%.*s\" "
+	                              "(supported: " SUPPORTED_SCHEMES ")",
+	                              scheme ? (int)len : 0, uri);
+	free(shown);
+	return NULL;
+}
+
+int bf_state_uri_check(const char *uri, char **error_r)
+{
+	const struct bf_state_backend *backend;
+
+	*error_r = NULL;
+	backend = backend_find(uri, error_r);
+	if (backend == NULL)
 		return -1;
-	}
+	return backend->check(strchr(uri, ':') + 1, error_r);
+}
+
+int bf_state_open_within(const char *uri, unsigned int wait_ms,
+                         struct bf_state **state_r, char **error_r)
+{
+	const struct bf_state_backend *backend;
+	struct bf_state *state = NULL;
+
+	*state_r = NULL;
+	*error_r = NULL;
+	backend = backend_find(uri, error_r);
+	if (backend == NULL)
+		return -1;
+	const char *colon = strchr(uri, ':');
 	if (wait_ms > BF_STATE_MAX_WAIT_MS)
 		wait_ms = BF_STATE_MAX_WAIT_MS;
 	if (backend->open(colon + 1, wait_ms, &state, error_r) < 0)

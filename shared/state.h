@@ -44,6 +44,11 @@ int bf_state_open(const char *uri, struct bf_state **state_r, char **error_r);
 int bf_state_open_within(const char *uri, unsigned int wait_ms,
                          struct bf_state **state_r, char **error_r);
 void bf_state_close(struct bf_state **state);
+/* Parses uri as bf_state_open() would (scheme, path, options), opening
+   and connecting nothing: for a configuration check that must not touch
+   the store (backfill-milter -n).  -1 with a malloc()ed message naming the
+   store, without its secrets. */
+int bf_state_uri_check(const char *uri, char **error_r);
 /* The URI as given, for log lines. */
 const char *bf_state_uri(const struct bf_state *state);
 /* True when the handle's last call failed because it gave up waiting: a

@@ -74,6 +74,12 @@ class ConfigErrors(unittest.TestCase):
         self.check(['DedupTTL 0'], 1, ['DedupTTL'])
         self.check(['Window sometimes'], 1, ['auto', 'off'])
         self.check(['State /var/lib/backfill/state.db'], 1, ['State'])
+        # each passed -n before and was found only when the store was
+        # opened: the milter then accepted all mail unchecked
+        for bad in ('State :', 'State sqlite:', 'State bogus:/x',
+                    'State sqlite:/x.db?busy_timeout=soon',
+                    'State redis://', 'State redis://h:99999'):
+            self.check([bad], 1, ['State'])
         self.check(['PidFile run/milter.pid'], 1, ['PidFile', 'absolute'])
         for bad in ('@example.org', '<@example.org>', 'quarantine',
                     'quarantine@', 'q uarantine@example.org',

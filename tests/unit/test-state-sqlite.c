@@ -57,6 +57,46 @@ void test_open_creates_group_writable(void **statep)
 	bf_state_close(&state);
 }
 
+/* bf_state_uri_check(): what bf_state_open() would refuse for the URI's
+   syntax, with the same message, and nothing opened, created or
+   connected for a good one (backfill-milter -n). */
+void test_uri_check(void **statep)
+{
+	struct fixture *f = *statep;
+	char uri[320], never[200], *error, *oerror;
+
+	snprintf(never, sizeof(never), "%s/never.db", f->dir);
+	snprintf(uri, sizeof(uri), "sqlite:%s?busy_timeout=50", never);
+	error = NULL;
+	assert_int_equal(bf_state_uri_check(uri, &error), 0);
+	assert_null(error);
+	assert_int_equal(access(never, F_OK), -1);
+
+	const char *bad[] = {"nonsense",
+	                     ":",
+	                     "memcached://localhost",
+	                     "sqlite:",
+	                     "sqlite:/x.db?bogus=1",
+	                     "sqlite:/x.db?busy_timeout=soon"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(bf_state_uri_check(bad[i], &error), -1);
+		oerror = open_error(bad[i]);
+		assert_string_equal(error, oerror);
+		free(error);
+		free(oerror);
+	}
+#ifdef BF_HAVE_REDIS
+	/* a port nobody listens on: the check connects nowhere */
+	assert_int_equal(bf_state_uri_check("redis://127.0.0.1:1/0", &error),
+	                 0);
+	assert_int_equal(
+	        bf_state_uri_check("redis://u:secret@h:99999/0", &error), -1);
+	assert_contains(error, "port");
+	assert_null(strstr(error, "secret"));
+	free(error);
+#endif
+}
+
 void test_open_bad_uris(void **statep)
 {
 	struct fixture *f = *statep;

@@ -1652,6 +1652,7 @@ int main(void)
 	        T(test_open_creates_group_writable),
 	        T(test_open_concurrent_create),
 	        T(test_open_bad_uris),
+	        T(test_uri_check),
 	        T(test_open_missing_dir),
 	        T(test_open_corrupt),
 	        T(test_open_newer_schema),

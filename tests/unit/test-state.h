@@ -82,6 +82,7 @@ void checkpoint_not_half_done(struct bf_state *state, const char *where,
 /* test-state-sqlite.c */
 void test_open_creates_group_writable(void **statep);
 void test_open_bad_uris(void **statep);
+void test_uri_check(void **statep);
 void test_open_missing_dir(void **statep);
 void test_open_corrupt(void **statep);
 void test_open_newer_schema(void **statep);
