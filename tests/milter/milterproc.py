@@ -12,14 +12,21 @@ import time
 SANITIZED = os.environ.get('BACKFILL_SANITIZED') == '1'
 
 
-def unix_listening(path):
+def unix_listening(path, pid=None):
     """True once the unix socket at path accepts connections.
 
     libmilter creates the socket file at bind() and calls listen() a
     moment later; a connect in between is refused (seen once in CI under
     ASan).  /proc/net/unix marks a listening socket with __SO_ACCEPTCON
-    (0x10000) in its Flags column, so this asks without connecting."""
-    with open('/proc/net/unix') as f:
+    (0x10000) in its Flags column, so this asks without connecting.  The
+    list is per network namespace: with the listener's pid, its own
+    namespace's list is read (a milter started in another netns)."""
+    table = '/proc/%d/net/unix' % pid if pid else '/proc/net/unix'
+    try:
+        f = open(table)
+    except FileNotFoundError:  # the process is gone
+        return False
+    with f:
         next(f)
         for line in f:
             fields = line.split(None, 7)
@@ -71,7 +78,7 @@ class PrivateMilter:
         self.proc = subprocess.Popen([self.milter, '-f', '-c', self.conf],
                                      stdout=self._logf, stderr=self._logf)
         for _ in range(200):
-            if unix_listening(self.sock):
+            if unix_listening(self.sock, self.proc.pid):
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError('backfill-milter exited at start:\n'

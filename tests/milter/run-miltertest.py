@@ -55,7 +55,7 @@ def main():
         proc = subprocess.Popen([milter, '-f', '-c', conf], stderr=logf,
                                 stdout=logf)
         for _ in range(100):
-            if unix_listening(sock) or proc.poll() is not None:
+            if unix_listening(sock, proc.pid) or proc.poll() is not None:
                 break
             time.sleep(0.05)
         rc = 1
