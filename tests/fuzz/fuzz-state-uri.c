@@ -59,9 +59,12 @@ static void check_password_hidden(const char *location,
 	const char *pw = uri->password;
 	size_t len = pw != NULL ? strlen(pw) : 0;
 
-	/* typed as is (no %-escape), so that a part that occurs once is
-	   the password's own */
-	if (len < 6 || strstr(location, pw) == NULL)
+	/* typed as is, so that a part that occurs once is the password's
+	   own: with no %-escape anywhere in the URI.  An escaped password
+	   ("llp%41ss" for "llpAss") may also occur as is elsewhere, in a part
+	   that is no secret (found by this target in CI). */
+	if (len < 6 || strchr(location, '%') != NULL ||
+	    strstr(location, pw) == NULL)
 		return;
 	memcpy(part[0], pw, 6);
 	memcpy(part[1], pw + len - 6, 6);
