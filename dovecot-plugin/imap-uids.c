@@ -823,7 +823,12 @@ static bool margin_note(struct backfill_merge *m)
    the old server can hold it (it is below the archive's UIDNEXT they
    cached); a client of the new server that saw it there sees it move,
    as the rest of the live mail.  Not where the moved mail would not fit
-   below BF_ARCHIVE_UID_LIMIT. */
+   below BF_ARCHIVE_UID_LIMIT, and not from the archive's first UID on:
+   the UIDL pinned there would be the one the old server showed for the
+   archived message of that UID, and where that message was not copied
+   (a duplicate, or skipped) nothing else gives the way up, so an old
+   POP3 client would skip the new mail as one it has.  That mail is left
+   to foreign_below(), which gives the way up as before. */
 static int renumber_delivered(struct backfill_merge *m)
 {
 	struct cursor_folder *cf = cur_folder(m);
@@ -834,6 +839,8 @@ static int renumber_delivered(struct backfill_merge *m)
 	if (cf->way != BF_UID_WAY_RENUMBER || cf->move_uids != NULL ||
 	    cf->move_done || cf->renumber_below == 0)
 		return 0;
+	if (top > archive_first_uid(m))
+		top = archive_first_uid(m);
 	/* the move puts fewer than below messages from uid_keep_next on */
 	if (top > BF_ARCHIVE_UID_LIMIT - m->uid_keep_next)
 		top = BF_ARCHIVE_UID_LIMIT - m->uid_keep_next;

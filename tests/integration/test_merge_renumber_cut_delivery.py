@@ -17,6 +17,16 @@ user c: 3 live INBOX messages (LMTP, no IMAP client), an archive INBOX
         changes the delivered message's UIDL.
 user u: the same, uninterrupted, the message delivered after the merge:
         the same UIDVALIDITY, UIDs and messages.
+user e: the same cut and delivery, but the archive's UIDs are 4, 8, 12 and
+        its message 4 is live message 1 (a duplicate, not copied): the
+        delivered message gets UID 4, the archive's first.  Pinned and
+        moved with the live mail it would keep UIDL 00000004<A>, the one
+        the old server showed for archived message 4, and an old POP3
+        client that has that message would never download the new one
+        (review s8 L2).  The rerun leaves it to the check for mail the
+        merge did not put there: the way is given up (uid-taken, a fresh
+        UIDVALIDITY), so no message shows an archived message's old UIDL
+        but that message's own.
 """
 import os
 import signal
@@ -28,7 +38,7 @@ import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
 import test_merge_renumber_windows as windows  # noqa: E402
-from test_merge_renumber_windows import A, N_LIVE  # noqa: E402
+from test_merge_renumber_windows import A, N_ARCH, N_LIVE  # noqa: E402
 
 MARGIN = 100000
 BASE = 904 + MARGIN  # the archive's UIDNEXT (UIDs 301, 602, 903) plus the margin
@@ -41,12 +51,29 @@ def scenario(seed):
     return s
 
 
+def scenario_first_uid(seed):
+    """User e: archive UIDs N_LIVE+1, 2*(N_LIVE+1), ...; the first is live
+    message 1 again; one message more for the window."""
+    g = mg.Generator(seed)
+    s = mg.Scenario()
+    s.later = [g.message(1700000000 + i, kind="plain") for i in range(N_LIVE + 1)]
+    f = mg.Folder("INBOX", A)
+    f.msgs.append(mg.Msg(s.later[0], set(), 1500000000))
+    for i in range(1, N_ARCH):
+        t = 1500000000 + i * 3600
+        f.msgs.append(mg.Msg(g.message(t, kind="plain"), set(), t))
+    s.archive = [f]
+    s.archive_uid_gap = N_LIVE
+    s.live = [mg.Folder("INBOX", 1700000001)]
+    return s
+
+
 class RenumberCutThenDelivery(bftest.SiteCase):
     SITE = dict(extra_conf=bftest.CRASH_CONF, plugin={"backfill_pop3_hide": "none"})
 
     @classmethod
     def build(cls, site):
-        cls.scen = {"c": scenario(41), "u": scenario(41)}
+        cls.scen = {"c": scenario(41), "u": scenario(41), "e": scenario_first_uid(43)}
         for user, s in cls.scen.items():
             site.add_user(user, s, record=False)
         site.start(plugin_on=False)
@@ -58,6 +85,8 @@ class RenumberCutThenDelivery(bftest.SiteCase):
         env = dict(os.environ, BACKFILL_TEST_CRASH="renumber-uidvalidity")
         cls.cut = bd.doveadm(dc, "backfill", "run", "-u", "c", fmt="json", env=env)
         bftest.remove_locks(dc, "c")
+        cls.e_cut = bd.doveadm(dc, "backfill", "run", "-u", "e", fmt="json", env=env)
+        bftest.remove_locks(dc, "e")
         cls.ref_run = bd.doveadm(dc, "backfill", "run", "-u", "u", fmt="json")
         # the window (plugin off: a login would resume the merge)
         dc.restart(mail_plugins="")
@@ -65,10 +94,14 @@ class RenumberCutThenDelivery(bftest.SiteCase):
             dc.lmtp_deliver(user, s.later[N_LIVE])
         cls.between = dc.mailbox("c", "INBOX")
         cls.between_uidls = dc.pop3_uidls("c")
+        cls.e_between = dc.mailbox("e", "INBOX")
+        cls.e_between_uidls = dc.pop3_uidls("e")
         site.enable_plugin()
         cls.rerun = bd.doveadm(dc, "backfill", "run", "-u", "c", fmt="json")
+        cls.e_rerun = bd.doveadm(dc, "backfill", "run", "-u", "e", fmt="json")
         cls.after = {u: dc.mailbox(u, "INBOX") for u in cls.scen}
         cls.after_uidls = dc.pop3_uidls("c")
+        cls.e_after_uidls = dc.pop3_uidls("e")
 
     def ways(self, user):
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", user)
@@ -107,6 +140,38 @@ class RenumberCutThenDelivery(bftest.SiteCase):
     def test_verify(self):
         rows, r = bd.doveadm_json(self.site.dc, "backfill", "verify", "-u", "c")
         self.assertEqual(rows[0]["result"], "ok", r.stdout + r.stderr)
+
+    def test_delivery_at_the_archives_first_uid_gets_no_old_uidl(self):
+        self.assertEqual(self.e_cut.returncode, -signal.SIGKILL,
+                         "renumber-uidvalidity not reached: %s" % self.e_cut.stderr[-2000:])
+        first = N_LIVE + 1
+        uv, msgs = self.e_between
+        self.assertEqual((uv, [m.uid for m in msgs]), (A, [1, 2, 3, first]))
+        self.assertEqual(self.e_rerun.returncode, 0, self.e_rerun.stderr)
+        s = self.scen["e"]
+        # the old server's UIDLs: %08Xu%08Xv of the archive's UIDs (lower-case hex)
+        old = {"%08x%08x" % (first * (k + 1), A): m.fingerprint
+               for k, m in enumerate(s.archive[0].msgs)}
+        after = self.e_after_uidls
+        live = [mg.Msg(raw).fingerprint for raw in s.later]
+        # in the window the delivered message shows archived message 4's
+        self.assertIn(("%08x%08x" % (first, A), live[N_LIVE]), self.e_between_uidls)
+        arch = [m.fingerprint for m in s.archive[0].msgs]
+        # archived message 4 is live message 1: the live mail and the two
+        # other archived messages
+        self.assertEqual(sorted(fp for _, fp in after), sorted(live + arch[1:]))
+        for uidl, fp in after:
+            if uidl in old:
+                self.assertEqual(fp, old[uidl],
+                                 "UIDL %s of the old server's archived message on "
+                                 "other mail" % uidl)
+        self.assertEqual(len(after), len({u for u, _ in after}), after)
+        # the live messages' UIDLs seen before the rerun are kept
+        for uidl, fp in self.e_between_uidls:
+            if uidl not in old:
+                self.assertIn((uidl, fp), after, "UIDL %s seen before the rerun" % uidl)
+        self.assertEqual(self.ways("e"), ("INBOX=live", "INBOX=uid-taken"))
+        self.assertNotEqual(self.after["e"][0], A)
 
 
 if __name__ == "__main__":
