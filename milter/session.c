@@ -1,8 +1,13 @@
 /* Per-session and per-message bookkeeping of the milter. */
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "milter-config.h"
 #include "fingerprint.h"
@@ -92,14 +97,47 @@ void milter_session_unchecked(struct milter_session *session,
 		session->unchecked = out_of_memory;
 }
 
+/* The recipient index's hash is keyed with a secret of the process:
+   unkeyed, a sender could pick addresses whose hashes share their low
+   bits (user+X@domain gives as many valid ones as he likes), and linear
+   probing would make each one cost as much as all before it, the
+   quadratic recipient check back where smtpd_recipient_limit was
+   raised. */
+static uint64_t rcpt_seed;
+static pthread_once_t rcpt_seed_once = PTHREAD_ONCE_INIT;
+
+static void rcpt_seed_init(void)
+{
+	struct timespec ts;
+
+	if (getrandom(&rcpt_seed, sizeof(rcpt_seed), GRND_NONBLOCK) ==
+	    sizeof(rcpt_seed))
+		return;
+	/* no entropy yet (early boot): worse than random, still not known
+	   in advance to a sender */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rcpt_seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
+	            ((uint64_t)getpid() << 16) ^ (uint64_t)(uintptr_t)&ts;
+}
+
 static size_t rcpt_hash(const char *bare)
 {
-	size_t hash = 2166136261u; /* FNV-1a */
+	uint64_t hash;
 
+	pthread_once(&rcpt_seed_once, rcpt_seed_init);
+	/* FNV-1a from a secret offset basis, then a final mix: the low
+	   bits the index uses depend on every bit of the state, not only
+	   on the low bits of the input and the basis */
+	hash = 14695981039346656037ull ^ rcpt_seed;
 	for (const unsigned char *p = (const unsigned char *)bare; *p != '\0';
 	     p++)
-		hash = (hash ^ *p) * 16777619u;
-	return hash;
+		hash = (hash ^ *p) * 1099511628211ull;
+	hash ^= hash >> 33;
+	hash *= 0xff51afd7ed558ccdull;
+	hash ^= hash >> 33;
+	hash *= 0xc4ceb9fe1a85ec53ull;
+	hash ^= hash >> 33;
+	return (size_t)hash;
 }
 
 /* The slot of bare in the index: where its first spelling is, or the
