@@ -81,6 +81,9 @@ class ConfigErrors(unittest.TestCase):
                     'State redis://', 'State redis://h:99999'):
             self.check([bad], 1, ['State'])
         self.check(['PidFile run/milter.pid'], 1, ['PidFile', 'absolute'])
+        # opened relative to "/" once the daemon detached (review s8 L6)
+        for bad in ('State sqlite:state.db', 'State sqlite:var/x.db?busy_timeout=5'):
+            self.check([bad], 1, ['State', 'absolute'])
         for bad in ('@example.org', '<@example.org>', 'quarantine',
                     'quarantine@', 'q uarantine@example.org',
                     'q\x01@example.org', '<quarantine@example.org',
