@@ -291,7 +291,13 @@ void proof_figures(const struct proof *p, const char *domain,
 		} else
 			f->archived += u->v_archived;
 		if (u->has_verify) {
-			f->verified++;
+			/* verified: verify's result says the mail is all
+			   there; a failed or postponed row (the UIDs not
+			   checked) is in the counts below, not here */
+			if (!u->damaged_verify &&
+			    verify_result_fine(u->verify_result) &&
+			    u->v_missing == 0)
+				f->verified++;
 			f->present += u->v_present;
 			f->missing += u->v_missing;
 			f->symlinks += u->v_symlinks;

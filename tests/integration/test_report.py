@@ -306,6 +306,21 @@ class CraftedVerify(unittest.TestCase):
         self.assertIn("late@example.com: verify postponed: IMAP UIDs not checked", txt)
         self.assertIn("doveadm backfill verify -u late@example.com once the state "
                       "store answers", txt)
+        # nor is it a verified user, and a failed row neither (review s8
+        # L7): only ok@ is; the counts verify made are all there
+        r = self.report([("late@example.com", "done", 10, 10, 0, 0, None),
+                         ("ok@example.com", "done", 10, 10, 0, 0, None),
+                         ("bad@example.com", "done", 10, 10, 0, 0, None)],
+                        ["late@example.com\tpostponed\t10\t10\t0\t0\t\t"
+                         "IMAP UIDs not checked: state store: locked\t0\t\n",
+                         "ok@example.com\tok\t10\t10\t0\t0\t\t\t0\t\n",
+                         "bad@example.com\tfailed\t10\t0\t0\t0\t\t"
+                         "reading the archive failed\t0\t\n"])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        txt = self.read("example.com.txt")
+        self.assertIn("2 of 3 users need a look", txt)
+        self.assertEqual(figure(txt, "Verified users"), "1")
+        self.assertEqual(figure(txt, "archived messages present"), "20")
 
     def test_row_not_of_the_headers_shape_refused(self):
         # what a doveadm that does not escape -f tab prints for alice's
