@@ -150,7 +150,7 @@ class PeerRelayTest(unittest.TestCase):
         self.assertIn('first copy queue id MX1Q11 on mx1.test',
                       self.milters['mx1'].log_text())
         # the chain mx2 -> mx3 -> mx1 is one delivery (mx3 took mx2's
-        # relay first), and mx3 sending its copy twice a repeat again
+        # relay first).
         rcpts = ['<kim@example.org>']
         at_mx2 = self.send('mx2', 12, rcpts, 'MX2Q12')
         at_mx3 = self.send('mx3', 12, rcpts, 'MX3Q12', self.relayed(at_mx2),
@@ -159,7 +159,15 @@ class PeerRelayTest(unittest.TestCase):
         at_mx1 = self.send('mx1', 12, rcpts, 'MX1Q12', self.relayed(at_mx3),
                            client_addr=PEER)
         self.assertEqual(self.verdict(at_mx1), 'new', at_mx1)
-        # mx2 sending its copy to mx1 as well, besides through mx3
+        # The relay check is one hop deep: mx3 sending its copy again is
+        # delivered again (mx3's tag is on it, and the relay record of
+        # mx2's copy is mx3's), a duplicate, never a loss
+        # (backfill-milter.conf(5), PeerList).
+        again = self.send('mx1', 12, rcpts, 'MX1Q12c', self.relayed(at_mx3),
+                          client_addr=PEER)
+        self.assertEqual(self.verdict(again), 'new', again)
+        # mx2 sending its copy to mx1 as well, besides through mx3: a
+        # repeat of the relay mx3 took
         at_mx1 = self.send('mx1', 12, rcpts, 'MX1Q12b',
                            self.relayed(at_mx2), client_addr=PEER)
         self.assertEqual(self.verdict(at_mx1), 'held', at_mx1)
