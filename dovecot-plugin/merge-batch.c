@@ -539,7 +539,32 @@ static const char *landed_box_guid(const struct backfill_merge *m)
    it (a secondary MX redelivering mail the archive has: the content
    twice, where an uninterrupted merge after the delivery kept it once).
    Into the live index, once per merge; the landed copies stay out of it
-   (backfill_live_added_by_backfill()). */
+   (backfill_live_added_by_backfill()).  Consumed if the cursor says so:
+   the live-index phase left it out, so backfill_merge_consumed_apply()
+   did not mark it, and a checkpoint that kept the intent (a session that
+   ended inside its range) may have recorded an archived message taking
+   it.  Unconsumed, it was consumed a second time by a later archived
+   message with the same content, and the next checkpoint dropped the
+   record of the first: with two archived copies and one delivered, the
+   merge ended one copy short (review s8 M1). */
+static void landed_live_consumed(struct backfill_merge *m, struct live_msg *lm)
+{
+	const struct live_box *lb = array_idx(&m->live_boxes, lm->box_idx);
+	struct consumed c;
+
+	if (lb->guid == NULL ||
+	    !bf_cursor_consumed_has(&m->cursor_in, lb->guid, lm->uid))
+		return;
+	lm->consumed = TRUE;
+	i_zero(&c);
+	c.box_idx = lm->box_idx;
+	c.uid = lm->uid;
+	/* on record already: among the committed ones, which an intent
+	   written before the next checkpoint keeps (cursor_format()) */
+	array_insert(&m->consumed, m->consumed_committed, &c, 1);
+	m->consumed_committed++;
+}
+
 static void landed_live_add(struct backfill_merge *m, struct mail *mail,
                             const struct backfill_cache_fields *cf,
                             unsigned int box_idx)
@@ -561,6 +586,7 @@ static void landed_live_add(struct backfill_merge *m, struct mail *mail,
 	lm->fp_set = keys.fp_set;
 	lm->uid = mail->uid;
 	lm->box_idx = box_idx;
+	landed_live_consumed(m, lm);
 }
 
 /* For a batch that may have landed: the live messages with UID >= the
