@@ -47,6 +47,16 @@ the session goes on and APPENDs archived message 2's bytes under a file
 name of the merge's own process.  The failed commit withdrew the process
 from the intent (Dovecot unlinked the files it had moved): the APPEND
 stays the user's (sessapp).
+
+A good commit in the user's IMAP session whose checkpoint fails (the
+state store refuses the journal entries: a trigger stands in for a store
+error after the mailbox commit), so the intent stays on record naming the
+session's process; the session goes on, the user deletes archived message
+2's copy and APPENDs its bytes, a file of that very process.  The intent
+bounds its processes' names by the time it was written: the APPEND,
+named later, stays the user's (sessckp, review s8 M2; before, the next
+run took it by its bytes, gave it the archive's flags and journalled it,
+and revert deleted it).
 """
 import os
 import signal
@@ -62,22 +72,23 @@ import fingerprint_ref  # noqa: E402
 
 CONF = bftest.CRASH_CONF
 N_LIVE = 2
-USERS = ("fail", "cut", "failapp", "cutapp", "sessapp", "twin", "twinapp")
+USERS = ("fail", "cut", "failapp", "cutapp", "sessapp", "sessckp", "twin", "twinapp")
 # the user's own message between the runs: archived message 1 delivered
 # again by LMTP, or archived message 2 APPENDed byte for byte
-APPENDED = ("failapp", "cutapp", "sessapp", "twinapp")
+APPENDED = ("failapp", "cutapp", "sessapp", "sessckp", "twinapp")
 # the merge runs in the user's IMAP session, its commit fails, and the
 # user APPENDs in that session: a file named by the merge's own process
 APPEND_FLAGS = ("\\Flagged",)
 # the same archive and live mail, the same message of the user's, merged
 # by one uninterrupted run after it came
-TWIN = {"fail": "twin", "failapp": "twinapp", "cutapp": "twinapp", "sessapp": "twinapp"}
+TWIN = {"fail": "twin", "failapp": "twinapp", "cutapp": "twinapp", "sessapp": "twinapp",
+        "sessckp": "twinapp"}
 SEED = {"fail": 21, "cut": 22, "failapp": 23, "cutapp": 24, "sessapp": 23,
-        "twin": 21, "twinapp": 23}
+        "sessckp": 23, "twin": 21, "twinapp": 23}
 # whose archived copy of the user's message had not landed: it is a
 # duplicate of the user's message, as in an uninterrupted run after it
 # (cut: message 1's copy landed before the redelivery came, and is taken)
-DEDUPED = ("fail", "failapp", "cutapp", "sessapp", "twin", "twinapp")
+DEDUPED = ("fail", "failapp", "cutapp", "sessapp", "sessckp", "twin", "twinapp")
 
 
 def archive_guids(site, user):
@@ -138,6 +149,9 @@ class LandedBytes(bftest.SiteCase):
             if user == "sessapp":
                 cls.session_failed_then_append(site, user)
                 continue
+            if user == "sessckp":
+                cls.session_checkpoint_failed_then_append(site, user)
+                continue
             if user.startswith("fail"):
                 # the batch's commit fails (EACCES), the intent stays
                 md = dc.maildir(user)
@@ -163,7 +177,7 @@ class LandedBytes(bftest.SiteCase):
         cls.red_fp = {}
         cls.between, cls.between_uidls = {}, {}
         for user in USERS:
-            if user == "sessapp":
+            if user in ("sessapp", "sessckp"):
                 msg = cls.scen[user].archive[0].msgs[1]
             elif user in APPENDED:
                 msg = cls.scen[user].archive[0].msgs[1]
@@ -207,6 +221,46 @@ class LandedBytes(bftest.SiteCase):
             for sub in ("new", "cur"):
                 os.chmod(os.path.join(md, sub), 0o700)
             c.logout()
+
+    @classmethod
+    def session_checkpoint_failed_then_append(cls, site, user):
+        """The merge in the user's IMAP session commits its batch and its
+        checkpoint fails; in that very session the user deletes archived
+        message 2's copy and APPENDs its bytes."""
+        import time
+        dc = site.dc
+
+        def store_exec(sql):
+            db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+            try:
+                db.execute(sql)
+                db.commit()
+            finally:
+                db.close()
+            bftest.dv.chown_tree(site.state_dir)
+
+        store_exec("CREATE TRIGGER bf_test_refuse BEFORE INSERT ON journal"
+                   " WHEN NEW.user = '%s'"
+                   " BEGIN SELECT RAISE(ABORT, 'disk I/O error (test)'); END" % user)
+        c = dc.imap(user)
+        try:
+            failed = bftest.bf_log(user) + r".*merge postponed: .*disk I/O error \(test\)"
+            deadline = time.time() + 60
+            while not dc.log_lines(failed) and time.time() < deadline:
+                c.noop()
+                time.sleep(0.1)
+            cls.first[user] = dc.log_lines(failed)
+            msg = cls.scen[user].archive[0].msgs[1]
+            copies = [m.uid for m in dc.mailbox(user, "INBOX", conn=c)[1]
+                      if m.fingerprint == msg.fingerprint]
+            assert len(copies) == 1, copies
+            c.select("INBOX")
+            c.uid("STORE", str(copies[0]), "+FLAGS", "(\\Deleted)")
+            c.expunge()
+            dc.append(user, "INBOX", msg.raw, flags=APPEND_FLAGS, date=msg.date, conn=c)
+        finally:
+            c.logout()
+            store_exec("DROP TRIGGER bf_test_refuse")
 
     @staticmethod
     def unmove(maildir, raw):
@@ -344,6 +398,12 @@ class LandedBytes(bftest.SiteCase):
         the APPEND it saved for the user is the user's."""
         self.assertTrue(self.first["sessapp"], self.site.dc.log_tail(60))
         self.check_user("sessapp")
+
+    def test_session_checkpoint_failed_then_appended(self):
+        """The intent names the session's process, bounded by the time it
+        was written: the APPEND made after it is the user's (M2)."""
+        self.assertTrue(self.first["sessckp"], self.site.dc.log_tail(60))
+        self.check_user("sessckp")
 
     def test_twins(self):
         """The uninterrupted runs the others are compared with."""
