@@ -131,8 +131,14 @@ static void batch_intent_savers(struct backfill_merge *m, bool keep)
    IMAP session it saves the user's own mail under names of the same PID:
    an APPEND of an archived message's exact bytes would be taken by the
    next run as the batch's copy.  So the intent stops naming it ("-" when
-   it named no other process), on record before the merge stops.  If the
-   store fails too, the intent names it still. */
+   it named no other process), on record before the merge stops.  The
+   same after a good mailbox commit whose checkpoint (or the flush before
+   it) failed: the copies have their GUIDs on record, and the process
+   lives on (review s8 M2).  If the store fails too, the intent names it
+   still: a byte-identical APPEND in that session can then be taken.  A
+   time bound on the process's file names does not close that: Maildir
+   names a copy whose GUID carries no size during the commit
+   (maildir_filename_check_conflicts()), after the intent is written. */
 static void batch_intent_withdraw(struct backfill_merge *m)
 {
 	const char *error;
@@ -340,6 +346,8 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 		        "merge postponed: %s: writing repaired messages failed: %s (the next login retries)",
 		        mailbox_get_vname(fixed_box),
 		        mailbox_get_last_internal_error(fixed_box, NULL));
+		if (any_saved)
+			batch_intent_withdraw(m);
 		return -1;
 	}
 
@@ -359,6 +367,8 @@ int backfill_merge_batch_commit(struct backfill_merge *m)
 		backfill_merge_log_error(
 		        m, "merge postponed: %s (the next login retries)",
 		        error);
+		if (any_saved)
+			batch_intent_withdraw(m);
 		return -1;
 	}
 	batch_checkpointed(m);

@@ -52,11 +52,13 @@ A good commit in the user's IMAP session whose checkpoint fails (the
 state store refuses the journal entries: a trigger stands in for a store
 error after the mailbox commit), so the intent stays on record naming the
 session's process; the session goes on, the user deletes archived message
-2's copy and APPENDs its bytes, a file of that very process.  The intent
-bounds its processes' names by the time it was written: the APPEND,
-named later, stays the user's (sessckp, review s8 M2; before, the next
-run took it by its bytes, gave it the archive's flags and journalled it,
-and revert deleted it).
+2's copy and APPENDs its bytes, a file of that very process.  The failed
+checkpoint withdrew the process from the intent (the copies have their
+GUIDs; the store took that write, the trigger refuses only journal
+entries): the APPEND stays the user's (sessckp, review s8 M2; before, the
+next run took it by its bytes, gave it the archive's flags and journalled
+it, and revert deleted it).  Still open: a store that refuses the
+withdrawal too.
 """
 import os
 import signal
@@ -400,8 +402,8 @@ class LandedBytes(bftest.SiteCase):
         self.check_user("sessapp")
 
     def test_session_checkpoint_failed_then_appended(self):
-        """The intent names the session's process, bounded by the time it
-        was written: the APPEND made after it is the user's (M2)."""
+        """A failed checkpoint after a good commit withdraws the session's
+        process from the intent: its later APPEND is the user's (M2)."""
         self.assertTrue(self.first["sessckp"], self.site.dc.log_tail(60))
         self.check_user("sessckp")
 
