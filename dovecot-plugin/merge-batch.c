@@ -98,13 +98,14 @@ static struct bf_merge_record batch_intent_record(struct backfill_merge *m)
    (backfill_merge_landed_batch_end()). */
 /* The intent names this process as one that commits its batch: a copy
    whose GUID a cut Maildir commit lost is taken by its bytes only if its
-   file name is this process's (landed_named_by_saver()).  A kept range
+   file name is this process's (landed_name_of()).  A kept range
    keeps the processes that committed its earlier batches; one of an
    older build (none named) stays so.  An intent naming
    BF_CURSOR_SAVERS_MAX processes already (as many runs cut one after
    the other at this very batch) does not name more: a copy of a later
    one that lost its GUID is copied again, a duplicate, never a user's
-   message taken. */
+   message taken (backfill_merge_landed_load() leaves such a file out of
+   the live index too). */
 static void batch_intent_savers(struct backfill_merge *m, bool keep)
 {
 	const char *savers = m->intent_savers == NULL ? "" : m->intent_savers;
@@ -470,41 +471,51 @@ void backfill_merge_landed_close(struct backfill_merge *m)
    the same PID on the same host between the cut and the resume would
    take the PIDs wrapping around.  An intent of an older build names no
    process: any name then, as before. */
-static bool landed_named_by_saver(struct backfill_merge *m, struct mail *mail,
-                                  const char *guid)
+enum landed_name {
+	/* not a Maildir message whose GUID is its file name: by GUID only */
+	LANDED_NAME_NONE,
+	/* named by a process of the intent: may be a copy that lost its
+	   GUID, taken by its bytes */
+	LANDED_NAME_SAVER,
+	/* named by another process (or not by maildir_filename_generate()) */
+	LANDED_NAME_OTHER,
+};
+
+static enum landed_name landed_name_of(struct backfill_merge *m,
+                                       struct mail *mail, const char *guid)
 {
 	const char *name, *p, *pid, *host;
 
 	if (strcmp(mail->box->storage->name, "maildir") != 0 ||
 	    mail_get_special(mail, MAIL_FETCH_STORAGE_ID, &name) < 0 ||
 	    strcmp(name, guid) != 0)
-		return FALSE;
+		return LANDED_NAME_NONE;
 	if (m->intent_savers == NULL || m->intent_savers[0] == '\0')
-		return TRUE;
+		return LANDED_NAME_SAVER;
 	/* SECS.MUSECSPPID.HOST[,S=size,W=vsize] */
 	for (p = name; i_isdigit(*p); p++)
 		;
 	if (p == name || p[0] != '.' || p[1] != 'M')
-		return FALSE;
+		return LANDED_NAME_OTHER;
 	for (p += 2; i_isdigit(*p); p++)
 		;
 	if (*p++ != 'P')
-		return FALSE;
+		return LANDED_NAME_OTHER;
 	for (pid = p; i_isdigit(*p); p++)
 		;
 	if (p == pid || *p != '.')
-		return FALSE;
+		return LANDED_NAME_OTHER;
 	pid = t_strdup_until(pid, p);
 	host = t_strcut(p + 1, ',');
 	if (host[0] == '\0')
-		return FALSE;
+		return LANDED_NAME_OTHER;
 	char *tag = bf_cursor_saver_tag(pid, host);
 	if (tag == NULL)
 		i_fatal_status(FATAL_OUTOFMEM,
 		               "bf_cursor_saver_tag(): Out of memory");
 	bool ret = bf_cursor_savers_has(m->intent_savers, tag);
 	free(tag);
-	return ret;
+	return ret ? LANDED_NAME_SAVER : LANDED_NAME_OTHER;
 }
 
 /* The GUIDs of the archived messages the intent's batch may have copied:
@@ -542,7 +553,7 @@ static const char *landed_box_guid(const struct backfill_merge *m)
 
 /* A live message from the intent's UIDNEXT on that no archived message
    of the batch can have as its copy (neither its GUID nor, by its file
-   name, its bytes: landed_named_by_saver()) is the user's own mail,
+   name, its bytes: landed_name_of()) is the user's own mail,
    delivered or APPENDed since the crash or the failed commit.  A first
    run counts it for dedup like any live message; out of the live index,
    an archived message of the batch that had not landed was copied beside
@@ -639,6 +650,8 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 	pool_t guids_pool =
 	        pool_alloconly_create("backfill landed guids", 4096);
 	bool added = FALSE;
+	bool savers_full = bf_cursor_savers_count(m->intent_savers) >=
+	                   BF_CURSOR_SAVERS_MAX;
 
 	landed_archive_guids(m, guids_pool, &archive_guids);
 	t = mailbox_transaction_begin(box, 0, __func__);
@@ -647,9 +660,16 @@ int backfill_merge_landed_load(struct backfill_merge *m, const char **error_r)
 		if (mail->uid < m->intent_uidnext ||
 		    mail_get_special(mail, MAIL_FETCH_GUID, &guid) < 0)
 			continue;
-		bool by_bytes = landed_named_by_saver(m, mail, guid);
+		enum landed_name named = landed_name_of(m, mail, guid);
+		bool by_bytes = named == LANDED_NAME_SAVER;
 		if (!by_bytes &&
 		    hash_table_lookup(archive_guids, guid) == NULL) {
+			/* may be a copy of a process the full list left
+			   out (batch_intent_savers()): neither taken nor
+			   consumed, its message is copied again (review s8
+			   L1) */
+			if (named == LANDED_NAME_OTHER && savers_full)
+				continue;
 			if (box_idx != UINT_MAX &&
 			    !backfill_live_journalled(m, landed_box_guid(m),
 			                              mail->uid)) {
@@ -713,7 +733,7 @@ static bool landed_same_content(struct backfill_merge *m, struct mail *amail,
    its GUID; else, for a copy Maildir renamed into cur/ and whose GUID (its
    file name had no size in it: the GUID stays only in dovecot-uidlist)
    a crash kept from being written, one with its exact bytes, among the
-   files a process of the intent named (landed_named_by_saver()).  Never by
+   files a process of the intent named (landed_name_of()).  Never by
    the dedup fingerprint: the same mail delivered again by LMTP meanwhile
    (the secondary MX flushing its queue) has the archived message's
    fingerprint, and taking it gave the user's delivery the archive's flags

@@ -77,7 +77,7 @@ struct landed {
 	uoff_t size;
 	bool size_set;
 	/* may be a copy whose GUID a cut Maildir commit lost: found by its
-	   bytes (merge-batch.c landed_named_by_saver()) */
+	   bytes (merge-batch.c landed_name_of()) */
 	bool by_bytes;
 	bool used;
 };
