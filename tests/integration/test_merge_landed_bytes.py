@@ -59,6 +59,12 @@ entries): the APPEND stays the user's (sessckp, review s8 M2; before, the
 next run took it by its bytes, gave it the archive's flags and journalled
 it, and revert deleted it).  Still open: a store that refuses the
 withdrawal too.
+
+An intent that names BF_CURSOR_SAVERS_MAX other processes (a batch cut
+again and again; here written into the record) and a cut whose copies lost
+their GUIDs: the process that named them is not named, so they are
+neither taken nor the user's mail for dedup, and each archived message is
+copied again, a duplicate (full, review s8 L1).
 """
 import os
 import signal
@@ -74,7 +80,8 @@ import fingerprint_ref  # noqa: E402
 
 CONF = bftest.CRASH_CONF
 N_LIVE = 2
-USERS = ("fail", "cut", "failapp", "cutapp", "sessapp", "sessckp", "twin", "twinapp")
+USERS = ("fail", "cut", "failapp", "cutapp", "sessapp", "sessckp", "full", "twin",
+         "twinapp")
 # the user's own message between the runs: archived message 1 delivered
 # again by LMTP, or archived message 2 APPENDed byte for byte
 APPENDED = ("failapp", "cutapp", "sessapp", "sessckp", "twinapp")
@@ -86,7 +93,7 @@ APPEND_FLAGS = ("\\Flagged",)
 TWIN = {"fail": "twin", "failapp": "twinapp", "cutapp": "twinapp", "sessapp": "twinapp",
         "sessckp": "twinapp"}
 SEED = {"fail": 21, "cut": 22, "failapp": 23, "cutapp": 24, "sessapp": 23,
-        "sessckp": 23, "twin": 21, "twinapp": 23}
+        "sessckp": 23, "full": 25, "twin": 21, "twinapp": 23}
 # whose archived copy of the user's message had not landed: it is a
 # duplicate of the user's message, as in an uninterrupted run after it
 # (cut: message 1's copy landed before the redelivery came, and is taken)
@@ -173,6 +180,8 @@ class LandedBytes(bftest.SiteCase):
                 dc.maildir(user), lambda uid: uid > N_LIVE, rename=False)
             if user == "cutapp":
                 cls.unmove(dc.maildir(user), cls.scen[user].archive[0].msgs[1].raw)
+            if user == "full":
+                cls.savers_full(site, user)
         # the secondary MX's queue flush, the user's upload (plugin off: a
         # login would merge)
         dc.restart(mail_plugins="")
@@ -263,6 +272,27 @@ class LandedBytes(bftest.SiteCase):
         finally:
             c.logout()
             store_exec("DROP TRIGGER bf_test_refuse")
+
+    @staticmethod
+    def savers_full(site, user):
+        """The intent names BF_CURSOR_SAVERS_MAX other processes (a batch
+        cut again and again): the process that committed the cut copies is
+        one more, not named."""
+        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        try:
+            cur = db.execute("SELECT cursor FROM merges WHERE user = ?",
+                             (user,)).fetchone()[0]
+            items = cur.split(" ")
+            for i, item in enumerate(items):
+                if item.startswith("i:"):
+                    items[i] = ":".join(item.split(":")[:5] + [
+                        ",".join("%d.other%d" % (n, n) for n in range(1, 9))])
+            assert items != cur.split(" "), cur
+            db.execute("UPDATE merges SET cursor = ? WHERE user = ?", (" ".join(items), user))
+            db.commit()
+        finally:
+            db.close()
+        bftest.dv.chown_tree(site.state_dir)
 
     @staticmethod
     def unmove(maildir, raw):
@@ -407,6 +437,25 @@ class LandedBytes(bftest.SiteCase):
         self.assertTrue(self.first["sessckp"], self.site.dc.log_tail(60))
         self.check_user("sessckp")
 
+    def test_savers_full_copied_again(self):
+        """L1: with BF_CURSOR_SAVERS_MAX processes named, the cut copies of
+        a process not named (their GUIDs lost: file names) are neither
+        taken nor the user's mail for dedup: each archived message is
+        copied again, a duplicate, and journalled as its fresh copy (before,
+        they were consumed as the user's mail: nothing journalled, the cut
+        copies unjournalled for good)."""
+        user = "full"
+        self.assertEqual(self.first[user].returncode, -signal.SIGKILL,
+                         self.first[user].stderr[-2000:])
+        self.assertEqual(self.rerun[user].returncode, 0, self.rerun[user].stderr)
+        self.assertEqual([a for _, _, a in self.journal[user]], [1, 2, 3],
+                         "full: journal %s" % self.journal[user])
+        before = {m.uid for m in self.between[user]}
+        self.assertFalse({uid for _, uid, _ in self.journal[user]} & before,
+                         (self.journal[user], sorted(before)))
+        self.assertEqual(len(self.after[user]), len(self.between[user]) + 3,
+                         [(m.uid, m.flags) for m in self.after[user]])
+
     def test_twins(self):
         """The uninterrupted runs the others are compared with."""
         for user in ("twin", "twinapp"):
@@ -414,7 +463,8 @@ class LandedBytes(bftest.SiteCase):
 
     def test_z_revert_keeps_the_users_delivery(self):
         for user in USERS:
-            self.revert_keeps_delivery(user)
+            if user != "full":
+                self.revert_keeps_delivery(user)
 
 
 class LandedMdbox(bftest.SiteCase):
