@@ -47,6 +47,7 @@
 
 #define RUN_SLICE_MS           200
 #define RUN_RATE_SLICE_MS      20
+#define RUN_RATE_CATCHUP_MS    100 /* see run_pace_wait() */
 #define RUN_PROGRESS_TTY_MSECS 500
 #define RUN_PROGRESS_LOG_SECS  10
 
@@ -141,6 +142,35 @@ static void run_progress_user(struct run_cmd_context *ctx, const char *username,
 	fflush(stderr);
 }
 
+/* --rate paces the messages merged since the merge began, not since the
+   command started: opening the archive and the mailbox can take seconds on
+   a loaded server, and counting them would let the first batch burst at
+   full speed, which is what --rate is there to prevent.  For the same
+   reason a stall (a slow store, a long commit) is not made up for later:
+   a run more than RUN_RATE_CATCHUP_MS behind starts its pace again. */
+struct run_pace {
+	struct timeval since;
+	uint64_t first;
+};
+
+static void run_pace_start(struct run_pace *pace, uint64_t archived)
+{
+	i_gettimeofday(&pace->since);
+	pace->first = archived;
+}
+
+static void run_pace_wait(struct run_pace *pace, uint64_t archived,
+                          unsigned int rate)
+{
+	uint64_t elapsed = msecs_since(&pace->since);
+	uint64_t due_ms = (archived - pace->first) * 1000 / rate;
+
+	if (due_ms > elapsed)
+		usleep((due_ms - elapsed) * 1000);
+	else if (elapsed - due_ms > RUN_RATE_CATCHUP_MS)
+		run_pace_start(pace, archived);
+}
+
 /* Merges one user in this process. */
 static void run_user_merge(struct run_cmd_context *ctx,
                            struct backfill_user *buser, unsigned int rate,
@@ -150,6 +180,7 @@ static void run_user_merge(struct run_cmd_context *ctx,
 	struct backfill_merge *merge;
 	struct backfill_merge_counts counts;
 	struct bf_state *state;
+	struct run_pace pace;
 	struct timeval started;
 	const char *error, *reason;
 	uint64_t first = 0, last_progress = 0, elapsed, total = 0;
@@ -196,6 +227,7 @@ static void run_user_merge(struct run_cmd_context *ctx,
 	}
 	backfill_merge_get_counts(merge, &counts);
 	first = counts.archived;
+	run_pace_start(&pace, first);
 	for (;;) {
 		ret = backfill_merge_run(merge, rate > 0 ? RUN_RATE_SLICE_MS
 		                                         : RUN_SLICE_MS);
@@ -210,13 +242,8 @@ static void run_user_merge(struct run_cmd_context *ctx,
 		}
 		backfill_merge_get_counts(merge, &counts);
 		elapsed = msecs_since(&started);
-		if (rate > 0) {
-			/* sleep off what we are ahead of the rate */
-			uint64_t due_ms =
-			        (counts.archived - first) * 1000 / rate;
-			if (due_ms > elapsed)
-				usleep((due_ms - elapsed) * 1000);
-		}
+		if (rate > 0)
+			run_pace_wait(&pace, counts.archived, rate);
 		if (ctx->progress_fd != -1 &&
 		    elapsed - last_progress >= RUN_PROGRESS_TTY_MSECS) {
 			/* the parent shows it; a full pipe only delays it */

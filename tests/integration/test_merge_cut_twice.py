@@ -9,8 +9,11 @@ copied their messages a second time.
 
 For backfill_dedup = user (default), mailbox and off, a user merged without
 interruption gives the reference; another user's run is
-  1. cut in its second batch: run at 150 messages a second, so that each
-     batch commits by age with fewer messages than a full batch, and
+  1. cut in its second batch: run at 80 messages a second, so that each
+     batch commits by age (1 s) with fewer messages than a full batch: a
+     20 ms slice copies up to about 50 before the run sleeps, so a batch
+     holds 80 to about 130 (at 150 a second, 164 of 200 here, and CI's
+     machine once filled one), and
      SIGKILLed between the second batch's mailbox commit and its
      checkpoint (BACKFILL_TEST_CRASH=batch-committed:2: the process kills
      itself there; an outside kill timed by polling the store missed that
@@ -110,10 +113,10 @@ class CutTwice(bftest.SiteCase):
     def cut_twice(self, mode):
         user = "cut" + mode
         dc = self.site.dc
-        # 1. the second batch commits by age, small, and is cut.  At 150
+        # 1. the second batch commits by age, small, and is cut.  At 80
         # messages a second a batch commits by age (BACKFILL_BATCH_MAX_MSECS)
         # before it is full.
-        self.run_cut(user, "batch-committed:2", "-r", "150")
+        self.run_cut(user, "batch-committed:2", "-r", "80")
         journal, intent1 = self.store(user)
         self.assertIsNotNone(intent1, "run 1 left no intent")
         landed = self.merged_listed(user) - journal
