@@ -112,6 +112,7 @@ int milter_daemon_open_socket(const struct milter_config *config,
 {
 	const char *path = socket_path(config->socket);
 	struct group *gr = NULL;
+	struct stat st;
 	mode_t old_umask;
 	int ret;
 
@@ -142,10 +143,24 @@ int milter_daemon_open_socket(const struct milter_config *config,
 		            config->socket);
 	if (path == NULL)
 		return 0;
-	if (gr != NULL && chown(path, (uid_t)-1, gr->gr_gid) < 0)
+	/* Nothing here follows a symlink: whoever could swap the socket
+	   for one between its bind() and here would otherwise have root
+	   give their choice of file to SocketGroup. */
+	if (lstat(path, &st) < 0)
+		return fail(error_r, "stat %s: %s", path, strerror(errno));
+	if (!S_ISSOCK(st.st_mode))
+		return fail(error_r,
+		            "Socket %s: replaced by something else right "
+		            "after it was made (who else writes to its "
+		            "directory?)",
+		            path);
+	if (gr != NULL && lchown(path, (uid_t)-1, gr->gr_gid) < 0)
 		return fail(error_r, "chown %s to group %s: %s", path,
 		            config->socket_group, strerror(errno));
-	if (chmod(path, config->socket_mode) < 0)
+	/* born with it (the umask above); only an odd umask leaves work */
+	if ((st.st_mode & 07777) != config->socket_mode &&
+	    fchmodat(AT_FDCWD, path, config->socket_mode, AT_SYMLINK_NOFOLLOW) <
+	            0)
 		return fail(error_r, "chmod %s: %s", path, strerror(errno));
 	return 0;
 }
