@@ -36,6 +36,29 @@ def unix_listening(path, pid=None):
     return False
 
 
+def catches(pid, *signums):
+    """True once the process has a handler for each of signums.
+
+    backfill-milter listens on its socket before it is ready: the
+    socket's group and mode, PidFile, UserID and the state store come
+    after smfi_opensocket(), and its SIGHUP/SIGTERM handlers are
+    installed last, when it starts serving.  A SIGTERM before that
+    kills it (-15, not a clean stop) and a test that looked at the pid
+    file or the socket's group found them missing (both shown with a
+    300 ms delay in chmod(), what a loaded machine may do to it).
+    SigCgt in /proc/PID/status is the mask of the signals it
+    catches."""
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('SigCgt:'):
+                    mask = int(line.split()[1], 16)
+                    return all(mask >> (n - 1) & 1 for n in signums)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return False
+
+
 class PrivateMilter:
     def __init__(self, milter, backfillctl, config=(), window=None,
                  tmp=None, state=None):
@@ -77,14 +100,22 @@ class PrivateMilter:
         self._logf = open(self.log, 'a')
         self.proc = subprocess.Popen([self.milter, '-f', '-c', self.conf],
                                      stdout=self._logf, stderr=self._logf)
-        for _ in range(200):
-            if unix_listening(self.sock, self.proc.pid):
+        # Listening, then ready (see catches()): generous for a loaded
+        # machine and the sanitizers, polled so that it costs nothing
+        # when the milter is quick.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (unix_listening(self.sock, self.proc.pid)
+                    and catches(self.proc.pid, signal.SIGHUP,
+                                signal.SIGTERM)):
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError('backfill-milter exited at start:\n'
                                      + self.log_text())
-            time.sleep(0.05)
-        raise AssertionError('backfill-milter did not listen on its socket')
+            time.sleep(0.02)
+        raise AssertionError('backfill-milter did not listen on its socket '
+                             'and catch SIGHUP and SIGTERM in 60 s:\n'
+                             + self.log_text())
 
     def rss_kb(self):
         with open(f'/proc/{self.proc.pid}/status') as f:

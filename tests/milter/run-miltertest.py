@@ -20,7 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from milterproc import unix_listening  # noqa: E402
+from milterproc import catches, unix_listening  # noqa: E402
 
 
 def main():
@@ -54,10 +54,14 @@ def main():
         logf = open(log, 'w')
         proc = subprocess.Popen([milter, '-f', '-c', conf], stderr=logf,
                                 stdout=logf)
-        for _ in range(100):
-            if unix_listening(sock, proc.pid) or proc.poll() is not None:
+        # ready, as milterproc.PrivateMilter.start() waits for it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (unix_listening(sock, proc.pid)
+                    and catches(proc.pid, signal.SIGHUP, signal.SIGTERM)
+                    or proc.poll() is not None):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         rc = 1
         try:
             if proc.poll() is not None:

@@ -337,8 +337,14 @@ class OperatorTest(unittest.TestCase):
                                  0o770)
                 self.assertEqual(stat.S_IMODE(os.stat(pid_file).st_mode),
                                  0o640)
-                r = subprocess.run([MILTER, '-s', '-c', m.conf],
-                                   capture_output=True, text=True)
+                # StatsFile is first written once the milter serves (a
+                # moment after start() saw it ready: wait for it)
+                def stats():
+                    return subprocess.run([MILTER, '-s', '-c', m.conf],
+                                          capture_output=True, text=True)
+                self.assertTrue(wait_for(lambda: stats().returncode == 0),
+                                stats().stderr)
+                r = stats()
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertIn('last_connection never', r.stdout)
                 c = MilterClient(m.sock)
