@@ -103,10 +103,23 @@ class LmtpTagTest(unittest.TestCase):
         return int(out[out.index('delivered') + 1])
 
     def deliver(self, headers, body):
+        """Delivers over LMTP; returns what Dovecot logged of it.  The
+        lmtp process logs through Dovecot's log process, so its lines
+        reach the file after LMTP's reply, later on a loaded machine (a
+        fixed 0.2 s was a guess): the session's last line, logged after
+        the delivery and its confirmation by the same process, is waited
+        for."""
         before = len(self.dovecot.log_text())
         self.dovecot.lmtp_deliver('alice@example.org', raw_message(headers, body))
-        time.sleep(0.2)
-        return self.dovecot.log_text()[before:]
+        deadline = time.monotonic() + 60
+        while True:
+            log = self.dovecot.log_text()[before:]
+            if 'Disconnect from' in log:
+                return log
+            self.assertLess(time.monotonic(), deadline,
+                            'the LMTP session never ended in the log:\n'
+                            + log)
+            time.sleep(0.05)
 
     def test_only_the_milters_own_tag_confirms(self):
         tags = self.through_milter(self.milters[0], 'Q1')
