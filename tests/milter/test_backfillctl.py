@@ -71,12 +71,15 @@ class Backfillctl(unittest.TestCase):
                          (0, 'window restore-2 closed\n'))
         self.assertEqual(self.ctl('window', 'status').returncode, 1)
 
-        # --until @UNIXTIME, and the window ends by itself.
-        r = self.ctl('window', 'open', 'short', '--until',
-                     '@%d' % (int(time.time()) + 2))
+        # --until @UNIXTIME, and the window ends by itself.  Open for 5
+        # to 6 s: two backfillctl runs must fit before its end on a
+        # loaded machine (2 s, as little as 1 s after the rounding, was
+        # tight), and its end is waited for, not guessed.
+        until = int(time.time()) + 6
+        r = self.ctl('window', 'open', 'short', '--until', '@%d' % until)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.ctl('window', 'status').returncode, 0)
-        time.sleep(3)
+        time.sleep(max(0.0, until + 0.1 - time.time()))
         self.assertEqual(self.ctl('window', 'status').returncode, 1)
         # An ended window is not open: another opens without --replace.
         r = self.ctl('window', 'open', 'after-short')
@@ -347,15 +350,23 @@ class Backfillctl(unittest.TestCase):
             self.assertIn('x.db', r.stderr)
 
     def test_dedup_stats_mark_purge(self):
+        # Records live for DedupTTL (whole seconds: at least TTL - 1 s):
+        # the checks of live records below (five backfillctl runs) must
+        # fit in it on a loaded machine, 2 s was tight; their expiry is
+        # then waited for, not guessed.
+        ttl = 6
         with PrivateMilter(MILTER, BACKFILLCTL, window='w1',
                            tmp=self.tmp.name,
-                           config=['DedupTTL 2s']) as m:
+                           config=[f'DedupTTL {ttl}s']) as m:
             c = MilterClient(m.sock)
             reply, actions = c.message(
                 '<s@example.net>', ['<a@example.org>', '<b@example.org>'],
                 [('Message-ID', '<p1@example.net>'), ('Subject', 'p')],
                 [b'body\r\n'], queue_id='P1')
             c.close()
+            # the records were written before this (expires: at most
+            # this + ttl)
+            written = time.time()
             fp = MilterClient.added(actions, 'X-Backfill-Fingerprint')
             r = self.ctl('dedup', 'stats')
             self.assertEqual(r.stdout, 'records 2\ndelivered 0\nexpired 0\n')
@@ -367,7 +378,7 @@ class Backfillctl(unittest.TestCase):
             self.assertEqual(r.stdout, 'records 2\ndelivered 1\nexpired 0\n')
             r = self.ctl('dedup', 'purge')
             self.assertEqual(r.stdout, 'purged 0 expired record(s)\n')
-            time.sleep(3)
+            time.sleep(max(0.0, written + ttl + 0.1 - time.time()))
             # records and delivered count live records only.
             r = self.ctl('dedup', 'stats')
             self.assertEqual(r.stdout, 'records 0\ndelivered 0\nexpired 2\n')
