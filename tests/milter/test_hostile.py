@@ -184,11 +184,29 @@ class HostileHeadersTest(unittest.TestCase):
         # searched among all recipients before it, 3.3 s of CPU for
         # 40,000 and a quarter of that for 20,000.  Four times the
         # recipients must cost about four times the CPU, not sixteen.
-        small = self.rcpt_cpu(8000, 'RCPT8K')
-        large = self.rcpt_cpu(32000, 'RCPT32K')
+        small, large = self.least_cpu(
+            lambda n: self.rcpt_cpu(8000, f'RCPT8K-{n}'),
+            lambda n: self.rcpt_cpu(32000, f'RCPT32K-{n}'))
         print(f'recipients: 8,000 {small:.2f} s CPU, 32,000 {large:.2f} s',
               file=sys.stderr)
         self.assertLess(large, 7 * max(small, 0.05))
+
+    def least_cpu(self, small, large, rounds=3):
+        """The least CPU time of each of two runs, measured in turn
+        rounds times.  CPU time is not wall time, but a loaded machine
+        inflates it too (a sibling hyperthread, caches and memory shared
+        with another job): a large run that met the load and a small one
+        that did not made a ratio of 4 look like 6 or more (the bound is
+        7; a quadratic cost makes 16).  The least of a few is the one
+        least disturbed, on either side."""
+        smalls, larges = [], []
+        for n in range(rounds):
+            smalls.append(small(n))
+            larges.append(large(n))
+        print('CPU seconds, small: %s, large: %s' % (
+            ' '.join('%.2f' % t for t in smalls),
+            ' '.join('%.2f' % t for t in larges)), file=sys.stderr)
+        return min(smalls), min(larges)
 
     def test_colliding_recipients_linear(self):
         # The same with addresses whose unkeyed FNV-1a hashes (the
@@ -196,8 +214,9 @@ class HostileHeadersTest(unittest.TestCase):
         # their low 20 bits, all in one probe run of the index: 8,192
         # and 32,768 of them.
         rcpts = [f'<{local}@example.org>' for local in fnv_multicollision(15)]
-        small = self.rcpt_cpu(8192, 'RCPTC8K', rcpts[:8192])
-        large = self.rcpt_cpu(32768, 'RCPTC32K', rcpts)
+        small, large = self.least_cpu(
+            lambda n: self.rcpt_cpu(8192, f'RCPTC8K-{n}', rcpts[:8192]),
+            lambda n: self.rcpt_cpu(32768, f'RCPTC32K-{n}', rcpts))
         print(f'colliding recipients: 8,192 {small:.2f} s CPU, '
               f'32,768 {large:.2f} s', file=sys.stderr)
         self.assertLess(large, 7 * max(small, 0.05))
