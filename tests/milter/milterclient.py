@@ -47,13 +47,17 @@ class MilterError(Exception):
 
 
 class MilterClient:
-    def __init__(self, path, timeout=60, actions=ALL_ACTIONS):
+    def __init__(self, path, timeout=60, actions=ALL_ACTIONS,
+                 steps=ALL_STEPS):
         """actions: the SMFIF_* actions offered to the milter (an MTA
-        that grants fewer); self.actions is what the milter asked."""
+        that grants fewer); self.actions is what the milter asked.
+        steps: the SMFIP_* protocol flags offered (without SMFIP_NR_RCPT
+        the milter answers each RCPT: the answer tells that it has read
+        the message's start); self.steps is what it asked."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self._send(b'O', struct.pack('!III', 6, actions, ALL_STEPS))
+        self._send(b'O', struct.pack('!III', 6, actions, steps))
         cmd, data = self._read()
         if cmd != b'O':
             raise MilterError(f'negotiation reply {cmd!r}')

@@ -22,7 +22,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from milterclient import MilterClient  # noqa: E402
+from milterclient import (ALL_STEPS, SMFIP_NR_RCPT,  # noqa: E402
+                          MilterClient)
 from milterproc import PrivateMilter  # noqa: E402
 
 MILTER = os.environ.get('BACKFILL_MILTER', 'backfill-milter')
@@ -198,14 +199,19 @@ class Daemon(unittest.TestCase):
 
     def test_sigterm_finishes_message_in_progress(self):
         with PrivateMilter(MILTER, BACKFILLCTL, window='w1') as m:
-            c = MilterClient(m.sock)
-            # Start a message, stop the milter, then finish it.
+            # Start a message, stop the milter, then finish it.  RCPT
+            # is answered (no SMFIP_NR_RCPT offered): once it is, the
+            # milter has begun the message (a fixed 0.3 s for it to
+            # read MAIL, which gets no answer, was a guess: had it not,
+            # the milter stopped at once and the test passed without
+            # testing the wait).
+            c = MilterClient(m.sock, steps=ALL_STEPS & ~SMFIP_NR_RCPT)
             c.mail('<s@example.net>')
-            c.rcpt('<alice@example.org>')
-            # MAIL needs no reply (SMFIP_NR_MAIL): give the milter a
-            # moment to have read it, or the message has not begun.
-            time.sleep(0.3)
+            self.assertEqual(c.rcpt('<alice@example.org>'), b'c')
             m.proc.send_signal(signal.SIGTERM)
+            self.assertTrue(wait_for(
+                lambda: '1 with a message in progress' in m.log_text(),
+                timeout=30), m.log_text())
             time.sleep(0.5)
             self.assertIsNone(m.proc.poll(), 'exited with a message open')
             c.header(b'Subject', b'x')
