@@ -97,9 +97,11 @@ class PrivateMilter:
         self.write_config()
         if self.window:
             self.ctl('window', 'open', self.window)
-        self._logf = open(self.log, 'a')
-        self.proc = subprocess.Popen([self.milter, '-f', '-c', self.conf],
-                                     stdout=self._logf, stderr=self._logf)
+        # the milter writes to its own copy of the descriptor
+        with open(self.log, 'a') as logf:
+            self.proc = subprocess.Popen(
+                [self.milter, '-f', '-c', self.conf],
+                stdout=logf, stderr=logf)
         # Listening, then ready (see catches()): generous for a loaded
         # machine and the sanitizers, polled so that it costs nothing
         # when the milter is quick.
@@ -145,8 +147,6 @@ class PrivateMilter:
             self.proc.kill()
             self.proc.wait()
             return 'hung'
-        finally:
-            self._logf.close()
 
     def __enter__(self):
         return self.start()
