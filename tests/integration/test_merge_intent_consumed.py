@@ -43,11 +43,26 @@ from bftest import mg  # noqa: E402
 # sleep) must end far inside them on a fast machine too
 N_DUPS = 10000
 LINES = 30
-# run 1's intent must name at least this many archive UIDs
-MIN_RANGE = N_DUPS // 2
-# run 3's pace: a sleep of about a second after its first 20 ms slice
-RATE = 1000
+# Each failed run walks the archive for about a second (a batch is
+# committed by age) and its intent names what it walked: the runs go on
+# until the intent names WANT_RANGE archive UIDs, at most 10 of them.  A
+# loaded machine walks less in that second (3,939 here at load 14, every
+# run after the fourth as far as the one before), so the intent must name
+# only MIN_RANGE, and run 3's pace follows from what it names.
+WANT_RANGE = N_DUPS // 2
+MIN_RANGE = N_DUPS // 10
+# run 3's pace: a sleep of about a second after its first 20 ms slice, at
+# most RATE_MAX messages a second, and slow enough that it takes
+# RANGE_SECS to walk run 1's intent (its first checkpoint comes after about
+# a second, then the test stops it; 5000 UIDs at 1000 a second before)
+RATE_MAX = 1000
+RANGE_SECS = 5
 USERS = ("cut", "twin")
+
+
+def rate_for(last):
+    """run 3's --rate for an intent up to archive UID last."""
+    return max(50, min(RATE_MAX, (last or 0) // RANGE_SECS))
 
 
 def scenario(seed):
@@ -161,7 +176,7 @@ class IntentConsumed(bftest.SiteCase):
                     os.chmod(os.path.join(md, sub), 0o700)
             cls.failed_runs.append(r)
             _, last, _ = cursor_items(cursor_of(site, "cut"))
-            if last is not None and last >= MIN_RANGE:
+            if last is not None and last >= WANT_RANGE:
                 break
         cls.run1_cursor = cursor_of(site, "cut")
 
@@ -172,7 +187,8 @@ class IntentConsumed(bftest.SiteCase):
         site.enable_plugin()
 
         # 3. slowed down, stopped once a checkpoint recorded a consumption
-        cmd = bd.doveadm_argv(dc, "backfill", "run", "-u", "cut", "--rate", str(RATE),
+        cls.rate = rate_for(cursor_items(cls.run1_cursor)[1])
+        cmd = bd.doveadm_argv(dc, "backfill", "run", "-u", "cut", "--rate", str(cls.rate),
                               fmt="json")
         with bd.stdin_readonly() as stdin:
             p = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
@@ -214,8 +230,9 @@ class IntentConsumed(bftest.SiteCase):
         self.assertLess(high, last, self.run3_cursor)
         self.assertIn(self.d_uids[0], consumed,
                       "D's consumption is not on record: %s" % self.run3_cursor)
-        print("\nrun 3 stopped at archive UID %d of an intent up to %d" % (high, last),
-              file=sys.stderr)
+        print("\nrun 1's intent up to %d after %d failed runs; run 3 at %d a second"
+              " stopped at archive UID %d of an intent up to %d"
+              % (last1, len(self.failed_runs), self.rate, high, last), file=sys.stderr)
 
         self.assertEqual(self.last_run.returncode, 0, self.last_run.stderr)
         # D and one copy of X and Y, as in the uninterrupted run
