@@ -72,7 +72,8 @@ class MergeBudget(bftest.SiteCase):
         p.quit()
         self.assertLess(login, BUDGET + SLACK, "POP3 login took %.2fs" % login)
         self.assertFalse(site.finished_lines(user))
-        self.assertTrue(site.dc.log_lines(bftest.bf_log("pia") + "merge paused at the login budget"))
+        self.assertTrue(site.dc.wait_log_lines(bftest.bf_log("pia") +
+                                               "merge paused at the login budget"))
 
 
 if __name__ == "__main__":

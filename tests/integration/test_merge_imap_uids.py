@@ -300,11 +300,10 @@ class BadSetting(bftest.SiteCase):
         site.start()
         c = site.dc.imap("bea")
         c.noop()
-        time.sleep(1)
         c.logout()
 
     def test_postponed_with_the_setting_named(self):
-        lines = self.site.dc.log_lines(
+        lines = self.site.dc.wait_log_lines(
             bftest.bf_log("bea") + r"merge postponed: backfill_imap_uids=sometimes: "
             r"expected auto, archive or live")
         self.assertTrue(lines, self.site.dc.log_tail())

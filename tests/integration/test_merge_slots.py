@@ -57,7 +57,8 @@ class MergeSlots(bftest.SiteCase):
             c.noop()
             c.logout()
             site.dc.pop3("ben").quit()
-            busy = site.dc.log_lines(bftest.bf_log("ben") + ".*merge slots of this host are busy")
+            busy = site.dc.wait_log_lines(bftest.bf_log("ben") +
+                                          ".*merge slots of this host are busy")
             self.assertTrue(busy, "\n".join(site.dc.log_lines(bftest.bf_log("ben"))))
             self.assertFalse(site.dc.log_lines(bftest.bf_log("ben") + "merge started"))
             self.assertEqual(bftest.multiset(site.dc.snapshot("ben")), bftest.multiset(self.pre_ben))

@@ -1003,6 +1003,18 @@ plugin {{
         rx = re.compile(pattern)
         return [l for l in lines if rx.search(l)]
 
+    def wait_log_lines(self, pattern, n=1, timeout=30):
+        """log_lines(pattern) once it has n lines, or what it has after
+        timeout seconds (the caller asserts): Dovecot's log process writes
+        a line a little after the process that logged it went on, e.g.
+        after the login it was logged in has answered the client."""
+        deadline = time.monotonic() + timeout
+        lines = self.log_lines(pattern)
+        while len(lines) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lines = self.log_lines(pattern)
+        return lines
+
     def log_tail(self, n=40):
         lines = self.log_text().splitlines()
         return "--- %s (last %d lines) ---\n%s" % (self.log_path, n, "\n".join(lines[-n:]))
