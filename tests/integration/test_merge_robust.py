@@ -233,7 +233,10 @@ class MergeRobust(bftest.SiteCase):
 
     def test_live_side_failure_recorded_and_retried(self):
         c = self.site.dc.imap("perry")
-        for _ in range(50):
+        # until the failure is on record (50 rounds of NOOP and 0.1 s
+        # were about 5 s: a slow start under ASan on a loaded machine)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             rec = self.record("perry")
             if rec and rec[0] == "failed":
                 break
