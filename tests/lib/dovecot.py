@@ -414,6 +414,7 @@ class Dovecot:
         self.ports = {}
         self.master_pid = None
         self.users = {}
+        self._lmtp = None  # lmtp_deliver()'s session
         for d in (self.base_dir, self.state_dir, self.log_dir):
             os.makedirs(d, exist_ok=True)
         os.makedirs(self.mail_root, exist_ok=True)
@@ -692,6 +693,7 @@ plugin {{
             return False
 
     def stop(self, timeout=20):
+        self._lmtp_close()
         pid = self.master_pid
         if pid is None:
             try:
@@ -848,10 +850,38 @@ plugin {{
         return c
 
     def lmtp_deliver(self, rcpt, raw, sender="sender@example.org"):
+        """Delivers raw to rcpt; returns when Dovecot has saved it.  The
+        deliveries in a row share one LMTP session, as an MTA's do: a
+        connection of its own cost each about 100 ms more on Dovecot 2.4
+        (130 ms against 31), and the suite delivers thousands.  A session
+        the server has closed since (a restart) is replaced first, before
+        anything is sent."""
         import smtplib
         self._passwd_settle()
-        with smtplib.LMTP("127.0.0.1", self.ports["lmtp"]) as s:
-            s.sendmail(sender, [rcpt], raw)
+        if self._lmtp is not None:
+            s, port = self._lmtp
+            try:
+                if port != self.ports["lmtp"] or s.noop()[0] != 250:
+                    raise smtplib.SMTPException("stale")
+            except (smtplib.SMTPException, OSError):
+                self._lmtp_close()
+        if self._lmtp is None:
+            self._lmtp = (smtplib.LMTP("127.0.0.1", self.ports["lmtp"]),
+                          self.ports["lmtp"])
+        try:
+            self._lmtp[0].sendmail(sender, [rcpt], raw)
+        except BaseException:
+            # refused or cut: the next delivery starts a clean session
+            self._lmtp_close()
+            raise
+
+    def _lmtp_close(self):
+        if self._lmtp is not None:
+            s, self._lmtp = self._lmtp[0], None
+            try:
+                s.quit()
+            except Exception:
+                s.close()
 
     def pop3_uidls(self, user):
         """[(uidl, fingerprint)] in POP3 order, with message bodies fetched
