@@ -40,22 +40,31 @@ class MergeLiveDelivery(bftest.SiteCase):
         inbox = self.scen.archive[0].msgs  # bulk_scenario: INBOX first
         again = [gen.redelivered(m.raw) for m in inbox[::max(1, len(inbox) // 10)][:10]]
         stop = threading.Event()
+        logged_in = threading.Event()
         errors = []
 
         def keep_busy():
             try:
                 c = site.dc.imap(user)
+                logged_in.set()
                 while not stop.is_set() and not site.finished_lines(user):
                     c.noop()
                     time.sleep(0.02)
                 c.logout()
             except Exception as e:  # noqa: BLE001
                 errors.append(repr(e))
+                logged_in.set()
 
         t = threading.Thread(target=keep_busy)
         t.start()
         try:
-            time.sleep(0.1)
+            # the merge has begun in the login (its budget) and goes on
+            # in the session's background slices: a loaded machine may
+            # take longer than the 0.1 s slept here before, and the
+            # deliveries before the login counted as during the merge
+            self.assertTrue(logged_in.wait(120), "the IMAP login did not return")
+            self.assertTrue(site.dc.wait_log_lines(bftest.bf_log(user) + "merge started"),
+                            site.dc.log_tail())
             during = 0
             for raw in [x for pair in zip(new, again + [None] * 30) for x in pair if x]:
                 site.dc.lmtp_deliver(user, raw)
@@ -65,6 +74,7 @@ class MergeLiveDelivery(bftest.SiteCase):
             stop.set()
             t.join(60)
         self.assertEqual(errors, [])
+        print("\n%d of 40 deliveries during the merge" % during, file=sys.stderr)
         self.assertGreaterEqual(during, 10, "the merge was over before most deliveries: "
                                 "the test shows nothing")
         site.wait_merged(user)
