@@ -144,40 +144,60 @@ class DoveadmKill(bftest.SiteCase):
         self.assertEqual(exp - got, collections.Counter(), "own messages lost")
 
     # -------------------------------------------------------------- tests
+    def run_kill(self, user, i, step, own):
+        """A run SIGKILLed at kill point i: (interrupted, between a
+        batch's commit and its checkpoint)."""
+        done = max(0, self.journal_count(user))
+        if WINDOW and i % 3 == 2:
+            # between a batch's commit and its checkpoint: more merged
+            # files in the mailbox than the journal holds
+            cond = (lambda: count_files(self.site.dc.home(user)) - own
+                    > self.journal_count(user) >= 0)
+        elif i % 2 == 0:
+            # after a delay within what is left of the reference run
+            left = 1 - done / self.added
+            delay = 0.05 + self.run_seconds * left * (0.05 + 0.15 * i / RUN_KILLS)
+            t0 = time.time()
+            cond = (lambda d=delay, t=t0: time.time() - t >= d)
+        else:
+            # once this run has journalled some more
+            cond = (lambda n=done + step: self.journal_count(user) >= n)
+        p = self.start("backfill", "run", "-u", user)
+        hit = self.kill_when(p, cond)
+        window = hit and WINDOW and i % 3 == 2 and \
+            count_files(self.site.dc.home(user)) - own > self.journal_count(user)
+        self.drop_stale_locks(user)
+        # every kill leaves the user's own messages untouched
+        self.own_all_there(user)
+        return hit, bool(window)
+
     def test_run_killed(self):
         user = "kim"
         hits = 0
         step = max(1, self.added // (3 * RUN_KILLS))
         own = count_files(self.site.dc.home(user))
         window_hits = 0
+        tries = 0
         for i in range(RUN_KILLS):
-            done = max(0, self.journal_count(user))
-            if WINDOW and i % 3 == 2:
-                # between a batch's commit and its checkpoint: more merged
-                # files in the mailbox than the journal holds
-                cond = (lambda: count_files(self.site.dc.home(user)) - own
-                        > self.journal_count(user) >= 0)
-            elif i % 2 == 0:
-                # after a delay within what is left of the reference run
-                left = 1 - done / self.added
-                delay = 0.05 + self.run_seconds * left * (0.05 + 0.15 * i / RUN_KILLS)
-                t0 = time.time()
-                cond = (lambda d=delay, t=t0: time.time() - t >= d)
-            else:
-                # once this run has journalled some more
-                cond = (lambda n=done + step: self.journal_count(user) >= n)
-            p = self.start("backfill", "run", "-u", user)
-            if self.kill_when(p, cond):
-                hits += 1
-                if WINDOW and i % 3 == 2 and count_files(self.site.dc.home(user)) - own \
-                        > self.journal_count(user):
-                    window_hits += 1
-            self.drop_stale_locks(user)
-            # every kill leaves the user's own messages untouched
-            self.own_all_there(user)
-        print("\n%d of %d run kills interrupted a run, %d between a commit and "
-              "its checkpoint (reference %.2fs)"
-              % (hits, RUN_KILLS, window_hits, self.run_seconds), file=sys.stderr)
+            # A kill that came after the run had finished the merge
+            # (a faster warm run than the reference: 8 of 10 hit here
+            # once, against 7 needed) is tried again on a fresh merge:
+            # the merge is reverted and the same point taken once more.
+            for _ in range(2):
+                tries += 1
+                hit, window = self.run_kill(user, i, step, own)
+                if hit:
+                    hits += 1
+                    window_hits += window
+                    break
+                st, _ = bd.doveadm_json(self.site.dc, "backfill", "status", "-u", user)
+                if st[0]["state"] == "done":
+                    rows, r = bd.doveadm_json(self.site.dc, "backfill", "revert",
+                                              "--yes", "-u", user)
+                    self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+        print("\n%d of %d run kills interrupted a run (%d tries), %d between a "
+              "commit and its checkpoint (reference %.2fs)"
+              % (hits, RUN_KILLS, tries, window_hits, self.run_seconds), file=sys.stderr)
         self.assertGreaterEqual(hits, 7)
         if WINDOW:
             self.assertGreaterEqual(window_hits, 1)
@@ -200,33 +220,44 @@ class DoveadmKill(bftest.SiteCase):
                          ("reverted", self.added), r.stderr)
         self.same_as_pre(user)
         empty = count_files(dc.home(user))
-        hits = 0
+        hits = tries = 0
         for i in range(REVERT_KILLS):
-            rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
-            self.assertEqual(rows[0]["result"], "done", r.stderr)
-            got = bftest.multiset(dc.snapshot(user))
-            self.assertEqual(got, bftest.multiset(self.ref))
-            self.assertEqual(self.counts(dc, user), self.ref_counts)
-            if i % 2 == 0:
-                delay = 0.05 + revert_seconds * 0.6 * (i / REVERT_KILLS)
-                t = time.time()
-                cond = (lambda d=delay, t=t: time.time() - t >= d)
-            else:
-                # during the expunge: that many merged files are gone
-                gone = max(1, int((full - empty) * (i / (REVERT_KILLS + 1))))
-                cond = (lambda g=gone: count_files(dc.home(user)) <= full - g)
-            p = self.start("backfill", "revert", "--yes", "-u", user)
-            if self.kill_when(p, cond):
-                hits += 1
-            self.drop_stale_locks(user)
-            self.own_all_there(user)
-            rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
-            self.assertEqual(rows[0]["result"], "reverted", r.stderr)
-            self.same_as_pre(user)
-            st, _ = bd.doveadm_json(dc, "backfill", "status", "-u", user)
-            self.assertEqual(st[0]["state"], "pending")
-        print("\n%d of %d revert kills interrupted a revert (reference %.2fs)"
-              % (hits, REVERT_KILLS, revert_seconds), file=sys.stderr)
+            # a point whose kill came after the revert had finished is
+            # tried again, sooner: the reference is the first, cold revert
+            # with doveadm's start-up, and a warm one can be faster than
+            # the later points (ci9: 4 of 5 hit, the bound)
+            scale = 1.0
+            for _ in range(3):
+                tries += 1
+                rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
+                self.assertEqual(rows[0]["result"], "done", r.stderr)
+                got = bftest.multiset(dc.snapshot(user))
+                self.assertEqual(got, bftest.multiset(self.ref))
+                self.assertEqual(self.counts(dc, user), self.ref_counts)
+                if i % 2 == 0:
+                    delay = 0.05 + scale * revert_seconds * 0.6 * (i / REVERT_KILLS)
+                    t = time.time()
+                    cond = (lambda d=delay, t=t: time.time() - t >= d)
+                else:
+                    # during the expunge: that many merged files are gone
+                    gone = max(1, int(scale * (full - empty) * (i / (REVERT_KILLS + 1))))
+                    cond = (lambda g=gone: count_files(dc.home(user)) <= full - g)
+                p = self.start("backfill", "revert", "--yes", "-u", user)
+                hit = self.kill_when(p, cond)
+                self.drop_stale_locks(user)
+                self.own_all_there(user)
+                rows, r = bd.doveadm_json(dc, "backfill", "revert", "--yes", "-u", user)
+                self.assertEqual(rows[0]["result"], "reverted", r.stderr)
+                self.same_as_pre(user)
+                st, _ = bd.doveadm_json(dc, "backfill", "status", "-u", user)
+                self.assertEqual(st[0]["state"], "pending")
+                if hit:
+                    hits += 1
+                    break
+                scale /= 2
+        print("\n%d of %d revert kill points interrupted a revert, in %d tries "
+              "(reference %.2fs)" % (hits, REVERT_KILLS, tries, revert_seconds),
+              file=sys.stderr)
         self.assertGreaterEqual(hits, 4)
         rows, r = bd.doveadm_json(dc, "backfill", "run", "-u", user)
         self.assertEqual(rows[0]["result"], "done", r.stderr)
