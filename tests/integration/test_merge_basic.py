@@ -253,8 +253,11 @@ class RepeatsAcrossBatches(bftest.SiteCase):
     says so survives every checkpoint and resume.  The final mailbox holds
     exactly as many copies as the archive (3), not 2 and not 4."""
 
-    N = 1200
-    AT = (0, 550, 1150)  # a full-copy merge commits every 200
+    # A login merges about 200-330 messages here (30 ms budget and the
+    # 100 ms progress slice): 3000 spans about 9 logins, and still 3 on a
+    # machine 2.5 times faster (1200 would have fitted in 2 there).
+    N = 3000
+    AT = (0, 1450, 2950)  # a full-copy merge commits every 200
 
     SITE = dict(plugin={"backfill_login_budget": "30ms"})
 
@@ -281,6 +284,8 @@ class RepeatsAcrossBatches(bftest.SiteCase):
 
     def test_spread_over_sessions(self):
         starts = self.site.dc.log_lines(bftest.bf_log("rena") + "merge (started|resumed)")
+        print("\n%d messages merged in %d POP3 logins" % (self.N, len(starts)),
+              file=sys.stderr)
         self.assertGreater(len(starts), 2, "the merge did not span several sessions")
 
     def test_three_copies_in_the_end(self):
