@@ -107,7 +107,14 @@ class RenumberBudget(bftest.SiteCase):
             logins.append((first, uidls))
             if site.finished_lines(user):
                 break
-            states.append(state(dc, user))
+            st = state(dc, user)
+            # the login that finished the merge may have answered before
+            # Dovecot's log process wrote its line: only a "done" with no
+            # such line after a while is one said too early
+            if st == "done" and dc.wait_log_lines(
+                    bftest.bf_log(user) + "merge finished", timeout=10):
+                break
+            states.append(st)
         return logins, states
 
     @classmethod
@@ -143,8 +150,13 @@ class RenumberBudget(bftest.SiteCase):
 
     def test_logins_answer_within_bound(self):
         self.assertTrue(self.site.finished_lines("pat"), self.site.dc.log_tail())
-        # more than one login: the move was cut by the budget
-        self.assertGreater(len(self.logins), 2)
+        # more than one login: the move was cut by the budget (5-8 logins
+        # here; what says it on any machine is the line of a login that
+        # stopped at the budget)
+        self.assertGreater(len(self.logins), 1)
+        self.assertTrue(self.site.dc.log_lines(
+            bftest.bf_log("pat") + "merge paused at the login budget"),
+            self.site.dc.log_tail())
         slow = [round(f, 2) for f, _ in self.logins if f > FIRST_ANSWER_MAX]
         self.assertEqual(slow, [], "logins slower than %.1f s" % FIRST_ANSWER_MAX)
 
