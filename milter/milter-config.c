@@ -385,17 +385,6 @@ static int config_setting(const char *key, const char *value, void *context,
 			free(uri_error);
 			return -1;
 		}
-		/* The daemon changes to "/" when it detaches: a relative
-		   SQLite path would open another file there, or fail and
-		   leave every message unchecked.  (backfillctl takes one
-		   relative to where it runs.) */
-		if (strncmp(value, "sqlite:", 7) == 0 && value[7] != '/') {
-			*error_r = xasprintf("State: expected an absolute "
-			                     "SQLite path (sqlite:/path), "
-			                     "not '%s'",
-			                     value);
-			return -1;
-		}
 		return set_string(&config->state_uri, value, error_r);
 	}
 	if (strcasecmp(key, "Window") == 0) {

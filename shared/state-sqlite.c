@@ -621,6 +621,20 @@ int bf_state_sqlite_parse_location(const char *location, char **path_r,
 		        BF_STATE_DEFAULT_URI);
 		return -1;
 	}
+	/* Every process sharing the store must open the same file, and
+	   none runs where the operator typed the path: Dovecot's mail
+	   processes run in each user's home (a store per user: no lease,
+	   no confirmation seen by the milter), the milter in "/" once
+	   detached. */
+	if (**path_r != '/') {
+		*error_r = bf_state_error_new(
+		        *path_r,
+		        "not an absolute path (expected e.g. %s): the "
+		        "processes sharing the store run in different "
+		        "directories",
+		        BF_STATE_DEFAULT_URI);
+		return -1;
+	}
 	for (opt = query; opt != NULL; opt = strchr(opt + 1, '&')) {
 		if (strncmp(opt + 1, "busy_timeout=", 13) != 0) {
 			*error_r = bf_state_error_new(

@@ -117,6 +117,13 @@ class UsageTest(unittest.TestCase):
         self.assertIn("merge postponed", r.stderr)
         st, _ = bd.doveadm_json(site.dc, "backfill", "status", "-u", "alice")
         self.assertEqual(st[0]["state"], "pending")
+        # a relative path: each process would open a store of its own in
+        # the directory it runs in (a mail process: the user's home)
+        rows, r = bd.doveadm_json(site.dc, "-o", "plugin/backfill_state=sqlite:state.db",
+                                  "backfill", "run", "-u", "alice", ok=(75,))
+        self.assertEqual(rows[0]["result"], "postponed", r.stderr)
+        self.assertIn("not an absolute path", rows[0]["error"])
+        self.assertFalse(os.path.exists(os.path.join(site.dc.home("alice"), "state.db")))
 
     def test_store_write_failure_is_tempfail(self):
         """A state store that answers reads but refuses the merge's lease

@@ -72,12 +72,12 @@ void test_uri_check(void **statep)
 	assert_null(error);
 	assert_int_equal(access(never, F_OK), -1);
 
-	const char *bad[] = {"nonsense",
-	                     ":",
-	                     "memcached://localhost",
-	                     "sqlite:",
-	                     "sqlite:/x.db?bogus=1",
-	                     "sqlite:/x.db?busy_timeout=soon"};
+	const char *bad[] = {"nonsense", ":", "memcached://localhost",
+	                     "sqlite:", "sqlite:/x.db?bogus=1",
+	                     "sqlite:/x.db?busy_timeout=soon",
+	                     /* each process would open its own */
+	                     "sqlite:state.db",
+	                     "sqlite:var/x.db?busy_timeout=5"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(bf_state_uri_check(bad[i], &error), -1);
 		oerror = open_error(bad[i]);
@@ -127,6 +127,9 @@ void test_open_bad_uris(void **statep)
 	free(error);
 	error = open_error("sqlite:");
 	assert_contains(error, "no database path");
+	free(error);
+	error = open_error("sqlite:state.db");
+	assert_contains(error, "not an absolute path");
 	free(error);
 	snprintf(uri, sizeof(uri), "%s?bogus=1", f->uri);
 	error = open_error(uri);
