@@ -25,7 +25,6 @@ tabs, which revert and reset name in their "busy" error."""
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import unittest
@@ -34,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg  # noqa: E402
+import statedb  # noqa: E402
 
 # the rest of a forged verify row follows the line feed
 NL_USER = "nl\nmallory\tok\t5\t5\t0@nl\tdom\\x.example"
@@ -116,7 +116,7 @@ class EscapeTest(bftest.SiteCase):
         # the store is made by the first command; then ln's merge
         # lease goes to a holder whose name carries the characters
         bd.doveadm(site.dc, "backfill", "status", "-u", cls.LN_LOOKUP)
-        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"))
         with db:
             db.execute("INSERT INTO leases (name, owner, expires)"
                        " VALUES (?, ?, ?)",
@@ -200,7 +200,7 @@ class EscapeTest(bftest.SiteCase):
 
         # the command to paste names the user as the store has it, in
         # the text report's escaping (a backslash stays itself)
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"))
         with db:
             db.execute("UPDATE merges SET status='failed' WHERE user=?",
                        (NL_USER,))

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
+import statedb  # noqa: E402
 
 N_ARCHIVE = int(os.environ.get("BF_KILL_ARCHIVE", "1500"))
 RUN_KILLS = 10
@@ -74,7 +75,7 @@ class DoveadmKill(bftest.SiteCase):
     # ------------------------------------------------------------ helpers
     def journal_count(self, user):
         try:
-            db = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=0.05)
+            db = statedb.connect(self.db, readonly=True, timeout=0.05)
             try:
                 return db.execute("SELECT count(*) FROM journal WHERE user = ?",
                                   (user,)).fetchone()[0]

@@ -3,7 +3,6 @@ messages and folders, state store all checksummed before and after), and
 whose figures are what run then does."""
 import hashlib
 import os
-import sqlite3
 import sys
 import unittest
 
@@ -11,6 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg  # noqa: E402
+import statedb  # noqa: E402
 
 
 def live_checksum(maildir):
@@ -35,7 +35,7 @@ def live_checksum(maildir):
 def state_dump(path):
     if not os.path.exists(path):
         return None
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    db = statedb.connect(path, readonly=True)
     try:
         out = []
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):

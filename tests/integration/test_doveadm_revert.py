@@ -4,7 +4,6 @@ the user is pending again and a new run merges again.  reset forgets the
 state without touching mail."""
 import json
 import os
-import sqlite3
 import sys
 import time
 import unittest
@@ -13,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg, KEYWORD  # noqa: E402
+import statedb  # noqa: E402
 
 
 def own_multiset(snap):
@@ -120,7 +120,7 @@ def state_db(site):
 def sql(site, *statements):
     """Runs statements on the state store as root, then gives its files
     back to the mail user."""
-    db = sqlite3.connect(state_db(site))
+    db = statedb.connect(state_db(site))
     try:
         for st in statements:
             db.execute(st)
@@ -128,12 +128,11 @@ def sql(site, *statements):
         rows = db.execute("SELECT 1").fetchall()
     finally:
         db.close()
-    dv.chown_tree(site.state_dir)
     return rows
 
 
 def query(site, q, *args):
-    db = sqlite3.connect("file:%s?mode=ro" % state_db(site), uri=True)
+    db = statedb.connect(state_db(site), readonly=True)
     try:
         return db.execute(q, args).fetchall()
     finally:

@@ -14,7 +14,6 @@ is still removed (found by keyword and fingerprint where it really is)."""
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import unittest
 
@@ -22,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg, KEYWORD  # noqa: E402
+import statedb  # noqa: E402
 
 INBOX_FILES = ("cur", "new", "tmp", "dovecot-uidlist", "dovecot.index",
                "dovecot.index.log", "dovecot.index.cache")
@@ -57,13 +57,12 @@ class RevertFingerprintTest(unittest.TestCase):
         return rows[0], r
 
     def journal(self, q, *args):
-        db = sqlite3.connect(self.db)
+        db = statedb.connect(self.db)
         try:
             rows = db.execute(q, args).fetchall()
             db.commit()
         finally:
             db.close()
-        dv.chown_tree(self.site.state_dir)
         return rows
 
     def test_inbox_put_back_and_uids_reused(self):
@@ -176,13 +175,12 @@ class RevertCutCheckpointTest(unittest.TestCase):
         db_path = os.path.join(site.state_dir, "state.db")
 
         def sql(q):
-            db = sqlite3.connect(db_path)
+            db = statedb.connect(db_path)
             try:
                 db.execute(q)
                 db.commit()
             finally:
                 db.close()
-            dv.chown_tree(site.state_dir)
         sql("CREATE TRIGGER cut BEFORE INSERT ON journal"
             " BEGIN SELECT RAISE(ABORT, 'cut'); END")
         r = bd.doveadm(dc, "backfill", "run", "-u", "alice", fmt="json")

@@ -17,6 +17,7 @@ import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 import dovecot as dv  # noqa: E402
 from bftest import dv, mg  # noqa: E402
+import statedb  # noqa: E402
 
 N_USERS = 200
 
@@ -137,14 +138,13 @@ class UsageTest(unittest.TestCase):
         site.add_user("bob", mg.bulk_scenario(2, 5, 1, 0), record=False)
         site.start(plugin_on=True)
         bd.doveadm_json(site.dc, "backfill", "run", "-u", "bob")
-        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"))
         try:
             db.execute("CREATE TRIGGER refuse BEFORE INSERT ON leases"
                        " BEGIN SELECT RAISE(ABORT, 'disk I/O error (test)'); END")
             db.commit()
         finally:
             db.close()
-        dv.chown_tree(site.state_dir)
         rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "alice", ok=(75,))
         self.assertEqual(rows[0]["result"], "postponed", r.stderr)
         self.assertIn("disk I/O error (test)", rows[0]["error"])
@@ -249,7 +249,6 @@ class StatusFailedTest(unittest.TestCase):
     counts it as failed, and run picks the user up again."""
 
     def test_failed_record(self):
-        import sqlite3
         site = bftest.Site()
         self.addCleanup(site.close)
         self.addCleanup(bd.check_log_no_stray_write, site.dc)
@@ -260,13 +259,12 @@ class StatusFailedTest(unittest.TestCase):
         rows, _ = bd.doveadm_json(site.dc, "backfill", "run", "-u", "bob@a.example")
         self.assertEqual(rows[0]["result"], "done")
         why = "INBOX/uid 7: reading the archive failed: Input/output error"
-        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"))
         db.execute("INSERT INTO merges (user, status, cursor, archived, added, started, updated,"
                    " last_error) VALUES ('alice@a.example', 'failed', NULL, 3, 2, 1700000000,"
                    " 1700000100, ?)", (why,))
         db.commit()
         db.close()
-        dv.chown_tree(site.state_dir)
 
         st, r = bd.doveadm_json(site.dc, "backfill", "status", "-A")
         st = bd.by_user(st)
@@ -297,19 +295,17 @@ class StatusFailedTest(unittest.TestCase):
         not start (run: failed, exit 1, the line says to reset), and the
         record says so too: failed, last_error set, the cursor kept for
         whoever looks at it.  reset, then run, merges."""
-        import sqlite3
         site = bftest.Site()
         self.addCleanup(site.close)
         self.addCleanup(bd.check_log_no_stray_write, site.dc)
         site.add_user("carl", mg.bulk_scenario(3, 12, 4, 2), record=False)
         site.start(plugin_on=False)
         bd.doveadm_json(site.dc, "backfill", "status", "-u", "carl")  # creates the store
-        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"))
         db.execute("INSERT INTO merges (user, status, cursor, started, updated)"
                    " VALUES ('carl', 'running', 'v99:from-the-future', 1700000000, 1700000100)")
         db.commit()
         db.close()
-        dv.chown_tree(site.state_dir)
         rows, r = bd.doveadm_json(site.dc, "backfill", "run", "-u", "carl", ok=(1,))
         self.assertEqual(rows[0]["result"], "failed", r.stderr)
         self.assertIn("unknown cursor", rows[0]["error"])
@@ -399,7 +395,7 @@ def journal_count(db, user):
     """The user's journal entries (-1 while the store is missing or
     busy): one for each merged message of a checkpointed batch."""
     try:
-        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=0.05)
+        con = statedb.connect(db, readonly=True, timeout=0.05)
         try:
             return con.execute("SELECT count(*) FROM journal WHERE user = ?",
                                (user,)).fetchone()[0]

@@ -14,7 +14,6 @@ itself between that batch's mailbox commit and its checkpoint
 the first batch beyond the user's own mail.  Before the fix: 200."""
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
+import statedb  # noqa: E402
 
 N_ARCHIVE = 700
 N_LIVE = 40
@@ -52,7 +52,7 @@ class RateAfterStall(bftest.SiteCase):
             return len(f.readlines()) - 1 - N_LIVE
 
     def test_no_burst_after_stall(self):
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"),
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"),
                              isolation_level=None, timeout=5,
                              check_same_thread=False)
         db.execute("BEGIN IMMEDIATE")  # other writers wait

@@ -2,7 +2,6 @@
 message (with multiplicity); a message deleted after the merge makes it
 fail (exit 1) and name the archive folder and UID."""
 import os
-import sqlite3
 import sys
 import unittest
 
@@ -10,6 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import dv, mg  # noqa: E402
+import statedb  # noqa: E402
 
 
 class VerifyTest(unittest.TestCase):
@@ -22,7 +22,7 @@ class VerifyTest(unittest.TestCase):
         self.state = os.path.join(self.site.state_dir, "state.db")
 
     def journal(self):
-        db = sqlite3.connect("file:%s?mode=ro" % self.state, uri=True)
+        db = statedb.connect(self.state, readonly=True)
         try:
             return db.execute("SELECT mailbox, uid, archive_mailbox, archive_uid, fingerprint "
                               "FROM journal WHERE user='alice' ORDER BY seq").fetchall()
@@ -88,7 +88,7 @@ class VerifyTest(unittest.TestCase):
         self.assertIn("IMAP UIDs not checked: state store", rows[0]["error"])
         self.assertIn("verify again once it answers", rows[0]["error"])
 
-        db = sqlite3.connect(self.state)
+        db = statedb.connect(self.state)
         try:
             db.execute("UPDATE merges SET cursor = 'v9 nonsense' WHERE user = 'alice'")
             db.commit()

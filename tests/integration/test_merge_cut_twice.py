@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
+import statedb  # noqa: E402
 
 N_ARCHIVE = 700
 N_LIVE = 40
@@ -73,7 +74,7 @@ class CutTwice(bftest.SiteCase):
     def store(self, user):
         """(journal entries, intent item of the cursor or None)."""
         try:
-            db = sqlite3.connect("file:%s?mode=ro" % self.db_path(), uri=True, timeout=0.05)
+            db = statedb.connect(self.db_path(), readonly=True, timeout=0.05)
             try:
                 n = db.execute("SELECT count(*) FROM journal WHERE user = ?",
                                (user,)).fetchone()[0]

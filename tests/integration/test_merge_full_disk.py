@@ -8,7 +8,6 @@ is grown the next login finishes the merge: the mailbox is then exactly
 the merge of the whole archive.
 """
 import os
-import sqlite3
 import subprocess
 import sys
 import unittest
@@ -16,6 +15,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+import statedb  # noqa: E402
 
 
 class MergeFullDisk(bftest.SiteCase):
@@ -32,7 +32,7 @@ class MergeFullDisk(bftest.SiteCase):
         site.enable_plugin()
 
     def record(self):
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"))
         try:
             return db.execute("SELECT status, added, last_error FROM merges WHERE user = 'zoe'"
                               ).fetchone()

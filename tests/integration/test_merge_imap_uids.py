@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
+import statedb  # noqa: E402
 
 GAP = 2
 UV = {"INBOX": 1300000001, "Sent": 1300000002, "Projects": 1300000003,
@@ -373,8 +374,8 @@ class KilledRuns(bftest.SiteCase):
     def journal_count(self):
         import sqlite3
         try:
-            db = sqlite3.connect("file:%s/state.db?mode=ro" % self.site.state_dir,
-                                 uri=True, timeout=0.05)
+            db = statedb.connect(os.path.join(self.site.state_dir, "state.db"),
+                                 readonly=True, timeout=0.05)
             try:
                 return db.execute("SELECT count(*) FROM journal WHERE user = 'kai'").fetchone()[0]
             finally:
@@ -400,11 +401,11 @@ class KilledRuns(bftest.SiteCase):
         the batch's mailbox commit is done (dovecot-uidlist lists more
         than the journal).  True if that moment was hit."""
         import sqlite3
-        # mode=rw: never made here (root would own it)
-        path = "file:%s/state.db?mode=rw" % self.site.state_dir
+        # never made here, nor its -wal and -shm files (root would own them)
+        path = os.path.join(self.site.state_dir, "state.db")
         while p.poll() is None:
             try:
-                db = sqlite3.connect(path, uri=True, isolation_level=None, timeout=10)
+                db = statedb.connect(path, isolation_level=None, timeout=10)
                 break
             except sqlite3.OperationalError:
                 time.sleep(0.001)

@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
+import statedb  # noqa: E402
 
 TOP = 4294967294  # the highest UID Dovecot's assertion would still pass
 
@@ -175,12 +176,12 @@ class RunWithHeldCheckpoint:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True,
                              env=dc.sanitizer_env())
-        uri = "file:%s/state.db?mode=rw" % self.site.state_dir
+        path = os.path.join(self.site.state_dir, "state.db")
         deadline = time.time() + 60
         db = None
         while db is None and time.time() < deadline and p.poll() is None:
             try:
-                db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+                db = statedb.connect(path, isolation_level=None, timeout=10)
                 db.execute("SELECT 1 FROM merges").fetchall()
             except sqlite3.OperationalError:
                 if db is not None:
@@ -324,7 +325,7 @@ class VerifyTampered(bftest.SiteCase):
 
     def test_copies_in_another_live_folder_are_not_ignored(self):
         self.assertEqual(self.verify("val")["result"], "ok")
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"))
         with db:
             db.execute("UPDATE journal SET mailbox_guid = ? WHERE user = 'val'"
                        " AND archive_mailbox = 'Old'", ("0" * 32,))

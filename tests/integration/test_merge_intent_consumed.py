@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
+import statedb  # noqa: E402
 
 # Many, and not tiny: a slice of the slowed rerun (20 ms of work, then a
 # sleep) must end far inside them on a fast machine too
@@ -104,8 +105,8 @@ def imap_view(dc, user, msgid):
 
 
 def journal_of(site, user):
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(site.state_dir, "state.db"),
-                         uri=True)
+    db = statedb.connect(os.path.join(site.state_dir, "state.db"),
+                         readonly=True)
     try:
         return [a for (a,) in db.execute("SELECT archive_uid FROM journal WHERE user = ?"
                                          " ORDER BY archive_uid", (user,))]
@@ -115,8 +116,8 @@ def journal_of(site, user):
 
 def cursor_of(site, user):
     try:
-        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(site.state_dir, "state.db"),
-                             uri=True, timeout=0.05)
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"),
+                             readonly=True, timeout=0.05)
         try:
             row = db.execute("SELECT cursor FROM merges WHERE user = ?",
                              (user,)).fetchone()

@@ -68,7 +68,6 @@ copied again, a duplicate (full, review s8 L1).
 """
 import os
 import signal
-import sqlite3
 import sys
 import unittest
 
@@ -77,6 +76,7 @@ import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
 import fingerprint_ref  # noqa: E402
+import statedb  # noqa: E402
 
 CONF = bftest.CRASH_CONF
 N_LIVE = 2
@@ -242,13 +242,12 @@ class LandedBytes(bftest.SiteCase):
         dc = site.dc
 
         def store_exec(sql):
-            db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+            db = statedb.connect(os.path.join(site.state_dir, "state.db"))
             try:
                 db.execute(sql)
                 db.commit()
             finally:
                 db.close()
-            bftest.dv.chown_tree(site.state_dir)
 
         store_exec("CREATE TRIGGER bf_test_refuse BEFORE INSERT ON journal"
                    " WHEN NEW.user = '%s'"
@@ -278,7 +277,7 @@ class LandedBytes(bftest.SiteCase):
         """The intent names BF_CURSOR_SAVERS_MAX other processes (a batch
         cut again and again): the process that committed the cut copies is
         one more, not named."""
-        db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"))
         try:
             cur = db.execute("SELECT cursor FROM merges WHERE user = ?",
                              (user,)).fetchone()[0]
@@ -292,7 +291,6 @@ class LandedBytes(bftest.SiteCase):
             db.commit()
         finally:
             db.close()
-        bftest.dv.chown_tree(site.state_dir)
 
     @staticmethod
     def unmove(maildir, raw):
@@ -310,8 +308,8 @@ class LandedBytes(bftest.SiteCase):
 
     @staticmethod
     def journal_of(site, user):
-        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(site.state_dir, "state.db"),
-                             uri=True)
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"),
+                              readonly=True)
         try:
             return db.execute("SELECT mailbox, uid, archive_uid FROM journal"
                               " WHERE user = ? ORDER BY archive_uid", (user,)).fetchall()

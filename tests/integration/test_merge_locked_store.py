@@ -32,9 +32,14 @@ BUDGET = 0.3
 # the budget, POP3's progress slice and a loaded test machine
 SLACK = 2.0
 
+# The lockers import tests/lib/statedb.py from here.
+LIB = os.path.join(bftest.SRC, "tests", "lib")
+
 LOCKER = """
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+import sys
+sys.path.insert(0, sys.argv[2])
+import statedb
+db = statedb.connect(sys.argv[1], isolation_level=None, timeout=30)
 db.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
 sys.stdin.read()
@@ -43,8 +48,10 @@ sys.stdin.read()
 # The file itself locked: readers too, so opening the store (which reads
 # the schema) waits.
 FILE_LOCKER = """
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+import sys
+sys.path.insert(0, sys.argv[2])
+import statedb
+db = statedb.connect(sys.argv[1], isolation_level=None, timeout=30)
 db.execute("PRAGMA locking_mode = EXCLUSIVE")
 db.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
@@ -152,7 +159,7 @@ class MergeLockedStore(bftest.SiteCase):
         finished = len(site.finished_lines("lou"))
         db = os.path.join(site.state_dir, "state.db")
         mark = len(site.dc.log_lines(bftest.bf_log("lou") + "merge postponed: .*lock"))
-        locker = subprocess.Popen(["/usr/bin/python3", "-c", locker_src, db],
+        locker = subprocess.Popen(["/usr/bin/python3", "-c", locker_src, db, LIB],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             self.assertEqual(locker.stdout.readline().strip(), "locked")

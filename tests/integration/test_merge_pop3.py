@@ -18,6 +18,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+import statedb  # noqa: E402
 
 
 class MergePop3(bftest.SiteCase):
@@ -88,9 +89,8 @@ class MergePop3(bftest.SiteCase):
         """(status, archived) of the user's merge record, None before the
         first merge."""
         try:
-            db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.site.state_dir,
-                                                                 "state.db"),
-                                 uri=True, timeout=10)
+            db = statedb.connect(os.path.join(self.site.state_dir, "state.db"),
+                                 readonly=True, timeout=10)
             try:
                 return db.execute("SELECT status, archived FROM merges WHERE user = ?",
                                   (user,)).fetchone()

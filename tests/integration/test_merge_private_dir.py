@@ -12,7 +12,6 @@ once, or what a killed run left, never share the planted name.
 """
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 import unittest
@@ -20,6 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+import statedb  # noqa: E402
 
 
 class MergePrivateDir(bftest.SiteCase):
@@ -61,7 +61,7 @@ class MergePrivateDir(bftest.SiteCase):
                 shutil.rmtree(d, ignore_errors=True)
 
     def record(self, user):
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"))
         try:
             return db.execute("SELECT status, last_error FROM merges WHERE user = ?",
                               (user,)).fetchone()

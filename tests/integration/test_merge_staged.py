@@ -10,7 +10,6 @@ folder list fails all three.
 """
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import unittest
@@ -18,8 +17,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
-import dovecot as dv  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+import statedb  # noqa: E402
 
 WORK = 1500
 
@@ -104,7 +103,7 @@ class MergeStaged(bftest.SiteCase):
 
     # ------------------------------------------------ cursors of version 1
     def db(self):
-        return sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        return statedb.connect(os.path.join(self.site.state_dir, "state.db"))
 
     def record(self, user):
         with self.db() as db:
@@ -237,13 +236,12 @@ class CutBatchStaged(bftest.SiteCase):
             bd.doveadm_json(site.dc, "backfill", "status", "-u", user)
 
     def sql(self, q):
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"))
         try:
             db.execute(q)
             db.commit()
         finally:
             db.close()
-        dv.chown_tree(self.site.state_dir)
 
     def cut_work_batch(self, user):
         self.sql("CREATE TRIGGER cut_%s BEFORE INSERT ON journal"

@@ -10,7 +10,6 @@ of vic's mail, skip and log both symlinks with their paths, count them
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+import statedb  # noqa: E402
 
 
 class MergeSymlinks(bftest.SiteCase):
@@ -42,7 +42,7 @@ class MergeSymlinks(bftest.SiteCase):
         site.enable_plugin()
 
     def record(self, user):
-        db = sqlite3.connect(os.path.join(self.site.state_dir, "state.db"))
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"))
         try:
             return db.execute("SELECT status, skipped, last_error FROM merges WHERE user = ?",
                               (user,)).fetchone()

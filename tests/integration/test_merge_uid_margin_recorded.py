@@ -17,7 +17,6 @@ merged with userdb_backfill_imap_uid_margin=1000 (UIDNEXT 1904, 1907).
 """
 import os
 import re
-import sqlite3
 import sys
 import unittest
 
@@ -25,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from test_merge_uid_margin import scenario, AS, ARCH_NEXT  # noqa: E402
+import statedb  # noqa: E402
 
 USERS = ("raised", "old")
 SMALL, BIG = 1000, 100000
@@ -62,7 +62,7 @@ class MarginRecorded(bftest.SiteCase):
 
     @staticmethod
     def cursor(site, user):
-        db = sqlite3.connect("file:%s/state.db?mode=ro" % site.state_dir, uri=True)
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"), readonly=True)
         try:
             return db.execute("SELECT cursor FROM merges WHERE user = ?",
                               (user,)).fetchone()[0]
@@ -71,7 +71,7 @@ class MarginRecorded(bftest.SiteCase):
 
     @staticmethod
     def set_cursor(site, user, text):
-        db = sqlite3.connect("file:%s/state.db?mode=rw" % site.state_dir, uri=True)
+        db = statedb.connect(os.path.join(site.state_dir, "state.db"))
         try:
             with db:
                 db.execute("UPDATE merges SET cursor = ? WHERE user = ?", (text, user))

@@ -22,6 +22,7 @@ import bftest  # noqa: E402
 import bfdoveadm as bd  # noqa: E402
 from bftest import mg  # noqa: E402
 import chromium  # noqa: E402  (tests/lib, on the path through bftest)
+import statedb  # noqa: E402
 
 BUILD = os.path.dirname(bftest.plugin_dir())
 BACKFILLCTL = os.environ.get("BACKFILLCTL",
@@ -67,7 +68,7 @@ class ReportTest(unittest.TestCase):
                       "carol@example.net"):
                 bd.doveadm_json(site.dc, "backfill", "run", "-u", u, ok=(0, 1))
             # bob loses one merged message: verify names it
-            db = sqlite3.connect(os.path.join(site.state_dir, "state.db"))
+            db = statedb.connect(os.path.join(site.state_dir, "state.db"))
             box, uid = db.execute("SELECT mailbox, uid FROM journal WHERE "
                                   "user='bob@example.org' ORDER BY seq LIMIT 1").fetchone()
             # alice's merge failed, as a merge that hit an I/O error records it

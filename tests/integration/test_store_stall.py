@@ -35,7 +35,6 @@ import os
 import signal
 import smtplib
 import subprocess
-import sqlite3
 import sys
 import threading
 import time
@@ -47,7 +46,8 @@ import bfdoveadm as bd  # noqa: E402
 import fingerprint_ref  # noqa: E402
 import maildir_gen as mg  # noqa: E402
 from redis_server import REDIS_SERVER, PrivateRedis  # noqa: E402
-from test_merge_locked_store import LOCKER, SilentServer  # noqa: E402
+from test_merge_locked_store import LIB, LOCKER, SilentServer  # noqa: E402
+import statedb  # noqa: E402
 
 BUDGET = 0.3
 # the budget, a slice, a begin again and a loaded test machine; far below
@@ -62,7 +62,7 @@ def locked(db):
     """Another process holding the SQLite store's write lock (a backup, a
     doveadm run of another host's cron) until the returned Popen's stdin
     is closed."""
-    p = subprocess.Popen(["/usr/bin/python3", "-c", LOCKER, db],
+    p = subprocess.Popen(["/usr/bin/python3", "-c", LOCKER, db, LIB],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline().strip()
     if line != "locked":
@@ -220,7 +220,7 @@ class LmtpConfirmCase(bftest.SiteCase):
         """The dedup record the milter writes when it passes a message on
         (the dedup table of shared/state-sqlite.c), not yet delivered."""
         now = int(time.time())
-        db = sqlite3.connect(self.db(), timeout=10)
+        db = statedb.connect(self.db(), timeout=10)
         try:
             with db:
                 db.execute("INSERT INTO dedup (window_name, recipient, fingerprint,"
@@ -232,7 +232,7 @@ class LmtpConfirmCase(bftest.SiteCase):
 
     def delivered(self, fp, window="w1"):
         """The record's delivered column: 1 once the delivery is confirmed."""
-        db = sqlite3.connect("file:%s?mode=ro" % self.db(), uri=True, timeout=10)
+        db = statedb.connect(self.db(), readonly=True, timeout=10)
         try:
             row = db.execute("SELECT delivered FROM dedup WHERE window_name = ?"
                              " AND recipient = ? AND fingerprint = ?",

@@ -286,7 +286,12 @@ def chown_tree(path, uid=MAIL_UID, gid=MAIL_GID):
     os.chown(path, uid, gid)
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
+            # a running server may remove a file between the listing and
+            # here (SQLite's -wal and -shm at its last close)
+            try:
+                os.lchown(os.path.join(root, name), uid, gid)
+            except FileNotFoundError:
+                pass
 
 
 def tree_checksum(path):

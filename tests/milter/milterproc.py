@@ -86,9 +86,15 @@ class PrivateMilter:
                 f.write(line + '\n')
 
     def ctl(self, *args, check=True):
+        # umask 007, as the shipped milter unit has: SQLite makes a WAL
+        # store's -wal and -shm files with the store file's mode minus
+        # the umask and widens them a moment later.  Where the store is
+        # shared with Dovecot's mail user through its group, a first
+        # opener with umask 022 would leave them unwritable by the group
+        # for that moment (a postponed merge, an unconfirmed delivery).
         env = dict(os.environ, BACKFILL_STATE=self.state)
         r = subprocess.run([self.backfillctl, *args], env=env,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, umask=0o007)
         if check and r.returncode != 0:
             raise AssertionError(f'backfillctl {args}: {r.stdout}{r.stderr}')
         return r

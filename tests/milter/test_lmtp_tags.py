@@ -70,7 +70,9 @@ class LmtpTagTest(unittest.TestCase):
             self.milters.append(PrivateMilter(
                 MILTER, BACKFILLCTL, tmp=d, state=state,
                 window='w1' if name == 'secret' else None,
-                config=[f'SecretFile {secrets[name]}', 'Hostname mx1.test']))
+                config=[f'SecretFile {secrets[name]}', 'Hostname mx1.test',
+                        # as the shipped unit: see milterproc.ctl()
+                        'UMask 007']))
             self.milters[-1].start()
         self.dovecot = Dovecot(
             name='lmtp-tags', plugin_dir=PLUGIN_DIR, lmtp_plugins='backfill',

@@ -73,7 +73,9 @@ class PostfixE2E(unittest.TestCase):
         self.confirm = plugin_confirms()
         milter_conf = ['SocketMode 0660', 'SocketGroup postfix',
                        'Hostname mx1.test',
-                       'QuarantineRecipient %s@example.org' % QUARANTINE]
+                       'QuarantineRecipient %s@example.org' % QUARANTINE,
+                       # as the shipped unit: see milterproc.ctl()
+                       'UMask 007']
         if not self.confirm:
             milter_conf += ['ConfirmDelivery no', 'MinAge 0']
         # The store is shared with Dovecot's LMTP, which runs as the mail

@@ -98,7 +98,8 @@ class RelayE2E(unittest.TestCase):
             os.mkdir(d)
             make_traversable(d)
             m = PrivateMilter(MILTER, BACKFILLCTL, tmp=d, state=state,
-                              config=common + [f'Hostname {host}.test'],
+                              # as the shipped unit: see milterproc.ctl()
+                              config=common + [f'Hostname {host}.test', 'UMask 007'],
                               window='relay' if host == 'mx1' else None)
             m.start()
             self.milters.append(m)
