@@ -86,7 +86,9 @@ class Runner:
         if host:
             env["MAIL_CONFIG"] = self.mail_config[host]
         self.say("runbook step %d%s: $ %s" % (step, " (%s MX)" % host if host else "", cmd))
-        r = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True)
+        # umask 007: as step 0 of the runbook sets it
+        r = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True,
+                           umask=0o007)
         for line in (r.stdout + r.stderr).splitlines()[:20]:
             self.say("     " + line)
         if r.returncode != 0:

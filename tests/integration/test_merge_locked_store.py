@@ -51,8 +51,8 @@ FILE_LOCKER = """
 import sys
 sys.path.insert(0, sys.argv[2])
 import statedb
-db = statedb.connect(sys.argv[1], isolation_level=None, timeout=30)
-db.execute("PRAGMA locking_mode = EXCLUSIVE")
+db = statedb.connect(sys.argv[1], isolation_level=None, timeout=30,
+                     pragmas=["PRAGMA locking_mode = EXCLUSIVE"])
 db.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
 sys.stdin.read()

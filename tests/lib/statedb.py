@@ -48,7 +48,7 @@ def _files_as(uid, gid):
         _libc.setfsgid(old_gid)
 
 
-def connect(path, readonly=False, **kw):
+def connect(path, readonly=False, pragmas=(), **kw):
     """sqlite3.connect() to the state store at path (a file path, not a
     URI), safe beside the store's own processes.  readonly opens it
     mode=ro.  A missing store is not made here (it would be root's):
@@ -58,7 +58,10 @@ def connect(path, readonly=False, **kw):
     A store that exists but is not in WAL mode yet is being made by a
     process right now (it switches the new file to WAL before anything
     else): OperationalError too.  Connected before the switch, SQLite
-    would open the -wal and -shm files at a later read, as root."""
+    would open the -wal and -shm files at a later read, as root.
+
+    pragmas run before that first read (PRAGMA locking_mode = EXCLUSIVE
+    acts only if it comes first)."""
     if not os.path.exists(path):
         raise sqlite3.OperationalError("%s: no state store yet" % path)
     if not _made(path):
@@ -68,6 +71,8 @@ def connect(path, readonly=False, **kw):
     with _files_as(st.st_uid, st.st_gid):
         db = sqlite3.connect(uri, uri=True, **kw)
         try:
+            for pragma in pragmas:
+                db.execute(pragma).fetchall()
             db.execute("PRAGMA schema_version").fetchone()
         except BaseException:
             db.close()
