@@ -22,7 +22,8 @@ import os
 import sqlite3
 import urllib.parse
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.CDLL(None)
+
 
 def _made(path):
     """The store has its header: every program of backfill switches a new
@@ -42,6 +43,10 @@ def _files_as(uid, gid):
     old_gid = _libc.setfsgid(gid)
     old_uid = _libc.setfsuid(uid)
     try:
+        # both calls say nothing of a failure: an invalid id (-1) changes
+        # nothing and returns the current one
+        if (_libc.setfsuid(-1), _libc.setfsgid(-1)) != (uid, gid):
+            raise OSError("setfsuid/setfsgid to %d:%d refused (not root?)" % (uid, gid))
         yield
     finally:
         _libc.setfsuid(old_uid)
@@ -55,9 +60,9 @@ def connect(path, readonly=False, pragmas=(), **kw):
     sqlite3.OperationalError, as for a busy one, so that a poll tries
     again.
 
-    A store that exists but is not in WAL mode yet is being made by a
-    process right now (it switches the new file to WAL before anything
-    else): OperationalError too.  Connected before the switch, SQLite
+    A store that exists but has no header yet is being made by a process
+    right now (it switches the new file to WAL before anything else):
+    OperationalError too.  Connected before the switch, SQLite
     would open the -wal and -shm files at a later read, as root.
 
     pragmas run before that first read (PRAGMA locking_mode = EXCLUSIVE
@@ -65,7 +70,7 @@ def connect(path, readonly=False, pragmas=(), **kw):
     if not os.path.exists(path):
         raise sqlite3.OperationalError("%s: no state store yet" % path)
     if not _made(path):
-        raise sqlite3.OperationalError("%s: not a WAL database yet" % path)
+        raise sqlite3.OperationalError("%s: no header yet (being made)" % path)
     st = os.stat(path)
     uri = "file:%s?mode=%s" % (urllib.parse.quote(path), "ro" if readonly else "rw")
     with _files_as(st.st_uid, st.st_gid):
