@@ -5,7 +5,6 @@ The file re-executes itself under `unshare -m` so that it can bind-mount an
 archive read-only without touching the host's mount table. One private
 Dovecot serves every user; per-user settings come from userdb extra fields.
 """
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bftest  # noqa: E402
 import dovecot as dv  # noqa: E402
 import maildir_gen as mg  # noqa: E402
+import statedb  # noqa: E402
 
 BROKEN = {
     "truncated": None,  # filled in: a real message cut in half, S= unchanged
@@ -218,17 +218,13 @@ class MergeRobust(bftest.SiteCase):
         self.check_postponed("stan", os.path.join(self.site.base, "missing", "dir"))
 
     def record(self, user):
-        """(status, last_error), read as the mail user: a read-only
-        connection cannot open a WAL database no process has open, and a
-        root one would leave root-owned -shm/-wal files behind."""
-        code = ("import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
-                "print(json.dumps(db.execute('SELECT status, last_error FROM merges "
-                "WHERE user = ?', (sys.argv[2],)).fetchone()))")
-        out = subprocess.run(["setpriv", "--reuid=%d" % dv.MAIL_UID, "--regid=%d" % dv.MAIL_GID,
-                              "--clear-groups", sys.executable, "-c", code,
-                              os.path.join(self.site.state_dir, "state.db"), user],
-                             capture_output=True, text=True, check=True).stdout
-        rec = json.loads(out)
+        """(status, last_error), or None before the user's first merge."""
+        db = statedb.connect(os.path.join(self.site.state_dir, "state.db"), timeout=10)
+        try:
+            rec = db.execute("SELECT status, last_error FROM merges WHERE user = ?",
+                             (user,)).fetchone()
+        finally:
+            db.close()
         return None if rec is None else tuple(rec)
 
     def test_live_side_failure_recorded_and_retried(self):
